@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * pycontain: the one shared header between the kernel programs and the
+ * Python controller. Every record starts with struct pc_header, whose first
+ * byte is the event type (as Tetragon does), so user space can dispatch on
+ * one byte. pycontain/core/events.py mirrors these structs field by field;
+ * tests/unit/test_layout.py compiles this header with the host C compiler
+ * and checks sizes and offsets against the Python mirror.
+ *
+ * Rules: fixed-size, naturally aligned, explicit padding, no pointers.
+ * Strings are NUL-terminated or length-prefixed and always bounded.
+ */
+#ifndef PYCONTAIN_H
+#define PYCONTAIN_H
+
+#ifndef __BCC__
+/* Host C compiler (layout test): give the BPF integer types. */
+#include <stdint.h>
+typedef uint8_t u8;
+typedef uint16_t u16;
+typedef uint32_t u32;
+typedef int32_t s32;
+typedef uint64_t u64;
+#endif
+
+#define PC_COMM_LEN 16
+#define PC_FILENAME_LEN 256
+#define PC_ARGS_LEN 1024        /* argv bytes kept, NUL separated */
+#define PC_MAX_ARGS 64          /* argv entries read */
+#define PC_PAYLOAD_LEN 64       /* stratum payload snippet */
+#define PC_NAME_LEN 64          /* exec basename key */
+#define PC_PATTERN_LEN 32       /* exec substring pattern */
+#define PC_MAX_PATTERNS 32
+#define PC_MAX_LEVELS 32        /* cgroup depth checked for tracked ancestors */
+
+enum pc_event_type {
+	PC_EV_EXEC = 1,
+	PC_EV_FORK = 2,
+	PC_EV_EXIT = 3,
+	PC_EV_CONNECT = 4,   /* TCP/UDP connect, cgroup connect4/6 */
+	PC_EV_SEND = 5,      /* UDP sendmsg with an address, cgroup sendmsg4/6 */
+	PC_EV_SOCKET = 6,    /* socket creation */
+	PC_EV_TCP_STATE = 7, /* sock:inet_sock_set_state on an agent socket */
+	PC_EV_STRATUM = 8,   /* mining JSON-RPC seen in egress payload */
+};
+
+enum pc_verdict {
+	PC_ALLOW = 0,
+	PC_DENY = 1,       /* enforced in the kernel: killed / EPERM / dropped */
+	PC_WOULD_DENY = 2, /* monitor mode: a deny rule matched, nothing enforced */
+};
+
+enum pc_flags {
+	PC_F_ARGS_TRUNCATED = 1 << 0,
+	PC_F_FILENAME_TRUNCATED = 1 << 1,
+	PC_F_V4_MAPPED = 1 << 2,   /* IPv6 socket, IPv4-mapped destination */
+	PC_F_KILLED = 1 << 3,      /* bpf_send_signal(SIGKILL) was issued */
+	PC_F_THREAD = 1 << 4,      /* fork/exit of a thread, not a process */
+};
+
+struct pc_header {
+	u8 type;          /* enum pc_event_type: first byte, always */
+	u8 verdict;       /* enum pc_verdict */
+	u16 flags;        /* enum pc_flags */
+	u32 rule_id;      /* kernel rule that matched, 0 = none */
+	u32 pid;          /* tgid, host pid namespace */
+	u32 tid;
+	u32 ppid;         /* parent tgid */
+	u32 uid;
+	u32 agent_id;     /* value of pc_agents for the tracked ancestor */
+	u32 _pad0;
+	u64 ts_ns;        /* bpf_ktime_get_boot_ns() */
+	u64 start_ns;     /* process start (boot ns); with pid, the process key */
+	u64 cgroup_id;    /* cgroup v2 id of the task */
+	char comm[PC_COMM_LEN];
+};
+
+struct pc_exec {
+	struct pc_header h;
+	u32 argc;              /* real argc, may exceed what was kept */
+	u16 filename_len;
+	u16 args_len;          /* bytes used in args */
+	char filename[PC_FILENAME_LEN];
+	char args[PC_ARGS_LEN];
+};
+
+struct pc_fork {
+	struct pc_header h;    /* h.pid = parent tgid */
+	u32 child_pid;
+	u32 _pad0;
+};
+
+struct pc_exit {
+	struct pc_header h;
+	s32 exit_code;
+	u32 _pad0;
+};
+
+/* connect / send: addresses in network byte order, ports in host order. */
+struct pc_net {
+	struct pc_header h;
+	u8 family;             /* AF_INET=2, AF_INET6=10 */
+	u8 protocol;           /* IPPROTO_TCP=6, IPPROTO_UDP=17 */
+	u16 dport;
+	u16 sport;
+	u16 _pad0;
+	u8 daddr[16];          /* IPv4 in the first 4 bytes */
+	u8 saddr[16];
+};
+
+struct pc_socket {
+	struct pc_header h;
+	u32 family;
+	u32 type;
+	u32 protocol;
+	u32 _pad0;
+};
+
+struct pc_tcp_state {
+	struct pc_header h;
+	u8 family;
+	u8 oldstate;
+	u8 newstate;
+	u8 _pad0;
+	u16 sport;
+	u16 dport;
+	u8 saddr[16];
+	u8 daddr[16];
+};
+
+struct pc_stratum {
+	struct pc_net n;
+	u16 payload_len;
+	u16 _pad0[3];
+	char payload[PC_PAYLOAD_LEN];
+};
+
+/* ---- maps written by the controller ------------------------------------ */
+
+enum pc_mode { PC_MODE_ENFORCE = 0, PC_MODE_MONITOR = 1 };
+
+enum pc_config_flags {
+	PC_CFG_NET_DEFAULT_DENY = 1 << 0, /* egress allowed only if in allow tries */
+	PC_CFG_DENY_RAW = 1 << 1,         /* SOCK_RAW in AF_INET/AF_INET6 */
+	PC_CFG_DENY_PACKET = 1 << 2,      /* AF_PACKET */
+	PC_CFG_DETECT_STRATUM = 1 << 3,
+	PC_CFG_TRACE_ALL = 1 << 4,        /* emit exec/fork/exit for every process */
+};
+
+struct pc_config {
+	u32 mode;            /* enum pc_mode */
+	u32 flags;           /* enum pc_config_flags */
+	u32 tracked_levels;  /* bit n set: some agent cgroup is at level n */
+	u32 _pad0;
+};
+
+struct pc_port_rule {
+	u32 tcp_rule;        /* rule id denying TCP to this port, 0 = none */
+	u32 udp_rule;
+};
+
+struct pc_lpm4 {
+	u32 prefixlen;
+	u8 addr[4];
+};
+
+struct pc_lpm6 {
+	u32 prefixlen;
+	u8 addr[16];
+};
+
+struct pc_name_key {
+	char name[PC_NAME_LEN];  /* lower-cased basename, NUL padded */
+};
+
+enum pc_pattern_where { PC_PAT_BASENAME = 0, PC_PAT_ARGS = 1 };
+
+struct pc_pattern {
+	u32 rule_id;             /* 0 = empty slot */
+	u16 len;
+	u8 where;                /* enum pc_pattern_where */
+	u8 _pad0;
+	char pat[PC_PATTERN_LEN]; /* lower-case; matched case-insensitively */
+};
+
+#endif /* PYCONTAIN_H */

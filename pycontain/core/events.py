@@ -1,0 +1,329 @@
+"""Typed kernel events and their decoding.
+
+The ctypes structures mirror ebpf/pycontain.h field by field (the layout test
+compiles the header and compares). ``decode(data)`` dispatches on the first
+byte, the event type, and returns a frozen dataclass. Strings from the kernel
+are agent-supplied: they are kept as bytes here and rendered with
+:func:`pycontain.text.safe_text` wherever they are shown.
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+COMM_LEN = 16
+FILENAME_LEN = 256
+ARGS_LEN = 1024
+PAYLOAD_LEN = 64
+NAME_LEN = 64
+PATTERN_LEN = 32
+MAX_PATTERNS = 32
+MAX_LEVELS = 32
+
+
+class EventType(enum.IntEnum):
+    EXEC = 1
+    FORK = 2
+    EXIT = 3
+    CONNECT = 4
+    SEND = 5
+    SOCKET = 6
+    TCP_STATE = 7
+    STRATUM = 8
+
+
+class Verdict(enum.IntEnum):
+    ALLOW = 0
+    DENY = 1
+    WOULD_DENY = 2
+
+
+class Flag(enum.IntFlag):
+    ARGS_TRUNCATED = 1 << 0
+    FILENAME_TRUNCATED = 1 << 1
+    V4_MAPPED = 1 << 2
+    KILLED = 1 << 3
+    THREAD = 1 << 4
+
+
+class Mode(enum.IntEnum):
+    ENFORCE = 0
+    MONITOR = 1
+
+
+class ConfigFlag(enum.IntFlag):
+    NET_DEFAULT_DENY = 1 << 0
+    DENY_RAW = 1 << 1
+    DENY_PACKET = 1 << 2
+    DETECT_STRATUM = 1 << 3
+    TRACE_ALL = 1 << 4
+
+
+class PatternWhere(enum.IntEnum):
+    BASENAME = 0
+    ARGS = 1
+
+
+# ---- ctypes mirrors of ebpf/pycontain.h ------------------------------------
+
+class CHeader(C.Structure):
+    _fields_ = [
+        ("type", C.c_uint8), ("verdict", C.c_uint8), ("flags", C.c_uint16),
+        ("rule_id", C.c_uint32), ("pid", C.c_uint32), ("tid", C.c_uint32),
+        ("ppid", C.c_uint32), ("uid", C.c_uint32), ("agent_id", C.c_uint32),
+        ("_pad0", C.c_uint32), ("ts_ns", C.c_uint64), ("start_ns", C.c_uint64),
+        ("cgroup_id", C.c_uint64), ("comm", C.c_char * COMM_LEN),
+    ]
+
+
+class CExec(C.Structure):
+    _fields_ = [
+        ("h", CHeader), ("argc", C.c_uint32), ("filename_len", C.c_uint16),
+        ("args_len", C.c_uint16), ("filename", C.c_char * FILENAME_LEN),
+        ("args", C.c_char * ARGS_LEN),
+    ]
+
+
+class CFork(C.Structure):
+    _fields_ = [("h", CHeader), ("child_pid", C.c_uint32), ("_pad0", C.c_uint32)]
+
+
+class CExit(C.Structure):
+    _fields_ = [("h", CHeader), ("exit_code", C.c_int32), ("_pad0", C.c_uint32)]
+
+
+class CNet(C.Structure):
+    _fields_ = [
+        ("h", CHeader), ("family", C.c_uint8), ("protocol", C.c_uint8),
+        ("dport", C.c_uint16), ("sport", C.c_uint16), ("_pad0", C.c_uint16),
+        ("daddr", C.c_uint8 * 16), ("saddr", C.c_uint8 * 16),
+    ]
+
+
+class CSocket(C.Structure):
+    _fields_ = [
+        ("h", CHeader), ("family", C.c_uint32), ("type", C.c_uint32),
+        ("protocol", C.c_uint32), ("_pad0", C.c_uint32),
+    ]
+
+
+class CTcpState(C.Structure):
+    _fields_ = [
+        ("h", CHeader), ("family", C.c_uint8), ("oldstate", C.c_uint8),
+        ("newstate", C.c_uint8), ("_pad0", C.c_uint8), ("sport", C.c_uint16),
+        ("dport", C.c_uint16), ("saddr", C.c_uint8 * 16), ("daddr", C.c_uint8 * 16),
+    ]
+
+
+class CStratum(C.Structure):
+    _fields_ = [
+        ("n", CNet), ("payload_len", C.c_uint16), ("_pad0", C.c_uint16 * 3),
+        ("payload", C.c_char * PAYLOAD_LEN),
+    ]
+
+
+class CConfig(C.Structure):
+    _fields_ = [("mode", C.c_uint32), ("flags", C.c_uint32),
+                ("tracked_levels", C.c_uint32), ("_pad0", C.c_uint32)]
+
+
+class CPortRule(C.Structure):
+    _fields_ = [("tcp_rule", C.c_uint32), ("udp_rule", C.c_uint32)]
+
+
+class CLpm4(C.Structure):
+    _fields_ = [("prefixlen", C.c_uint32), ("addr", C.c_uint8 * 4)]
+
+
+class CLpm6(C.Structure):
+    _fields_ = [("prefixlen", C.c_uint32), ("addr", C.c_uint8 * 16)]
+
+
+class CNameKey(C.Structure):
+    _fields_ = [("name", C.c_char * NAME_LEN)]
+
+
+class CPattern(C.Structure):
+    _fields_ = [("rule_id", C.c_uint32), ("len", C.c_uint16), ("where", C.c_uint8),
+                ("_pad0", C.c_uint8), ("pat", C.c_char * PATTERN_LEN)]
+
+
+# Every mirrored struct, by its C name: the layout test walks this table.
+C_STRUCTS: dict[str, type[C.Structure]] = {
+    "pc_header": CHeader, "pc_exec": CExec, "pc_fork": CFork, "pc_exit": CExit,
+    "pc_net": CNet, "pc_socket": CSocket, "pc_tcp_state": CTcpState,
+    "pc_stratum": CStratum, "pc_config": CConfig, "pc_port_rule": CPortRule,
+    "pc_lpm4": CLpm4, "pc_lpm6": CLpm6, "pc_name_key": CNameKey,
+    "pc_pattern": CPattern,
+}
+
+
+# ---- typed events ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Header:
+    type: EventType
+    verdict: Verdict
+    flags: Flag
+    rule_id: int
+    pid: int
+    tid: int
+    ppid: int
+    uid: int
+    agent_id: int
+    ts_ns: int
+    start_ns: int
+    cgroup_id: int
+    comm: bytes
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """Processes are keyed by pid plus start time: pids are reused."""
+        return (self.pid, self.start_ns)
+
+
+@dataclass(frozen=True)
+class Event:
+    h: Header
+
+    @property
+    def kind(self) -> str:
+        return self.h.type.name.lower()
+
+
+@dataclass(frozen=True)
+class ExecEvent(Event):
+    filename: bytes
+    argv: tuple[bytes, ...]
+    argc: int
+
+    @property
+    def args_truncated(self) -> bool:
+        return bool(self.h.flags & Flag.ARGS_TRUNCATED) or len(self.argv) < self.argc
+
+
+@dataclass(frozen=True)
+class ForkEvent(Event):
+    child_pid: int
+
+
+@dataclass(frozen=True)
+class ExitEvent(Event):
+    exit_code: int
+
+
+@dataclass(frozen=True)
+class NetEvent(Event):
+    """CONNECT or SEND."""
+
+    family: int
+    protocol: int
+    daddr: str
+    dport: int
+    saddr: str
+    sport: int
+
+    @property
+    def proto_name(self) -> str:
+        return {6: "tcp", 17: "udp"}.get(self.protocol, str(self.protocol))
+
+
+@dataclass(frozen=True)
+class SocketEvent(Event):
+    family: int
+    sock_type: int
+    protocol: int
+
+
+@dataclass(frozen=True)
+class TcpStateEvent(Event):
+    family: int
+    oldstate: int
+    newstate: int
+    saddr: str
+    sport: int
+    daddr: str
+    dport: int
+
+
+@dataclass(frozen=True)
+class StratumEvent(NetEvent):
+    payload: bytes = field(default=b"")
+
+
+def _addr(family: int, raw) -> str:
+    b = bytes(raw)
+    if family == 2:
+        return str(ipaddress.IPv4Address(b[:4]))
+    if family == 10:
+        a = ipaddress.IPv6Address(b[:16])
+        return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
+    return ""
+
+
+def _header(c: CHeader) -> Header:
+    try:
+        verdict = Verdict(c.verdict)
+    except ValueError:
+        verdict = Verdict.ALLOW
+    return Header(
+        type=EventType(c.type), verdict=verdict, flags=Flag(c.flags), rule_id=c.rule_id,
+        pid=c.pid, tid=c.tid, ppid=c.ppid, uid=c.uid, agent_id=c.agent_id,
+        ts_ns=c.ts_ns, start_ns=c.start_ns, cgroup_id=c.cgroup_id, comm=bytes(c.comm),
+    )
+
+
+def _net(c: CNet) -> dict:
+    return dict(h=_header(c.h), family=c.family, protocol=c.protocol,
+                daddr=_addr(c.family, c.daddr), dport=c.dport,
+                saddr=_addr(c.family, c.saddr), sport=c.sport)
+
+
+class DecodeError(ValueError):
+    pass
+
+
+def _from(struct: type[C.Structure], data: bytes):
+    if len(data) < C.sizeof(struct):
+        raise DecodeError(f"short {struct.__name__} record: {len(data)} < {C.sizeof(struct)} bytes")
+    return struct.from_buffer_copy(data[: C.sizeof(struct)])
+
+
+def decode(data: bytes) -> Event:
+    """Decode one ring-buffer record. Raises DecodeError on malformed input."""
+    data = bytes(data)
+    if not data:
+        raise DecodeError("empty record")
+    try:
+        etype = EventType(data[0])
+    except ValueError:
+        raise DecodeError(f"unknown event type {data[0]}") from None
+    if etype is EventType.EXEC:
+        c = _from(CExec, data)
+        args = bytes(c.args)[: min(c.args_len, ARGS_LEN)]
+        argv = tuple(args.rstrip(b"\0").split(b"\0")) if args.strip(b"\0") else ()
+        fname = bytes(c.filename)[: min(c.filename_len, FILENAME_LEN)].split(b"\0", 1)[0]
+        return ExecEvent(h=_header(c.h), filename=fname, argv=argv, argc=c.argc)
+    if etype is EventType.FORK:
+        c = _from(CFork, data)
+        return ForkEvent(h=_header(c.h), child_pid=c.child_pid)
+    if etype is EventType.EXIT:
+        c = _from(CExit, data)
+        return ExitEvent(h=_header(c.h), exit_code=c.exit_code)
+    if etype in (EventType.CONNECT, EventType.SEND):
+        return NetEvent(**_net(_from(CNet, data)))
+    if etype is EventType.SOCKET:
+        c = _from(CSocket, data)
+        return SocketEvent(h=_header(c.h), family=c.family, sock_type=c.type, protocol=c.protocol)
+    if etype is EventType.TCP_STATE:
+        c = _from(CTcpState, data)
+        return TcpStateEvent(h=_header(c.h), family=c.family, oldstate=c.oldstate,
+                             newstate=c.newstate, saddr=_addr(c.family, c.saddr), sport=c.sport,
+                             daddr=_addr(c.family, c.daddr), dport=c.dport)
+    if etype is EventType.STRATUM:
+        c = _from(CStratum, data)
+        return StratumEvent(**_net(c.n), payload=bytes(c.payload)[: min(c.payload_len, PAYLOAD_LEN)])
+    raise DecodeError(f"unhandled event type {etype!r}")  # pragma: no cover

@@ -35,3 +35,17 @@ class Decision:
     start_ns: int | None = None  # with pid: the process key the action targets
     monitor: bool = False      # policy in monitor mode: record, do not act
     detail: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A budget or rule is broken right now; the engine turns breaches into
+    decisions through the policy's escalation ladder and grace windows."""
+
+    agent: str
+    rule: str                  # e.g. "budget.gpu.sm_util", "gpu.program", "gpu.correlation"
+    action_key: str            # key into policy.actions, e.g. "gpu_util"
+    reason: str
+    pid: int | None = None
+    start_ns: int | None = None
+    detail: dict = field(default_factory=dict, compare=False, hash=False)

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Maps and inline helpers shared by every pycontain hook (BCC C).
+ * Hook entry points stay thin and call these (libbpf-tools style).
+ * The loader compiles pycontain.h + this file + every hook file as one
+ * BCC program so all hooks share these maps.
+ */
+#ifndef PYCONTAIN_COMMON_BPF_H
+#define PYCONTAIN_COMMON_BPF_H
+
+#include <uapi/linux/bpf.h>
+#include <linux/sched.h>
+
+#ifndef PC_RINGBUF_PAGES
+#define PC_RINGBUF_PAGES 1024   /* 4 MiB; the loader may override with -D */
+#endif
+
+BPF_RINGBUF_OUTPUT(pc_events, PC_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(pc_lost, u64, 1);              /* records the kernel could not reserve */
+BPF_ARRAY(pc_config, struct pc_config, 1);
+BPF_HASH(pc_agents, u64, u32, 4096);            /* tracked cgroup v2 id -> agent id */
+
+static __always_inline struct pc_config *pc_cfg(void)
+{
+	int zero = 0;
+	return pc_config.lookup(&zero);
+}
+
+/* The in-kernel filter, run first in every task-context hook.
+ * Relies on: bpf_get_current_cgroup_id()/bpf_get_current_ancestor_cgroup_id()
+ * returning cgroup v2 ids of the current task (valid in process context).
+ * Returns the agent id, or 0 when the task is in no tracked agent cgroup.
+ * Cost for an untracked task: one array lookup, plus one hash lookup per
+ * level in use by some agent (usually one). */
+static __always_inline u32 pc_agent_of_current(struct pc_config *cfg)
+{
+	if (!cfg || !cfg->tracked_levels)
+		return 0;
+	u64 id = bpf_get_current_cgroup_id();
+	u32 *agent = pc_agents.lookup(&id);
+	if (agent)
+		return *agent;
+#pragma unroll
+	for (int lvl = 0; lvl < PC_MAX_LEVELS; lvl++) {
+		if (!(cfg->tracked_levels & (1u << lvl)))
+			continue;
+		u64 anc = bpf_get_current_ancestor_cgroup_id(lvl);
+		if (!anc)
+			break;
+		agent = pc_agents.lookup(&anc);
+		if (agent)
+			return *agent;
+	}
+	return 0;
+}
+
+static __always_inline void pc_count_lost(void)
+{
+	int zero = 0;
+	u64 *n = pc_lost.lookup(&zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+/* Fill the fields every record has; the caller sets type-specific fields. */
+static __always_inline void pc_fill_header(struct pc_header *h, u8 type, u32 agent)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	u64 ug = bpf_get_current_uid_gid();
+	h->type = type;
+	h->verdict = PC_ALLOW;
+	h->flags = 0;
+	h->rule_id = 0;
+	h->pid = pt >> 32;
+	h->tid = (u32)pt;
+	h->ppid = 0;
+	h->uid = (u32)ug;
+	h->agent_id = agent;
+	h->_pad0 = 0;
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->start_ns = 0;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* Reserve a record or count it lost. */
+#define PC_RESERVE(type_) \
+	((type_ *)pc_reserve_or_count(sizeof(type_)))
+
+static __always_inline void *pc_reserve_or_count(u64 size)
+{
+	void *p = pc_events.ringbuf_reserve(size);
+	if (!p)
+		pc_count_lost();
+	return p;
+}
+
+#endif /* PYCONTAIN_COMMON_BPF_H */

@@ -1,0 +1,213 @@
+"""`pycontain daemon`: node-wide containment of agents started by others.
+
+It scans for cgroups that match the policy's selectors, tracks them with the
+same probes and engine as `pycontain run`, serves the state API (top, status,
+kill/freeze/thaw, adopt/release) on a root-only Unix socket, and reloads the
+policy on SIGHUP. An invalid new policy is rejected and the old one stays in
+force; a valid one is swapped in by rewriting the maps in place, so there is
+no gap in enforcement.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+from .errors import EnvironmentProblem, PycontainError
+from .state import NodeState
+
+log = logging.getLogger("pycontain.daemon")
+
+
+@dataclass
+class DaemonOptions:
+    policy_path: str
+    audit_log: str | None = None
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    socket_path: str = "/run/pycontain/pycontain.sock"
+    allow_no_gpu: bool = False
+    scan_interval: float = 2.0
+    verbose: int = 0
+
+
+class Daemon:
+    def __init__(self, opts: DaemonOptions):
+        from .audit import open_audit
+        from .controller import Controller
+        from .core.policy import load_policy
+        from .report import Reporter, progress_printer
+        self.opts = opts
+        self.policy = load_policy(opts.policy_path)
+        self.state = NodeState()
+        self.reporter = Reporter(verbose=opts.verbose)
+        self.audit = open_audit(opts.audit_log)
+        self.ctl = Controller(self.policy, audit=self.audit, state=self.state, report=self.reporter.record,
+                              allow_no_gpu=opts.allow_no_gpu, progress=progress_printer(opts.verbose))
+        self.adopted: dict[str, str] = {}     # name -> path, via the API
+        self.discovered: dict[str, str] = {}  # name -> path, via selectors
+        self.lock = threading.RLock()        # API threads vs the main loop
+        self._reload = False
+        self._stop = False
+        self._last_scan = 0.0
+        self.server = None
+        self.metrics = None
+
+    # ---- API handlers (called from server threads) --------------------------
+
+    def _act(self, verb: str):
+        def handler(name: str, body: dict | None = None) -> dict:
+            from .core.decisions import Action, Decision
+            with self.lock:
+                if name not in self.ctl.cgroups:
+                    return {"ok": False, "error": f"no agent {name!r}"}
+                self.ctl.apply([Decision(agent=name, rule="manual", action=Action(verb),
+                                         reason=f"manual {verb} via API")])
+            return {"ok": True, "agent": name, "action": verb}
+        return handler
+
+    def _adopt(self, body: dict) -> dict:
+        from .cgroups import AgentCgroup
+        path, name = str(body.get("cgroup", "")), str(body.get("name", ""))
+        if not name or not path:
+            return {"ok": False, "error": "adopt needs cgroup and name"}
+        full = path if os.path.isabs(path) else os.path.join(self._cgroup2_root(), path)
+        if not os.path.isdir(full):
+            return {"ok": False, "error": f"no cgroup {path!r}"}
+        with self.lock:
+            if name in self.ctl.cgroups:
+                return {"ok": True, "agent": name, "already": True}
+            self.ctl.add_agent(name, AgentCgroup.adopt(full, name))
+            self.adopted[name] = full
+        return {"ok": True, "agent": name, "cgroup": full}
+
+    def _release(self, body: dict) -> dict:
+        name = str(body.get("name", ""))
+        with self.lock:
+            if name not in self.ctl.cgroups:
+                return {"ok": False, "error": f"no agent {name!r}"}
+            self.ctl.remove_agent(name)
+            self.adopted.pop(name, None)
+            self.discovered.pop(name, None)
+        return {"ok": True, "agent": name}
+
+    # ---- discovery ------------------------------------------------------------
+
+    @staticmethod
+    def _cgroup2_root() -> str:
+        from .cgroups import detect_layout
+        return detect_layout().unified
+
+    def scan(self) -> None:
+        from .cgroups import AgentCgroup
+        from .discovery import find_agents
+        root = self._cgroup2_root()
+        own = _own_cgroup2(root)
+        matches = find_agents(self.policy.agents, root, exclude={own} if own else None)
+        with self.lock:
+            live = {m.name: m.path for m in matches}
+            for name, path in list(self.discovered.items()):
+                if live.get(name) != path or not os.path.isdir(path):
+                    self.ctl.remove_agent(name)
+                    del self.discovered[name]
+            for name, path in live.items():
+                if name in self.ctl.cgroups:
+                    continue
+                try:
+                    self.ctl.add_agent(name, AgentCgroup.adopt(path, name))
+                    self.discovered[name] = path
+                except (OSError, PycontainError) as e:
+                    self.reporter.note(f"cannot contain {path}: {e}")
+            for name, path in list(self.adopted.items()):
+                if not os.path.isdir(path):
+                    self.ctl.remove_agent(name)
+                    del self.adopted[name]
+
+    # ---- reload ------------------------------------------------------------
+
+    def reload(self) -> bool:
+        from .core.policy import load_policy
+        try:
+            new = load_policy(self.opts.policy_path)
+            with self.lock:
+                self.ctl.reload(new)
+                self.policy = new
+        except PycontainError as e:
+            self.reporter.note(f"policy reload rejected, the old policy stays in force: {e.message}")
+            self.audit.write({"ts": time.time(), "agent": "-", "kind": "policy-reload-rejected",
+                              "pid": None, "error": e.message})
+            return False
+        self.reporter.note(f"policy reloaded: {new.name}")
+        return True
+
+    # ---- main ----------------------------------------------------------------
+
+    def run(self) -> int:
+        if os.geteuid() != 0:
+            raise EnvironmentProblem("pycontain daemon needs root (BPF programs, cgroups)")
+        from .state_api import StateServer
+
+        def on_hup(*_):
+            self._reload = True
+
+        def on_term(*_):
+            self._stop = True
+
+        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        self.ctl.start()
+        try:
+            handlers = {"kill": self._act("kill"), "freeze": self._act("freeze"), "thaw": self._act("thaw"),
+                        "adopt": self._adopt, "release": self._release}
+            self.server = StateServer(self.state, self.opts.socket_path, handlers=handlers)
+            self.server.start()
+            if self.opts.metrics_port:
+                from .metrics import start_metrics_server
+                self.metrics, _ = start_metrics_server(self.opts.metrics_port, self.state, addr=self.opts.metrics_addr)
+            self.reporter.note(f"daemon ready (policy {self.policy.name}, socket {self.opts.socket_path})")
+            while not self._stop:
+                now = time.monotonic()
+                if self._reload:
+                    self._reload = False
+                    self.reload()
+                if now - self._last_scan >= self.opts.scan_interval:
+                    self._last_scan = now
+                    self.scan()
+                with self.lock:
+                    self.ctl.step(100)
+            return 0
+        finally:
+            if self.server:
+                self.server.close()
+            if self.metrics:
+                try:
+                    self.metrics.shutdown()
+                except Exception:
+                    pass
+            with self.lock:
+                # leave adopted agents running: they belong to someone else
+                for name in list(self.ctl.cgroups):
+                    self.ctl.remove_agent(name)
+            self.ctl.close()
+            self.audit.close()
+
+
+def _own_cgroup2(root: str) -> str | None:
+    try:
+        with open("/proc/self/cgroup") as fh:
+            for line in fh:
+                hid, _c, path = line.rstrip("\n").split(":", 2)
+                if hid == "0":
+                    return os.path.join(root, path.lstrip("/")).rstrip("/")
+    except OSError:
+        pass
+    return None
+
+
+def run_daemon(opts: DaemonOptions) -> int:
+    return Daemon(opts).run()

@@ -1,0 +1,30 @@
+import os
+
+from pycontain.discovery import find_agents
+
+
+def _tree(root, *paths):
+    for p in paths:
+        os.makedirs(os.path.join(root, p), exist_ok=True)
+
+
+def test_cgroup_glob_and_unit_selectors(tmp_path):
+    root = str(tmp_path)
+    _tree(root, "system.slice/slurmstepd.scope/job_1/step_0", "system.slice/slurmstepd.scope/job_2",
+          "system.slice/agent-a.service", "system.slice/other.service", "user.slice")
+    sels = [{"name": "slurm", "cgroup": "system.slice/slurmstepd.scope/job_*"},
+            {"name": "svc", "systemd_unit": "agent-*.service"}]
+    found = {m.name: os.path.relpath(m.path, root) for m in find_agents(sels, root, proc_root=root)}
+    assert found == {
+        "slurm:job_1": "system.slice/slurmstepd.scope/job_1",
+        "slurm:job_2": "system.slice/slurmstepd.scope/job_2",
+        "svc": "system.slice/agent-a.service",
+    }
+
+
+def test_own_cgroup_excluded_and_descendants_folded(tmp_path):
+    root = str(tmp_path)
+    _tree(root, "a/b/c", "mine/x")
+    sels = [{"name": "all", "cgroup": "*"}]
+    found = find_agents(sels, root, proc_root=root, exclude={os.path.join(root, "mine")})
+    assert [os.path.relpath(m.path, root) for m in found] == ["a"]

@@ -1,0 +1,39 @@
+from hypothesis import given, strategies as st
+
+from pycontain.text import safe_argv, safe_text
+
+
+def test_escape_sequences_are_neutralised():
+    out = safe_text("\x1b[2J\x1b]0;owned\x07hello")
+    assert "\x1b" not in out and "\x07" not in out
+    assert out.startswith("\\x1b[2J")
+
+
+def test_invalid_utf8_survives_as_hex():
+    assert safe_text(b"ok\xff\xfe") == "ok\\xff\\xfe"
+
+
+def test_bidi_and_c1_controls_escaped():
+    out = safe_text("a\u202eb\x85c")
+    assert "\u202e" not in out and "\x85" not in out
+
+
+def test_bounded_with_marker():
+    out = safe_text("x" * 10000, limit=100)
+    assert out.startswith("x" * 100) and out.endswith("…[+9900]")
+
+
+def test_argv_quoting():
+    assert safe_argv(["ls", "a b", ""]) == "ls 'a b' ''"
+
+
+@given(st.binary(max_size=512))
+def test_never_emits_control_characters(raw):
+    out = safe_text(raw)
+    assert not any(ord(c) < 0x20 or ord(c) == 0x7F or 0x80 <= ord(c) < 0xA0 for c in out)
+
+
+@given(st.text(max_size=300), st.integers(min_value=1, max_value=200))
+def test_limit_respected(s, limit):
+    out = safe_text(s, limit=limit)
+    assert len(out) <= limit + len(f"…[+{4 * len(s) + 10}]")

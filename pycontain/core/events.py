@@ -303,7 +303,10 @@ def decode(data: bytes) -> Event:
         raise DecodeError(f"unknown event type {data[0]}") from None
     if etype is EventType.EXEC:
         c = _from(CExec, data)
-        args = bytes(c.args)[: min(c.args_len, ARGS_LEN)]
+        # raw slice: ctypes would stop a c_char array at its first NUL, and
+        # argv entries are NUL-separated
+        off = CExec.args.offset
+        args = data[off: off + min(c.args_len, ARGS_LEN)]
         argv = tuple(args.rstrip(b"\0").split(b"\0")) if args.strip(b"\0") else ()
         fname = bytes(c.filename)[: min(c.filename_len, FILENAME_LEN)].split(b"\0", 1)[0]
         return ExecEvent(h=_header(c.h), filename=fname, argv=argv, argc=c.argc)
@@ -325,5 +328,6 @@ def decode(data: bytes) -> Event:
                              daddr=_addr(c.family, c.daddr), dport=c.dport)
     if etype is EventType.STRATUM:
         c = _from(CStratum, data)
-        return StratumEvent(**_net(c.n), payload=bytes(c.payload)[: min(c.payload_len, PAYLOAD_LEN)])
+        off = CStratum.payload.offset
+        return StratumEvent(**_net(c.n), payload=data[off: off + min(c.payload_len, PAYLOAD_LEN)])
     raise DecodeError(f"unhandled event type {etype!r}")  # pragma: no cover

@@ -1,0 +1,11 @@
+"""Agent cgroups on pure cgroup v2 and hybrid (v1 controllers + cgroup2) hosts.
+
+See docs/cgroups.md.
+"""
+
+from __future__ import annotations
+
+from .agent import AgentCgroup
+from .layout import CgroupLayout, detect_layout
+
+__all__ = ["AgentCgroup", "CgroupLayout", "detect_layout"]

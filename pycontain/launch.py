@@ -1,0 +1,93 @@
+"""Start the agent inside its cgroups with no unwatched instant.
+
+The fork child writes its own pid into every cgroup.procs of the agent (v2
+first: the BPF filter keys on the v2 cgroup, so from that write on every exec,
+connect and socket of the child is seen) and only then drops privileges and
+execs. The first instruction of the agent's program therefore already runs
+inside the agent cgroups, under its budgets and its kernel rules.
+
+Privileges are dropped in the same hook (not with Popen's user=/group=, which
+run *before* preexec_fn and would leave the child unable to join the cgroups).
+Everything the hook needs (paths, group list) is computed in the parent: the
+child between fork and exec runs only plain syscalls, no name-service lookups
+and no imports, so a lock another controller thread held at fork time cannot
+deadlock it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+
+from .cgroups import AgentCgroup
+from .errors import CommandNotFound, EnvironmentProblem, UsageError
+
+
+def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
+           env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
+    if not argv:
+        raise UsageError("no command given", "pycontain run [OPTIONS] -- CMD [ARG...]")
+    child_env = dict(os.environ if env is None else env)
+    creds = None
+    if user is not None:
+        pw = lookup_user(user)
+        creds = (pw.pw_uid, pw.pw_gid, os.getgrouplist(pw.pw_name, pw.pw_gid))
+        child_env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+    exe = resolve_command(argv[0], child_env.get("PATH", os.defpath), cwd)
+    procs_files = cgroup.procs_files()
+
+    def join_cgroups_then_drop() -> None:
+        # runs in the fork child, before exec; plain syscalls only
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])   # the controller may block signals in threads
+        me = str(os.getpid()).encode()
+        for path in procs_files:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, me)
+            finally:
+                os.close(fd)
+        if creds is not None:
+            uid, gid, groups = creds
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)       # last: after it, nothing above would be permitted
+
+    try:
+        return subprocess.Popen(argv, executable=exe, env=child_env, cwd=cwd,
+                                preexec_fn=join_cgroups_then_drop,
+                                start_new_session=True,   # own session + process group
+                                close_fds=True)           # only 0, 1, 2 reach the agent
+    except FileNotFoundError as e:
+        raise CommandNotFound(f"{argv[0]}: command not found") from e
+    except PermissionError as e:
+        raise CommandNotFound(f"{argv[0]}: permission denied") from e
+    except OSError as e:
+        raise CommandNotFound(f"{argv[0]}: cannot execute: {e.strerror}") from e
+    except subprocess.SubprocessError as e:
+        # the hook failed: the child exited without ever running CMD
+        raise EnvironmentProblem(f"could not place the agent in its cgroup {cgroup.v2_path}: {e}") from e
+
+
+def lookup_user(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, ValueError):
+        raise UsageError(f"--user {user!r}: no such user") from None
+
+
+def resolve_command(prog: str, path: str, cwd: str | None = None) -> str:
+    """Resolve like the shell would against the agent's PATH, before anything runs."""
+    if "/" in prog:
+        full = prog if os.path.isabs(prog) or not cwd else os.path.join(cwd, prog)
+        if not os.path.exists(full):
+            raise CommandNotFound(f"{prog}: command not found")
+        if os.path.isdir(full) or not os.access(full, os.X_OK):
+            raise CommandNotFound(f"{prog}: not executable")
+        return full
+    found = shutil.which(prog, path=path)
+    if found is None:
+        raise CommandNotFound(f"{prog}: command not found", "check the name, or give a full path")
+    return found

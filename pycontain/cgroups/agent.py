@@ -258,11 +258,15 @@ class AgentCgroup:
             time.sleep(0.005)
 
     def thaw(self) -> None:
+        """Idempotent; a cgroup already removed has nothing left to thaw."""
         f2, f1 = self._v2_freeze_file(), self._v1_freezer()
-        if f2:
-            fs.write(f2, "0")
-        if f1 and (fs.read_or(f1, "") or "").strip() != "THAWED":
-            fs.write(f1, "THAWED")
+        try:
+            if f2:
+                fs.write(f2, "0")
+            if f1 and (fs.read_or(f1, "") or "").strip() not in ("THAWED", ""):
+                fs.write(f1, "THAWED")
+        except FileNotFoundError:
+            pass
 
     def is_frozen(self) -> bool:
         f2, f1 = self._v2_freeze_file(), self._v1_freezer()

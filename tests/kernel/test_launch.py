@@ -91,7 +91,15 @@ def test_agent_inherits_only_stdio(cg):
     os.set_inheritable(w, True)      # even an inheritable fd of the controller stays out
     proc = launch(["sleep", "1000"], cg)
     try:
-        assert sorted(int(x) for x in os.listdir(f"/proc/{proc.pid}/fd")) == [0, 1, 2]
+        mine = os.readlink(f"/proc/self/fd/{w}")
+        theirs = {}
+        for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+            try:
+                theirs[int(fd)] = os.readlink(f"/proc/{proc.pid}/fd/{fd}")
+            except FileNotFoundError:
+                pass     # sleep's own short-lived fds (locale files)
+        assert mine not in theirs.values()
+        assert {0, 1, 2} <= set(theirs)
     finally:
         proc.kill()
         proc.wait()

@@ -234,6 +234,10 @@ class AgentCgroup:
         p = os.path.join(self.v2_path, "cgroup.freeze")      # kernel >= 5.2
         return p if os.path.exists(p) else None
 
+    def _v2_kill_file(self) -> str | None:
+        p = os.path.join(self.v2_path, "cgroup.kill")        # kernel >= 5.14
+        return p if os.path.exists(p) else None
+
     def _v1_freezer(self) -> str | None:
         d = self.v1_paths.get("freezer")
         return os.path.join(d, "freezer.state") if d else None
@@ -284,8 +288,8 @@ class AgentCgroup:
         the process tree (they cannot leave the cgroup). Raise TimeoutError
         if some survive `timeout`."""
         deadline = time.monotonic() + timeout
-        kill_file = os.path.join(self.v2_path, "cgroup.kill")   # kernel >= 5.14
-        if os.path.exists(kill_file):
+        kill_file = self._v2_kill_file()
+        if kill_file:
             # the kernel kills the whole subtree and makes concurrent forks fail
             fs.write(kill_file, "1")
             f1 = self._v1_freezer()

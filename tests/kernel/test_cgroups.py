@@ -233,3 +233,19 @@ def test_adopt_finds_the_cgroups_of_a_running_agent(cg):
     finally:
         cg.kill()
         proc.wait()
+
+
+def test_kill_fallback_for_old_kernels(cg, tmp_path, monkeypatch):
+    """No cgroup.kill (< 5.14) and, on hybrid hosts, no cgroup.freeze (< 5.2):
+    freeze + SIGKILL + thaw through the v1 freezer must still reach a daemon."""
+    monkeypatch.setattr(AgentCgroup, "_v2_kill_file", lambda self: None)
+    if "freezer" in cg.v1_paths:
+        monkeypatch.setattr(AgentCgroup, "_v2_freeze_file", lambda self: None)
+    proc, daemon = start_daemon(cg, tmp_path)
+    cg.freeze()
+    if "freezer" in cg.v1_paths:
+        assert _read(cg.v1_paths["freezer"] + "/freezer.state") == "FROZEN"
+    cg.kill()
+    assert proc.wait(5) == -signal.SIGKILL
+    assert _wait(lambda: not _alive(daemon), 3)
+    assert cg.pids() == []

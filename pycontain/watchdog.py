@@ -31,7 +31,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 
 from .cgroups import AgentCgroup
 from .errors import EnvironmentProblem, UsageError

@@ -110,7 +110,7 @@ class FakeHost:
         lines = []
         if self.kind == "hybrid":
             v1 = v1 or {}
-            lines += [f"9:name=systemd:/", f"8:pids:{v1.get('pids', '/')}",
+            lines += ["9:name=systemd:/", f"8:pids:{v1.get('pids', '/')}",
                       f"6:freezer:{v1.get('freezer', '/')}", f"4:memory:{v1.get('memory', '/')}",
                       f"2:cpu,cpuacct:{v1.get('cpu', '/')}"]
         lines.append(f"0::{v2}")

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from test_cgroups_fakefs import FakeHost, hybrid  # noqa: F401  (fixture)
+from test_cgroups_fakefs import hybrid  # noqa: F401  (fixture)
 
 from pycontain.cgroups import AgentCgroup, detect_layout
 from pycontain.cgroups.layout import parse_proc_cgroup

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Tools the test suite validates against (real ones, not mocks): a Prometheus
+# server and promtool, systemd-analyze, shellcheck, vagrant. Idempotent.
+set -euo pipefail
+QUIET=${PYCONTAIN_INSTALL_QUIET:-0}
+export DEBIAN_FRONTEND=noninteractive
+want=(prometheus shellcheck vagrant systemd iproute2 openssh-client)
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+[ "$QUIET" = 1 ] || echo "install-test-tools: installing ${missing[*]}"
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# the Debian prometheus package starts a service on :9090; the tests run their own
+systemctl disable --now prometheus >/dev/null 2>&1 || true
+pkill -x prometheus >/dev/null 2>&1 || true

@@ -1,0 +1,107 @@
+"""GPU rules (pure): GPU diversion and GPU budgets, as Breach values.
+
+Input: a GpuSample plus the GPU processes attributed to agents (processes
+outside every agent never get here). Output: breaches; the engine runs them
+through the policy's escalation ladder.
+
+* gpu.memory       — an agent's GPU memory (all devices) over budget
+* gpu.sm_util      — an agent's SM utilisation, averaged over the window, over budget
+* gpu.program      — a program not on the allow-list appears on a GPU (immediately)
+* gpu.correlation  — a process that started after an outbound connection to an
+                     unapproved destination uses a GPU: the ROME signature
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+from ..text import safe_text
+from .decisions import Breach
+from .samples import GpuSample
+
+
+@dataclass(frozen=True)
+class AttributedGpuProcess:
+    agent: str
+    pid: int
+    start_ns: int | None
+    device: int
+    used_memory_bytes: int | None
+    sm_util: float | None
+    filename: bytes = b""
+    argv: tuple[bytes, ...] = ()
+    unapproved_connect_ns: int | None = None
+    exec_ts_ns: int = 0
+
+
+def program_allowed(filename: bytes, allowed: tuple[str, ...]) -> bool:
+    if not allowed:
+        return True
+    path = filename.decode(errors="replace")
+    base = os.path.basename(path)
+    for pat in allowed:
+        target = path if "/" in pat else base
+        if fnmatch.fnmatchcase(target, pat):
+            return True
+    return False
+
+
+class GpuRules:
+    def __init__(self, policy_gpu):
+        self.p = policy_gpu
+        self._util: dict[str, deque] = defaultdict(deque)   # agent -> (ts, summed SM util) samples
+
+    def _window_avg(self, agent: str, now: float, value: float | None) -> float | None:
+        q = self._util[agent]
+        if value is not None:
+            q.append((now, value))
+        while q and q[0][0] < now - self.p.sm_util_window_s:
+            q.popleft()
+        if not q or q[-1][0] - q[0][0] < min(self.p.sm_util_window_s, self.p.sample_interval_s * 2) * 0.5:
+            return None      # not enough history yet for a sustained reading
+        return sum(v for _, v in q) / len(q)
+
+    def evaluate(self, sample: GpuSample, attributed: list[AttributedGpuProcess], now: float) -> list[Breach]:
+        out: list[Breach] = []
+        by_agent: dict[str, list[AttributedGpuProcess]] = defaultdict(list)
+        for a in attributed:
+            by_agent[a.agent].append(a)
+        p = self.p
+        for agent, procs in by_agent.items():
+            mem = sum(x.used_memory_bytes or 0 for x in procs)
+            if p.memory_bytes is not None and mem > p.memory_bytes:
+                out.append(Breach(agent, "gpu.memory", "gpu_memory",
+                                  f"agent uses {mem} bytes of GPU memory, budget {p.memory_bytes}",
+                                  detail={"gpu_memory_bytes": mem}))
+            utils = [x.sm_util for x in procs if x.sm_util is not None]
+            if p.sm_util_max is not None:
+                # per-process SM shares on one device add up; several devices: the busiest
+                per_dev: dict[int, float] = defaultdict(float)
+                for x in procs:
+                    if x.sm_util is not None:
+                        per_dev[x.device] += x.sm_util
+                avg = self._window_avg(agent, now, max(per_dev.values()) if utils else None)
+                if avg is not None and avg >= p.sm_util_max:
+                    out.append(Breach(agent, "gpu.sm_util", "gpu_util",
+                                      f"agent's SM utilisation averaged {avg:.0f}% over {p.sm_util_window_s:g}s, budget {p.sm_util_max:g}%",
+                                      detail={"gpu": True, "duty_cycle": p.throttle_duty_cycle,
+                                              "period_s": p.throttle_period_s, "sm_util": avg}))
+            for x in procs:
+                prog = safe_text(x.filename or b"?", 256)
+                if not program_allowed(x.filename, p.allowed_programs):
+                    out.append(Breach(agent, "gpu.program", "gpu_program",
+                                      f"{prog} (pid {x.pid}) uses GPU {x.device} but is not an allowed GPU program",
+                                      pid=x.pid, start_ns=x.start_ns, detail={"device": x.device}))
+                if (p.correlate_unapproved_connect and x.unapproved_connect_ns is not None
+                        and x.unapproved_connect_ns <= (x.exec_ts_ns or x.unapproved_connect_ns)):
+                    out.append(Breach(agent, "gpu.correlation", "gpu_correlation",
+                                      f"{prog} (pid {x.pid}) started after an unapproved outbound connection and uses GPU {x.device}",
+                                      pid=x.pid, start_ns=x.start_ns, detail={"device": x.device}))
+        for gone in set(self._util) - set(by_agent):
+            self._window_avg(gone, now, None)
+            if not self._util[gone]:
+                del self._util[gone]
+        return out

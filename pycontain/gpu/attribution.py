@@ -1,0 +1,95 @@
+"""Which agent, and which program, each GPU process belongs to.
+
+NVML reports pids in the host pid namespace (pycontain must run there:
+`hostPID: true` on Kubernetes). A pid belongs to an agent when its cgroup
+(from /proc/<pid>/cgroup) is the agent's cgroup or below it, in the v2
+hierarchy or, on hybrid hosts, in a v1 hierarchy.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..core.gpu_rules import AttributedGpuProcess
+from ..core.samples import GpuSample
+
+
+def _proc_cgroups(pid: int, proc_root: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        with open(f"{proc_root}/{pid}/cgroup") as fh:
+            for line in fh:
+                hid, ctrls, path = line.rstrip("\n").split(":", 2)
+                if hid == "0":
+                    out[""] = path
+                for c in ctrls.split(","):
+                    if c:
+                        out[c] = path
+    except OSError:
+        pass
+    return out
+
+
+def _rel(path: str, mount: str) -> str:
+    return "/" + os.path.relpath(path, mount).lstrip(".").strip("/") if path.startswith(mount) else path
+
+
+def _under(path: str, base: str) -> bool:
+    base = base.rstrip("/") or "/"
+    return path == base or path.startswith(base + "/") or base == "/"
+
+
+def agent_of(pid: int, cgroups: dict, proc_root: str = "/proc", v2_mount: str | None = None,
+             v1_mounts: dict[str, str] | None = None) -> str | None:
+    mine = _proc_cgroups(pid, proc_root)
+    if not mine:
+        return None
+    for name, cg in cgroups.items():
+        v2 = getattr(cg, "v2_path", None)
+        if v2 and "" in mine and v2_mount and _under(mine[""], _rel(v2, v2_mount)) and _rel(v2, v2_mount) != "/":
+            return name
+        for ctrl, path in (getattr(cg, "v1_paths", None) or {}).items():
+            mount = (v1_mounts or {}).get(ctrl)
+            if mount and ctrl in mine and _rel(path, mount) != "/" and _under(mine[ctrl], _rel(path, mount)):
+                return name
+    return None
+
+
+def _exe(pid: int, proc_root: str) -> tuple[bytes, tuple[bytes, ...]]:
+    try:
+        exe = os.readlink(f"{proc_root}/{pid}/exe").encode()
+    except OSError:
+        exe = b""
+    try:
+        with open(f"{proc_root}/{pid}/cmdline", "rb") as fh:
+            argv = tuple(a for a in fh.read(4096).split(b"\0") if a)
+    except OSError:
+        argv = ()
+    return exe, argv
+
+
+def attribute(sample: GpuSample, cgroups: dict, lookup=None, proc_root: str = "/proc",
+              layout=None) -> list[AttributedGpuProcess]:
+    """GPU processes of agents, with their exec record; others are dropped."""
+    if layout is None and cgroups:
+        from ..cgroups import detect_layout
+        layout = detect_layout(proc_root=proc_root) if proc_root == "/proc" else None
+    v2_mount = getattr(layout, "unified", None)
+    v1_mounts = getattr(layout, "v1", None)
+    out = []
+    for p in sample.processes:
+        agent = agent_of(p.pid, cgroups, proc_root, v2_mount, v1_mounts)
+        if agent is None:
+            continue
+        info = lookup(p.pid) if lookup else None
+        if info is not None:
+            filename, argv = info.filename, info.argv
+            start_ns, unapproved, exec_ts = info.start_ns, info.unapproved_connect_ns, info.exec_ts_ns
+        else:
+            filename, argv = _exe(p.pid, proc_root)
+            start_ns, unapproved, exec_ts = None, None, 0
+        out.append(AttributedGpuProcess(agent=agent, pid=p.pid, start_ns=start_ns, device=p.device,
+                                        used_memory_bytes=p.used_memory_bytes, sm_util=p.sm_util,
+                                        filename=filename, argv=argv, unapproved_connect_ns=unapproved,
+                                        exec_ts_ns=exec_ts))
+    return out

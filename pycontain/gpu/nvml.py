@@ -1,0 +1,148 @@
+"""The one NVML wrapper (as nvitop does it).
+
+Every pynvml call goes through :meth:`Nvml._call`: "not supported", "no
+permission" and "function not found" become ``None`` (unavailable, not an
+error); a lost GPU marks the device gone; a missing library or driver makes
+the whole wrapper unavailable with a reason. Nothing here raises to callers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..core.samples import GpuDeviceSample, GpuProcessSample
+
+log = logging.getLogger("pycontain.gpu")
+
+try:  # nvidia-ml-py; absent or broken -> GPU rules report "unavailable"
+    import pynvml
+except Exception as e:  # pragma: no cover - depends on the install
+    pynvml = None
+    _IMPORT_ERROR = str(e)
+else:
+    _IMPORT_ERROR = ""
+
+
+class DeviceGone(Exception):
+    pass
+
+
+class Nvml:
+    def __init__(self):
+        self.available = False
+        self.status = "unavailable: not initialised"
+        self.driver = ""
+        self._handles: dict[int, object] = {}
+        self._last_seen: dict[int, int] = {}   # device -> last process-utilisation timestamp (us)
+        self.gone: set[int] = set()
+        self.mig: set[int] = set()
+        if pynvml is None:
+            self.status = f"unavailable: nvidia-ml-py not importable ({_IMPORT_ERROR})"
+            return
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as e:
+            self.status = f"unavailable: {e}"
+            return
+        except OSError as e:  # pragma: no cover
+            self.status = f"unavailable: {e}"
+            return
+        self.available = True
+        self.driver = _str(self._call(pynvml.nvmlSystemGetDriverVersion) or "")
+        self.refresh_devices()
+
+    # ---- the one place errors are interpreted -----------------------------
+
+    def _call(self, fn, *args, device: int | None = None):
+        try:
+            return fn(*args)
+        except pynvml.NVMLError as e:
+            code = getattr(e, "value", None)
+            if code in (pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_NO_PERMISSION,
+                        pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, pynvml.NVML_ERROR_NOT_FOUND):
+                return None
+            if code in (pynvml.NVML_ERROR_GPU_IS_LOST, pynvml.NVML_ERROR_UNKNOWN) and device is not None:
+                self.gone.add(device)
+                raise DeviceGone(str(e)) from None
+            log.debug("NVML %s: %s", getattr(fn, "__name__", fn), e)
+            return None
+
+    def refresh_devices(self) -> None:
+        if not self.available:
+            return
+        n = self._call(pynvml.nvmlDeviceGetCount) or 0
+        self._handles = {}
+        for i in range(n):
+            try:
+                h = self._call(pynvml.nvmlDeviceGetHandleByIndex, i, device=i)
+            except DeviceGone:
+                continue
+            if h is not None:
+                self._handles[i] = h
+                self.gone.discard(i)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        notes = []
+        if self.gone:
+            notes.append("GPU " + ",".join(map(str, sorted(self.gone))) + " lost")
+        if self.mig:
+            notes.append("MIG on GPU " + ",".join(map(str, sorted(self.mig)))
+                         + ": per-process SM utilisation unavailable")
+        self.status = ("degraded: " + "; ".join(notes)) if notes else f"ok ({len(self._handles)} GPU(s), driver {self.driver})"
+
+    @property
+    def device_indices(self) -> list[int]:
+        return sorted(i for i in self._handles if i not in self.gone)
+
+    # ---- readings ----------------------------------------------------------
+
+    def device(self, i: int) -> GpuDeviceSample:
+        h = self._handles[i]
+        name = _str(self._call(pynvml.nvmlDeviceGetName, h, device=i) or "")
+        uuid = _str(self._call(pynvml.nvmlDeviceGetUUID, h, device=i) or "")
+        util = self._call(pynvml.nvmlDeviceGetUtilizationRates, h, device=i)
+        mem = self._call(pynvml.nvmlDeviceGetMemoryInfo, h, device=i)
+        power = self._call(pynvml.nvmlDeviceGetPowerUsage, h, device=i)
+        mig = self._call(pynvml.nvmlDeviceGetMigMode, h, device=i)
+        is_mig = bool(mig and mig[0])
+        (self.mig.add if is_mig else self.mig.discard)(i)
+        return GpuDeviceSample(index=i, uuid=uuid, name=name,
+                               util_gpu=float(util.gpu) if util is not None else None,
+                               memory_used_bytes=int(mem.used) if mem is not None else None,
+                               memory_total_bytes=int(mem.total) if mem is not None else None,
+                               power_watts=power / 1000.0 if power is not None else None, mig=is_mig)
+
+    def processes(self, i: int) -> list[GpuProcessSample]:
+        h = self._handles[i]
+        mem_by_pid: dict[int, int | None] = {}
+        for fn in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
+            for p in self._call(fn, h, device=i) or []:
+                used = p.usedGpuMemory
+                prev = mem_by_pid.get(p.pid)
+                mem_by_pid[p.pid] = (prev or 0) + used if used is not None else prev
+        util: dict[int, float] = {}
+        if i not in self.mig:
+            samples = self._call(pynvml.nvmlDeviceGetProcessUtilization, h, self._last_seen.get(i, 0), device=i)
+            for s in samples or []:
+                util[s.pid] = max(util.get(s.pid, 0.0), float(s.smUtil))
+                self._last_seen[i] = max(self._last_seen.get(i, 0), int(s.timeStamp))
+        out = []
+        for pid, used in mem_by_pid.items():
+            # MIG: per-process utilisation does not exist -> None (unavailable);
+            # no sample since the last one -> 0 (idle), not unavailable
+            sm = None if i in self.mig else util.get(pid, 0.0)
+            out.append(GpuProcessSample(pid=pid, device=i, used_memory_bytes=used, sm_util=sm))
+        return out
+
+    def shutdown(self) -> None:
+        if self.available:
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError:
+                pass
+            self.available = False
+
+
+def _str(v) -> str:
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""pycontain benchmark (not a test): overhead, event throughput, start-up, RSS.
+
+    sudo /opt/pycontain/venv/bin/python scripts/bench.py [--quick] [--json]
+
+Everything is measured in ONE run and reported as ratios against the bare
+baseline measured in the same run:
+
+* exec loop (fork+exec /bin/true) and connect loop (TCP connect to a loopback
+  listener): bare, with pycontain loaded but the process untracked, and inside
+  a tracked agent cgroup. Each configuration is run in interleaved rounds and
+  the median is kept, so drift on a shared 2-core VM hits all equally.
+* flood: a tracked agent generates events as fast as a target rate; events
+  delivered per second and events lost (kernel ring buffer + user space).
+* time from Probes() to ready (compiled, attached, tables written).
+* controller RSS after load.
+* GPU action latency: from a fake-driver breach becoming visible to the
+  cgroup being frozen (sampling interval + processing), with the fake NVML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from pycontain.cgroups import AgentCgroup  # noqa: E402
+from pycontain.core.kernel_rules import KernelTables  # noqa: E402
+
+CHILD = r"""
+import os, socket, sys, time
+mode, n, port, cg = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if cg != "-":
+    for f in cg.split(","):
+        open(f, "w").write(str(os.getpid()))
+t = time.perf_counter()
+if mode == "exec":
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            os.execv("/bin/true", ["/bin/true"])
+        os.waitpid(pid, 0)
+else:
+    for _ in range(n):
+        s = socket.socket()
+        s.connect(("127.0.0.1", port))
+        s.close()
+print(n / (time.perf_counter() - t))
+"""
+
+
+def listener():
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1024)
+
+    def accept():
+        while True:
+            try:
+                c, _ = srv.accept()
+                c.close()
+            except OSError:
+                return
+    threading.Thread(target=accept, daemon=True).start()
+    return srv
+
+
+def loop_rate(mode: str, n: int, port: int, procs_files: list[str] | None) -> float:
+    cg = ",".join(procs_files) if procs_files else "-"
+    out = subprocess.run([sys.executable, "-c", CHILD, mode, str(n), str(port), cg], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def load_probes(pages: int = 4096):
+    from pycontain.probes.loader import Probes
+    t0 = time.perf_counter()
+    probes = Probes(ringbuf_pages=pages)
+    probes.load()
+    probes.set_tables(KernelTables())
+    return probes, time.perf_counter() - t0
+
+
+def overhead_round(args, port: int, cg, res: dict, ready: list) -> None:
+    """One interleaved round: bare (nothing loaded), then loaded-untracked and
+    agent with the probes loaded and the ring buffer drained."""
+    n = {"exec": args.exec_n, "connect": args.connect_n}
+    for mode in ("exec", "connect"):
+        res[mode]["bare"].append(loop_rate(mode, n[mode], port, None))
+    probes, t = load_probes()
+    ready.append(t)
+    try:
+        probes.track_cgroup(cg.v2_path, 1)
+        probes.on_event = lambda ev: None
+        stop = threading.Event()
+
+        def drain():
+            while not stop.is_set():
+                probes.poll(50)
+        th = threading.Thread(target=drain, daemon=True)
+        th.start()
+        for mode in ("exec", "connect"):
+            res[mode]["untracked"].append(loop_rate(mode, n[mode], port, None))
+            res[mode]["agent"].append(loop_rate(mode, n[mode], port, cg.procs_files()))
+        stop.set()
+        th.join()
+    finally:
+        probes.close()
+
+
+FLOOD = r"""
+import os, sys, time
+rate, secs = float(sys.argv[1]), float(sys.argv[2])
+for f in sys.argv[3].split(","):
+    open(f, "w").write(str(os.getpid()))
+# each fork+exit gives 2 events (fork, exit); pace to the target rate
+n = 0
+t0 = time.perf_counter()
+while True:
+    el = time.perf_counter() - t0
+    if el >= secs:
+        break
+    want = int(el * rate / 2)
+    while n < want:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        n += 1
+    time.sleep(0.0005)
+print(n * 2)
+"""
+
+
+def flood(args, probes, cg) -> dict:
+    got = [0]
+    probes.on_event = lambda ev: got.__setitem__(0, got[0] + 1)
+    lost0, user0 = probes.lost_kernel(), probes.user_lost
+    p = subprocess.Popen([sys.executable, "-c", FLOOD, str(args.flood_rate), str(args.flood_seconds),
+                          ",".join(cg.procs_files())], stdout=subprocess.PIPE, text=True)
+    t0 = time.perf_counter()
+    while p.poll() is None:
+        probes.poll(50)
+    for _ in range(20):
+        probes.poll(50)
+    elapsed = time.perf_counter() - t0
+    generated = int(p.stdout.read().strip() or 0)
+    return {"target_rate": args.flood_rate, "seconds": round(elapsed, 1), "generated_events": generated,
+            "delivered": got[0], "delivered_per_s": round(got[0] / elapsed),
+            "lost_kernel": probes.lost_kernel() - lost0, "lost_user": probes.user_lost - user0}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    a.rounds = 3 if a.quick else 7
+    a.exec_n = 300 if a.quick else 1000
+    a.connect_n = 1000 if a.quick else 3000
+    a.flood_rate = 50000
+    a.flood_seconds = 5 if a.quick else 30
+    if os.geteuid() != 0:
+        print("bench: run as root", file=sys.stderr)
+        return 1
+
+    srv = listener()
+    port = srv.getsockname()[1]
+    cg = AgentCgroup.create("bench")
+    res = {m: {"bare": [], "untracked": [], "agent": []} for m in ("exec", "connect")}
+    ready: list[float] = []
+    rss0 = rss_mb()
+    try:
+        for _ in range(a.rounds):
+            overhead_round(a, port, cg, res, ready)
+        probes, _t = load_probes()
+        rss_loaded = rss_mb()
+        try:
+            probes.track_cgroup(cg.v2_path, 1)
+            fl = flood(a, probes, cg)
+        finally:
+            probes.close()
+    finally:
+        srv.close()
+        cg.remove()
+    med = {m: {k: statistics.median(v) for k, v in d.items()} for m, d in res.items()}
+    base = {m: med[m]["bare"] for m in med}
+    ov = med
+    ready = statistics.median(ready)
+    result = {
+        "machine": f"{os.cpu_count()} vCPU, kernel {os.uname().release}",
+        "exec_per_s": {"bare": round(base["exec"]), "untracked": round(ov["exec"]["untracked"]), "agent": round(ov["exec"]["agent"])},
+        "connect_per_s": {"bare": round(base["connect"]), "untracked": round(ov["connect"]["untracked"]), "agent": round(ov["connect"]["agent"])},
+        "slowdown": {
+            "exec_untracked": round(1 - ov["exec"]["untracked"] / base["exec"], 4),
+            "exec_agent": round(1 - ov["exec"]["agent"] / base["exec"], 4),
+            "connect_untracked": round(1 - ov["connect"]["untracked"] / base["connect"], 4),
+            "connect_agent": round(1 - ov["connect"]["agent"] / base["connect"], 4),
+        },
+        "flood": fl,
+        "ready_s": round(ready, 2),
+        "rss_mb": {"before_load": round(rss0, 1), "after_load": round(rss_loaded, 1),
+                   "max": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+    }
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{'':18}{'bare':>10}{'untracked':>12}{'agent':>10}   slowdown untracked / agent")
+        for k in ("exec", "connect"):
+            r = result[f"{k}_per_s"]
+            s = result["slowdown"]
+            print(f"{k + ' loop /s':18}{r['bare']:>10}{r['untracked']:>12}{r['agent']:>10}   "
+                  f"{s[k + '_untracked']:+.1%} / {s[k + '_agent']:+.1%}")
+        f = result["flood"]
+        print(f"flood {f['target_rate']}/s for {f['seconds']}s: generated {f['generated_events']}, delivered "
+              f"{f['delivered']} ({f['delivered_per_s']}/s), lost kernel {f['lost_kernel']}, user {f['lost_user']}")
+        print(f"ready {result['ready_s']} s; controller RSS {result['rss_mb']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,12 +10,11 @@ baseline measured in the same run:
   listener): bare, with pycontain loaded but the process untracked, and inside
   a tracked agent cgroup. Each configuration is run in interleaved rounds and
   the median is kept, so drift on a shared 2-core VM hits all equally.
-* flood: a tracked agent generates events as fast as a target rate; events
-  delivered per second and events lost (kernel ring buffer + user space).
+* flood: tracked agent processes generate events as fast as they can (TCP
+  connects and forks); events produced and delivered per second and events
+  lost (kernel ring buffer + user space).
 * time from Probes() to ready (compiled, attached, tables written).
 * controller RSS after load.
-* GPU action latency: from a fake-driver breach becoming visible to the
-  cgroup being frozen (sampling interval + processing), with the fake NVML.
 """
 
 from __future__ import annotations
@@ -128,45 +127,44 @@ def overhead_round(args, port: int, cg, res: dict, ready: list) -> None:
 
 
 FLOOD = r"""
-import os, sys, time
-rate, secs = float(sys.argv[1]), float(sys.argv[2])
+import os, socket, sys, time
+secs, port = float(sys.argv[1]), int(sys.argv[2])
 for f in sys.argv[3].split(","):
     open(f, "w").write(str(os.getpid()))
-# each fork+exit gives 2 events (fork, exit); pace to the target rate
-n = 0
-t0 = time.perf_counter()
-while True:
-    el = time.perf_counter() - t0
-    if el >= secs:
-        break
-    want = int(el * rate / 2)
-    while n < want:
+# a tracked agent making events as fast as it can: TCP connects to loopback
+# (connect + TCP state changes) interleaved with fork+exit (fork, exit)
+end = time.perf_counter() + secs
+i = 0
+while time.perf_counter() < end:
+    s = socket.socket()
+    s.connect(("127.0.0.1", port))
+    s.close()
+    i += 1
+    if i % 4 == 0:
         pid = os.fork()
         if pid == 0:
             os._exit(0)
         os.waitpid(pid, 0)
-        n += 1
-    time.sleep(0.0005)
-print(n * 2)
 """
 
 
-def flood(args, probes, cg) -> dict:
+def flood(args, probes, cg, port: int) -> dict:
     got = [0]
     probes.on_event = lambda ev: got.__setitem__(0, got[0] + 1)
     lost0, user0 = probes.lost_kernel(), probes.user_lost
-    p = subprocess.Popen([sys.executable, "-c", FLOOD, str(args.flood_rate), str(args.flood_seconds),
-                          ",".join(cg.procs_files())], stdout=subprocess.PIPE, text=True)
+    workers = [subprocess.Popen([sys.executable, "-c", FLOOD, str(args.flood_seconds), str(port),
+                                 ",".join(cg.procs_files())]) for _ in range(args.flood_workers)]
     t0 = time.perf_counter()
-    while p.poll() is None:
-        probes.poll(50)
-    for _ in range(20):
+    while any(w.poll() is None for w in workers):
         probes.poll(50)
     elapsed = time.perf_counter() - t0
-    generated = int(p.stdout.read().strip() or 0)
-    return {"target_rate": args.flood_rate, "seconds": round(elapsed, 1), "generated_events": generated,
-            "delivered": got[0], "delivered_per_s": round(got[0] / elapsed),
-            "lost_kernel": probes.lost_kernel() - lost0, "lost_user": probes.user_lost - user0}
+    for _ in range(20):
+        probes.poll(50)
+    lost_k, lost_u = probes.lost_kernel() - lost0, probes.user_lost - user0
+    produced = got[0] + lost_k + lost_u
+    return {"seconds": round(elapsed, 1), "workers": args.flood_workers, "produced": produced,
+            "produced_per_s": round(produced / elapsed), "delivered": got[0],
+            "delivered_per_s": round(got[0] / elapsed), "lost_kernel": lost_k, "lost_user": lost_u}
 
 
 def main() -> int:
@@ -177,7 +175,7 @@ def main() -> int:
     a.rounds = 3 if a.quick else 7
     a.exec_n = 300 if a.quick else 1000
     a.connect_n = 1000 if a.quick else 3000
-    a.flood_rate = 50000
+    a.flood_workers = 2
     a.flood_seconds = 5 if a.quick else 30
     if os.geteuid() != 0:
         print("bench: run as root", file=sys.stderr)
@@ -196,7 +194,7 @@ def main() -> int:
         rss_loaded = rss_mb()
         try:
             probes.track_cgroup(cg.v2_path, 1)
-            fl = flood(a, probes, cg)
+            fl = flood(a, probes, cg, port)
         finally:
             probes.close()
     finally:
@@ -231,8 +229,9 @@ def main() -> int:
             print(f"{k + ' loop /s':18}{r['bare']:>10}{r['untracked']:>12}{r['agent']:>10}   "
                   f"{s[k + '_untracked']:+.1%} / {s[k + '_agent']:+.1%}")
         f = result["flood"]
-        print(f"flood {f['target_rate']}/s for {f['seconds']}s: generated {f['generated_events']}, delivered "
-              f"{f['delivered']} ({f['delivered_per_s']}/s), lost kernel {f['lost_kernel']}, user {f['lost_user']}")
+        print(f"flood ({f['workers']} agent processes, {f['seconds']}s): produced {f['produced']} events "
+              f"({f['produced_per_s']}/s), delivered {f['delivered']} ({f['delivered_per_s']}/s), "
+              f"lost kernel {f['lost_kernel']}, user {f['lost_user']}")
         print(f"ready {result['ready_s']} s; controller RSS {result['rss_mb']}")
     return 0
 

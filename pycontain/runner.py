@@ -120,8 +120,15 @@ def run_agent(cmd: list[str], opts: RunOptions) -> int:
             server.start()
         reporter.ready(opts.name, policy, ctl, cg)
         proc = launch(cmd, cg, user=opts.user)
+        checked = time.monotonic()
         while proc.poll() is None:
             ctl.step(100)
+            if time.monotonic() - checked >= 1.0:
+                checked = time.monotonic()
+                if not watchdog.alive():
+                    # fail-closed needs a live watchdog: replace one that died
+                    reporter.note("watchdog died; starting a new one")
+                    watchdog = Watchdog.start([cg])
         # drain what the agent's last moments produced
         ctl.step(50)
         code = exit_status(proc.returncode)

@@ -1,0 +1,308 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Process lineage and the in-kernel exec verdict (BCC C).
+ *
+ * Compiled after pycontain.h and common.bpf.h. Kernel struct layouts are
+ * NEVER taken from headers (the installed headers may be another kernel's):
+ * the loader passes byte offsets read from /sys/kernel/btf/vmlinux as
+ * PC_OFF_* macros and defines PC_HAVE_BTF_OFFSETS; without them argv, ppid
+ * and start time are left empty but the filename verdict still works.
+ *
+ * Exec patterns are matched with an Aho-Corasick automaton that the loader
+ * compiles from pc_exec_patterns (case folded through a byte-class table):
+ * one table lookup per byte, so the verifier walks ~1300 simple iterations
+ * instead of patterns x positions x pattern bytes (which exceeds its
+ * 1M-instruction limit; BCC 0.26 cannot relocate bpf_loop callbacks).
+ * The automaton is double-buffered: the loader fills the inactive bank and
+ * then flips pc_exec_dfa_ctl[0], so a policy reload never opens a gap.
+ */
+
+#define PC_DFA_STATES 1088     /* >= 2 roots + PC_MAX_PATTERNS * PC_PATTERN_LEN */
+#define PC_DFA_CLASSES 128     /* byte classes; 0 = byte in no pattern */
+#define PC_DFA_MATCH_SHIFT 16  /* entry = next state | rule id << 16 */
+
+BPF_HASH(pc_exec_names, struct pc_name_key, u32, 1024);          /* basename -> rule id */
+BPF_ARRAY(pc_exec_patterns, struct pc_pattern, PC_MAX_PATTERNS);  /* source of the automaton */
+/* ctl[0] active bank; ctl[1 + bank] args root state; ctl[3 + bank] basename
+ * pattern count; ctl[5 + bank] args pattern count. Basename root is state 0. */
+BPF_ARRAY(pc_exec_dfa_ctl, u32, 8);
+BPF_ARRAY(pc_exec_dfa_class, u32, 2 * 256);
+BPF_ARRAY(pc_exec_dfa, u32, 2 * PC_DFA_STATES * PC_DFA_CLASSES);
+BPF_PERCPU_ARRAY(pc_exec_scratch, struct pc_exec, 1);  /* 1.3 KiB record: too big for the stack */
+/* The basename key lives in a map value, not on the stack: the verifier does
+ * not track bytes stored in map values, so the case-folding branches do not
+ * multiply its states (on the stack they did, past the 1M-insn limit). */
+BPF_PERCPU_ARRAY(pc_exec_key, struct pc_name_key, 1);
+
+/* ---- task fields at BTF offsets ------------------------------------------ */
+
+#ifdef PC_HAVE_BTF_OFFSETS
+static __always_inline u64 pc_read_ptr(const void *base, u64 off)
+{
+	u64 v = 0;
+	if (base)
+		bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+static __always_inline u32 pc_read_u32(const void *base, u64 off)
+{
+	u32 v = 0;
+	if (base)
+		bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+	return v;
+}
+
+/* Relies on: task_struct.real_parent and group_leader being valid while the
+ * task runs (RCU-protected; the reads are fault-tolerant probe reads). */
+static __always_inline void pc_fill_lineage(struct pc_header *h, const void *task)
+{
+	const void *parent = (const void *)pc_read_ptr(task, PC_OFF_TASK_REAL_PARENT);
+	const void *leader = (const void *)pc_read_ptr(task, PC_OFF_TASK_GROUP_LEADER);
+	h->ppid = pc_read_u32(parent, PC_OFF_TASK_TGID);
+	h->start_ns = pc_read_ptr(leader, PC_OFF_TASK_START_BOOTTIME);
+}
+#else
+static __always_inline void pc_fill_lineage(struct pc_header *h, const void *task) {}
+#endif
+
+static __always_inline int pc_should_trace(struct pc_config *cfg, u32 agent)
+{
+	return agent || (cfg && (cfg->flags & PC_CFG_TRACE_ALL));
+}
+
+/* ---- argv ------------------------------------------------------------------ */
+
+/* Relies on: at sched_process_exec the new image's mm is installed, and its
+ * arg_start..arg_end (the argv strings) and start_stack (argc, then argv
+ * pointers) were written by the kernel during execve, before any user
+ * instruction of the new image could run: the bytes cannot be swapped
+ * after the check (no TOCTOU as with reading argv at sys_enter_execve). */
+static __always_inline void pc_read_argv(struct pc_exec *e)
+{
+	e->argc = 0;
+	e->args_len = 0;
+	e->args[0] = 0;
+#ifdef PC_HAVE_BTF_OFFSETS
+	const void *task = (const void *)bpf_get_current_task();
+	const void *mm = (const void *)pc_read_ptr(task, PC_OFF_TASK_MM);
+	if (!mm)
+		return;
+	u64 start = pc_read_ptr(mm, PC_OFF_MM_ARG_START);
+	u64 end = pc_read_ptr(mm, PC_OFF_MM_ARG_END);
+	u64 stack = pc_read_ptr(mm, PC_OFF_MM_START_STACK);
+	if (end <= start)
+		return;
+	u64 len = end - start;
+	if (len > PC_ARGS_LEN) {
+		len = PC_ARGS_LEN;
+		e->h.flags |= PC_F_ARGS_TRUNCATED;
+	}
+	len &= (2 * PC_ARGS_LEN - 1);
+	if (len > PC_ARGS_LEN)
+		return;
+	if (bpf_probe_read_user(e->args, len, (const void *)start) == 0)
+		e->args_len = len;
+	u64 argc = 0;
+	if (stack && bpf_probe_read_user(&argc, sizeof(argc), (const void *)stack) == 0 && argc < (1u << 20))
+		e->argc = argc;
+#endif
+}
+
+/* ---- verdict ------------------------------------------------------------- */
+
+/* Feed bytes to the automaton from state `root`; returns the rule id of the
+ * first pattern found, 0 if none. `n` is bounded by the caller. */
+static __always_inline u32 pc_dfa_scan(const char *buf, u32 n, u32 max, u32 bank, u32 root)
+{
+	u32 state = root;
+	for (u32 i = 0; i < PC_ARGS_LEN; i++) {
+		if (i >= n || i >= max)
+			break;
+		u32 cidx = bank * 256 + (u8)buf[i & (PC_ARGS_LEN - 1)];
+		u32 *cls = pc_exec_dfa_class.lookup(&cidx);
+		if (!cls)
+			return 0;
+		u32 c = *cls;
+		if (c >= PC_DFA_CLASSES || state >= PC_DFA_STATES)
+			return 0;
+		u32 tidx = (bank * PC_DFA_STATES + state) * PC_DFA_CLASSES + c;
+		u32 *next = pc_exec_dfa.lookup(&tidx);
+		if (!next)
+			return 0;
+		if (*next >> PC_DFA_MATCH_SHIFT)
+			return *next >> PC_DFA_MATCH_SHIFT;
+		state = *next & 0xFFFF;
+	}
+	return 0;
+}
+
+static __always_inline u32 pc_ctl(u32 i)
+{
+	u32 *v = pc_exec_dfa_ctl.lookup(&i);
+	return v ? *v : 0;
+}
+
+/* Lower-cased basename of e->filename into key (NUL padded; e->filename is
+ * zeroed past its end). Loops have fixed trip counts and no data-dependent
+ * exits, and loop-carried values live in map values (the '/' offset in
+ * e->argc, overwritten by pc_read_argv later): otherwise every exit point and
+ * every possible offset becomes a separate verifier state (over 1M insns). */
+static __always_inline void pc_basename_key(struct pc_exec *e, struct pc_name_key *key)
+{
+	e->argc = 0;
+	for (u32 i = 0; i < PC_FILENAME_LEN; i++) {
+		if (e->filename[i] == '/')
+			e->argc = i + 1;
+	}
+	u32 base = *(volatile u32 *)&e->argc;   /* re-read: keep it out of loop registers */
+	for (u32 j = 0; j < PC_NAME_LEN - 1; j++) {
+		u32 idx = base + j;
+		char ch = idx < PC_FILENAME_LEN ? e->filename[idx & (PC_FILENAME_LEN - 1)] : 0;
+		if (ch >= 'A' && ch <= 'Z')
+			ch += 'a' - 'A';
+		key->name[j] = ch;
+	}
+}
+
+/* Returns the rule id of the first deny rule matching, 0 if none. */
+static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key *key)
+{
+	u32 *rule = pc_exec_names.lookup(key);
+	if (rule && *rule)
+		return *rule;
+
+	u32 bank = pc_ctl(0) & 1;
+	u32 hit = 0;
+	if (pc_ctl(3 + bank))
+		hit = pc_dfa_scan(key->name, PC_NAME_LEN, PC_NAME_LEN, bank, 0);
+	if (!hit && pc_ctl(5 + bank))
+		hit = pc_dfa_scan(e->args, e->args_len, PC_ARGS_LEN, bank, pc_ctl(1 + bank));
+	return hit;
+}
+
+/* ---- hooks -------------------------------------------------------------- */
+
+/* Relies on: sched_process_exec fires in the exec'ing task after the new
+ * image is committed (point of no return passed) and before it returns to
+ * user space; bpf_send_signal(SIGKILL) queues a fatal signal that is acted
+ * on at that return, so the new image never executes one instruction. */
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	struct pc_config *cfg = pc_cfg();
+	u32 agent = pc_agent_of_current(cfg);
+	if (!pc_should_trace(cfg, agent))
+		return 0;
+	int zero = 0;
+	struct pc_exec *e = pc_exec_scratch.lookup(&zero);
+	if (!e)
+		return 0;
+	pc_fill_header(&e->h, PC_EV_EXEC, agent);
+	pc_fill_lineage(&e->h, (const void *)bpf_get_current_task());
+
+	__builtin_memset(e->filename, 0, sizeof(e->filename));
+	u16 loc = args->data_loc_filename & 0xFFFF;
+	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), (const char *)args + loc);
+	e->filename_len = n > 0 ? n - 1 : 0;
+	if (n >= PC_FILENAME_LEN)
+		e->h.flags |= PC_F_FILENAME_TRUNCATED;
+	struct pc_name_key *key = pc_exec_key.lookup(&zero);
+	if (!key)
+		return 0;
+	__builtin_memset(key, 0, sizeof(*key));
+	if (agent)
+		pc_basename_key(e, key);
+	pc_read_argv(e);
+
+	if (agent) {
+		u32 rule = pc_exec_verdict(e, key);
+		if (rule) {
+			e->h.rule_id = rule;
+			if (cfg && cfg->mode == PC_MODE_MONITOR) {
+				e->h.verdict = PC_WOULD_DENY;
+			} else {
+				bpf_send_signal(9);
+				e->h.verdict = PC_DENY;
+				e->h.flags |= PC_F_KILLED;
+			}
+		}
+	}
+	/* The verdict is enforced above even if the record cannot be queued. */
+	if (pc_events.ringbuf_output(e, sizeof(*e), 0))
+		pc_count_lost();
+	return 0;
+}
+
+#ifdef PC_HAVE_BTF_OFFSETS
+/* Relies on: sched_process_fork runs in the parent after copy_process(), with
+ * both task pointers valid; child->tgid == parent->tgid iff CLONE_THREAD. */
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+	struct pc_config *cfg = pc_cfg();
+	u32 agent = pc_agent_of_current(cfg);
+	if (!pc_should_trace(cfg, agent))
+		return 0;
+	const void *parent = (const void *)ctx->args[0];
+	const void *child = (const void *)ctx->args[1];
+	struct pc_fork *f = PC_RESERVE(struct pc_fork);
+	if (!f)
+		return 0;
+	pc_fill_header(&f->h, PC_EV_FORK, agent);
+	pc_fill_lineage(&f->h, parent);
+	f->child_pid = pc_read_u32(child, PC_OFF_TASK_PID);
+	f->_pad0 = 0;
+	if (pc_read_u32(child, PC_OFF_TASK_TGID) == pc_read_u32(parent, PC_OFF_TASK_TGID))
+		f->h.flags |= PC_F_THREAD;
+	pc_events.ringbuf_submit(f, 0);
+	return 0;
+}
+#else
+/* Relies on: sched_process_fork runs in the parent's context after the child
+ * exists. Without BTF offsets threads cannot be told from processes here. */
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	struct pc_config *cfg = pc_cfg();
+	u32 agent = pc_agent_of_current(cfg);
+	if (!pc_should_trace(cfg, agent))
+		return 0;
+	struct pc_fork *f = PC_RESERVE(struct pc_fork);
+	if (!f)
+		return 0;
+	pc_fill_header(&f->h, PC_EV_FORK, agent);
+	f->child_pid = args->child_pid;
+	f->_pad0 = 0;
+	pc_events.ringbuf_submit(f, 0);
+	return 0;
+}
+#endif
+
+/* Relies on: sched_process_exit runs in the exiting task after do_exit() set
+ * task->exit_code (wait(2) status: code << 8 | signal) and before the task
+ * leaves its cgroup (cgroup_exit comes later, in release). */
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	struct pc_config *cfg = pc_cfg();
+	u32 agent = pc_agent_of_current(cfg);
+	if (!pc_should_trace(cfg, agent))
+		return 0;
+	struct pc_exit *x = PC_RESERVE(struct pc_exit);
+	if (!x)
+		return 0;
+	const void *task = (const void *)bpf_get_current_task();
+	pc_fill_header(&x->h, PC_EV_EXIT, agent);
+	pc_fill_lineage(&x->h, task);
+	x->_pad0 = 0;
+#ifdef PC_HAVE_BTF_OFFSETS
+	x->exit_code = (s32)pc_read_u32(task, PC_OFF_TASK_EXIT_CODE);
+#else
+	x->exit_code = 0;
+#endif
+#ifdef PC_TP_EXIT_HAS_GROUP_DEAD
+	if (!args->group_dead)   /* other threads live on: not the process's end */
+		x->h.flags |= PC_F_THREAD;
+#else
+	if (x->h.pid != x->h.tid)
+		x->h.flags |= PC_F_THREAD;
+#endif
+	pc_events.ringbuf_submit(x, 0);
+	return 0;
+}

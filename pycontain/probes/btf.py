@@ -1,0 +1,195 @@
+"""Struct member offsets from the running kernel's BTF (/sys/kernel/btf/vmlinux).
+
+The kernel headers on a host often do not match the running kernel (here:
+6.1 headers, 6.18 kernel), so BPF programs never use struct member access
+from headers. The loader reads the few offsets the probes need from BTF and
+passes them as -D macros. Format: Documentation/bpf/btf.rst (header, type
+section, string section). Only STRUCT/UNION members are interpreted; every
+other kind is skipped by its documented size.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from dataclasses import dataclass
+
+VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
+BTF_MAGIC = 0xEB9F
+
+KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
+KIND_FWD, KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 7, 8, 9, 10, 11
+KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC, KIND_FLOAT = 12, 13, 14, 15, 16
+KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 17, 18, 19
+
+# bytes following the 12-byte common type record: fixed part, per-vlen part
+_EXTRA = {
+    KIND_INT: (4, 0), KIND_PTR: (0, 0), KIND_ARRAY: (12, 0), KIND_STRUCT: (0, 12),
+    KIND_UNION: (0, 12), KIND_ENUM: (0, 8), KIND_FWD: (0, 0), KIND_TYPEDEF: (0, 0),
+    KIND_VOLATILE: (0, 0), KIND_CONST: (0, 0), KIND_RESTRICT: (0, 0), KIND_FUNC: (0, 0),
+    KIND_FUNC_PROTO: (0, 8), KIND_VAR: (4, 0), KIND_DATASEC: (0, 12), KIND_FLOAT: (0, 0),
+    KIND_DECL_TAG: (4, 0), KIND_TYPE_TAG: (0, 0), KIND_ENUM64: (0, 12),
+}
+_MODIFIERS = (KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG)
+
+
+class BtfError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    type_id: int
+    bit_offset: int
+    bitfield_size: int
+
+
+@dataclass(frozen=True)
+class BtfType:
+    kind: int
+    name: str
+    size_or_type: int
+    members: tuple[Member, ...] = ()
+
+
+class Btf:
+    """Parsed types: ``types[id]`` (id 0 is void), ``structs[name]`` -> id."""
+
+    def __init__(self, blob: bytes):
+        self.types: list[BtfType | None] = [None]
+        self.structs: dict[str, int] = {}
+        self.funcs: dict[str, int] = {}
+        self._parse(blob)
+
+    def _parse(self, blob: bytes) -> None:
+        if len(blob) < 24:
+            raise BtfError("BTF blob too short")
+        magic = struct.unpack_from("<H", blob, 0)[0]
+        if magic != BTF_MAGIC:
+            raise BtfError(f"bad BTF magic {magic:#x} (big-endian BTF is not supported)")
+        hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<IIIII", blob, 4)
+        types_start = hdr_len + type_off
+        strs_start = hdr_len + str_off
+        if types_start + type_len > len(blob) or strs_start + str_len > len(blob):
+            raise BtfError("BTF sections exceed the blob")
+        strings = blob[strs_start: strs_start + str_len]
+
+        def name_at(off: int) -> str:
+            if off >= len(strings):
+                raise BtfError(f"string offset {off} out of range")
+            end = strings.find(b"\0", off)
+            return strings[off: end if end >= 0 else len(strings)].decode("utf-8", "replace")
+
+        pos, end = types_start, types_start + type_len
+        while pos < end:
+            if pos + 12 > end:
+                raise BtfError("truncated type record")
+            name_off, info, size_or_type = struct.unpack_from("<III", blob, pos)
+            pos += 12
+            vlen = info & 0xFFFF
+            kind = (info >> 24) & 0x1F
+            kind_flag = info >> 31
+            if kind not in _EXTRA:
+                raise BtfError(f"unknown BTF kind {kind}")
+            fixed, per = _EXTRA[kind]
+            members: tuple[Member, ...] = ()
+            if kind in (KIND_STRUCT, KIND_UNION):
+                ms = []
+                for i in range(vlen):
+                    m_name, m_type, m_off = struct.unpack_from("<III", blob, pos + 12 * i)
+                    if kind_flag:   # bitfield size in the top 8 bits, bit offset below
+                        ms.append(Member(name_at(m_name), m_type, m_off & 0xFFFFFF, m_off >> 24))
+                    else:
+                        ms.append(Member(name_at(m_name), m_type, m_off, 0))
+                members = tuple(ms)
+            pos += fixed + per * vlen
+            t = BtfType(kind, name_at(name_off), size_or_type, members)
+            self.types.append(t)
+            if kind == KIND_STRUCT and t.name and t.name not in self.structs:
+                self.structs[t.name] = len(self.types) - 1
+            elif kind == KIND_FUNC and t.name:
+                self.funcs.setdefault(t.name, len(self.types) - 1)
+
+    def _resolve(self, type_id: int) -> BtfType | None:
+        for _ in range(32):   # modifier chains are short; bound against loops
+            t = self.types[type_id] if 0 < type_id < len(self.types) else None
+            if t is None or t.kind not in _MODIFIERS:
+                return t
+            type_id = t.size_or_type
+        return None
+
+    def member_offset(self, struct_name: str, member: str) -> int:
+        """Byte offset of ``member`` in ``struct struct_name``, looking into
+        anonymous struct/union members (mm_struct keeps its fields in one)."""
+        sid = self.structs.get(struct_name)
+        if sid is None:
+            raise BtfError(f"struct {struct_name} not in BTF")
+        bits = self._find(sid, member, 0)
+        if bits is None:
+            raise BtfError(f"{struct_name}.{member} not in BTF")
+        if bits % 8:
+            raise BtfError(f"{struct_name}.{member} is a bitfield")
+        return bits // 8
+
+    def _find(self, type_id: int, member: str, base: int, depth: int = 0) -> int | None:
+        t = self._resolve(type_id)
+        if t is None or t.kind not in (KIND_STRUCT, KIND_UNION) or depth > 8:
+            return None
+        for m in t.members:
+            if m.name == member:
+                return base + m.bit_offset
+        for m in t.members:
+            if not m.name:
+                found = self._find(m.type_id, member, base + m.bit_offset, depth + 1)
+                if found is not None:
+                    return found
+        return None
+
+
+# Offsets the probes need: macro name -> (struct, candidate member names)
+NEEDED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "PC_OFF_TASK_PID": ("task_struct", ("pid",)),
+    "PC_OFF_TASK_TGID": ("task_struct", ("tgid",)),
+    "PC_OFF_TASK_REAL_PARENT": ("task_struct", ("real_parent",)),
+    "PC_OFF_TASK_GROUP_LEADER": ("task_struct", ("group_leader",)),
+    "PC_OFF_TASK_START_BOOTTIME": ("task_struct", ("start_boottime", "real_start_time")),
+    "PC_OFF_TASK_MM": ("task_struct", ("mm",)),
+    "PC_OFF_TASK_EXIT_CODE": ("task_struct", ("exit_code",)),
+    "PC_OFF_MM_ARG_START": ("mm_struct", ("arg_start",)),
+    "PC_OFF_MM_ARG_END": ("mm_struct", ("arg_end",)),
+    "PC_OFF_MM_START_STACK": ("mm_struct", ("start_stack",)),
+}
+
+
+def probe_offsets(btf: Btf) -> dict[str, int]:
+    """Every offset in NEEDED; raises BtfError naming the first one missing."""
+    out: dict[str, int] = {}
+    for macro, (sname, candidates) in NEEDED.items():
+        last: BtfError | None = None
+        for cand in candidates:
+            try:
+                out[macro] = btf.member_offset(sname, cand)
+                break
+            except BtfError as e:
+                last = e
+        else:
+            raise last or BtfError(f"{sname}: none of {candidates}")
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_btf(path: str = VMLINUX_BTF) -> Btf:
+    """The running kernel's BTF, parsed once per process."""
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise BtfError(f"cannot read {path}: {e.strerror}") from None
+    return Btf(blob)
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_offsets(path: str = VMLINUX_BTF) -> dict[str, int]:
+    """The offsets for the running kernel, parsed once per process."""
+    return probe_offsets(kernel_btf(path))

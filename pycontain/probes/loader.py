@@ -1,0 +1,400 @@
+"""The only module that talks to BCC: compile, attach, write maps, read events.
+
+All hooks are compiled as ONE BCC program (pycontain.h + common.bpf.h + every
+hook file present) so they share the maps declared in common.bpf.h. Struct
+offsets of the running kernel come from BTF (pycontain.probes.btf) as -D
+macros: the installed headers may belong to another kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from ..core.events import ConfigFlag, DecodeError, Event, Mode, NAME_LEN, PATTERN_LEN, MAX_PATTERNS, MAX_LEVELS, decode
+from ..core.kernel_rules import KernelTables
+from ..errors import EnvironmentProblem
+from .exec_dfa import DFA_CLASSES, DFA_STATES, compile_patterns
+from .features import FeatureReport, detect_features
+
+log = logging.getLogger(__name__)
+
+HOOK_FILES = ("exec.c", "connect.c", "socket.c", "stratum.c")
+TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+
+
+def ebpf_dir() -> Path:
+    """$PYCONTAIN_EBPF_DIR, else the repository's ebpf/ next to the package."""
+    env = os.environ.get("PYCONTAIN_EBPF_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "ebpf"
+
+
+def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str:
+    """Mount point of the cgroup v2 hierarchy (/sys/fs/cgroup or .../unified)."""
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    return left.split()[4].replace("\\040", " ")
+    except OSError:
+        pass
+    raise EnvironmentProblem("no cgroup v2 hierarchy is mounted (needed for agent cgroups and BPF cgroup hooks)")
+
+
+def cgroup_level(path: str, mount: str | None = None) -> int:
+    """Depth of a cgroup below the v2 root: what bpf_get_current_ancestor_cgroup_id() takes."""
+    mount = os.path.realpath(mount or cgroup2_mount())
+    rel = os.path.relpath(os.path.realpath(path), mount)
+    if rel == ".":
+        return 0
+    if rel.startswith(".."):
+        raise EnvironmentProblem(f"{path} is not inside the cgroup v2 hierarchy at {mount}")
+    return len(rel.split(os.sep))
+
+
+def _check_environment(src_dir: Path) -> None:
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("loading BPF probes needs root")
+    if not any(os.path.isdir(d) for d in TRACEFS_DIRS):
+        raise EnvironmentProblem("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)")
+    if not (src_dir / "pycontain.h").is_file() or not (src_dir / "common.bpf.h").is_file():
+        raise EnvironmentProblem(f"BPF sources not found in {src_dir} (set PYCONTAIN_EBPF_DIR)")
+    build = f"/lib/modules/{os.uname().release}/build"
+    if not os.path.exists(build):
+        raise EnvironmentProblem(f"kernel headers missing: {build} does not exist (install linux-headers)")
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _tp_has_field(event: str, name: str) -> bool:
+    for d in TRACEFS_DIRS:
+        try:
+            with open(f"{d}/{event}/format") as f:
+                return re.search(rf"\b{name};", f.read()) is not None
+        except OSError:
+            continue
+    return False
+
+
+def _optional(module: str):
+    """Engineer B's modules may not exist yet; the loader works without them."""
+    import importlib
+    try:
+        return importlib.import_module(f"pycontain.probes.{module}")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.endswith(module):
+            return None
+        raise
+
+
+def _bulk_write(table, entries: list[tuple[int, int]]) -> None:
+    """Array updates in one batch syscall where the kernel and BCC allow."""
+    if not entries:
+        return
+    n = len(entries)
+    keys = (table.Key * n)(*[table.Key(k) for k, _ in entries])
+    vals = (table.Leaf * n)(*[table.Leaf(v) for _, v in entries])
+    try:
+        table.items_update_batch(keys, vals)
+        return
+    except Exception:
+        pass
+    for k, v in entries:
+        table[table.Key(k)] = table.Leaf(v)
+
+
+class Probes:
+    def __init__(self, *, ringbuf_pages: int = 1024, trace_all: bool = False,
+                 progress: Callable[[str], None] | None = None):
+        if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
+            raise ValueError("ringbuf_pages must be a power of two")
+        self.ringbuf_pages = ringbuf_pages
+        self.trace_all = trace_all
+        self.progress = progress or (lambda _msg: None)
+        self.on_event: Callable[[Event], None] | None = None
+        self.user_lost = 0
+        self.features: FeatureReport = FeatureReport()
+        self.bpf: Any = None
+        self._hooks: dict[str, str] = {}
+        self._tracked: dict[str, tuple[int, int, int, Any]] = {}  # path -> (cgroup id, level, fd, handles)
+        self._handled = 0
+        self._closed = False
+
+    # ---- load ------------------------------------------------------------
+
+    def source(self) -> tuple[str, list[str]]:
+        """(program text, names of the hook files included)."""
+        d = ebpf_dir()
+        parts = [(d / "pycontain.h").read_text(), (d / "common.bpf.h").read_text()]
+        used = []
+        for name in HOOK_FILES:
+            p = d / name
+            if p.is_file():
+                parts.append(f"/* ---- {name} ---- */\n" + p.read_text())
+                used.append(name)
+        return "\n".join(parts), used
+
+    def cflags(self) -> list[str]:
+        flags = ["-D__BCC__", "-Wno-macro-redefined", f"-DPC_RINGBUF_PAGES={self.ringbuf_pages}"]
+        try:
+            from .btf import kernel_offsets
+            offs = kernel_offsets()
+        except Exception as e:   # probes fall back to what needs no offsets
+            log.warning("no BTF offsets (%s): exec argv/ppid/start time unavailable", e)
+            return flags
+        flags.append("-DPC_HAVE_BTF_OFFSETS=1")
+        if _tp_has_field("sched/sched_process_exit", "group_dead"):
+            flags.append("-DPC_TP_EXIT_HAS_GROUP_DEAD=1")
+        flags += [f"-D{k}={v}" for k, v in sorted(offs.items())]
+        return flags
+
+    def load(self) -> None:
+        src_dir = ebpf_dir()
+        _check_environment(src_dir)
+        self.progress("probing kernel BPF features")
+        self.features = detect_features()
+        try:
+            from bcc import BPF
+        except Exception as e:
+            raise EnvironmentProblem(f"BCC Python bindings not importable ({e}); install python3-bpfcc") from None
+        text, used = self.source()
+        self.progress(f"compiling probes ({', '.join(used) or 'no hook files'})")
+        try:
+            self.bpf = BPF(text=text, cflags=self.cflags())
+        except Exception as e:
+            raise EnvironmentProblem(f"BPF programs failed to compile or load: {str(e).splitlines()[0] if str(e) else e}") from None
+        # BCC attaches TRACEPOINT_PROBE / RAW_TRACEPOINT_PROBE functions while
+        # loading and raises if one fails; list what it attached
+        self._hooks = {}
+        for tp in getattr(self.bpf, "tracepoint_fds", {}):
+            self._hooks[_s(tp)] = "attached"
+        for tp in getattr(self.bpf, "raw_tracepoint_fds", {}):
+            self._hooks[f"raw_tp:{_s(tp)}"] = "attached"
+        self.progress("opening the event ring buffer")
+        self.bpf["pc_events"].open_ring_buffer(self._on_record)
+        self._write_config(mode=None, flags=None)
+        self._closed = False
+
+    # ---- maps ----------------------------------------------------------------
+
+    def _table(self, name: str):
+        if self.bpf is None:
+            raise RuntimeError("Probes.load() was not called")
+        return self.bpf[name]
+
+    def _read_config(self):
+        t = self._table("pc_config")
+        return t[ctypes.c_int(0)]
+
+    def _write_config(self, *, mode: Mode | None, flags: int | None, levels: int | None = None) -> None:
+        t = self._table("pc_config")
+        cur = t[ctypes.c_int(0)]
+        new = t.Leaf()
+        new.mode = int(cur.mode if mode is None else mode)
+        f = int(cur.flags if flags is None else flags)
+        if self.trace_all:
+            f |= int(ConfigFlag.TRACE_ALL)
+        new.flags = f
+        new.tracked_levels = int(cur.tracked_levels if levels is None else levels)
+        t[ctypes.c_int(0)] = new
+
+    def set_tables(self, tables: KernelTables) -> None:
+        """Replace the exec deny tables and config in place, never opening a gap:
+        new entries are written before stale ones are removed."""
+        self._write_exec_names(tables.exec_names)
+        self._write_patterns(tables.exec_patterns)
+        self._write_config(mode=tables.mode, flags=int(tables.flags))
+        net = _optional("net_maps")
+        if net is not None:
+            net.write_net_tables(self.bpf, tables)
+
+    def _write_exec_names(self, names: dict[str, int]) -> None:
+        t = self._table("pc_exec_names")
+        wanted = {}
+        for name, rule in names.items():
+            raw = name.lower().encode("utf-8", "surrogateescape")[: NAME_LEN - 1]
+            wanted[raw] = rule
+        for raw, rule in wanted.items():
+            k = t.Key()
+            k.name = raw
+            t[k] = ctypes.c_uint32(rule)
+        for k in list(t.keys()):
+            if bytes(k.name) not in wanted:
+                try:
+                    del t[k]
+                except KeyError:
+                    pass
+
+    def _write_patterns(self, patterns) -> None:
+        t = self._table("pc_exec_patterns")
+        if len(patterns) > MAX_PATTERNS:
+            raise ValueError(f"at most {MAX_PATTERNS} exec patterns")
+        want = []
+        for pat, where, rule in patterns:
+            raw = pat.lower().encode("utf-8", "surrogateescape")[:PATTERN_LEN]
+            if raw:
+                want.append((raw, int(where), int(rule)))
+        current = []
+        for i in range(MAX_PATTERNS):
+            v = t[ctypes.c_int(i)]
+            current.append((bytes(v.pat)[: v.len], int(v.where), int(v.rule_id)) if v.rule_id else None)
+        todo = [w for w in want if w not in current]
+        # slots whose pattern is no longer wanted; empty ones first, so live
+        # stale rules stay enforced until the new ones are in place
+        stale = [i for i, c in enumerate(current) if c is None]
+        stale += [i for i, c in enumerate(current) if c is not None and c not in want]
+        for (raw, where, rule), slot in zip(todo, stale):
+            self._put_pattern(t, slot, raw, where, rule)
+            current[slot] = (raw, where, rule)
+        for i, c in enumerate(current):
+            if c is not None and c not in want:
+                self._put_pattern(t, i, b"", 0, 0)
+        self._write_automaton(want)
+
+    def _write_automaton(self, want: list[tuple[bytes, int, int]]) -> None:
+        """Fill the inactive bank of the exec automaton, then flip the bank
+        index (one u32 write): the kernel sees the old or the new rules,
+        never a mixture or none."""
+        a = compile_patterns(want)
+        ctl = self._table("pc_exec_dfa_ctl")
+        active = int(ctl[ctypes.c_int(0)].value) & 1
+        bank = active ^ 1
+        _bulk_write(self._table("pc_exec_dfa_class"),
+                    [(bank * 256 + b, c) for b, c in enumerate(a.byte_class)])
+        entries = []
+        for s, row in enumerate(a.rows):
+            base = (bank * DFA_STATES + s) * DFA_CLASSES
+            entries += [(base + c, v) for c, v in enumerate(row)]
+        _bulk_write(self._table("pc_exec_dfa"), entries)
+        for idx, val in ((1 + bank, a.args_root), (3 + bank, a.basename_count), (5 + bank, a.args_count)):
+            ctl[ctypes.c_int(idx)] = ctypes.c_uint32(val)
+        ctl[ctypes.c_int(0)] = ctypes.c_uint32(bank)
+
+    @staticmethod
+    def _put_pattern(t, slot: int, raw: bytes, where: int, rule: int) -> None:
+        v = t.Leaf()
+        v.rule_id = rule
+        v.len = len(raw)
+        v.where = where
+        v.pat = raw
+        t[ctypes.c_int(slot)] = v
+
+    # ---- cgroups ---------------------------------------------------------
+
+    def _levels(self) -> int:
+        bits = 0
+        for _id, level, _fd, _h in self._tracked.values():
+            if level < MAX_LEVELS:
+                bits |= 1 << level
+        return bits
+
+    def track_cgroup(self, cgroup_v2_path: str, agent_id: int) -> None:
+        path = os.path.realpath(cgroup_v2_path)
+        if path in self._tracked:
+            self.untrack_cgroup(path)
+        cg_id = os.stat(path).st_ino
+        level = cgroup_level(path)
+        if level >= MAX_LEVELS:
+            log.warning("cgroup %s is %d levels deep: only tasks directly in it are tracked", path, level)
+        agents = self._table("pc_agents")
+        agents[ctypes.c_uint64(cg_id)] = ctypes.c_uint32(agent_id)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._tracked[path] = (cg_id, level, fd, None)
+        self._write_config(mode=None, flags=None, levels=self._levels())
+        attach = _optional("cgroup_attach")
+        if attach is not None:
+            handles = attach.attach_cgroup_programs(self.bpf, fd)
+            self._tracked[path] = (cg_id, level, fd, handles)
+
+    def untrack_cgroup(self, cgroup_v2_path: str) -> None:
+        path = os.path.realpath(cgroup_v2_path)
+        entry = self._tracked.pop(path, None)
+        if entry is None:
+            entry = next(((p, e) for p, e in self._tracked.items() if p == cgroup_v2_path), (None, None))[1]
+            if entry is None:
+                return
+            self._tracked.pop(cgroup_v2_path, None)
+        cg_id, _level, fd, handles = entry
+        self._detach(fd, handles)
+        if self.bpf is not None:
+            try:
+                del self._table("pc_agents")[ctypes.c_uint64(cg_id)]
+            except KeyError:
+                pass
+            self._write_config(mode=None, flags=None, levels=self._levels())
+
+    def _detach(self, fd: int, handles: Any) -> None:
+        attach = _optional("cgroup_attach")
+        if handles is not None and attach is not None and hasattr(attach, "detach_cgroup_programs"):
+            try:
+                attach.detach_cgroup_programs(self.bpf, fd, handles)
+            except Exception as e:   # the cgroup may be gone already
+                log.debug("detach cgroup programs: %s", e)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    # ---- events ------------------------------------------------------------
+
+    def _on_record(self, _ctx, data, size) -> int:
+        try:
+            ev = decode(ctypes.string_at(data, size))
+            if self.on_event is not None:
+                self.on_event(ev)
+            self._handled += 1
+        except DecodeError as e:
+            self.user_lost += 1
+            log.warning("undecodable kernel record: %s", e)
+        except Exception:
+            self.user_lost += 1
+            log.exception("event callback failed")
+        return 0
+
+    def poll(self, timeout_ms: int = 100) -> int:
+        if self.bpf is None:
+            return 0
+        before = self._handled + self.user_lost
+        self.bpf.ring_buffer_poll(timeout_ms)
+        return self._handled + self.user_lost - before
+
+    def lost_kernel(self) -> int:
+        if self.bpf is None:
+            return 0
+        vals = self._table("pc_lost")[ctypes.c_int(0)]
+        return int(sum(int(v) for v in vals))
+
+    def hook_status(self) -> dict[str, str]:
+        out = dict(self._hooks)
+        for name, state in self.features.hooks.items():
+            if not state.startswith("available"):
+                out.setdefault(name, state)
+        attach = _optional("cgroup_attach")
+        if attach is not None and hasattr(attach, "hook_status"):
+            try:
+                out.update(attach.hook_status(self.bpf))
+            except Exception as e:
+                out["cgroup"] = f"unavailable: {e}"
+        return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for path in list(self._tracked):
+            _id, _level, fd, handles = self._tracked.pop(path)
+            self._detach(fd, handles)
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()
+            finally:
+                self.bpf = None

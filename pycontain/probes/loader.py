@@ -169,7 +169,7 @@ class Probes:
         text, used = self.source()
         self.progress(f"compiling probes ({', '.join(used) or 'no hook files'})")
         try:
-            self.bpf = BPF(text=text, cflags=self.cflags())
+            self.bpf = BPF(text=text.encode(), cflags=self.cflags())
         except Exception as e:
             raise EnvironmentProblem(f"BPF programs failed to compile or load: {str(e).splitlines()[0] if str(e) else e}") from None
         # BCC attaches TRACEPOINT_PROBE / RAW_TRACEPOINT_PROBE functions while
@@ -180,7 +180,7 @@ class Probes:
         for tp in getattr(self.bpf, "raw_tracepoint_fds", {}):
             self._hooks[f"raw_tp:{_s(tp)}"] = "attached"
         self.progress("opening the event ring buffer")
-        self.bpf["pc_events"].open_ring_buffer(self._on_record)
+        self.bpf[b"pc_events"].open_ring_buffer(self._on_record)
         self._write_config(mode=None, flags=None)
         self._closed = False
 
@@ -189,7 +189,7 @@ class Probes:
     def _table(self, name: str):
         if self.bpf is None:
             raise RuntimeError("Probes.load() was not called")
-        return self.bpf[name]
+        return self.bpf[name.encode()]
 
     def _read_config(self):
         t = self._table("pc_config")

@@ -1,0 +1,408 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Egress verdicts at connect/sendmsg and TCP state of agent sockets (BCC C).
+ *
+ * Compiled after pycontain.h and common.bpf.h. The cgroup_sock_addr
+ * programs below are attached by pycontain/probes/cgroup_attach.py to each
+ * agent cgroup with BPF_F_ALLOW_MULTI (programs already on the host keep
+ * running; the kernel runs ours for every descendant cgroup too).
+ *
+ * Verdict (pc_net_rule4/6), first match wins:
+ *   1. pc_ports[dport].tcp_rule / .udp_rule for the socket's protocol;
+ *   2. the destination is in pc_deny4 / pc_deny6 (longest prefix);
+ *   3. PC_CFG_NET_DEFAULT_DENY is set and the destination is in no allow trie:
+ *      rule pc_net_rules[PC_NR_DEFAULT] (the id of "network.default").
+ * Allow entries never override a port or CIDR deny. Loopback is not special:
+ * the policy decides. IPv4-mapped IPv6 destinations (::ffff:a.b.c.d) on
+ * dual-stack sockets are checked against the IPv4 tables and flagged
+ * PC_F_V4_MAPPED, so the verdict is the same whatever the socket family.
+ *
+ * Deny: return 0, the syscall fails with EPERM before any packet is built.
+ * Monitor mode (pc_config.mode): return 1 and report PC_WOULD_DENY.
+ */
+
+#ifndef IPPROTO_TCP
+#define IPPROTO_TCP 6
+#endif
+#ifndef IPPROTO_UDP
+#define IPPROTO_UDP 17
+#endif
+#define PC_IPPROTO_UDPLITE 136
+#define PC_IPPROTO_MPTCP 262   /* MPTCP sockets report this; treated as TCP */
+#define PC_AF_INET 2
+#define PC_AF_INET6 10
+
+#define PC_TCP_ESTABLISHED 1
+#define PC_TCP_SYN_SENT 2
+#define PC_TCP_CLOSE 7
+
+#define PC_UDP_REPORT_NS (30ULL * 1000000000ULL)  /* re-report an allowed UDP flow after 30 s */
+
+/* Slots of pc_net_rules: rule ids for verdicts that no table entry names.
+ * pycontain/probes/net_maps.py fills them from KernelTables.rules by name. */
+#define PC_NR_DEFAULT 0   /* "network.default"       */
+#define PC_NR_STRATUM 1   /* "network.stratum"       */
+#define PC_NR_RAW 2       /* "network.raw_socket"    */
+#define PC_NR_PACKET 3    /* "network.packet_socket" */
+#define PC_NR_SLOTS 4
+
+BPF_ARRAY(pc_ports, struct pc_port_rule, 65536);       /* dport (host order) -> tcp/udp rule ids */
+BPF_LPM_TRIE(pc_deny4, struct pc_lpm4, u32, 16384);     /* -> rule id */
+BPF_LPM_TRIE(pc_allow4, struct pc_lpm4, u32, 16384);
+BPF_LPM_TRIE(pc_deny6, struct pc_lpm6, u32, 16384);
+BPF_LPM_TRIE(pc_allow6, struct pc_lpm6, u32, 16384);
+BPF_ARRAY(pc_net_rules, u32, PC_NR_SLOTS);
+
+/* Who opened a socket, captured in process context so that hooks running
+ * in softirq (TCP state changes, skb egress retransmits) can name the
+ * process. */
+struct pc_sk_owner {
+	u32 agent;
+	u32 pid;
+	u32 tid;
+	u32 uid;
+	u64 cgroup_id;
+	char comm[PC_COMM_LEN];
+};
+
+/* socket cookie -> owner (written at connect/sendmsg, read by stratum.c) */
+BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_sk_owners, 16384);
+/* struct sock address -> owner, for agent TCP sockets from SYN_SENT to CLOSE */
+BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_tcp_socks, 16384);
+
+struct pc_udp_key {
+	u32 pid;
+	u16 dport;
+	u16 _pad0;
+	u8 daddr[16];
+};
+/* first allowed UDP send per (pid, daddr, dport) -> time reported */
+BPF_TABLE("lru_hash", struct pc_udp_key, u64, pc_udp_seen, 8192);
+
+/* BCC 0.26 declares this helper as returning u32; the cookie is a u64. */
+static u64 (*pc_socket_cookie)(void *ctx) = (void *)BPF_FUNC_get_socket_cookie;
+
+static __always_inline u32 pc_net_rule_slot(u32 slot)
+{
+	u32 *r = pc_net_rules.lookup(&slot);
+	return r ? *r : 0;
+}
+
+static __always_inline int pc_is_tcp(u32 proto)
+{
+	return proto == IPPROTO_TCP || proto == PC_IPPROTO_MPTCP;
+}
+
+static __always_inline int pc_is_udp(u32 proto)
+{
+	return proto == IPPROTO_UDP || proto == PC_IPPROTO_UDPLITE;
+}
+
+static __always_inline u32 pc_port_rule(u16 dport, u32 proto)
+{
+	u32 p = dport;
+	struct pc_port_rule *pr = pc_ports.lookup(&p);
+	if (!pr)
+		return 0;
+	if (pc_is_tcp(proto))
+		return pr->tcp_rule;
+	if (pc_is_udp(proto))
+		return pr->udp_rule;
+	return 0;
+}
+
+/* daddr in network byte order. Returns the rule id that denies, or 0. */
+static __always_inline u32 pc_net_rule4(struct pc_config *cfg, u32 daddr, u16 dport, u32 proto)
+{
+	u32 r = pc_port_rule(dport, proto);
+	if (r)
+		return r;
+	struct pc_lpm4 k = {};
+	k.prefixlen = 32;
+	__builtin_memcpy(k.addr, &daddr, 4);
+	u32 *hit = pc_deny4.lookup(&k);
+	if (hit && *hit)
+		return *hit;
+	if (cfg->flags & PC_CFG_NET_DEFAULT_DENY) {
+		if (!pc_allow4.lookup(&k))
+			return pc_net_rule_slot(PC_NR_DEFAULT);
+	}
+	return 0;
+}
+
+static __always_inline u32 pc_net_rule6(struct pc_config *cfg, struct pc_lpm6 *k, u16 dport, u32 proto)
+{
+	u32 r = pc_port_rule(dport, proto);
+	if (r)
+		return r;
+	u32 *hit = pc_deny6.lookup(k);
+	if (hit && *hit)
+		return *hit;
+	if (cfg->flags & PC_CFG_NET_DEFAULT_DENY) {
+		if (!pc_allow6.lookup(k))
+			return pc_net_rule_slot(PC_NR_DEFAULT);
+	}
+	return 0;
+}
+
+/* Relies on: cgroup_sock_addr programs run in the connect()/sendmsg() caller's
+ * process context, so current pid/comm/cgroup are the agent's. */
+static __always_inline void pc_remember_owner(void *ctx, u32 agent)
+{
+	struct pc_sk_owner o = {};
+	u64 pt = bpf_get_current_pid_tgid();
+	o.agent = agent;
+	o.pid = pt >> 32;
+	o.tid = (u32)pt;
+	o.uid = (u32)bpf_get_current_uid_gid();
+	o.cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&o.comm, sizeof(o.comm));
+	u64 cookie = pc_socket_cookie(ctx);
+	pc_sk_owners.update(&cookie, &o);
+}
+
+/* 1 when an allowed UDP send to this (pid, daddr, dport) should be reported. */
+static __always_inline int pc_udp_first(u32 pid, const u8 *daddr16, u16 dport)
+{
+	struct pc_udp_key k = {};
+	k.pid = pid;
+	k.dport = dport;
+	__builtin_memcpy(k.daddr, daddr16, 16);
+	u64 now = bpf_ktime_get_boot_ns();
+	u64 *last = pc_udp_seen.lookup(&k);
+	if (last && now - *last < PC_UDP_REPORT_NS)
+		return 0;
+	pc_udp_seen.update(&k, &now);
+	return 1;
+}
+
+/* Common body of the four hooks. daddr16/saddr16: 16 bytes, IPv4 in the
+ * first 4. Returns what the hook returns (1 allow, 0 deny). */
+static __always_inline int pc_net_decide(void *ctx, struct pc_config *cfg, u32 agent, u8 type,
+					 u8 family, u32 proto, u16 dport, u16 sport,
+					 const u8 *daddr16, const u8 *saddr16, u32 rule, u16 flags)
+{
+	u8 verdict = PC_ALLOW;
+	int ret = 1;
+	if (rule) {
+		if (cfg->mode == PC_MODE_MONITOR) {
+			verdict = PC_WOULD_DENY;
+		} else {
+			verdict = PC_DENY;
+			ret = 0;
+		}
+	}
+	if (ret)
+		pc_remember_owner(ctx, agent);
+	if (verdict == PC_ALLOW && type == PC_EV_SEND) {
+		u32 pid = bpf_get_current_pid_tgid() >> 32;
+		if (!pc_udp_first(pid, daddr16, dport))
+			return ret;
+	}
+	struct pc_net *e = PC_RESERVE(struct pc_net);
+	if (!e)
+		return ret;
+	pc_fill_header(&e->h, type, agent);
+	e->h.verdict = verdict;
+	e->h.rule_id = rule;
+	e->h.flags = flags;
+	e->family = family;
+	e->protocol = pc_is_tcp(proto) ? IPPROTO_TCP : (u8)proto;
+	e->dport = dport;
+	e->sport = sport;
+	e->_pad0 = 0;
+	__builtin_memcpy(e->daddr, daddr16, 16);
+	__builtin_memcpy(e->saddr, saddr16, 16);
+	pc_events.ringbuf_submit(e, 0);
+	return ret;
+}
+
+static __always_inline int pc_net4(struct bpf_sock_addr *ctx, u8 type)
+{
+	struct pc_config *cfg = pc_cfg();
+	u32 agent = pc_agent_of_current(cfg);
+	if (!agent || !cfg)
+		return 1;
+	u32 proto = ctx->protocol;
+	u32 daddr = ctx->user_ip4;
+	u16 dport = bpf_ntohs((u16)ctx->user_port);
+	u8 d16[16] = {};
+	u8 s16[16] = {};
+	__builtin_memcpy(d16, &daddr, 4);
+	u16 sport = 0;
+	if (type == PC_EV_SEND) {
+		u32 src = ctx->msg_src_ip4;
+		__builtin_memcpy(s16, &src, 4);
+	}
+	struct bpf_sock *sk = ctx->sk;
+	if (sk) {
+		sport = (u16)sk->src_port;
+		if (type == PC_EV_CONNECT) {
+			u32 src = sk->src_ip4;
+			__builtin_memcpy(s16, &src, 4);
+		}
+	}
+	u32 rule = pc_net_rule4(cfg, daddr, dport, proto);
+	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET, proto, dport, sport, d16, s16, rule, 0);
+}
+
+static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
+{
+	struct pc_config *cfg = pc_cfg();
+	u32 agent = pc_agent_of_current(cfg);
+	if (!agent || !cfg)
+		return 1;
+	u32 proto = ctx->protocol;
+	u16 dport = bpf_ntohs((u16)ctx->user_port);
+	struct pc_lpm6 k = {};
+	k.prefixlen = 128;
+	u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
+	__builtin_memcpy(&k.addr[0], &w0, 4);
+	__builtin_memcpy(&k.addr[4], &w1, 4);
+	__builtin_memcpy(&k.addr[8], &w2, 4);
+	__builtin_memcpy(&k.addr[12], &w3, 4);
+	u8 s16[16] = {};
+	u16 sport = 0;
+	if (type == PC_EV_SEND) {
+		u32 s0 = ctx->msg_src_ip6[0], s1 = ctx->msg_src_ip6[1], s2 = ctx->msg_src_ip6[2], s3 = ctx->msg_src_ip6[3];
+		__builtin_memcpy(&s16[0], &s0, 4);
+		__builtin_memcpy(&s16[4], &s1, 4);
+		__builtin_memcpy(&s16[8], &s2, 4);
+		__builtin_memcpy(&s16[12], &s3, 4);
+	}
+	struct bpf_sock *sk = ctx->sk;
+	if (sk)
+		sport = (u16)sk->src_port;
+	u32 rule;
+	u16 flags = 0;
+	/* ::ffff:a.b.c.d — the packet will be IPv4: judge it by the IPv4 tables */
+	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff)) {
+		flags = PC_F_V4_MAPPED;
+		rule = pc_net_rule4(cfg, w3, dport, proto);
+	} else {
+		rule = pc_net_rule6(cfg, &k, dport, proto);
+	}
+	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET6, proto, dport, sport, k.addr, s16, rule, flags);
+}
+
+/* Relies on: BPF_CGROUP_INET4_CONNECT runs in __inet_stream_connect /
+ * udp_pre_connect before any packet is built, also for TCP Fast Open
+ * (sendto with MSG_FASTOPEN goes through tcp_sendmsg_fastopen's connect
+ * hook) and for AF_INET destinations given to dual-stack UDP sockets. */
+int pc_connect4(struct bpf_sock_addr *ctx)
+{
+	return pc_net4(ctx, PC_EV_CONNECT);
+}
+
+/* Relies on: BPF_CGROUP_INET6_CONNECT, same guarantees as connect4. */
+int pc_connect6(struct bpf_sock_addr *ctx)
+{
+	return pc_net6(ctx, PC_EV_CONNECT);
+}
+
+/* Relies on: BPF_CGROUP_UDP4_SENDMSG runs in udp_sendmsg for every send on
+ * an unconnected UDP socket (the destination comes with the call); sends on a
+ * connected socket were judged at connect. */
+int pc_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return pc_net4(ctx, PC_EV_SEND);
+}
+
+/* Relies on: BPF_CGROUP_UDP6_SENDMSG, same guarantees as sendmsg4. */
+int pc_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return pc_net6(ctx, PC_EV_SEND);
+}
+
+/* ---- TCP state of agent sockets ------------------------------------------- */
+
+struct pc_tcp_args {
+	u8 family;
+	u8 oldstate;
+	u8 newstate;
+	u16 sport;
+	u16 dport;
+	u8 saddr[16];
+	u8 daddr[16];
+};
+
+static __always_inline void pc_tcp_emit(struct pc_tcp_args *a, struct pc_sk_owner *o)
+{
+	struct pc_tcp_state *e = PC_RESERVE(struct pc_tcp_state);
+	if (!e)
+		return;
+	/* the header from the recorded owner: this may run in softirq, where
+	 * current is whatever task the packet interrupted */
+	e->h.type = PC_EV_TCP_STATE;
+	e->h.verdict = PC_ALLOW;
+	e->h.flags = 0;
+	e->h.rule_id = 0;
+	e->h.pid = o->pid;
+	e->h.tid = o->tid;
+	e->h.ppid = 0;
+	e->h.uid = o->uid;
+	e->h.agent_id = o->agent;
+	e->h._pad0 = 0;
+	e->h.ts_ns = bpf_ktime_get_boot_ns();
+	e->h.start_ns = 0;
+	e->h.cgroup_id = o->cgroup_id;
+	__builtin_memcpy(e->h.comm, o->comm, PC_COMM_LEN);
+	e->family = a->family;
+	e->oldstate = a->oldstate;
+	e->newstate = a->newstate;
+	e->_pad0 = 0;
+	e->sport = a->sport;
+	e->dport = a->dport;
+	__builtin_memcpy(e->saddr, a->saddr, 16);
+	__builtin_memcpy(e->daddr, a->daddr, 16);
+	pc_events.ringbuf_submit(e, 0);
+}
+
+/* Relies on: inet_sock_set_state(SYN_SENT) fires from tcp_v4/v6_connect in
+ * the connecting task's context (connect() or a TFO sendto), so the agent
+ * check is valid there; later transitions may run in softirq and are matched
+ * by the socket's address recorded at SYN_SENT. The entry is removed at
+ * TCP_CLOSE (the struct sock may be freed and reused afterwards). */
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+	if (args->protocol != IPPROTO_TCP)
+		return 0;
+	u64 sk = (u64)args->skaddr;
+	struct pc_tcp_args a = {};
+	a.family = (u8)args->family;
+	a.oldstate = (u8)args->oldstate;
+	a.newstate = (u8)args->newstate;
+	a.sport = args->sport;
+	a.dport = args->dport;
+	if (args->family == PC_AF_INET6) {
+		__builtin_memcpy(a.saddr, args->saddr_v6, 16);
+		__builtin_memcpy(a.daddr, args->daddr_v6, 16);
+	} else {
+		__builtin_memcpy(a.saddr, args->saddr, 4);
+		__builtin_memcpy(a.daddr, args->daddr, 4);
+	}
+	if (args->newstate == PC_TCP_SYN_SENT) {
+		struct pc_config *cfg = pc_cfg();
+		u32 agent = pc_agent_of_current(cfg);
+		if (!agent)
+			return 0;
+		struct pc_sk_owner o = {};
+		u64 pt = bpf_get_current_pid_tgid();
+		o.agent = agent;
+		o.pid = pt >> 32;
+		o.tid = (u32)pt;
+		o.uid = (u32)bpf_get_current_uid_gid();
+		o.cgroup_id = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(&o.comm, sizeof(o.comm));
+		pc_tcp_socks.update(&sk, &o);
+		pc_tcp_emit(&a, &o);
+		return 0;
+	}
+	struct pc_sk_owner *o = pc_tcp_socks.lookup(&sk);
+	if (!o)
+		return 0;
+	struct pc_sk_owner copy = *o;
+	if (args->newstate == PC_TCP_CLOSE)
+		pc_tcp_socks.delete(&sk);
+	pc_tcp_emit(&a, &copy);
+	return 0;
+}

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Socket creation: raw IP sockets and packet sockets (BCC C).
+ *
+ * Compiled after pycontain.h, common.bpf.h and connect.c (pc_net_rule_slot).
+ *
+ * - SOCK_RAW in AF_INET/AF_INET6: cgroup/sock_create (pc_sock_create),
+ *   attached to each agent cgroup. Deny returns 0: socket() fails with
+ *   EPERM and no socket exists.
+ * - AF_PACKET never reaches that hook (it runs in inet_create/inet6_create
+ *   only). Fallback: syscalls:sys_enter_socket, where bpf_send_signal(SIGKILL)
+ *   kills the calling process; the signal is delivered on the return to user
+ *   mode, so the process dies before user code can use the descriptor. Where
+ *   BPF-LSM is available, the socket_create LSM hook is the stronger choice
+ *   (it fails the call instead of killing); this kernel refuses LSM programs.
+ *   io_uring's IORING_OP_SOCKET does not pass sys_enter_socket.
+ */
+
+#define PC_SOCK_RAW 3
+#define PC_SOCK_PACKET 10      /* obsolete AF_INET/SOCK_PACKET: the kernel makes it AF_PACKET */
+#define PC_SOCK_TYPE_MASK 0xf  /* type also carries SOCK_NONBLOCK / SOCK_CLOEXEC */
+#define PC_AF_PACKET 17
+#define PC_SIGKILL 9
+
+static __always_inline void pc_socket_emit(u32 agent, u8 verdict, u32 rule, u16 flags,
+					   u32 family, u32 type, u32 protocol)
+{
+	struct pc_socket *e = PC_RESERVE(struct pc_socket);
+	if (!e)
+		return;
+	pc_fill_header(&e->h, PC_EV_SOCKET, agent);
+	e->h.verdict = verdict;
+	e->h.rule_id = rule;
+	e->h.flags = flags;
+	e->family = family;
+	e->type = type;
+	e->protocol = protocol;
+	e->_pad0 = 0;
+	pc_events.ringbuf_submit(e, 0);
+}
+
+/* Relies on: BPF_CGROUP_INET_SOCK_CREATE runs in inet_create/inet6_create in
+ * the socket() caller's context, after the sock is allocated and before the
+ * descriptor is installed; returning 0 frees it and socket() fails (EPERM). */
+int pc_sock_create(struct bpf_sock *sk)
+{
+	struct pc_config *cfg = pc_cfg();
+	u32 agent = pc_agent_of_current(cfg);
+	if (!agent || !cfg)
+		return 1;
+	u32 type = sk->type;
+	if (type != PC_SOCK_RAW)
+		return 1;   /* stream/dgram sockets are judged at connect/sendmsg */
+	u8 verdict = PC_ALLOW;
+	u32 rule = 0;
+	int ret = 1;
+	if (cfg->flags & PC_CFG_DENY_RAW) {
+		rule = pc_net_rule_slot(PC_NR_RAW);
+		if (cfg->mode == PC_MODE_MONITOR) {
+			verdict = PC_WOULD_DENY;
+		} else {
+			verdict = PC_DENY;
+			ret = 0;
+		}
+	}
+	pc_socket_emit(agent, verdict, rule, 0, sk->family, type, sk->protocol);
+	return ret;
+}
+
+/* Relies on: sys_enter_socket runs in the caller's context before the socket
+ * exists; bpf_send_signal(SIGKILL) queues a fatal signal for the whole thread
+ * group, acted on before the syscall returns to user mode. */
+TRACEPOINT_PROBE(syscalls, sys_enter_socket)
+{
+	u32 family = (u32)args->family;
+	u32 type = (u32)args->type;
+	int packet = family == PC_AF_PACKET ||
+		     (family == PC_AF_INET && (type & PC_SOCK_TYPE_MASK) == PC_SOCK_PACKET);
+	if (!packet)
+		return 0;
+	struct pc_config *cfg = pc_cfg();
+	u32 agent = pc_agent_of_current(cfg);
+	if (!agent || !cfg)
+		return 0;
+	u8 verdict = PC_ALLOW;
+	u32 rule = 0;
+	u16 flags = 0;
+	if (cfg->flags & PC_CFG_DENY_PACKET) {
+		rule = pc_net_rule_slot(PC_NR_PACKET);
+		if (cfg->mode == PC_MODE_MONITOR) {
+			verdict = PC_WOULD_DENY;
+		} else {
+			verdict = PC_DENY;
+			if (bpf_send_signal(PC_SIGKILL) == 0)
+				flags = PC_F_KILLED;
+		}
+	}
+	pc_socket_emit(agent, verdict, rule, flags, family, type, (u32)args->protocol);
+	return 0;
+}

@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Mining protocol detection in agent egress payload (BCC C).
+ *
+ * Compiled after pycontain.h, common.bpf.h and connect.c (pc_sk_owners,
+ * pc_socket_cookie, pc_net_rule_slot). cgroup_skb/egress on each agent
+ * cgroup: parse IPv4/IPv6 + TCP/UDP headers with bpf_skb_load_bytes, copy the
+ * first PC_SCAN_LEN payload bytes and look for the JSON-RPC methods miners
+ * send whatever the port (stratum on 443 is the usual disguise):
+ *   "mining.subscribe|authorize|submit|extranonce…|configure|suggest_…",
+ *   "eth_submitLogin|eth_submitWork|eth_submitHashrate|eth_getWork",
+ *   and the cryptonote/XMRig login: "method" <ws/:> "login" together with an
+ *   "agent" or "algo" key in the same segment.
+ * Method names are anchored on their opening quote (a JSON string), so prose
+ * that merely mentions them is not matched; whitespace between "method", the
+ * colon and the value is allowed.
+ *
+ * Enforce mode: the segment is dropped (return 0): the peer never receives
+ * it, the flow stalls and TCP retransmits are dropped again. Monitor mode:
+ * passed, reported PC_WOULD_DENY. Reports are rate-limited per flow (socket
+ * cookie); drops are not.
+ *
+ * Limits (docs/network.md): TLS-wrapped stratum is opaque here; a method name
+ * split across two segments is missed; only the first PC_SCAN_LEN payload
+ * bytes of each segment are scanned; IPv6 extension headers are not walked.
+ * CPU/GPU budgets catch what this misses.
+ */
+
+#define PC_SCAN_LEN 512              /* payload bytes scanned per segment */
+#define PC_SCAN_MASK (PC_SCAN_LEN - 1)
+#define PC_LOAD_MASK 1023            /* what the verifier is shown as the load length bound */
+#define PC_SCAN_BUF (PC_LOAD_MASK + 1 + 64)  /* slack: word reads past any position stay in bounds */
+#define PC_STRATUM_REPORT_NS (5ULL * 1000000000ULL)
+#define PC_SNIPPET_BEFORE 24         /* snippet starts this many bytes before the match */
+
+#define PC_ETH_P_IP 0x0800
+#define PC_ETH_P_IPV6 0x86DD
+
+#define PC_HIT_MINING 1
+#define PC_HIT_ETH 2
+#define PC_HIT_LOGIN 3
+#define PC_SEEN_LOGIN 1
+#define PC_SEEN_AGENT 2
+
+struct pc_scan_buf {
+	u8 b[PC_SCAN_BUF];
+	u32 seen;   /* PC_SEEN_* bits of the current scan */
+	u32 pos;    /* where the hit starts */
+};
+BPF_PERCPU_ARRAY(pc_scan, struct pc_scan_buf, 1);
+BPF_TABLE("lru_hash", u64, u64, pc_stratum_seen, 8192);   /* socket cookie -> last report */
+
+/* Multi-byte constants in memory order, so one load compares 2/4/8 bytes. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define PC_W2(a, b) ((u16)(a) | (u16)(b) << 8)
+#define PC_W4(a, b, c, d) ((u32)(a) | (u32)(b) << 8 | (u32)(c) << 16 | (u32)(d) << 24)
+#define PC_W8(a, b, c, d, e, f, g, h) ((u64)PC_W4(a, b, c, d) | (u64)PC_W4(e, f, g, h) << 32)
+#else
+#define PC_W2(a, b) ((u16)(b) | (u16)(a) << 8)
+#define PC_W4(a, b, c, d) ((u32)(d) | (u32)(c) << 8 | (u32)(b) << 16 | (u32)(a) << 24)
+#define PC_W8(a, b, c, d, e, f, g, h) ((u64)PC_W4(e, f, g, h) | (u64)PC_W4(a, b, c, d) << 32)
+#endif
+
+/* p <= PC_SCAN_MASK + 32 at every call: reads stay inside the buffer. */
+#define PC_LD2(b, p) (*(const u16 *)((b) + (p)))
+#define PC_LD4(b, p) (*(const u32 *)((b) + (p)))
+#define PC_LD8(b, p) (*(const u64 *)((b) + (p)))
+
+static __always_inline int pc_is_mining_method(u32 w)
+{
+	return w == PC_W4('s', 'u', 'b', 's') || w == PC_W4('a', 'u', 't', 'h') ||
+	       w == PC_W4('s', 'u', 'b', 'm') || w == PC_W4('e', 'x', 't', 'r') ||
+	       w == PC_W4('c', 'o', 'n', 'f') || w == PC_W4('s', 'u', 'g', 'g');
+}
+
+/* Whitespace and ':' as bits of a 64-bit mask: ' ' 32, '\t' 9, '\n' 10,
+ * '\r' 13, ':' 58. */
+#define PC_WS_MASK ((1ULL << 32) | (1ULL << 9) | (1ULL << 10) | (1ULL << 13) | (1ULL << 58))
+
+/* 1 when c is whitespace or ':', without a branch (see pc_stratum_scan). */
+static __always_inline u32 pc_is_ws(u32 c)
+{
+	u32 low = (((c >> 6) - 1) >> 31) & 1;   /* 1 iff c < 64 */
+	return (u32)(PC_WS_MASK >> (c & 63)) & low;
+}
+
+/* Returns the hit kind (0: none) and stores its position in s->pos.
+ * b[n] is a NUL sentinel, so no match can extend into stale bytes of the
+ * per-CPU buffer. One byte compare per position; word compares only after
+ * an opening quote.
+ *
+ * Verifier budget: the loop is verified once per position (the index is an
+ * exact constant), so each iteration must fork few distinct states. Hence:
+ * the hit position and the "seen" bits live in the map value (volatile), not
+ * in registers; returns carry only the kind; the whitespace skip is
+ * branch-free. About 200k instructions processed for 512 positions. */
+static __always_inline u32 pc_stratum_scan(struct pc_scan_buf *s, u32 n)
+{
+	const u8 *b = s->b;
+	volatile u32 *seen = &s->seen;
+	volatile u32 *pos = &s->pos;
+	*seen = 0;
+	*pos = 0;
+	for (u32 i = 0; i < PC_SCAN_LEN; i++) {
+		if (i >= n)
+			break;
+		u32 p = i & PC_SCAN_MASK;
+		if (b[p] != '"')
+			continue;
+		u32 w = PC_LD4(b, p);
+		if (w == PC_W4('"', 'm', 'i', 'n')) {
+			if (PC_LD8(b, p) == PC_W8('"', 'm', 'i', 'n', 'i', 'n', 'g', '.') &&
+			    pc_is_mining_method(PC_LD4(b, p + 8))) {
+				*pos = p;
+				return PC_HIT_MINING;
+			}
+		} else if (w == PC_W4('"', 'e', 't', 'h')) {
+			u64 x = PC_LD8(b, p);
+			u32 m = PC_LD4(b, p + 8);
+			if ((x == PC_W8('"', 'e', 't', 'h', '_', 's', 'u', 'b') &&
+			     (m == PC_W4('m', 'i', 't', 'L') || m == PC_W4('m', 'i', 't', 'W') ||
+			      m == PC_W4('m', 'i', 't', 'H'))) ||
+			    (x == PC_W8('"', 'e', 't', 'h', '_', 'g', 'e', 't') && m == PC_W4('W', 'o', 'r', 'k'))) {
+				*pos = p;
+				return PC_HIT_ETH;
+			}
+		} else if (w == PC_W4('"', 'm', 'e', 't')) {
+			if (PC_LD8(b, p) == PC_W8('"', 'm', 'e', 't', 'h', 'o', 'd', '"')) {
+				u32 j = p + 8;
+				u32 more = 1;
+#pragma unroll
+				for (int k = 0; k < 6; k++) {
+					more &= pc_is_ws(b[j]);
+					j += more;
+				}
+				if (PC_LD4(b, j) == PC_W4('"', 'l', 'o', 'g') && PC_LD2(b, j + 4) == PC_W2('i', 'n') &&
+				    b[j + 6] == '"')
+					*seen |= PC_SEEN_LOGIN;
+			}
+		} else if (w == PC_W4('"', 'a', 'g', 'e')) {
+			if (PC_LD4(b, p + 3) == PC_W4('e', 'n', 't', '"'))
+				*seen |= PC_SEEN_AGENT;
+		} else if (w == PC_W4('"', 'a', 'l', 'g')) {
+			if (PC_LD2(b, p + 4) == PC_W2('o', '"'))
+				*seen |= PC_SEEN_AGENT;
+		}
+		if (*seen == (PC_SEEN_LOGIN | PC_SEEN_AGENT))
+			return PC_HIT_LOGIN;   /* position 0: the snippet starts at the payload */
+	}
+	return 0;
+}
+
+/* Relies on: bpf_skb_cgroup_id()/bpf_skb_ancestor_cgroup_id() name the cgroup
+ * of the socket that sent the skb (set when the socket was created), valid
+ * in softirq too (retransmits), unlike the current task. */
+static __always_inline u32 pc_agent_of_skb(struct __sk_buff *skb, struct pc_config *cfg, u64 *cgid)
+{
+	u64 id = bpf_skb_cgroup_id(skb);
+	*cgid = id;
+	u32 *agent = pc_agents.lookup(&id);
+	if (agent)
+		return *agent;
+#pragma unroll
+	for (int lvl = 0; lvl < PC_MAX_LEVELS; lvl++) {
+		if (!(cfg->tracked_levels & (1u << lvl)))
+			continue;
+		u64 anc = bpf_skb_ancestor_cgroup_id(skb, lvl);
+		if (!anc)
+			break;
+		agent = pc_agents.lookup(&anc);
+		if (agent)
+			return *agent;
+	}
+	return 0;
+}
+
+static __always_inline int pc_stratum_report_due(u64 cookie)
+{
+	u64 now = bpf_ktime_get_boot_ns();
+	u64 *last = pc_stratum_seen.lookup(&cookie);
+	if (last && now - *last < PC_STRATUM_REPORT_NS)
+		return 0;
+	pc_stratum_seen.update(&cookie, &now);
+	return 1;
+}
+
+/* Relies on: cgroup_skb egress programs see every IP packet that a socket of
+ * the cgroup (or a descendant) sends, before it reaches the device, with the
+ * skb's data starting at the network header; returning 0 drops it. Runs in
+ * process context for first transmissions and in softirq for retransmits:
+ * nothing here reads the current task. */
+int pc_stratum_egress(struct __sk_buff *skb)
+{
+	struct pc_config *cfg = pc_cfg();
+	if (!cfg || !(cfg->flags & PC_CFG_DETECT_STRATUM))
+		return 1;
+	u8 d16[16] = {};
+	u8 s16[16] = {};
+	u8 family;
+	u32 proto, l4off;
+	if (skb->protocol == bpf_htons(PC_ETH_P_IP)) {
+		u8 ip[20];
+		if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)) < 0)
+			return 1;
+		l4off = (ip[0] & 0xf) * 4;
+		if (l4off < 20)
+			return 1;
+		if (((ip[6] & 0x1f) << 8 | ip[7]) != 0)
+			return 1;   /* a non-first fragment carries no L4 header */
+		proto = ip[9];
+		__builtin_memcpy(s16, &ip[12], 4);
+		__builtin_memcpy(d16, &ip[16], 4);
+		family = PC_AF_INET;
+	} else if (skb->protocol == bpf_htons(PC_ETH_P_IPV6)) {
+		u8 ip6[40];
+		if (bpf_skb_load_bytes(skb, 0, ip6, sizeof(ip6)) < 0)
+			return 1;
+		proto = ip6[6];
+		__builtin_memcpy(s16, &ip6[8], 16);
+		__builtin_memcpy(d16, &ip6[24], 16);
+		l4off = 40;
+		family = PC_AF_INET6;
+	} else {
+		return 1;
+	}
+	u16 sport, dport;
+	u32 payoff;
+	if (proto == IPPROTO_TCP) {
+		u8 tcp[20];
+		if (bpf_skb_load_bytes(skb, l4off, tcp, sizeof(tcp)) < 0)
+			return 1;
+		u32 doff = (tcp[12] >> 4) * 4;
+		if (doff < 20)
+			return 1;
+		sport = (u16)tcp[0] << 8 | tcp[1];
+		dport = (u16)tcp[2] << 8 | tcp[3];
+		payoff = l4off + doff;
+	} else if (proto == IPPROTO_UDP) {
+		u8 udp[8];
+		if (bpf_skb_load_bytes(skb, l4off, udp, sizeof(udp)) < 0)
+			return 1;
+		sport = (u16)udp[0] << 8 | udp[1];
+		dport = (u16)udp[2] << 8 | udp[3];
+		payoff = l4off + 8;
+	} else {
+		return 1;
+	}
+	if (skb->len <= payoff)
+		return 1;   /* no payload: SYN, pure ACK, FIN */
+	u32 n = skb->len - payoff;
+	if (n > PC_SCAN_LEN)
+		n = PC_SCAN_LEN;
+	/* clang folds the clamp into a form the verifier cannot follow; the
+	 * barrier keeps it, the mask proves the bound */
+	asm volatile("" : "+r"(n));
+	n &= PC_LOAD_MASK;
+	if (n < 8)
+		return 1;   /* shorter than any method name */
+	int zero = 0;
+	struct pc_scan_buf *buf = pc_scan.lookup(&zero);
+	if (!buf)
+		return 1;
+	if (bpf_skb_load_bytes(skb, payoff, buf->b, n) < 0)
+		return 1;
+	buf->b[n] = 0;   /* NUL sentinel; n <= PC_SCAN_LEN */
+	u32 hit = pc_stratum_scan(buf, n);
+	if (!hit)
+		return 1;
+
+	u8 verdict = cfg->mode == PC_MODE_MONITOR ? PC_WOULD_DENY : PC_DENY;
+	int ret = verdict == PC_DENY ? 0 : 1;
+	u64 cookie = pc_socket_cookie(skb);
+	if (!pc_stratum_report_due(cookie))
+		return ret;
+	u64 cgid = 0;
+	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
+	struct pc_stratum *e = PC_RESERVE(struct pc_stratum);
+	if (!e)
+		return ret;
+	struct pc_sk_owner *o = pc_sk_owners.lookup(&cookie);
+	e->n.h.type = PC_EV_STRATUM;
+	e->n.h.verdict = verdict;
+	e->n.h.flags = 0;
+	e->n.h.rule_id = pc_net_rule_slot(PC_NR_STRATUM);
+	e->n.h.pid = o ? o->pid : 0;
+	e->n.h.tid = o ? o->tid : 0;
+	e->n.h.ppid = 0;
+	e->n.h.uid = o ? o->uid : 0;
+	e->n.h.agent_id = agent ? agent : (o ? o->agent : 0);
+	e->n.h._pad0 = 0;
+	e->n.h.ts_ns = bpf_ktime_get_boot_ns();
+	e->n.h.start_ns = 0;
+	e->n.h.cgroup_id = cgid;
+	if (o)
+		__builtin_memcpy(e->n.h.comm, o->comm, PC_COMM_LEN);
+	else
+		__builtin_memset(e->n.h.comm, 0, PC_COMM_LEN);
+	e->n.family = family;
+	e->n.protocol = (u8)proto;
+	e->n.dport = dport;
+	e->n.sport = sport;
+	e->n._pad0 = 0;
+	__builtin_memcpy(e->n.daddr, d16, 16);
+	__builtin_memcpy(e->n.saddr, s16, 16);
+	u32 pos = buf->pos;
+	u32 start = pos > PC_SNIPPET_BEFORE ? pos - PC_SNIPPET_BEFORE : 0;
+	start &= PC_SCAN_MASK;
+	u32 len = n > start ? n - start : 0;
+	if (len > PC_PAYLOAD_LEN)
+		len = PC_PAYLOAD_LEN;
+	e->payload_len = len;
+	e->_pad0[0] = 0;
+	e->_pad0[1] = 0;
+	e->_pad0[2] = 0;
+	__builtin_memcpy(e->payload, buf->b + start, PC_PAYLOAD_LEN);
+#pragma unroll
+	for (int k = 0; k < PC_PAYLOAD_LEN; k++) {
+		if (k >= len)
+			e->payload[k] = 0;   /* no stale bytes of other flows in the record */
+	}
+	pc_events.ringbuf_submit(e, 0);
+	return ret;
+}

@@ -1,0 +1,141 @@
+"""Attach the cgroup programs of ebpf/connect.c, socket.c and stratum.c to an agent cgroup.
+
+Each program is loaded once per BPF object (BCC caches it) with the expected
+attach type the kernel requires for cgroup_sock_addr programs, then attached
+to the agent's cgroup v2 directory with BPF_F_ALLOW_MULTI: programs other
+tools already attached there keep running, ours run for the cgroup and every
+descendant (kernel semantics of cgroup BPF inheritance with ALLOW_MULTI).
+
+Programs whose hook file was not compiled in are skipped; a program that is
+compiled in but fails to load or attach is an error (the agent would run
+unguarded): attach_cgroup_programs() undoes what it attached and raises
+EnvironmentProblem.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import EnvironmentProblem
+
+log = logging.getLogger(__name__)
+
+BPF_F_ALLOW_MULTI = 1 << 1
+
+# uapi enum bpf_prog_type / bpf_attach_type values (stable kernel ABI)
+PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 8, 9, 18
+ATTACH_INET_EGRESS, ATTACH_INET_SOCK_CREATE = 1, 2
+ATTACH_INET4_CONNECT, ATTACH_INET6_CONNECT = 10, 11
+ATTACH_UDP4_SENDMSG, ATTACH_UDP6_SENDMSG = 14, 15
+
+
+@dataclass(frozen=True)
+class CgroupProgram:
+    function: str     # function name in the BPF source
+    hook: str         # name shown in `pycontain status` / metrics
+    prog_type: int
+    attach_type: int
+
+
+PROGRAMS: tuple[CgroupProgram, ...] = (
+    CgroupProgram("pc_connect4", "cgroup:connect4", PROG_CGROUP_SOCK_ADDR, ATTACH_INET4_CONNECT),
+    CgroupProgram("pc_connect6", "cgroup:connect6", PROG_CGROUP_SOCK_ADDR, ATTACH_INET6_CONNECT),
+    CgroupProgram("pc_sendmsg4", "cgroup:sendmsg4", PROG_CGROUP_SOCK_ADDR, ATTACH_UDP4_SENDMSG),
+    CgroupProgram("pc_sendmsg6", "cgroup:sendmsg6", PROG_CGROUP_SOCK_ADDR, ATTACH_UDP6_SENDMSG),
+    CgroupProgram("pc_sock_create", "cgroup:sock_create", PROG_CGROUP_SOCK, ATTACH_INET_SOCK_CREATE),
+    CgroupProgram("pc_stratum_egress", "cgroup_skb:egress", PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
+)
+
+
+@dataclass(frozen=True)
+class Handle:
+    """One attachment: what detach_cgroup_programs() needs to undo it."""
+
+    program: CgroupProgram
+    fn: Any           # bcc BPF.Function (holds the program fd)
+
+
+def _compiled_in(bpf, name: str) -> bool:
+    from bcc import lib
+    return bool(lib.bpf_function_start(bpf.module, name.encode()))
+
+
+def _load(bpf, prog: CgroupProgram):
+    try:
+        return bpf.load_func(prog.function.encode(), prog.prog_type, attach_type=prog.attach_type)
+    except Exception as e:
+        raise EnvironmentProblem(f"BPF program {prog.function} ({prog.hook}) failed to load: "
+                                 f"{str(e).splitlines()[0] if str(e) else e}") from None
+
+
+def attach_cgroup_programs(bpf, cgroup_fd: int) -> list[Handle]:
+    """Attach every compiled-in cgroup program to the cgroup open at `cgroup_fd`."""
+    from bcc import BPF
+
+    handles: list[Handle] = []
+    status = _status(bpf)
+    try:
+        for prog in PROGRAMS:
+            if not _compiled_in(bpf, prog.function):
+                status[prog.hook] = "unavailable: not compiled in"
+                continue
+            fn = _load(bpf, prog)
+            try:
+                BPF.attach_func(fn, cgroup_fd, prog.attach_type, BPF_F_ALLOW_MULTI)
+            except Exception as e:
+                raise EnvironmentProblem(
+                    f"cannot attach {prog.hook} to the agent cgroup: {e}",
+                    hint="another tool may hold this cgroup hook without BPF_F_ALLOW_MULTI") from None
+            handles.append(Handle(prog, fn))
+            status[prog.hook] = "attached"
+    except EnvironmentProblem as e:
+        detach_cgroup_programs(bpf, cgroup_fd, handles)
+        for prog in PROGRAMS:
+            if status.get(prog.hook) != "unavailable: not compiled in":
+                status.setdefault(prog.hook, f"unavailable: {e.message}")
+        raise
+    return handles
+
+
+def detach_cgroup_programs(bpf, cgroup_fd: int, handles: list[Handle]) -> None:
+    """Detach exactly our programs (by program fd: others attached with
+    ALLOW_MULTI stay). A cgroup that is already gone took them with it."""
+    from bcc import BPF
+
+    for h in reversed(handles or []):
+        try:
+            BPF.detach_func(h.fn, cgroup_fd, h.program.attach_type)
+        except Exception as e:
+            log.debug("detach %s: %s", h.program.hook, e)
+
+
+def hook_status(bpf) -> dict[str, str]:
+    """{hook: "attached" | "unavailable: why"} for the cgroup programs; a
+    program not attached yet is loaded (verified) here so that status tells
+    the truth before the first agent starts."""
+    status = _status(bpf)
+    for prog in PROGRAMS:
+        if prog.hook in status:
+            continue
+        if not _compiled_in(bpf, prog.function):
+            status[prog.hook] = "unavailable: not compiled in"
+            continue
+        try:
+            _load(bpf, prog)
+            status[prog.hook] = "attached (per agent cgroup)"
+        except EnvironmentProblem as e:
+            status[prog.hook] = f"unavailable: {e.message}"
+    return dict(status)
+
+
+def _status(bpf) -> dict[str, str]:
+    st = getattr(bpf, "_pc_cgroup_status", None)
+    if st is None:
+        st = {}
+        try:
+            setattr(bpf, "_pc_cgroup_status", st)
+        except AttributeError:   # pragma: no cover - BCC objects take attributes
+            pass
+    return st

@@ -1,0 +1,184 @@
+"""Fixtures for the kernel network tests (and anyone who needs them).
+
+* ``agent_cgroup`` — a fresh cgroup v2 directory nested under this test
+  process's own v2 cgroup (unique name); processes in it are killed and the
+  directory removed in a finalizer.
+* ``net_probes`` — the full Probes program, loaded once per module.
+* ``net_agent`` — an agent cgroup tracked by net_probes (cgroup programs
+  attached), plus event collection and helpers to run clients in it.
+* ``testhost`` — a pycontain.testhost.TestHost (netns + veth).
+
+Clients put themselves into the agent cgroup by writing their pid to
+cgroup.procs before exec (the way `pycontain run` launches agents).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from pycontain.core.events import Event
+from pycontain.core.kernel_rules import KernelTables
+
+PY = sys.executable
+
+# a client that performs one network operation and prints the outcome:
+# "ok", or the errno name (EPERM, ECONNREFUSED...)
+CLIENT = r"""
+import errno, socket, sys, time
+def outcome(f):
+    try:
+        r = f()
+        return "ok" if r is None else str(r)
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+"""
+
+
+def _kill_and_remove(path: str) -> None:
+    kill = os.path.join(path, "cgroup.kill")
+    for _ in range(100):
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            return
+        if not pids:
+            break
+        if os.path.exists(kill):
+            with open(kill, "w") as f:
+                f.write("1")
+        else:
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.02)
+    for _ in range(100):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def agent_cgroup(privileged, request) -> str:
+    """Path of a new, empty cgroup v2 directory under our own v2 cgroup."""
+    from pycontain.cgroups import detect_layout
+
+    base = detect_layout().own_v2()
+    path = os.path.join(base, f"pcnet-{os.getpid()}-{secrets.token_hex(3)}")
+    os.mkdir(path)
+    request.addfinalizer(lambda: _kill_and_remove(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def net_probes(privileged):
+    """The full program, as the product loads it (exec hooks included: the
+    loader's set_tables writes their maps too)."""
+    from pycontain.probes.loader import Probes
+
+    p = Probes(ringbuf_pages=256)
+    p.load()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def testhost(privileged):
+    from pycontain.testhost import TestHost
+
+    with TestHost(prefix="tnet") as host:
+        yield host
+
+
+_agent_ids = iter(range(20_000, 30_000))
+
+
+@dataclass
+class Result:
+    pid: int          # the client's pid (sh execs it: same pid)
+    returncode: int
+    out: str          # stdout, stripped
+    err: str
+
+
+@dataclass
+class NetAgent:
+    """A tracked agent cgroup, its events, and a way to run clients in it."""
+
+    probes: object
+    path: str
+    agent_id: int
+    events: list[Event] = field(default_factory=list)
+
+    def __call__(self, ev: Event) -> None:
+        self.events.append(ev)
+
+    def tables(self, **kw) -> KernelTables:
+        """Write tables to the kernel (rule names 1..4 are the reserved ones)."""
+        rules = {1: "network.default", 2: "network.stratum", 3: "network.raw_socket",
+                 4: "network.packet_socket"}
+        rules.update(kw.pop("rules", {}))
+        t = KernelTables(rules=rules, **kw)
+        self.probes.set_tables(t)
+        return t
+
+    def popen(self, argv: list[str], *, inside: bool = True, **kw) -> subprocess.Popen:
+        """Start argv; with inside=True it first moves itself into the agent cgroup."""
+        if inside:
+            argv = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', self.path, *argv]
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        kw.setdefault("text", True)
+        return subprocess.Popen(argv, **kw)
+
+    def python(self, code: str, *args: str, inside: bool = True, timeout: float = 15) -> "Result":
+        """Run CLIENT + code with args to completion."""
+        p = self.popen([PY, "-c", CLIENT + code, *args], inside=inside)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        return Result(p.pid, p.returncode, out.strip(), err)
+
+    def wait_for(self, pred, timeout: float = 3.0) -> list[Event]:
+        """Poll until some event satisfies pred; return all that do."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.probes.poll(50)
+            hits = [e for e in self.events if pred(e)]
+            if hits or time.monotonic() > deadline:
+                return hits
+
+    def drain(self, seconds: float = 0.3) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.probes.poll(50)
+
+
+@pytest.fixture
+def net_agent(net_probes, agent_cgroup):
+    agent = NetAgent(net_probes, agent_cgroup, next(_agent_ids))
+    net_probes.set_tables(KernelTables())
+    net_probes.track_cgroup(agent_cgroup, agent.agent_id)
+    net_probes.poll(0)
+    net_probes.on_event = agent
+    yield agent
+    net_probes.on_event = None
+    net_probes.untrack_cgroup(agent_cgroup)
+    net_probes.set_tables(KernelTables())
+

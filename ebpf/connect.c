@@ -148,6 +148,9 @@ static __always_inline u32 pc_net_rule6(struct pc_config *cfg, struct pc_lpm6 *k
  * process context, so current pid/comm/cgroup are the agent's. */
 static __always_inline void pc_remember_owner(void *ctx, u32 agent)
 {
+	u64 cookie = pc_socket_cookie(ctx);
+	if (pc_sk_owners.lookup(&cookie))
+		return;   /* cookies are never reused: the first sender owns it */
 	struct pc_sk_owner o = {};
 	u64 pt = bpf_get_current_pid_tgid();
 	o.agent = agent;
@@ -156,7 +159,6 @@ static __always_inline void pc_remember_owner(void *ctx, u32 agent)
 	o.uid = (u32)bpf_get_current_uid_gid();
 	o.cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(&o.comm, sizeof(o.comm));
-	u64 cookie = pc_socket_cookie(ctx);
 	pc_sk_owners.update(&cookie, &o);
 }
 

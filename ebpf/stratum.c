@@ -38,13 +38,17 @@
 #define PC_HIT_MINING 1
 #define PC_HIT_ETH 2
 #define PC_HIT_LOGIN 3
-#define PC_SEEN_LOGIN 1
-#define PC_SEEN_AGENT 2
 
 struct pc_scan_buf {
 	u8 b[PC_SCAN_BUF];
-	u32 seen;   /* PC_SEEN_* bits of the current scan */
-	u32 pos;    /* where the hit starts */
+	/* anchors of the current scan: position + 1 of the last one seen, 0 = none */
+	u32 mining;
+	u32 eth_sub;
+	u32 eth_get;
+	u32 method;
+	u32 agent;   /* an "agent" or "algo" key was seen */
+	u32 pos;     /* where the hit starts */
+	u32 n;       /* payload bytes in b */
 };
 BPF_PERCPU_ARRAY(pc_scan, struct pc_scan_buf, 1);
 BPF_TABLE("lru_hash", u64, u64, pc_stratum_seen, 8192);   /* socket cookie -> last report */
@@ -65,88 +69,115 @@ BPF_TABLE("lru_hash", u64, u64, pc_stratum_seen, 8192);   /* socket cookie -> la
 #define PC_LD4(b, p) (*(const u32 *)((b) + (p)))
 #define PC_LD8(b, p) (*(const u64 *)((b) + (p)))
 
-static __always_inline int pc_is_mining_method(u32 w)
-{
-	return w == PC_W4('s', 'u', 'b', 's') || w == PC_W4('a', 'u', 't', 'h') ||
-	       w == PC_W4('s', 'u', 'b', 'm') || w == PC_W4('e', 'x', 't', 'r') ||
-	       w == PC_W4('c', 'o', 'n', 'f') || w == PC_W4('s', 'u', 'g', 'g');
-}
-
 /* Whitespace and ':' as bits of a 64-bit mask: ' ' 32, '\t' 9, '\n' 10,
  * '\r' 13, ':' 58. */
 #define PC_WS_MASK ((1ULL << 32) | (1ULL << 9) | (1ULL << 10) | (1ULL << 13) | (1ULL << 58))
 
-/* 1 when c is whitespace or ':', without a branch (see pc_stratum_scan). */
+/* 1 when c is whitespace or ':', without a branch. */
 static __always_inline u32 pc_is_ws(u32 c)
 {
 	u32 low = (((c >> 6) - 1) >> 31) & 1;   /* 1 iff c < 64 */
 	return (u32)(PC_WS_MASK >> (c & 63)) & low;
 }
 
-/* Returns the hit kind (0: none) and stores its position in s->pos.
- * b[n] is a NUL sentinel, so no match can extend into stale bytes of the
- * per-CPU buffer. One byte compare per position; word compares only after
- * an opening quote.
+#define PC_MASK7 PC_W8(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0)
+#define PC_MASK6 PC_W8(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0)
+
+/* Pass 1 over the payload: one byte compare per position, and after an
+ * opening quote one 8-byte load compared with six anchors; the position (+1)
+ * of the last of each kind is stored and pass 2 (pc_stratum_confirm) checks
+ * what follows, once. "mining. is a hit by itself and ends the scan.
  *
  * Verifier budget: the loop is verified once per position (the index is an
- * exact constant), so each iteration must fork few distinct states. Hence:
- * the hit position and the "seen" bits live in the map value (volatile), not
- * in registers; returns carry only the kind; the whitespace skip is
- * branch-free. About 200k instructions processed for 512 positions. */
-static __always_inline u32 pc_stratum_scan(struct pc_scan_buf *s, u32 n)
+ * exact constant), so its body must fork few states: anchor positions,
+ * flags and even the length bound live in the map value (volatile), not in
+ * registers, and the body has no inner loop. About 200 verified
+ * instructions per position, ~115k for the whole program (limit 1M). */
+static __always_inline void pc_stratum_anchors(struct pc_scan_buf *s)
 {
 	const u8 *b = s->b;
-	volatile u32 *seen = &s->seen;
-	volatile u32 *pos = &s->pos;
-	*seen = 0;
-	*pos = 0;
 	for (u32 i = 0; i < PC_SCAN_LEN; i++) {
-		if (i >= n)
+		/* compared with a fresh load: a break must not narrow the caller's
+		 * n differently at each position (the code after the loop would be
+		 * verified once per position) */
+		if (i >= *(volatile u32 *)&s->n)
 			break;
 		u32 p = i & PC_SCAN_MASK;
 		if (b[p] != '"')
 			continue;
-		u32 w = PC_LD4(b, p);
-		if (w == PC_W4('"', 'm', 'i', 'n')) {
-			if (PC_LD8(b, p) == PC_W8('"', 'm', 'i', 'n', 'i', 'n', 'g', '.') &&
-			    pc_is_mining_method(PC_LD4(b, p + 8))) {
-				*pos = p;
-				return PC_HIT_MINING;
-			}
-		} else if (w == PC_W4('"', 'e', 't', 'h')) {
-			u64 x = PC_LD8(b, p);
-			u32 m = PC_LD4(b, p + 8);
-			if ((x == PC_W8('"', 'e', 't', 'h', '_', 's', 'u', 'b') &&
-			     (m == PC_W4('m', 'i', 't', 'L') || m == PC_W4('m', 'i', 't', 'W') ||
-			      m == PC_W4('m', 'i', 't', 'H'))) ||
-			    (x == PC_W8('"', 'e', 't', 'h', '_', 'g', 'e', 't') && m == PC_W4('W', 'o', 'r', 'k'))) {
-				*pos = p;
-				return PC_HIT_ETH;
-			}
-		} else if (w == PC_W4('"', 'm', 'e', 't')) {
-			if (PC_LD8(b, p) == PC_W8('"', 'm', 'e', 't', 'h', 'o', 'd', '"')) {
-				u32 j = p + 8;
-				u32 more = 1;
-#pragma unroll
-				for (int k = 0; k < 6; k++) {
-					more &= pc_is_ws(b[j]);
-					j += more;
-				}
-				if (PC_LD4(b, j) == PC_W4('"', 'l', 'o', 'g') && PC_LD2(b, j + 4) == PC_W2('i', 'n') &&
-				    b[j + 6] == '"')
-					*seen |= PC_SEEN_LOGIN;
-			}
-		} else if (w == PC_W4('"', 'a', 'g', 'e')) {
-			if (PC_LD4(b, p + 3) == PC_W4('e', 'n', 't', '"'))
-				*seen |= PC_SEEN_AGENT;
-		} else if (w == PC_W4('"', 'a', 'l', 'g')) {
-			if (PC_LD2(b, p + 4) == PC_W2('o', '"'))
-				*seen |= PC_SEEN_AGENT;
+		u64 x = PC_LD8(b, p);
+		if (x == PC_W8('"', 'm', 'i', 'n', 'i', 'n', 'g', '.')) {
+			*(volatile u32 *)&s->mining = p + 1;
+			break;
 		}
-		if (*seen == (PC_SEEN_LOGIN | PC_SEEN_AGENT))
-			return PC_HIT_LOGIN;   /* position 0: the snippet starts at the payload */
+		if (x == PC_W8('"', 'e', 't', 'h', '_', 's', 'u', 'b'))
+			*(volatile u32 *)&s->eth_sub = p + 1;
+		else if (x == PC_W8('"', 'e', 't', 'h', '_', 'g', 'e', 't'))
+			*(volatile u32 *)&s->eth_get = p + 1;
+		else if (x == PC_W8('"', 'm', 'e', 't', 'h', 'o', 'd', '"'))
+			*(volatile u32 *)&s->method = p + 1;
+		else if ((x & PC_MASK7) == PC_W8('"', 'a', 'g', 'e', 'n', 't', '"', 0) ||
+			 (x & PC_MASK6) == PC_W8('"', 'a', 'l', 'g', 'o', '"', 0, 0))
+			*(volatile u32 *)&s->agent = 1;
+	}
+}
+
+/* Pass 2: returns the hit kind (0: none) and stores its position in s->pos. */
+static __always_inline u32 pc_stratum_confirm(struct pc_scan_buf *s)
+{
+	const u8 *b = s->b;
+	u32 a = *(volatile u32 *)&s->mining;
+	if (a) {
+		s->pos = (a - 1) & PC_SCAN_MASK;
+		return PC_HIT_MINING;
+	}
+	a = *(volatile u32 *)&s->eth_sub;
+	if (a) {
+		u32 p = (a - 1) & PC_SCAN_MASK;
+		/* eth_submitLogin / eth_submitWork / eth_submitHashrate */
+		if ((PC_LD4(b, p + 8) & PC_W4(0xff, 0xff, 0xff, 0)) == PC_W4('m', 'i', 't', 0)) {
+			s->pos = p;
+			return PC_HIT_ETH;
+		}
+	}
+	a = *(volatile u32 *)&s->eth_get;
+	if (a) {
+		u32 p = (a - 1) & PC_SCAN_MASK;
+		if (PC_LD4(b, p + 8) == PC_W4('W', 'o', 'r', 'k')) {
+			s->pos = p;
+			return PC_HIT_ETH;
+		}
+	}
+	a = *(volatile u32 *)&s->method;
+	if (a && *(volatile u32 *)&s->agent) {
+		u32 p = (a - 1) & PC_SCAN_MASK;
+		u32 j = p + 8;
+		u32 more = 1;
+#pragma unroll
+		for (int k = 0; k < 6; k++) {   /* skip whitespace and the colon, branch-free */
+			more &= pc_is_ws(b[j]);
+			j += more;
+		}
+		if (PC_LD4(b, j) == PC_W4('"', 'l', 'o', 'g') && PC_LD2(b, j + 4) == PC_W2('i', 'n') &&
+		    b[j + 6] == '"') {
+			s->pos = p;
+			return PC_HIT_LOGIN;
+		}
 	}
 	return 0;
+}
+
+static __always_inline u32 pc_stratum_scan(struct pc_scan_buf *s, u32 n)
+{
+	s->mining = 0;
+	s->eth_sub = 0;
+	s->eth_get = 0;
+	s->method = 0;
+	s->agent = 0;
+	s->pos = 0;
+	s->n = n;
+	pc_stratum_anchors(s);
+	return pc_stratum_confirm(s);
 }
 
 /* Relies on: bpf_skb_cgroup_id()/bpf_skb_ancestor_cgroup_id() name the cgroup

@@ -182,7 +182,6 @@ def test_default_deny_allows_only_the_allow_list(net_agent, testhost):
     assert web6.accepted == 0
     ev = net_agent.wait_for(lambda e: isinstance(e, NetEvent) and e.h.pid == no.pid)
     assert [(e.h.verdict, e.h.rule_id) for e in ev] == [(Verdict.DENY, 1)]   # "network.default"
-    assert net_agent.probes.bpf is not None
 
 
 def test_monitor_mode_lets_it_through_and_reports_would_deny(net_agent, testhost):
@@ -221,3 +220,73 @@ def test_tcp_state_changes_of_an_agent_connection_are_reported(net_agent, testho
     e = states[0]
     assert (e.daddr, e.dport, e.h.agent_id) == (testhost.peer_ip4, 8080, net_agent.agent_id)
     assert e.sport != 0 and e.saddr == testhost.host_ip4
+
+
+def test_policy_reload_removes_stale_entries(net_agent, testhost):
+    net = ipaddress.ip_network(f"{testhost.peer_ip4}/32")
+    net_agent.tables(rules={20: "network.deny[3]", 21: "network.deny_ports[6]"},
+                     deny4=[(net, 20)], ports={8080: (21, 21)})
+    web = testhost.tcp_listener(8080)
+    before = net_agent.python(CONNECT, testhost.peer_ip4, "8080")
+    net_agent.tables(rules={22: "network.deny_ports[0]"}, ports={3333: (22, 0)})
+    after = net_agent.python(CONNECT, testhost.peer_ip4, "8080")
+    assert (before.out, after.out) == ("EPERM", "ok"), (before.err, after.err)
+    assert web.wait(accepted=1)
+    tries = {name: len(list(net_agent.probes.bpf[name.encode()].keys())) for name in ("pc_deny4", "pc_allow4")}
+    assert tries == {"pc_deny4": 0, "pc_allow4": 0}
+    ports = net_agent.probes.bpf[b"pc_ports"]
+    assert (ports[ports.Key(8080)].tcp_rule, ports[ports.Key(3333)].tcp_rule) == (0, 22)
+
+
+def test_untracked_cgroup_is_no_longer_judged(net_agent, testhost):
+    net_agent.tables(rules={23: "network.deny_ports[7]"}, ports={3333: (23, 0)})
+    pool = testhost.tcp_listener(3333)
+    assert net_agent.python(CONNECT, testhost.peer_ip4, "3333").out == "EPERM"
+    net_agent.probes.untrack_cgroup(net_agent.path)       # detaches our cgroup programs
+    r = net_agent.python(CONNECT, testhost.peer_ip4, "3333")
+    assert r.out == "ok", r.err
+    assert pool.wait(accepted=1)
+    net_agent.probes.track_cgroup(net_agent.path, net_agent.agent_id)   # the fixture untracks again
+
+
+FOREIGN = r"""
+BPF_ARRAY(calls, u64, 1);
+int foreign_connect4(struct bpf_sock_addr *ctx) {
+    int zero = 0;
+    u64 *n = calls.lookup(&zero);
+    if (n) __sync_fetch_and_add(n, 1);
+    return 1;
+}
+"""
+
+
+def test_programs_already_on_the_cgroup_keep_running(net_agent, testhost):
+    """Another tool's connect4 program attached first (ALLOW_MULTI) still runs
+    while ours is attached, and is still there after ours is detached."""
+    import ctypes
+    import os
+
+    from bcc import BPF, BPFAttachType, BPFProgType
+
+    from pycontain.probes.cgroup_attach import BPF_F_ALLOW_MULTI
+
+    probes, path = net_agent.probes, net_agent.path
+    probes.untrack_cgroup(path)
+    other = BPF(text=FOREIGN)
+    fn = other.load_func(b"foreign_connect4", BPFProgType.CGROUP_SOCK_ADDR,
+                         attach_type=BPFAttachType.CGROUP_INET4_CONNECT)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    BPF.attach_func(fn, fd, BPFAttachType.CGROUP_INET4_CONNECT, BPF_F_ALLOW_MULTI)
+    try:
+        net_agent.tables(rules={24: "network.deny_ports[8]"}, ports={3333: (24, 0)})
+        probes.track_cgroup(path, net_agent.agent_id)
+        denied = net_agent.python(CONNECT, testhost.peer_ip4, "3333")
+        probes.untrack_cgroup(path)
+        after = net_agent.python(CONNECT, testhost.peer_ip4, "3333")
+        assert (denied.out, after.out) == ("EPERM", "ECONNREFUSED")   # nothing listens on 3333
+        assert other["calls"][ctypes.c_int(0)].value == 2              # it saw both connects
+    finally:
+        BPF.detach_func(fn, fd, BPFAttachType.CGROUP_INET4_CONNECT)
+        os.close(fd)
+        other.cleanup()
+        probes.track_cgroup(path, net_agent.agent_id)   # the fixture untracks

@@ -47,6 +47,7 @@ FORBIDDEN = (ipaddress.IPv4Network("192.0.2.0/24"), ipaddress.IPv4Network("203.0
 V4_SLICE = 29
 V6_SLICE = 124
 LOCK_FILE = "/run/pycontain-testhost.lock"
+REGISTRY = "/run/pycontain-testhost.d"   # one file per live test host: "<owner pid> <host ifname>"
 MAX_RECEIVED = 1 << 20      # bytes a listener keeps
 IFA_F_NODAD = 0x02          # IPv6 address usable at once, no duplicate detection
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
@@ -241,6 +242,8 @@ class TestHost:
         try:
             with open(LOCK_FILE, "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
+                reap_stale()
+                self._register()
                 self._setup()
         except EnvironmentProblem:
             self.close()
@@ -322,6 +325,15 @@ class TestHost:
             self._finalizer = None
         _cleanup(self.netns if self._created_ns else None, self.host_ifname if self._created_link else None)
         self._created_ns = self._created_link = False
+        try:
+            os.unlink(os.path.join(REGISTRY, self.netns))
+        except OSError:
+            pass
+
+    def _register(self) -> None:
+        os.makedirs(REGISTRY, mode=0o700, exist_ok=True)
+        with open(os.path.join(REGISTRY, self.netns), "w") as f:
+            f.write(f"{os.getpid()} {self.host_ifname}\n")
 
     # ---- inside the namespace ----------------------------------------------
 
@@ -387,6 +399,35 @@ def _host_networks(ipr) -> list:
                 except ValueError:
                     continue
     return out
+
+
+def reap_stale() -> list[str]:
+    """Remove test hosts whose owner process died without cleaning up (a
+    SIGKILLed test run): their netns, veth and registry entry. Returns the
+    netns names removed."""
+    removed = []
+    try:
+        names = os.listdir(REGISTRY)
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(REGISTRY, name)
+        try:
+            with open(path) as f:
+                pid_s, ifname = f.read().split()
+            os.kill(int(pid_s), 0)
+            continue                      # owner alive
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue                      # unreadable or not ours to judge
+        _cleanup(name, ifname)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        removed.append(name)
+    return removed
 
 
 def _cleanup(ns: str | None, host_ifname: str | None) -> None:

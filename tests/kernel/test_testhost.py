@@ -122,3 +122,22 @@ def test_two_test_hosts_at_once_get_disjoint_ranges(privileged):
         la, lb = a.tcp_listener(7000), b.tcp_listener(7000)
         socket.create_connection((a.peer_ip4, 7000), timeout=2).close()
         assert la.wait(accepted=1) and lb.accepted == 0
+
+
+def test_a_test_host_left_by_a_killed_process_is_reaped(privileged):
+    import sys
+
+    from pycontain.testhost import reap_stale
+
+    code = ("import time\nfrom pycontain.testhost import TestHost\n"
+            "h = TestHost(prefix='tstl'); h.start()\n"
+            "print(h.netns, h.host_ifname, flush=True)\ntime.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        name, ifname = p.stdout.readline().split()
+    finally:
+        p.kill()
+        p.wait()
+    assert _netns_exists(name) and _link_exists(ifname)      # SIGKILL: no cleanup ran
+    assert name in reap_stale()
+    assert not _netns_exists(name) and not _link_exists(ifname)

@@ -1,0 +1,414 @@
+"""The policy language: YAML → a typed, validated, frozen Policy.
+
+Unknown keys, wrong types, bad sizes, durations, CIDRs, globs and ports are
+errors naming file, line and key path (pycontain.errors.PolicyError, exit 2).
+See docs/policy.md for every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import ipaddress
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+
+import yaml
+
+from ..errors import PolicyError
+from .decisions import Action
+from .policy_yaml import Node, compose
+
+AGENT_NAME = r"[a-z0-9][a-z0-9_.-]{0,31}"
+HOSTNAME = r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
+
+ACTION_KEYS = ("exec", "network", "stratum", "socket", "cpu", "memory", "pids",
+               "gpu_memory", "gpu_util", "gpu_program", "gpu_correlation")
+DEFAULT_ACTIONS = {
+    "exec": "kill-process", "network": "deny", "stratum": "kill", "socket": "deny",
+    "cpu": "throttle", "memory": "throttle-then-kill", "pids": "alert",
+    "gpu_memory": "kill", "gpu_util": "throttle-then-kill", "gpu_program": "kill-process",
+    "gpu_correlation": "kill",
+}
+ACTION_NAMES = {a.value: a for a in Action}
+
+INTERNAL_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+                   "fc00::/7", "fe80::/10")
+METADATA_RANGES = ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32", "169.254.170.2/32")
+
+
+@dataclass(frozen=True)
+class AgentSelector:
+    name: str
+    cgroup: str | None = None
+    systemd_unit: str | None = None
+    command: str | None = None
+
+
+@dataclass(frozen=True)
+class Budgets:
+    cpu: float | None = None
+    memory_bytes: int | None = None
+    memory_high_bytes: int | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class GpuPolicy:
+    required: bool = False
+    memory_bytes: int | None = None
+    sm_util_max: float | None = None        # percent 0..100
+    sm_util_window_s: float = 30.0
+    allowed_programs: tuple[str, ...] = ()  # empty = any program may use a GPU
+    correlate_unapproved_connect: bool = True
+    throttle_duty_cycle: float = 0.5        # fraction of each period the agent may run while throttled
+    throttle_period_s: float = 1.0
+    sample_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class ExecPolicy:
+    mode: str = "deny-list"                 # or allow-list
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    deny_args: tuple[str, ...] = ()
+    # program-scoped argument rules: (program glob, argv glob) — e.g. ssh + -R*
+    deny_program_args: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class NetRule:
+    cidrs: tuple[str, ...] = ()             # empty = any address
+    hosts: tuple[str, ...] = ()             # DNS names, resolved at load and periodically
+    ports: tuple[tuple[int, int], ...] = ()  # inclusive ranges; empty = any port
+    protocol: str = "any"                   # tcp | udp | any
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    default: str = "allow"
+    allow: tuple[NetRule, ...] = ()
+    deny: tuple[NetRule, ...] = ()
+    deny_internal: bool = False
+    deny_metadata: bool = False
+    detect: tuple[str, ...] = ()
+    resolve_interval_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class SocketPolicy:
+    deny_raw: bool = False
+    deny_packet: bool = False
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    ladder: tuple[Action, ...]
+    grace_s: float
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str = "unnamed"
+    mode: str = "enforce"
+    source: str = "<builtin>"
+    agents: tuple[AgentSelector, ...] = ()
+    budgets: Budgets = field(default_factory=Budgets)
+    gpu: GpuPolicy = field(default_factory=GpuPolicy)
+    exec: ExecPolicy = field(default_factory=ExecPolicy)
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)
+    sockets: SocketPolicy = field(default_factory=SocketPolicy)
+    actions: dict = field(default_factory=dict)     # action key -> ActionSpec
+    escalation_grace_s: float = 10.0
+
+    def action(self, key: str) -> ActionSpec:
+        return self.actions.get(key) or ActionSpec((Action.ALERT,), self.escalation_grace_s)
+
+
+# ---- parsing ----------------------------------------------------------------
+
+def _globs(n: Node) -> tuple[str, ...]:
+    out = []
+    for item in n.seq():
+        g = item.str(maxlen=256)
+        if g.count("[") != g.count("]"):
+            raise item.error(f"{g!r} is not a valid glob (unbalanced brackets)")
+        out.append(g)
+    return tuple(out)
+
+
+def _ports(n: Node) -> list[tuple[int, int]]:
+    out = []
+    for item in n.seq():
+        v = item.scalar()
+        if isinstance(v, int) and not isinstance(v, bool):
+            if not 1 <= v <= 65535:
+                raise item.error(f"port {v} is out of range 1-65535")
+            out.append((v, v))
+        else:
+            out.append(_range(item))
+    return out
+
+
+def _range(n: Node) -> tuple[int, int]:
+    v = n.scalar()
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(v))
+    if not m:
+        raise n.error(f"{v!r} is not a port range (use e.g. \"5555-5560\")")
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if not (1 <= lo <= hi <= 65535):
+        raise n.error(f"port range {v!r} is invalid (1 <= low <= high <= 65535)")
+    return lo, hi
+
+
+def _netrule(n: Node) -> NetRule:
+    m = n.mapping(("cidr", "cidrs", "host", "hosts", "ports", "port_range", "protocol"))
+    cidrs: list[str] = []
+    for key in ("cidr", "cidrs"):
+        if key in m:
+            items = m[key].seq() if key == "cidrs" else [m[key]]
+            for item in items:
+                raw = item.str(maxlen=64)
+                try:
+                    cidrs.append(str(ipaddress.ip_network(raw, strict=False)))
+                except ValueError:
+                    raise item.error(f"{raw!r} is not a valid CIDR") from None
+    hosts: list[str] = []
+    for key in ("host", "hosts"):
+        if key in m:
+            items = m[key].seq() if key == "hosts" else [m[key]]
+            hosts += [i.str(HOSTNAME, "host name", 253).lower().rstrip(".") for i in items]
+    ports = _ports(m["ports"]) if "ports" in m else []
+    if "port_range" in m:
+        ports.append(_range(m["port_range"]))
+    proto = m["protocol"].choice(("tcp", "udp", "any")) if "protocol" in m else "any"
+    if not cidrs and not hosts and not ports:
+        raise n.error("a network rule needs at least one of cidr, host or ports")
+    return NetRule(tuple(cidrs), tuple(hosts), tuple(ports), proto)
+
+
+def _action_spec(n: Node, grace: float) -> ActionSpec:
+    if isinstance(n.node, yaml.MappingNode):
+        m = n.mapping(("ladder", "grace"))
+        if "ladder" not in m:
+            raise n.error("an action mapping needs 'ladder'")
+        ladder = tuple(_action_name(i) for i in m["ladder"].seq())
+        if not ladder:
+            raise m["ladder"].error("the ladder is empty")
+        return ActionSpec(ladder, m["grace"].duration() if "grace" in m else grace)
+    text = n.str(maxlen=128)
+    return ActionSpec(tuple(_action_name(n, part) for part in text.split("-then-")), grace)
+
+
+def _action_name(n: Node, text: str | None = None) -> Action:
+    name = text if text is not None else n.str(maxlen=32)
+    if name not in ACTION_NAMES or name == "thaw":
+        raise n.error(f"{name!r} is not an action", "actions: alert, deny, throttle, freeze, kill, kill-process "
+                                                    "(chain with -then-, e.g. throttle-then-kill)")
+    return ACTION_NAMES[name]
+
+
+def _parse(root: Node) -> Policy:
+    top = root.mapping(("name", "mode", "agents", "budgets", "gpu", "exec", "network", "sockets", "actions",
+                        "escalation"))
+    name = top["name"].str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "policy name") if "name" in top else "unnamed"
+    mode = top["mode"].choice(("enforce", "monitor")) if "mode" in top else "enforce"
+
+    agents = []
+    for item in top["agents"].seq() if "agents" in top else []:
+        m = item.mapping(("name", "cgroup", "systemd_unit", "command"))
+        if "name" not in m:
+            raise item.error("an agent selector needs 'name'")
+        kinds = [k for k in ("cgroup", "systemd_unit", "command") if k in m]
+        if len(kinds) != 1:
+            raise item.error("an agent selector needs exactly one of cgroup, systemd_unit, command")
+        agents.append(AgentSelector(m["name"].str(AGENT_NAME, "agent name (^[a-z0-9][a-z0-9_.-]{0,31}$)"),
+                                    **{kinds[0]: m[kinds[0]].str(maxlen=512)}))
+
+    b = Budgets()
+    if "budgets" in top:
+        m = top["budgets"].mapping(("cpu", "memory", "memory_high", "pids"))
+        mem = m["memory"].size() if "memory" in m else None
+        high = m["memory_high"].size() if "memory_high" in m else (int(mem * 0.9) if mem else None)
+        if mem and high and high > mem:
+            raise m["memory_high"].error("memory_high must not exceed memory")
+        b = Budgets(cpu=float(m["cpu"].number(0.01, 4096)) if "cpu" in m else None, memory_bytes=mem,
+                    memory_high_bytes=high, pids=int(m["pids"].number(8, 4194304, integer=True)) if "pids" in m else None)
+        if mem is not None and mem < 16 << 20:
+            raise m["memory"].error("a memory budget under 16MiB cannot start an agent (it would lock the agent out)")
+
+    g = GpuPolicy()
+    if "gpu" in top:
+        m = top["gpu"].mapping(("required", "memory", "sm_util", "allowed_programs", "correlate_unapproved_connect",
+                                "throttle", "sample_interval"))
+        kw: dict = {}
+        if "required" in m:
+            kw["required"] = m["required"].bool()
+        if "memory" in m:
+            kw["memory_bytes"] = m["memory"].size()
+        if "sm_util" in m:
+            s = m["sm_util"].mapping(("max", "window"))
+            if "max" not in s:
+                raise m["sm_util"].error("sm_util needs 'max' (percent)")
+            kw["sm_util_max"] = float(s["max"].number(1, 100))
+            if "window" in s:
+                kw["sm_util_window_s"] = s["window"].duration()
+        if "allowed_programs" in m:
+            kw["allowed_programs"] = _globs(m["allowed_programs"])
+        if "correlate_unapproved_connect" in m:
+            kw["correlate_unapproved_connect"] = m["correlate_unapproved_connect"].bool()
+        if "throttle" in m:
+            t = m["throttle"].mapping(("duty_cycle", "period"))
+            if "duty_cycle" in t:
+                kw["throttle_duty_cycle"] = float(t["duty_cycle"].number(0.05, 0.95))
+            if "period" in t:
+                kw["throttle_period_s"] = t["period"].duration()
+        if "sample_interval" in m:
+            kw["sample_interval_s"] = m["sample_interval"].duration()
+        g = GpuPolicy(**kw)
+
+    e = ExecPolicy()
+    if "exec" in top:
+        m = top["exec"].mapping(("mode", "allow", "deny", "deny_args", "deny_program_args"))
+        pa = []
+        for item in m["deny_program_args"].seq() if "deny_program_args" in m else []:
+            r = item.mapping(("program", "args"))
+            if "program" not in r or "args" not in r:
+                raise item.error("deny_program_args entries need 'program' and 'args'")
+            prog = r["program"].str(maxlen=256)
+            pa += [(prog, a) for a in _globs(r["args"])]
+        e = ExecPolicy(mode=m["mode"].choice(("deny-list", "allow-list")) if "mode" in m else "deny-list",
+                       allow=_globs(m["allow"]) if "allow" in m else (),
+                       deny=_globs(m["deny"]) if "deny" in m else (),
+                       deny_args=_globs(m["deny_args"]) if "deny_args" in m else (),
+                       deny_program_args=tuple(pa))
+        if e.mode == "allow-list" and not e.allow:
+            raise (m.get("mode") or top["exec"]).error("allow-list mode needs a non-empty 'allow' list")
+
+    nw = NetworkPolicy()
+    if "network" in top:
+        m = top["network"].mapping(("default", "allow", "deny", "deny_internal", "deny_metadata", "detect",
+                                    "resolve_interval"))
+        detect = []
+        for item in m["detect"].seq() if "detect" in m else []:
+            detect.append(item.choice(("stratum",)))
+        nw = NetworkPolicy(
+            default=m["default"].choice(("allow", "deny")) if "default" in m else "allow",
+            allow=tuple(_netrule(i) for i in m["allow"].seq()) if "allow" in m else (),
+            deny=tuple(_netrule(i) for i in m["deny"].seq()) if "deny" in m else (),
+            deny_internal=m["deny_internal"].bool() if "deny_internal" in m else False,
+            deny_metadata=m["deny_metadata"].bool() if "deny_metadata" in m else False,
+            detect=tuple(detect),
+            resolve_interval_s=m["resolve_interval"].duration() if "resolve_interval" in m else 300.0)
+
+    so = SocketPolicy()
+    if "sockets" in top:
+        m = top["sockets"].mapping(("deny_raw", "deny_packet"))
+        so = SocketPolicy(deny_raw=m["deny_raw"].bool() if "deny_raw" in m else False,
+                          deny_packet=m["deny_packet"].bool() if "deny_packet" in m else False)
+
+    grace = 10.0
+    if "escalation" in top:
+        m = top["escalation"].mapping(("grace",))
+        if "grace" in m:
+            grace = m["grace"].duration()
+    actions = {k: ActionSpec(tuple(ACTION_NAMES[p] for p in v.split("-then-")), grace) for k, v in DEFAULT_ACTIONS.items()}
+    if "actions" in top:
+        for k, n in top["actions"].mapping(ACTION_KEYS).items():
+            actions[k] = _action_spec(n, grace)
+
+    policy = Policy(name=name, mode=mode, source=root.file, agents=tuple(agents), budgets=b, gpu=g, exec=e,
+                    network=nw, sockets=so, actions=actions, escalation_grace_s=grace)
+    _check_no_lockout(policy, top)
+    return policy
+
+
+def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
+    """Reject policies that would stop pycontain itself from working."""
+    own = {os.path.basename(sys.executable), "python3", "pycontain"}
+    where = top.get("exec")
+    for pat in p.exec.deny:
+        base = pat.rsplit("/", 1)[-1]
+        for prog in own:
+            if fnmatch.fnmatchcase(prog.lower(), base.lower()):
+                raise PolicyError(p.source, where.line if where else None, "exec.deny",
+                                  f"{pat!r} would match {prog!r}, which pycontain itself runs as",
+                                  "narrow the glob; the controller and its watchdog must be able to run")
+
+
+def load_policy_text(text: str, source: str = "<string>") -> Policy:
+    return _parse(compose(text, source))
+
+
+def load_policy(path: str) -> Policy:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise PolicyError(path, None, "", f"cannot read the policy: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise PolicyError(path, None, "", f"not UTF-8 text: {e.reason}") from None
+    return load_policy_text(text, path)
+
+
+BUILTINS = ("default", "strict")
+
+
+def builtin_policy(name: str) -> Policy:
+    if name not in BUILTINS:
+        raise PolicyError(f"<builtin:{name}>", None, "", f"no built-in policy {name!r}",
+                          "built-ins: " + ", ".join(BUILTINS))
+    text = resources.files("pycontain.policies").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    return load_policy_text(text, f"<builtin:{name}>")
+
+
+def policy_to_dict(p: Policy) -> dict:
+    """The effective policy, defaults merged, as data that loads back."""
+    def size(n):
+        return n if n is None else int(n)
+
+    def rule(r: NetRule) -> dict:
+        d: dict = {}
+        if r.cidrs:
+            d["cidrs"] = list(r.cidrs)
+        if r.hosts:
+            d["hosts"] = list(r.hosts)
+        if r.ports:
+            d["ports"] = [lo if lo == hi else f"{lo}-{hi}" for lo, hi in r.ports]
+        d["protocol"] = r.protocol
+        return d
+
+    out: dict = {"name": p.name, "mode": p.mode}
+    if p.agents:
+        out["agents"] = [{k: v for k, v in dataclasses.asdict(a).items() if v is not None} for a in p.agents]
+    bud = {k: v for k, v in (("cpu", p.budgets.cpu), ("memory", size(p.budgets.memory_bytes)),
+                             ("memory_high", size(p.budgets.memory_high_bytes)), ("pids", p.budgets.pids)) if v is not None}
+    if bud:
+        out["budgets"] = bud
+    g = p.gpu
+    gpu = {"required": g.required, "correlate_unapproved_connect": g.correlate_unapproved_connect,
+           "throttle": {"duty_cycle": g.throttle_duty_cycle, "period": g.throttle_period_s},
+           "sample_interval": g.sample_interval_s}
+    if g.memory_bytes is not None:
+        gpu["memory"] = g.memory_bytes
+    if g.sm_util_max is not None:
+        gpu["sm_util"] = {"max": g.sm_util_max, "window": g.sm_util_window_s}
+    if g.allowed_programs:
+        gpu["allowed_programs"] = list(g.allowed_programs)
+    out["gpu"] = gpu
+    ex: dict = {"mode": p.exec.mode, "allow": list(p.exec.allow), "deny": list(p.exec.deny),
+                "deny_args": list(p.exec.deny_args)}
+    if p.exec.deny_program_args:
+        ex["deny_program_args"] = [{"program": prog, "args": [a]} for prog, a in p.exec.deny_program_args]
+    out["exec"] = ex
+    out["network"] = {"default": p.network.default, "allow": [rule(r) for r in p.network.allow],
+                      "deny": [rule(r) for r in p.network.deny], "deny_internal": p.network.deny_internal,
+                      "deny_metadata": p.network.deny_metadata, "detect": list(p.network.detect),
+                      "resolve_interval": p.network.resolve_interval_s}
+    out["sockets"] = {"deny_raw": p.sockets.deny_raw, "deny_packet": p.sockets.deny_packet}
+    out["actions"] = {k: {"ladder": [a.value for a in s.ladder], "grace": s.grace_s} for k, s in p.actions.items()}
+    out["escalation"] = {"grace": p.escalation_grace_s}
+    return out

@@ -1,0 +1,153 @@
+"""YAML with line numbers: a small typed walker over PyYAML's node tree.
+
+Every value is read through :class:`Node`, which knows its file, line and
+key path, so every error says exactly where it is:
+``policy.yaml:12: network.deny[1].cidr: '10.0.0.0/33' is not a valid CIDR``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+import yaml
+
+from ..errors import PolicyError
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(i?)B?\s*$", re.I)
+_DUR = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+
+
+class Node:
+    def __init__(self, node: yaml.Node | None, file: str, path: str, line: int | None = None):
+        self.node = node
+        self.file = file
+        self.path = path
+        self.line = (node.start_mark.line + 1) if node is not None else line
+
+    def error(self, problem: str, hint: str | None = None) -> PolicyError:
+        return PolicyError(self.file, self.line, self.path, problem, hint)
+
+    # ---- shapes ----------------------------------------------------------------
+
+    def mapping(self, known: tuple[str, ...]) -> dict[str, "Node"]:
+        if not isinstance(self.node, yaml.MappingNode):
+            raise self.error(f"expected a mapping, got {self._kind()}")
+        out: dict[str, Node] = {}
+        for k, v in self.node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                raise Node(k, self.file, self.path).error("keys must be plain strings")
+            key = k.value
+            child = Node(v, self.file, f"{self.path}.{key}" if self.path else key)
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                raise Node(k, self.file, child.path).error(
+                    "unknown key", f"did you mean '{close[0]}'?" if close else "known keys: " + ", ".join(known))
+            if key in out:
+                raise Node(k, self.file, child.path).error("duplicate key")
+            out[key] = child
+        return out
+
+    def seq(self) -> list["Node"]:
+        if isinstance(self.node, yaml.ScalarNode) and self.node.tag == "tag:yaml.org,2002:null":
+            return []
+        if not isinstance(self.node, yaml.SequenceNode):
+            raise self.error(f"expected a list, got {self._kind()}")
+        return [Node(v, self.file, f"{self.path}[{i}]") for i, v in enumerate(self.node.value)]
+
+    def _kind(self) -> str:
+        if isinstance(self.node, yaml.MappingNode):
+            return "a mapping"
+        if isinstance(self.node, yaml.SequenceNode):
+            return "a list"
+        return repr(self.node.value) if self.node is not None else "nothing"
+
+    def scalar(self):
+        if not isinstance(self.node, yaml.ScalarNode):
+            raise self.error(f"expected a single value, got {self._kind()}")
+        return _construct(self.node)
+
+    # ---- typed scalars ----------------------------------------------------------
+
+    def str(self, pattern: str | None = None, what: str = "value", maxlen: int = 256) -> str:
+        v = self.scalar()
+        if not isinstance(v, str) or not v:
+            raise self.error(f"expected a non-empty string, got {v!r}")
+        if len(v) > maxlen:
+            raise self.error(f"too long ({len(v)} > {maxlen} characters)")
+        if pattern and not re.fullmatch(pattern, v):
+            raise self.error(f"{v!r} is not a valid {what}")
+        return v
+
+    def bool(self) -> bool:
+        v = self.scalar()
+        if not isinstance(v, bool):
+            raise self.error(f"expected true or false, got {v!r}")
+        return v
+
+    def number(self, lo: float | None = None, hi: float | None = None, integer: bool = False) -> float:
+        v = self.scalar()
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            raise self.error(f"expected {'an integer' if integer else 'a number'}, got {v!r}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise self.error(f"{v!r} is out of range [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
+        return v
+
+    def choice(self, options: tuple[str, ...]) -> str:
+        v = self.scalar()
+        if v not in options:
+            raise self.error(f"{v!r} is not one of: {', '.join(options)}")
+        return v
+
+    def size(self) -> int:
+        v = self.scalar()
+        if isinstance(v, bool):
+            raise self.error(f"expected a size like 16GiB, got {v!r}")
+        if isinstance(v, int):
+            n = v
+        else:
+            m = _SIZE.match(str(v))
+            if not m:
+                raise self.error(f"{v!r} is not a size (use e.g. 512MiB, 16GiB, 1.5G or bytes)")
+            mult = {"": 1, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}[m.group(2).upper()]
+            base = 1024 if (m.group(3) or m.group(2) == "") else 1000
+            n = int(float(m.group(1)) * (base ** mult)) if m.group(2) else int(float(m.group(1)))
+        if n <= 0:
+            raise self.error(f"size must be positive, got {v!r}")
+        return n
+
+    def duration(self) -> float:
+        v = self.scalar()
+        if isinstance(v, bool):
+            raise self.error(f"expected a duration like 30s, got {v!r}")
+        if isinstance(v, (int, float)):
+            s = float(v)
+        else:
+            m = _DUR.match(str(v))
+            if not m:
+                raise self.error(f"{v!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h)")
+            s = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+        if s <= 0:
+            raise self.error(f"duration must be positive, got {v!r}")
+        return s
+
+
+def _construct(node: yaml.ScalarNode):
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def compose(text: str, file: str) -> Node:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise PolicyError(file, mark.line + 1 if mark else None, "", f"YAML syntax error: {e.problem or e}") from None
+    except yaml.YAMLError as e:
+        raise PolicyError(file, None, "", f"YAML error: {e}") from None
+    if root is None:
+        raise PolicyError(file, 1, "", "the policy is empty")
+    return Node(root, file, "")

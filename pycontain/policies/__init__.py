@@ -1,0 +1,1 @@
+"""Built-in policies (package data): `default` (the ROME defaults) and `strict`."""

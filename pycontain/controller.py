@@ -259,6 +259,7 @@ class Controller:
         tables = compile_policy(self.policy, self.resolver.addresses)
         self.probes.set_tables(tables)
         self.rules = dict(tables.rules)
+        self.engine.set_resolved(self.resolver.addresses)
 
     def reload(self, policy) -> None:
         """Swap the policy in place: maps are rewritten entry by entry, so

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from .events import ConfigFlag, Mode, PatternWhere
+from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Mode, PatternWhere
 
 
 @dataclass
@@ -26,3 +26,160 @@ class KernelTables:
     exec_names: dict[str, int] = field(default_factory=dict)       # lower-cased basename -> rule id
     # (lower-cased substring of at most PATTERN_LEN bytes, where, rule id); at most MAX_PATTERNS
     exec_patterns: list[tuple[str, PatternWhere, int]] = field(default_factory=list)
+
+
+# ---- policy -> tables ------------------------------------------------------------
+
+RESERVED = {1: "network.default", 2: "network.stratum", 3: "network.raw_socket", 4: "network.packet_socket"}
+DEFAULT_DENY_RULE_ID = 1
+NAME_MAX = 63
+_GLOB_CHARS = set("*?[")
+
+
+def _plain(s: str) -> bool:
+    return not (set(s) & _GLOB_CHARS)
+
+
+def exec_kernel_form(glob: str) -> tuple[str, str] | None:
+    """How the kernel can enforce an exec/args glob exactly, if at all:
+    ("name", x) for an exact basename, ("substr", x) for "*x*"; None = user space."""
+    if "/" in glob:
+        return None
+    if _plain(glob) and 0 < len(glob.encode()) <= NAME_MAX:
+        return ("name", glob.lower())
+    if len(glob) > 2 and glob[0] == "*" and glob[-1] == "*" and _plain(glob[1:-1]) \
+            and len(glob[1:-1].encode()) <= PATTERN_LEN:
+        return ("substr", glob[1:-1].lower())
+    return None
+
+
+def compile_policy(policy, resolved: dict[str, list[str]] | None = None) -> KernelTables:
+    """Everything of the policy the kernel can enforce exactly. The rest is
+    evaluated by the engine in user space (see compile_report)."""
+    resolved = resolved or {}
+    t = KernelTables(mode=Mode.MONITOR if policy.mode == "monitor" else Mode.ENFORCE)
+    t.rules = dict(RESERVED)
+    next_id = [len(RESERVED) + 1]
+
+    def rule(name: str) -> int:
+        rid = next_id[0]
+        next_id[0] += 1
+        t.rules[rid] = name
+        return rid
+
+    flags = ConfigFlag(0)
+    if policy.network.default == "deny":
+        flags |= ConfigFlag.NET_DEFAULT_DENY
+    if policy.sockets.deny_raw:
+        flags |= ConfigFlag.DENY_RAW
+    if policy.sockets.deny_packet:
+        flags |= ConfigFlag.DENY_PACKET
+    if "stratum" in policy.network.detect:
+        flags |= ConfigFlag.DETECT_STRATUM
+    t.flags = flags
+
+    for i, g in enumerate(policy.exec.deny):
+        form = exec_kernel_form(g)
+        if form and (form[0] == "name" or len(t.exec_patterns) < MAX_PATTERNS):
+            rid = rule(f"exec.deny[{i}]")
+            if form[0] == "name":
+                t.exec_names[form[1]] = rid
+            else:
+                t.exec_patterns.append((form[1], PatternWhere.BASENAME, rid))
+    for i, g in enumerate(policy.exec.deny_args):
+        form = exec_kernel_form(g)
+        if form and form[0] == "substr" and len(t.exec_patterns) < MAX_PATTERNS:
+            t.exec_patterns.append((form[1], PatternWhere.ARGS, rule(f"exec.deny_args[{i}]")))
+
+    def add_net(dst4, dst6, nets, rid):
+        for n in nets:
+            net = ipaddress.ip_network(n, strict=False)
+            (dst4 if net.version == 4 else dst6).append((net, rid))
+
+    def addrs_of(r) -> list[str]:
+        out = list(r.cidrs)
+        for h in r.hosts:
+            out += [f"{a}/{32 if ':' not in a else 128}" for a in resolved.get(h, [])]
+        return out
+
+    for i, r in enumerate(policy.network.deny):
+        if r.ports and not r.cidrs and not r.hosts:
+            rid = rule(f"network.deny[{i}]")
+            for lo, hi in r.ports:
+                for port in range(lo, hi + 1):
+                    tcp, udp = t.ports.get(port, (0, 0))
+                    t.ports[port] = (rid if r.protocol in ("tcp", "any") else tcp,
+                                     rid if r.protocol in ("udp", "any") else udp)
+        elif not r.ports and r.protocol == "any":
+            add_net(t.deny4, t.deny6, addrs_of(r), rule(f"network.deny[{i}]"))
+        # address+port or protocol-specific address rules: user space (engine)
+    if policy.network.deny_internal:
+        from .policy import INTERNAL_RANGES
+        add_net(t.deny4, t.deny6, INTERNAL_RANGES, rule("network.deny_internal"))
+    if policy.network.deny_metadata:
+        from .policy import METADATA_RANGES
+        add_net(t.deny4, t.deny6, METADATA_RANGES, rule("network.deny_metadata"))
+    if policy.network.default == "deny":
+        for i, r in enumerate(policy.network.allow):
+            # the kernel allows the address; a port/protocol restriction on it is
+            # checked by the engine (user space)
+            add_net(t.allow4, t.allow6, addrs_of(r), rule(f"network.allow[{i}]"))
+    return t
+
+
+def compile_report(policy) -> list[str]:
+    """One line per exec/network rule: enforced in the kernel, or in user space."""
+    out = []
+    tables = compile_policy(policy)
+    names = set(tables.rules.values())
+    for i, g in enumerate(policy.exec.deny):
+        k = f"exec.deny[{i}]"
+        out.append(f"{k} {g!r}: " + ("kernel (killed before it runs)" if k in names else "user space (killed right after exec)"))
+    for i, g in enumerate(policy.exec.deny_args):
+        k = f"exec.deny_args[{i}]"
+        out.append(f"{k} {g!r}: " + ("kernel (killed before it runs)" if k in names else "user space (killed right after exec)"))
+    for i, (prog, a) in enumerate(policy.exec.deny_program_args):
+        out.append(f"exec.deny_program_args[{i}] {prog} {a!r}: user space (killed right after exec)")
+    for i, r in enumerate(policy.network.deny):
+        k = f"network.deny[{i}]"
+        out.append(f"{k}: " + ("kernel (EPERM)" if k in names else "user space (violation, kill-process)"))
+    return out
+
+
+def kernel_verdict(tables: KernelTables, kind: str, *, filename: str = "", argv: list[str] | tuple = (),
+                   protocol: str = "tcp", daddr: str = "", dport: int = 0) -> int:
+    """Python emulation of the kernel's matching: the rule id the kernel would
+    deny with, or 0. Used by replay and tests."""
+    if kind == "exec":
+        base = filename.rsplit("/", 1)[-1].lower()
+        if base in tables.exec_names:
+            return tables.exec_names[base]
+        blob = "\0".join(argv).lower()
+        for pat, where, rid in tables.exec_patterns:
+            if (where == PatternWhere.BASENAME and pat in base) or (where == PatternWhere.ARGS and pat in blob):
+                return rid
+        return 0
+    if kind in ("connect", "send"):
+        tcp, udp = tables.ports.get(int(dport), (0, 0))
+        rid = tcp if protocol == "tcp" else udp
+        if rid:
+            return rid
+        try:
+            addr = ipaddress.ip_address(daddr)
+        except ValueError:
+            return 0
+        if addr.version == 6 and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+
+        def longest(entries):
+            best = None
+            for net, r in entries:
+                if addr in net and (best is None or net.prefixlen > best[0]):
+                    best = (net.prefixlen, r)
+            return best[1] if best else 0
+        deny = longest(tables.deny4 if addr.version == 4 else tables.deny6)
+        if deny:
+            return deny
+        if tables.flags & ConfigFlag.NET_DEFAULT_DENY and not longest(tables.allow4 if addr.version == 4 else tables.allow6):
+            return DEFAULT_DENY_RULE_ID
+    return 0

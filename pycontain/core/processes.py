@@ -1,8 +1,16 @@
-"""Process records built from the kernel stream, keyed by (pid, start_ns)."""
+"""Process records built from the kernel stream, keyed by (pid, start_ns).
+
+pids are reused; a record is only ever looked up by pid together with its
+start time, except for "the live process with this pid now" (lookup), which
+is what NVML gives us.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+MAX_PROCESSES = 65536
+MAX_ANCESTORS = 8
 
 
 @dataclass
@@ -18,3 +26,78 @@ class ProcessInfo:
     # boot ns of the first outbound connect/send by this process or an ancestor
     # to a destination the policy does not approve (not in allow lists), or None
     unapproved_connect_ns: int | None = None
+
+
+class ProcessTable:
+    def __init__(self):
+        self._by_key: dict[tuple[int, int], ProcessInfo] = {}
+        self._live: dict[int, tuple[int, int]] = {}   # pid -> key of the live process
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def get(self, pid: int, start_ns: int) -> ProcessInfo | None:
+        return self._by_key.get((pid, start_ns))
+
+    def lookup(self, pid: int) -> ProcessInfo | None:
+        key = self._live.get(pid)
+        return self._by_key.get(key) if key else None
+
+    def _put(self, info: ProcessInfo) -> ProcessInfo:
+        key = (info.pid, info.start_ns)
+        old = self._live.get(info.pid)
+        if old is not None and old != key:
+            self._by_key.pop(old, None)           # that pid was reused: the old process is gone
+        self._by_key[key] = info
+        self._live[info.pid] = key
+        if len(self._by_key) > MAX_PROCESSES:     # bounded: drop the oldest
+            k = next(iter(self._by_key))
+            self._by_key.pop(k)
+            if self._live.get(k[0]) == k:
+                del self._live[k[0]]
+        return info
+
+    def ensure(self, pid: int, start_ns: int, agent: str, ppid: int = 0) -> ProcessInfo:
+        info = self.get(pid, start_ns)
+        if info is None:
+            parent = self.lookup(ppid) if ppid else None
+            info = ProcessInfo(pid=pid, start_ns=start_ns, agent=agent, ppid=ppid)
+            if parent is not None:
+                info.ancestors = ((parent.pid, parent.filename),) + parent.ancestors[:MAX_ANCESTORS - 1]
+                info.unapproved_connect_ns = parent.unapproved_connect_ns
+            self._put(info)
+        return info
+
+    def on_fork(self, parent_pid: int, child_pid: int, ts_ns: int, agent: str) -> None:
+        parent = self.lookup(parent_pid)
+        child = ProcessInfo(pid=child_pid, start_ns=ts_ns, agent=agent, ppid=parent_pid)
+        if parent is not None:
+            child = replace(parent, pid=child_pid, start_ns=ts_ns, ppid=parent_pid,
+                            ancestors=((parent.pid, parent.filename),) + parent.ancestors[:MAX_ANCESTORS - 1])
+        # the child's start time from the kernel (exec record) may differ by a
+        # few microseconds from the fork timestamp; exec re-keys it
+        self._put(child)
+
+    def on_exec(self, pid: int, start_ns: int, agent: str, ppid: int, filename: bytes, argv, ts_ns: int) -> ProcessInfo:
+        prev = self.lookup(pid)
+        info = self.ensure(pid, start_ns, agent, ppid)
+        if prev is not None and prev is not info:
+            info.ancestors = prev.ancestors or info.ancestors
+            if info.unapproved_connect_ns is None:
+                info.unapproved_connect_ns = prev.unapproved_connect_ns
+            self._by_key.pop((prev.pid, prev.start_ns), None)
+        info.filename, info.argv, info.exec_ts_ns = filename, tuple(argv), ts_ns
+        return info
+
+    def on_exit(self, pid: int, start_ns: int) -> None:
+        key = self._live.get(pid)
+        if key is not None and (not start_ns or key[1] == start_ns or key[0] == pid):
+            self._by_key.pop(key, None)
+            del self._live[pid]
+
+    def forget_agent(self, agent: str) -> None:
+        for key, info in list(self._by_key.items()):
+            if info.agent == agent:
+                self._by_key.pop(key)
+                if self._live.get(key[0]) == key:
+                    del self._live[key[0]]

@@ -1,0 +1,272 @@
+"""The decision engine (pure): events, samples and the time in, decisions out.
+
+* Kernel verdicts (DENY / WOULD_DENY) become violations naming the kernel rule.
+* Rules the kernel cannot express exactly (path globs, prefix globs,
+  program-scoped arguments, exec allow-lists, address+port network rules) are
+  evaluated here; their DENY becomes KILL_PROCESS, the only way to stop a
+  process after the fact.
+* Budgets (CPU, memory, pids from cgroup samples; GPU from GpuRules breaches)
+  and repeated violations go through one escalation ladder per rule.
+* Monitor mode: every decision is marked monitor and nothing is enforced.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+from typing import Mapping
+
+from ..text import safe_text
+from .decisions import Action, Breach, Decision
+from .escalation import Escalator
+from .events import (Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent,
+                     Verdict)
+from .kernel_rules import compile_policy
+from .processes import ProcessTable
+from .samples import CgroupSample
+
+CPU_BREACH_RATIO = 0.95
+PIDS_BREACH_RATIO = 0.95
+KERNEL_DONE = (Action.DENY, Action.KILL_PROCESS)   # exec/connect: the kernel already did these
+
+
+class Engine:
+    def __init__(self, policy, resolved: Mapping[str, list[str]] | None = None):
+        self.processes = ProcessTable()
+        self.escalator = Escalator()
+        self.names: dict[int, str] = {}
+        self._cpu: dict[str, tuple[float, float]] = {}      # agent -> (now, cumulative seconds)
+        self._cpu_hot: dict[str, int] = {}
+        self.resolved = dict(resolved or {})
+        self.replace_policy(policy)
+
+    # ---- configuration ----------------------------------------------------------
+
+    def replace_policy(self, policy) -> None:
+        self.policy = policy
+        self.monitor = policy.mode == "monitor"
+        self.rules = compile_policy(policy, self.resolved).rules
+        kernel_names = set(self.rules.values())
+        ex = policy.exec
+        self._user_exec = [(f"exec.deny[{i}]", g) for i, g in enumerate(ex.deny) if f"exec.deny[{i}]" not in kernel_names]
+        self._user_args = [(f"exec.deny_args[{i}]", g) for i, g in enumerate(ex.deny_args)
+                           if f"exec.deny_args[{i}]" not in kernel_names]
+        self._prog_args = [(f"exec.deny_program_args[{i}]", p, a) for i, (p, a) in enumerate(ex.deny_program_args)]
+        self._nets = self._net_rules(policy)
+
+    def set_resolved(self, resolved: Mapping[str, list[str]]) -> None:
+        self.resolved = dict(resolved)
+        self.replace_policy(self.policy)
+
+    def _net_rules(self, policy):
+        def nets(r):
+            out = [ipaddress.ip_network(c, strict=False) for c in r.cidrs]
+            for h in r.hosts:
+                out += [ipaddress.ip_network(a) for a in self.resolved.get(h, [])]
+            return out
+        return {"deny": [(i, r, nets(r)) for i, r in enumerate(policy.network.deny)],
+                "allow": [(i, r, nets(r)) for i, r in enumerate(policy.network.allow)]}
+
+    def add_agent(self, agent_id: int, name: str) -> None:
+        self.names[agent_id] = name
+
+    def remove_agent(self, name: str) -> None:
+        for k in [k for k, v in self.names.items() if v == name]:
+            del self.names[k]
+        self.processes.forget_agent(name)
+        self.escalator.forget_agent(name)
+        self._cpu.pop(name, None)
+        self._cpu_hot.pop(name, None)
+
+    # ---- helpers -----------------------------------------------------------------
+
+    def _escalate(self, agent: str, rule: str, action_key: str, now: float, reason: str, *,
+                  pid: int | None = None, start_ns: int | None = None, monitor: bool = False,
+                  detail: dict | None = None, skip: tuple[Action, ...] = ()) -> list[Decision]:
+        spec = self.policy.action(action_key)
+        ladder = tuple(a for a in spec.ladder if a not in skip)
+        if detail and detail.get("user_space"):
+            # the kernel could not deny it: stopping the process is the deny
+            ladder = tuple(Action.KILL_PROCESS if a == Action.DENY else a for a in ladder)
+        if not ladder:
+            return []
+        if pid is None:
+            ladder = tuple(Action.KILL if a == Action.KILL_PROCESS else a for a in ladder)
+        key = (agent, rule, pid) if pid is not None and ladder[0] == Action.KILL_PROCESS else (agent, rule)
+        return self.escalator.breach(key, agent, rule, ladder, spec.grace_s, now, reason, pid=pid,
+                                     start_ns=start_ns, monitor=monitor or self.monitor, detail=detail)
+
+    # ---- events ------------------------------------------------------------------
+
+    def on_event(self, ev: Event, now: float) -> list[Decision]:
+        agent = self.names.get(ev.h.agent_id)
+        if agent is None:
+            return []
+        h = ev.h
+        if isinstance(ev, ForkEvent):
+            if not h.flags & Flag.THREAD:
+                self.processes.on_fork(h.pid, ev.child_pid, h.ts_ns, agent)
+            return []
+        if isinstance(ev, ExitEvent):
+            if not h.flags & Flag.THREAD:
+                self.processes.on_exit(h.pid, h.start_ns)
+            return []
+        if isinstance(ev, ExecEvent):
+            return self._on_exec(ev, agent, now)
+        if isinstance(ev, StratumEvent):
+            return self._on_stratum(ev, agent, now)
+        if isinstance(ev, NetEvent):
+            return self._on_net(ev, agent, now)
+        if isinstance(ev, SocketEvent) and h.verdict != Verdict.ALLOW:
+            return self._kernel_violation(ev, agent, now, "socket",
+                                          f"socket(family {ev.family}, type {ev.sock_type}) denied in the kernel")
+        return []
+
+    def _kernel_violation(self, ev: Event, agent: str, now: float, key: str, reason: str) -> list[Decision]:
+        h = ev.h
+        monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
+        rule = self.rules.get(h.rule_id, f"kernel#{h.rule_id}")
+        out = [Decision(agent=agent, rule=rule, action=Action.DENY, reason=reason, pid=h.pid,
+                        start_ns=h.start_ns or None, monitor=monitor)]
+        # anything stronger the policy asks for (e.g. exec: kill → the whole agent)
+        out += self._escalate(agent, rule, key, now, reason, monitor=monitor, skip=KERNEL_DONE)
+        return out
+
+    def _on_exec(self, ev: ExecEvent, agent: str, now: float) -> list[Decision]:
+        h = ev.h
+        info = self.processes.on_exec(h.pid, h.start_ns, agent, h.ppid, ev.filename, ev.argv, h.ts_ns)
+        fname = safe_text(ev.filename, 256)
+        if h.verdict != Verdict.ALLOW:
+            return self._kernel_violation(ev, agent, now, "exec",
+                                          f"exec {fname} denied in the kernel: killed before it ran")
+        hit = self._user_exec_rule(ev.filename, ev.argv)
+        if hit is None:
+            return []
+        rule, why = hit
+        return self._escalate(agent, rule, "exec", now, f"exec {fname}: {why}", pid=h.pid, start_ns=info.start_ns,
+                              detail={"user_space": True})
+
+    def _user_exec_rule(self, filename: bytes, argv) -> tuple[str, str] | None:
+        path = filename.decode(errors="replace")
+        base = os.path.basename(path)
+        args = [a.decode(errors="replace") for a in argv]
+        ex = self.policy.exec
+
+        def match(glob: str, p: str, b: str) -> bool:
+            return fnmatch.fnmatchcase((p if "/" in glob else b).lower(), glob.lower())
+        if ex.mode == "allow-list" and not any(match(g, path, base) for g in ex.allow):
+            return "exec.allow", "not on the exec allow-list"
+        for rule, g in self._user_exec:
+            if match(g, path, base):
+                return rule, f"matches {g!r}"
+        for rule, g in self._user_args:
+            if any(fnmatch.fnmatchcase(a.lower(), g.lower()) for a in args):
+                return rule, f"an argument matches {g!r}"
+        for rule, prog, g in self._prog_args:
+            if match(prog, path, base) and any(fnmatch.fnmatchcase(a, g) for a in args[1:]):
+                return rule, f"{prog} with an argument matching {g!r}"
+        return None
+
+    def _approved(self, daddr: str, dport: int, proto: str) -> bool:
+        """Unapproved destinations: not covered by network.allow (when there is
+        an allow list), or hit by a deny rule."""
+        try:
+            addr = ipaddress.ip_address(daddr)
+        except ValueError:
+            return True
+        if self._net_deny(addr, dport, proto) is not None:
+            return False
+        if self.policy.network.allow:
+            return self._net_allow(addr, dport, proto)
+        return True
+
+    @staticmethod
+    def _covers(r, nets, addr, port, proto) -> bool:
+        if r.protocol != "any" and r.protocol != proto:
+            return False
+        if r.ports and not any(lo <= port <= hi for lo, hi in r.ports):
+            return False
+        if (r.cidrs or r.hosts) and not any(addr.version == n.version and addr in n for n in nets):
+            return False
+        return True
+
+    def _net_deny(self, addr, port, proto):
+        for i, r, nets in self._nets["deny"]:
+            if self._covers(r, nets, addr, port, proto):
+                return i
+        return None
+
+    def _net_allow(self, addr, port, proto) -> bool:
+        return any(self._covers(r, nets, addr, port, proto) for _i, r, nets in self._nets["allow"])
+
+    def _on_net(self, ev: NetEvent, agent: str, now: float) -> list[Decision]:
+        h = ev.h
+        proto = ev.proto_name
+        # network hooks cannot read the task's start time: match by the live pid
+        info = self.processes.lookup(h.pid) or self.processes.ensure(h.pid, h.start_ns, agent, h.ppid)
+        dest = f"{ev.daddr}:{ev.dport}/{proto}"
+        approved = h.verdict == Verdict.ALLOW and self._approved(ev.daddr, ev.dport, proto)
+        if not approved and info.unapproved_connect_ns is None:
+            info.unapproved_connect_ns = h.ts_ns
+        if h.verdict != Verdict.ALLOW:
+            return self._kernel_violation(ev, agent, now, "network", f"{ev.kind} to {dest} denied in the kernel (EPERM)")
+        try:
+            addr = ipaddress.ip_address(ev.daddr)
+        except ValueError:
+            return []
+        i = self._net_deny(addr, ev.dport, proto)
+        if i is not None:
+            rule, why = f"network.deny[{i}]", "matches a deny rule the kernel cannot express"
+        elif self.policy.network.default == "deny" and not self._net_allow(addr, ev.dport, proto):
+            rule, why = "network.default", "port or protocol not allowed for this address"
+        else:
+            return []
+        return self._escalate(agent, rule, "network", now, f"{ev.kind} to {dest}: {why}", pid=h.pid,
+                              start_ns=info.start_ns, detail={"user_space": True})
+
+    def _on_stratum(self, ev: StratumEvent, agent: str, now: float) -> list[Decision]:
+        h = ev.h
+        info = self.processes.lookup(h.pid)
+        if info is not None and info.unapproved_connect_ns is None:
+            info.unapproved_connect_ns = h.ts_ns
+        dest = f"{ev.daddr}:{ev.dport}"
+        reason = f"mining protocol (stratum) to {dest}: {safe_text(ev.payload, 60)}"
+        monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
+        rule = self.rules.get(h.rule_id, "network.stratum")
+        out = [Decision(agent=agent, rule=rule, action=Action.DENY, reason=reason + " (dropped)", pid=h.pid,
+                        monitor=monitor)]
+        out += self._escalate(agent, rule, "stratum", now, reason, monitor=monitor, skip=(Action.DENY,))
+        return out
+
+    # ---- samples and breaches ---------------------------------------------------
+
+    def on_cgroup_sample(self, agent: str, s: CgroupSample, now: float) -> list[Decision]:
+        b = self.policy.budgets
+        breaches = []
+        prev = self._cpu.get(agent)
+        self._cpu[agent] = (now, s.cpu_usage_seconds)
+        if b.cpu and prev and now > prev[0]:
+            rate = (s.cpu_usage_seconds - prev[1]) / (now - prev[0])
+            if rate >= CPU_BREACH_RATIO * b.cpu:
+                self._cpu_hot[agent] = self._cpu_hot.get(agent, 0) + 1
+            else:
+                self._cpu_hot[agent] = 0
+            if self._cpu_hot[agent] >= 2:
+                breaches.append(Breach(agent, "budget.cpu", "cpu", f"CPU use {rate:.2f} cores at the budget of {b.cpu:g}"))
+        if b.memory_high_bytes and s.memory_bytes > b.memory_high_bytes:
+            breaches.append(Breach(agent, "budget.memory", "memory",
+                                   f"memory {s.memory_bytes} bytes above memory_high {b.memory_high_bytes}"))
+        if b.pids and s.pids >= PIDS_BREACH_RATIO * b.pids:
+            breaches.append(Breach(agent, "budget.pids", "pids", f"{s.pids} processes, budget {b.pids}"))
+        return self.on_breaches(breaches, now)
+
+    def on_breaches(self, breaches: list[Breach], now: float) -> list[Decision]:
+        out = []
+        for br in breaches:
+            out += self._escalate(br.agent, br.rule, br.action_key, now, br.reason, pid=br.pid,
+                                  start_ns=br.start_ns, detail=br.detail)
+        return out
+
+    def tick(self, now: float) -> list[Decision]:
+        return self.escalator.tick(now, monitor=self.monitor)

@@ -53,8 +53,11 @@ def test_miner_never_runs_but_the_same_program_outside_does(privileged, tmp_path
     inside, outside = tmp_path / "inside", tmp_path / "outside"
     miner = miner_script(tmp_path, inside)
     audit = tmp_path / "audit.jsonl"
-    agent = f"{miner} -o stratum+tcp://198.51.100.7:3333; echo status=$?"
-    r = run(["run", "--name", "t-miner", "--audit-log", str(audit), "--", "sh", "-c", agent])
+    # the agent's own command line is innocent; the miner is started from a script
+    script = tmp_path / "agent.sh"
+    script.write_text(f"#!/bin/sh\n{miner} -o stratum+tcp://198.51.100.7:3333\necho status=$?\n")
+    script.chmod(0o755)
+    r = run(["run", "--name", "t-miner", "--audit-log", str(audit), "--", str(script)])
     assert r.returncode == 0, r.stderr
     assert not inside.exists(), "the denied miner ran"
     assert "status=137" in r.stdout          # the shell saw its child die of SIGKILL

@@ -41,7 +41,8 @@ def _clean(s: str) -> str:
 
 def find_agents(selectors, cgroup2_root: str, proc_root: str = "/proc", exclude: set[str] | None = None) -> list[Match]:
     """Return the cgroups the selectors pick now. `exclude`: pycontain's own
-    cgroups (the controller never contains itself)."""
+    cgroups; a match that contains one of them is skipped (the controller
+    never contains itself)."""
     exclude = exclude or set()
     found: dict[str, str] = {}
     dirs = None
@@ -62,7 +63,8 @@ def find_agents(selectors, cgroup2_root: str, proc_root: str = "/proc", exclude:
                     hits.append(d)
         if cmd_glob:
             hits.extend(_cgroups_of_command(cmd_glob, cgroup2_root, proc_root))
-        hits = sorted({h for h in hits if h not in exclude and not any(h.startswith(e + "/") for e in exclude)})
+        # a cgroup that holds pycontain itself (its own or an ancestor) is never an agent
+        hits = sorted({h for h in hits if not any(e == h or e.startswith(h.rstrip("/") + "/") for e in exclude)})
         # a selected cgroup's descendants are part of it, not agents of their own
         hits = [h for h in hits if not any(h.startswith(o + "/") for o in hits if o != h)]
         for h in hits:

@@ -24,7 +24,11 @@ def test_cgroup_glob_and_unit_selectors(tmp_path):
 
 def test_own_cgroup_excluded_and_descendants_folded(tmp_path):
     root = str(tmp_path)
-    _tree(root, "a/b/c", "mine/x")
+    _tree(root, "a/b/c", "mine/x", "other/me")
     sels = [{"name": "all", "cgroup": "*"}]
-    found = find_agents(sels, root, proc_root=root, exclude={os.path.join(root, "mine")})
-    assert [os.path.relpath(m.path, root) for m in found] == ["a"]
+    found = find_agents(sels, root, proc_root=root, exclude={os.path.join(root, "mine"), os.path.join(root, "other/me")})
+    # "mine" and "other" hold pycontain; "mine/x" below it is an agent like any other
+    assert [os.path.relpath(m.path, root) for m in found] == ["a", "mine/x"]
+    # pycontain in the root cgroup: everything below may still be an agent
+    found = find_agents([{"name": "x", "cgroup": "a/b"}], root, proc_root=root, exclude={root})
+    assert [os.path.relpath(m.path, root) for m in found] == ["a/b"]

@@ -147,9 +147,11 @@ def run_agent(cmd: list[str], opts: RunOptions) -> int:
         if cg is not None:
             if cg.pids():
                 reporter.note(f"killing {len(cg.pids())} process(es) the agent left behind")
+            # remove the cgroup first, then untrack: the programs stay with the
+            # dying cgroup for any socket the agent left behind
+            cg.remove()
             if opts.name in ctl.cgroups:
                 ctl.remove_agent(opts.name)
-            cg.remove()
         ctl.close()
         if watchdog is not None:
             watchdog.disarm()

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"python -m pycontain.demo.rogue_agent --pool {pool}[/dim]\n")
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             proc = subprocess.run(cmd, env=env)
-            time.sleep(0.5)
+            time.sleep(1.5)   # let TCP retransmit whatever the killed agent left queued
             counts = {p: (l.accepted, l.received) for p, l in listeners.items()}
         finally:
             for l in listeners.values():
@@ -92,8 +92,9 @@ def _verdict(workdir: str, audit: str, counts: dict, code: int) -> int:
         "sentinel file never created" if not miner_ran else "the miner's sentinel file exists")
     row("mining pool on port 3333", counts[3333][0] == 0, f"pool listener accepted {counts[3333][0]} connection(s)")
     row("reverse tunnel (ssh -R)", counts[22][0] == 0, f"ssh target accepted {counts[22][0]} connection(s)")
-    row("stratum over port 443", b"mining" not in stratum_bytes if isinstance(stratum_bytes, bytes) else stratum_bytes == 0,
-        f"443 listener received {len(stratum_bytes) if isinstance(stratum_bytes, bytes) else stratum_bytes} byte(s)")
+    row("stratum over port 443", b"mining" not in stratum_bytes,
+        f"443 listener received {len(stratum_bytes)} byte(s), none of them stratum" if b"mining" not in stratum_bytes
+        else f"443 listener received stratum: {stratum_bytes[:60]!r}")
     console.print(t)
     rules = sorted({v.get("rule", "?") for v in violations})
     console.print(f"audit log: {escape(audit)} — {len(records)} records, {len(violations)} violations "

@@ -331,7 +331,7 @@ class Probes:
                 return
             self._tracked.pop(cgroup_v2_path, None)
         cg_id, _level, fd, handles = entry
-        self._detach(fd, handles)
+        self._detach(fd, handles if os.path.isdir(path) else None)
         if self.bpf is not None:
             try:
                 del self._table("pc_agents")[ctypes.c_uint64(cg_id)]
@@ -340,6 +340,13 @@ class Probes:
             self._write_config(mode=None, flags=None, levels=self._levels())
 
     def _detach(self, fd: int, handles: Any) -> None:
+        """Detach our cgroup programs (handles None: only close the fd).
+
+        A removed agent cgroup keeps its programs: the kernel holds them for
+        the sockets the agent left behind (cgroup_sk_alloc takes a cgroup_bpf
+        reference) and frees them with the last one. So an orphaned socket of
+        a killed miner cannot retransmit its stratum payload or reach a denied
+        address after teardown."""
         attach = _optional("cgroup_attach")
         if handles is not None and attach is not None and hasattr(attach, "detach_cgroup_programs"):
             try:
@@ -399,7 +406,7 @@ class Probes:
         self._closed = True
         for path in list(self._tracked):
             _id, _level, fd, handles = self._tracked.pop(path)
-            self._detach(fd, handles)
+            self._detach(fd, handles if os.path.isdir(path) else None)
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

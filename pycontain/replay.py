@@ -1,0 +1,134 @@
+"""`pycontain replay AUDIT.jsonl --policy FILE`: what would this policy decide?
+
+Every exec and connect/send record of a recorded audit log is judged again,
+offline, by the kernel rules (emulated exactly: pycontain.core.kernel_rules.
+kernel_verdict) and by the engine's user-space rules, so a policy change can
+be tested against real traffic before it is deployed. Records of other kinds
+(violations, actions, lifecycle) are skipped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass
+
+from .core.engine import Engine
+from .core.kernel_rules import compile_policy, kernel_verdict
+from .errors import PycontainError
+from .text import safe_text
+
+
+class ReplayError(PycontainError):
+    exit_code = 2
+
+
+@dataclass
+class ReplayResult:
+    line: int
+    ts: float
+    agent: str
+    kind: str
+    pid: int | None
+    what: str
+    recorded: str          # verdict in the log: allow / deny / would-deny
+    decision: str          # what the policy decides now: allow / deny (kernel) / kill-process (user space)
+    rule: str | None
+
+    @property
+    def changed(self) -> bool:
+        was = self.recorded != "allow"
+        now = self.decision != "allow"
+        return was != now
+
+
+def _unescape(s: str) -> bytes:
+    """Audit strings are safe_text()-escaped; undo the escapes for matching."""
+    return s.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("utf-8", "surrogateescape") \
+        if "\\" in s else s.encode()
+
+
+def replay(audit_path: str, policy) -> list[ReplayResult]:
+    tables = compile_policy(policy)
+    engine = Engine(policy)
+    out: list[ReplayResult] = []
+    try:
+        fh = open(audit_path, encoding="utf-8")
+    except OSError as e:
+        raise ReplayError(f"{audit_path}: cannot read the audit log: {e.strerror}") from None
+    records = []
+    with fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
+                    raise ValueError("not a pycontain audit object")
+            except ValueError as e:
+                raise ReplayError(f"{audit_path}:{n}: not an audit record ({e})",
+                                  "audit logs are JSON Lines written by pycontain --audit-log") from None
+            records.append((n, rec))
+    # what user space did after the fact (e.g. kill-process of an ssh -R),
+    # so "recorded" reflects the whole recorded decision, not only the kernel's
+    acted = {rec.get("pid"): rec.get("action") for _n, rec in records
+             if rec["kind"] == "violation" and rec.get("action") in ("kill-process", "kill") and not rec.get("monitor")}
+    for n, rec in records:
+        if rec["kind"] == "exec":
+            r = _exec(n, rec, tables, engine)
+        elif rec["kind"] in ("connect", "send"):
+            r = _net(n, rec, tables, engine)
+        else:
+            continue
+        if r.recorded == "allow" and rec.get("pid") in acted and rec["kind"] == "exec":
+            r.recorded = acted[rec.get("pid")]
+        out.append(r)
+    return out
+
+
+def _base(n: int, rec: dict, what: str) -> dict:
+    return dict(line=n, ts=float(rec.get("ts") or 0), agent=str(rec.get("agent", "")), kind=rec["kind"],
+                pid=rec.get("pid"), what=what, recorded=str(rec.get("verdict", "allow")))
+
+
+def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
+    filename = str(rec.get("filename", ""))
+    argv = [str(a) for a in rec.get("argv") or []]
+    what = safe_text(" ".join(argv) or filename, 200)
+    rid = kernel_verdict(tables, "exec", filename=filename, argv=argv)
+    if rid:
+        return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
+    hit = engine._user_exec_rule(_unescape(filename), [_unescape(a) for a in argv])
+    if hit:
+        return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=hit[0])
+    return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
+
+
+def _net(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
+    proto, daddr, dport = str(rec.get("protocol", "tcp")), str(rec.get("daddr", "")), int(rec.get("dport") or 0)
+    what = f"{daddr}:{dport}/{proto}"
+    rid = kernel_verdict(tables, rec["kind"], protocol=proto, daddr=daddr, dport=dport)
+    if rid:
+        return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
+    try:
+        addr = ipaddress.ip_address(daddr)
+    except ValueError:
+        return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
+    i = engine._net_deny(addr, dport, proto)
+    if i is not None:
+        return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=f"network.deny[{i}]")
+    return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
+
+
+def format_replay(results: list[ReplayResult], json: bool = False) -> str:
+    import json as _json
+    if json:
+        return "\n".join(_json.dumps(dict(asdict(r), changed=r.changed)) for r in results)
+    lines = [f"{'line':>5}  {'agent':12} {'kind':8} {'recorded':11} {'now':13} {'rule':28} what"]
+    for r in results:
+        mark = "*" if r.changed else " "
+        lines.append(f"{r.line:>5}{mark} {r.agent[:12]:12} {r.kind:8} {r.recorded:11} {r.decision:13} "
+                     f"{(r.rule or '-')[:28]:28} {r.what}")
+    changed = sum(r.changed for r in results)
+    lines.append(f"{len(results)} records judged, {changed} decided differently (*) than recorded")
+    return "\n".join(lines)

@@ -1,0 +1,66 @@
+"""`pycontain replay`: a recorded audit log judged by another policy, offline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pycontain.core.policy import builtin_policy, load_policy_text
+from pycontain.replay import ReplayError, format_replay, replay
+
+LOG = [
+    {"ts": 1.0, "agent": "a", "kind": "agent-start", "pid": None, "cgroup": "/x"},
+    {"ts": 1.1, "agent": "a", "kind": "exec", "pid": 10, "filename": "/usr/bin/python3", "argv": ["python3", "train.py"], "verdict": "allow"},
+    {"ts": 1.2, "agent": "a", "kind": "connect", "pid": 10, "protocol": "tcp", "daddr": "198.51.100.2", "dport": 443, "verdict": "allow"},
+    {"ts": 1.3, "agent": "a", "kind": "exec", "pid": 11, "filename": "/tmp/xmrig", "argv": ["xmrig"], "verdict": "deny", "rule": "exec.deny[0]"},
+    {"ts": 1.4, "agent": "a", "kind": "connect", "pid": 10, "protocol": "tcp", "daddr": "198.51.100.2", "dport": 3333, "verdict": "allow"},
+    {"ts": 1.5, "agent": "a", "kind": "exec", "pid": 12, "filename": "/usr/bin/ssh", "argv": ["ssh", "-NfR", "2222:localhost:22", "h"], "verdict": "allow"},
+    {"ts": 1.6, "agent": "a", "kind": "violation", "pid": 11, "rule": "exec.deny[0]", "action": "deny", "reason": "x"},
+]
+
+
+@pytest.fixture
+def audit(tmp_path):
+    p = tmp_path / "audit.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in LOG) + "\n")
+    return p
+
+
+def test_default_policy_verdicts(audit):
+    res = {(r.line, r.kind): r for r in replay(str(audit), builtin_policy("default"))}
+    assert len(res) == 5                                   # lifecycle/violation lines skipped
+    assert res[(2, "exec")].decision == "allow"
+    assert res[(3, "connect")].decision == "allow"
+    assert res[(4, "exec")].decision == "deny" and res[(4, "exec")].rule == "exec.deny[0]"
+    assert res[(5, "connect")].decision == "deny" and res[(5, "connect")].changed   # pool port: recorded allow
+    ssh = res[(6, "exec")]
+    assert ssh.decision == "kill-process" and ssh.rule.startswith("exec.deny_program_args") and ssh.changed
+
+
+def test_strict_policy_denies_unlisted_egress(audit):
+    res = replay(str(audit), builtin_policy("strict"))
+    https = next(r for r in res if r.kind == "connect" and r.what.startswith("198.51.100.2:443"))
+    assert https.decision == "deny" and https.rule == "network.default"
+
+
+def test_permissive_policy_shows_what_would_no_longer_be_stopped(audit):
+    res = replay(str(audit), load_policy_text("name: lax\n"))
+    miner = next(r for r in res if r.line == 4)
+    assert miner.decision == "allow" and miner.changed
+    text = format_replay(res)
+    assert "decided differently" in text and "\x1b" not in text
+    lines = [json.loads(l) for l in format_replay(res, json=True).splitlines()]
+    assert {l["line"] for l in lines} == {2, 3, 4, 5, 6}
+
+
+def test_bad_line_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(json.dumps(LOG[1]) + "\n{not json\n")
+    with pytest.raises(ReplayError, match=r"bad.jsonl:2: not an audit record") as e:
+        replay(str(p), builtin_policy("default"))
+    assert e.value.exit_code == 2
+    r = subprocess.run([sys.executable, "-m", "pycontain.cli", "replay", str(p)], capture_output=True, text=True)
+    assert r.returncode == 2 and "bad.jsonl:2" in r.stderr and "Traceback" not in r.stderr

@@ -8,7 +8,7 @@
 #define PYCONTAIN_COMMON_BPF_H
 
 #include <uapi/linux/bpf.h>
-#include <linux/sched.h>
+/* no kernel struct headers: layouts come from BTF offsets (probes/btf.py) */
 
 #ifndef PC_RINGBUF_PAGES
 #define PC_RINGBUF_PAGES 1024   /* 4 MiB; the loader may override with -D */

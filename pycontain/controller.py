@@ -64,13 +64,30 @@ class Controller:
         from .core.kernel_rules import compile_policy
         from .probes.loader import Probes
 
-        self.resolver = self._make_resolver()
-        resolved = self.resolver.addresses if self.resolver else None
-        self._start_gpu()
+        # NVML start-up (up to a second on big nodes) and DNS overlap the
+        # probe compile (~1.5 s of clang): both are needed only after it
+        import threading
+        side: dict = {}
+
+        def side_work():
+            try:
+                self.resolver = self._make_resolver()
+                self._start_gpu()
+            except BaseException as e:      # re-raised in this thread below
+                side["error"] = e
+        worker = threading.Thread(target=side_work, name="start-side", daemon=True)
+        worker.start()
         self.progress("compiling and loading the BPF probes")
         self.probes = Probes(progress=self.progress, trace_all=self.trace_all)
         self.probes.on_event = self.on_event
-        self.probes.load()
+        try:
+            self.probes.load()
+        finally:
+            worker.join()
+        if "error" in side:
+            self.probes.close()
+            raise side["error"]
+        resolved = self.resolver.addresses if self.resolver else None
         tables = compile_policy(self.policy, resolved)
         self.probes.set_tables(tables)
         self.rules = dict(tables.rules)

@@ -395,10 +395,15 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		o.uid = (u32)bpf_get_current_uid_gid();
 		o.cgroup_id = bpf_get_current_cgroup_id();
 		bpf_get_current_comm(&o.comm, sizeof(o.comm));
+		/* no event: the CONNECT record already reports the attempt */
 		pc_tcp_socks.update(&sk, &o);
-		pc_tcp_emit(&a, &o);
 		return 0;
 	}
+	/* Only the transitions that say something: the connection came up
+	 * (ESTABLISHED) or ended (CLOSE). FIN_WAIT and friends would triple the
+	 * event rate of a connect-heavy agent for no added meaning. */
+	if (args->newstate != PC_TCP_ESTABLISHED && args->newstate != PC_TCP_CLOSE)
+		return 0;
 	struct pc_sk_owner *o = pc_tcp_socks.lookup(&sk);
 	if (!o)
 		return 0;

@@ -7,8 +7,9 @@ Everything is measured in ONE run and reported as ratios against the bare
 baseline measured in the same run:
 
 * exec loop (fork+exec /bin/true) and connect loop (TCP connect to a loopback
-  listener): bare, with pycontain loaded but the process untracked, and inside
-  a tracked agent cgroup. Each configuration is run in interleaved rounds and
+  listener): bare; in the agent cgroup with nothing loaded (what the nested
+  cgroup itself costs); with pycontain loaded but the process untracked; and
+  inside the tracked agent cgroup. Each configuration is run in interleaved rounds and
   the median is kept, so drift on a shared 2-core VM hits all equally.
 * flood: tracked agent processes generate events as fast as they can (TCP
   connects and forks); events produced and delivered per second and events
@@ -105,6 +106,8 @@ def overhead_round(args, port: int, cg, res: dict, ready: list) -> None:
     n = {"exec": args.exec_n, "connect": args.connect_n}
     for mode in ("exec", "connect"):
         res[mode]["bare"].append(loop_rate(mode, n[mode], port, None))
+        # the same agent cgroup with nothing loaded: what the cgroup itself costs
+        res[mode]["cgroup"].append(loop_rate(mode, n[mode], port, cg.procs_files()))
     probes, t = load_probes()
     ready.append(t)
     try:
@@ -184,7 +187,7 @@ def main() -> int:
     srv = listener()
     port = srv.getsockname()[1]
     cg = AgentCgroup.create("bench")
-    res = {m: {"bare": [], "untracked": [], "agent": []} for m in ("exec", "connect")}
+    res = {m: {"bare": [], "cgroup": [], "untracked": [], "agent": []} for m in ("exec", "connect")}
     ready: list[float] = []
     rss0 = rss_mb()
     try:
@@ -206,13 +209,16 @@ def main() -> int:
     ready = statistics.median(ready)
     result = {
         "machine": f"{os.cpu_count()} vCPU, kernel {os.uname().release}",
-        "exec_per_s": {"bare": round(base["exec"]), "untracked": round(ov["exec"]["untracked"]), "agent": round(ov["exec"]["agent"])},
-        "connect_per_s": {"bare": round(base["connect"]), "untracked": round(ov["connect"]["untracked"]), "agent": round(ov["connect"]["agent"])},
+        "exec_per_s": {k: round(v) for k, v in ov["exec"].items()},
+        "connect_per_s": {k: round(v) for k, v in ov["connect"].items()},
         "slowdown": {
             "exec_untracked": round(1 - ov["exec"]["untracked"] / base["exec"], 4),
             "exec_agent": round(1 - ov["exec"]["agent"] / base["exec"], 4),
             "connect_untracked": round(1 - ov["connect"]["untracked"] / base["connect"], 4),
             "connect_agent": round(1 - ov["connect"]["agent"] / base["connect"], 4),
+            # probes alone: agent vs the same cgroup with nothing loaded
+            "exec_agent_vs_cgroup": round(1 - ov["exec"]["agent"] / ov["exec"]["cgroup"], 4),
+            "connect_agent_vs_cgroup": round(1 - ov["connect"]["agent"] / ov["connect"]["cgroup"], 4),
         },
         "flood": fl,
         "ready_s": round(ready, 2),
@@ -222,12 +228,13 @@ def main() -> int:
     if a.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{'':18}{'bare':>10}{'untracked':>12}{'agent':>10}   slowdown untracked / agent")
+        print(f"{'':18}{'bare':>10}{'cgroup':>10}{'untracked':>12}{'agent':>10}   "
+              "slowdown: untracked, agent (vs bare), agent vs cgroup only")
         for k in ("exec", "connect"):
             r = result[f"{k}_per_s"]
             s = result["slowdown"]
-            print(f"{k + ' loop /s':18}{r['bare']:>10}{r['untracked']:>12}{r['agent']:>10}   "
-                  f"{s[k + '_untracked']:+.1%} / {s[k + '_agent']:+.1%}")
+            print(f"{k + ' loop /s':18}{r['bare']:>10}{r['cgroup']:>10}{r['untracked']:>12}{r['agent']:>10}   "
+                  f"{s[k + '_untracked']:+.1%}, {s[k + '_agent']:+.1%}, {s[k + '_agent_vs_cgroup']:+.1%}")
         f = result["flood"]
         print(f"flood ({f['workers']} agent processes, {f['seconds']}s): produced {f['produced']} events "
               f"({f['produced_per_s']}/s), delivered {f['delivered']} ({f['delivered_per_s']}/s), "

@@ -23,6 +23,7 @@ from .escalation import Escalator
 from .events import (Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent,
                      Verdict)
 from .kernel_rules import compile_policy
+from .policy_args import program_args
 from .processes import ProcessTable
 from .samples import CgroupSample
 
@@ -46,6 +47,9 @@ class Engine:
     def replace_policy(self, policy) -> None:
         self.policy = policy
         self.monitor = policy.mode == "monitor"
+        # a breach that is not reported again within this time has cleared;
+        # GPU breaches come once per GPU sample, so never faster than that
+        self.escalator.clear_after_s = max(3.0, 2.5 * policy.gpu.sample_interval_s)
         self.rules = compile_policy(policy, self.resolved).rules
         kernel_names = set(self.rules.values())
         ex = policy.exec
@@ -91,6 +95,11 @@ class Engine:
             ladder = tuple(Action.KILL_PROCESS if a == Action.DENY else a for a in ladder)
         if not ladder:
             return []
+        if action_key == "gpu_util" and Action.THROTTLE in ladder:
+            # the actuator throttles the GPU by duty-cycling the agent: it reads these keys
+            g = self.policy.gpu
+            detail = {**(detail or {}), "gpu": True, "duty_cycle": g.throttle_duty_cycle,
+                      "period_s": g.throttle_period_s}
         if pid is None:
             ladder = tuple(Action.KILL if a == Action.KILL_PROCESS else a for a in ladder)
         key = (agent, rule, pid) if pid is not None and ladder[0] == Action.KILL_PROCESS else (agent, rule)
@@ -164,7 +173,7 @@ class Engine:
             if any(fnmatch.fnmatchcase(a.lower(), g.lower()) for a in args):
                 return rule, f"an argument matches {g!r}"
         for rule, prog, g in self._prog_args:
-            if match(prog, path, base) and any(fnmatch.fnmatchcase(a, g) for a in args[1:]):
+            if match(prog, path, base) and any(fnmatch.fnmatchcase(a, g) for a in program_args(base, args[1:])):
                 return rule, f"{prog} with an argument matching {g!r}"
         return None
 
@@ -259,7 +268,13 @@ class Engine:
                                    f"memory {s.memory_bytes} bytes above memory_high {b.memory_high_bytes}"))
         if b.pids and s.pids >= PIDS_BREACH_RATIO * b.pids:
             breaches.append(Breach(agent, "budget.pids", "pids", f"{s.pids} processes, budget {b.pids}"))
-        return self.on_breaches(breaches, now)
+        # a budget this sample shows back under its limit has cleared now
+        out: list[Decision] = []
+        hit = {br.rule for br in breaches}
+        for rule in ("budget.cpu", "budget.memory", "budget.pids"):
+            if rule not in hit:
+                out += self.escalator.clear((agent, rule), monitor=self.monitor)
+        return out + self.on_breaches(breaches, now)
 
     def on_breaches(self, breaches: list[Breach], now: float) -> list[Decision]:
         out = []

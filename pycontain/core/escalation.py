@@ -55,13 +55,18 @@ class Escalator:
         out = []
         for key, st in list(self._s.items()):
             if now - st.seen_at >= self.clear_after_s:
-                del self._s[key]
-                agent, rule = key[0], key[1]
-                if st.last_action in UNDOABLE:
-                    out.append(Decision(agent=agent, rule=rule, action=Action.THAW,
-                                        reason=f"{rule}: breach cleared, lifting {st.last_action.value}",
-                                        monitor=monitor, detail=st.detail))
+                out += self.clear(key, monitor=monitor)
         return out
+
+    def clear(self, key: tuple, monitor: bool = False) -> list[Decision]:
+        """The breach is over: reset its ladder; undo a throttle or freeze."""
+        st = self._s.pop(key, None)
+        if st is None or st.last_action not in UNDOABLE:
+            return []
+        agent, rule = key[0], key[1]
+        return [Decision(agent=agent, rule=rule, action=Action.THAW,
+                         reason=f"{rule}: breach cleared, lifting {st.last_action.value}",
+                         monitor=monitor, detail=st.detail)]
 
     def forget_agent(self, agent: str) -> None:
         for key in [k for k in self._s if k[0] == agent]:

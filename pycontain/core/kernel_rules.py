@@ -146,10 +146,29 @@ def compile_report(policy) -> list[str]:
     return out
 
 
-def kernel_verdict(tables: KernelTables, kind: str, *, filename: str = "", argv: list[str] | tuple = (),
+def _text(v) -> str:
+    return v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, bytearray)) else str(v)
+
+
+def kernel_verdict(tables: KernelTables, kind, *, filename: str = "", argv: list[str] | tuple = (),
                    protocol: str = "tcp", daddr: str = "", dport: int = 0) -> int:
     """Python emulation of the kernel's matching: the rule id the kernel would
-    deny with, or 0. Used by replay and tests."""
+    deny with, or 0. Used by replay and tests.
+
+    `kind` is "exec", "connect" or "send" with the fields as keywords, or an
+    event-like value: an ExecEvent/NetEvent, or an audit-record dict."""
+    if isinstance(kind, dict):
+        rec = kind
+        kind = str(rec.get("kind", ""))
+        filename, argv = rec.get("filename", ""), rec.get("argv") or ()
+        protocol, daddr, dport = rec.get("protocol", "tcp"), rec.get("daddr", ""), int(rec.get("dport") or 0)
+    elif not isinstance(kind, str):
+        ev = kind
+        kind = ev.kind
+        filename, argv = getattr(ev, "filename", b""), getattr(ev, "argv", ())
+        proto = getattr(ev, "proto_name", "tcp")
+        protocol, daddr, dport = proto, getattr(ev, "daddr", ""), getattr(ev, "dport", 0)
+    filename, argv = _text(filename), [_text(a) for a in argv]
     if kind == "exec":
         base = filename.rsplit("/", 1)[-1].lower()
         if base in tables.exec_names:

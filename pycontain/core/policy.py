@@ -326,17 +326,44 @@ def _parse(root: Node) -> Policy:
     return policy
 
 
+def _own_programs() -> tuple[str, ...]:
+    """Program names pycontain itself runs as (its interpreter and its entry point)."""
+    exe = os.path.basename(sys.executable or "") or "python3"
+    return tuple(dict.fromkeys((exe, "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}", "pycontain")))
+
+
+def _glob_hits(glob: str, prog: str) -> bool:
+    # exec globs are matched case-insensitively on the basename (or the path
+    # when they contain '/': judge their last component, the basename part)
+    base = glob.rsplit("/", 1)[-1] or glob
+    return fnmatch.fnmatchcase(prog.lower(), base.lower())
+
+
 def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
-    """Reject policies that would stop pycontain itself from working."""
-    own = {os.path.basename(sys.executable), "python3", "pycontain"}
-    where = top.get("exec")
-    for pat in p.exec.deny:
-        base = pat.rsplit("/", 1)[-1]
+    """Reject policies that would stop pycontain itself from working: a
+    `pycontain run` wrapper or the daemon's helpers may live inside a selected
+    agent cgroup, so exec rules there must never hit the interpreter or
+    `pycontain`."""
+    own = _own_programs()
+    ex = top.get("exec")
+    exm = ex.mapping(("mode", "allow", "deny", "deny_args", "deny_program_args")) if ex is not None else {}
+    for i, pat in enumerate(p.exec.deny):
         for prog in own:
-            if fnmatch.fnmatchcase(prog.lower(), base.lower()):
-                raise PolicyError(p.source, where.line if where else None, "exec.deny",
-                                  f"{pat!r} would match {prog!r}, which pycontain itself runs as",
-                                  "narrow the glob; the controller and its watchdog must be able to run")
+            if _glob_hits(pat, prog):
+                node = exm["deny"].seq()[i]
+                raise node.error(f"{pat!r} would match {prog!r}, which pycontain itself runs as",
+                                 "narrow the glob; the controller and its helpers must be able to run")
+    if p.exec.mode == "allow-list":
+        for prog in own:
+            if not any(_glob_hits(g, prog) for g in p.exec.allow):
+                raise exm["allow"].error(f"the allow-list does not admit {prog!r}, which pycontain itself runs as",
+                                         f"add {prog!r} (or a glob matching it) to exec.allow")
+    b = p.budgets
+    # (pids >= 8, cpu >= 0.01 and memory >= 16MiB are enforced where they are parsed)
+    if b.memory_high_bytes is not None and b.memory_high_bytes < 16 << 20:
+        node = top["budgets"].mapping(("cpu", "memory", "memory_high", "pids"))
+        raise (node.get("memory_high") or node["memory"]).error(
+            "a memory_high under 16MiB would throttle the agent before it starts")
 
 
 def load_policy_text(text: str, source: str = "<string>") -> Policy:

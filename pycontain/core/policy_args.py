@@ -1,0 +1,65 @@
+"""Argument normalisation for program-scoped exec rules (pure).
+
+`ssh -NfR 2222:localhost:22 host` hides its -R inside a cluster of flags, and
+`ssh host grep -R foo` carries a harmless -R *after* the destination, in the
+remote command. Matching raw argv with globs gets both wrong, so for ssh the
+argv is first cut down to ssh's own options, one token per flag:
+
+    ["ssh", "-NfR2222:x:22", "-oRemoteForward=1:h:2", "host", "grep", "-R"]
+    -> ["-N", "-f", "-R2222:x:22", "-oRemoteForward=1:h:2"]
+
+OpenSSH parses options again right after the destination (`ssh host -R
+2222:localhost:22` is a reverse tunnel), and stops at the first word after
+that which is not an option: the remote command.
+
+Option letters and which of them take a value are those of OpenSSH's
+ssh(1) (getopt string "1246ab:c:e:fgi:kl:m:no:p:qstvxAB:CD:E:F:GI:J:KL:MNO:P:Q:R:S:TVw:W:XYy").
+"""
+
+from __future__ import annotations
+
+SSH_NAMES = ("ssh",)
+SSH_FLAGS = set("1246afgknqstvxACGKMNTVXYy")        # no value
+SSH_VALUED = set("bceilmopBDEFIJLOPQRSwW")          # take a value (glued or next token)
+
+
+def ssh_option_tokens(args: list[str]) -> list[str]:
+    """ssh's own options from argv[1:], split one flag per token; the
+    destination and the remote command after it are dropped."""
+    out: list[str] = []
+    seen_destination = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            break
+        if not a.startswith("-") or a == "-":
+            if seen_destination:
+                break                       # the remote command: not ssh's options
+            seen_destination = True         # ssh re-parses options after the destination
+            i += 1
+            continue
+        j = 1
+        while j < len(a):
+            c = a[j]
+            if c in SSH_VALUED:
+                value = a[j + 1:]
+                if not value and i + 1 < len(args):
+                    i += 1
+                    value = args[i]
+                    out.append(f"-{c}")     # keep "-o" and its value as two tokens, like the user wrote them
+                    out.append(value)
+                else:
+                    out.append(f"-{c}{value}")
+                break
+            out.append(f"-{c}")             # a plain flag (unknown letters kept too: deny rules may name them)
+            j += 1
+        i += 1
+    return out
+
+
+def program_args(base: str, args: list[str]) -> list[str]:
+    """The argv entries (after argv[0]) that program-scoped rules look at."""
+    if base.lower() in SSH_NAMES:
+        return ssh_option_tokens(args)
+    return list(args)

@@ -178,8 +178,8 @@ class Engine:
         return None
 
     def _approved(self, daddr: str, dport: int, proto: str) -> bool:
-        """Unapproved destinations: not covered by network.allow (when there is
-        an allow list), or hit by a deny rule."""
+        """Unapproved destinations: hit by a deny rule, or not covered by
+        network.allow; with no allow list, anything but loopback."""
         try:
             addr = ipaddress.ip_address(daddr)
         except ValueError:
@@ -188,7 +188,10 @@ class Engine:
             return False
         if self.policy.network.allow:
             return self._net_allow(addr, dport, proto)
-        return True
+        # no allow list: only the node itself is approved
+        if addr.version == 6 and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        return addr.is_loopback
 
     @staticmethod
     def _covers(r, nets, addr, port, proto) -> bool:

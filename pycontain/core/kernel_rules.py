@@ -40,10 +40,12 @@ def _plain(s: str) -> bool:
     return not (set(s) & _GLOB_CHARS)
 
 
-def exec_kernel_form(glob: str) -> tuple[str, str] | None:
+def exec_kernel_form(glob: str, args: bool = False) -> tuple[str, str] | None:
     """How the kernel can enforce an exec/args glob exactly, if at all:
-    ("name", x) for an exact basename, ("substr", x) for "*x*"; None = user space."""
-    if "/" in glob:
+    ("name", x) for an exact basename, ("substr", x) for "*x*"; None = user space.
+    A '/' makes an exec.deny glob a path glob (user space); in deny_args it is
+    just a character."""
+    if "/" in glob and not args:
         return None
     if _plain(glob) and 0 < len(glob.encode()) <= NAME_MAX:
         return ("name", glob.lower())
@@ -87,7 +89,7 @@ def compile_policy(policy, resolved: dict[str, list[str]] | None = None) -> Kern
             else:
                 t.exec_patterns.append((form[1], PatternWhere.BASENAME, rid))
     for i, g in enumerate(policy.exec.deny_args):
-        form = exec_kernel_form(g)
+        form = exec_kernel_form(g, args=True)
         if form and form[0] == "substr" and len(t.exec_patterns) < MAX_PATTERNS:
             t.exec_patterns.append((form[1], PatternWhere.ARGS, rule(f"exec.deny_args[{i}]")))
 

@@ -332,11 +332,20 @@ def _own_programs() -> tuple[str, ...]:
     return tuple(dict.fromkeys((exe, "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}", "pycontain")))
 
 
-def _glob_hits(glob: str, prog: str) -> bool:
-    # exec globs are matched case-insensitively on the basename (or the path
-    # when they contain '/': judge their last component, the basename part)
-    base = glob.rsplit("/", 1)[-1] or glob
-    return fnmatch.fnmatchcase(prog.lower(), base.lower())
+def _own_paths() -> tuple[str, ...]:
+    exe = sys.executable or "/usr/bin/python3"
+    bindir = os.path.dirname(exe)
+    return tuple(dict.fromkeys((exe, os.path.realpath(exe), os.path.join(bindir, "pycontain"),
+                                "/usr/bin/python3", "/usr/local/bin/python3", "/bin/python3",
+                                "/usr/bin/pycontain", "/usr/local/bin/pycontain")))
+
+
+def _lockout_target(glob: str) -> str | None:
+    """The program or path of pycontain's own that an exec glob would match.
+    Exec globs match case-insensitively on the basename, or on the whole path
+    when they contain '/'."""
+    targets = _own_paths() if "/" in glob else _own_programs()
+    return next((t for t in targets if fnmatch.fnmatchcase(t.lower(), glob.lower())), None)
 
 
 def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
@@ -348,14 +357,14 @@ def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
     ex = top.get("exec")
     exm = ex.mapping(("mode", "allow", "deny", "deny_args", "deny_program_args")) if ex is not None else {}
     for i, pat in enumerate(p.exec.deny):
-        for prog in own:
-            if _glob_hits(pat, prog):
-                node = exm["deny"].seq()[i]
-                raise node.error(f"{pat!r} would match {prog!r}, which pycontain itself runs as",
-                                 "narrow the glob; the controller and its helpers must be able to run")
+        hit = _lockout_target(pat)
+        if hit:
+            raise exm["deny"].seq()[i].error(f"{pat!r} would match {hit!r}, which pycontain itself runs as",
+                                             "narrow the glob; the controller and its helpers must be able to run")
     if p.exec.mode == "allow-list":
         for prog in own:
-            if not any(_glob_hits(g, prog) for g in p.exec.allow):
+            if not any(fnmatch.fnmatchcase(prog.lower(), g.lower()) for g in p.exec.allow if "/" not in g) \
+                    and not any(_lockout_target(g) for g in p.exec.allow if "/" in g):
                 raise exm["allow"].error(f"the allow-list does not admit {prog!r}, which pycontain itself runs as",
                                          f"add {prog!r} (or a glob matching it) to exec.allow")
     b = p.budgets

@@ -32,6 +32,9 @@ class ProcessTable:
     def __init__(self):
         self._by_key: dict[tuple[int, int], ProcessInfo] = {}
         self._live: dict[int, tuple[int, int]] = {}   # pid -> key of the live process
+        # records made from a fork (keyed by the fork's timestamp, not yet by
+        # the kernel's start time): the child's exec re-keys them
+        self._provisional: set[tuple[int, int]] = set()
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -77,11 +80,22 @@ class ProcessTable:
         # the child's start time from the kernel (exec record) may differ by a
         # few microseconds from the fork timestamp; exec re-keys it
         self._put(child)
+        self._provisional.add((child_pid, ts_ns))
+        if len(self._provisional) > MAX_PROCESSES:
+            self._provisional = {k for k in self._provisional if k in self._by_key}
 
     def on_exec(self, pid: int, start_ns: int, agent: str, ppid: int, filename: bytes, argv, ts_ns: int) -> ProcessInfo:
         prev = self.lookup(pid)
+        if prev is not None and (prev.pid, prev.start_ns) != (pid, start_ns) \
+                and (prev.pid, prev.start_ns) not in self._provisional:
+            # a different process that had this pid earlier (its exit was not
+            # seen): it must not lend this one its history
+            self._by_key.pop((prev.pid, prev.start_ns), None)
+            self._live.pop(pid, None)
+            prev = None
         info = self.ensure(pid, start_ns, agent, ppid)
         if prev is not None and prev is not info:
+            self._provisional.discard((prev.pid, prev.start_ns))
             info.ancestors = prev.ancestors or info.ancestors
             if info.unapproved_connect_ns is None:
                 info.unapproved_connect_ns = prev.unapproved_connect_ns

@@ -87,7 +87,11 @@ class Engine:
 
     def _escalate(self, agent: str, rule: str, action_key: str, now: float, reason: str, *,
                   pid: int | None = None, start_ns: int | None = None, monitor: bool = False,
-                  detail: dict | None = None, skip: tuple[Action, ...] = ()) -> list[Decision]:
+                  detail: dict | None = None, skip: tuple[Action, ...] = (),
+                  sustained: bool = False) -> list[Decision]:
+        """Run one breach through its action key's ladder. `sustained`:
+        budgets and GPU rules (re-reported every sample, stepped up on time);
+        otherwise an instant violation (stepped up only when it repeats)."""
         spec = self.policy.action(action_key)
         ladder = tuple(a for a in spec.ladder if a not in skip)
         if detail and detail.get("user_space"):
@@ -104,7 +108,8 @@ class Engine:
             ladder = tuple(Action.KILL if a == Action.KILL_PROCESS else a for a in ladder)
         key = (agent, rule, pid) if pid is not None and ladder[0] == Action.KILL_PROCESS else (agent, rule)
         return self.escalator.breach(key, agent, rule, ladder, spec.grace_s, now, reason, pid=pid,
-                                     start_ns=start_ns, monitor=monitor or self.monitor, detail=detail)
+                                     start_ns=start_ns, monitor=monitor or self.monitor, detail=detail,
+                                     sustained=sustained)
 
     # ---- events ------------------------------------------------------------------
 
@@ -283,7 +288,7 @@ class Engine:
         out = []
         for br in breaches:
             out += self._escalate(br.agent, br.rule, br.action_key, now, br.reason, pid=br.pid,
-                                  start_ns=br.start_ns, detail=br.detail)
+                                  start_ns=br.start_ns, detail=br.detail, sustained=True)
         return out
 
     def tick(self, now: float) -> list[Decision]:

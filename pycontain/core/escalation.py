@@ -1,10 +1,27 @@
-"""One escalation mechanism for every rule.
+"""One escalation mechanism for every rule (pure).
 
-A breach (or a repeated violation) of a rule starts at the first step of the
-rule's ladder; while it persists past the grace window it steps up, one step
-at a time, never skipping and never going back. When it has not been seen for
-`clear_after_s` it resets, and a THROTTLE or FREEZE it left behind is undone
-with a THAW decision.
+Each breach key (agent, rule[, pid]) climbs the rule's ladder, e.g.
+``[alert, throttle, freeze, kill]``:
+
+* The first report of a breach takes the first step at once.
+* While the breach persists, the next step is taken once ``grace_s`` has
+  passed since the last step — one step at a time, never skipping, never
+  going back. Two kinds of breaches:
+
+  - *sustained* (budgets, GPU rules): re-reported with every sample; the
+    breach persists while reports keep coming, and :meth:`Escalator.tick`
+    steps it up on time even between samples. It has cleared when it was
+    not reported for ``clear_after_s`` (or the engine says so at once with
+    :meth:`Escalator.clear`, e.g. a cgroup sample back under budget).
+  - *instant* (violations such as a denied exec): a single event has no
+    duration, so only a *repeated* violation steps up, and only when it comes
+    ``grace_s`` or more after the last step. The state is kept for
+    ``hold_s`` (at least twice the grace) after the last violation, then it
+    resets.
+
+* Clearing resets the ladder; a THROTTLE or FREEZE taken on the way is
+  undone with one THAW decision (the actuator lifts both, CPU and GPU duty cycle).
+* Nothing here acts: decisions come out, actuators carry them out.
 """
 
 from __future__ import annotations
@@ -18,56 +35,102 @@ UNDOABLE = (Action.THROTTLE, Action.FREEZE)
 
 @dataclass
 class _State:
+    agent: str
+    rule: str
+    ladder: tuple[Action, ...]
+    grace_s: float
     step: int
     stepped_at: float
     seen_at: float
-    last_action: Action
+    reason: str
+    sustained: bool = True
+    hold_s: float = 3.0
+    pid: int | None = None
+    start_ns: int | None = None
+    monitor: bool = False
     detail: dict = field(default_factory=dict)
+
+    @property
+    def last_action(self) -> Action:
+        return self.ladder[self.step]
+
+    def decision(self) -> Decision:
+        return Decision(agent=self.agent, rule=self.rule, action=self.ladder[self.step], reason=self.reason,
+                        pid=self.pid, start_ns=self.start_ns, monitor=self.monitor, detail=dict(self.detail))
 
 
 class Escalator:
     def __init__(self, clear_after_s: float = 3.0):
+        # a sustained breach not reported again within this time has cleared
         self.clear_after_s = clear_after_s
         self._s: dict[tuple, _State] = {}
 
     def active(self) -> dict[tuple, _State]:
         return dict(self._s)
 
+    def level(self, key: tuple) -> Action | None:
+        """The step a breach is at now, or None when it is not active."""
+        st = self._s.get(key)
+        return st.last_action if st else None
+
     def breach(self, key: tuple, agent: str, rule: str, ladder, grace_s: float, now: float, reason: str,
                *, pid: int | None = None, start_ns: int | None = None, monitor: bool = False,
-               detail: dict | None = None) -> list[Decision]:
+               detail: dict | None = None, sustained: bool = True) -> list[Decision]:
+        """Report that `key` is breached now; returns the step taken, if any."""
+        ladder = tuple(ladder)
+        if not ladder:
+            return []
         st = self._s.get(key)
         if st is None:
-            st = _State(step=0, stepped_at=now, seen_at=now, last_action=ladder[0], detail=dict(detail or {}))
+            st = _State(agent=agent, rule=rule, ladder=ladder, grace_s=grace_s, step=0, stepped_at=now,
+                        seen_at=now, reason=reason, sustained=sustained,
+                        hold_s=self.clear_after_s if sustained else max(self.clear_after_s, 2 * grace_s),
+                        pid=pid, start_ns=start_ns, monitor=monitor, detail=dict(detail or {}))
             self._s[key] = st
-        else:
-            st.seen_at = now
-            if st.step + 1 < len(ladder) and now - st.stepped_at >= grace_s:
-                st.step += 1
-                st.stepped_at = now
-                st.last_action = ladder[st.step]
-            else:
-                return []          # same step already taken; wait for grace
-        return [Decision(agent=agent, rule=rule, action=ladder[st.step], reason=reason, pid=pid,
-                         start_ns=start_ns, monitor=monitor, detail=dict(detail or {}))]
+            return [st.decision()]
+        # the latest report describes the breach best (a policy reload may
+        # have changed the ladder: keep the step, bounded by the new ladder)
+        st.seen_at, st.reason, st.monitor, st.grace_s = now, reason, monitor, grace_s
+        st.pid, st.start_ns = pid, start_ns
+        if detail:
+            st.detail = {**st.detail, **detail}
+        if ladder != st.ladder:
+            st.ladder = ladder
+            st.step = min(st.step, len(ladder) - 1)
+        return self._step_up(st, now)
+
+    def _step_up(self, st: _State, now: float) -> list[Decision]:
+        if st.step + 1 >= len(st.ladder) or now - st.stepped_at < st.grace_s:
+            return []               # top of the ladder, or still within grace
+        st.step += 1
+        st.stepped_at = now
+        return [st.decision()]
 
     def tick(self, now: float, monitor: bool = False) -> list[Decision]:
-        out = []
+        """Time passes: clear what has not been seen for its hold time; step
+        up sustained breaches that persist past their grace."""
+        out: list[Decision] = []
         for key, st in list(self._s.items()):
-            if now - st.seen_at >= self.clear_after_s:
+            if now - st.seen_at >= st.hold_s:
                 out += self.clear(key, monitor=monitor)
+            elif st.sustained:
+                out += self._step_up(st, now)
         return out
 
     def clear(self, key: tuple, monitor: bool = False) -> list[Decision]:
         """The breach is over: reset its ladder; undo a throttle or freeze."""
         st = self._s.pop(key, None)
-        if st is None or st.last_action not in UNDOABLE:
+        if st is None:
             return []
-        agent, rule = key[0], key[1]
-        return [Decision(agent=agent, rule=rule, action=Action.THAW,
-                         reason=f"{rule}: breach cleared, lifting {st.last_action.value}",
-                         monitor=monitor, detail=st.detail)]
+        undo = [a for a in st.ladder[: st.step + 1] if a in UNDOABLE]
+        if not undo:
+            return []           # alerts / kills only: nothing to lift
+        # lifted even after a KILL: a daemon-selected cgroup (a systemd unit,
+        # a Slurm step) may be reused by the next run of the agent
+        return [Decision(agent=st.agent, rule=st.rule, action=Action.THAW,
+                         reason=f"{st.rule}: breach cleared, lifting {undo[-1].value}",
+                         monitor=monitor or st.monitor, detail=dict(st.detail))]
 
     def forget_agent(self, agent: str) -> None:
-        for key in [k for k in self._s if k[0] == agent]:
+        for key in [k for k, st in self._s.items() if st.agent == agent]:
             del self._s[key]

@@ -64,3 +64,14 @@ def test_bad_line_names_file_and_line(tmp_path):
     assert e.value.exit_code == 2
     r = subprocess.run([sys.executable, "-m", "pycontain.cli", "replay", str(p)], capture_output=True, text=True)
     assert r.returncode == 2 and "bad.jsonl:2" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ssh_remote_command_with_R_is_not_a_tunnel(tmp_path):
+    p = tmp_path / "a.jsonl"
+    recs = [{"ts": 1.0, "agent": "a", "kind": "exec", "pid": 20, "filename": "/usr/bin/ssh",
+             "argv": ["ssh", "host", "grep", "-R", "x", "/"], "verdict": "allow"},
+            {"ts": 1.1, "agent": "a", "kind": "exec", "pid": 21, "filename": "/usr/bin/ssh",
+             "argv": ["ssh", "host", "-R", "2222:localhost:22"], "verdict": "allow"}]
+    p.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    res = replay(str(p), builtin_policy("default"))
+    assert [r.decision for r in res] == ["allow", "kill-process"]

@@ -23,7 +23,7 @@ from .escalation import Escalator
 from .events import (Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent,
                      Verdict)
 from .kernel_rules import compile_policy
-from .policy_args import program_args
+from .policy_args import program_args, program_identity
 from .processes import ProcessTable
 from .samples import CgroupSample
 
@@ -177,9 +177,13 @@ class Engine:
         for rule, g in self._user_args:
             if any(fnmatch.fnmatchcase(a.lower(), g.lower()) for a in args):
                 return rule, f"an argument matches {g!r}"
-        for rule, prog, g in self._prog_args:
-            if match(prog, path, base) and any(fnmatch.fnmatchcase(a, g) for a in program_args(base, args[1:])):
-                return rule, f"{prog} with an argument matching {g!r}"
+        if self._prog_args:
+            prog_base, prog_rest = program_identity(path, args)
+            prog_tokens = program_args(prog_base, prog_rest)
+            for rule, prog, g in self._prog_args:
+                if (match(prog, path, prog_base) or (prog_base != base and match(prog, path, base))) \
+                        and any(fnmatch.fnmatchcase(a, g) for a in prog_tokens):
+                    return rule, f"{prog} with an argument matching {g!r}"
         return None
 
     def _approved(self, daddr: str, dport: int, proto: str) -> bool:

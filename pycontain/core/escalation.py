@@ -132,5 +132,6 @@ class Escalator:
                          monitor=monitor or st.monitor, detail=dict(st.detail))]
 
     def forget_agent(self, agent: str) -> None:
-        for key in [k for k, st in self._s.items() if st.agent == agent]:
+        # keys start with the agent name: (agent, rule[, pid])
+        for key in [k for k in self._s if k[0] == agent]:
             del self._s[key]

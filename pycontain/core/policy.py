@@ -14,13 +14,13 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
-from importlib import resources
 
 import yaml
 
 from ..errors import PolicyError
 from .decisions import Action
 from .policy_yaml import Node, compose
+from .resolve import NAMESERVERS
 
 AGENT_NAME = r"[a-z0-9][a-z0-9_.-]{0,31}"
 HOSTNAME = r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
@@ -37,6 +37,8 @@ ACTION_NAMES = {a.value: a for a in Action}
 
 INTERNAL_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
                    "fc00::/7", "fe80::/10")
+LOOPBACK_PROBES = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+NETWORK_KEYS = ("default", "allow", "deny", "deny_internal", "deny_metadata", "detect", "resolve_interval")
 METADATA_RANGES = ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32", "169.254.170.2/32")
 
 
@@ -165,7 +167,7 @@ def _range(n: Node) -> tuple[int, int]:
 
 
 def _netrule(n: Node) -> NetRule:
-    m = n.mapping(("cidr", "cidrs", "host", "hosts", "ports", "port_range", "protocol"))
+    m = n.mapping(("cidr", "cidrs", "host", "hosts", "nameservers", "ports", "port_range", "protocol"))
     cidrs: list[str] = []
     for key in ("cidr", "cidrs"):
         if key in m:
@@ -181,12 +183,14 @@ def _netrule(n: Node) -> NetRule:
         if key in m:
             items = m[key].seq() if key == "hosts" else [m[key]]
             hosts += [i.str(HOSTNAME, "host name", 253).lower().rstrip(".") for i in items]
+    if "nameservers" in m and m["nameservers"].bool():
+        hosts.append(NAMESERVERS)     # the node's DNS resolvers (/etc/resolv.conf), re-read periodically
     ports = _ports(m["ports"]) if "ports" in m else []
     if "port_range" in m:
         ports.append(_range(m["port_range"]))
     proto = m["protocol"].choice(("tcp", "udp", "any")) if "protocol" in m else "any"
     if not cidrs and not hosts and not ports:
-        raise n.error("a network rule needs at least one of cidr, host or ports")
+        raise n.error("a network rule needs at least one of cidr, host, nameservers or ports")
     return NetRule(tuple(cidrs), tuple(hosts), tuple(ports), proto)
 
 
@@ -290,8 +294,7 @@ def _parse(root: Node) -> Policy:
 
     nw = NetworkPolicy()
     if "network" in top:
-        m = top["network"].mapping(("default", "allow", "deny", "deny_internal", "deny_metadata", "detect",
-                                    "resolve_interval"))
+        m = top["network"].mapping(NETWORK_KEYS)
         detect = []
         for item in m["detect"].seq() if "detect" in m else []:
             detect.append(item.choice(("stratum",)))
@@ -367,6 +370,16 @@ def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
                     and not any(_lockout_target(g) for g in p.exec.allow if "/" in g):
                 raise exm["allow"].error(f"the allow-list does not admit {prog!r}, which pycontain itself runs as",
                                          f"add {prog!r} (or a glob matching it) to exec.allow")
+    for i, r in enumerate(p.network.deny):
+        if r.ports or r.protocol != "any":
+            continue            # a port-scoped loopback deny is a deliberate, narrow choice
+        for c in r.cidrs:
+            net = ipaddress.ip_network(c)
+            if any(a in net for a in LOOPBACK_PROBES if a.version == net.version):
+                raise top["network"].mapping(NETWORK_KEYS)["deny"].seq()[i].error(
+                    f"{c} denies all of loopback: pycontain's metrics endpoint (127.0.0.1), the local DNS stub "
+                    "(127.0.0.53) and node-local services would be cut off",
+                    "deny specific loopback ports instead, e.g. {cidr: 127.0.0.0/8, ports: [6379]}")
     b = p.budgets
     # (pids >= 8, cpu >= 0.01 and memory >= 16MiB are enforced where they are parsed)
     if b.memory_high_bytes is not None and b.memory_high_bytes < 16 << 20:
@@ -394,11 +407,9 @@ BUILTINS = ("default", "strict")
 
 
 def builtin_policy(name: str) -> Policy:
-    if name not in BUILTINS:
-        raise PolicyError(f"<builtin:{name}>", None, "", f"no built-in policy {name!r}",
-                          "built-ins: " + ", ".join(BUILTINS))
-    text = resources.files("pycontain.policies").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-    return load_policy_text(text, f"<builtin:{name}>")
+    """A built-in policy by name: "default" (the ROME defaults) or "strict"."""
+    from .. import policies
+    return policies.load(name)
 
 
 def policy_to_dict(p: Policy) -> dict:
@@ -410,8 +421,11 @@ def policy_to_dict(p: Policy) -> dict:
         d: dict = {}
         if r.cidrs:
             d["cidrs"] = list(r.cidrs)
-        if r.hosts:
-            d["hosts"] = list(r.hosts)
+        names = [h for h in r.hosts if h != NAMESERVERS]
+        if names:
+            d["hosts"] = names
+        if NAMESERVERS in r.hosts:
+            d["nameservers"] = True
         if r.ports:
             d["ports"] = [lo if lo == hi else f"{lo}-{hi}" for lo, hi in r.ports]
         d["protocol"] = r.protocol

@@ -5,8 +5,11 @@
 remote command. Matching raw argv with globs gets both wrong, so for ssh the
 argv is first cut down to ssh's own options, one token per flag:
 
-    ["ssh", "-NfR2222:x:22", "-oRemoteForward=1:h:2", "host", "grep", "-R"]
+    ["ssh", "-NfR2222:x:22", "-o", "RemoteForward=1:h:2", "host", "grep", "-R"]
     -> ["-N", "-f", "-R2222:x:22", "-oRemoteForward=1:h:2"]
+
+A flag's value is always glued to its letter ("-p" "2222" -> "-p2222"), so a
+value can never pose as a flag of its own ("-l -Rx" is a login name).
 
 OpenSSH parses options again right after the destination (`ssh host -R
 2222:localhost:22` is a reverse tunnel), and stops at the first word after
@@ -47,15 +50,35 @@ def ssh_option_tokens(args: list[str]) -> list[str]:
                 if not value and i + 1 < len(args):
                     i += 1
                     value = args[i]
-                    out.append(f"-{c}")     # keep "-o" and its value as two tokens, like the user wrote them
-                    out.append(value)
-                else:
-                    out.append(f"-{c}{value}")
+                out.append(f"-{c}{value}")
                 break
             out.append(f"-{c}")             # a plain flag (unknown letters kept too: deny rules may name them)
             j += 1
         i += 1
     return out
+
+
+MULTI_CALL = ("busybox", "toybox")
+
+
+def program_identity(path: str, argv: list[str]) -> tuple[str, list[str]]:
+    """The program an exec really runs and its arguments after argv[0].
+
+    The name is the basename of the file the kernel executed, never argv[0]
+    alone (argv[0] is whatever the caller chose). Multi-call binaries are the
+    exception: `busybox nc -e sh h 1` and execve("/bin/busybox", ["nc", ...])
+    both run the `nc` applet, which busybox picks from argv[0] (or argv[1]
+    when argv[0] is busybox itself).
+    """
+    base = path.rsplit("/", 1)[-1]
+    rest = list(argv[1:])
+    if base.lower() in MULTI_CALL and argv:
+        applet = argv[0].rsplit("/", 1)[-1]
+        if applet.lower() in MULTI_CALL and rest:
+            applet, rest = rest[0].rsplit("/", 1)[-1], rest[1:]
+        if applet and applet.lower() not in MULTI_CALL:
+            base = applet
+    return base, rest
 
 
 def program_args(base: str, args: list[str]) -> list[str]:

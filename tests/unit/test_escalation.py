@@ -168,3 +168,53 @@ def test_ladder_invariants(ops, sustained, grace, ladder):
                 level[kk] = -1
             else:
                 assert esc.level(kk) == ladder[level[kk]]
+
+
+# ---- the same ladder through plain reports -----------------------------------------------
+
+LADDER3 = (Action.ALERT, Action.THROTTLE, Action.KILL)
+
+
+def breach3(e, now, key=("a", "r")):
+    return [d.action for d in e.breach(key, "a", "r", LADDER3, 10.0, now, "why")]
+
+
+def test_seed_steps_once_per_grace_and_stops_at_the_top():
+    e = Escalator(clear_after_s=3)
+    assert breach3(e, 0) == [Action.ALERT]
+    assert breach3(e, 2) == [] and breach3(e, 9.9) == []
+    assert breach3(e, 10) == [Action.THROTTLE]
+    assert breach3(e, 12) == []
+    assert breach3(e, 20) == [Action.KILL]
+    assert breach3(e, 30) == [] and breach3(e, 100) == []
+
+
+def test_seed_clear_thaws_only_what_can_be_undone():
+    e = Escalator(clear_after_s=3)
+    breach3(e, 0)
+    assert e.tick(5) == []                         # an alert has nothing to undo
+    breach3(e, 10)
+    breach3(e, 11)
+    breach3(e, 20)                                  # throttle
+    ds = e.tick(22)
+    assert ds == []
+    ds = e.tick(23.5)
+    assert [(d.action, d.rule, d.agent) for d in ds] == [(Action.THAW, "r", "a")]
+    assert breach3(e, 24) == [Action.ALERT]          # reset: starts over
+
+
+def test_seed_keys_are_independent_and_forget_agent():
+    e = Escalator()
+    assert breach3(e, 0, ("a", "r")) == [Action.ALERT]
+    assert breach3(e, 0, ("b", "r")) == [Action.ALERT]
+    e.forget_agent("a")
+    assert breach3(e, 1, ("a", "r")) == [Action.ALERT]
+    assert breach3(e, 1, ("b", "r")) == []
+
+
+def test_seed_explicit_clear():
+    e = Escalator()
+    e.breach(("a", "r"), "a", "r", (Action.FREEZE, Action.KILL), 5, 0, "x", monitor=True)
+    ds = e.clear(("a", "r"), monitor=True)
+    assert [(d.action, d.monitor) for d in ds] == [(Action.THAW, True)]
+    assert e.clear(("a", "r")) == []

@@ -9,8 +9,8 @@ be tested against real traffic before it is deployed. Records of other kinds
 
 from __future__ import annotations
 
-import ipaddress
 import json
+from typing import Mapping
 from dataclasses import asdict, dataclass
 
 from .core.engine import Engine
@@ -48,9 +48,12 @@ def _unescape(s: str) -> bytes:
         if "\\" in s else s.encode()
 
 
-def replay(audit_path: str, policy) -> list[ReplayResult]:
-    tables = compile_policy(policy)
-    engine = Engine(policy)
+def replay(audit_path: str, policy, resolved: Mapping[str, list[str]] | None = None) -> list[ReplayResult]:
+    """Judge every exec/connect/send record of `audit_path` under `policy`.
+    Host names in network rules match only through `resolved` (name ->
+    addresses), as live; replay itself never queries DNS."""
+    tables = compile_policy(policy, resolved)
+    engine = Engine(policy, resolved)
     out: list[ReplayResult] = []
     try:
         fh = open(audit_path, encoding="utf-8")
@@ -98,7 +101,7 @@ def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     rid = kernel_verdict(tables, "exec", filename=filename, argv=argv)
     if rid:
         return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
-    hit = engine._user_exec_rule(_unescape(filename), [_unescape(a) for a in argv])
+    hit = engine.user_exec_rule(_unescape(filename), [_unescape(a) for a in argv])
     if hit:
         return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=hit[0])
     return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
@@ -110,13 +113,9 @@ def _net(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     rid = kernel_verdict(tables, rec["kind"], protocol=proto, daddr=daddr, dport=dport)
     if rid:
         return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
-    try:
-        addr = ipaddress.ip_address(daddr)
-    except ValueError:
-        return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
-    i = engine._net_deny(addr, dport, proto)
-    if i is not None:
-        return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=f"network.deny[{i}]")
+    hit = engine.user_net_rule(daddr, dport, proto)
+    if hit:
+        return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=hit[0])
     return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
 
 

@@ -221,6 +221,27 @@ class Engine:
     def _net_allow(self, addr, port, proto) -> bool:
         return any(self._covers(r, nets, addr, port, proto) for _i, r, nets in self._nets["allow"])
 
+    def user_net_rule(self, daddr: str, dport: int, proto: str) -> tuple[str, str] | None:
+        """The network rule user space enforces on a connect/send the kernel
+        allowed (address+port or protocol-specific deny rules; port/protocol
+        limits of allow entries under `default: deny`), or None."""
+        try:
+            addr = ipaddress.ip_address(daddr)
+        except ValueError:
+            return None
+        if addr.version == 6 and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        i = self._net_deny(addr, dport, proto)
+        if i is not None:
+            return f"network.deny[{i}]", "matches a deny rule the kernel cannot express"
+        if self.policy.network.default == "deny" and not self._net_allow(addr, dport, proto):
+            return "network.default", "port or protocol not allowed for this address"
+        return None
+
+    def user_exec_rule(self, filename: bytes, argv) -> tuple[str, str] | None:
+        """The exec rule user space enforces on an exec the kernel allowed, or None."""
+        return self._user_exec_rule(filename, argv)
+
     def _on_net(self, ev: NetEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
         proto = ev.proto_name
@@ -232,17 +253,10 @@ class Engine:
             info.unapproved_connect_ns = h.ts_ns
         if h.verdict != Verdict.ALLOW:
             return self._kernel_violation(ev, agent, now, "network", f"{ev.kind} to {dest} denied in the kernel (EPERM)")
-        try:
-            addr = ipaddress.ip_address(ev.daddr)
-        except ValueError:
+        hit = self.user_net_rule(ev.daddr, ev.dport, proto)
+        if hit is None:
             return []
-        i = self._net_deny(addr, ev.dport, proto)
-        if i is not None:
-            rule, why = f"network.deny[{i}]", "matches a deny rule the kernel cannot express"
-        elif self.policy.network.default == "deny" and not self._net_allow(addr, ev.dport, proto):
-            rule, why = "network.default", "port or protocol not allowed for this address"
-        else:
-            return []
+        rule, why = hit
         return self._escalate(agent, rule, "network", now, f"{ev.kind} to {dest}: {why}", pid=h.pid,
                               start_ns=info.start_ns, detail={"user_space": True})
 

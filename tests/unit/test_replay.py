@@ -75,3 +75,31 @@ def test_ssh_remote_command_with_R_is_not_a_tunnel(tmp_path):
     p.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     res = replay(str(p), builtin_policy("default"))
     assert [r.decision for r in res] == ["allow", "kill-process"]
+
+
+def _log(tmp_path, recs):
+    p = tmp_path / "n.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    return str(p)
+
+
+def test_port_limits_of_allowed_addresses_are_judged_like_user_space(tmp_path):
+    """Under default: deny the kernel admits an allowed address on any port; the
+    port limit is the engine's, and replay applies it the same way."""
+    p = load_policy_text("network:\n  default: deny\n  allow: [{cidr: 198.51.100.0/24, ports: [443]}]\n")
+    recs = [{"ts": 1.0, "agent": "a", "kind": "connect", "pid": 5, "protocol": "tcp", "daddr": "198.51.100.7",
+             "dport": p_, "verdict": "allow"} for p_ in (443, 22)]
+    recs.append({"ts": 1.2, "agent": "a", "kind": "send", "pid": 5, "protocol": "udp", "daddr": "2001:db8::1",
+                 "dport": 53, "verdict": "allow"})
+    res = replay(_log(tmp_path, recs), p)
+    assert [(r.decision, r.rule) for r in res] == [("allow", None), ("kill-process", "network.default"),
+                                                   ("deny", "network.default")]
+
+
+def test_host_rules_match_through_the_given_resolution(tmp_path):
+    p = load_policy_text("network:\n  deny: [{host: pool.example.test}]\n")
+    recs = [{"ts": 1.0, "agent": "a", "kind": "connect", "pid": 5, "protocol": "tcp", "daddr": "198.51.100.9",
+             "dport": 443, "verdict": "allow"}]
+    assert replay(_log(tmp_path, recs), p)[0].decision == "allow"        # unresolved: nothing to match
+    res = replay(_log(tmp_path, recs), p, resolved={"pool.example.test": ["198.51.100.9"]})
+    assert (res[0].decision, res[0].rule) == ("deny", "network.deny[0]")

@@ -109,7 +109,10 @@ class Listener:
             threading.Thread(target=self._read_conn, args=(conn,), daemon=True).start()
 
     def _read_conn(self, conn: socket.socket) -> None:
-        conn.settimeout(0.1)
+        try:
+            conn.settimeout(0.1)
+        except OSError:        # close() already closed it
+            return
         while not self._closed.is_set():
             try:
                 data = conn.recv(65536)

@@ -1,0 +1,69 @@
+"""Network parts of the policy language: the node's resolvers, loopback lock-out,
+the built-in loader, and how they reach the kernel tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+
+import pytest
+import yaml
+
+from pycontain import policies
+from pycontain.core.kernel_rules import compile_policy, kernel_verdict
+from pycontain.core.policy import builtin_policy, load_policy_text, policy_to_dict
+from pycontain.core.resolve import NAMESERVERS, Resolver, hosts_in_policy, parse_resolv_conf
+from pycontain.errors import PolicyError
+
+
+def test_nameservers_rule_is_resolved_from_resolv_conf_and_reaches_the_allow_trie():
+    p = load_policy_text("network:\n  default: deny\n  allow:\n    - {nameservers: true, ports: [53]}\n")
+    assert hosts_in_policy(p) == [NAMESERVERS]
+    conf = "# generated\nnameserver 198.51.100.53\nnameserver fe80::1%eth0\nnameserver bogus\nsearch x\n"
+    r = Resolver(hosts_in_policy(p), lookup=lambda h: [], nameservers=lambda: parse_resolv_conf(conf))
+    assert r.refresh(0.0) is True
+    assert r.addresses[NAMESERVERS] == ["198.51.100.53", "fe80::1"]
+    t = compile_policy(p, r.addresses)
+    assert any(net == ipaddress.ip_network("198.51.100.53/32") for net, _rid in t.allow4)
+    assert kernel_verdict(t, "send", protocol="udp", daddr="198.51.100.53", dport=53) == 0
+    assert t.rules[kernel_verdict(t, "send", protocol="udp", daddr="198.51.100.54", dport=53)] == "network.default"
+
+
+def test_nameservers_round_trips_through_show():
+    p = load_policy_text("network:\n  allow:\n    - {nameservers: true, hosts: [pypi.org], ports: [53, 443]}\n")
+    d = policy_to_dict(p)
+    assert d["network"]["allow"][0]["nameservers"] is True and d["network"]["allow"][0]["hosts"] == ["pypi.org"]
+    assert load_policy_text(yaml.safe_dump(d)) == dataclasses.replace(p, source="<string>")
+
+
+def test_nameservers_must_be_a_bool():
+    with pytest.raises(PolicyError) as e:
+        load_policy_text("network:\n  allow:\n    - {nameservers: yes please}\n")
+    assert e.value.line == 3 and e.value.key == "network.allow[0].nameservers"
+
+
+@pytest.mark.parametrize("cidr", ["127.0.0.0/8", "127.0.0.1/32", "0.0.0.0/0", "::1/128", "::/0"])
+def test_denying_all_of_loopback_is_a_lock_out(cidr):
+    with pytest.raises(PolicyError) as e:
+        load_policy_text(f"network:\n  deny:\n    - {{cidr: \"{cidr}\"}}\n")
+    assert e.value.line == 3 and e.value.key == "network.deny[0]" and "loopback" in e.value.problem
+    assert e.value.hint and "ports" in e.value.hint
+
+
+def test_port_scoped_loopback_deny_is_allowed():
+    p = load_policy_text("network:\n  deny:\n    - {cidr: 127.0.0.0/8, ports: [6379]}\n")
+    assert p.network.deny[0].ports == ((6379, 6379),)
+
+
+def test_builtin_loader_by_name():
+    assert policies.names() == ("default", "strict")
+    assert policies.load("strict") == builtin_policy("strict")
+    assert "name: default" in policies.text("default")
+    with pytest.raises(PolicyError, match="no built-in policy 'nope'"):
+        policies.load("nope")
+
+
+def test_strict_is_at_least_as_strict_as_default_on_exec():
+    d, s = builtin_policy("default").exec, builtin_policy("strict").exec
+    assert set(d.deny) <= set(s.deny) and set(d.deny_args) <= set(s.deny_args)
+    assert set(d.deny_program_args) <= set(s.deny_program_args)

@@ -106,7 +106,9 @@ class Engine:
                       "period_s": g.throttle_period_s}
         if pid is None:
             ladder = tuple(Action.KILL if a == Action.KILL_PROCESS else a for a in ladder)
-        key = (agent, rule, pid) if pid is not None and ladder[0] == Action.KILL_PROCESS else (agent, rule)
+        # a ladder that starts by killing one process is per process: (pid,
+        # start time), so a reused pid never inherits another process's step
+        key = (agent, rule, pid, start_ns) if pid is not None and ladder[0] == Action.KILL_PROCESS else (agent, rule)
         return self.escalator.breach(key, agent, rule, ladder, spec.grace_s, now, reason, pid=pid,
                                      start_ns=start_ns, monitor=monitor or self.monitor, detail=detail,
                                      sustained=sustained)

@@ -17,7 +17,8 @@ Each breach key (agent, rule[, pid]) climbs the rule's ladder, e.g.
     duration, so only a *repeated* violation steps up, and only when it comes
     ``grace_s`` or more after the last step. The state is kept for
     ``hold_s`` (at least twice the grace) after the last violation, then it
-    resets.
+    resets. A repeated violation at a ``kill-process`` step is killed again:
+    that action answers one event, it is not a state of the agent.
 
 * Clearing resets the ladder; a THROTTLE or FREEZE taken on the way is
   undone with one THAW decision (the actuator lifts both, CPU and GPU duty cycle).
@@ -97,7 +98,12 @@ class Escalator:
         if ladder != st.ladder:
             st.ladder = ladder
             st.step = min(st.step, len(ladder) - 1)
-        return self._step_up(st, now)
+        out = self._step_up(st, now)
+        if not out and not sustained and st.last_action == Action.KILL_PROCESS:
+            # a kill-process answers one event: a repeated violation (the
+            # kill raced an exec, a thread survived) is killed again
+            out = [st.decision()]
+        return out
 
     def _step_up(self, st: _State, now: float) -> list[Decision]:
         if st.step + 1 >= len(st.ladder) or now - st.stepped_at < st.grace_s:

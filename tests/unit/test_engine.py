@@ -290,3 +290,12 @@ def test_replace_policy_and_remove_agent():
     assert e.on_cgroup_sample("trainer", sample(mem=600 << 20), 2) == []
     e.remove_agent("trainer")
     assert e.on_event(exec_event(b"/tmp/xmrig", [b"xmrig"], verdict=Verdict.DENY, rule_id=5), 3) == []
+
+
+def test_reused_pid_running_a_tunnel_again_is_killed_again():
+    e = engine()
+    argv = [b"ssh", b"-R", b"1:h:2", b"h"]
+    first = e.on_event(kernel_exec(e, b"/usr/bin/ssh", argv, pid=77, start_ns=1), 1.0)
+    again = e.on_event(kernel_exec(e, b"/usr/bin/ssh", argv, pid=77, start_ns=2), 2.0)
+    assert [(d.action, d.pid, d.start_ns) for d in first] == [(Action.KILL_PROCESS, 77, 1)]
+    assert [(d.action, d.pid, d.start_ns) for d in again] == [(Action.KILL_PROCESS, 77, 2)]

@@ -154,6 +154,9 @@ def test_ladder_invariants(ops, sustained, grace, ladder):
                 level[dk] = -1
                 continue
             idx = ladder.index(d.action)
+            if d.action == KP and idx == level[dk]:
+                assert op == "report" and not sustained, "only a repeated violation is killed again"
+                continue
             if level[dk] == -1:
                 assert idx == 0, "a breach must start at the first step"
                 assert op == "report", "a new breach needs a report"
@@ -218,3 +221,14 @@ def test_seed_explicit_clear():
     ds = e.clear(("a", "r"), monitor=True)
     assert [(d.action, d.monitor) for d in ds] == [(Action.THAW, True)]
     assert e.clear(("a", "r")) == []
+
+
+def test_repeated_violation_at_kill_process_is_killed_again():
+    esc = Escalator()
+    key = ("agent", "exec.deny_program_args[0]", 10, 99)
+    assert report(esc, 0.0, ladder=(KP,), sustained=False, key=key, pid=10) == [KP]
+    assert report(esc, 0.1, ladder=(KP,), sustained=False, key=key, pid=10) == [KP]
+    # a sustained breach at kill-process is not repeated every sample
+    k2 = ("agent", "gpu.program", 11, 5)
+    assert report(esc, 0.0, ladder=(KP,), key=k2, pid=11) == [KP]
+    assert report(esc, 1.0, ladder=(KP,), key=k2, pid=11) == []

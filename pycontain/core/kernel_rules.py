@@ -129,22 +129,42 @@ def compile_policy(policy, resolved: dict[str, list[str]] | None = None) -> Kern
     return t
 
 
-def compile_report(policy) -> list[str]:
-    """One line per exec/network rule: enforced in the kernel, or in user space."""
+def compile_report(policy, resolved: dict[str, list[str]] | None = None) -> list[str]:
+    """One line per rule: enforced in the kernel (before the program runs /
+    EPERM), or in user space (the engine kills the process right after)."""
     out = []
-    tables = compile_policy(policy)
+    tables = compile_policy(policy, resolved)
     names = set(tables.rules.values())
+    kern_exec, user_exec = "kernel (killed before it runs)", "user space (killed right after exec)"
+    if policy.exec.mode == "allow-list":
+        out.append(f"exec.allow {list(policy.exec.allow)!r}: {user_exec}: the kernel maps hold deny entries only")
     for i, g in enumerate(policy.exec.deny):
         k = f"exec.deny[{i}]"
-        out.append(f"{k} {g!r}: " + ("kernel (killed before it runs)" if k in names else "user space (killed right after exec)"))
+        out.append(f"{k} {g!r}: " + (kern_exec if k in names else user_exec))
     for i, g in enumerate(policy.exec.deny_args):
         k = f"exec.deny_args[{i}]"
-        out.append(f"{k} {g!r}: " + ("kernel (killed before it runs)" if k in names else "user space (killed right after exec)"))
+        out.append(f"{k} {g!r}: " + (kern_exec if k in names else user_exec))
     for i, (prog, a) in enumerate(policy.exec.deny_program_args):
-        out.append(f"exec.deny_program_args[{i}] {prog} {a!r}: user space (killed right after exec)")
+        out.append(f"exec.deny_program_args[{i}] {prog} {a!r}: {user_exec}")
     for i, r in enumerate(policy.network.deny):
         k = f"network.deny[{i}]"
         out.append(f"{k}: " + ("kernel (EPERM)" if k in names else "user space (violation, kill-process)"))
+    if policy.network.default == "deny":
+        out.append("network.default deny: kernel (EPERM unless an allow entry covers the address)")
+        for i, r in enumerate(policy.network.allow):
+            limits = r.ports or r.protocol != "any"
+            where = "kernel (address)" + (" + user space (ports/protocol: kill-process)" if limits else "")
+            out.append(f"network.allow[{i}]: {where}")
+    if policy.network.deny_internal:
+        out.append("network.deny_internal: kernel (EPERM)")
+    if policy.network.deny_metadata:
+        out.append("network.deny_metadata: kernel (EPERM)")
+    if policy.sockets.deny_raw:
+        out.append("network.raw_socket: kernel (EPERM)")
+    if policy.sockets.deny_packet:
+        out.append("network.packet_socket: kernel (EPERM)")
+    if "stratum" in policy.network.detect:
+        out.append("network.stratum: kernel (packet dropped) + the policy's stratum action")
     return out
 
 

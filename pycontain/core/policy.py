@@ -306,6 +306,14 @@ def _parse(root: Node) -> Policy:
             deny_metadata=m["deny_metadata"].bool() if "deny_metadata" in m else False,
             detect=tuple(detect),
             resolve_interval_s=m["resolve_interval"].duration() if "resolve_interval" in m else 300.0)
+        if nw.default == "deny":
+            for i, r in enumerate(nw.allow):
+                if not (r.cidrs or r.hosts):
+                    raise m["allow"].seq()[i].error(
+                        "under default: deny an allow entry needs an address (cidr, host or nameservers): "
+                        "the kernel admits traffic by destination address",
+                        "to allow these ports to any address say so: cidrs: [0.0.0.0/0, '::/0'] "
+                        "(the port limit is then enforced in user space, by kill-process)")
 
     so = SocketPolicy()
     if "sockets" in top:

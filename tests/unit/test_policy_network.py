@@ -67,3 +67,15 @@ def test_strict_is_at_least_as_strict_as_default_on_exec():
     d, s = builtin_policy("default").exec, builtin_policy("strict").exec
     assert set(d.deny) <= set(s.deny) and set(d.deny_args) <= set(s.deny_args)
     assert set(d.deny_program_args) <= set(s.deny_program_args)
+
+
+def test_address_less_allow_under_default_deny_is_an_error():
+    with pytest.raises(PolicyError) as e:
+        load_policy_text("network:\n  default: deny\n  allow:\n    - {cidr: 127.0.0.0/8}\n    - {ports: [443]}\n")
+    assert e.value.line == 5 and e.value.key == "network.allow[1]" and "0.0.0.0/0" in e.value.hint
+    p = load_policy_text("network:\n  default: deny\n  allow:\n    - {cidrs: [0.0.0.0/0, '::/0'], ports: [443]}\n")
+    t = compile_policy(p)
+    assert kernel_verdict(t, "connect", daddr="198.51.100.1", dport=22) == 0      # the kernel admits the address
+    from pycontain.core.engine import Engine
+    assert Engine(p).user_net_rule("198.51.100.1", 22, "tcp")[0] == "network.default"   # user space the port
+    assert Engine(p).user_net_rule("198.51.100.1", 443, "tcp") is None

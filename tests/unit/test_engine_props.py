@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from pycontain.core.decisions import Action, Breach
 from pycontain.core.engine import Engine
-from pycontain.core.events import EventType, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, StratumEvent, Verdict
+from pycontain.core.events import EventType, ExecEvent, ExitEvent, ForkEvent, NetEvent, StratumEvent, Verdict
 from pycontain.core.policy import builtin_policy, load_policy_text
 
 from test_engine import AGENT_ID, header

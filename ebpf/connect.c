@@ -64,6 +64,19 @@ struct pc_sk_owner {
 	char comm[PC_COMM_LEN];
 };
 
+/* The owner of a socket is the task that connects or sends on it first;
+ * recorded in process context because later hooks (softirq) cannot ask. */
+static __always_inline void pc_owner_of_current(struct pc_sk_owner *o, u32 agent)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	o->agent = agent;
+	o->pid = pt >> 32;
+	o->tid = (u32)pt;
+	o->uid = (u32)bpf_get_current_uid_gid();
+	o->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
 /* socket cookie -> owner (written at connect/sendmsg, read by stratum.c) */
 BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_sk_owners, 16384);
 /* struct sock address -> owner, for agent TCP sockets from SYN_SENT to CLOSE */
@@ -152,13 +165,7 @@ static __always_inline void pc_remember_owner(void *ctx, u32 agent)
 	if (pc_sk_owners.lookup(&cookie))
 		return;   /* cookies are never reused: the first sender owns it */
 	struct pc_sk_owner o = {};
-	u64 pt = bpf_get_current_pid_tgid();
-	o.agent = agent;
-	o.pid = pt >> 32;
-	o.tid = (u32)pt;
-	o.uid = (u32)bpf_get_current_uid_gid();
-	o.cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(&o.comm, sizeof(o.comm));
+	pc_owner_of_current(&o, agent);
 	pc_sk_owners.update(&cookie, &o);
 }
 
@@ -388,13 +395,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		if (!agent)
 			return 0;
 		struct pc_sk_owner o = {};
-		u64 pt = bpf_get_current_pid_tgid();
-		o.agent = agent;
-		o.pid = pt >> 32;
-		o.tid = (u32)pt;
-		o.uid = (u32)bpf_get_current_uid_gid();
-		o.cgroup_id = bpf_get_current_cgroup_id();
-		bpf_get_current_comm(&o.comm, sizeof(o.comm));
+		pc_owner_of_current(&o, agent);
 		/* no event: the CONNECT record already reports the attempt */
 		pc_tcp_socks.update(&sk, &o);
 		return 0;

@@ -228,7 +228,7 @@ class Controller:
 
     def _record(self, rec: dict) -> None:
         self.audit.write(rec)
-        if rec.get("kind") in ("violation", "action"):
+        if rec.get("kind") in ("violation", "action", "gpu-use"):
             self.report(rec)
 
     # ---- the loop -------------------------------------------------------------
@@ -268,8 +268,16 @@ class Controller:
     def _gpu_step(self, now: float) -> None:
         from .gpu.loop import gpu_step
         sampler, rules = self.gpu
-        decisions = gpu_step(sampler, rules, self.engine, self.cgroups, now, state=self.state)
+        decisions = gpu_step(sampler, rules, self.engine, self.cgroups, now, state=self.state,
+                             on_use=self._record_gpu_use)
         self.apply(decisions)
+
+    def _record_gpu_use(self, sample, attributed) -> None:
+        from .gpu.loop import GpuUseLog
+        if not hasattr(self, "_gpu_use_log"):
+            self._gpu_use_log = GpuUseLog()
+        for rec in self._gpu_use_log.new_records(sample, attributed, time.time()):
+            self._record(rec)
 
     def _rewrite_tables(self) -> None:
         from .core.kernel_rules import compile_policy

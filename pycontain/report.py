@@ -39,6 +39,10 @@ def describe(rec: dict) -> str:
         return f"{rec.get('rule')}: {rec.get('reason')}"
     if kind == "action":
         return f"{rec.get('action')} → {rec.get('result')}"
+    if kind == "gpu-use":
+        util = f", SM {rec['sm_util']:.0f}%" if rec.get("sm_util") is not None else ""
+        return (f"GPU {rec.get('device')} ({rec.get('uuid')}) used by {rec.get('filename')} {who}: "
+                f"{rec.get('memory_bytes')} bytes{util}")
     return f"{kind} {who}"
 
 
@@ -58,6 +62,8 @@ class Reporter:
         if kind == "violation":
             tag = "[yellow]WOULD[/yellow]" if rec.get("monitor") else "[bold red]STOPPED[/bold red]"
             self.console.print(f"pycontain[{agent}] {tag} {text} [dim](action: {escape(str(rec.get('action')))})[/dim]")
+        elif kind == "gpu-use":
+            self.console.print(f"pycontain[{agent}] [cyan]GPU[/cyan] {text}")
         elif kind == "action":
             if self.verbose:
                 self.console.print(f"pycontain[{agent}] [magenta]ACTION[/magenta] {text}")

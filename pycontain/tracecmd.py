@@ -59,6 +59,27 @@ def _agent_cgroups(cgroups: list[str], socket_path: str | None) -> list[tuple[st
     return [(a["name"], a["cgroup"]) for a in snap.get("agents", [])]
 
 
+def _gpu_tracer(targets: list[tuple[str, str]]):
+    """GPU use of the traced cgroups (NVML), or None without NVML or targets."""
+    if not targets:
+        return None
+    from types import SimpleNamespace
+    from .gpu.loop import GpuUseLog
+    from .gpu.attribution import attribute
+    from .gpu.nvml import Nvml
+    from .gpu.sampler import GpuSampler
+    nvml = Nvml()
+    if not nvml.available:
+        return None
+    sampler, log = GpuSampler(nvml), GpuUseLog()
+    cgroups = {name: SimpleNamespace(v2_path=path, v1_paths={}) for name, path in targets}
+
+    def step() -> list[dict]:
+        sample = sampler.sample(time.monotonic())
+        return log.new_records(sample, attribute(sample, cgroups), time.time())
+    return step
+
+
 def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as_json: bool,
               duration: float | None) -> int:
     if os.geteuid() != 0:
@@ -82,7 +103,9 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
     out = sys.stdout
 
     def on_event(ev):
-        rec = event_record(ev, names.get(ev.h.agent_id, "host"), offset + ev.h.ts_ns / 1e9)
+        emit(event_record(ev, names.get(ev.h.agent_id, "host"), offset + ev.h.ts_ns / 1e9))
+
+    def emit(rec):
         if as_json:
             out.write(json.dumps(rec, ensure_ascii=True) + "\n")
             out.flush()
@@ -104,9 +127,15 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
             hdr = _row_table()
             hdr.add_row(*[f"[bold]{n}[/bold]" for n, _ in COLUMNS])
             console.print(hdr)
+        gpu = _gpu_tracer(targets)
         end = time.monotonic() + duration if duration else None
+        last_gpu = 0.0
         while not stop["now"] and (end is None or time.monotonic() < end):
             probes.poll(100)
+            if gpu and time.monotonic() - last_gpu >= 1.0:
+                last_gpu = time.monotonic()
+                for rec in gpu():
+                    emit(rec)
         probes.poll(0)
         lost = probes.lost_kernel()
         if lost or probes.user_lost:

@@ -82,11 +82,17 @@ def attribute(sample: GpuSample, cgroups: dict, lookup=None, proc_root: str = "/
         if agent is None:
             continue
         info = lookup(p.pid) if lookup else None
+        exe, cmdline = _exe(p.pid, proc_root)
         if info is not None:
             filename, argv = info.filename, info.argv
             start_ns, unapproved, exec_ts = info.start_ns, info.unapproved_connect_ns, info.exec_ts_ns
+            # the kernel's exec record may not have been processed yet (the
+            # record is still the fork copy of the parent): the image running
+            # now, from /proc, is what uses the GPU
+            if exe and os.path.realpath(filename.decode(errors="replace")) != exe.decode(errors="replace"):
+                filename, argv = exe, cmdline
         else:
-            filename, argv = _exe(p.pid, proc_root)
+            filename, argv = exe, cmdline
             start_ns, unapproved, exec_ts = None, None, 0
         out.append(AttributedGpuProcess(agent=agent, pid=p.pid, start_ns=start_ns, device=p.device,
                                         used_memory_bytes=p.used_memory_bytes, sm_util=p.sm_util,

@@ -54,6 +54,11 @@ def test_sustained_sm_util_is_throttled_then_killed(privileged, tmp_path):
         viol = [x for x in recs if x["kind"] == "violation" and x["rule"] == "gpu.sm_util"]
         acts = [x["action"] for x in recs if x["kind"] == "action" and x["rule"] == "gpu.sm_util"]
         assert viol and acts[:1] == ["throttle"] and "kill" in acts, recs
+        # which agent used which GPU, how much, through which program
+        use = [x for x in recs if x["kind"] == "gpu-use"]
+        assert use and use[0]["agent"] == "gpu" and use[0]["device"] == 0 and use[0]["uuid"] == "GPU-e2e"
+        assert use[0]["filename"] == str(burn) and use[0]["memory_bytes"] == 1000000
+        assert "GPU 0 (GPU-e2e) used by" in r.stderr
         assert outside.poll() is None, "a process outside the agent was touched"
     finally:
         outside.kill()
@@ -88,3 +93,24 @@ def test_required_gpu_without_driver_refuses_to_start(privileged, tmp_path):
     r = subprocess.run(PYCONTAIN + ["run", "--allow-no-gpu", "--policy", str(pol), "--", "true"], env=env,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_trace_says_which_agent_uses_which_gpu(privileged, tmp_path):
+    from pycontain.cgroups import AgentCgroup
+    from pycontain.launch import launch
+    burn = prog(tmp_path, "gpu-burn")
+    scen = tmp_path / "scenario.txt"
+    scen.write_text("device 0 uuid=GPU-trace\nprocess device=0 comm=gpu-burn mem=4096 sm=42\n")
+    cg = AgentCgroup.create("gputrace")
+    p = subprocess.Popen(PYCONTAIN + ["trace", "--cgroup", cg.v2_path, "--json", "--duration", "5"],
+                         env=env_for(scen), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        agent = launch([str(burn), "30"], cg)
+        out, err = p.communicate(timeout=30)
+        recs = [json.loads(l) for l in out.splitlines() if l.strip()]
+        use = [r for r in recs if r["kind"] == "gpu-use"]
+        assert use, err
+        assert (use[0]["pid"], use[0]["uuid"], use[0]["memory_bytes"], use[0]["sm_util"]) == (agent.pid, "GPU-trace", 4096, 42.0)
+        assert use[0]["filename"] == str(burn)
+    finally:
+        cg.remove()

@@ -189,8 +189,11 @@ class Engine:
         return None
 
     def _approved(self, daddr: str, dport: int, proto: str) -> bool:
-        """Unapproved destinations: hit by a deny rule, or not covered by
-        network.allow; with no allow list, anything but loopback."""
+        """Unapproved destinations: denied by the kernel (handled by the
+        caller), hit by a deny rule, or, when the policy has an allow list,
+        not covered by it. Without an allow list nothing else is unapproved:
+        the default policy must leave a typical agent (download data, then
+        train on the GPU) running unchanged."""
         try:
             addr = ipaddress.ip_address(daddr)
         except ValueError:
@@ -199,10 +202,7 @@ class Engine:
             return False
         if self.policy.network.allow:
             return self._net_allow(addr, dport, proto)
-        # no allow list: only the node itself is approved
-        if addr.version == 6 and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        return addr.is_loopback
+        return True
 
     @staticmethod
     def _covers(r, nets, addr, port, proto) -> bool:

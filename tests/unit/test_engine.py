@@ -172,7 +172,9 @@ def test_unapproved_connect_is_recorded_and_inherited():
     e.on_event(exec_event(b"/usr/bin/python3", [b"python3"], pid=10, start_ns=10), 1.0)
     e.on_event(net_event("127.0.0.1", 8080, pid=10, ts_ns=100), 1.0)
     assert e.processes.lookup(10).unapproved_connect_ns is None            # loopback is approved
-    e.on_event(net_event("198.51.100.5", 22, pid=10, ts_ns=200), 1.0)
+    e.on_event(net_event("198.51.100.5", 443, pid=10, ts_ns=150), 1.0)
+    assert e.processes.lookup(10).unapproved_connect_ns is None            # no allow list: plain HTTPS is fine
+    e.on_event(net_event("198.51.100.5", 3333, pid=10, ts_ns=200), 1.0)    # a pool port the policy denies
     assert e.processes.lookup(10).unapproved_connect_ns == 200
     e.on_event(fork_event(10, 11, 300), 1.0)
     e.on_event(exec_event(b"/tmp/gpu-job", [b"gpu-job"], pid=11, start_ns=301, ppid=10, ts_ns=302), 1.0)
@@ -192,7 +194,7 @@ def test_allow_list_defines_approved():
 def test_reused_pid_does_not_inherit():
     e = engine()
     e.on_event(exec_event(b"/usr/bin/a", [b"a"], pid=10, start_ns=1), 1.0)
-    e.on_event(net_event("198.51.100.5", 22, pid=10, ts_ns=5), 1.0)
+    e.on_event(net_event("198.51.100.5", 3333, pid=10, ts_ns=5), 1.0)
     e.on_event(ExitEvent(h=header(EventType.EXIT, pid=10, start_ns=1), exit_code=0), 1.0)
     e.on_event(exec_event(b"/usr/bin/b", [b"b"], pid=10, start_ns=50, ppid=1), 1.0)
     assert e.processes.lookup(10).unapproved_connect_ns is None

@@ -120,7 +120,7 @@ def test_reused_pids_never_mix(ops):
             del truth[pid]
         elif op == "connect" and pid in truth:
             e.on_event(NetEvent(h=header(EventType.CONNECT, pid=pid, start_ns=0, ts_ns=1), family=2, protocol=6,
-                                daddr="198.51.100.9", dport=22, saddr="", sport=0), 0.0)
+                                daddr="198.51.100.9", dport=3333, saddr="", sport=0), 0.0)
             s, f, _ = truth[pid]
             truth[pid] = (s, f, True)
         for p, (s, f, connected) in truth.items():

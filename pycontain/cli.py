@@ -88,26 +88,35 @@ def policy():
 
 @policy.command("check")
 @click.argument("file")
-def policy_check(file):
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result, with where each rule is enforced.")
+def policy_check(file, as_json):
     """Validate FILE; exit 2 with file:line: key: problem if it is invalid."""
-    from .core.kernel_rules import compile_policy
+    from .core.kernel_rules import compile_policy, compile_report
     from .core.policy import load_policy
     p = load_policy(file)
     compile_policy(p)
-    click.echo(f"{file}: OK (policy {p.name!r}, mode {p.mode})")
+    if as_json:
+        click.echo(json.dumps({"file": file, "ok": True, "policy": p.name, "mode": p.mode,
+                               "enforcement": compile_report(p)}))
+    else:
+        click.echo(f"{file}: OK (policy {p.name!r}, mode {p.mode})")
 
 
 @policy.command("show")
 @click.argument("file", required=False)
 @click.option("--builtin", default=None, help="Show a built-in policy: default or strict.")
-def policy_show(file, builtin):
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of YAML.")
+def policy_show(file, builtin, as_json):
     """Print the effective policy (defaults merged) as YAML."""
     import yaml
     from .core.policy import builtin_policy, load_policy, policy_to_dict
     if file and builtin:
         raise UsageError("give FILE or --builtin, not both")
     p = load_policy(file) if file else builtin_policy(builtin or "default")
-    click.echo(yaml.safe_dump(policy_to_dict(p), sort_keys=False), nl=False)
+    if as_json:
+        click.echo(json.dumps(policy_to_dict(p), indent=2))
+    else:
+        click.echo(yaml.safe_dump(policy_to_dict(p), sort_keys=False), nl=False)
 
 
 # ---- daemon and its controls ------------------------------------------------

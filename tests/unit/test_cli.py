@@ -72,3 +72,19 @@ def test_unreadable_policy(tmp_path):
 def test_usage_error_exit_2():
     assert cli("run").returncode == 2
     assert cli("no-such-command").returncode == 2
+
+
+def test_policy_show_and_check_json_agree_with_yaml(tmp_path):
+    import json as _json
+
+    import yaml
+    y = cli("policy", "show", "--builtin", "strict")
+    j = cli("policy", "show", "--builtin", "strict", "--json")
+    assert y.returncode == 0 and j.returncode == 0
+    assert yaml.safe_load(y.stdout) == _json.loads(j.stdout)
+    p = tmp_path / "shown.yaml"
+    p.write_text(y.stdout)              # what show prints loads back
+    c = cli("policy", "check", str(p), "--json")
+    rep = _json.loads(c.stdout)
+    assert c.returncode == 0 and rep["ok"] and rep["policy"] == "strict"
+    assert any("kernel" in line for line in rep["enforcement"])

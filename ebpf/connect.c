@@ -221,7 +221,7 @@ static __always_inline int pc_net_decide(void *ctx, struct pc_config *cfg, u32 a
 	e->_pad0 = 0;
 	__builtin_memcpy(e->daddr, daddr16, 16);
 	__builtin_memcpy(e->saddr, saddr16, 16);
-	pc_events.ringbuf_submit(e, 0);
+	pc_submit(e, &e->h);
 	return ret;
 }
 
@@ -363,7 +363,7 @@ static __always_inline void pc_tcp_emit(struct pc_tcp_args *a, struct pc_sk_owne
 	e->dport = a->dport;
 	__builtin_memcpy(e->saddr, a->saddr, 16);
 	__builtin_memcpy(e->daddr, a->daddr, 16);
-	pc_events.ringbuf_submit(e, 0);
+	pc_submit(e, &e->h);
 }
 
 /* Relies on: inet_sock_set_state(SYN_SENT) fires from tcp_v4/v6_connect in

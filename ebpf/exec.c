@@ -227,7 +227,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		}
 	}
 	/* The verdict is enforced above even if the record cannot be queued. */
-	if (pc_events.ringbuf_output(e, sizeof(*e), 0))
+	if (pc_events.ringbuf_output(e, sizeof(*e), pc_wake_flags(&e->h)))
 		pc_count_lost();
 	return 0;
 }
@@ -252,7 +252,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	f->_pad0 = 0;
 	if (pc_read_u32(child, PC_OFF_TASK_TGID) == pc_read_u32(parent, PC_OFF_TASK_TGID))
 		f->h.flags |= PC_F_THREAD;
-	pc_events.ringbuf_submit(f, 0);
+	pc_submit(f, &f->h);
 	return 0;
 }
 #else
@@ -270,7 +270,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	pc_fill_header(&f->h, PC_EV_FORK, agent);
 	f->child_pid = args->child_pid;
 	f->_pad0 = 0;
-	pc_events.ringbuf_submit(f, 0);
+	pc_submit(f, &f->h);
 	return 0;
 }
 #endif
@@ -303,6 +303,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if (x->h.pid != x->h.tid)
 		x->h.flags |= PC_F_THREAD;
 #endif
-	pc_events.ringbuf_submit(x, 0);
+	pc_submit(x, &x->h);
 	return 0;
 }

@@ -35,7 +35,7 @@ static __always_inline void pc_socket_emit(u32 agent, u8 verdict, u32 rule, u16 
 	e->type = type;
 	e->protocol = protocol;
 	e->_pad0 = 0;
-	pc_events.ringbuf_submit(e, 0);
+	pc_submit(e, &e->h);
 }
 
 /* Relies on: BPF_CGROUP_INET_SOCK_CREATE runs in inet_create/inet6_create in

@@ -348,6 +348,6 @@ int pc_stratum_egress(struct __sk_buff *skb)
 		if (k >= len)
 			e->payload[k] = 0;   /* no stale bytes of other flows in the record */
 	}
-	pc_events.ringbuf_submit(e, 0);
+	pc_submit(e, &e->n.h);
 	return ret;
 }

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 HOOK_FILES = ("exec.c", "connect.c", "socket.c", "stratum.c")
 TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+# Longest an ordinary (non-urgent) record waits in the ring before the
+# consumer drains it; see Probes.poll and pc_wake_flags in ebpf/common.bpf.h.
+DRAIN_MS = 50
 
 
 def ebpf_dir() -> Path:
@@ -375,10 +378,19 @@ class Probes:
         return 0
 
     def poll(self, timeout_ms: int = 100) -> int:
+        """Wait up to ``timeout_ms`` (at most DRAIN_MS) for an urgent record,
+        then drain the ring. Returns the number of records handled.
+
+        The kernel queues ordinary records without waking us (pc_wake_flags in
+        ebpf/common.bpf.h), so the wait is capped and always followed by a
+        drain: an ordinary record reaches user space within DRAIN_MS."""
         if self.bpf is None:
             return 0
         before = self._handled + self.user_lost
-        self.bpf.ring_buffer_poll(timeout_ms)
+        wait = DRAIN_MS if timeout_ms < 0 else min(timeout_ms, DRAIN_MS)
+        if wait:
+            self.bpf.ring_buffer_poll(wait)
+        self.bpf.ring_buffer_consume()
         return self._handled + self.user_lost - before
 
     def lost_kernel(self) -> int:

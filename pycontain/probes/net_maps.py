@@ -140,12 +140,12 @@ def rule_slot_ids(rules: dict[int, str]) -> list[int]:
 def write_net_tables(bpf, tables: KernelTables) -> None:
     """Make the network maps hold exactly `tables` (add first, then prune)."""
     slots = rule_slot_ids(tables.rules)
-    t = bpf["pc_net_rules"]
+    t = bpf[b"pc_net_rules"]
     for i, rid in enumerate(slots):
         t[ctypes.c_int(i)] = ctypes.c_uint32(rid)
     _write_ports(bpf, port_rows(tables.ports))
     for name, want in net_trie_contents(tables).items():
-        _write_trie(bpf[name], want)
+        _write_trie(bpf[name.encode()], want)
 
 
 def _write_trie(table, want: dict[tuple[int, bytes], int]) -> None:
@@ -171,7 +171,7 @@ _WRITTEN = "_pc_ports_written"   # attribute on the BPF object: ports set by the
 
 def _write_ports(bpf, rows: dict[int, tuple[int, int]]) -> None:
     """A fresh pc_ports is all zeros, so only ports written before need clearing."""
-    table = bpf["pc_ports"]
+    table = bpf[b"pc_ports"]
     stale = set(getattr(bpf, _WRITTEN, ())) - set(rows)
     if stale or rows:
         entries = [(p, rows[p]) for p in sorted(rows)] + [(p, (0, 0)) for p in sorted(stale)]

@@ -284,7 +284,7 @@ def test_programs_already_on_the_cgroup_keep_running(net_agent, testhost):
         probes.untrack_cgroup(path)
         after = net_agent.python(CONNECT, testhost.peer_ip4, "3333")
         assert (denied.out, after.out) == ("EPERM", "ECONNREFUSED")   # nothing listens on 3333
-        assert other["calls"][ctypes.c_int(0)].value == 2              # it saw both connects
+        assert other[b"calls"][ctypes.c_int(0)].value == 2              # it saw both connects
     finally:
         BPF.detach_func(fn, fd, BPFAttachType.CGROUP_INET4_CONNECT)
         os.close(fd)

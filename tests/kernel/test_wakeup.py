@@ -1,0 +1,80 @@
+"""Adaptive ring-buffer wake-up (pc_wake_flags in ebpf/common.bpf.h).
+
+Ordinary records are queued without waking the consumer, which drains the ring
+on a short timer; a verdict wakes it at once. Checked from outside: what a
+consumer blocked in the kernel's ring-buffer wait actually receives.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from pycontain.core.events import EventType, NetEvent, Verdict
+
+UDP_SEND = r"""
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print(outcome(lambda: s.sendto(b"x", ("127.0.0.1", int(sys.argv[1]))) and None))
+"""
+
+
+def _udp_sink() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def _blocked_wait(probes, seconds: float) -> tuple[threading.Thread, list[float]]:
+    """A consumer blocked in the kernel wait itself (no drain timer)."""
+    woke: list[float] = []
+
+    def wait():
+        probes.bpf.ring_buffer_poll(int(seconds * 1000))
+        woke.append(time.monotonic())
+    th = threading.Thread(target=wait, daemon=True)
+    th.start()
+    time.sleep(0.2)   # let it enter epoll_wait
+    return th, woke
+
+
+def test_ordinary_records_wait_for_the_drain_not_wake_the_consumer(net_agent):
+    probes = net_agent.probes
+    probes.bpf[b"pc_wake"].clear()   # no CPU is near its every-Nth forced wake-up
+    sink = _udp_sink()
+    try:
+        th, woke = _blocked_wait(probes, 3.0)
+        t0 = time.monotonic()
+        r = net_agent.python(UDP_SEND, str(sink.getsockname()[1]))
+        assert r.returncode == 0 and r.out == "ok", r
+        th.join(5)
+        # nothing woke the blocked wait: it ran to its own timeout
+        assert woke and woke[0] - t0 > 2.0
+        assert sink.recv(16) == b"x"
+        # Probes.poll drains what was queued silently
+        probes.poll(0)
+        sends = [e for e in net_agent.events if isinstance(e, NetEvent) and e.h.type is EventType.SEND
+                 and e.dport == sink.getsockname()[1]]
+        assert sends and sends[0].h.verdict is Verdict.ALLOW
+    finally:
+        sink.close()
+
+
+def test_a_verdict_wakes_the_consumer_at_once(net_agent):
+    probes = net_agent.probes
+    sink = _udp_sink()
+    port = sink.getsockname()[1]
+    net_agent.tables(rules={30: "network.deny_ports[0]"}, ports={port: (0, 30)})
+    probes.bpf[b"pc_wake"].clear()
+    try:
+        th, woke = _blocked_wait(probes, 10.0)
+        t0 = time.monotonic()
+        r = net_agent.python(UDP_SEND, str(port))
+        assert r.out == "EPERM", r
+        th.join(12)
+        # woken by the denied send, long before the 10 s timeout
+        assert woke and woke[0] - t0 < 5.0
+        denied = [e for e in net_agent.events if isinstance(e, NetEvent) and e.dport == port]
+        assert denied and denied[0].h.verdict is Verdict.DENY and denied[0].h.rule_id == 30
+    finally:
+        sink.close()

@@ -272,7 +272,7 @@ def test_programs_already_on_the_cgroup_keep_running(net_agent, testhost):
 
     probes, path = net_agent.probes, net_agent.path
     probes.untrack_cgroup(path)
-    other = BPF(text=FOREIGN)
+    other = BPF(text=FOREIGN.encode())
     fn = other.load_func(b"foreign_connect4", BPFProgType.CGROUP_SOCK_ADDR,
                          attach_type=BPFAttachType.CGROUP_INET4_CONNECT)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

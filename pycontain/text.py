@@ -8,7 +8,12 @@ agent-supplied ever becomes a Prometheus label.
 
 from __future__ import annotations
 
+import re
+
 MAX_TEXT = 4096
+# what _escape_char changes: most text has none of it and is returned as is
+_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_KEEP_BACKSLASH = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape_char(ch: str) -> str:
@@ -21,6 +26,10 @@ def _escape_char(ch: str) -> str:
         # line separators and bidi overrides can disguise what a terminal shows
         return f"\\u{o:04x}"
     return ch
+
+
+def _escape_match(m: re.Match) -> str:
+    return _escape_char(m.group())
 
 
 def safe_text(value: bytes | str | None, limit: int = MAX_TEXT) -> str:
@@ -36,9 +45,9 @@ def safe_text(value: bytes | str | None, limit: int = MAX_TEXT) -> str:
         value = bytes(value).decode("utf-8", errors="backslashreplace")
         # backslashreplace already escaped bad bytes; escape the rest below but
         # keep those escapes intact
-        out = "".join(_escape_char(c) if c != "\\" else c for c in value)
+        out = _UNSAFE_KEEP_BACKSLASH.sub(_escape_match, value)
     else:
-        out = "".join(_escape_char(c) for c in value)
+        out = _UNSAFE.sub(_escape_match, value)
     if len(out) > limit:
         dropped = len(out) - limit
         out = out[:limit] + f"…[+{dropped}]"

@@ -9,12 +9,15 @@ baseline measured in the same run:
 * exec loop (fork+exec /bin/true) and connect loop (TCP connect to a loopback
   listener): bare; in the agent cgroup with nothing loaded (what the nested
   cgroup itself costs); with pycontain loaded but the process untracked; and
-  inside the tracked agent cgroup. Each configuration is run in interleaved rounds and
-  the median is kept, so drift on a shared 2-core VM hits all equally.
+  inside the tracked agent cgroup, with the real controller (default policy,
+  engine, audit log to a file) consuming the events. Each configuration is run
+  in interleaved rounds and the median is kept, so drift on a shared 2-core VM
+  hits all equally.
 * flood: tracked agent processes generate events as fast as they can (TCP
   connects and forks); events produced and delivered per second and events
   lost (kernel ring buffer + user space).
-* time from Probes() to ready (compiled, attached, tables written).
+* time from Controller.start() to ready (compiled, attached, tables written,
+  NVML and DNS overlapped).
 * controller RSS after load.
 """
 
@@ -100,33 +103,48 @@ def load_probes(pages: int = 4096):
     return probes, time.perf_counter() - t0
 
 
+def start_controller(audit_path: str):
+    """The real `pycontain run` controller with the default policy: decode,
+    engine, audit log (to a file) and state, everything an agent's events cost."""
+    from pycontain.audit import AuditLog
+    from pycontain.controller import Controller
+    from pycontain.core.policy import builtin_policy
+    from pycontain.state import NodeState
+    ctl = Controller(builtin_policy("default"), audit=AuditLog(audit_path), state=NodeState(),
+                     allow_no_gpu=True)
+    ctl.start()
+    return ctl
+
+
 def overhead_round(args, port: int, cg, res: dict, ready: list) -> None:
     """One interleaved round: bare (nothing loaded), then loaded-untracked and
-    agent with the probes loaded and the ring buffer drained."""
+    agent with the real controller running its loop."""
     n = {"exec": args.exec_n, "connect": args.connect_n}
     for mode in ("exec", "connect"):
         res[mode]["bare"].append(loop_rate(mode, n[mode], port, None))
         # the same agent cgroup with nothing loaded: what the cgroup itself costs
         res[mode]["cgroup"].append(loop_rate(mode, n[mode], port, cg.procs_files()))
-    probes, t = load_probes()
-    ready.append(t)
-    try:
-        probes.track_cgroup(cg.v2_path, 1)
-        probes.on_event = lambda ev: None
-        stop = threading.Event()
+    with tempfile.NamedTemporaryFile(prefix="pycontain-bench-", suffix=".jsonl") as audit:
+        ctl = start_controller(audit.name)
+        ready.append(ctl.started_ready_s)
+        try:
+            ctl.add_agent("bench", cg, apply_budgets=False)
+            stop = threading.Event()
 
-        def drain():
-            while not stop.is_set():
-                probes.poll(50)
-        th = threading.Thread(target=drain, daemon=True)
-        th.start()
-        for mode in ("exec", "connect"):
-            res[mode]["untracked"].append(loop_rate(mode, n[mode], port, None))
-            res[mode]["agent"].append(loop_rate(mode, n[mode], port, cg.procs_files()))
-        stop.set()
-        th.join()
-    finally:
-        probes.close()
+            def loop():
+                while not stop.is_set():
+                    ctl.step(100)
+            th = threading.Thread(target=loop, daemon=True)
+            th.start()
+            for mode in ("exec", "connect"):
+                res[mode]["untracked"].append(loop_rate(mode, n[mode], port, None))
+                res[mode]["agent"].append(loop_rate(mode, n[mode], port, cg.procs_files()))
+            stop.set()
+            th.join()
+            res["audit_records"].append(sum(1 for _ in open(audit.name)))
+        finally:
+            ctl.cgroups.clear()    # the bench owns the cgroup
+            ctl.close()
 
 
 FLOOD = r"""
@@ -188,6 +206,7 @@ def main() -> int:
     port = srv.getsockname()[1]
     cg = AgentCgroup.create("bench")
     res = {m: {"bare": [], "cgroup": [], "untracked": [], "agent": []} for m in ("exec", "connect")}
+    res["audit_records"] = []
     ready: list[float] = []
     rss0 = rss_mb()
     try:
@@ -203,6 +222,7 @@ def main() -> int:
     finally:
         srv.close()
         cg.remove()
+    audit_records = res.pop("audit_records")
     med = {m: {k: statistics.median(v) for k, v in d.items()} for m, d in res.items()}
     base = {m: med[m]["bare"] for m in med}
     ov = med
@@ -220,6 +240,7 @@ def main() -> int:
             "exec_agent_vs_cgroup": round(1 - ov["exec"]["agent"] / ov["exec"]["cgroup"], 4),
             "connect_agent_vs_cgroup": round(1 - ov["connect"]["agent"] / ov["connect"]["cgroup"], 4),
         },
+        "audit_records_per_round": round(statistics.median(audit_records)),
         "flood": fl,
         "ready_s": round(ready, 2),
         "rss_mb": {"before_load": round(rss0, 1), "after_load": round(rss_loaded, 1),

@@ -23,6 +23,7 @@ from .escalation import Escalator
 from .events import (Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent,
                      Verdict)
 from .kernel_rules import compile_policy
+from .matchers import GlobList
 from .policy_args import program_args, program_identity
 from .processes import ProcessTable
 from .samples import CgroupSample
@@ -30,6 +31,7 @@ from .samples import CgroupSample
 CPU_BREACH_RATIO = 0.95
 PIDS_BREACH_RATIO = 0.95
 KERNEL_DONE = (Action.DENY, Action.KILL_PROCESS)   # exec/connect: the kernel already did these
+NET_CACHE_MAX = 4096   # destinations whose verdict is remembered until the policy or DNS changes
 
 
 class Engine:
@@ -53,11 +55,17 @@ class Engine:
         self.rules = compile_policy(policy, self.resolved).rules
         kernel_names = set(self.rules.values())
         ex = policy.exec
-        self._user_exec = [(f"exec.deny[{i}]", g) for i, g in enumerate(ex.deny) if f"exec.deny[{i}]" not in kernel_names]
-        self._user_args = [(f"exec.deny_args[{i}]", g) for i, g in enumerate(ex.deny_args)
-                           if f"exec.deny_args[{i}]" not in kernel_names]
+        self._exec_allow = GlobList(("exec.allow", g) for g in ex.allow)
+        self._user_exec = GlobList((f"exec.deny[{i}]", g) for i, g in enumerate(ex.deny)
+                                   if f"exec.deny[{i}]" not in kernel_names)
+        self._user_args = GlobList((f"exec.deny_args[{i}]", g) for i, g in enumerate(ex.deny_args)
+                                   if f"exec.deny_args[{i}]" not in kernel_names)
         self._prog_args = [(f"exec.deny_program_args[{i}]", p, a) for i, (p, a) in enumerate(ex.deny_program_args)]
+        self._prog_names = GlobList((rule, p) for rule, p, _a in self._prog_args)
         self._nets = self._net_rules(policy)
+        # agents talk to the same few destinations over and over: their
+        # verdict depends only on the policy and DNS, both fixed until here
+        self._net_cache: dict[tuple[str, int, str], tuple[bool, tuple[str, str] | None]] = {}
 
     def set_resolved(self, resolved: Mapping[str, list[str]]) -> None:
         self.resolved = dict(resolved)
@@ -171,16 +179,19 @@ class Engine:
 
         def match(glob: str, p: str, b: str) -> bool:
             return fnmatch.fnmatchcase((p if "/" in glob else b).lower(), glob.lower())
-        if ex.mode == "allow-list" and not any(match(g, path, base) for g in ex.allow):
+        if ex.mode == "allow-list" and self._exec_allow.first(path, base) is None:
             return "exec.allow", "not on the exec allow-list"
-        for rule, g in self._user_exec:
-            if match(g, path, base):
-                return rule, f"matches {g!r}"
-        for rule, g in self._user_args:
-            if any(fnmatch.fnmatchcase(a.lower(), g.lower()) for a in args):
-                return rule, f"an argument matches {g!r}"
+        hit = self._user_exec.first(path, base)
+        if hit is not None:
+            return hit[0], f"matches {hit[1]!r}"
+        hit = self._user_args.first_arg(args)
+        if hit is not None:
+            return hit[0], f"an argument matches {hit[1]!r}"
         if self._prog_args:
             prog_base, prog_rest = program_identity(path, args)
+            if self._prog_names.first(path, prog_base) is None and \
+                    (prog_base == base or self._prog_names.first(path, base) is None):
+                return None   # no program-scoped rule names this program
             prog_tokens = program_args(prog_base, prog_rest)
             for rule, prog, g in self._prog_args:
                 if (match(prog, path, prog_base) or (prog_base != base and match(prog, path, base))) \
@@ -250,17 +261,29 @@ class Engine:
         # network hooks cannot read the task's start time: match by the live pid
         info = self.processes.lookup(h.pid) or self.processes.ensure(h.pid, h.start_ns, agent, h.ppid)
         dest = f"{ev.daddr}:{ev.dport}/{proto}"
-        approved = h.verdict == Verdict.ALLOW and self._approved(ev.daddr, ev.dport, proto)
+        if h.verdict != Verdict.ALLOW:
+            if info.unapproved_connect_ns is None:
+                info.unapproved_connect_ns = h.ts_ns
+            return self._kernel_violation(ev, agent, now, "network", f"{ev.kind} to {dest} denied in the kernel (EPERM)")
+        approved, hit = self._net_verdict(ev.daddr, ev.dport, proto)
         if not approved and info.unapproved_connect_ns is None:
             info.unapproved_connect_ns = h.ts_ns
-        if h.verdict != Verdict.ALLOW:
-            return self._kernel_violation(ev, agent, now, "network", f"{ev.kind} to {dest} denied in the kernel (EPERM)")
-        hit = self.user_net_rule(ev.daddr, ev.dport, proto)
         if hit is None:
             return []
         rule, why = hit
         return self._escalate(agent, rule, "network", now, f"{ev.kind} to {dest}: {why}", pid=h.pid,
                               start_ns=info.start_ns, detail={"user_space": True})
+
+    def _net_verdict(self, daddr: str, dport: int, proto: str) -> tuple[bool, tuple[str, str] | None]:
+        """(approved, user-space rule hit) for a destination the kernel allowed."""
+        key = (daddr, dport, proto)
+        got = self._net_cache.get(key)
+        if got is None:
+            if len(self._net_cache) >= NET_CACHE_MAX:
+                self._net_cache.clear()
+            got = self._net_cache[key] = (self._approved(daddr, dport, proto),
+                                          self.user_net_rule(daddr, dport, proto))
+        return got
 
     def _on_stratum(self, ev: StratumEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes as C
 import enum
 import ipaddress
+import socket
+import struct
 from dataclasses import dataclass, field
 
 COMM_LEN = 16
@@ -257,27 +259,40 @@ class StratumEvent(NetEvent):
 def _addr(family: int, raw) -> str:
     b = bytes(raw)
     if family == 2:
-        return str(ipaddress.IPv4Address(b[:4]))
+        return socket.inet_ntop(socket.AF_INET, b[:4])
     if family == 10:
         a = ipaddress.IPv6Address(b[:16])
         return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
     return ""
 
 
-def _header(c: CHeader) -> Header:
-    try:
-        verdict = Verdict(c.verdict)
-    except ValueError:
-        verdict = Verdict.ALLOW
+# struct pc_header as one unpack (the layout test checks it against CHeader):
+# every record starts with it, so decoding it is the hot path
+_HEADER = struct.Struct(f"<BBH7I3Q{COMM_LEN}s")
+_TYPES = {t.value: t for t in EventType}
+_VERDICTS = {v.value: v for v in Verdict}
+_FLAGS: dict[int, Flag] = {}
+
+
+def _flag(bits: int) -> Flag:
+    f = _FLAGS.get(bits)
+    if f is None:
+        f = _FLAGS[bits] = Flag(bits)
+    return f
+
+
+def _header_at(data: bytes, offset: int = 0) -> Header:
+    (etype, verdict, flags, rule_id, pid, tid, ppid, uid, agent_id, _pad,
+     ts_ns, start_ns, cgroup_id, comm) = _HEADER.unpack_from(data, offset)
     return Header(
-        type=EventType(c.type), verdict=verdict, flags=Flag(c.flags), rule_id=c.rule_id,
-        pid=c.pid, tid=c.tid, ppid=c.ppid, uid=c.uid, agent_id=c.agent_id,
-        ts_ns=c.ts_ns, start_ns=c.start_ns, cgroup_id=c.cgroup_id, comm=bytes(c.comm),
+        type=_TYPES[etype], verdict=_VERDICTS.get(verdict, Verdict.ALLOW), flags=_flag(flags),
+        rule_id=rule_id, pid=pid, tid=tid, ppid=ppid, uid=uid, agent_id=agent_id,
+        ts_ns=ts_ns, start_ns=start_ns, cgroup_id=cgroup_id, comm=comm.split(b"\0", 1)[0],
     )
 
 
-def _net(c: CNet) -> dict:
-    return dict(h=_header(c.h), family=c.family, protocol=c.protocol,
+def _net(c: CNet, data: bytes) -> dict:
+    return dict(h=_header_at(data), family=c.family, protocol=c.protocol,
                 daddr=_addr(c.family, c.daddr), dport=c.dport,
                 saddr=_addr(c.family, c.saddr), sport=c.sport)
 
@@ -309,25 +324,25 @@ def decode(data: bytes) -> Event:
         args = data[off: off + min(c.args_len, ARGS_LEN)]
         argv = tuple(args.rstrip(b"\0").split(b"\0")) if args.strip(b"\0") else ()
         fname = bytes(c.filename)[: min(c.filename_len, FILENAME_LEN)].split(b"\0", 1)[0]
-        return ExecEvent(h=_header(c.h), filename=fname, argv=argv, argc=c.argc)
+        return ExecEvent(h=_header_at(data), filename=fname, argv=argv, argc=c.argc)
     if etype is EventType.FORK:
         c = _from(CFork, data)
-        return ForkEvent(h=_header(c.h), child_pid=c.child_pid)
+        return ForkEvent(h=_header_at(data), child_pid=c.child_pid)
     if etype is EventType.EXIT:
         c = _from(CExit, data)
-        return ExitEvent(h=_header(c.h), exit_code=c.exit_code)
+        return ExitEvent(h=_header_at(data), exit_code=c.exit_code)
     if etype in (EventType.CONNECT, EventType.SEND):
-        return NetEvent(**_net(_from(CNet, data)))
+        return NetEvent(**_net(_from(CNet, data), data))
     if etype is EventType.SOCKET:
         c = _from(CSocket, data)
-        return SocketEvent(h=_header(c.h), family=c.family, sock_type=c.type, protocol=c.protocol)
+        return SocketEvent(h=_header_at(data), family=c.family, sock_type=c.type, protocol=c.protocol)
     if etype is EventType.TCP_STATE:
         c = _from(CTcpState, data)
-        return TcpStateEvent(h=_header(c.h), family=c.family, oldstate=c.oldstate,
+        return TcpStateEvent(h=_header_at(data), family=c.family, oldstate=c.oldstate,
                              newstate=c.newstate, saddr=_addr(c.family, c.saddr), sport=c.sport,
                              daddr=_addr(c.family, c.daddr), dport=c.dport)
     if etype is EventType.STRATUM:
         c = _from(CStratum, data)
         off = CStratum.payload.offset
-        return StratumEvent(**_net(c.n), payload=data[off: off + min(c.payload_len, PAYLOAD_LEN)])
+        return StratumEvent(**_net(c.n, data), payload=data[off: off + min(c.payload_len, PAYLOAD_LEN)])
     raise DecodeError(f"unhandled event type {etype!r}")  # pragma: no cover

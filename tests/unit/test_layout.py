@@ -85,3 +85,15 @@ def test_every_event_type_decodes_at_its_size():
         assert ev.decode(raw).h.type == t
         with pytest.raises(ev.DecodeError):
             ev.decode(raw[:-1])
+
+
+def test_header_unpack_reads_every_ctypes_field():
+    """decode() reads pc_header with one struct.unpack: it must agree with CHeader."""
+    assert ev._HEADER.size == ctypes.sizeof(ev.CHeader)
+    c = ev.CHeader(type=4, verdict=1, flags=0x9, rule_id=0x11223344, pid=101, tid=102, ppid=103,
+                   uid=104, agent_id=105, ts_ns=2**40 + 6, start_ns=2**41 + 7, cgroup_id=2**42 + 8,
+                   comm=b"kworker/0:1")
+    h = ev._header_at(bytes(c))
+    for name, _t in ev.CHeader._fields_:
+        if not name.startswith("_"):
+            assert getattr(h, name) == getattr(c, name), name

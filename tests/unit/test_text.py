@@ -37,3 +37,17 @@ def test_never_emits_control_characters(raw):
 def test_limit_respected(s, limit):
     out = safe_text(s, limit=limit)
     assert len(out) <= limit + len(f"…[+{4 * len(s) + 10}]")
+
+
+def test_every_code_point_is_escaped_exactly_when_it_is_unsafe():
+    """The one-pass regex escapes precisely the characters _escape_char changes."""
+    from pycontain.text import _escape_char
+
+    for o in range(0x110000):
+        if 0xD800 <= o < 0xE000:
+            continue
+        c = chr(o)
+        assert safe_text(c) == _escape_char(c), hex(o)
+        # bytes input keeps the backslashes its decoding produced
+        if c != "\\":
+            assert safe_text(c.encode()) == _escape_char(c), hex(o)

@@ -62,21 +62,24 @@ print(n / (time.perf_counter() - t))
 """
 
 
-def listener():
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1024)
+LISTENER = r"""
+import socket, sys
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0))
+srv.listen(1024)
+print(srv.getsockname()[1], flush=True)
+while True:
+    c, _ = srv.accept()
+    c.close()
+"""
 
-    def accept():
-        while True:
-            try:
-                c, _ = srv.accept()
-                c.close()
-            except OSError:
-                return
-    threading.Thread(target=accept, daemon=True).start()
-    return srv
+
+def listener() -> tuple[subprocess.Popen, int]:
+    """A loopback listener in its own process: in the bench process its accept
+    loop would share the GIL with the controller and measure that instead."""
+    proc = subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline())
 
 
 def loop_rate(mode: str, n: int, port: int, procs_files: list[str] | None) -> float:
@@ -116,10 +119,20 @@ def start_controller(audit_path: str):
     return ctl
 
 
+def settle(port: int) -> None:
+    """Let the kernel finish the work a load or unload leaves behind (RCU
+    frees, detaches) and warm the loops up: the first loop after a probe
+    unload ran ~10 % slow and biased the bare column."""
+    time.sleep(1.0)
+    loop_rate("exec", 50, port, None)
+    loop_rate("connect", 300, port, None)
+
+
 def overhead_round(args, port: int, cg, res: dict, ready: list) -> None:
     """One interleaved round: bare (nothing loaded), then loaded-untracked and
     agent with the real controller running its loop."""
     n = {"exec": args.exec_n, "connect": args.connect_n}
+    settle(port)
     for mode in ("exec", "connect"):
         res[mode]["bare"].append(loop_rate(mode, n[mode], port, None))
         # the same agent cgroup with nothing loaded: what the cgroup itself costs
@@ -127,6 +140,7 @@ def overhead_round(args, port: int, cg, res: dict, ready: list) -> None:
     with tempfile.NamedTemporaryFile(prefix="pycontain-bench-", suffix=".jsonl") as audit:
         ctl = start_controller(audit.name)
         ready.append(ctl.started_ready_s)
+        res["rss_mb"].append(rss_mb())
         try:
             ctl.add_agent("bench", cg, apply_budgets=False)
             stop = threading.Event()
@@ -136,6 +150,7 @@ def overhead_round(args, port: int, cg, res: dict, ready: list) -> None:
                     ctl.step(100)
             th = threading.Thread(target=loop, daemon=True)
             th.start()
+            settle(port)
             for mode in ("exec", "connect"):
                 res[mode]["untracked"].append(loop_rate(mode, n[mode], port, None))
                 res[mode]["agent"].append(loop_rate(mode, n[mode], port, cg.procs_files()))
@@ -202,11 +217,11 @@ def main() -> int:
         print("bench: run as root", file=sys.stderr)
         return 1
 
-    srv = listener()
-    port = srv.getsockname()[1]
+    srv, port = listener()
     cg = AgentCgroup.create("bench")
     res = {m: {"bare": [], "cgroup": [], "untracked": [], "agent": []} for m in ("exec", "connect")}
     res["audit_records"] = []
+    res["rss_mb"] = []
     ready: list[float] = []
     rss0 = rss_mb()
     try:
@@ -220,9 +235,11 @@ def main() -> int:
         finally:
             probes.close()
     finally:
-        srv.close()
+        srv.kill()
+        srv.wait()
         cg.remove()
     audit_records = res.pop("audit_records")
+    rss_started = res.pop("rss_mb")
     med = {m: {k: statistics.median(v) for k, v in d.items()} for m, d in res.items()}
     base = {m: med[m]["bare"] for m in med}
     ov = med
@@ -243,7 +260,10 @@ def main() -> int:
         "audit_records_per_round": round(statistics.median(audit_records)),
         "flood": fl,
         "ready_s": round(ready, 2),
-        "rss_mb": {"before_load": round(rss0, 1), "after_load": round(rss_loaded, 1),
+        # the controller's RSS after its first start in this process; later
+        # rounds load and unload BCC again and grow the heap of the bench itself
+        "rss_mb": {"before_load": round(rss0, 1), "controller_started": round(rss_started[0], 1),
+                   "after_rounds_and_flood_load": round(rss_loaded, 1),
                    "max": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
     }
     if a.json:

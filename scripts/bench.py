@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -119,6 +120,22 @@ def start_controller(audit_path: str):
     return ctl
 
 
+def repeat_in_background(step: Callable[[], object]) -> Callable[[], None]:
+    """Call step() in a loop on a thread; the returned function stops it."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            step()
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+
+    def stopper() -> None:
+        stop.set()
+        th.join()
+    return stopper
+
+
 def settle(port: int) -> None:
     """Let the kernel finish the work a load or unload leaves behind (RCU
     frees, detaches) and warm the loops up: the first loop after a probe
@@ -143,13 +160,7 @@ def overhead_round(args, port: int, cg, res: dict, ready: list) -> None:
         res["rss_mb"].append(rss_mb())
         try:
             ctl.add_agent("bench", cg, apply_budgets=False)
-            stop = threading.Event()
-
-            def loop():
-                while not stop.is_set():
-                    ctl.step(100)
-            th = threading.Thread(target=loop, daemon=True)
-            th.start()
+            stop = repeat_in_background(lambda: ctl.step(100))
             settle(port)
             for mode in ("exec", "connect"):
                 res[mode]["untracked"].append(loop_rate(mode, n[mode], port, None))
@@ -157,8 +168,7 @@ def overhead_round(args, port: int, cg, res: dict, ready: list) -> None:
                 # the controller works off the agent loop's backlog before the
                 # next loop starts, or that loop pays for it
                 time.sleep(0.5)
-            stop.set()
-            th.join()
+            stop()
             res["audit_records"].append(sum(1 for _ in open(audit.name)))
             res["lost"].append(ctl.probes.lost_kernel() + ctl.probes.user_lost)
         finally:

@@ -23,7 +23,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -46,13 +45,7 @@ def measure(cls, rounds: int, port: int, cg, n: dict) -> dict:
     probes.set_tables(KernelTables())
     probes.track_cgroup(cg.v2_path, 1)
     probes.on_event = lambda ev: None
-    stop = threading.Event()
-
-    def drain():
-        while not stop.is_set():
-            probes.poll(50)
-    th = threading.Thread(target=drain, daemon=True)
-    th.start()
+    stop = bench.repeat_in_background(lambda: probes.poll(50))
     out = {m: {"bare": [], "agent": []} for m in n}
     try:
         bench.settle(port)
@@ -63,8 +56,7 @@ def measure(cls, rounds: int, port: int, cg, n: dict) -> dict:
                 time.sleep(0.3)
         lost = probes.lost_kernel() + probes.user_lost
     finally:
-        stop.set()
-        th.join()
+        stop()
         probes.close()
     res = {}
     for m, d in out.items():

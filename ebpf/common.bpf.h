@@ -101,15 +101,17 @@ static __always_inline void *pc_reserve_or_count(u64 size)
 
 /* Adaptive wake-up. Waking the consumer for every record cost agent loops
  * 13-20 % on 2 vCPUs (docs/benchmarks.md): the producer pays an irq_work and
- * the consumer a context switch per record. Ordinary records are queued
- * silently and the consumer drains the ring on a short timer (Probes.poll);
- * it is woken at once for a verdict or a stratum match, and after every
- * PC_WAKE_EVERY records on a CPU, so a flood never waits for the timer.
+ * the consumer a context switch per record. Ordinary records (fork, exit,
+ * allowed connects and sends, TCP states, sockets) are queued silently and
+ * the consumer drains the ring on a short timer (Probes.poll). It is woken
+ * at once for a verdict, a stratum match and an exec (user space may have to
+ * kill the new program before it acts: ssh -R must not get to connect), and
+ * after every PC_WAKE_EVERY records on a CPU, so a flood never waits.
  * Relies on: BPF_RB_NO_WAKEUP / BPF_RB_FORCE_WAKEUP (5.8+) changing only the
  * notification, never whether or in which order a record is delivered. */
 static __always_inline u64 pc_wake_flags(const struct pc_header *h)
 {
-	if (h->verdict != PC_ALLOW || h->type == PC_EV_STRATUM)
+	if (h->verdict != PC_ALLOW || h->type == PC_EV_STRATUM || h->type == PC_EV_EXEC)
 		return BPF_RB_FORCE_WAKEUP;
 	int zero = 0;
 	u32 *n = pc_wake.lookup(&zero);

@@ -1,8 +1,8 @@
 """Adaptive ring-buffer wake-up (pc_wake_flags in ebpf/common.bpf.h).
 
 Ordinary records are queued without waking the consumer, which drains the ring
-on a short timer; a verdict wakes it at once. Checked from outside: what a
-consumer blocked in the kernel's ring-buffer wait actually receives.
+on a short timer; a verdict or an exec wakes it at once. Checked from outside:
+when a consumer blocked in the kernel's ring-buffer wait actually wakes.
 """
 
 from __future__ import annotations
@@ -11,9 +11,13 @@ import socket
 import threading
 import time
 
-from pycontain.core.events import EventType, NetEvent, Verdict
+from conftest import CLIENT, PY
 
+from pycontain.core.events import EventType, ExecEvent, NetEvent, Verdict
+
+# wait argv[2] seconds (the exec that started us is long drained), then send
 UDP_SEND = r"""
+time.sleep(float(sys.argv[2]))
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 print(outcome(lambda: s.sendto(b"x", ("127.0.0.1", int(sys.argv[1]))) and None))
 """
@@ -43,12 +47,15 @@ def test_ordinary_records_wait_for_the_drain_not_wake_the_consumer(net_agent):
     probes.bpf[b"pc_wake"].clear()   # no CPU is near its every-Nth forced wake-up
     sink = _udp_sink()
     try:
+        client = net_agent.popen([PY, "-c", CLIENT + UDP_SEND, str(sink.getsockname()[1]), "1.5"])
+        time.sleep(0.7)
+        probes.poll(0)                   # the client's exec record (it woke us) is handled
         th, woke = _blocked_wait(probes, 3.0)
         t0 = time.monotonic()
-        r = net_agent.python(UDP_SEND, str(sink.getsockname()[1]))
-        assert r.returncode == 0 and r.out == "ok", r
+        out, _err = client.communicate(timeout=10)
+        assert client.returncode == 0 and out.strip() == "ok", out
         th.join(5)
-        # nothing woke the blocked wait: it ran to its own timeout
+        # the send (at ~1.5 s) did not wake the blocked wait: it ran to its timeout
         assert woke and woke[0] - t0 > 2.0
         assert sink.recv(16) == b"x"
         # Probes.poll drains what was queued silently
@@ -67,10 +74,13 @@ def test_a_verdict_wakes_the_consumer_at_once(net_agent):
     net_agent.tables(rules={30: "network.deny_ports[0]"}, ports={port: (0, 30)})
     probes.bpf[b"pc_wake"].clear()
     try:
+        client = net_agent.popen([PY, "-c", CLIENT + UDP_SEND, str(port), "1.0"])
+        time.sleep(0.5)
+        probes.poll(0)
         th, woke = _blocked_wait(probes, 10.0)
         t0 = time.monotonic()
-        r = net_agent.python(UDP_SEND, str(port))
-        assert r.out == "EPERM", r
+        out, _err = client.communicate(timeout=10)
+        assert out.strip() == "EPERM", out
         th.join(12)
         # woken by the denied send, long before the 10 s timeout
         assert woke and woke[0] - t0 < 5.0
@@ -78,3 +88,17 @@ def test_a_verdict_wakes_the_consumer_at_once(net_agent):
         assert denied and denied[0].h.verdict is Verdict.DENY and denied[0].h.rule_id == 30
     finally:
         sink.close()
+
+
+def test_an_exec_wakes_the_consumer_at_once(net_agent):
+    """User space may have to kill a new program (ssh -R) before it acts."""
+    probes = net_agent.probes
+    probes.bpf[b"pc_wake"].clear()
+    th, woke = _blocked_wait(probes, 10.0)
+    t0 = time.monotonic()
+    proc = net_agent.popen(["/bin/true"])
+    proc.communicate(timeout=10)
+    th.join(12)
+    assert woke and woke[0] - t0 < 5.0
+    probes.poll(0)
+    assert any(isinstance(e, ExecEvent) and e.filename == b"/bin/true" for e in net_agent.events)

@@ -20,9 +20,10 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
+from exec_harness import Collector
 
 from pycontain.core.events import Event
 from pycontain.core.kernel_rules import KernelTables
@@ -116,16 +117,14 @@ class Result:
 
 
 @dataclass
-class NetAgent:
+class NetAgent(Collector):
     """A tracked agent cgroup, its events, and a way to run clients in it."""
 
-    probes: object
-    path: str
-    agent_id: int
-    events: list[Event] = field(default_factory=list)
+    path: str = ""
+    agent_id: int = 0
 
-    def __call__(self, ev: Event) -> None:
-        self.events.append(ev)
+    def wait_for(self, pred, timeout: float = 3.0) -> list[Event]:
+        return super().wait_for(pred, timeout)
 
     def tables(self, **kw) -> KernelTables:
         """Write tables to the kernel (rule names 1..4 are the reserved ones)."""
@@ -155,24 +154,10 @@ class NetAgent:
             out, err = p.communicate()
         return Result(p.pid, p.returncode, out.strip(), err)
 
-    def wait_for(self, pred, timeout: float = 3.0) -> list[Event]:
-        """Poll until some event satisfies pred; return all that do."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self.probes.poll(50)
-            hits = [e for e in self.events if pred(e)]
-            if hits or time.monotonic() > deadline:
-                return hits
-
-    def drain(self, seconds: float = 0.3) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.probes.poll(50)
-
 
 @pytest.fixture
 def net_agent(net_probes, agent_cgroup):
-    agent = NetAgent(net_probes, agent_cgroup, next(_agent_ids))
+    agent = NetAgent(net_probes, path=agent_cgroup, agent_id=next(_agent_ids))
     net_probes.set_tables(KernelTables())
     net_probes.track_cgroup(agent_cgroup, agent.agent_id)
     net_probes.poll(0)

@@ -100,7 +100,7 @@ static __always_inline void *pc_reserve_or_count(u64 size)
 }
 
 /* Adaptive wake-up. Waking the consumer for every record cost agent loops
- * 13-20 % on 2 vCPUs (docs/benchmarks.md): the producer pays an irq_work and
+ * 11-31 % on 2 vCPUs (scripts/bench_wakeup.py): the producer pays an irq_work and
  * the consumer a context switch per record. Ordinary records (fork, exit,
  * allowed connects and sends, TCP states, sockets) are queued silently and
  * the consumer drains the ring on a short timer (Probes.poll). It is woken

@@ -38,7 +38,7 @@ from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pycontain.cgroups import AgentCgroup  # noqa: E402
+from pycontain.actuate.cgroups import AgentCgroup  # noqa: E402
 from pycontain.core.kernel_rules import KernelTables  # noqa: E402
 
 CHILD = r"""
@@ -99,7 +99,7 @@ def rss_mb() -> float:
 
 
 def load_probes(pages: int = 4096):
-    from pycontain.probes.loader import Probes
+    from pycontain.kernel.loader import Probes
     t0 = time.perf_counter()
     probes = Probes(ringbuf_pages=pages)
     probes.load()
@@ -110,10 +110,10 @@ def load_probes(pages: int = 4096):
 def start_controller(audit_path: str):
     """The real `pycontain run` controller with the default policy: decode,
     engine, audit log (to a file) and state, everything an agent's events cost."""
-    from pycontain.audit import AuditLog
-    from pycontain.controller import Controller
+    from pycontain.observe.audit import AuditLog
+    from pycontain.app.controller import Controller
     from pycontain.core.policy import builtin_policy
-    from pycontain.state import NodeState
+    from pycontain.observe.state import NodeState
     ctl = Controller(builtin_policy("default"), audit=AuditLog(audit_path), state=NodeState(),
                      allow_no_gpu=True)
     ctl.start()

@@ -1,7 +1,7 @@
 """What the engine returns: violations and the actions they call for.
 
 The engine is pure: events, samples and the time go in, a list of
-:class:`Decision` comes out. Actuators (pycontain/actuators.py) carry the
+:class:`Decision` comes out. Actuators (pycontain/actuate/actuators.py) carry the
 actions out; the audit log and metrics record both.
 """
 

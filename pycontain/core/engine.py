@@ -17,7 +17,7 @@ import ipaddress
 import os
 from typing import Mapping
 
-from ..text import safe_text
+from .text import safe_text
 from .decisions import Action, Breach, Decision
 from .escalation import Escalator
 from .events import (Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent,

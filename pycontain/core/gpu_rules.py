@@ -18,7 +18,7 @@ import os
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
-from ..text import safe_text
+from .text import safe_text
 from .decisions import Breach
 from .samples import GpuSample
 

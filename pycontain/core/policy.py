@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from ..errors import PolicyError
+from . import builtins
+from .errors import PolicyError
 from .decisions import Action
 from .policy_yaml import Node, compose
 from .resolve import NAMESERVERS
@@ -411,13 +412,9 @@ def load_policy(path: str) -> Policy:
     return load_policy_text(text, path)
 
 
-BUILTINS = ("default", "strict")
-
-
 def builtin_policy(name: str) -> Policy:
     """A built-in policy by name: "default" (the ROME defaults) or "strict"."""
-    from .. import policies
-    return policies.load(name)
+    return load_policy_text(builtins.text(name), f"<builtin:{name}>")
 
 
 def policy_to_dict(p: Policy) -> dict:

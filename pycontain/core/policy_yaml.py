@@ -12,7 +12,7 @@ import re
 
 import yaml
 
-from ..errors import PolicyError
+from .errors import PolicyError
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(i?)B?\s*$", re.I)
 _DUR = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 
-from ..text import safe_text
+from .text import safe_text
 from .decisions import Decision
 from .events import (
     Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent,

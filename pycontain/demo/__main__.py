@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         console.print("[red]error:[/red] the demo needs root: sudo scripts/rome-demo")
         return 1
-    from ..testhost import TestHost
+    from .testhost import TestHost
 
     workdir = tempfile.mkdtemp(prefix="pycontain-demo-")
     os.chmod(workdir, 0o755)

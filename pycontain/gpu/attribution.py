@@ -72,7 +72,7 @@ def attribute(sample: GpuSample, cgroups: dict, lookup=None, proc_root: str = "/
               layout=None) -> list[AttributedGpuProcess]:
     """GPU processes of agents, with their exec record; others are dropped."""
     if layout is None and cgroups:
-        from ..cgroups import detect_layout
+        from ..actuate.cgroups import detect_layout
         layout = detect_layout(proc_root=proc_root) if proc_root == "/proc" else None
     v2_mount = getattr(layout, "unified", None)
     v1_mounts = getattr(layout, "v1", None)

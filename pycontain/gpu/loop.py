@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..state import GpuUse
+from ..observe.state import GpuUse
 from .attribution import attribute
 
 
@@ -41,7 +41,7 @@ class GpuUseLog:
         self._seen: set = set()
 
     def new_records(self, sample, attributed, ts: float) -> list[dict]:
-        from ..text import safe_text
+        from ..core.text import safe_text
         uuids = {d.index: d.uuid for d in sample.devices}
         current, out = set(), []
         for a in attributed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.samples import GpuSample
-from ..errors import GpuUnavailable
+from ..core.errors import GpuUnavailable
 from .nvml import DeviceGone, Nvml
 
 

@@ -6,7 +6,7 @@
 * ``net_probes`` — the full Probes program, loaded once per module.
 * ``net_agent`` — an agent cgroup tracked by net_probes (cgroup programs
   attached), plus event collection and helpers to run clients in it.
-* ``testhost`` — a pycontain.testhost.TestHost (netns + veth).
+* ``testhost`` — a pycontain.demo.testhost.TestHost (netns + veth).
 
 Clients put themselves into the agent cgroup by writing their pid to
 cgroup.procs before exec (the way `pycontain run` launches agents).
@@ -76,7 +76,7 @@ def _kill_and_remove(path: str) -> None:
 @pytest.fixture
 def agent_cgroup(privileged, request) -> str:
     """Path of a new, empty cgroup v2 directory under our own v2 cgroup."""
-    from pycontain.cgroups import detect_layout
+    from pycontain.actuate.cgroups import detect_layout
 
     base = detect_layout().own_v2()
     path = os.path.join(base, f"pcnet-{os.getpid()}-{secrets.token_hex(3)}")
@@ -89,7 +89,7 @@ def agent_cgroup(privileged, request) -> str:
 def net_probes(privileged):
     """The full program, as the product loads it (exec hooks included: the
     loader's set_tables writes their maps too)."""
-    from pycontain.probes.loader import Probes
+    from pycontain.kernel.loader import Probes
 
     p = Probes(ringbuf_pages=256)
     p.load()
@@ -99,7 +99,7 @@ def net_probes(privileged):
 
 @pytest.fixture
 def testhost(privileged):
-    from pycontain.testhost import TestHost
+    from pycontain.demo.testhost import TestHost
 
     with TestHost(prefix="tnet") as host:
         yield host

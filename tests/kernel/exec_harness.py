@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pycontain.cgroups import AgentCgroup
+from pycontain.actuate.cgroups import AgentCgroup
 from pycontain.core.events import Event, ExecEvent
 from pycontain.core.kernel_rules import KernelTables
 
@@ -57,7 +57,7 @@ class Collector:
 
 @pytest.fixture(scope="module")
 def exec_probes(privileged, tmp_path_factory):
-    from pycontain.probes.loader import Probes
+    from pycontain.kernel.loader import Probes
 
     src = exec_only_ebpf_dir(tmp_path_factory.mktemp("ebpf"))
     old = os.environ.get("PYCONTAIN_EBPF_DIR")

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from pycontain.actuators import Actuator, clock_tick_ns, proc_start_ns
-from pycontain.cgroups import AgentCgroup
+from pycontain.actuate.actuators import Actuator, clock_tick_ns, proc_start_ns
+from pycontain.actuate.cgroups import AgentCgroup
 from pycontain.core.decisions import Action, Decision
-from pycontain.launch import launch
+from pycontain.actuate.launch import launch
 
 PY = sys.executable
 COUNTER = r"""

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from pycontain.cgroups import AgentCgroup, detect_layout
-from pycontain.launch import launch
+from pycontain.actuate.cgroups import AgentCgroup, detect_layout
+from pycontain.actuate.launch import launch
 
 PY = sys.executable
 

@@ -268,7 +268,7 @@ def test_programs_already_on_the_cgroup_keep_running(net_agent, testhost):
 
     from bcc import BPF, BPFAttachType, BPFProgType
 
-    from pycontain.probes.cgroup_attach import BPF_F_ALLOW_MULTI
+    from pycontain.kernel.cgroup_attach import BPF_F_ALLOW_MULTI
 
     probes, path = net_agent.probes, net_agent.path
     probes.untrack_cgroup(path)

@@ -8,7 +8,7 @@ import os
 from exec_harness import agent, collector, exec_probes, execs_of  # noqa: F401  (fixtures)
 
 from pycontain.core.events import ExecEvent, ExitEvent, Flag, ForkEvent, Verdict
-from pycontain.launch import launch
+from pycontain.actuate.launch import launch
 
 
 def _proc_start_ticks(pid: int) -> int:

@@ -14,9 +14,9 @@ from exec_harness import (  # noqa: F401  (fixtures)
     agent, collector, deny_tables, exec_probes, execs_of, sentinel_script,
 )
 
-from pycontain.cgroups import AgentCgroup
+from pycontain.actuate.cgroups import AgentCgroup
 from pycontain.core.events import Flag, Mode, Verdict
-from pycontain.launch import launch
+from pycontain.actuate.launch import launch
 
 
 @pytest.fixture

@@ -96,8 +96,8 @@ def test_required_gpu_without_driver_refuses_to_start(privileged, tmp_path):
 
 
 def test_trace_says_which_agent_uses_which_gpu(privileged, tmp_path):
-    from pycontain.cgroups import AgentCgroup
-    from pycontain.launch import launch
+    from pycontain.actuate.cgroups import AgentCgroup
+    from pycontain.actuate.launch import launch
     burn = prog(tmp_path, "gpu-burn")
     scen = tmp_path / "scenario.txt"
     scen.write_text("device 0 uuid=GPU-trace\nprocess device=0 comm=gpu-burn mem=4096 sm=42\n")

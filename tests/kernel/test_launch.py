@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pycontain.cgroups import AgentCgroup, detect_layout
-from pycontain.errors import CommandNotFound
-from pycontain.launch import launch
+from pycontain.actuate.cgroups import AgentCgroup, detect_layout
+from pycontain.core.errors import CommandNotFound
+from pycontain.actuate.launch import launch
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import subprocess
 import pytest
 from exec_harness import exec_only_ebpf_dir
 
-from pycontain.cgroups import AgentCgroup
-from pycontain.launch import launch
+from pycontain.actuate.cgroups import AgentCgroup
+from pycontain.actuate.launch import launch
 
 
 def test_full_program_loads_and_reports_hooks(privileged):
     """Every hook file present in ebpf/ compiles together as one program."""
-    from pycontain.probes.loader import Probes
+    from pycontain.kernel.loader import Probes
 
     msgs: list[str] = []
     p = Probes(progress=msgs.append)
@@ -34,7 +34,7 @@ def test_full_program_loads_and_reports_hooks(privileged):
 
 @pytest.fixture
 def tiny_ring(privileged, tmp_path, monkeypatch):
-    from pycontain.probes.loader import Probes
+    from pycontain.kernel.loader import Probes
 
     monkeypatch.setenv("PYCONTAIN_EBPF_DIR", str(exec_only_ebpf_dir(tmp_path)))
     p = Probes(ringbuf_pages=1)
@@ -71,7 +71,7 @@ def test_callback_errors_are_counted_not_raised(tiny_ring):
 
 
 def test_track_sets_level_and_untrack_tolerates_vanished_dir(tiny_ring):
-    from pycontain.probes.loader import cgroup_level
+    from pycontain.kernel.loader import cgroup_level
 
     p, cg = tiny_ring
     cfg = p.bpf[b"pc_config"][0]
@@ -89,8 +89,8 @@ def test_track_sets_level_and_untrack_tolerates_vanished_dir(tiny_ring):
 
 
 def test_environment_problem_names_what_is_missing(privileged, tmp_path, monkeypatch):
-    from pycontain.errors import EnvironmentProblem
-    from pycontain.probes.loader import Probes
+    from pycontain.core.errors import EnvironmentProblem
+    from pycontain.kernel.loader import Probes
 
     monkeypatch.setenv("PYCONTAIN_EBPF_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(EnvironmentProblem) as e:
@@ -100,7 +100,7 @@ def test_environment_problem_names_what_is_missing(privileged, tmp_path, monkeyp
 
 def test_closed_probes_stop_enforcing(privileged, tmp_path, monkeypatch):
     from exec_harness import deny_tables, sentinel_script
-    from pycontain.probes.loader import Probes
+    from pycontain.kernel.loader import Probes
 
     monkeypatch.setenv("PYCONTAIN_EBPF_DIR", str(exec_only_ebpf_dir(tmp_path)))
     p = Probes(ringbuf_pages=16)

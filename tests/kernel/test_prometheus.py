@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from pycontain.metrics import start_metrics_server
+from pycontain.observe.metrics import start_metrics_server
 from tests.conftest import skip_or_fail
 from tests.unit.test_observability import hostile_state
 

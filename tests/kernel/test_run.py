@@ -122,7 +122,7 @@ def test_fail_closed_when_pycontain_is_sigkilled(privileged, tmp_path):
 
 
 def test_mining_pool_port_refused_and_listener_accepts_nothing(privileged, tmp_path):
-    from pycontain.testhost import TestHost
+    from pycontain.demo.testhost import TestHost
     with TestHost(prefix="trun") as host:
         lst = host.tcp_listener(3333)
         ok = host.tcp_listener(8080)

@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from pycontain.errors import EnvironmentProblem
-from pycontain.testhost import TestHost, first_free_pair, slices
+from pycontain.core.errors import EnvironmentProblem
+from pycontain.demo.testhost import TestHost, first_free_pair, slices
 
 
 def _netns_exists(name: str) -> bool:
@@ -127,9 +127,9 @@ def test_two_test_hosts_at_once_get_disjoint_ranges(privileged):
 def test_a_test_host_left_by_a_killed_process_is_reaped(privileged):
     import sys
 
-    from pycontain.testhost import reap_stale
+    from pycontain.demo.testhost import reap_stale
 
-    code = ("import time\nfrom pycontain.testhost import TestHost\n"
+    code = ("import time\nfrom pycontain.demo.testhost import TestHost\n"
             "h = TestHost(prefix='tstl'); h.start()\n"
             "print(h.netns, h.host_ifname, flush=True)\ntime.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

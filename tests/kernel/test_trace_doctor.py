@@ -34,8 +34,8 @@ def test_trace_all_streams_host_execs_as_json(privileged, tmp_path):
 
 
 def test_trace_cgroup_table_and_nothing_outside(privileged, tmp_path):
-    from pycontain.cgroups import AgentCgroup
-    from pycontain.launch import launch
+    from pycontain.actuate.cgroups import AgentCgroup
+    from pycontain.actuate.launch import launch
     cg = AgentCgroup.create("trace-t")
     try:
         p = subprocess.Popen(PYCONTAIN + ["trace", "--cgroup", cg.v2_path, "--duration", "6"],

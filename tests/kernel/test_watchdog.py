@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from pycontain.cgroups import AgentCgroup
+from pycontain.actuate.cgroups import AgentCgroup
 
 CONTROLLER = r"""
 import json, os, sys, time
-from pycontain.cgroups import AgentCgroup
-from pycontain.launch import launch
-from pycontain.watchdog import Watchdog
+from pycontain.actuate.cgroups import AgentCgroup
+from pycontain.actuate.launch import launch
+from pycontain.actuate.watchdog import Watchdog
 
 name, mode, pidfile, clean = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "clean"
 cg = AgentCgroup.create(name)

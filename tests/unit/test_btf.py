@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from pycontain.probes import btf
+from pycontain.kernel import btf
 
 
 def _blob() -> bytes:

@@ -9,12 +9,12 @@ import pytest
 
 from test_cgroups_fakefs import v2host  # noqa: F401  (fixture)
 
-from pycontain.actuators import Actuator, clock_tick_ns, proc_start_ns, same_start
-from pycontain.cgroups import AgentCgroup
+from pycontain.actuate.actuators import Actuator, clock_tick_ns, proc_start_ns, same_start
+from pycontain.actuate.cgroups import AgentCgroup
 from pycontain.core.decisions import Action, Decision
-from pycontain.errors import CommandNotFound, UsageError
-from pycontain.launch import launch, resolve_command
-from pycontain.throttle import DutyCycleThrottler
+from pycontain.core.errors import CommandNotFound, UsageError
+from pycontain.actuate.launch import launch, resolve_command
+from pycontain.actuate.throttle import DutyCycleThrottler
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pycontain.cgroups import fs as cgfs
+from pycontain.actuate.cgroups import fs as cgfs
 
 V1_UNLIMITED = "9223372036854771712"
 
@@ -101,7 +101,7 @@ class FakeHost:
     # ---- setup helpers ---------------------------------------------------------------
 
     def layout(self):
-        from pycontain.cgroups import detect_layout
+        from pycontain.actuate.cgroups import detect_layout
         return detect_layout(proc_root=str(self.proc), mounts_file=str(self.mountinfo))
 
     def write_proc_cgroup(self, pid: int | str, v2: str, v1: dict[str, str] | None = None) -> None:

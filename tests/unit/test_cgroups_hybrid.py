@@ -10,9 +10,9 @@ import pytest
 
 from test_cgroups_fakefs import hybrid  # noqa: F401  (fixture)
 
-from pycontain.cgroups import AgentCgroup, detect_layout
-from pycontain.cgroups.layout import parse_proc_cgroup
-from pycontain.errors import EnvironmentProblem
+from pycontain.actuate.cgroups import AgentCgroup, detect_layout
+from pycontain.actuate.cgroups.layout import parse_proc_cgroup
+from pycontain.core.errors import EnvironmentProblem
 
 
 def test_detects_hybrid_with_comounted_cpu_cpuacct(hybrid):

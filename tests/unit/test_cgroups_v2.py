@@ -6,8 +6,8 @@ import pytest
 
 from test_cgroups_fakefs import FakeHost, v2host  # noqa: F401  (fixture)
 
-from pycontain.cgroups import AgentCgroup
-from pycontain.errors import EnvironmentProblem, UsageError
+from pycontain.actuate.cgroups import AgentCgroup
+from pycontain.core.errors import EnvironmentProblem, UsageError
 
 
 def test_detects_pure_v2(v2host):

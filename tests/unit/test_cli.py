@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pycontain.errors import CommandNotFound, UsageError
-from pycontain.runner import check_name, exit_status, resolve_cmd
+from pycontain.core.errors import CommandNotFound, UsageError
+from pycontain.app.runner import check_name, exit_status, resolve_cmd
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import generate_latest
 
-from pycontain.metrics import make_registry
+from pycontain.observe.metrics import make_registry
 from tests.conftest import REPO, skip_or_fail
 from tests.unit.test_observability import hostile_state
 

@@ -1,6 +1,6 @@
 import os
 
-from pycontain.discovery import find_agents
+from pycontain.actuate.discovery import find_agents
 
 
 def _tree(root, *paths):

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pycontain.core.kernel_rules import KernelTables
-from pycontain.probes import net_maps
-from pycontain.probes.net_maps import (DEFAULT_DENY_RULE_ID, RULE_SLOTS, lpm_entry, net_trie_contents, port_rows,
+from pycontain.kernel import net_maps
+from pycontain.kernel.net_maps import (DEFAULT_DENY_RULE_ID, RULE_SLOTS, lpm_entry, net_trie_contents, port_rows,
                                        rule_slot_ids, split_mapped, trie_entries)
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import generate_latest
 from rich.console import Console
 
-from pycontain.errors import EnvironmentProblem
-from pycontain.metrics import make_registry, start_metrics_server
-from pycontain.state import AgentState, GpuUse, NodeState
-from pycontain.state_api import ApiError, StateClient, StateServer
-from pycontain.top import render
+from pycontain.core.errors import EnvironmentProblem
+from pycontain.observe.metrics import make_registry, start_metrics_server
+from pycontain.observe.state import AgentState, GpuUse, NodeState
+from pycontain.observe.state_api import ApiError, StateClient, StateServer
+from pycontain.observe.top import render
 
 HOSTILE = "\x1b[2J/tmp/evil\x07 --wallet 4Ad"
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from pycontain.core.decisions import Action
 from pycontain.core.policy import (GpuPolicy, builtin_policy, load_policy, load_policy_text, policy_to_dict)
-from pycontain.errors import PolicyError
+from pycontain.core.errors import PolicyError
 
 FULL = """\
 name: my-agents

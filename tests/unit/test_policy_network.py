@@ -9,11 +9,11 @@ import ipaddress
 import pytest
 import yaml
 
-from pycontain import policies
+from pycontain.core import builtins
 from pycontain.core.kernel_rules import compile_policy, kernel_verdict
 from pycontain.core.policy import builtin_policy, load_policy_text, policy_to_dict
 from pycontain.core.resolve import NAMESERVERS, Resolver, hosts_in_policy, parse_resolv_conf
-from pycontain.errors import PolicyError
+from pycontain.core.errors import PolicyError
 
 
 def test_nameservers_rule_is_resolved_from_resolv_conf_and_reaches_the_allow_trie():
@@ -56,11 +56,11 @@ def test_port_scoped_loopback_deny_is_allowed():
 
 
 def test_builtin_loader_by_name():
-    assert policies.names() == ("default", "strict")
-    assert policies.load("strict") == builtin_policy("strict")
-    assert "name: default" in policies.text("default")
+    assert builtins.names() == ("default", "strict")
+    assert builtin_policy("strict") == load_policy_text(builtins.text("strict"), "<builtin:strict>")
+    assert "name: default" in builtins.text("default")
     with pytest.raises(PolicyError, match="no built-in policy 'nope'"):
-        policies.load("nope")
+        builtin_policy("nope")
 
 
 def test_strict_is_at_least_as_strict_as_default_on_exec():

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pycontain.core.events import PatternWhere
-from pycontain.probes.exec_dfa import DFA_STATES, compile_patterns, first_match
+from pycontain.kernel.exec_dfa import DFA_STATES, compile_patterns, first_match
 
 import pytest
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pycontain.probes.features import detect_features
+from pycontain.kernel.features import detect_features
 
 
 def test_report_shape():

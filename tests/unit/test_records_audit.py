@@ -1,7 +1,7 @@
 import ctypes
 import json
 
-from pycontain.audit import AuditLog
+from pycontain.observe.audit import AuditLog
 from pycontain.core.decisions import Action, Decision
 from pycontain.core.events import CExec, CNet, EventType, Flag, Verdict, decode
 from pycontain.core.records import decision_records, event_record

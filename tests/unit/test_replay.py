@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pycontain.core.policy import builtin_policy, load_policy_text
-from pycontain.replay import ReplayError, format_replay, replay
+from pycontain.cli.replay import ReplayError, format_replay, replay
 
 LOG = [
     {"ts": 1.0, "agent": "a", "kind": "agent-start", "pid": None, "cgroup": "/x"},

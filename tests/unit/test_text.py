@@ -1,6 +1,6 @@
 from hypothesis import given, strategies as st
 
-from pycontain.text import safe_argv, safe_text
+from pycontain.core.text import safe_argv, safe_text
 
 
 def test_escape_sequences_are_neutralised():
@@ -41,7 +41,7 @@ def test_limit_respected(s, limit):
 
 def test_every_code_point_is_escaped_exactly_when_it_is_unsafe():
     """The one-pass regex escapes precisely the characters _escape_char changes."""
-    from pycontain.text import _escape_char
+    from pycontain.core.text import _escape_char
 
     for o in range(0x110000):
         if 0xD800 <= o < 0xE000:

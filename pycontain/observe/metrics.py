@@ -18,7 +18,7 @@ from socketserver import ThreadingMixIn
 from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
-from . import __version__
+from .. import __version__
 from .state import NodeState
 
 

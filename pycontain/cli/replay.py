@@ -13,10 +13,10 @@ import json
 from typing import Mapping
 from dataclasses import asdict, dataclass
 
-from .core.engine import Engine
-from .core.kernel_rules import compile_policy, kernel_verdict
-from .errors import PycontainError
-from .text import safe_text
+from ..core.engine import Engine
+from ..core.kernel_rules import compile_policy, kernel_verdict
+from ..core.errors import PycontainError
+from ..core.text import safe_text
 
 
 class ReplayError(PycontainError):

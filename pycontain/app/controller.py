@@ -12,11 +12,11 @@ import logging
 import time
 from typing import Callable
 
-from .audit import AuditLog
-from .core.decisions import Action, Decision
-from .core.events import Event, Verdict
-from .core.records import decision_records, event_record
-from .state import AgentState, NodeState
+from ..observe.audit import AuditLog
+from ..core.decisions import Action, Decision
+from ..core.events import Event, Verdict
+from ..core.records import decision_records, event_record
+from ..observe.state import AgentState, NodeState
 
 log = logging.getLogger("pycontain")
 
@@ -59,10 +59,10 @@ class Controller:
 
     def start(self) -> None:
         t0 = time.monotonic()
-        from .actuators import Actuator
-        from .core.engine import Engine
-        from .core.kernel_rules import compile_policy
-        from .probes.loader import Probes
+        from ..actuate.actuators import Actuator
+        from ..core.engine import Engine
+        from ..core.kernel_rules import compile_policy
+        from ..kernel.loader import Probes
 
         # NVML start-up (up to a second on big nodes) and DNS overlap the
         # probe compile (~1.5 s of clang): both are needed only after it
@@ -101,7 +101,7 @@ class Controller:
 
     def _make_resolver(self):
         try:
-            from .core.resolve import Resolver, hosts_in_policy
+            from ..core.resolve import Resolver, hosts_in_policy
         except ImportError:
             return None
         hosts = hosts_in_policy(self.policy)
@@ -119,9 +119,9 @@ class Controller:
         return r
 
     def _start_gpu(self) -> None:
-        from .gpu.nvml import Nvml
-        from .gpu.sampler import GpuSampler, check_gpu_requirement
-        from .core.gpu_rules import GpuRules
+        from ..gpu.nvml import Nvml
+        from ..gpu.sampler import GpuSampler, check_gpu_requirement
+        from ..core.gpu_rules import GpuRules
         nvml = Nvml()
         check_gpu_requirement(self.policy.gpu, self.allow_no_gpu, nvml)
         with self.state.lock:
@@ -266,21 +266,21 @@ class Controller:
             self.apply(self.engine.on_cgroup_sample(name, s, now))
 
     def _gpu_step(self, now: float) -> None:
-        from .gpu.loop import gpu_step
+        from ..gpu.loop import gpu_step
         sampler, rules = self.gpu
         decisions = gpu_step(sampler, rules, self.engine, self.cgroups, now, state=self.state,
                              on_use=self._record_gpu_use)
         self.apply(decisions)
 
     def _record_gpu_use(self, sample, attributed) -> None:
-        from .gpu.loop import GpuUseLog
+        from ..gpu.loop import GpuUseLog
         if not hasattr(self, "_gpu_use_log"):
             self._gpu_use_log = GpuUseLog()
         for rec in self._gpu_use_log.new_records(sample, attributed, time.time()):
             self._record(rec)
 
     def _rewrite_tables(self) -> None:
-        from .core.kernel_rules import compile_policy
+        from ..core.kernel_rules import compile_policy
         tables = compile_policy(self.policy, self.resolver.addresses)
         self.probes.set_tables(tables)
         self.rules = dict(tables.rules)
@@ -289,7 +289,7 @@ class Controller:
     def reload(self, policy) -> None:
         """Swap the policy in place: maps are rewritten entry by entry, so
         enforcement never has a gap."""
-        from .core.kernel_rules import compile_policy
+        from ..core.kernel_rules import compile_policy
         resolved = self.resolver.addresses if self.resolver else None
         tables = compile_policy(policy, resolved)   # raises before anything changes
         self.probes.set_tables(tables)

@@ -38,7 +38,7 @@ import time
 import weakref
 from typing import Iterator
 
-from .errors import EnvironmentProblem
+from ..core.errors import EnvironmentProblem
 
 ALLOWED_V4 = ipaddress.IPv4Network("198.51.100.0/24")
 ALLOWED_V6 = ipaddress.IPv6Network("2001:db8::/32")

@@ -23,7 +23,7 @@ import signal
 import subprocess
 
 from .cgroups import AgentCgroup
-from .errors import CommandNotFound, EnvironmentProblem, UsageError
+from ..core.errors import CommandNotFound, EnvironmentProblem, UsageError
 
 
 def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,

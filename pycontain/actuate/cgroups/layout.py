@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ..errors import EnvironmentProblem
+from ...core.errors import EnvironmentProblem
 
 # the v1 controllers pycontain uses on hybrid hosts
 V1_WANTED = ("cpu", "cpuacct", "memory", "pids", "freezer")

@@ -14,8 +14,8 @@ import signal
 import threading
 from typing import Callable, Mapping
 
-from .core.decisions import Action, Decision
-from .errors import PycontainError
+from ..core.decisions import Action, Decision
+from ..core.errors import PycontainError
 from .throttle import DutyCycleThrottler
 
 MIN_THROTTLE_CORES = 0.05

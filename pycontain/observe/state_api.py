@@ -22,7 +22,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Callable
 
-from .errors import EnvironmentProblem, PycontainError
+from ..core.errors import EnvironmentProblem, PycontainError
 from .state import NodeState
 
 MAX_BODY = 64 * 1024

@@ -17,13 +17,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import EnvironmentProblem, UsageError
+from ..core.errors import EnvironmentProblem, UsageError
 
 COLUMNS = (("time", 12), ("agent", 14), ("kind", 9), ("pid", 7), ("comm", 16), ("verdict", 10), ("detail", None))
 
 
 def _detail(rec: dict) -> str:
-    from .report import describe
+    from ..observe.report import describe
     text = describe(rec)
     if rec.get("rule"):
         text += f"  ({rec['rule']})"
@@ -54,7 +54,7 @@ def _agent_cgroups(cgroups: list[str], socket_path: str | None) -> list[tuple[st
     path = socket_path or "/run/pycontain/pycontain.sock"
     if not os.path.exists(path):
         return []
-    from .state_api import StateClient
+    from ..observe.state_api import StateClient
     snap = StateClient(path).state()
     return [(a["name"], a["cgroup"]) for a in snap.get("agents", [])]
 
@@ -64,10 +64,10 @@ def _gpu_tracer(targets: list[tuple[str, str]]):
     if not targets:
         return None
     from types import SimpleNamespace
-    from .gpu.loop import GpuUseLog
-    from .gpu.attribution import attribute
-    from .gpu.nvml import Nvml
-    from .gpu.sampler import GpuSampler
+    from ..gpu.loop import GpuUseLog
+    from ..gpu.attribution import attribute
+    from ..gpu.nvml import Nvml
+    from ..gpu.sampler import GpuSampler
     nvml = Nvml()
     if not nvml.available:
         return None
@@ -91,11 +91,11 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
     for _, c in targets:
         if not os.path.isdir(c):
             raise UsageError(f"--cgroup {c}: no such cgroup directory")
-    from .core.events import ConfigFlag, Mode
-    from .core.kernel_rules import KernelTables
-    from .core.records import event_record
-    from .controller import boot_to_wall_offset
-    from .probes.loader import Probes
+    from ..core.events import ConfigFlag, Mode
+    from ..core.kernel_rules import KernelTables
+    from ..core.records import event_record
+    from ..app.controller import boot_to_wall_offset
+    from ..kernel.loader import Probes
 
     console = Console(highlight=False, soft_wrap=True)
     names: dict[int, str] = {}

@@ -15,8 +15,8 @@ import secrets
 import signal
 import time
 
-from ..core.samples import CgroupSample
-from ..errors import EnvironmentProblem, UsageError
+from ...core.samples import CgroupSample
+from ...core.errors import EnvironmentProblem, UsageError
 from . import fs
 from .layout import CgroupLayout, detect_layout
 

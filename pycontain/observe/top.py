@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .text import safe_text
+from ..core.text import safe_text
 
 
 def _s(v, limit: int = 80) -> str:

@@ -14,8 +14,8 @@ import traceback
 
 import click
 
-from . import __version__
-from .errors import PycontainError, UsageError
+from .. import __version__
+from ..core.errors import PycontainError, UsageError
 
 CONTEXT = dict(help_option_names=["-h", "--help"])
 
@@ -48,7 +48,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.pass_context
 def run(ctx, cmd, **opts):
     """Run CMD as a contained agent:  pycontain run [OPTIONS] -- CMD [ARG...]"""
-    from .runner import RunOptions, run_agent
+    from ..app.runner import RunOptions, run_agent
     code = run_agent(list(cmd), RunOptions(verbose=ctx.obj["verbose"], **opts))
     sys.exit(code)
 
@@ -64,7 +64,7 @@ def run(ctx, cmd, **opts):
 @click.pass_context
 def trace(ctx, all_host, cgroups, socket_path, as_json, duration):
     """Stream the events of tracked agents (or the whole host with --all)."""
-    from .tracecmd import run_trace
+    from .trace import run_trace
     sys.exit(run_trace(all_host=all_host, cgroups=list(cgroups), socket_path=socket_path,
                        as_json=as_json, duration=duration))
 
@@ -91,8 +91,8 @@ def policy():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result, with where each rule is enforced.")
 def policy_check(file, as_json):
     """Validate FILE; exit 2 with file:line: key: problem if it is invalid."""
-    from .core.kernel_rules import compile_policy, compile_report
-    from .core.policy import load_policy
+    from ..core.kernel_rules import compile_policy, compile_report
+    from ..core.policy import load_policy
     p = load_policy(file)
     compile_policy(p)
     if as_json:
@@ -109,7 +109,7 @@ def policy_check(file, as_json):
 def policy_show(file, builtin, as_json):
     """Print the effective policy (defaults merged) as YAML."""
     import yaml
-    from .core.policy import builtin_policy, load_policy, policy_to_dict
+    from ..core.policy import builtin_policy, load_policy, policy_to_dict
     if file and builtin:
         raise UsageError("give FILE or --builtin, not both")
     p = load_policy(file) if file else builtin_policy(builtin or "default")
@@ -132,12 +132,12 @@ def policy_show(file, builtin, as_json):
 @click.pass_context
 def daemon(ctx, **opts):
     """Node-wide mode: contain agents started by others (selected by the policy)."""
-    from .daemon import DaemonOptions, run_daemon
+    from ..app.daemon import DaemonOptions, run_daemon
     sys.exit(run_daemon(DaemonOptions(verbose=ctx.obj["verbose"], **opts)))
 
 
 def _client(socket_path):
-    from .state_api import StateClient
+    from ..observe.state_api import StateClient
     return StateClient(socket_path)
 
 
@@ -180,7 +180,7 @@ def release(name, socket_path):
 @click.option("--interval", type=float, default=1.0, show_default=True)
 def top(socket_path, interval):
     """Live view of agents: CPU, memory, GPU, connections, violations."""
-    from .top import run_top
+    from ..observe.top import run_top
     run_top(_client(socket_path), interval)
 
 
@@ -189,7 +189,7 @@ def top(socket_path, interval):
 @click.option("--json", "as_json", is_flag=True)
 def status(socket_path, as_json):
     """State of the running daemon (or `pycontain run --socket`)."""
-    from .top import render, status_json
+    from ..observe.top import render, status_json
     client = _client(socket_path)
     if as_json:
         click.echo(status_json(client))
@@ -206,7 +206,7 @@ def status(socket_path, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def replay(audit_log, policy_path, as_json):
     """Evaluate a policy offline against a recorded audit log."""
-    from .core.policy import builtin_policy, load_policy
+    from ..core.policy import builtin_policy, load_policy
     from .replay import format_replay, replay as do_replay
     p = load_policy(policy_path) if policy_path else builtin_policy("default")
     click.echo(format_replay(do_replay(audit_log, p), json=as_json))

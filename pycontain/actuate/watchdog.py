@@ -1,7 +1,7 @@
 """Fail-closed watchdog: if pycontain dies, its agents do not run on uncontained.
 
 Before the agent is launched, the controller spawns this small process
-(``python -m pycontain.watchdog``) in its own session, outside the agent
+(``python -m pycontain.actuate.watchdog``) in its own session, outside the agent
 cgroups. It holds the read end of a pipe whose only write end is held by the
 controller: the pipe is O_CLOEXEC (PEP 446) and every child pycontain starts
 (the agent included) is started with close_fds, so nobody else keeps it open.
@@ -33,7 +33,7 @@ import subprocess
 import sys
 
 from .cgroups import AgentCgroup
-from .errors import EnvironmentProblem, UsageError
+from ..core.errors import EnvironmentProblem, UsageError
 
 MODES = ("kill", "freeze")
 START_TIMEOUT_S = 15.0
@@ -56,7 +56,7 @@ class Watchdog:
         env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pycontain.watchdog", "--fd", str(r), "--mode", mode],
+                [sys.executable, "-m", "pycontain.actuate.watchdog", "--fd", str(r), "--mode", mode],
                 pass_fds=(r,), close_fds=True, start_new_session=True,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env)
         finally:
@@ -116,7 +116,7 @@ class Watchdog:
         line = out.readline() if ready else b""
         if line.strip() != b"ok":
             raise EnvironmentProblem("the watchdog process did not start; refusing to run an agent unguarded",
-                                     f"check that `{sys.executable} -m pycontain.watchdog` runs")
+                                     f"check that `{sys.executable} -m pycontain.actuate.watchdog` runs")
 
 
 # ---- the watchdog process ---------------------------------------------------------
@@ -177,7 +177,7 @@ def serve(fd: int, mode: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    ap = argparse.ArgumentParser(prog="pycontain.watchdog")
+    ap = argparse.ArgumentParser(prog="pycontain.actuate.watchdog")
     ap.add_argument("--fd", type=int, required=True)
     ap.add_argument("--mode", choices=MODES, default="kill")
     args = ap.parse_args(argv)

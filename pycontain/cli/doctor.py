@@ -103,7 +103,7 @@ def check_headers() -> Check:
 
 def check_cgroups() -> Check:
     try:
-        from .cgroups import detect_layout
+        from ..actuate.cgroups import detect_layout
         lay = detect_layout()
         detail = f"{lay.kind}: cgroup2 at {lay.unified}"
         if getattr(lay, "v1", None):
@@ -115,7 +115,7 @@ def check_cgroups() -> Check:
 
 def check_hooks() -> list[Check]:
     try:
-        from .probes.features import detect_features
+        from ..kernel.features import detect_features
         rep = detect_features()
         d = rep.as_dict()
     except Exception as e:
@@ -133,7 +133,7 @@ def check_hooks() -> list[Check]:
 
 def check_nvml() -> Check:
     try:
-        from .gpu.nvml import Nvml
+        from ..gpu.nvml import Nvml
         n = Nvml()
         st = n.status
         return Check("NVML", "ok" if n.available else "warn", st,

@@ -16,9 +16,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .errors import CommandNotFound, EnvironmentProblem, UsageError
-from .state import NodeState
-from .report import Reporter, progress_printer
+from ..core.errors import CommandNotFound, EnvironmentProblem, UsageError
+from ..observe.state import NodeState
+from ..observe.report import Reporter, progress_printer
 
 NAME_OK = "abcdefghijklmnopqrstuvwxyz0123456789_.-"
 
@@ -40,7 +40,7 @@ class RunOptions:
 
 
 def load_run_policy(opts: RunOptions):
-    from .core.policy import builtin_policy, load_policy
+    from ..core.policy import builtin_policy, load_policy
     policy = load_policy(opts.policy_path) if opts.policy_path else builtin_policy("default")
     if opts.monitor:
         from dataclasses import replace
@@ -83,11 +83,11 @@ def run_agent(cmd: list[str], opts: RunOptions) -> int:
     resolve_cmd(cmd)                         # exit 127 before anything is loaded
     require_root()
 
-    from .audit import open_audit
-    from .cgroups import AgentCgroup
+    from ..observe.audit import open_audit
+    from ..actuate.cgroups import AgentCgroup
     from .controller import Controller
-    from .launch import launch
-    from .watchdog import Watchdog
+    from ..actuate.launch import launch
+    from ..actuate.watchdog import Watchdog
 
     reporter = Reporter(as_json=opts.as_json, verbose=opts.verbose)
     audit = open_audit(opts.audit_log)
@@ -112,10 +112,10 @@ def run_agent(cmd: list[str], opts: RunOptions) -> int:
         watchdog = Watchdog.start([cg])
         ctl.add_agent(opts.name, cg)
         if opts.metrics_port:
-            from .metrics import start_metrics_server
+            from ..observe.metrics import start_metrics_server
             metrics, _ = start_metrics_server(opts.metrics_port, state, addr=opts.metrics_addr)
         if opts.socket_path:
-            from .state_api import StateServer
+            from ..observe.state_api import StateServer
             server = StateServer(state, opts.socket_path, handlers=_agent_handlers(ctl))
             server.start()
         reporter.ready(opts.name, policy, ctl, cg)
@@ -160,7 +160,7 @@ def run_agent(cmd: list[str], opts: RunOptions) -> int:
 
 
 def _agent_handlers(ctl):
-    from .core.decisions import Action, Decision
+    from ..core.decisions import Action, Decision
 
     def act(verb):
         def handler(name: str, body: dict | None = None) -> dict:

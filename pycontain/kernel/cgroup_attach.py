@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import EnvironmentProblem
+from ..core.errors import EnvironmentProblem
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .errors import EnvironmentProblem, PycontainError
-from .state import NodeState
+from ..core.errors import EnvironmentProblem, PycontainError
+from ..observe.state import NodeState
 
 log = logging.getLogger("pycontain.daemon")
 
@@ -37,10 +37,10 @@ class DaemonOptions:
 
 class Daemon:
     def __init__(self, opts: DaemonOptions):
-        from .audit import open_audit
+        from ..observe.audit import open_audit
         from .controller import Controller
-        from .core.policy import load_policy
-        from .report import Reporter, progress_printer
+        from ..core.policy import load_policy
+        from ..observe.report import Reporter, progress_printer
         self.opts = opts
         self.policy = load_policy(opts.policy_path)
         self.state = NodeState()
@@ -61,7 +61,7 @@ class Daemon:
 
     def _act(self, verb: str):
         def handler(name: str, body: dict | None = None) -> dict:
-            from .core.decisions import Action, Decision
+            from ..core.decisions import Action, Decision
             with self.lock:
                 if name not in self.ctl.cgroups:
                     return {"ok": False, "error": f"no agent {name!r}"}
@@ -71,7 +71,7 @@ class Daemon:
         return handler
 
     def _adopt(self, body: dict) -> dict:
-        from .cgroups import AgentCgroup
+        from ..actuate.cgroups import AgentCgroup
         path, name = str(body.get("cgroup", "")), str(body.get("name", ""))
         if not name or not path:
             return {"ok": False, "error": "adopt needs cgroup and name"}
@@ -99,12 +99,12 @@ class Daemon:
 
     @staticmethod
     def _cgroup2_root() -> str:
-        from .cgroups import detect_layout
+        from ..actuate.cgroups import detect_layout
         return detect_layout().unified
 
     def scan(self) -> None:
-        from .cgroups import AgentCgroup
-        from .discovery import find_agents
+        from ..actuate.cgroups import AgentCgroup
+        from ..actuate.discovery import find_agents
         root = self._cgroup2_root()
         own = _own_cgroup2(root)
         matches = find_agents(self.policy.agents, root, exclude={own} if own else None)
@@ -130,7 +130,7 @@ class Daemon:
     # ---- reload ------------------------------------------------------------
 
     def reload(self) -> bool:
-        from .core.policy import load_policy
+        from ..core.policy import load_policy
         try:
             new = load_policy(self.opts.policy_path)
             with self.lock:
@@ -149,7 +149,7 @@ class Daemon:
     def run(self) -> int:
         if os.geteuid() != 0:
             raise EnvironmentProblem("pycontain daemon needs root (BPF programs, cgroups)")
-        from .state_api import StateServer
+        from ..observe.state_api import StateServer
 
         def on_hup(*_):
             self._reload = True
@@ -167,7 +167,7 @@ class Daemon:
             self.server = StateServer(self.state, self.opts.socket_path, handlers=handlers)
             self.server.start()
             if self.opts.metrics_port:
-                from .metrics import start_metrics_server
+                from ..observe.metrics import start_metrics_server
                 self.metrics, _ = start_metrics_server(self.opts.metrics_port, self.state, addr=self.opts.metrics_addr)
             self.reporter.note(f"daemon ready (policy {self.policy.name}, socket {self.opts.socket_path})")
             while not self._stop:

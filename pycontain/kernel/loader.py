@@ -2,7 +2,7 @@
 
 All hooks are compiled as ONE BCC program (pycontain.h + common.bpf.h + every
 hook file present) so they share the maps declared in common.bpf.h. Struct
-offsets of the running kernel come from BTF (pycontain.probes.btf) as -D
+offsets of the running kernel come from BTF (pycontain.kernel.btf) as -D
 macros: the installed headers may belong to another kernel.
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ..core.events import ConfigFlag, DecodeError, Event, Mode, NAME_LEN, PATTERN_LEN, MAX_PATTERNS, MAX_LEVELS, decode
 from ..core.kernel_rules import KernelTables
-from ..errors import EnvironmentProblem
+from ..core.errors import EnvironmentProblem
 from .exec_dfa import DFA_CLASSES, DFA_STATES, compile_patterns
 from .features import FeatureReport, detect_features
 
@@ -92,7 +92,7 @@ def _optional(module: str):
     """Engineer B's modules may not exist yet; the loader works without them."""
     import importlib
     try:
-        return importlib.import_module(f"pycontain.probes.{module}")
+        return importlib.import_module(f"pycontain.kernel.{module}")
     except ModuleNotFoundError as e:
         if e.name and e.name.endswith(module):
             return None

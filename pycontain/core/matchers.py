@@ -14,7 +14,7 @@ import re
 from typing import Iterable, Sequence
 
 
-def _combined(globs: Sequence[str]) -> re.Pattern | None:
+def _combined(globs: Sequence[str]) -> re.Pattern[str] | None:
     if not globs:
         return None
     return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))

@@ -7,6 +7,9 @@ key path, so every error says exactly where it is:
 
 from __future__ import annotations
 
+import builtins
+from typing import Any
+
 import difflib
 import re
 
@@ -62,14 +65,15 @@ class Node:
             return "a list"
         return repr(self.node.value) if self.node is not None else "nothing"
 
-    def scalar(self):
+    def scalar(self) -> Any:
         if not isinstance(self.node, yaml.ScalarNode):
             raise self.error(f"expected a single value, got {self._kind()}")
         return _construct(self.node)
 
     # ---- typed scalars ----------------------------------------------------------
 
-    def str(self, pattern: str | None = None, what: str = "value", maxlen: int = 256) -> str:
+    def str(self, pattern: builtins.str | None = None, what: builtins.str = "value",
+            maxlen: int = 256) -> builtins.str:
         v = self.scalar()
         if not isinstance(v, str) or not v:
             raise self.error(f"expected a non-empty string, got {v!r}")
@@ -79,13 +83,13 @@ class Node:
             raise self.error(f"{v!r} is not a valid {what}")
         return v
 
-    def bool(self) -> bool:
+    def bool(self) -> builtins.bool:
         v = self.scalar()
         if not isinstance(v, bool):
             raise self.error(f"expected true or false, got {v!r}")
         return v
 
-    def number(self, lo: float | None = None, hi: float | None = None, integer: bool = False) -> float:
+    def number(self, lo: float | None = None, hi: float | None = None, integer: builtins.bool = False) -> float:
         v = self.scalar()
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
             raise self.error(f"expected {'an integer' if integer else 'a number'}, got {v!r}")
@@ -93,11 +97,11 @@ class Node:
             raise self.error(f"{v!r} is out of range [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
         return v
 
-    def choice(self, options: tuple[str, ...]) -> str:
+    def choice(self, options: tuple[builtins.str, ...]) -> builtins.str:
         v = self.scalar()
         if v not in options:
             raise self.error(f"{v!r} is not one of: {', '.join(options)}")
-        return v
+        return str(v)
 
     def size(self) -> int:
         v = self.scalar()
@@ -132,7 +136,7 @@ class Node:
         return s
 
 
-def _construct(node: yaml.ScalarNode):
+def _construct(node: yaml.ScalarNode) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)

@@ -7,6 +7,7 @@ is what NVML gives us.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 MAX_PROCESSES = 65536
@@ -29,7 +30,7 @@ class ProcessInfo:
 
 
 class ProcessTable:
-    def __init__(self):
+    def __init__(self) -> None:
         self._by_key: dict[tuple[int, int], ProcessInfo] = {}
         self._live: dict[int, tuple[int, int]] = {}   # pid -> key of the live process
         # records made from a fork (keyed by the fork's timestamp, not yet by
@@ -84,7 +85,7 @@ class ProcessTable:
         if len(self._provisional) > MAX_PROCESSES:
             self._provisional = {k for k in self._provisional if k in self._by_key}
 
-    def on_exec(self, pid: int, start_ns: int, agent: str, ppid: int, filename: bytes, argv, ts_ns: int) -> ProcessInfo:
+    def on_exec(self, pid: int, start_ns: int, agent: str, ppid: int, filename: bytes, argv: Sequence[bytes], ts_ns: int) -> ProcessInfo:
         prev = self.lookup(pid)
         if prev is not None and (prev.pid, prev.start_ns) != (pid, start_ns) \
                 and (prev.pid, prev.start_ns) not in self._provisional:

@@ -12,13 +12,16 @@ stands for the node's DNS resolvers: the ``nameserver`` lines of
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:   # policy.py imports this module (NAMESERVERS)
+    from .policy import Policy
 
 NAMESERVERS = "@nameservers"
 RESOLV_CONF = "/etc/resolv.conf"
 
 
-def hosts_in_policy(policy) -> list[str]:
+def hosts_in_policy(policy: Policy) -> list[str]:
     rules = list(policy.network.allow) + list(policy.network.deny)
     return sorted({h for r in rules for h in r.hosts})
 

@@ -28,7 +28,7 @@ def _escape_char(ch: str) -> str:
     return ch
 
 
-def _escape_match(m: re.Match) -> str:
+def _escape_match(m: re.Match[str]) -> str:
     return _escape_char(m.group())
 
 

@@ -224,7 +224,7 @@ class TestHost:
         self._procs: list[subprocess.Popen] = []
         self._created_ns = False
         self._created_link = False
-        self._finalizer = None
+        self._finalizer: weakref.finalize | None = None
 
     # ---- life cycle -------------------------------------------------------
 
@@ -408,7 +408,7 @@ def reap_stale() -> list[str]:
     """Remove test hosts whose owner process died without cleaning up (a
     SIGKILLed test run): their netns, veth and registry entry. Returns the
     netns names removed."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(REGISTRY)
     except OSError:

@@ -214,7 +214,7 @@ def kernel_offsets(path: str = VMLINUX_BTF, cache_dir: str | None = CACHE_DIR) -
         except (OSError, ValueError):
             pass
     offsets = probe_offsets(kernel_btf(path))
-    if cache:
+    if cache and cache_dir:
         try:
             os.makedirs(cache_dir, mode=0o755, exist_ok=True)
             tmp = f"{cache}.{os.getpid()}"

@@ -70,8 +70,8 @@ def lpm_entry(net: ipaddress.IPv4Network | ipaddress.IPv6Network, rule: int) -> 
 def split_mapped(nets6: Iterable[tuple[ipaddress.IPv6Network, int]]) -> tuple[list, list]:
     """(IPv4 networks from IPv4-mapped IPv6 entries, the remaining IPv6 entries)."""
     v4, v6 = [], []
-    for net, rule in nets6:
-        net = ipaddress.ip_network(net, strict=False)
+    for entry, rule in nets6:
+        net = ipaddress.IPv6Network(entry, strict=False)
         if net.prefixlen >= 96 and net.subnet_of(_V4_MAPPED):
             addr = ipaddress.IPv4Address(net.network_address.packed[12:])
             v4.append((ipaddress.IPv4Network((addr, net.prefixlen - 96)), rule))
@@ -117,21 +117,22 @@ def port_rows(ports: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
 
 def rule_slot_ids(rules: dict[int, str]) -> list[int]:
     """Rule ids for the pc_net_rules slots, by name in `rules`, else the reserved id if free."""
-    by_name = {}
+    by_name: dict[str, int] = {}
     for rid, name in sorted(rules.items()):
         by_name.setdefault(name, rid)
     out = []
     for name, reserved in RULE_SLOTS:
-        rid = by_name.get(name)
-        if rid is None:
-            taken = rules.get(reserved)
-            if taken is not None and taken != name:
-                log.warning("rule id %d is %r, not %r: kernel %s verdicts carry rule 0",
-                            reserved, taken, name, name)
-                rid = 0
-            else:
-                rid = reserved
-        out.append(int(rid))
+        found = by_name.get(name)
+        if found is not None:
+            out.append(found)
+            continue
+        taken = rules.get(reserved)
+        if taken is not None and taken != name:
+            log.warning("rule id %d is %r, not %r: kernel %s verdicts carry rule 0",
+                        reserved, taken, name, name)
+            out.append(0)
+        else:
+            out.append(reserved)
     return out
 
 

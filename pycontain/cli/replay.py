@@ -14,6 +14,7 @@ from typing import Mapping
 from dataclasses import asdict, dataclass
 
 from ..core.engine import Engine
+from ..core.event_types import spec_of_kind
 from ..core.kernel_rules import compile_policy, kernel_verdict
 from ..core.errors import PycontainError
 from ..core.text import safe_text
@@ -77,13 +78,12 @@ def replay(audit_path: str, policy, resolved: Mapping[str, list[str]] | None = N
     acted = {rec.get("pid"): rec.get("action") for _n, rec in records
              if rec["kind"] == "violation" and rec.get("action") in ("kill-process", "kill") and not rec.get("monitor")}
     for n, rec in records:
-        if rec["kind"] == "exec":
-            r = _exec(n, rec, tables, engine)
-        elif rec["kind"] in ("connect", "send"):
-            r = _net(n, rec, tables, engine)
-        else:
+        spec = spec_of_kind(rec["kind"])
+        judge = _JUDGES.get(spec.replay_section) if spec is not None else None
+        if judge is None:
             continue
-        if r.recorded == "allow" and rec.get("pid") in acted and rec["kind"] == "exec":
+        r = judge(n, rec, tables, engine)
+        if r.recorded == "allow" and rec.get("pid") in acted and spec.replay_section == "exec":
             r.recorded = acted[rec.get("pid")]
         out.append(r)
     return out
@@ -117,6 +117,10 @@ def _net(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     if hit:
         return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=hit[0])
     return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
+
+
+# policy section (core.event_types: EventSpec.replay_section) -> how a record is judged
+_JUDGES = {"exec": _exec, "network": _net}
 
 
 def format_replay(results: list[ReplayResult], json: bool = False) -> str:

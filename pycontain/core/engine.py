@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
-from typing import Mapping
+from typing import ClassVar, Mapping
 
 from .text import safe_text
 from .decisions import Action, Breach, Decision
@@ -127,25 +127,30 @@ class Engine:
         agent = self.names.get(ev.h.agent_id)
         if agent is None:
             return []
-        h = ev.h
-        if isinstance(ev, ForkEvent):
-            if not h.flags & Flag.THREAD:
-                self.processes.on_fork(h.pid, ev.child_pid, h.ts_ns, agent)
-            return []
-        if isinstance(ev, ExitEvent):
-            if not h.flags & Flag.THREAD:
-                self.processes.on_exit(h.pid, h.start_ns)
-            return []
-        if isinstance(ev, ExecEvent):
-            return self._on_exec(ev, agent, now)
-        if isinstance(ev, StratumEvent):
-            return self._on_stratum(ev, agent, now)
-        if isinstance(ev, NetEvent):
-            return self._on_net(ev, agent, now)
-        if isinstance(ev, SocketEvent) and h.verdict != Verdict.ALLOW:
-            return self._kernel_violation(ev, agent, now, "socket",
-                                          f"socket(family {ev.family}, type {ev.sock_type}) denied in the kernel")
+        # the handler of the event's dataclass, or of its nearest base that has one
+        for cls in type(ev).__mro__:
+            handler = self._HANDLERS.get(cls)
+            if handler is not None:
+                return handler(self, ev, agent, now)
         return []
+
+    def _on_fork(self, ev: ForkEvent, agent: str, now: float) -> list[Decision]:
+        h = ev.h
+        if not h.flags & Flag.THREAD:
+            self.processes.on_fork(h.pid, ev.child_pid, h.ts_ns, agent)
+        return []
+
+    def _on_exit(self, ev: ExitEvent, agent: str, now: float) -> list[Decision]:
+        h = ev.h
+        if not h.flags & Flag.THREAD:
+            self.processes.on_exit(h.pid, h.start_ns)
+        return []
+
+    def _on_socket(self, ev: SocketEvent, agent: str, now: float) -> list[Decision]:
+        if ev.h.verdict == Verdict.ALLOW:
+            return []
+        return self._kernel_violation(ev, agent, now, "socket",
+                                      f"socket(family {ev.family}, type {ev.sock_type}) denied in the kernel")
 
     def _kernel_violation(self, ev: Event, agent: str, now: float, key: str, reason: str) -> list[Decision]:
         h = ev.h
@@ -298,6 +303,10 @@ class Engine:
                         monitor=monitor)]
         out += self._escalate(agent, rule, "stratum", now, reason, monitor=monitor, skip=(Action.DENY,))
         return out
+
+    # engine logic per event dataclass (which type is which: core.event_types)
+    _HANDLERS: ClassVar[dict] = {ForkEvent: _on_fork, ExitEvent: _on_exit, ExecEvent: _on_exec, StratumEvent: _on_stratum,
+                 NetEvent: _on_net, SocketEvent: _on_socket}
 
     # ---- samples and breaches ---------------------------------------------------
 

@@ -1,8 +1,11 @@
 """Typed kernel events and their decoding.
 
 The ctypes structures mirror ebpf/pycontain.h field by field (the layout test
-compiles the header and compares). ``decode(data)`` dispatches on the first
-byte, the event type, and returns a frozen dataclass. Strings from the kernel
+compiles the header and compares sizes, offsets and constants). Which struct,
+dataclass, decoder and record shape belong to which event type is said once,
+in the registry (:mod:`pycontain.core.event_types`); its ``decode(data)``
+dispatches on the first byte, the event type, and returns a frozen dataclass
+(``events.decode`` is the same function). Strings from the kernel
 are agent-supplied: they are kept as bytes here and rendered with
 :func:`pycontain.text.safe_text` wherever they are shown.
 """
@@ -153,13 +156,12 @@ class CPattern(C.Structure):
                 ("_pad0", C.c_uint8), ("pat", C.c_char * PATTERN_LEN)]
 
 
-# Every mirrored struct, by its C name: the layout test walks this table.
-C_STRUCTS: dict[str, type[C.Structure]] = {
-    "pc_header": CHeader, "pc_exec": CExec, "pc_fork": CFork, "pc_exit": CExit,
-    "pc_net": CNet, "pc_socket": CSocket, "pc_tcp_state": CTcpState,
-    "pc_stratum": CStratum, "pc_config": CConfig, "pc_port_rule": CPortRule,
-    "pc_lpm4": CLpm4, "pc_lpm6": CLpm6, "pc_name_key": CNameKey,
-    "pc_pattern": CPattern,
+# The structs of the maps the controller writes, by their C name. The event
+# structs are named by the registry (event_types.EVENT_TYPES); C_STRUCTS there
+# is the union the layout test walks.
+MAP_STRUCTS: dict[str, type[C.Structure]] = {
+    "pc_config": CConfig, "pc_port_rule": CPortRule, "pc_lpm4": CLpm4, "pc_lpm6": CLpm6,
+    "pc_name_key": CNameKey, "pc_pattern": CPattern,
 }
 
 
@@ -256,7 +258,7 @@ class StratumEvent(NetEvent):
     payload: bytes = field(default=b"")
 
 
-def _addr(family: int, raw) -> str:
+def addr_text(family: int, raw) -> str:
     b = bytes(raw)
     if family == 2:
         return socket.inet_ntop(socket.AF_INET, b[:4])
@@ -281,7 +283,7 @@ def _flag(bits: int) -> Flag:
     return f
 
 
-def _header_at(data: bytes, offset: int = 0) -> Header:
+def header_at(data: bytes, offset: int = 0) -> Header:
     (etype, verdict, flags, rule_id, pid, tid, ppid, uid, agent_id, _pad,
      ts_ns, start_ns, cgroup_id, comm) = _HEADER.unpack_from(data, offset)
     return Header(
@@ -291,58 +293,28 @@ def _header_at(data: bytes, offset: int = 0) -> Header:
     )
 
 
-def _net(c: CNet, data: bytes) -> dict:
-    return dict(h=_header_at(data), family=c.family, protocol=c.protocol,
-                daddr=_addr(c.family, c.daddr), dport=c.dport,
-                saddr=_addr(c.family, c.saddr), sport=c.sport)
+def net_fields(c: CNet, data: bytes) -> dict:
+    """The NetEvent fields of a pc_net (connect, send, and the head of a stratum record)."""
+    return dict(h=header_at(data), family=c.family, protocol=c.protocol,
+                daddr=addr_text(c.family, c.daddr), dport=c.dport,
+                saddr=addr_text(c.family, c.saddr), sport=c.sport)
 
 
 class DecodeError(ValueError):
     pass
 
 
-def _from(struct: type[C.Structure], data: bytes):
+def from_record(struct: type[C.Structure], data: bytes):
+    """`struct` read from the front of `data`; DecodeError if `data` is shorter."""
     if len(data) < C.sizeof(struct):
         raise DecodeError(f"short {struct.__name__} record: {len(data)} < {C.sizeof(struct)} bytes")
     return struct.from_buffer_copy(data[: C.sizeof(struct)])
 
 
-def decode(data: bytes) -> Event:
-    """Decode one ring-buffer record. Raises DecodeError on malformed input."""
-    data = bytes(data)
-    if not data:
-        raise DecodeError("empty record")
-    try:
-        etype = EventType(data[0])
-    except ValueError:
-        raise DecodeError(f"unknown event type {data[0]}") from None
-    if etype is EventType.EXEC:
-        c = _from(CExec, data)
-        # raw slice: ctypes would stop a c_char array at its first NUL, and
-        # argv entries are NUL-separated
-        off = CExec.args.offset
-        args = data[off: off + min(c.args_len, ARGS_LEN)]
-        argv = tuple(args.rstrip(b"\0").split(b"\0")) if args.strip(b"\0") else ()
-        fname = bytes(c.filename)[: min(c.filename_len, FILENAME_LEN)].split(b"\0", 1)[0]
-        return ExecEvent(h=_header_at(data), filename=fname, argv=argv, argc=c.argc)
-    if etype is EventType.FORK:
-        c = _from(CFork, data)
-        return ForkEvent(h=_header_at(data), child_pid=c.child_pid)
-    if etype is EventType.EXIT:
-        c = _from(CExit, data)
-        return ExitEvent(h=_header_at(data), exit_code=c.exit_code)
-    if etype in (EventType.CONNECT, EventType.SEND):
-        return NetEvent(**_net(_from(CNet, data), data))
-    if etype is EventType.SOCKET:
-        c = _from(CSocket, data)
-        return SocketEvent(h=_header_at(data), family=c.family, sock_type=c.type, protocol=c.protocol)
-    if etype is EventType.TCP_STATE:
-        c = _from(CTcpState, data)
-        return TcpStateEvent(h=_header_at(data), family=c.family, oldstate=c.oldstate,
-                             newstate=c.newstate, saddr=_addr(c.family, c.saddr), sport=c.sport,
-                             daddr=_addr(c.family, c.daddr), dport=c.dport)
-    if etype is EventType.STRATUM:
-        c = _from(CStratum, data)
-        off = CStratum.payload.offset
-        return StratumEvent(**_net(c.n, data), payload=data[off: off + min(c.payload_len, PAYLOAD_LEN)])
-    raise DecodeError(f"unhandled event type {etype!r}")  # pragma: no cover
+def __getattr__(name: str):
+    """``events.decode`` is the registry's (event_types imports this module,
+    so it cannot be imported here at load time)."""
+    if name == "decode":
+        from .event_types import decode
+        return decode
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

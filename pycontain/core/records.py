@@ -9,24 +9,10 @@ as ``\\xNN``.
 
 from __future__ import annotations
 
-import socket
-
 from .text import safe_text
 from .decisions import Decision
-from .events import (
-    Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent,
-    StratumEvent, TcpStateEvent, Verdict,
-)
-
-ARG_LIMIT = 512      # characters kept per argv entry in a record
-ARGV_LIMIT = 64      # entries kept
-
-_TCP_STATES = {
-    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
-}
-_FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_PACKET: "packet", socket.AF_UNIX: "unix"}
-_SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 5: "seqpacket"}
+from .event_types import spec_of
+from .events import Event, Flag, Verdict
 
 
 def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None = None) -> dict:
@@ -42,32 +28,9 @@ def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None 
         rec["rule"] = (rules or {}).get(h.rule_id, f"kernel#{h.rule_id}")
     if h.flags & Flag.KILLED:
         rec["killed"] = True
-    if isinstance(ev, ExecEvent):
-        rec["filename"] = safe_text(ev.filename, 1024)
-        rec["argv"] = [safe_text(a, ARG_LIMIT) for a in ev.argv[:ARGV_LIMIT]]
-        rec["argc"] = ev.argc
-        if ev.args_truncated or len(ev.argv) > ARGV_LIMIT:
-            rec["argv_truncated"] = True
-    elif isinstance(ev, ForkEvent):
-        rec["child_pid"] = ev.child_pid
-        if h.flags & Flag.THREAD:
-            rec["thread"] = True
-    elif isinstance(ev, ExitEvent):
-        rec["exit_code"] = ev.exit_code
-    elif isinstance(ev, NetEvent):
-        rec.update(protocol=ev.proto_name, daddr=ev.daddr, dport=ev.dport,
-                   saddr=ev.saddr, sport=ev.sport)
-        if h.flags & Flag.V4_MAPPED:
-            rec["v4_mapped"] = True
-        if isinstance(ev, StratumEvent):
-            rec["payload"] = safe_text(ev.payload, 128)
-    elif isinstance(ev, SocketEvent):
-        rec.update(family=_FAMILIES.get(ev.family, str(ev.family)),
-                   type=_SOCK_TYPES.get(ev.sock_type & 0xF, str(ev.sock_type)), protocol=ev.protocol)
-    elif isinstance(ev, TcpStateEvent):
-        rec.update(daddr=ev.daddr, dport=ev.dport, saddr=ev.saddr, sport=ev.sport,
-                   oldstate=_TCP_STATES.get(ev.oldstate, str(ev.oldstate)),
-                   newstate=_TCP_STATES.get(ev.newstate, str(ev.newstate)))
+    spec = spec_of(ev)
+    if spec is not None:
+        spec.record(ev, rec)   # the type's own fields (core.event_types)
     return rec
 
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from ..core.events import PatternWhere
 
-DFA_STATES = 1088     # must equal PC_DFA_STATES in ebpf/exec.c
-DFA_CLASSES = 128     # PC_DFA_CLASSES
-MATCH_SHIFT = 16      # PC_DFA_MATCH_SHIFT
+# PC_DFA_STATES, PC_DFA_CLASSES, PC_DFA_MATCH_SHIFT of ebpf/exec.c (the
+# layout test compares them: kernel/abi.py)
+DFA_STATES = 1088
+DFA_CLASSES = 128
+MATCH_SHIFT = 16
 
 
 @dataclass

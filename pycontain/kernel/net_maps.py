@@ -41,7 +41,8 @@ STRATUM_RULE_ID = 2
 RAW_SOCKET_RULE_ID = 3
 PACKET_SOCKET_RULE_ID = 4
 
-# slot in pc_net_rules -> (rule name, reserved id); slots match PC_NR_* in ebpf/connect.c
+# slot in pc_net_rules -> (rule name, reserved id); slots are PC_NR_* of ebpf/connect.c
+# (the layout test compares them: kernel/abi.py)
 RULE_SLOTS: tuple[tuple[str, int], ...] = (
     ("network.default", DEFAULT_DENY_RULE_ID),
     ("network.stratum", STRATUM_RULE_ID),

@@ -14,6 +14,8 @@ from typing import Callable
 from rich.console import Console
 from rich.markup import escape
 
+from ..core.event_types import spec_of_kind
+
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -28,13 +30,9 @@ def describe(rec: dict) -> str:
     """One readable line for an event, violation or action record."""
     kind = rec.get("kind")
     who = f"pid {rec.get('pid')}" if rec.get("pid") else ""
-    if kind == "exec":
-        argv = " ".join(rec.get("argv") or []) or rec.get("filename", "")
-        return f"exec {rec.get('filename')} [{argv}] {who}"
-    if kind in ("connect", "send", "stratum"):
-        return f"{kind} {rec.get('protocol', '')} {rec.get('daddr')}:{rec.get('dport')} {who}"
-    if kind == "socket":
-        return f"socket {rec.get('family')}/{rec.get('type')} {who}"
+    spec = spec_of_kind(kind)
+    if spec is not None and spec.describe is not None:
+        return spec.describe(rec, who)
     if kind == "violation":
         return f"{rec.get('rule')}: {rec.get('reason')}"
     if kind == "action":

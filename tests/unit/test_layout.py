@@ -1,39 +1,68 @@
-"""ebpf/pycontain.h compiled by the host C compiler vs the ctypes mirrors."""
+"""ebpf/pycontain.h compiled by the host C compiler vs the Python mirrors:
+struct sizes and offsets (core.event_types.C_STRUCTS) and constants
+(kernel.abi.C_CONSTANTS)."""
 
 from __future__ import annotations
 
 import ctypes
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from pycontain.core import event_types as et
 from pycontain.core import events as ev
+from pycontain.kernel.abi import C_CONSTANTS
 
-HEADER = Path(__file__).resolve().parents[2] / "ebpf" / "pycontain.h"
+EBPF = Path(__file__).resolve().parents[2] / "ebpf"
+HEADER = EBPF / "pycontain.h"
+_DEFINE = re.compile(r"\s*#\s*define\s+(\w+)\s")
 
 
-def _c_program() -> str:
-    lines = ['#include <stdio.h>', '#include <stddef.h>', f'#include "{HEADER}"', "int main(void) {"]
-    for cname, struct in ev.C_STRUCTS.items():
+def _c_program(body: list[str], prelude: tuple[str, ...] = ()) -> str:
+    return "\n".join(['#include <stdio.h>', '#include <stddef.h>', f'#include "{HEADER}"', *prelude,
+                      "int main(void) {", *body, "return 0; }"])
+
+
+def _layout_lines() -> list[str]:
+    lines = []
+    for cname, struct in et.C_STRUCTS.items():
         lines.append(f'printf("{cname} size %zu\\n", sizeof(struct {cname}));')
         for fname, *_ in struct._fields_:
             lines.append(f'printf("{cname}.{fname} %zu %zu\\n", offsetof(struct {cname}, {fname}), '
                          f'sizeof(((struct {cname} *)0)->{fname}));')
-    lines += ["return 0; }"]
-    return "\n".join(lines)
+    return lines
+
+
+def _bpf_only_defines(names) -> list[str]:
+    """The #define lines of mirrored names that ebpf/ declares outside pycontain.h
+    (BPF-only sources do not compile on the host: their lines are copied)."""
+    in_header = {m.group(1) for line in HEADER.read_text().splitlines() if (m := _DEFINE.match(line))}
+    out = []
+    for src in sorted(EBPF.glob("*.[ch]")):
+        for line in src.read_text().splitlines():
+            m = _DEFINE.match(line)
+            if m and m.group(1) in names and m.group(1) not in in_header and src != HEADER:
+                out.append(line)
+    return out
+
+
+def _compile_and_run(d: Path, source: str) -> str:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.skip("no host C compiler")
+    (d / "p.c").write_text(source)
+    built = subprocess.run([cc, "-o", str(d / "p"), str(d / "p.c")], capture_output=True, text=True, check=False)
+    if built.returncode:
+        pytest.fail(f"host compiler failed on the generated program:\n{built.stderr}")
+    return subprocess.run([str(d / "p")], check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="module")
 def c_layout(tmp_path_factory) -> dict[str, tuple[int, ...]]:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if not cc:
-        pytest.skip("no host C compiler")
-    d = tmp_path_factory.mktemp("layout")
-    (d / "l.c").write_text(_c_program())
-    subprocess.run([cc, "-o", str(d / "l"), str(d / "l.c")], check=True)
-    out = subprocess.run([str(d / "l")], check=True, capture_output=True, text=True).stdout
+    out = _compile_and_run(tmp_path_factory.mktemp("layout"), _c_program(_layout_lines()))
     layout: dict[str, tuple[int, ...]] = {}
     for line in out.splitlines():
         name, *nums = line.split()
@@ -41,13 +70,40 @@ def c_layout(tmp_path_factory) -> dict[str, tuple[int, ...]]:
     return layout
 
 
-@pytest.mark.parametrize("cname", sorted(ev.C_STRUCTS))
+@pytest.fixture(scope="module")
+def c_constants(tmp_path_factory) -> dict[str, int]:
+    body = [f'printf("{n} %lld\\n", (long long)({n}));' for n in C_CONSTANTS]
+    source = _c_program(body, tuple(_bpf_only_defines(C_CONSTANTS)))
+    out = _compile_and_run(tmp_path_factory.mktemp("constants"), source)
+    return {name: int(v) for name, v in (line.split() for line in out.splitlines())}
+
+
+@pytest.mark.parametrize("cname", sorted(et.C_STRUCTS))
 def test_struct_matches_ctypes_mirror(c_layout, cname):
-    struct = ev.C_STRUCTS[cname]
+    struct = et.C_STRUCTS[cname]
     assert c_layout[cname] == (ctypes.sizeof(struct),), cname
     for fname, *_ in struct._fields_:
         field = getattr(struct, fname)
         assert c_layout[f"{cname}.{fname}"] == (field.offset, field.size), f"{cname}.{fname}"
+
+
+@pytest.mark.parametrize("name", sorted(C_CONSTANTS))
+def test_constant_matches_python_mirror(c_constants, name):
+    assert c_constants[name] == C_CONSTANTS[name], f"{name}: C {c_constants[name]}, Python {C_CONSTANTS[name]}"
+
+
+def test_every_enum_member_of_the_header_is_mirrored():
+    """A new enum value in pycontain.h needs its Python mirror (and so a row in C_CONSTANTS)."""
+    enums = re.findall(r"enum\s+\w+\s*\{(.*?)\}", HEADER.read_text(), re.DOTALL)
+    members = {m for body in enums for m in re.findall(r"\b(PC_\w+)\s*=", body)}
+    assert members and members <= set(C_CONSTANTS), sorted(members - set(C_CONSTANTS))
+
+
+def test_registry_covers_every_event_type():
+    assert set(et.EVENT_TYPES) == set(ev.EventType)
+    for t, spec in et.EVENT_TYPES.items():
+        assert spec.type is t and spec.kind == t.name.lower()
+        assert et.BY_KIND[spec.kind] is spec and et.C_STRUCTS[spec.cname] is spec.cstruct
 
 
 def _exec_record(argv: list[bytes], filename: bytes = b"/bin/x") -> bytes:
@@ -93,7 +149,7 @@ def test_header_unpack_reads_every_ctypes_field():
     c = ev.CHeader(type=4, verdict=1, flags=0x9, rule_id=0x11223344, pid=101, tid=102, ppid=103,
                    uid=104, agent_id=105, ts_ns=2**40 + 6, start_ns=2**41 + 7, cgroup_id=2**42 + 8,
                    comm=b"kworker/0:1")
-    h = ev._header_at(bytes(c))
+    h = ev.header_at(bytes(c))
     for name, _t in ev.CHeader._fields_:
         if not name.startswith("_"):
             assert getattr(h, name) == getattr(c, name), name

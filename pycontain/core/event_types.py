@@ -1,0 +1,213 @@
+"""The event-type registry (pure): everything that depends on an event's type, said once.
+
+Each :class:`EventSpec` names, for one kernel event type, its code
+(:class:`~pycontain.core.events.EventType`, hence its ``kind`` string), its C
+struct (name in ebpf/pycontain.h and ctypes mirror), its decoder (record bytes
+to frozen dataclass), its audit-record shape (the fields it adds to the common
+header fields of :func:`pycontain.core.records.event_record`), the one-line
+description of such a record, and the policy section replay judges it by.
+
+:func:`decode`, ``records.event_record``, ``observe.report.describe``,
+``cli.replay`` and tests/unit/test_layout.py dispatch through
+:data:`EVENT_TYPES`: a new event type is one entry here (plus its struct and
+dataclass in :mod:`pycontain.core.events`).
+"""
+
+from __future__ import annotations
+
+import ctypes as C
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .events import (
+    ARGS_LEN, FILENAME_LEN, MAP_STRUCTS, PAYLOAD_LEN, CExec, CExit, CFork, CHeader, CNet,
+    CSocket, CStratum, CTcpState, DecodeError, Event, EventType, ExecEvent, ExitEvent, Flag,
+    ForkEvent, NetEvent, SocketEvent, StratumEvent, TcpStateEvent, addr_text, from_record,
+    header_at, net_fields,
+)
+from .text import safe_text
+
+ARG_LIMIT = 512      # characters kept per argv entry in a record
+ARGV_LIMIT = 64      # entries kept
+
+_TCP_STATES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
+}
+_FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_PACKET: "packet", socket.AF_UNIX: "unix"}
+_SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 5: "seqpacket"}
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: EventType
+    cname: str                                  # struct name in ebpf/pycontain.h
+    cstruct: type[C.Structure]                  # its ctypes mirror
+    cls: type[Event]                            # the dataclass decode returns
+    decode: Callable[[bytes], Event]            # raises DecodeError
+    record: Callable[[Any, dict], None]         # adds the type's fields to a record
+    describe: Callable[[dict, str], str] | None = None   # (record, "pid N") -> line; None: "<kind> pid N"
+    replay_section: str | None = None           # policy section replay judges it by; None: not replayed
+
+    @property
+    def kind(self) -> str:
+        return self.type.name.lower()
+
+
+# ---- exec ----------------------------------------------------------------------
+
+def _decode_exec(data: bytes) -> ExecEvent:
+    c = from_record(CExec, data)
+    # raw slice: ctypes would stop a c_char array at its first NUL, and
+    # argv entries are NUL-separated
+    off = CExec.args.offset
+    args = data[off: off + min(c.args_len, ARGS_LEN)]
+    argv = tuple(args.rstrip(b"\0").split(b"\0")) if args.strip(b"\0") else ()
+    fname = bytes(c.filename)[: min(c.filename_len, FILENAME_LEN)].split(b"\0", 1)[0]
+    return ExecEvent(h=header_at(data), filename=fname, argv=argv, argc=c.argc)
+
+
+def _record_exec(ev: ExecEvent, rec: dict) -> None:
+    rec["filename"] = safe_text(ev.filename, 1024)
+    rec["argv"] = [safe_text(a, ARG_LIMIT) for a in ev.argv[:ARGV_LIMIT]]
+    rec["argc"] = ev.argc
+    if ev.args_truncated or len(ev.argv) > ARGV_LIMIT:
+        rec["argv_truncated"] = True
+
+
+def _describe_exec(rec: dict, who: str) -> str:
+    argv = " ".join(rec.get("argv") or []) or rec.get("filename", "")
+    return f"exec {rec.get('filename')} [{argv}] {who}"
+
+
+# ---- fork / exit ---------------------------------------------------------------
+
+def _decode_fork(data: bytes) -> ForkEvent:
+    c = from_record(CFork, data)   # first: it checks the length
+    return ForkEvent(h=header_at(data), child_pid=c.child_pid)
+
+
+def _record_fork(ev: ForkEvent, rec: dict) -> None:
+    rec["child_pid"] = ev.child_pid
+    if ev.h.flags & Flag.THREAD:
+        rec["thread"] = True
+
+
+def _decode_exit(data: bytes) -> ExitEvent:
+    c = from_record(CExit, data)
+    return ExitEvent(h=header_at(data), exit_code=c.exit_code)
+
+
+def _record_exit(ev: ExitEvent, rec: dict) -> None:
+    rec["exit_code"] = ev.exit_code
+
+
+# ---- connect / send / stratum --------------------------------------------------
+
+def _decode_net(data: bytes) -> NetEvent:
+    return NetEvent(**net_fields(from_record(CNet, data), data))
+
+
+def _record_net(ev: NetEvent, rec: dict) -> None:
+    rec.update(protocol=ev.proto_name, daddr=ev.daddr, dport=ev.dport, saddr=ev.saddr, sport=ev.sport)
+    if ev.h.flags & Flag.V4_MAPPED:
+        rec["v4_mapped"] = True
+
+
+def _describe_net(rec: dict, who: str) -> str:
+    return f"{rec.get('kind')} {rec.get('protocol', '')} {rec.get('daddr')}:{rec.get('dport')} {who}"
+
+
+def _decode_stratum(data: bytes) -> StratumEvent:
+    c = from_record(CStratum, data)
+    off = CStratum.payload.offset
+    return StratumEvent(**net_fields(c.n, data), payload=data[off: off + min(c.payload_len, PAYLOAD_LEN)])
+
+
+def _record_stratum(ev: StratumEvent, rec: dict) -> None:
+    _record_net(ev, rec)
+    rec["payload"] = safe_text(ev.payload, 128)
+
+
+# ---- socket / tcp state --------------------------------------------------------
+
+def _decode_socket(data: bytes) -> SocketEvent:
+    c = from_record(CSocket, data)
+    return SocketEvent(h=header_at(data), family=c.family, sock_type=c.type, protocol=c.protocol)
+
+
+def _record_socket(ev: SocketEvent, rec: dict) -> None:
+    rec.update(family=_FAMILIES.get(ev.family, str(ev.family)),
+               type=_SOCK_TYPES.get(ev.sock_type & 0xF, str(ev.sock_type)), protocol=ev.protocol)
+
+
+def _describe_socket(rec: dict, who: str) -> str:
+    return f"socket {rec.get('family')}/{rec.get('type')} {who}"
+
+
+def _decode_tcp_state(data: bytes) -> TcpStateEvent:
+    c = from_record(CTcpState, data)
+    return TcpStateEvent(h=header_at(data), family=c.family, oldstate=c.oldstate, newstate=c.newstate,
+                         saddr=addr_text(c.family, c.saddr), sport=c.sport,
+                         daddr=addr_text(c.family, c.daddr), dport=c.dport)
+
+
+def _record_tcp_state(ev: TcpStateEvent, rec: dict) -> None:
+    rec.update(daddr=ev.daddr, dport=ev.dport, saddr=ev.saddr, sport=ev.sport,
+               oldstate=_TCP_STATES.get(ev.oldstate, str(ev.oldstate)),
+               newstate=_TCP_STATES.get(ev.newstate, str(ev.newstate)))
+
+
+# ---- the registry --------------------------------------------------------------
+
+EVENT_TYPES: dict[EventType, EventSpec] = {s.type: s for s in (
+    EventSpec(EventType.EXEC, "pc_exec", CExec, ExecEvent, _decode_exec, _record_exec, _describe_exec, "exec"),
+    EventSpec(EventType.FORK, "pc_fork", CFork, ForkEvent, _decode_fork, _record_fork),
+    EventSpec(EventType.EXIT, "pc_exit", CExit, ExitEvent, _decode_exit, _record_exit),
+    EventSpec(EventType.CONNECT, "pc_net", CNet, NetEvent, _decode_net, _record_net, _describe_net, "network"),
+    EventSpec(EventType.SEND, "pc_net", CNet, NetEvent, _decode_net, _record_net, _describe_net, "network"),
+    EventSpec(EventType.SOCKET, "pc_socket", CSocket, SocketEvent, _decode_socket, _record_socket, _describe_socket),
+    EventSpec(EventType.TCP_STATE, "pc_tcp_state", CTcpState, TcpStateEvent, _decode_tcp_state, _record_tcp_state),
+    EventSpec(EventType.STRATUM, "pc_stratum", CStratum, StratumEvent, _decode_stratum, _record_stratum, _describe_net),
+)}
+
+BY_KIND: dict[str, EventSpec] = {s.kind: s for s in EVENT_TYPES.values()}
+# records dispatch on the dataclass (CONNECT and SEND share NetEvent and its shape)
+BY_CLASS: dict[type[Event], EventSpec] = {}
+for _s in EVENT_TYPES.values():
+    BY_CLASS.setdefault(_s.cls, _s)
+del _s
+
+# Every mirrored struct, by its C name: the layout test walks this table.
+C_STRUCTS: dict[str, type[C.Structure]] = {
+    "pc_header": CHeader, **{s.cname: s.cstruct for s in EVENT_TYPES.values()}, **MAP_STRUCTS,
+}
+
+_DECODERS: dict[int, Callable[[bytes], Event]] = {t.value: s.decode for t, s in EVENT_TYPES.items()}
+
+
+def spec_of(ev: Event) -> EventSpec | None:
+    """The entry of an event's dataclass, or of its nearest registered base."""
+    for cls in type(ev).__mro__:
+        spec = BY_CLASS.get(cls)
+        if spec is not None:
+            return spec
+    return None
+
+
+def spec_of_kind(kind: object) -> EventSpec | None:
+    """The event type of a record's ``kind``, or None (not an event record, or not a string)."""
+    return BY_KIND.get(kind) if isinstance(kind, str) else None
+
+
+def decode(data: bytes) -> Event:
+    """Decode one ring-buffer record. Raises DecodeError on malformed input."""
+    data = bytes(data)
+    if not data:
+        raise DecodeError("empty record")
+    dec = _DECODERS.get(data[0])
+    if dec is None:
+        raise DecodeError(f"unknown event type {data[0]}")
+    return dec(data)

@@ -1,0 +1,51 @@
+"""Every constant Python mirrors from ebpf/, by its C name: the one table.
+
+tests/unit/test_layout.py prints each name with the host C compiler (from
+ebpf/pycontain.h, or the ``#define`` line of the ebpf/ source that declares it)
+and compares it with the value here, so a constant that drifts on either side
+fails a unit test. Mirroring one more constant is one line in C_CONSTANTS; an
+enum of pycontain.h is mirrored member by member through its Python enum.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from ..core import events as ev
+from .exec_dfa import DFA_CLASSES, DFA_STATES, MATCH_SHIFT
+from .net_maps import RULE_SLOTS
+
+
+def _members(prefix: str, e: type[enum.Enum]) -> dict[str, int]:
+    return {prefix + m.name: int(m.value) for m in e}
+
+
+def _slot(rule: str) -> int:
+    """Index in pc_net_rules of the rule `rule` (net_maps.RULE_SLOTS order)."""
+    return [name for name, _id in RULE_SLOTS].index(rule)
+
+
+C_CONSTANTS: dict[str, int] = {
+    **_members("PC_EV_", ev.EventType),
+    **_members("PC_", ev.Verdict),
+    **_members("PC_F_", ev.Flag),
+    **_members("PC_MODE_", ev.Mode),
+    **_members("PC_CFG_", ev.ConfigFlag),
+    **_members("PC_PAT_", ev.PatternWhere),
+    "PC_COMM_LEN": ev.COMM_LEN,
+    "PC_FILENAME_LEN": ev.FILENAME_LEN,
+    "PC_ARGS_LEN": ev.ARGS_LEN,
+    "PC_PAYLOAD_LEN": ev.PAYLOAD_LEN,
+    "PC_NAME_LEN": ev.NAME_LEN,
+    "PC_PATTERN_LEN": ev.PATTERN_LEN,
+    "PC_MAX_PATTERNS": ev.MAX_PATTERNS,
+    "PC_MAX_LEVELS": ev.MAX_LEVELS,
+    "PC_DFA_STATES": DFA_STATES,                 # ebpf/exec.c
+    "PC_DFA_CLASSES": DFA_CLASSES,
+    "PC_DFA_MATCH_SHIFT": MATCH_SHIFT,
+    "PC_NR_DEFAULT": _slot("network.default"),   # ebpf/connect.c: pc_net_rules slots
+    "PC_NR_STRATUM": _slot("network.stratum"),
+    "PC_NR_RAW": _slot("network.raw_socket"),
+    "PC_NR_PACKET": _slot("network.packet_socket"),
+    "PC_NR_SLOTS": len(RULE_SLOTS),
+}

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0
  * Maps and inline helpers shared by every pycontain hook (BCC C).
  * Hook entry points stay thin and call these (libbpf-tools style).
- * The loader compiles pycontain.h + this file + every hook file as one
- * BCC program so all hooks share these maps.
+ * Every hook file includes this header; the loader builds one BCC program
+ * from `#include "<hook>.c"` lines (pycontain/kernel/loader.py inlines each
+ * local header once) so all hooks share these maps.
  */
 #ifndef PYCONTAIN_COMMON_BPF_H
 #define PYCONTAIN_COMMON_BPF_H
 
 #include <uapi/linux/bpf.h>
+#include "pycontain.h"
 /* no kernel struct headers: layouts come from BTF offsets (probes/btf.py) */
 
 #ifndef PC_RINGBUF_PAGES
@@ -66,25 +68,60 @@ static __always_inline void pc_count_lost(void)
 		__sync_fetch_and_add(n, 1);
 }
 
-/* Fill the fields every record has; the caller sets type-specific fields. */
-static __always_inline void pc_fill_header(struct pc_header *h, u8 type, u32 agent)
+/* Fill the fields every record has from the values given, for hooks that
+ * cannot ask the current task (softirq, cgroup_skb): the caller sets comm
+ * and the type-specific fields. */
+static __always_inline void pc_fill_header_with(struct pc_header *h, u8 type, u32 agent,
+						u32 pid, u32 tid, u32 uid, u64 cgroup_id)
 {
-	u64 pt = bpf_get_current_pid_tgid();
-	u64 ug = bpf_get_current_uid_gid();
 	h->type = type;
 	h->verdict = PC_ALLOW;
 	h->flags = 0;
 	h->rule_id = 0;
-	h->pid = pt >> 32;
-	h->tid = (u32)pt;
+	h->pid = pid;
+	h->tid = tid;
 	h->ppid = 0;
-	h->uid = (u32)ug;
+	h->uid = uid;
 	h->agent_id = agent;
 	h->_pad0 = 0;
 	h->ts_ns = bpf_ktime_get_boot_ns();
 	h->start_ns = 0;
-	h->cgroup_id = bpf_get_current_cgroup_id();
+	h->cgroup_id = cgroup_id;
+}
+
+/* Fill the fields every record has from the current task; the caller sets
+ * type-specific fields. */
+static __always_inline void pc_fill_header(struct pc_header *h, u8 type, u32 agent)
+{
+	u64 pt = bpf_get_current_pid_tgid();
+	u64 ug = bpf_get_current_uid_gid();
+	pc_fill_header_with(h, type, agent, pt >> 32, (u32)pt, (u32)ug, bpf_get_current_cgroup_id());
 	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+#define PC_SIGKILL 9
+
+/* The verdict of a hook whose deny rule matched: PC_WOULD_DENY in monitor
+ * mode (nothing is enforced), PC_DENY otherwise. Hooks that enforce by their
+ * return value (EPERM, drop) use this; hooks that enforce by killing use
+ * pc_deny_verdict_kill. */
+static __always_inline u8 pc_deny_verdict(const struct pc_config *cfg)
+{
+	return cfg && cfg->mode == PC_MODE_MONITOR ? PC_WOULD_DENY : PC_DENY;
+}
+
+/* pc_deny_verdict, and on PC_DENY queue SIGKILL for the current process.
+ * PC_F_KILLED is added to *flags only when bpf_send_signal accepted the
+ * signal: it can refuse (kernel thread, exiting task, init, or irqs off
+ * with its irq_work still busy), and the record must not claim a kill that did not happen. The
+ * verdict stays PC_DENY either way: the rule matched in enforce mode, and a
+ * PC_DENY without PC_F_KILLED tells user space the kernel could not act. */
+static __always_inline u8 pc_deny_verdict_kill(const struct pc_config *cfg, u16 *flags)
+{
+	u8 verdict = pc_deny_verdict(cfg);
+	if (verdict == PC_DENY && bpf_send_signal(PC_SIGKILL) == 0)
+		*flags |= PC_F_KILLED;
+	return verdict;
 }
 
 /* Reserve a record or count it lost. */

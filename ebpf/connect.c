@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * Egress verdicts at connect/sendmsg and TCP state of agent sockets (BCC C).
  *
- * Compiled after pycontain.h and common.bpf.h. The cgroup_sock_addr
- * programs below are attached by pycontain/probes/cgroup_attach.py to each
+ * Compiles on its own (test_ebpf_sources.py). The cgroup_sock_addr
+ * programs below are attached by pycontain/kernel/cgroup_attach.py to each
  * agent cgroup with BPF_F_ALLOW_MULTI (programs already on the host keep
  * running; the kernel runs ours for every descendant cgroup too).
  *
@@ -20,16 +20,10 @@
  * Monitor mode (pc_config.mode): return 1 and report PC_WOULD_DENY.
  */
 
-#ifndef IPPROTO_TCP
-#define IPPROTO_TCP 6
-#endif
-#ifndef IPPROTO_UDP
-#define IPPROTO_UDP 17
-#endif
+#include "net.bpf.h"
+
 #define PC_IPPROTO_UDPLITE 136
 #define PC_IPPROTO_MPTCP 262   /* MPTCP sockets report this; treated as TCP */
-#define PC_AF_INET 2
-#define PC_AF_INET6 10
 
 #define PC_TCP_ESTABLISHED 1
 #define PC_TCP_SYN_SENT 2
@@ -37,32 +31,11 @@
 
 #define PC_UDP_REPORT_NS (30ULL * 1000000000ULL)  /* re-report an allowed UDP flow after 30 s */
 
-/* Slots of pc_net_rules: rule ids for verdicts that no table entry names.
- * pycontain/probes/net_maps.py fills them from KernelTables.rules by name. */
-#define PC_NR_DEFAULT 0   /* "network.default"       */
-#define PC_NR_STRATUM 1   /* "network.stratum"       */
-#define PC_NR_RAW 2       /* "network.raw_socket"    */
-#define PC_NR_PACKET 3    /* "network.packet_socket" */
-#define PC_NR_SLOTS 4
-
 BPF_ARRAY(pc_ports, struct pc_port_rule, 65536);       /* dport (host order) -> tcp/udp rule ids */
 BPF_LPM_TRIE(pc_deny4, struct pc_lpm4, u32, 16384);     /* -> rule id */
 BPF_LPM_TRIE(pc_allow4, struct pc_lpm4, u32, 16384);
 BPF_LPM_TRIE(pc_deny6, struct pc_lpm6, u32, 16384);
 BPF_LPM_TRIE(pc_allow6, struct pc_lpm6, u32, 16384);
-BPF_ARRAY(pc_net_rules, u32, PC_NR_SLOTS);
-
-/* Who opened a socket, captured in process context so that hooks running
- * in softirq (TCP state changes, skb egress retransmits) can name the
- * process. */
-struct pc_sk_owner {
-	u32 agent;
-	u32 pid;
-	u32 tid;
-	u32 uid;
-	u64 cgroup_id;
-	char comm[PC_COMM_LEN];
-};
 
 /* The owner of a socket is the task that connects or sends on it first;
  * recorded in process context because later hooks (softirq) cannot ask. */
@@ -77,8 +50,6 @@ static __always_inline void pc_owner_of_current(struct pc_sk_owner *o, u32 agent
 	bpf_get_current_comm(&o->comm, sizeof(o->comm));
 }
 
-/* socket cookie -> owner (written at connect/sendmsg, read by stratum.c) */
-BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_sk_owners, 16384);
 /* struct sock address -> owner, for agent TCP sockets from SYN_SENT to CLOSE */
 BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_tcp_socks, 16384);
 
@@ -90,15 +61,6 @@ struct pc_udp_key {
 };
 /* first allowed UDP send per (pid, daddr, dport) -> time reported */
 BPF_TABLE("lru_hash", struct pc_udp_key, u64, pc_udp_seen, 8192);
-
-/* BCC 0.26 declares this helper as returning u32; the cookie is a u64. */
-static u64 (*pc_socket_cookie)(void *ctx) = (void *)BPF_FUNC_get_socket_cookie;
-
-static __always_inline u32 pc_net_rule_slot(u32 slot)
-{
-	u32 *r = pc_net_rules.lookup(&slot);
-	return r ? *r : 0;
-}
 
 static __always_inline int pc_is_tcp(u32 proto)
 {
@@ -190,16 +152,8 @@ static __always_inline int pc_net_decide(void *ctx, struct pc_config *cfg, u32 a
 					 u8 family, u32 proto, u16 dport, u16 sport,
 					 const u8 *daddr16, const u8 *saddr16, u32 rule, u16 flags)
 {
-	u8 verdict = PC_ALLOW;
-	int ret = 1;
-	if (rule) {
-		if (cfg->mode == PC_MODE_MONITOR) {
-			verdict = PC_WOULD_DENY;
-		} else {
-			verdict = PC_DENY;
-			ret = 0;
-		}
-	}
+	u8 verdict = rule ? pc_deny_verdict(cfg) : PC_ALLOW;
+	int ret = verdict != PC_DENY;
 	if (ret)
 		pc_remember_owner(ctx, agent);
 	if (verdict == PC_ALLOW && type == PC_EV_SEND) {
@@ -214,13 +168,7 @@ static __always_inline int pc_net_decide(void *ctx, struct pc_config *cfg, u32 a
 	e->h.verdict = verdict;
 	e->h.rule_id = rule;
 	e->h.flags = flags;
-	e->family = family;
-	e->protocol = pc_is_tcp(proto) ? IPPROTO_TCP : (u8)proto;
-	e->dport = dport;
-	e->sport = sport;
-	e->_pad0 = 0;
-	__builtin_memcpy(e->daddr, daddr16, 16);
-	__builtin_memcpy(e->saddr, saddr16, 16);
+	pc_fill_net(e, family, pc_is_tcp(proto) ? IPPROTO_TCP : (u8)proto, dport, sport, daddr16, saddr16);
 	pc_submit(e, &e->h);
 	return ret;
 }
@@ -341,20 +289,7 @@ static __always_inline void pc_tcp_emit(struct pc_tcp_args *a, struct pc_sk_owne
 		return;
 	/* the header from the recorded owner: this may run in softirq, where
 	 * current is whatever task the packet interrupted */
-	e->h.type = PC_EV_TCP_STATE;
-	e->h.verdict = PC_ALLOW;
-	e->h.flags = 0;
-	e->h.rule_id = 0;
-	e->h.pid = o->pid;
-	e->h.tid = o->tid;
-	e->h.ppid = 0;
-	e->h.uid = o->uid;
-	e->h.agent_id = o->agent;
-	e->h._pad0 = 0;
-	e->h.ts_ns = bpf_ktime_get_boot_ns();
-	e->h.start_ns = 0;
-	e->h.cgroup_id = o->cgroup_id;
-	__builtin_memcpy(e->h.comm, o->comm, PC_COMM_LEN);
+	pc_fill_header_owner(&e->h, PC_EV_TCP_STATE, o, o->agent, o->cgroup_id);
 	e->family = a->family;
 	e->oldstate = a->oldstate;
 	e->newstate = a->newstate;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * Process lineage and the in-kernel exec verdict (BCC C).
  *
- * Compiled after pycontain.h and common.bpf.h. Kernel struct layouts are
+ * Compiles on its own (test_ebpf_sources.py). Kernel struct layouts are
  * NEVER taken from headers (the installed headers may be another kernel's):
  * the loader passes byte offsets read from /sys/kernel/btf/vmlinux as
  * PC_OFF_* macros and defines PC_HAVE_BTF_OFFSETS; without them argv, ppid
@@ -15,6 +15,8 @@
  * The automaton is double-buffered: the loader fills the inactive bank and
  * then flips pc_exec_dfa_ctl[0], so a policy reload never opens a gap.
  */
+
+#include "common.bpf.h"
 
 #define PC_DFA_STATES 1088     /* >= 2 roots + PC_MAX_PATTERNS * PC_PATTERN_LEN */
 #define PC_DFA_CLASSES 128     /* byte classes; 0 = byte in no pattern */
@@ -217,13 +219,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		u32 rule = pc_exec_verdict(e, key);
 		if (rule) {
 			e->h.rule_id = rule;
-			if (cfg && cfg->mode == PC_MODE_MONITOR) {
-				e->h.verdict = PC_WOULD_DENY;
-			} else {
-				bpf_send_signal(9);
-				e->h.verdict = PC_DENY;
-				e->h.flags |= PC_F_KILLED;
-			}
+			e->h.verdict = pc_deny_verdict_kill(cfg, &e->h.flags);
 		}
 	}
 	/* The verdict is enforced above even if the record cannot be queued. */

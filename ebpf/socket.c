@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * Socket creation: raw IP sockets and packet sockets (BCC C).
  *
- * Compiled after pycontain.h, common.bpf.h and connect.c (pc_net_rule_slot).
+ * Compiles on its own (test_ebpf_sources.py); pc_net_rule_slot is in net.bpf.h.
  *
  * - SOCK_RAW in AF_INET/AF_INET6: cgroup/sock_create (pc_sock_create),
  *   attached to each agent cgroup. Deny returns 0: socket() fails with
@@ -15,11 +15,12 @@
  *   io_uring's IORING_OP_SOCKET does not pass sys_enter_socket.
  */
 
+#include "net.bpf.h"
+
 #define PC_SOCK_RAW 3
 #define PC_SOCK_PACKET 10      /* obsolete AF_INET/SOCK_PACKET: the kernel makes it AF_PACKET */
 #define PC_SOCK_TYPE_MASK 0xf  /* type also carries SOCK_NONBLOCK / SOCK_CLOEXEC */
 #define PC_AF_PACKET 17
-#define PC_SIGKILL 9
 
 static __always_inline void pc_socket_emit(u32 agent, u8 verdict, u32 rule, u16 flags,
 					   u32 family, u32 type, u32 protocol)
@@ -52,18 +53,12 @@ int pc_sock_create(struct bpf_sock *sk)
 		return 1;   /* stream/dgram sockets are judged at connect/sendmsg */
 	u8 verdict = PC_ALLOW;
 	u32 rule = 0;
-	int ret = 1;
 	if (cfg->flags & PC_CFG_DENY_RAW) {
 		rule = pc_net_rule_slot(PC_NR_RAW);
-		if (cfg->mode == PC_MODE_MONITOR) {
-			verdict = PC_WOULD_DENY;
-		} else {
-			verdict = PC_DENY;
-			ret = 0;
-		}
+		verdict = pc_deny_verdict(cfg);
 	}
 	pc_socket_emit(agent, verdict, rule, 0, sk->family, type, sk->protocol);
-	return ret;
+	return verdict != PC_DENY;
 }
 
 /* Relies on: sys_enter_socket runs in the caller's context before the socket
@@ -86,13 +81,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 	u16 flags = 0;
 	if (cfg->flags & PC_CFG_DENY_PACKET) {
 		rule = pc_net_rule_slot(PC_NR_PACKET);
-		if (cfg->mode == PC_MODE_MONITOR) {
-			verdict = PC_WOULD_DENY;
-		} else {
-			verdict = PC_DENY;
-			if (bpf_send_signal(PC_SIGKILL) == 0)
-				flags = PC_F_KILLED;
-		}
+		verdict = pc_deny_verdict_kill(cfg, &flags);
 	}
 	pc_socket_emit(agent, verdict, rule, flags, family, type, (u32)args->protocol);
 	return 0;

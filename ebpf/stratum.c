@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * Mining protocol detection in agent egress payload (BCC C).
  *
- * Compiled after pycontain.h, common.bpf.h and connect.c (pc_sk_owners,
- * pc_socket_cookie, pc_net_rule_slot). cgroup_skb/egress on each agent
+ * Compiles on its own (test_ebpf_sources.py); pc_sk_owners, pc_socket_cookie
+ * and pc_net_rule_slot are in net.bpf.h. cgroup_skb/egress on each agent
  * cgroup: parse IPv4/IPv6 + TCP/UDP headers with bpf_skb_load_bytes, copy the
  * first PC_SCAN_LEN payload bytes and look for the JSON-RPC methods miners
  * send whatever the port (stratum on 443 is the usual disguise):
@@ -24,6 +24,8 @@
  * bytes of each segment are scanned; IPv6 extension headers are not walked.
  * CPU/GPU budgets catch what this misses.
  */
+
+#include "net.bpf.h"
 
 #define PC_SCAN_LEN 512              /* payload bytes scanned per segment */
 #define PC_SCAN_MASK (PC_SCAN_LEN - 1)
@@ -214,69 +216,88 @@ static __always_inline int pc_stratum_report_due(u64 cookie)
 	return 1;
 }
 
-/* Relies on: cgroup_skb egress programs see every IP packet that a socket of
- * the cgroup (or a descendant) sends, before it reaches the device, with the
- * skb's data starting at the network header; returning 0 drops it. Runs in
- * process context for first transmissions and in softirq for retransmits:
- * nothing here reads the current task. */
-int pc_stratum_egress(struct __sk_buff *skb)
-{
-	struct pc_config *cfg = pc_cfg();
-	if (!cfg || !(cfg->flags & PC_CFG_DETECT_STRATUM))
-		return 1;
-	u8 d16[16] = {};
-	u8 s16[16] = {};
+/* ---- packet parsing ------------------------------------------------------ */
+
+/* Addresses (network byte order, IPv4 in the first 4 bytes), ports (host
+ * order), protocol and payload offset of one egress packet. */
+struct pc_flow {
+	u8 daddr[16];
+	u8 saddr[16];
+	u32 proto;
+	u32 payoff;    /* payload offset from the network header */
+	u16 sport;
+	u16 dport;
 	u8 family;
-	u32 proto, l4off;
+};
+
+/* IPv4 or IPv6 header: family, protocol, addresses; *l4off is where the
+ * transport header starts. Returns 0, or -1 for a packet not scanned. */
+static __always_inline int pc_parse_ip(struct __sk_buff *skb, struct pc_flow *f, u32 *l4off)
+{
 	if (skb->protocol == bpf_htons(PC_ETH_P_IP)) {
 		u8 ip[20];
 		if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)) < 0)
-			return 1;
-		l4off = (ip[0] & 0xf) * 4;
-		if (l4off < 20)
-			return 1;
+			return -1;
+		u32 off = (ip[0] & 0xf) * 4;
+		if (off < 20)
+			return -1;
 		if (((ip[6] & 0x1f) << 8 | ip[7]) != 0)
-			return 1;   /* a non-first fragment carries no L4 header */
-		proto = ip[9];
-		__builtin_memcpy(s16, &ip[12], 4);
-		__builtin_memcpy(d16, &ip[16], 4);
-		family = PC_AF_INET;
-	} else if (skb->protocol == bpf_htons(PC_ETH_P_IPV6)) {
+			return -1;   /* a non-first fragment carries no L4 header */
+		f->proto = ip[9];
+		__builtin_memcpy(f->saddr, &ip[12], 4);
+		__builtin_memcpy(f->daddr, &ip[16], 4);
+		f->family = PC_AF_INET;
+		*l4off = off;
+		return 0;
+	}
+	if (skb->protocol == bpf_htons(PC_ETH_P_IPV6)) {
 		u8 ip6[40];
 		if (bpf_skb_load_bytes(skb, 0, ip6, sizeof(ip6)) < 0)
-			return 1;
-		proto = ip6[6];
-		__builtin_memcpy(s16, &ip6[8], 16);
-		__builtin_memcpy(d16, &ip6[24], 16);
-		l4off = 40;
-		family = PC_AF_INET6;
-	} else {
-		return 1;
+			return -1;
+		f->proto = ip6[6];
+		__builtin_memcpy(f->saddr, &ip6[8], 16);
+		__builtin_memcpy(f->daddr, &ip6[24], 16);
+		f->family = PC_AF_INET6;
+		*l4off = 40;
+		return 0;
 	}
-	u16 sport, dport;
-	u32 payoff;
-	if (proto == IPPROTO_TCP) {
+	return -1;
+}
+
+/* TCP or UDP header at l4off: ports and payload offset. Returns 0, or -1
+ * for another protocol or a header that cannot be read. */
+static __always_inline int pc_parse_l4(struct __sk_buff *skb, struct pc_flow *f, u32 l4off)
+{
+	if (f->proto == IPPROTO_TCP) {
 		u8 tcp[20];
 		if (bpf_skb_load_bytes(skb, l4off, tcp, sizeof(tcp)) < 0)
-			return 1;
+			return -1;
 		u32 doff = (tcp[12] >> 4) * 4;
 		if (doff < 20)
-			return 1;
-		sport = (u16)tcp[0] << 8 | tcp[1];
-		dport = (u16)tcp[2] << 8 | tcp[3];
-		payoff = l4off + doff;
-	} else if (proto == IPPROTO_UDP) {
+			return -1;
+		f->sport = (u16)tcp[0] << 8 | tcp[1];
+		f->dport = (u16)tcp[2] << 8 | tcp[3];
+		f->payoff = l4off + doff;
+		return 0;
+	}
+	if (f->proto == IPPROTO_UDP) {
 		u8 udp[8];
 		if (bpf_skb_load_bytes(skb, l4off, udp, sizeof(udp)) < 0)
-			return 1;
-		sport = (u16)udp[0] << 8 | udp[1];
-		dport = (u16)udp[2] << 8 | udp[3];
-		payoff = l4off + 8;
-	} else {
-		return 1;
+			return -1;
+		f->sport = (u16)udp[0] << 8 | udp[1];
+		f->dport = (u16)udp[2] << 8 | udp[3];
+		f->payoff = l4off + 8;
+		return 0;
 	}
+	return -1;
+}
+
+/* Copy the first payload bytes (at most PC_SCAN_LEN) into buf->b, NUL
+ * terminated. Returns how many, 0 when there are too few to scan. */
+static __always_inline u32 pc_load_payload(struct __sk_buff *skb, u32 payoff, struct pc_scan_buf *buf)
+{
 	if (skb->len <= payoff)
-		return 1;   /* no payload: SYN, pure ACK, FIN */
+		return 0;   /* no payload: SYN, pure ACK, FIN */
 	u32 n = skb->len - payoff;
 	if (n > PC_SCAN_LEN)
 		n = PC_SCAN_LEN;
@@ -285,53 +306,19 @@ int pc_stratum_egress(struct __sk_buff *skb)
 	asm volatile("" : "+r"(n));
 	n &= PC_LOAD_MASK;
 	if (n < 8)
-		return 1;   /* shorter than any method name */
-	int zero = 0;
-	struct pc_scan_buf *buf = pc_scan.lookup(&zero);
-	if (!buf)
-		return 1;
+		return 0;   /* shorter than any method name */
 	if (bpf_skb_load_bytes(skb, payoff, buf->b, n) < 0)
-		return 1;
+		return 0;
 	buf->b[n] = 0;   /* NUL sentinel; n <= PC_SCAN_LEN */
-	u32 hit = pc_stratum_scan(buf, n);
-	if (!hit)
-		return 1;
+	return n;
+}
 
-	u8 verdict = cfg->mode == PC_MODE_MONITOR ? PC_WOULD_DENY : PC_DENY;
-	int ret = verdict == PC_DENY ? 0 : 1;
-	u64 cookie = pc_socket_cookie(skb);
-	if (!pc_stratum_report_due(cookie))
-		return ret;
-	u64 cgid = 0;
-	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
-	struct pc_stratum *e = PC_RESERVE(struct pc_stratum);
-	if (!e)
-		return ret;
-	struct pc_sk_owner *o = pc_sk_owners.lookup(&cookie);
-	e->n.h.type = PC_EV_STRATUM;
-	e->n.h.verdict = verdict;
-	e->n.h.flags = 0;
-	e->n.h.rule_id = pc_net_rule_slot(PC_NR_STRATUM);
-	e->n.h.pid = o ? o->pid : 0;
-	e->n.h.tid = o ? o->tid : 0;
-	e->n.h.ppid = 0;
-	e->n.h.uid = o ? o->uid : 0;
-	e->n.h.agent_id = agent ? agent : (o ? o->agent : 0);
-	e->n.h._pad0 = 0;
-	e->n.h.ts_ns = bpf_ktime_get_boot_ns();
-	e->n.h.start_ns = 0;
-	e->n.h.cgroup_id = cgid;
-	if (o)
-		__builtin_memcpy(e->n.h.comm, o->comm, PC_COMM_LEN);
-	else
-		__builtin_memset(e->n.h.comm, 0, PC_COMM_LEN);
-	e->n.family = family;
-	e->n.protocol = (u8)proto;
-	e->n.dport = dport;
-	e->n.sport = sport;
-	e->n._pad0 = 0;
-	__builtin_memcpy(e->n.daddr, d16, 16);
-	__builtin_memcpy(e->n.saddr, s16, 16);
+/* ---- report ------------------------------------------------------------- */
+
+/* PC_PAYLOAD_LEN bytes of the scanned payload from a little before the hit,
+ * zero past the payload's end. */
+static __always_inline void pc_stratum_snippet(struct pc_stratum *e, const struct pc_scan_buf *buf, u32 n)
+{
 	u32 pos = buf->pos;
 	u32 start = pos > PC_SNIPPET_BEFORE ? pos - PC_SNIPPET_BEFORE : 0;
 	start &= PC_SCAN_MASK;
@@ -348,6 +335,56 @@ int pc_stratum_egress(struct __sk_buff *skb)
 		if (k >= len)
 			e->payload[k] = 0;   /* no stale bytes of other flows in the record */
 	}
+}
+
+/* Queue the record of a hit. The header names the socket's owner recorded at
+ * connect/sendmsg (pc_sk_owners) and the skb's cgroup: this program may run
+ * in softirq, where the task helpers would name an unrelated task. */
+static __always_inline void pc_stratum_report(struct __sk_buff *skb, struct pc_config *cfg, u64 cookie,
+					      u8 verdict, const struct pc_flow *f,
+					      const struct pc_scan_buf *buf, u32 n)
+{
+	u64 cgid = 0;
+	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
+	struct pc_stratum *e = PC_RESERVE(struct pc_stratum);
+	if (!e)
+		return;
+	struct pc_sk_owner *o = pc_sk_owners.lookup(&cookie);
+	pc_fill_header_owner(&e->n.h, PC_EV_STRATUM, o, agent ? agent : (o ? o->agent : 0), cgid);
+	e->n.h.verdict = verdict;
+	e->n.h.rule_id = pc_net_rule_slot(PC_NR_STRATUM);
+	pc_fill_net(&e->n, f->family, (u8)f->proto, f->dport, f->sport, f->daddr, f->saddr);
+	pc_stratum_snippet(e, buf, n);
 	pc_submit(e, &e->n.h);
+}
+
+/* Relies on: cgroup_skb egress programs see every IP packet that a socket of
+ * the cgroup (or a descendant) sends, before it reaches the device, with the
+ * skb's data starting at the network header; returning 0 drops it. Runs in
+ * process context for first transmissions and in softirq for retransmits:
+ * nothing here reads the current task. */
+int pc_stratum_egress(struct __sk_buff *skb)
+{
+	struct pc_config *cfg = pc_cfg();
+	if (!cfg || !(cfg->flags & PC_CFG_DETECT_STRATUM))
+		return 1;
+	struct pc_flow f = {};
+	u32 l4off = 0;
+	if (pc_parse_ip(skb, &f, &l4off) < 0 || pc_parse_l4(skb, &f, l4off) < 0)
+		return 1;
+	int zero = 0;
+	struct pc_scan_buf *buf = pc_scan.lookup(&zero);
+	if (!buf)
+		return 1;
+	u32 n = pc_load_payload(skb, f.payoff, buf);
+	if (!n)
+		return 1;
+	if (!pc_stratum_scan(buf, n))
+		return 1;
+	u8 verdict = pc_deny_verdict(cfg);
+	int ret = verdict != PC_DENY;
+	u64 cookie = pc_socket_cookie(skb);
+	if (pc_stratum_report_due(cookie))
+		pc_stratum_report(skb, cfg, cookie, verdict, &f, buf, n);
 	return ret;
 }

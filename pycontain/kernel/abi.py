@@ -43,7 +43,7 @@ C_CONSTANTS: dict[str, int] = {
     "PC_DFA_STATES": DFA_STATES,                 # ebpf/exec.c
     "PC_DFA_CLASSES": DFA_CLASSES,
     "PC_DFA_MATCH_SHIFT": MATCH_SHIFT,
-    "PC_NR_DEFAULT": _slot("network.default"),   # ebpf/connect.c: pc_net_rules slots
+    "PC_NR_DEFAULT": _slot("network.default"),   # ebpf/net.bpf.h: pc_net_rules slots
     "PC_NR_STRATUM": _slot("network.stratum"),
     "PC_NR_RAW": _slot("network.raw_socket"),
     "PC_NR_PACKET": _slot("network.packet_socket"),

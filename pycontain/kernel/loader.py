@@ -1,7 +1,8 @@
 """The only module that talks to BCC: compile, attach, write maps, read events.
 
-All hooks are compiled as ONE BCC program (pycontain.h + common.bpf.h + every
-hook file present) so they share the maps declared in common.bpf.h. Struct
+All hooks are compiled as ONE BCC program (every hook file present, each
+including the headers it uses) so they share the maps declared in the
+headers (common.bpf.h, net.bpf.h). Struct
 offsets of the running kernel come from BTF (pycontain.kernel.btf) as -D
 macros: the installed headers may belong to another kernel.
 """
@@ -24,6 +25,8 @@ from .features import FeatureReport, detect_features
 log = logging.getLogger(__name__)
 
 HOOK_FILES = ("exec.c", "connect.c", "socket.c", "stratum.c")
+# always in the program, hook files or not: the maps every hook and Probes use
+BASE_HEADERS = ("pycontain.h", "common.bpf.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
 # Longest an ordinary (non-urgent) record waits in the ring before the
 # consumer drains it; see Probes.poll and pc_wake_flags in ebpf/common.bpf.h.
@@ -60,6 +63,37 @@ def cgroup_level(path: str, mount: str | None = None) -> int:
     if rel.startswith(".."):
         raise EnvironmentProblem(f"{path} is not inside the cgroup v2 hierarchy at {mount}")
     return len(rel.split(os.sep))
+
+
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[^\n]*$', re.M)
+
+
+def expand_includes(text: str, src_dir: Path, seen: set[str] | None = None) -> str:
+    """Replace every ``#include "name"`` with the text of src_dir/name,
+    recursively, each file once (later includes of it become a comment, as
+    its include guard would make them). BCC rewrites map calls
+    (``pc_config.lookup``) and finds programs only in its main text, never in
+    an included file, so the local files must be inlined; ``<...>`` includes
+    are left to clang."""
+    seen = set() if seen is None else seen
+
+    def one(m: re.Match) -> str:
+        name = m.group(1)
+        if name in seen:
+            return f"/* {name}: already included */"
+        path = src_dir / name
+        if not path.is_file():
+            raise EnvironmentProblem(f"BPF source {name} not found in {src_dir} (set PYCONTAIN_EBPF_DIR)")
+        seen.add(name)
+        return f"/* ---- {name} ---- */\n" + expand_includes(path.read_text(), src_dir, seen)
+
+    return _LOCAL_INCLUDE.sub(one, text)
+
+
+def program_text(src_dir: Path, hook_files: list[str] | tuple[str, ...]) -> str:
+    """The one BCC text for these hook files: ``#include`` lines, expanded."""
+    lines = [f'#include "{name}"' for name in (*BASE_HEADERS, *hook_files)]
+    return expand_includes("\n".join(lines) + "\n", src_dir)
 
 
 def _check_environment(src_dir: Path) -> None:
@@ -148,17 +182,11 @@ class Probes:
     def source(self) -> tuple[str, list[str]]:
         """(program text, names of the hook files included)."""
         d = ebpf_dir()
-        parts = [(d / "pycontain.h").read_text(), (d / "common.bpf.h").read_text()]
-        used = []
-        for name in HOOK_FILES:
-            p = d / name
-            if p.is_file():
-                parts.append(f"/* ---- {name} ---- */\n" + p.read_text())
-                used.append(name)
-        return "\n".join(parts), used
+        used = [name for name in HOOK_FILES if (d / name).is_file()]
+        return program_text(d, used), used
 
     def cflags(self) -> list[str]:
-        flags = ["-D__BCC__", "-Wno-macro-redefined", f"-DPC_RINGBUF_PAGES={self.ringbuf_pages}"]
+        flags = ["-D__BCC__", f"-DPC_RINGBUF_PAGES={self.ringbuf_pages}"]
         try:
             from .btf import kernel_offsets
             offs = kernel_offsets()

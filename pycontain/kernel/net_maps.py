@@ -1,6 +1,6 @@
-"""KernelTables → the network maps of ebpf/connect.c (thin BCC edge + pure conversion).
+"""KernelTables → the network maps of ebpf/connect.c and net.bpf.h (thin BCC edge + pure conversion).
 
-Maps written here (declared in ebpf/connect.c):
+Maps written here (declared in ebpf/connect.c; pc_net_rules in ebpf/net.bpf.h):
 
 * ``pc_ports``  array[65536] of struct pc_port_rule, indexed by destination port;
 * ``pc_deny4`` / ``pc_allow4`` LPM tries of struct pc_lpm4 → rule id;
@@ -41,7 +41,7 @@ STRATUM_RULE_ID = 2
 RAW_SOCKET_RULE_ID = 3
 PACKET_SOCKET_RULE_ID = 4
 
-# slot in pc_net_rules -> (rule name, reserved id); slots are PC_NR_* of ebpf/connect.c
+# slot in pc_net_rules -> (rule name, reserved id); slots are PC_NR_* of ebpf/net.bpf.h
 # (the layout test compares them: kernel/abi.py)
 RULE_SLOTS: tuple[tuple[str, int], ...] = (
     ("network.default", DEFAULT_DENY_RULE_ID),

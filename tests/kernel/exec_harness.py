@@ -1,9 +1,10 @@
 """Shared pieces of the exec-hook kernel tests: a loaded Probes, tracked
 agent cgroups, event collection, and scripts that leave a sentinel file.
 
-The exec tests compile only the hooks engineer A owns (pycontain.h,
-common.bpf.h, exec.c) from a private copy of ebpf/, so they test the exec
-pipeline on its own; test_loader.py loads the full program.
+The exec tests compile only the exec hooks from a private copy of ebpf/
+holding exec.c and the headers it includes (common.bpf.h, pycontain.h): the
+loader builds its program from `#include "exec.c"` alone, so they test the
+exec pipeline on its own; test_loader.py loads the full program.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 def exec_only_ebpf_dir(tmp: Path) -> Path:
     d = tmp / "ebpf"
     d.mkdir()
-    for name in ("pycontain.h", "common.bpf.h", "exec.c"):
+    for name in ("exec.c", "common.bpf.h", "pycontain.h"):   # exec.c and what it includes
         shutil.copy(REPO / "ebpf" / name, d / name)
     return d
 

@@ -74,7 +74,8 @@ def test_reserved_rule_ids_by_name_else_reserved_else_zero():
 
 
 def test_rule_slots_agree_with_connect_c():
-    src = (REPO / "ebpf" / "connect.c").read_text()
+    # PC_NR_* live in net.bpf.h (shared with socket.c, stratum.c), pc_ports in connect.c
+    src = (REPO / "ebpf" / "net.bpf.h").read_text() + (REPO / "ebpf" / "connect.c").read_text()
     slots = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define PC_NR_(\w+) (\d+)", src)}
     names = {"DEFAULT": "network.default", "STRATUM": "network.stratum", "RAW": "network.raw_socket",
              "PACKET": "network.packet_socket"}

@@ -24,8 +24,13 @@
 
 BPF_HASH(pc_exec_names, struct pc_name_key, u32, 1024);          /* basename -> rule id */
 BPF_ARRAY(pc_exec_patterns, struct pc_pattern, PC_MAX_PATTERNS);  /* source of the automaton */
-/* ctl[0] active bank; ctl[1 + bank] args root state; ctl[3 + bank] basename
- * pattern count; ctl[5 + bank] args pattern count. Basename root is state 0. */
+/* pc_exec_dfa_ctl slots: the active bank, then per bank (+ bank) the args
+ * root state, the basename pattern count and the args pattern count.
+ * Basename root is state 0. */
+#define PC_CTL_BANK 0
+#define PC_CTL_ARGS_ROOT 1
+#define PC_CTL_BASENAME_COUNT 3
+#define PC_CTL_ARGS_COUNT 5
 BPF_ARRAY(pc_exec_dfa_ctl, u32, 8);
 BPF_ARRAY(pc_exec_dfa_class, u32, 2 * 256);
 BPF_ARRAY(pc_exec_dfa, u32, 2 * PC_DFA_STATES * PC_DFA_CLASSES);
@@ -173,12 +178,12 @@ static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key
 	if (rule && *rule)
 		return *rule;
 
-	u32 bank = pc_ctl(0) & 1;
+	u32 bank = pc_ctl(PC_CTL_BANK) & 1;
 	u32 hit = 0;
-	if (pc_ctl(3 + bank))
+	if (pc_ctl(PC_CTL_BASENAME_COUNT + bank))
 		hit = pc_dfa_scan(key->name, PC_NAME_LEN, PC_NAME_LEN, bank, 0);
-	if (!hit && pc_ctl(5 + bank))
-		hit = pc_dfa_scan(e->args, e->args_len, PC_ARGS_LEN, bank, pc_ctl(1 + bank));
+	if (!hit && pc_ctl(PC_CTL_ARGS_COUNT + bank))
+		hit = pc_dfa_scan(e->args, e->args_len, PC_ARGS_LEN, bank, pc_ctl(PC_CTL_ARGS_ROOT + bank));
 	return hit;
 }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 
 from ..core import events as ev
-from .exec_dfa import DFA_CLASSES, DFA_STATES, MATCH_SHIFT
+from . import exec_dfa as dfa
 from .net_maps import RULE_SLOTS
 
 
@@ -40,9 +40,13 @@ C_CONSTANTS: dict[str, int] = {
     "PC_PATTERN_LEN": ev.PATTERN_LEN,
     "PC_MAX_PATTERNS": ev.MAX_PATTERNS,
     "PC_MAX_LEVELS": ev.MAX_LEVELS,
-    "PC_DFA_STATES": DFA_STATES,                 # ebpf/exec.c
-    "PC_DFA_CLASSES": DFA_CLASSES,
-    "PC_DFA_MATCH_SHIFT": MATCH_SHIFT,
+    "PC_DFA_STATES": dfa.DFA_STATES,             # ebpf/exec.c
+    "PC_DFA_CLASSES": dfa.DFA_CLASSES,
+    "PC_DFA_MATCH_SHIFT": dfa.MATCH_SHIFT,
+    "PC_CTL_BANK": dfa.CTL_BANK,                 # ebpf/exec.c: pc_exec_dfa_ctl slots
+    "PC_CTL_ARGS_ROOT": dfa.CTL_ARGS_ROOT,
+    "PC_CTL_BASENAME_COUNT": dfa.CTL_BASENAME_COUNT,
+    "PC_CTL_ARGS_COUNT": dfa.CTL_ARGS_COUNT,
     "PC_NR_DEFAULT": _slot("network.default"),   # ebpf/net.bpf.h: pc_net_rules slots
     "PC_NR_STRATUM": _slot("network.stratum"),
     "PC_NR_RAW": _slot("network.raw_socket"),

@@ -19,6 +19,12 @@ from ..core.events import PatternWhere
 DFA_STATES = 1088
 DFA_CLASSES = 128
 MATCH_SHIFT = 16
+# pc_exec_dfa_ctl slots (PC_CTL_* of ebpf/exec.c): the active bank, then per
+# bank (+ bank) the args root state and the two pattern counts
+CTL_BANK = 0
+CTL_ARGS_ROOT = 1
+CTL_BASENAME_COUNT = 3
+CTL_ARGS_COUNT = 5
 
 
 @dataclass

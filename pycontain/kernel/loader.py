@@ -19,7 +19,7 @@ from typing import Any, Callable
 from ..core.events import ConfigFlag, DecodeError, Event, Mode, NAME_LEN, PATTERN_LEN, MAX_PATTERNS, MAX_LEVELS, decode
 from ..core.kernel_rules import KernelTables
 from ..core.errors import EnvironmentProblem
-from .exec_dfa import DFA_CLASSES, DFA_STATES, compile_patterns
+from .exec_dfa import CTL_ARGS_COUNT, CTL_ARGS_ROOT, CTL_BANK, CTL_BASENAME_COUNT, DFA_CLASSES, DFA_STATES, compile_patterns
 from .features import FeatureReport, detect_features
 
 log = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ class Probes:
         never a mixture or none."""
         a = compile_patterns(want)
         ctl = self._table("pc_exec_dfa_ctl")
-        active = int(ctl[ctypes.c_int(0)].value) & 1
+        active = int(ctl[ctypes.c_int(CTL_BANK)].value) & 1
         bank = active ^ 1
         _bulk_write(self._table("pc_exec_dfa_class"),
                     [(bank * 256 + b, c) for b, c in enumerate(a.byte_class)])
@@ -324,9 +324,10 @@ class Probes:
             base = (bank * DFA_STATES + s) * DFA_CLASSES
             entries += [(base + c, v) for c, v in enumerate(row)]
         _bulk_write(self._table("pc_exec_dfa"), entries)
-        for idx, val in ((1 + bank, a.args_root), (3 + bank, a.basename_count), (5 + bank, a.args_count)):
-            ctl[ctypes.c_int(idx)] = ctypes.c_uint32(val)
-        ctl[ctypes.c_int(0)] = ctypes.c_uint32(bank)
+        for idx, val in ((CTL_ARGS_ROOT, a.args_root), (CTL_BASENAME_COUNT, a.basename_count),
+                         (CTL_ARGS_COUNT, a.args_count)):
+            ctl[ctypes.c_int(idx + bank)] = ctypes.c_uint32(val)
+        ctl[ctypes.c_int(CTL_BANK)] = ctypes.c_uint32(bank)
 
     @staticmethod
     def _put_pattern(t, slot: int, raw: bytes, where: int, rule: int) -> None:

@@ -14,7 +14,7 @@ from typing import Mapping
 from dataclasses import asdict, dataclass
 
 from ..core.engine import Engine
-from ..core.kernel_rules import compile_policy, kernel_verdict
+from ..core.kernel_rules import compile_policy, exec_verdict, net_verdict
 from ..core.errors import PycontainError
 from ..core.text import safe_text
 
@@ -98,7 +98,7 @@ def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     filename = str(rec.get("filename", ""))
     argv = [str(a) for a in rec.get("argv") or []]
     what = safe_text(" ".join(argv) or filename, 200)
-    rid = kernel_verdict(tables, "exec", filename=filename, argv=argv)
+    rid = exec_verdict(tables, filename, argv)
     if rid:
         return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
     hit = engine.user_exec_rule(_unescape(filename), [_unescape(a) for a in argv])
@@ -110,7 +110,7 @@ def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
 def _net(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     proto, daddr, dport = str(rec.get("protocol", "tcp")), str(rec.get("daddr", "")), int(rec.get("dport") or 0)
     what = f"{daddr}:{dport}/{proto}"
-    rid = kernel_verdict(tables, rec["kind"], protocol=proto, daddr=daddr, dport=dport)
+    rid = net_verdict(tables, daddr, dport, proto)
     if rid:
         return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
     hit = engine.user_net_rule(daddr, dport, proto)

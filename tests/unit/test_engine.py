@@ -10,7 +10,7 @@ from pycontain.core.decisions import Action, Breach
 from pycontain.core.engine import Engine
 from pycontain.core.events import (EventType, ExecEvent, ExitEvent, Flag, ForkEvent, Header, NetEvent, SocketEvent,
                                    StratumEvent, Verdict)
-from pycontain.core.kernel_rules import compile_policy, kernel_verdict
+from pycontain.core.kernel_rules import compile_policy, exec_verdict, net_verdict
 from pycontain.core.policy import builtin_policy, load_policy_text
 from pycontain.core.samples import CgroupSample
 
@@ -45,7 +45,7 @@ def engine(policy=None, **kw) -> Engine:
 def kernel_exec(e: Engine, filename: bytes, argv, verdict=Verdict.DENY, **kw):
     """An exec as the kernel would report it under e's policy."""
     tables = compile_policy(e.policy)
-    rid = kernel_verdict(tables, "exec", filename=filename.decode(), argv=[a.decode() for a in argv])
+    rid = exec_verdict(tables, filename=filename.decode(), argv=[a.decode() for a in argv])
     v = verdict if rid else Verdict.ALLOW
     return exec_event(filename, argv, verdict=v, rule_id=rid, **kw)
 
@@ -138,7 +138,7 @@ def test_untrusted_bytes_are_escaped_in_reasons():
 def test_kernel_denied_connect():
     e = engine()
     tables = compile_policy(e.policy)
-    rid = kernel_verdict(tables, "connect", daddr="198.51.100.1", dport=3333)
+    rid = net_verdict(tables, daddr="198.51.100.1", dport=3333)
     ds = e.on_event(net_event("198.51.100.1", 3333, verdict=Verdict.DENY, rule_id=rid), 1.0)
     assert [(d.action, d.rule) for d in ds] == [(Action.DENY, "network.deny[0]")]
 

@@ -19,8 +19,6 @@ from ..core.errors import PycontainError
 from .throttle import DutyCycleThrottler
 
 MIN_THROTTLE_CORES = 0.05
-DEFAULT_DUTY_CYCLE = 0.5
-DEFAULT_DUTY_PERIOD_S = 1.0
 
 
 class Actuator:
@@ -86,9 +84,9 @@ class Actuator:
             cores = budget / 2
         cores = max(MIN_THROTTLE_CORES, cores)
         cg.throttle(cores)
-        if d.detail.get("gpu"):
-            duty = float(d.detail.get("duty_cycle", DEFAULT_DUTY_CYCLE))
-            period = float(d.detail.get("period_s", DEFAULT_DUTY_PERIOD_S))
+        gpu = d.gpu.throttle if d.gpu is not None else None
+        if gpu is not None:
+            duty, period = gpu.duty_cycle, gpu.period_s
             cur = self._cyclers.get(d.agent)
             if cur is None or not cur.running or cur.duty_cycle != duty or cur.period_s != period:
                 self._stop_cycler(d.agent)

@@ -2,7 +2,7 @@
 
 Every exec and connect/send record of a recorded audit log is judged again,
 offline, by the kernel rules (emulated exactly: pycontain.core.kernel_rules.
-kernel_verdict) and by the engine's user-space rules, so a policy change can
+exec_verdict, net_verdict) and by the engine's user-space rules, so a policy change can
 be tested against real traffic before it is deployed. Records of other kinds
 (violations, actions, lifecycle) are skipped.
 """
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from ..core.engine import Engine
 from ..core.event_types import spec_of_kind
-from ..core.kernel_rules import compile_policy, kernel_verdict
+from ..core.kernel_rules import compile_policy, exec_verdict, net_verdict
 from ..core.errors import PycontainError
 from ..core.text import safe_text
 
@@ -98,7 +98,7 @@ def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     filename = str(rec.get("filename", ""))
     argv = [str(a) for a in rec.get("argv") or []]
     what = safe_text(" ".join(argv) or filename, 200)
-    rid = kernel_verdict(tables, "exec", filename=filename, argv=argv)
+    rid = exec_verdict(tables, filename, argv)
     if rid:
         return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
     hit = engine.user_exec_rule(_unescape(filename), [_unescape(a) for a in argv])
@@ -110,7 +110,7 @@ def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
 def _net(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     proto, daddr, dport = str(rec.get("protocol", "tcp")), str(rec.get("daddr", "")), int(rec.get("dport") or 0)
     what = f"{daddr}:{dport}/{proto}"
-    rid = kernel_verdict(tables, rec["kind"], protocol=proto, daddr=daddr, dport=dport)
+    rid = net_verdict(tables, daddr, dport, proto)
     if rid:
         return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
     hit = engine.user_net_rule(daddr, dport, proto)

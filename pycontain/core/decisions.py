@@ -7,6 +7,7 @@ actions out; the audit log and metrics record both.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 
@@ -24,6 +25,33 @@ class Action(str, enum.Enum):
 # escalation ladder, weakest first
 LADDER = (Action.ALERT, Action.THROTTLE, Action.FREEZE, Action.KILL)
 
+DEFAULT_DUTY_CYCLE = 0.5
+DEFAULT_DUTY_PERIOD_S = 1.0
+
+
+@dataclass(frozen=True)
+class GpuThrottle:
+    """How a THROTTLE holds down an agent's GPU use: a GPU cannot be capped
+    directly, so the actuator duty-cycles the agent's cgroup (freeze/thaw)."""
+
+    duty_cycle: float = DEFAULT_DUTY_CYCLE     # fraction of each period the agent may run
+    period_s: float = DEFAULT_DUTY_PERIOD_S
+
+
+@dataclass(frozen=True)
+class GpuDetail:
+    """What a GPU breach carries through its decisions (None: not known / not set)."""
+
+    throttle: GpuThrottle | None = None        # set: a THROTTLE (and its THAW) concerns the GPU too
+    device: int | None = None                  # gpu.program, gpu.correlation: the GPU the process uses
+    sm_util: float | None = None               # gpu.sm_util: the window's average, percent
+    memory_bytes: int | None = None            # gpu.memory: the agent's GPU memory
+
+    def merged(self, newer: GpuDetail) -> GpuDetail:
+        """The newer report's values where it has them, these elsewhere."""
+        return dataclasses.replace(self, **{f.name: v for f in dataclasses.fields(newer)
+                                            if (v := getattr(newer, f.name)) is not None})
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -34,7 +62,7 @@ class Decision:
     pid: int | None = None
     start_ns: int | None = None  # with pid: the process key the action targets
     monitor: bool = False      # policy in monitor mode: record, do not act
-    detail: dict = field(default_factory=dict, compare=False, hash=False)
+    gpu: GpuDetail | None = field(default=None, compare=False, hash=False)  # GPU breaches only
 
 
 @dataclass(frozen=True)
@@ -48,4 +76,4 @@ class Breach:
     reason: str
     pid: int | None = None
     start_ns: int | None = None
-    detail: dict = field(default_factory=dict, compare=False, hash=False)
+    gpu: GpuDetail | None = field(default=None, compare=False, hash=False)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+from dataclasses import replace
 from typing import ClassVar, Mapping
 
 from .text import safe_text
-from .decisions import Action, Breach, Decision
+from .decisions import Action, Breach, Decision, GpuDetail, GpuThrottle
 from .escalation import Escalator
 from .events import (Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent,
                      Verdict)
@@ -95,30 +96,30 @@ class Engine:
 
     def _escalate(self, agent: str, rule: str, action_key: str, now: float, reason: str, *,
                   pid: int | None = None, start_ns: int | None = None, monitor: bool = False,
-                  detail: dict | None = None, skip: tuple[Action, ...] = (),
+                  gpu: GpuDetail | None = None, user_space: bool = False, skip: tuple[Action, ...] = (),
                   sustained: bool = False) -> list[Decision]:
         """Run one breach through its action key's ladder. `sustained`:
         budgets and GPU rules (re-reported every sample, stepped up on time);
-        otherwise an instant violation (stepped up only when it repeats)."""
+        otherwise an instant violation (stepped up only when it repeats).
+        `user_space`: a rule the kernel did not enforce."""
         spec = self.policy.action(action_key)
         ladder = tuple(a for a in spec.ladder if a not in skip)
-        if detail and detail.get("user_space"):
+        if user_space:
             # the kernel could not deny it: stopping the process is the deny
             ladder = tuple(Action.KILL_PROCESS if a == Action.DENY else a for a in ladder)
         if not ladder:
             return []
         if action_key == "gpu_util" and Action.THROTTLE in ladder:
-            # the actuator throttles the GPU by duty-cycling the agent: it reads these keys
+            # the actuator throttles the GPU by duty-cycling the agent, as the policy says now
             g = self.policy.gpu
-            detail = {**(detail or {}), "gpu": True, "duty_cycle": g.throttle_duty_cycle,
-                      "period_s": g.throttle_period_s}
+            gpu = replace(gpu or GpuDetail(), throttle=GpuThrottle(g.throttle_duty_cycle, g.throttle_period_s))
         if pid is None:
             ladder = tuple(Action.KILL if a == Action.KILL_PROCESS else a for a in ladder)
         # a ladder that starts by killing one process is per process: (pid,
         # start time), so a reused pid never inherits another process's step
         key = (agent, rule, pid, start_ns) if pid is not None and ladder[0] == Action.KILL_PROCESS else (agent, rule)
         return self.escalator.breach(key, agent, rule, ladder, spec.grace_s, now, reason, pid=pid,
-                                     start_ns=start_ns, monitor=monitor or self.monitor, detail=detail,
+                                     start_ns=start_ns, monitor=monitor or self.monitor, gpu=gpu,
                                      sustained=sustained)
 
     # ---- events ------------------------------------------------------------------
@@ -174,7 +175,7 @@ class Engine:
             return []
         rule, why = hit
         return self._escalate(agent, rule, "exec", now, f"exec {fname}: {why}", pid=h.pid, start_ns=info.start_ns,
-                              detail={"user_space": True})
+                              user_space=True)
 
     def _user_exec_rule(self, filename: bytes, argv) -> tuple[str, str] | None:
         path = filename.decode(errors="replace")
@@ -277,7 +278,7 @@ class Engine:
             return []
         rule, why = hit
         return self._escalate(agent, rule, "network", now, f"{ev.kind} to {dest}: {why}", pid=h.pid,
-                              start_ns=info.start_ns, detail={"user_space": True})
+                              start_ns=info.start_ns, user_space=True)
 
     def _net_verdict(self, daddr: str, dport: int, proto: str) -> tuple[bool, tuple[str, str] | None]:
         """(approved, user-space rule hit) for a destination the kernel allowed."""
@@ -340,7 +341,7 @@ class Engine:
         out = []
         for br in breaches:
             out += self._escalate(br.agent, br.rule, br.action_key, now, br.reason, pid=br.pid,
-                                  start_ns=br.start_ns, detail=br.detail, sustained=True)
+                                  start_ns=br.start_ns, gpu=br.gpu, sustained=True)
         return out
 
     def tick(self, now: float) -> list[Decision]:

@@ -27,9 +27,9 @@ Each breach key (agent, rule[, pid]) climbs the rule's ladder, e.g.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .decisions import Action, Decision
+from .decisions import Action, Decision, GpuDetail
 
 UNDOABLE = (Action.THROTTLE, Action.FREEZE)
 
@@ -49,7 +49,7 @@ class _State:
     pid: int | None = None
     start_ns: int | None = None
     monitor: bool = False
-    detail: dict = field(default_factory=dict)
+    gpu: GpuDetail | None = None
 
     @property
     def last_action(self) -> Action:
@@ -57,7 +57,7 @@ class _State:
 
     def decision(self) -> Decision:
         return Decision(agent=self.agent, rule=self.rule, action=self.ladder[self.step], reason=self.reason,
-                        pid=self.pid, start_ns=self.start_ns, monitor=self.monitor, detail=dict(self.detail))
+                        pid=self.pid, start_ns=self.start_ns, monitor=self.monitor, gpu=self.gpu)
 
 
 class Escalator:
@@ -76,7 +76,7 @@ class Escalator:
 
     def breach(self, key: tuple, agent: str, rule: str, ladder, grace_s: float, now: float, reason: str,
                *, pid: int | None = None, start_ns: int | None = None, monitor: bool = False,
-               detail: dict | None = None, sustained: bool = True) -> list[Decision]:
+               gpu: GpuDetail | None = None, sustained: bool = True) -> list[Decision]:
         """Report that `key` is breached now; returns the step taken, if any."""
         ladder = tuple(ladder)
         if not ladder:
@@ -86,15 +86,16 @@ class Escalator:
             st = _State(agent=agent, rule=rule, ladder=ladder, grace_s=grace_s, step=0, stepped_at=now,
                         seen_at=now, reason=reason, sustained=sustained,
                         hold_s=self.clear_after_s if sustained else max(self.clear_after_s, 2 * grace_s),
-                        pid=pid, start_ns=start_ns, monitor=monitor, detail=dict(detail or {}))
+                        pid=pid, start_ns=start_ns, monitor=monitor, gpu=gpu)
             self._s[key] = st
             return [st.decision()]
         # the latest report describes the breach best (a policy reload may
         # have changed the ladder: keep the step, bounded by the new ladder)
         st.seen_at, st.reason, st.monitor, st.grace_s = now, reason, monitor, grace_s
         st.pid, st.start_ns = pid, start_ns
-        if detail:
-            st.detail = {**st.detail, **detail}
+        if gpu is not None:
+            # e.g. the latest SM utilisation; what this report leaves out stays
+            st.gpu = st.gpu.merged(gpu) if st.gpu is not None else gpu
         if ladder != st.ladder:
             st.ladder = ladder
             st.step = min(st.step, len(ladder) - 1)
@@ -135,7 +136,7 @@ class Escalator:
         # a Slurm step) may be reused by the next run of the agent
         return [Decision(agent=st.agent, rule=st.rule, action=Action.THAW,
                          reason=f"{st.rule}: breach cleared, lifting {undo[-1].value}",
-                         monitor=monitor or st.monitor, detail=dict(st.detail))]
+                         monitor=monitor or st.monitor, gpu=st.gpu)]
 
     def forget_agent(self, agent: str) -> None:
         # keys start with the agent name: (agent, rule[, pid])

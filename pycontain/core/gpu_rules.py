@@ -19,7 +19,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from .text import safe_text
-from .decisions import Breach
+from .decisions import Breach, GpuDetail, GpuThrottle
 from .samples import GpuSample
 
 
@@ -75,7 +75,7 @@ class GpuRules:
             if p.memory_bytes is not None and mem > p.memory_bytes:
                 out.append(Breach(agent, "gpu.memory", "gpu_memory",
                                   f"agent uses {mem} bytes of GPU memory, budget {p.memory_bytes}",
-                                  detail={"gpu_memory_bytes": mem}))
+                                  gpu=GpuDetail(memory_bytes=mem)))
             utils = [x.sm_util for x in procs if x.sm_util is not None]
             if p.sm_util_max is not None:
                 # per-process SM shares on one device add up; several devices: the busiest
@@ -87,19 +87,19 @@ class GpuRules:
                 if avg is not None and avg >= p.sm_util_max:
                     out.append(Breach(agent, "gpu.sm_util", "gpu_util",
                                       f"agent's SM utilisation averaged {avg:.0f}% over {p.sm_util_window_s:g}s, budget {p.sm_util_max:g}%",
-                                      detail={"gpu": True, "duty_cycle": p.throttle_duty_cycle,
-                                              "period_s": p.throttle_period_s, "sm_util": avg}))
+                                      gpu=GpuDetail(throttle=GpuThrottle(p.throttle_duty_cycle, p.throttle_period_s),
+                                                    sm_util=avg)))
             for x in procs:
                 prog = safe_text(x.filename or b"?", 256)
                 if not program_allowed(x.filename, p.allowed_programs):
                     out.append(Breach(agent, "gpu.program", "gpu_program",
                                       f"{prog} (pid {x.pid}) uses GPU {x.device} but is not an allowed GPU program",
-                                      pid=x.pid, start_ns=x.start_ns, detail={"device": x.device}))
+                                      pid=x.pid, start_ns=x.start_ns, gpu=GpuDetail(device=x.device)))
                 if (p.correlate_unapproved_connect and x.unapproved_connect_ns is not None
                         and x.unapproved_connect_ns <= (x.exec_ts_ns or x.unapproved_connect_ns)):
                     out.append(Breach(agent, "gpu.correlation", "gpu_correlation",
                                       f"{prog} (pid {x.pid}) started after an unapproved outbound connection and uses GPU {x.device}",
-                                      pid=x.pid, start_ns=x.start_ns, detail={"device": x.device}))
+                                      pid=x.pid, start_ns=x.start_ns, gpu=GpuDetail(device=x.device)))
         for gone in set(self._util) - set(by_agent):
             self._window_avg(gone, now, None)
             if not self._util[gone]:

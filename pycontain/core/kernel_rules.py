@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
-from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Mode, PatternWhere
+from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Event, Mode, PatternWhere
+from .policy import INTERNAL_RANGES, METADATA_RANGES
 
 
 @dataclass
@@ -58,17 +60,32 @@ def exec_kernel_form(glob: str, args: bool = False) -> tuple[str, str] | None:
 def compile_policy(policy, resolved: dict[str, list[str]] | None = None) -> KernelTables:
     """Everything of the policy the kernel can enforce exactly. The rest is
     evaluated by the engine in user space (see compile_report)."""
-    resolved = resolved or {}
-    t = KernelTables(mode=Mode.MONITOR if policy.mode == "monitor" else Mode.ENFORCE)
+    t = KernelTables(mode=Mode.MONITOR if policy.mode == "monitor" else Mode.ENFORCE,
+                     flags=_config_flags(policy))
     t.rules = dict(RESERVED)
-    next_id = [len(RESERVED) + 1]
+    rule = _RuleIds(t.rules)
+    # rule ids are handed out in this order: exec first, then network
+    _compile_exec(t, policy.exec, rule)
+    _compile_network(t, policy.network, resolved or {}, rule)
+    return t
 
-    def rule(name: str) -> int:
-        rid = next_id[0]
-        next_id[0] += 1
-        t.rules[rid] = name
+
+class _RuleIds:
+    """Hands out rule ids after the reserved ones, naming each in ``rules``."""
+
+    def __init__(self, rules: dict[int, str]):
+        self.rules = rules
+        self.next_id = len(RESERVED) + 1
+
+    def __call__(self, name: str) -> int:
+        rid = self.next_id
+        self.next_id += 1
+        self.rules[rid] = name
         return rid
 
+
+def _config_flags(policy) -> ConfigFlag:
+    """Switches of the kernel programs: network default, socket denies, stratum detection."""
     flags = ConfigFlag(0)
     if policy.network.default == "deny":
         flags |= ConfigFlag.NET_DEFAULT_DENY
@@ -78,9 +95,13 @@ def compile_policy(policy, resolved: dict[str, list[str]] | None = None) -> Kern
         flags |= ConfigFlag.DENY_PACKET
     if "stratum" in policy.network.detect:
         flags |= ConfigFlag.DETECT_STRATUM
-    t.flags = flags
+    return flags
 
-    for i, g in enumerate(policy.exec.deny):
+
+def _compile_exec(t: KernelTables, ex, rule: _RuleIds) -> None:
+    """exec.deny names and *substr* globs, exec.deny_args *substr* globs;
+    patterns only while the kernel's pattern table has room."""
+    for i, g in enumerate(ex.deny):
         form = exec_kernel_form(g)
         if form and (form[0] == "name" or len(t.exec_patterns) < MAX_PATTERNS):
             rid = rule(f"exec.deny[{i}]")
@@ -88,45 +109,53 @@ def compile_policy(policy, resolved: dict[str, list[str]] | None = None) -> Kern
                 t.exec_names[form[1]] = rid
             else:
                 t.exec_patterns.append((form[1], PatternWhere.BASENAME, rid))
-    for i, g in enumerate(policy.exec.deny_args):
+    for i, g in enumerate(ex.deny_args):
         form = exec_kernel_form(g, args=True)
         if form and form[0] == "substr" and len(t.exec_patterns) < MAX_PATTERNS:
             t.exec_patterns.append((form[1], PatternWhere.ARGS, rule(f"exec.deny_args[{i}]")))
 
-    def add_net(dst4, dst6, nets, rid):
-        for n in nets:
-            net = ipaddress.ip_network(n, strict=False)
-            (dst4 if net.version == 4 else dst6).append((net, rid))
 
-    def addrs_of(r) -> list[str]:
-        out = list(r.cidrs)
-        for h in r.hosts:
-            out += [f"{a}/{32 if ':' not in a else 128}" for a in resolved.get(h, [])]
-        return out
+def _add_nets(dst4: list, dst6: list, nets, rid: int) -> None:
+    for n in nets:
+        net = ipaddress.ip_network(n, strict=False)
+        (dst4 if net.version == 4 else dst6).append((net, rid))
 
-    for i, r in enumerate(policy.network.deny):
+
+def _rule_addrs(r, resolved: dict[str, list[str]]) -> list[str]:
+    """A rule's CIDRs plus the current addresses of its host names."""
+    out = list(r.cidrs)
+    for h in r.hosts:
+        out += [f"{a}/{32 if ':' not in a else 128}" for a in resolved.get(h, [])]
+    return out
+
+
+def _compile_network(t: KernelTables, nw, resolved: dict[str, list[str]], rule: _RuleIds) -> None:
+    """Port-only and address-only deny rules, the internal/metadata ranges,
+    and under ``default: deny`` the addresses of the allow entries."""
+    for i, r in enumerate(nw.deny):
         if r.ports and not r.cidrs and not r.hosts:
-            rid = rule(f"network.deny[{i}]")
-            for lo, hi in r.ports:
-                for port in range(lo, hi + 1):
-                    tcp, udp = t.ports.get(port, (0, 0))
-                    t.ports[port] = (rid if r.protocol in ("tcp", "any") else tcp,
-                                     rid if r.protocol in ("udp", "any") else udp)
+            _deny_ports(t, r, rule(f"network.deny[{i}]"))
         elif not r.ports and r.protocol == "any":
-            add_net(t.deny4, t.deny6, addrs_of(r), rule(f"network.deny[{i}]"))
+            _add_nets(t.deny4, t.deny6, _rule_addrs(r, resolved), rule(f"network.deny[{i}]"))
         # address+port or protocol-specific address rules: user space (engine)
-    if policy.network.deny_internal:
-        from .policy import INTERNAL_RANGES
-        add_net(t.deny4, t.deny6, INTERNAL_RANGES, rule("network.deny_internal"))
-    if policy.network.deny_metadata:
-        from .policy import METADATA_RANGES
-        add_net(t.deny4, t.deny6, METADATA_RANGES, rule("network.deny_metadata"))
-    if policy.network.default == "deny":
-        for i, r in enumerate(policy.network.allow):
+    if nw.deny_internal:
+        _add_nets(t.deny4, t.deny6, INTERNAL_RANGES, rule("network.deny_internal"))
+    if nw.deny_metadata:
+        _add_nets(t.deny4, t.deny6, METADATA_RANGES, rule("network.deny_metadata"))
+    if nw.default == "deny":
+        for i, r in enumerate(nw.allow):
             # the kernel allows the address; a port/protocol restriction on it is
             # checked by the engine (user space)
-            add_net(t.allow4, t.allow6, addrs_of(r), rule(f"network.allow[{i}]"))
-    return t
+            _add_nets(t.allow4, t.allow6, _rule_addrs(r, resolved), rule(f"network.allow[{i}]"))
+
+
+def _deny_ports(t: KernelTables, r, rid: int) -> None:
+    """A port-only deny rule: every port of its ranges, for its protocol(s)."""
+    for lo, hi in r.ports:
+        for port in range(lo, hi + 1):
+            tcp, udp = t.ports.get(port, (0, 0))
+            t.ports[port] = (rid if r.protocol in ("tcp", "any") else tcp,
+                             rid if r.protocol in ("udp", "any") else udp)
 
 
 def compile_report(policy, resolved: dict[str, list[str]] | None = None) -> list[str]:
@@ -172,55 +201,61 @@ def _text(v) -> str:
     return v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, bytearray)) else str(v)
 
 
-def kernel_verdict(tables: KernelTables, kind, *, filename: str = "", argv: list[str] | tuple = (),
-                   protocol: str = "tcp", daddr: str = "", dport: int = 0) -> int:
-    """Python emulation of the kernel's matching: the rule id the kernel would
-    deny with, or 0. Used by replay and tests.
-
-    `kind` is "exec", "connect" or "send" with the fields as keywords, or an
-    event-like value: an ExecEvent/NetEvent, or an audit-record dict."""
-    if isinstance(kind, dict):
-        rec = kind
-        kind = str(rec.get("kind", ""))
-        filename, argv = rec.get("filename", ""), rec.get("argv") or ()
-        protocol, daddr, dport = rec.get("protocol", "tcp"), rec.get("daddr", ""), int(rec.get("dport") or 0)
-    elif not isinstance(kind, str):
-        ev = kind
-        kind = ev.kind
-        filename, argv = getattr(ev, "filename", b""), getattr(ev, "argv", ())
-        proto = getattr(ev, "proto_name", "tcp")
-        protocol, daddr, dport = proto, getattr(ev, "daddr", ""), getattr(ev, "dport", 0)
-    filename, argv = _text(filename), [_text(a) for a in argv]
-    if kind == "exec":
-        base = filename.rsplit("/", 1)[-1].lower()
-        if base in tables.exec_names:
-            return tables.exec_names[base]
-        blob = "\0".join(argv).lower()
-        for pat, where, rid in tables.exec_patterns:
-            if (where == PatternWhere.BASENAME and pat in base) or (where == PatternWhere.ARGS and pat in blob):
-                return rid
-        return 0
-    if kind in ("connect", "send"):
-        tcp, udp = tables.ports.get(int(dport), (0, 0))
-        rid = tcp if protocol == "tcp" else udp
-        if rid:
+def exec_verdict(tables: KernelTables, filename: str | bytes, argv: Sequence[str | bytes] = ()) -> int:
+    """Python emulation of the kernel's exec matching (ebpf/exec.c): the rule
+    id the kernel would kill an exec of `filename` with `argv` with, or 0."""
+    base = _text(filename).rsplit("/", 1)[-1].lower()
+    if base in tables.exec_names:
+        return tables.exec_names[base]
+    blob = "\0".join(_text(a) for a in argv).lower()
+    for pat, where, rid in tables.exec_patterns:
+        if (where == PatternWhere.BASENAME and pat in base) or (where == PatternWhere.ARGS and pat in blob):
             return rid
-        try:
-            addr = ipaddress.ip_address(daddr)
-        except ValueError:
-            return 0
-        if addr.version == 6 and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
+    return 0
 
-        def longest(entries):
-            best = None
-            for net, r in entries:
-                if addr in net and (best is None or net.prefixlen > best[0]):
-                    best = (net.prefixlen, r)
-            return best[1] if best else 0
-        deny = longest(tables.deny4 if addr.version == 4 else tables.deny6)
-        if deny:
-            return deny
-        if tables.flags & ConfigFlag.NET_DEFAULT_DENY and not longest(tables.allow4 if addr.version == 4 else tables.allow6):
-            return DEFAULT_DENY_RULE_ID
+
+def net_verdict(tables: KernelTables, daddr: str, dport: int, protocol: str = "tcp") -> int:
+    """Python emulation of the kernel's connect/send matching: the rule id the
+    kernel would refuse a `protocol` ("tcp"/"udp") packet or connection to
+    `daddr`:`dport` with (EPERM), or 0."""
+    tcp, udp = tables.ports.get(int(dport), (0, 0))
+    rid = tcp if protocol == "tcp" else udp
+    if rid:
+        return rid
+    try:
+        addr = ipaddress.ip_address(daddr)
+    except ValueError:
+        return 0
+    if addr.version == 6 and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+
+    def longest(entries):
+        best = None
+        for net, r in entries:
+            if addr in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, r)
+        return best[1] if best else 0
+    deny = longest(tables.deny4 if addr.version == 4 else tables.deny6)
+    if deny:
+        return deny
+    if tables.flags & ConfigFlag.NET_DEFAULT_DENY and not longest(tables.allow4 if addr.version == 4 else tables.allow6):
+        return DEFAULT_DENY_RULE_ID
+    return 0
+
+
+def kernel_verdict(tables: KernelTables, ev: Event | Mapping) -> int:
+    """The rule id the kernel would deny an exec/connect/send with, or 0, for
+    an event (ExecEvent/NetEvent) or an audit-record dict. Other kinds: 0.
+    Used by replay and tests; see exec_verdict and net_verdict."""
+    if isinstance(ev, Mapping):
+        kind = str(ev.get("kind", ""))
+        if kind == "exec":
+            return exec_verdict(tables, ev.get("filename", ""), ev.get("argv") or ())
+        if kind in ("connect", "send"):
+            return net_verdict(tables, ev.get("daddr", ""), int(ev.get("dport") or 0), ev.get("protocol", "tcp"))
+        return 0
+    if ev.kind == "exec":
+        return exec_verdict(tables, getattr(ev, "filename", b""), getattr(ev, "argv", ()))
+    if ev.kind in ("connect", "send"):
+        return net_verdict(tables, getattr(ev, "daddr", ""), getattr(ev, "dport", 0), getattr(ev, "proto_name", "tcp"))
     return 0

@@ -14,6 +14,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import yaml
 
@@ -39,8 +40,8 @@ ACTION_NAMES = {a.value: a for a in Action}
 INTERNAL_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
                    "fc00::/7", "fe80::/10")
 LOOPBACK_PROBES = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
-NETWORK_KEYS = ("default", "allow", "deny", "deny_internal", "deny_metadata", "detect", "resolve_interval")
 METADATA_RANGES = ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32", "169.254.170.2/32")
+DEFAULT_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class Policy:
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     sockets: SocketPolicy = field(default_factory=SocketPolicy)
     actions: dict = field(default_factory=dict)     # action key -> ActionSpec
-    escalation_grace_s: float = 10.0
+    escalation_grace_s: float = DEFAULT_GRACE_S
 
     def action(self, key: str) -> ActionSpec:
         return self.actions.get(key) or ActionSpec((Action.ALERT,), self.escalation_grace_s)
@@ -168,7 +169,7 @@ def _range(n: Node) -> tuple[int, int]:
 
 
 def _netrule(n: Node) -> NetRule:
-    m = n.mapping(("cidr", "cidrs", "host", "hosts", "nameservers", "ports", "port_range", "protocol"))
+    m = _mapping(n, NETRULE_KEYS)
     cidrs: list[str] = []
     for key in ("cidr", "cidrs"):
         if key in m:
@@ -197,7 +198,7 @@ def _netrule(n: Node) -> NetRule:
 
 def _action_spec(n: Node, grace: float) -> ActionSpec:
     if isinstance(n.node, yaml.MappingNode):
-        m = n.mapping(("ladder", "grace"))
+        m = _mapping(n, ACTION_SPEC_KEYS)
         if "ladder" not in m:
             raise n.error("an action mapping needs 'ladder'")
         ladder = tuple(_action_name(i) for i in m["ladder"].seq())
@@ -216,124 +217,210 @@ def _action_name(n: Node, text: str | None = None) -> Action:
     return ACTION_NAMES[name]
 
 
-def _parse(root: Node) -> Policy:
-    top = root.mapping(("name", "mode", "agents", "budgets", "gpu", "exec", "network", "sockets", "actions",
-                        "escalation"))
-    name = top["name"].str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "policy name") if "name" in top else "unnamed"
-    mode = top["mode"].choice(("enforce", "monitor")) if "mode" in top else "enforce"
+# ---- sections: each section's keys, declared once ---------------------------
+#
+# A section's known keys, in the order an unknown-key hint lists them. Flat
+# sections declare them as a table, key -> (field of the section's dataclass,
+# reader), which both validates the keys and reads the values (_read).
 
+Reader = Callable[[Node], object]
+KeyTable = Mapping[str, tuple[str | None, Reader]]
+
+TOP_KEYS = ("name", "mode", "agents", "budgets", "gpu", "exec", "network", "sockets", "actions", "escalation")
+AGENT_SELECTORS = ("cgroup", "systemd_unit", "command")
+AGENT_KEYS = ("name",) + AGENT_SELECTORS
+BUDGET_KEYS = ("cpu", "memory", "memory_high", "pids")
+NETRULE_KEYS = ("cidr", "cidrs", "host", "hosts", "nameservers", "ports", "port_range", "protocol")
+PROGRAM_ARGS_KEYS = ("program", "args")
+ACTION_SPEC_KEYS = ("ladder", "grace")
+ESCALATION_KEYS = ("grace",)
+
+
+def _mapping(n: Node, keys) -> dict[str, Node]:
+    """The section as a mapping; an unknown key is an error with a did-you-mean hint."""
+    return n.mapping(tuple(keys))
+
+
+def _read(m: dict[str, Node], table: KeyTable, first: tuple[str, ...] = ()) -> dict:
+    """Keyword arguments for the section's dataclass: every present key, read
+    in table order (`first` ones before the rest: the order values are read
+    in decides which of several errors is reported). A reader whose field is
+    None returns several fields at once."""
+    kw: dict = {}
+    for key in first + tuple(k for k in table if k not in first):
+        if key not in m:
+            continue
+        field_name, read = table[key]
+        value = read(m[key])
+        if field_name is None:
+            kw.update(value)
+        else:
+            kw[field_name] = value
+    return kw
+
+
+def _sm_util(n: Node) -> dict:
+    s = _mapping(n, SM_UTIL_KEYS)
+    if "max" not in s:
+        raise n.error("sm_util needs 'max' (percent)")
+    return _read(s, SM_UTIL_KEYS)
+
+
+def _gpu_throttle(n: Node) -> dict:
+    return _read(_mapping(n, GPU_THROTTLE_KEYS), GPU_THROTTLE_KEYS)
+
+
+SM_UTIL_KEYS: KeyTable = {
+    "max": ("sm_util_max", lambda n: float(n.number(1, 100))),
+    "window": ("sm_util_window_s", Node.duration),
+}
+GPU_THROTTLE_KEYS: KeyTable = {
+    "duty_cycle": ("throttle_duty_cycle", lambda n: float(n.number(0.05, 0.95))),
+    "period": ("throttle_period_s", Node.duration),
+}
+GPU_KEYS: KeyTable = {
+    "required": ("required", Node.bool),
+    "memory": ("memory_bytes", Node.size),
+    "sm_util": (None, _sm_util),
+    "allowed_programs": ("allowed_programs", _globs),
+    "correlate_unapproved_connect": ("correlate_unapproved_connect", Node.bool),
+    "throttle": (None, _gpu_throttle),
+    "sample_interval": ("sample_interval_s", Node.duration),
+}
+
+
+def _program_args(n: Node) -> tuple[tuple[str, str], ...]:
+    pa = []
+    for item in n.seq():
+        r = _mapping(item, PROGRAM_ARGS_KEYS)
+        if "program" not in r or "args" not in r:
+            raise item.error("deny_program_args entries need 'program' and 'args'")
+        prog = r["program"].str(maxlen=256)
+        pa += [(prog, a) for a in _globs(r["args"])]
+    return tuple(pa)
+
+
+EXEC_KEYS: KeyTable = {
+    "mode": ("mode", lambda n: n.choice(("deny-list", "allow-list"))),
+    "allow": ("allow", _globs),
+    "deny": ("deny", _globs),
+    "deny_args": ("deny_args", _globs),
+    "deny_program_args": ("deny_program_args", _program_args),
+}
+
+
+def _netrules(n: Node) -> tuple[NetRule, ...]:
+    return tuple(_netrule(i) for i in n.seq())
+
+
+def _detect(n: Node) -> tuple[str, ...]:
+    return tuple(item.choice(("stratum",)) for item in n.seq())
+
+
+NETWORK_KEYS: KeyTable = {
+    "default": ("default", lambda n: n.choice(("allow", "deny"))),
+    "allow": ("allow", _netrules),
+    "deny": ("deny", _netrules),
+    "deny_internal": ("deny_internal", Node.bool),
+    "deny_metadata": ("deny_metadata", Node.bool),
+    "detect": ("detect", _detect),
+    "resolve_interval": ("resolve_interval_s", Node.duration),
+}
+SOCKET_KEYS: KeyTable = {
+    "deny_raw": ("deny_raw", Node.bool),
+    "deny_packet": ("deny_packet", Node.bool),
+}
+
+
+def _agents(n: Node) -> tuple[AgentSelector, ...]:
     agents = []
-    for item in top["agents"].seq() if "agents" in top else []:
-        m = item.mapping(("name", "cgroup", "systemd_unit", "command"))
+    for item in n.seq():
+        m = _mapping(item, AGENT_KEYS)
         if "name" not in m:
             raise item.error("an agent selector needs 'name'")
-        kinds = [k for k in ("cgroup", "systemd_unit", "command") if k in m]
+        kinds = [k for k in AGENT_SELECTORS if k in m]
         if len(kinds) != 1:
             raise item.error("an agent selector needs exactly one of cgroup, systemd_unit, command")
         agents.append(AgentSelector(m["name"].str(AGENT_NAME, "agent name (^[a-z0-9][a-z0-9_.-]{0,31}$)"),
                                     **{kinds[0]: m[kinds[0]].str(maxlen=512)}))
+    return tuple(agents)
 
-    b = Budgets()
-    if "budgets" in top:
-        m = top["budgets"].mapping(("cpu", "memory", "memory_high", "pids"))
-        mem = m["memory"].size() if "memory" in m else None
-        high = m["memory_high"].size() if "memory_high" in m else (int(mem * 0.9) if mem else None)
-        if mem and high and high > mem:
-            raise m["memory_high"].error("memory_high must not exceed memory")
-        b = Budgets(cpu=float(m["cpu"].number(0.01, 4096)) if "cpu" in m else None, memory_bytes=mem,
-                    memory_high_bytes=high, pids=int(m["pids"].number(8, 4194304, integer=True)) if "pids" in m else None)
-        if mem is not None and mem < 16 << 20:
-            raise m["memory"].error("a memory budget under 16MiB cannot start an agent (it would lock the agent out)")
 
-    g = GpuPolicy()
-    if "gpu" in top:
-        m = top["gpu"].mapping(("required", "memory", "sm_util", "allowed_programs", "correlate_unapproved_connect",
-                                "throttle", "sample_interval"))
-        kw: dict = {}
-        if "required" in m:
-            kw["required"] = m["required"].bool()
-        if "memory" in m:
-            kw["memory_bytes"] = m["memory"].size()
-        if "sm_util" in m:
-            s = m["sm_util"].mapping(("max", "window"))
-            if "max" not in s:
-                raise m["sm_util"].error("sm_util needs 'max' (percent)")
-            kw["sm_util_max"] = float(s["max"].number(1, 100))
-            if "window" in s:
-                kw["sm_util_window_s"] = s["window"].duration()
-        if "allowed_programs" in m:
-            kw["allowed_programs"] = _globs(m["allowed_programs"])
-        if "correlate_unapproved_connect" in m:
-            kw["correlate_unapproved_connect"] = m["correlate_unapproved_connect"].bool()
-        if "throttle" in m:
-            t = m["throttle"].mapping(("duty_cycle", "period"))
-            if "duty_cycle" in t:
-                kw["throttle_duty_cycle"] = float(t["duty_cycle"].number(0.05, 0.95))
-            if "period" in t:
-                kw["throttle_period_s"] = t["period"].duration()
-        if "sample_interval" in m:
-            kw["sample_interval_s"] = m["sample_interval"].duration()
-        g = GpuPolicy(**kw)
+def _budgets(n: Node) -> Budgets:
+    m = _mapping(n, BUDGET_KEYS)
+    mem = m["memory"].size() if "memory" in m else None
+    high = m["memory_high"].size() if "memory_high" in m else (int(mem * 0.9) if mem else None)
+    if mem and high and high > mem:
+        raise m["memory_high"].error("memory_high must not exceed memory")
+    b = Budgets(cpu=float(m["cpu"].number(0.01, 4096)) if "cpu" in m else None, memory_bytes=mem,
+                memory_high_bytes=high, pids=int(m["pids"].number(8, 4194304, integer=True)) if "pids" in m else None)
+    if mem is not None and mem < 16 << 20:
+        raise m["memory"].error("a memory budget under 16MiB cannot start an agent (it would lock the agent out)")
+    return b
 
-    e = ExecPolicy()
-    if "exec" in top:
-        m = top["exec"].mapping(("mode", "allow", "deny", "deny_args", "deny_program_args"))
-        pa = []
-        for item in m["deny_program_args"].seq() if "deny_program_args" in m else []:
-            r = item.mapping(("program", "args"))
-            if "program" not in r or "args" not in r:
-                raise item.error("deny_program_args entries need 'program' and 'args'")
-            prog = r["program"].str(maxlen=256)
-            pa += [(prog, a) for a in _globs(r["args"])]
-        e = ExecPolicy(mode=m["mode"].choice(("deny-list", "allow-list")) if "mode" in m else "deny-list",
-                       allow=_globs(m["allow"]) if "allow" in m else (),
-                       deny=_globs(m["deny"]) if "deny" in m else (),
-                       deny_args=_globs(m["deny_args"]) if "deny_args" in m else (),
-                       deny_program_args=tuple(pa))
-        if e.mode == "allow-list" and not e.allow:
-            raise (m.get("mode") or top["exec"]).error("allow-list mode needs a non-empty 'allow' list")
 
-    nw = NetworkPolicy()
-    if "network" in top:
-        m = top["network"].mapping(NETWORK_KEYS)
-        detect = []
-        for item in m["detect"].seq() if "detect" in m else []:
-            detect.append(item.choice(("stratum",)))
-        nw = NetworkPolicy(
-            default=m["default"].choice(("allow", "deny")) if "default" in m else "allow",
-            allow=tuple(_netrule(i) for i in m["allow"].seq()) if "allow" in m else (),
-            deny=tuple(_netrule(i) for i in m["deny"].seq()) if "deny" in m else (),
-            deny_internal=m["deny_internal"].bool() if "deny_internal" in m else False,
-            deny_metadata=m["deny_metadata"].bool() if "deny_metadata" in m else False,
-            detect=tuple(detect),
-            resolve_interval_s=m["resolve_interval"].duration() if "resolve_interval" in m else 300.0)
-        if nw.default == "deny":
-            for i, r in enumerate(nw.allow):
-                if not (r.cidrs or r.hosts):
-                    raise m["allow"].seq()[i].error(
-                        "under default: deny an allow entry needs an address (cidr, host or nameservers): "
-                        "the kernel admits traffic by destination address",
-                        "to allow these ports to any address say so: cidrs: [0.0.0.0/0, '::/0'] "
-                        "(the port limit is then enforced in user space, by kill-process)")
+def _gpu(n: Node) -> GpuPolicy:
+    return GpuPolicy(**_read(_mapping(n, GPU_KEYS), GPU_KEYS))
 
-    so = SocketPolicy()
-    if "sockets" in top:
-        m = top["sockets"].mapping(("deny_raw", "deny_packet"))
-        so = SocketPolicy(deny_raw=m["deny_raw"].bool() if "deny_raw" in m else False,
-                          deny_packet=m["deny_packet"].bool() if "deny_packet" in m else False)
 
-    grace = 10.0
-    if "escalation" in top:
-        m = top["escalation"].mapping(("grace",))
-        if "grace" in m:
-            grace = m["grace"].duration()
+def _exec(n: Node) -> ExecPolicy:
+    m = _mapping(n, EXEC_KEYS)
+    e = ExecPolicy(**_read(m, EXEC_KEYS, first=("deny_program_args",)))
+    if e.mode == "allow-list" and not e.allow:
+        raise (m.get("mode") or n).error("allow-list mode needs a non-empty 'allow' list")
+    return e
+
+
+def _network(n: Node) -> NetworkPolicy:
+    m = _mapping(n, NETWORK_KEYS)
+    nw = NetworkPolicy(**_read(m, NETWORK_KEYS, first=("detect",)))
+    if nw.default == "deny":
+        for i, r in enumerate(nw.allow):
+            if not (r.cidrs or r.hosts):
+                raise m["allow"].seq()[i].error(
+                    "under default: deny an allow entry needs an address (cidr, host or nameservers): "
+                    "the kernel admits traffic by destination address",
+                    "to allow these ports to any address say so: cidrs: [0.0.0.0/0, '::/0'] "
+                    "(the port limit is then enforced in user space, by kill-process)")
+    return nw
+
+
+def _sockets(n: Node) -> SocketPolicy:
+    return SocketPolicy(**_read(_mapping(n, SOCKET_KEYS), SOCKET_KEYS))
+
+
+def _escalation_grace(n: Node) -> float:
+    m = _mapping(n, ESCALATION_KEYS)
+    return m["grace"].duration() if "grace" in m else DEFAULT_GRACE_S
+
+
+def _actions(n: Node | None, grace: float) -> dict[str, ActionSpec]:
+    """Every action key's ladder: the defaults, then the policy's own."""
     actions = {k: ActionSpec(tuple(ACTION_NAMES[p] for p in v.split("-then-")), grace) for k, v in DEFAULT_ACTIONS.items()}
-    if "actions" in top:
-        for k, n in top["actions"].mapping(ACTION_KEYS).items():
-            actions[k] = _action_spec(n, grace)
+    if n is not None:
+        for k, a in _mapping(n, ACTION_KEYS).items():
+            actions[k] = _action_spec(a, grace)
+    return actions
 
-    policy = Policy(name=name, mode=mode, source=root.file, agents=tuple(agents), budgets=b, gpu=g, exec=e,
-                    network=nw, sockets=so, actions=actions, escalation_grace_s=grace)
+
+def _parse(root: Node) -> Policy:
+    top = _mapping(root, TOP_KEYS)
+
+    def section(key: str, parse, default):
+        return parse(top[key]) if key in top else default
+    # sections are read in this order, so the first error reported stays the same
+    name = top["name"].str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "policy name") if "name" in top else "unnamed"
+    mode = top["mode"].choice(("enforce", "monitor")) if "mode" in top else "enforce"
+    agents = section("agents", _agents, ())
+    budgets = section("budgets", _budgets, Budgets())
+    gpu = section("gpu", _gpu, GpuPolicy())
+    ex = section("exec", _exec, ExecPolicy())
+    network = section("network", _network, NetworkPolicy())
+    sockets = section("sockets", _sockets, SocketPolicy())
+    grace = section("escalation", _escalation_grace, DEFAULT_GRACE_S)
+    actions = _actions(top.get("actions"), grace)
+    policy = Policy(name=name, mode=mode, source=root.file, agents=agents, budgets=budgets, gpu=gpu, exec=ex,
+                    network=network, sockets=sockets, actions=actions, escalation_grace_s=grace)
     _check_no_lockout(policy, top)
     return policy
 
@@ -367,7 +454,7 @@ def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
     `pycontain`."""
     own = _own_programs()
     ex = top.get("exec")
-    exm = ex.mapping(("mode", "allow", "deny", "deny_args", "deny_program_args")) if ex is not None else {}
+    exm = _mapping(ex, EXEC_KEYS) if ex is not None else {}
     for i, pat in enumerate(p.exec.deny):
         hit = _lockout_target(pat)
         if hit:
@@ -385,14 +472,14 @@ def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
         for c in r.cidrs:
             net = ipaddress.ip_network(c)
             if any(a in net for a in LOOPBACK_PROBES if a.version == net.version):
-                raise top["network"].mapping(NETWORK_KEYS)["deny"].seq()[i].error(
+                raise _mapping(top["network"], NETWORK_KEYS)["deny"].seq()[i].error(
                     f"{c} denies all of loopback: pycontain's metrics endpoint (127.0.0.1), the local DNS stub "
                     "(127.0.0.53) and node-local services would be cut off",
                     "deny specific loopback ports instead, e.g. {cidr: 127.0.0.0/8, ports: [6379]}")
     b = p.budgets
     # (pids >= 8, cpu >= 0.01 and memory >= 16MiB are enforced where they are parsed)
     if b.memory_high_bytes is not None and b.memory_high_bytes < 16 << 20:
-        node = top["budgets"].mapping(("cpu", "memory", "memory_high", "pids"))
+        node = _mapping(top["budgets"], BUDGET_KEYS)
         raise (node.get("memory_high") or node["memory"]).error(
             "a memory_high under 16MiB would throttle the agent before it starts")
 

@@ -12,7 +12,7 @@ import pytest
 
 from pycontain.actuate.actuators import Actuator, clock_tick_ns, proc_start_ns
 from pycontain.actuate.cgroups import AgentCgroup
-from pycontain.core.decisions import Action, Decision
+from pycontain.core.decisions import Action, Decision, GpuDetail, GpuThrottle
 from pycontain.actuate.launch import launch
 
 PY = sys.executable
@@ -117,7 +117,7 @@ def test_throttle_lowers_cpu_and_gpu_duty_cycle_pauses(cg, tmp_path):
     proc = launch([PY, "-c", COUNTER, str(counter)], cg)
     try:
         assert _wait(lambda: _count(counter) > 3)
-        r = act.apply(dec(Action.THROTTLE, detail={"gpu": True, "duty_cycle": 0.5, "period_s": 0.2}))
+        r = act.apply(dec(Action.THROTTLE, gpu=GpuDetail(throttle=GpuThrottle(duty_cycle=0.5, period_s=0.2))))
         assert r == "done"
         assert cg.sample().cpu_limit_cores == pytest.approx(0.5)
         # the duty cycle really stops the agent part of the time: some 60 ms

@@ -11,7 +11,7 @@ from test_cgroups_fakefs import v2host  # noqa: F401  (fixture)
 
 from pycontain.actuate.actuators import Actuator, clock_tick_ns, proc_start_ns, same_start
 from pycontain.actuate.cgroups import AgentCgroup
-from pycontain.core.decisions import Action, Decision
+from pycontain.core.decisions import Action, Decision, GpuDetail, GpuThrottle
 from pycontain.core.errors import CommandNotFound, UsageError
 from pycontain.actuate.launch import launch, resolve_command
 from pycontain.actuate.throttle import DutyCycleThrottler
@@ -62,7 +62,7 @@ def test_throttle_callback_and_floor(cg):
 
 def test_gpu_throttle_starts_duty_cycle_and_close_leaves_thawed(cg, v2host):
     act = Actuator({"bot": cg})
-    act.apply(d(Action.THROTTLE, detail={"gpu": True, "duty_cycle": 0.5, "period_s": 0.1}))
+    act.apply(d(Action.THROTTLE, gpu=GpuDetail(throttle=GpuThrottle(duty_cycle=0.5, period_s=0.1))))
     seen = set()
     end = time.monotonic() + 1.0
     while time.monotonic() < end and seen != {"0", "1"}:
@@ -75,7 +75,7 @@ def test_gpu_throttle_starts_duty_cycle_and_close_leaves_thawed(cg, v2host):
 
 def test_freeze_stops_the_duty_cycle(cg):
     act = Actuator({"bot": cg})
-    act.apply(d(Action.THROTTLE, detail={"gpu": True, "period_s": 0.05}))
+    act.apply(d(Action.THROTTLE, gpu=GpuDetail(throttle=GpuThrottle(period_s=0.05))))
     open(cg.v2_path + "/cgroup.events", "w").write("populated 1\nfrozen 1\n")   # the fake "freezes"
     assert act.apply(d(Action.FREEZE)) == "done"
     time.sleep(0.2)

@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from pycontain.core.decisions import Action, Breach
+from pycontain.core.decisions import Action, Breach, GpuDetail
 from pycontain.core.engine import Engine
 from pycontain.core.events import (EventType, ExecEvent, ExitEvent, Flag, ForkEvent, Header, NetEvent, SocketEvent,
                                    StratumEvent, Verdict)
-from pycontain.core.kernel_rules import compile_policy, kernel_verdict
+from pycontain.core.kernel_rules import compile_policy, exec_verdict, net_verdict
 from pycontain.core.policy import builtin_policy, load_policy_text
 from pycontain.core.samples import CgroupSample
 
@@ -45,7 +45,7 @@ def engine(policy=None, **kw) -> Engine:
 def kernel_exec(e: Engine, filename: bytes, argv, verdict=Verdict.DENY, **kw):
     """An exec as the kernel would report it under e's policy."""
     tables = compile_policy(e.policy)
-    rid = kernel_verdict(tables, "exec", filename=filename.decode(), argv=[a.decode() for a in argv])
+    rid = exec_verdict(tables, filename=filename.decode(), argv=[a.decode() for a in argv])
     v = verdict if rid else Verdict.ALLOW
     return exec_event(filename, argv, verdict=v, rule_id=rid, **kw)
 
@@ -138,7 +138,7 @@ def test_untrusted_bytes_are_escaped_in_reasons():
 def test_kernel_denied_connect():
     e = engine()
     tables = compile_policy(e.policy)
-    rid = kernel_verdict(tables, "connect", daddr="198.51.100.1", dport=3333)
+    rid = net_verdict(tables, daddr="198.51.100.1", dport=3333)
     ds = e.on_event(net_event("198.51.100.1", 3333, verdict=Verdict.DENY, rule_id=rid), 1.0)
     assert [(d.action, d.rule) for d in ds] == [(Action.DENY, "network.deny[0]")]
 
@@ -249,11 +249,11 @@ def test_gpu_breaches_share_the_ladder_and_carry_throttle_detail():
     p = load_policy_text("gpu: {sm_util: {max: 50}, throttle: {duty_cycle: 0.25, period: 2s}}\n"
                          "actions: {gpu_util: {ladder: [throttle, kill], grace: 5s}}\n")
     e = engine(p)
-    br = Breach("trainer", "gpu.sm_util", "gpu_util", "SM 90%", detail={"sm_util": 90.0})
+    br = Breach("trainer", "gpu.sm_util", "gpu_util", "SM 90%", gpu=GpuDetail(sm_util=90.0))
     ds = e.on_breaches([br], 0)
     assert [d.action for d in ds] == [Action.THROTTLE]
-    assert ds[0].detail["gpu"] is True and ds[0].detail["duty_cycle"] == 0.25 and ds[0].detail["period_s"] == 2.0
-    assert ds[0].detail["sm_util"] == 90.0
+    assert ds[0].gpu.throttle is not None and ds[0].gpu.throttle.duty_cycle == 0.25 and ds[0].gpu.throttle.period_s == 2.0
+    assert ds[0].gpu.sm_util == 90.0
     assert e.on_breaches([br], 2) == []
     assert [d.action for d in e.on_breaches([br], 6)] == [Action.KILL]
     assert e.tick(7) == []                                                # not cleared yet
@@ -266,14 +266,14 @@ def test_gpu_breach_cleared_by_silence_thaws_with_gpu_detail():
     e.on_breaches([br], 0)
     assert e.tick(1) == []
     ds = e.tick(10)
-    assert [d.action for d in ds] == [Action.THAW] and ds[0].detail.get("gpu") is True
+    assert [d.action for d in ds] == [Action.THAW] and ds[0].gpu.throttle is not None
 
 
 def test_gpu_program_breach_targets_the_process():
     e = engine()
-    br = Breach("trainer", "gpu.program", "gpu_program", "x on GPU", pid=55, start_ns=66, detail={"device": 0})
+    br = Breach("trainer", "gpu.program", "gpu_program", "x on GPU", pid=55, start_ns=66, gpu=GpuDetail(device=0))
     ds = e.on_breaches([br], 0)
-    assert [(d.action, d.pid, d.start_ns, d.detail["device"]) for d in ds] == [(Action.KILL_PROCESS, 55, 66, 0)]
+    assert [(d.action, d.pid, d.start_ns, d.gpu.device) for d in ds] == [(Action.KILL_PROCESS, 55, 66, 0)]
 
 
 def test_monitor_mode_marks_everything():

@@ -2,7 +2,7 @@
 rules, and against ordinary work it must leave alone.
 
 Each exec is judged the way it is judged live: first the kernel tables
-(emulated by kernel_verdict, which mirrors ebpf/exec.c), then, for an exec
+(emulated by exec_verdict, which mirrors ebpf/exec.c), then, for an exec
 the kernel let through, the engine's user-space rules.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from pycontain.core.decisions import Action
 from pycontain.core.engine import Engine
 from pycontain.core.events import EventType, ExecEvent, Verdict
-from pycontain.core.kernel_rules import compile_policy, kernel_verdict
+from pycontain.core.kernel_rules import compile_policy, exec_verdict
 from pycontain.core.policy import builtin_policy
 
 from test_engine import AGENT_ID, header
@@ -26,7 +26,7 @@ def judge(request):
 
     def run(filename: str, argv: list[str]) -> str | None:
         """The rule that stops this exec, or None when it may run."""
-        rid = kernel_verdict(tables, "exec", filename=filename, argv=argv)
+        rid = exec_verdict(tables, filename=filename, argv=argv)
         e = Engine(policy)
         e.add_agent(AGENT_ID, "a")
         ev = ExecEvent(h=header(EventType.EXEC, verdict=Verdict.DENY if rid else Verdict.ALLOW, rule_id=rid),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from pycontain.core.decisions import Action
+from pycontain.core.decisions import Action, GpuDetail, GpuThrottle
 from pycontain.core.escalation import Escalator
 
 A, T, F, K, KP = Action.ALERT, Action.THROTTLE, Action.FREEZE, Action.KILL, Action.KILL_PROCESS
@@ -232,3 +232,21 @@ def test_repeated_violation_at_kill_process_is_killed_again():
     k2 = ("agent", "gpu.program", 11, 5)
     assert report(esc, 0.0, ladder=(KP,), key=k2, pid=11) == [KP]
     assert report(esc, 1.0, ladder=(KP,), key=k2, pid=11) == []
+
+
+def test_gpu_detail_of_the_latest_report_wins_and_the_thaw_keeps_it():
+    esc = Escalator(clear_after_s=3.0)
+    key = ("agent", "gpu.sm_util")
+    first = GpuDetail(throttle=GpuThrottle(0.25, 2.0), sm_util=90.0)
+    [d] = esc.breach(key, "agent", "gpu.sm_util", (A, T), 5.0, 0.0, "hot", gpu=first)
+    assert d.gpu == first
+    [d] = esc.breach(key, "agent", "gpu.sm_util", (A, T), 5.0, 6.0, "hot", gpu=GpuDetail(sm_util=95.0))
+    assert d.action == T and d.gpu == GpuDetail(throttle=GpuThrottle(0.25, 2.0), sm_util=95.0)
+    [d] = esc.tick(10.0)
+    assert d.action == Action.THAW and d.gpu.throttle == GpuThrottle(0.25, 2.0)
+
+
+def test_gpu_detail_merge_keeps_what_the_newer_report_leaves_out():
+    old = GpuDetail(throttle=GpuThrottle(), device=1, sm_util=50.0, memory_bytes=10)
+    assert old.merged(GpuDetail()) == old
+    assert old.merged(GpuDetail(device=2, memory_bytes=20)) == GpuDetail(GpuThrottle(), 2, 50.0, 20)

@@ -137,7 +137,7 @@ def test_sm_util_must_be_sustained_over_the_window():
     assert r.evaluate(s, [proc()], 0.0) == []            # one reading is not "sustained"
     hits = r.evaluate(s, [proc()], 1.0) + r.evaluate(s, [proc()], 2.0)
     b = [x for x in hits if x.rule == "gpu.sm_util"]
-    assert b and b[0].action_key == "gpu_util" and b[0].detail["gpu"] is True and b[0].detail["duty_cycle"] == 0.5
+    assert b and b[0].action_key == "gpu_util" and b[0].gpu.throttle is not None and b[0].gpu.throttle.duty_cycle == 0.5
     r2 = GpuRules(Pol(sm_util_max=80))
     for t, sm in enumerate([95, 10, 10, 10]):
         out = r2.evaluate(s, [proc(sm=sm)], float(t))

@@ -7,7 +7,7 @@ import ipaddress
 import pytest
 
 from pycontain.core.events import ConfigFlag, MAX_PATTERNS, Mode, PATTERN_LEN, PatternWhere
-from pycontain.core.kernel_rules import compile_policy, compile_report, kernel_verdict
+from pycontain.core.kernel_rules import compile_policy, compile_report, exec_verdict, kernel_verdict, net_verdict
 from pycontain.core.policy import builtin_policy, load_policy_text
 
 
@@ -17,7 +17,7 @@ def default():
 
 
 def exec_rule(t, argv, filename=None):
-    rid = kernel_verdict(t, "exec", filename=filename or f"/usr/bin/{argv[0]}", argv=argv)
+    rid = exec_verdict(t, filename=filename or f"/usr/bin/{argv[0]}", argv=argv)
     return t.rules.get(rid) if rid else None
 
 
@@ -56,9 +56,9 @@ def test_miners_and_tunnels_are_hit_in_the_kernel(default, argv, filename):
 def test_rule_names_are_stable(default):
     t = default
     assert t.rules[1] == "network.default"
-    rid = kernel_verdict(t, "exec", filename="/tmp/xmrig", argv=["xmrig"])
+    rid = exec_verdict(t, filename="/tmp/xmrig", argv=["xmrig"])
     assert t.rules[rid] == "exec.deny[0]"
-    rid = kernel_verdict(t, "exec", filename="/bin/a", argv=["a", "stratum+tcp://x"])
+    rid = exec_verdict(t, filename="/bin/a", argv=["a", "stratum+tcp://x"])
     assert t.rules[rid].startswith("exec.deny_args[")
 
 
@@ -83,40 +83,40 @@ def test_flags_and_mode():
 
 def test_ports(default):
     assert default.rules[default.ports[3333][0]] == "network.deny[0]"
-    assert kernel_verdict(default, "connect", protocol="tcp", daddr="198.51.100.7", dport=3333)
-    assert kernel_verdict(default, "send", protocol="udp", daddr="198.51.100.7", dport=4444)
+    assert net_verdict(default, protocol="tcp", daddr="198.51.100.7", dport=3333)
+    assert net_verdict(default, protocol="udp", daddr="198.51.100.7", dport=4444)
     for port in (22, 53, 80, 443):
-        assert kernel_verdict(default, "connect", protocol="tcp", daddr="198.51.100.7", dport=port) == 0
+        assert net_verdict(default, protocol="tcp", daddr="198.51.100.7", dport=port) == 0
     t = compile_policy(load_policy_text("network:\n  deny:\n    - {port_range: '5555-5557', protocol: tcp}\n"))
     assert [p for p in sorted(t.ports)] == [5555, 5556, 5557]
     assert t.ports[5556][0] and t.ports[5556][1] == 0               # tcp only
-    assert kernel_verdict(t, "send", protocol="udp", daddr="198.51.100.1", dport=5556) == 0
+    assert net_verdict(t, protocol="udp", daddr="198.51.100.1", dport=5556) == 0
 
 
 def test_metadata_and_internal():
     t = compile_policy(builtin_policy("strict"))
     for addr in ("169.254.169.254", "10.1.2.3", "192.168.1.1", "100.64.0.1", "fd00:ec2::254", "fc00::1"):
-        rid = kernel_verdict(t, "connect", daddr=addr, dport=443)
+        rid = net_verdict(t, daddr=addr, dport=443)
         assert rid and t.rules[rid].startswith("network.deny_"), addr
-    assert kernel_verdict(t, "connect", daddr="127.0.0.1", dport=8080) == 0          # loopback allowed
-    assert kernel_verdict(t, "connect", daddr="::ffff:127.0.0.1", dport=8080) == 0   # v4-mapped
-    assert t.rules[kernel_verdict(t, "connect", daddr="198.51.100.9", dport=443)] == "network.default"
+    assert net_verdict(t, daddr="127.0.0.1", dport=8080) == 0          # loopback allowed
+    assert net_verdict(t, daddr="::ffff:127.0.0.1", dport=8080) == 0   # v4-mapped
+    assert t.rules[net_verdict(t, daddr="198.51.100.9", dport=443)] == "network.default"
 
 
 def test_resolved_hosts_become_allow_entries():
     p = builtin_policy("strict")
     t = compile_policy(p, {"pypi.org": ["198.51.100.20"], "huggingface.co": ["2001:db8::20"]})
-    assert kernel_verdict(t, "connect", daddr="198.51.100.20", dport=443) == 0
-    assert kernel_verdict(t, "connect", daddr="2001:db8::20", dport=443) == 0
-    assert kernel_verdict(t, "connect", daddr="198.51.100.21", dport=443) == 1
+    assert net_verdict(t, daddr="198.51.100.20", dport=443) == 0
+    assert net_verdict(t, daddr="2001:db8::20", dport=443) == 0
+    assert net_verdict(t, daddr="198.51.100.21", dport=443) == 1
     assert (ipaddress.ip_network("198.51.100.20/32"), t.allow4[-1][1]) in t.allow4 or \
         any(n == ipaddress.ip_network("198.51.100.20/32") for n, _ in t.allow4)
 
 
 def test_longest_prefix_wins_between_deny_entries():
     t = compile_policy(load_policy_text("network:\n  deny:\n    - cidr: 198.51.100.0/24\n    - cidr: 198.51.100.128/25\n"))
-    assert t.rules[kernel_verdict(t, "connect", daddr="198.51.100.200", dport=1)] == "network.deny[1]"
-    assert t.rules[kernel_verdict(t, "connect", daddr="198.51.100.2", dport=1)] == "network.deny[0]"
+    assert t.rules[net_verdict(t, daddr="198.51.100.200", dport=1)] == "network.deny[1]"
+    assert t.rules[net_verdict(t, daddr="198.51.100.2", dport=1)] == "network.deny[0]"
 
 
 def test_event_like_inputs(default):
@@ -124,6 +124,16 @@ def test_event_like_inputs(default):
     assert kernel_verdict(default, exec_event(b"/tmp/xmrig", [b"xmrig"])) != 0
     assert kernel_verdict(default, net_event("198.51.100.1", 3333)) != 0
     assert kernel_verdict(default, {"kind": "connect", "daddr": "198.51.100.1", "dport": 443}) == 0
+
+
+def test_records_dispatch_to_exec_and_net_verdicts(default):
+    rec = {"kind": "exec", "filename": "/tmp/xmrig", "argv": ["xmrig"]}
+    assert kernel_verdict(default, rec) == exec_verdict(default, "/tmp/xmrig", ["xmrig"]) != 0
+    rec = {"kind": "send", "protocol": "udp", "daddr": "198.51.100.7", "dport": 4444}
+    assert kernel_verdict(default, rec) == net_verdict(default, "198.51.100.7", 4444, "udp") != 0
+    # other kinds never carry a kernel exec/connect verdict
+    assert kernel_verdict(default, {"kind": "stratum", "daddr": "198.51.100.7", "dport": 4444}) == 0
+    assert kernel_verdict(default, {"kind": "fork"}) == 0
 
 
 def test_compile_report_says_where_each_rule_runs():

@@ -121,6 +121,24 @@ def test_unknown_key_suggests_the_closest():
     assert e.value.hint == "did you mean 'network'?"
 
 
+@pytest.mark.parametrize("text,key,hint", [
+    ("gpu:\n  sm_utl: {max: 50}\n", "gpu.sm_utl", "did you mean 'sm_util'?"),
+    ("gpu:\n  sm_util: {max: 50, windw: 5s}\n", "gpu.sm_util.windw", "did you mean 'window'?"),
+    ("gpu:\n  throttle: {zz: 1}\n", "gpu.throttle.zz", "known keys: duty_cycle, period"),
+    ("sockets:\n  zz: true\n", "sockets.zz", "known keys: deny_raw, deny_packet"),
+    ("exec:\n  deny_program_args: [{program: ssh, argz: ['-R*']}]\n", "exec.deny_program_args[0].argz",
+     "did you mean 'args'?"),
+    ("network:\n  deny: [{cdir: 10.0.0.0/8}]\n", "network.deny[0].cdir", "did you mean 'cidr'?"),
+    ("network:\n  resolve_intervall: 5m\n", "network.resolve_intervall", "did you mean 'resolve_interval'?"),
+    ("budgets:\n  memroy: 1GiB\n", "budgets.memroy", "did you mean 'memory'?"),
+    ("escalation:\n  zz: 1s\n", "escalation.zz", "known keys: grace"),
+])
+def test_every_section_names_its_own_keys(text, key, hint):
+    with pytest.raises(PolicyError) as e:
+        load_policy_text(text, "p.yaml")
+    assert (e.value.key, e.value.hint) == (key, hint)
+
+
 def test_yaml_syntax_error_has_a_line():
     with pytest.raises(PolicyError) as e:
         load_policy_text("name: a\nexec:\n  deny: [unclosed\n", "s.yaml")

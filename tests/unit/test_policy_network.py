@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pycontain.core import builtins
-from pycontain.core.kernel_rules import compile_policy, kernel_verdict
+from pycontain.core.kernel_rules import compile_policy, net_verdict
 from pycontain.core.policy import builtin_policy, load_policy_text, policy_to_dict
 from pycontain.core.resolve import NAMESERVERS, Resolver, hosts_in_policy, parse_resolv_conf
 from pycontain.core.errors import PolicyError
@@ -25,8 +25,8 @@ def test_nameservers_rule_is_resolved_from_resolv_conf_and_reaches_the_allow_tri
     assert r.addresses[NAMESERVERS] == ["198.51.100.53", "fe80::1"]
     t = compile_policy(p, r.addresses)
     assert any(net == ipaddress.ip_network("198.51.100.53/32") for net, _rid in t.allow4)
-    assert kernel_verdict(t, "send", protocol="udp", daddr="198.51.100.53", dport=53) == 0
-    assert t.rules[kernel_verdict(t, "send", protocol="udp", daddr="198.51.100.54", dport=53)] == "network.default"
+    assert net_verdict(t, protocol="udp", daddr="198.51.100.53", dport=53) == 0
+    assert t.rules[net_verdict(t, protocol="udp", daddr="198.51.100.54", dport=53)] == "network.default"
 
 
 def test_nameservers_round_trips_through_show():
@@ -75,7 +75,7 @@ def test_address_less_allow_under_default_deny_is_an_error():
     assert e.value.line == 5 and e.value.key == "network.allow[1]" and "0.0.0.0/0" in e.value.hint
     p = load_policy_text("network:\n  default: deny\n  allow:\n    - {cidrs: [0.0.0.0/0, '::/0'], ports: [443]}\n")
     t = compile_policy(p)
-    assert kernel_verdict(t, "connect", daddr="198.51.100.1", dport=22) == 0      # the kernel admits the address
+    assert net_verdict(t, daddr="198.51.100.1", dport=22) == 0      # the kernel admits the address
     from pycontain.core.engine import Engine
     assert Engine(p).user_net_rule("198.51.100.1", 22, "tcp")[0] == "network.default"   # user space the port
     assert Engine(p).user_net_rule("198.51.100.1", 443, "tcp") is None

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from ..core.events import ConfigFlag, DecodeError, Event, Mode, NAME_LEN, PATTERN_LEN, MAX_PATTERNS, MAX_LEVELS, decode
 from ..core.kernel_rules import KernelTables
 from ..core.errors import EnvironmentProblem
+from . import cgroup_attach, net_maps
 from .exec_dfa import CTL_ARGS_COUNT, CTL_ARGS_ROOT, CTL_BANK, CTL_BASENAME_COUNT, DFA_CLASSES, DFA_STATES, compile_patterns
 from .features import FeatureReport, detect_features
 
@@ -120,17 +121,6 @@ def _tp_has_field(event: str, name: str) -> bool:
         except OSError:
             continue
     return False
-
-
-def _optional(module: str):
-    """Engineer B's modules may not exist yet; the loader works without them."""
-    import importlib
-    try:
-        return importlib.import_module(f"pycontain.kernel.{module}")
-    except ModuleNotFoundError as e:
-        if e.name and e.name.endswith(module):
-            return None
-        raise
 
 
 def _bulk_write(table, entries: list[tuple[int, int]]) -> None:
@@ -257,13 +247,12 @@ class Probes:
         self._write_exec_names(tables.exec_names)
         self._write_patterns(tables.exec_patterns)
         self._write_config(mode=tables.mode, flags=int(tables.flags))
-        net = _optional("net_maps") if self._has_net_hooks() else None
-        if net is not None:
-            net.write_net_tables(self.bpf, tables)
+        if self._has_net_hooks():
+            net_maps.write_net_tables(self.bpf, tables)
 
     def _has_net_hooks(self) -> bool:
-        """Engineer B's map writers and cgroup programs exist only when their
-        hook files were compiled in (tests may load exec.c alone)."""
+        """The network maps and cgroup programs exist only when their hook
+        files were compiled in (the exec harness loads exec.c alone)."""
         return any(f != "exec.c" for f in self._used)
 
     def _write_exec_names(self, names: dict[str, int]) -> None:
@@ -360,9 +349,8 @@ class Probes:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._tracked[path] = (cg_id, level, fd, None)
         self._write_config(mode=None, flags=None, levels=self._levels())
-        attach = _optional("cgroup_attach") if self._has_net_hooks() else None
-        if attach is not None:
-            handles = attach.attach_cgroup_programs(self.bpf, fd)
+        if self._has_net_hooks():
+            handles = cgroup_attach.attach_cgroup_programs(self.bpf, fd)
             self._tracked[path] = (cg_id, level, fd, handles)
 
     def untrack_cgroup(self, cgroup_v2_path: str) -> None:
@@ -390,10 +378,9 @@ class Probes:
         reference) and frees them with the last one. So an orphaned socket of
         a killed miner cannot retransmit its stratum payload or reach a denied
         address after teardown."""
-        attach = _optional("cgroup_attach")
-        if handles is not None and attach is not None and hasattr(attach, "detach_cgroup_programs"):
+        if handles is not None:
             try:
-                attach.detach_cgroup_programs(self.bpf, fd, handles)
+                cgroup_attach.detach_cgroup_programs(self.bpf, fd, handles)
             except Exception as e:   # the cgroup may be gone already
                 log.debug("detach cgroup programs: %s", e)
         try:
@@ -444,12 +431,10 @@ class Probes:
         for name, state in self.features.hooks.items():
             if not state.startswith("available"):
                 out.setdefault(name, state)
-        attach = _optional("cgroup_attach")
-        if attach is not None and hasattr(attach, "hook_status"):
-            try:
-                out.update(attach.hook_status(self.bpf))
-            except Exception as e:
-                out["cgroup"] = f"unavailable: {e}"
+        try:
+            out.update(cgroup_attach.hook_status(self.bpf))
+        except Exception as e:
+            out["cgroup"] = f"unavailable: {e}"
         return out
 
     def close(self) -> None:

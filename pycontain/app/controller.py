@@ -33,7 +33,7 @@ from ..observe.audit import AuditLog
 from ..observe.state import AgentState, GpuUse, NodeState
 from .edges import Edges, boot_to_wall_offset
 
-__all__ = ["Controller", "SAMPLE_INTERVAL_S", "boot_to_wall_offset"]
+__all__ = ["SAMPLE_INTERVAL_S", "Controller", "boot_to_wall_offset"]
 
 log = logging.getLogger("pycontain")
 

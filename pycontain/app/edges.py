@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..actuate.actuators import Actuator
 from ..gpu.nvml import Nvml

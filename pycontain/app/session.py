@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..core.decisions import Action, Decision
 from ..observe.audit import AuditLog

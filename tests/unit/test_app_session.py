@@ -26,6 +26,7 @@ from pycontain.observe.audit import AuditLog
 from pycontain.observe.metrics import make_registry
 
 AGENT_ID = 1      # the first agent a controller adds
+DEFAULT = builtin_policy("default")
 
 
 def header(etype, pid=100, verdict=Verdict.ALLOW, rule_id=0, agent_id=AGENT_ID):
@@ -179,7 +180,7 @@ def rig():
                   clock=clock)
     out = io.StringIO()
 
-    def make(policy=builtin_policy("default"), **kw) -> Session:
+    def make(policy=DEFAULT, **kw) -> Session:
         s = Session(policy, audit=AuditLog(stream=out), edges=edges, **kw)
         s.start()
         return s
@@ -192,7 +193,7 @@ def rig():
     return r
 
 
-def started(rig, policy=builtin_policy("default"), **kw):
+def started(rig, policy=DEFAULT, **kw):
     s = rig.make(policy, **kw)
     s.ctl.add_agent("trainer", FakeCgroup("/sys/fs/cgroup/trainer"))
     return s, rig.ref["p"]

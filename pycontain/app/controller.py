@@ -1,72 +1,89 @@
-"""The controller loop shared by `pycontain run` and `pycontain daemon`.
+"""The controller loop shared by `pycontain run`, `pycontain daemon` and
+`pycontain trace` (through app/session.py).
 
-It owns the edges (probes, cgroups, actuators, the GPU sampler, the audit log)
-and feeds the pure engine: kernel events, cgroup and GPU samples and the time
-go in, decisions come out and are carried out and recorded. Nothing here
-decides policy.
+It drives the edges (probes, cgroups, actuators, the GPU sampler, the audit
+log; all built by the injected app/edges.py factories) and feeds the pure
+engine: kernel events, cgroup and GPU samples and the time go in, decisions
+come out and are carried out and recorded. Nothing here decides policy.
+
+Decisions are only collected in the ring-buffer callback and carried out once
+the poll has returned, so an action that waits (a kill, up to 5 s) never
+stops the ring from being drained.
+
+Without a policy (``policy=None``, `pycontain trace`) the controller only
+observes: monitor mode, empty deny tables, no engine, no actuator, and every
+event of a tracked agent is reported.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import Callable
+import threading
 
-from ..observe.audit import AuditLog
 from ..core.decisions import Action, Decision
-from ..core.events import Event, Verdict
+from ..core.engine import Engine
+from ..core.events import ConfigFlag, Event, Mode, Verdict
+from ..core.gpu_rules import GpuRules
+from ..core.kernel_rules import KernelTables, compile_policy
 from ..core.records import decision_records, event_record
-from ..observe.state import AgentState, NodeState
+from ..core.resolve import Resolver, hosts_in_policy
+from ..gpu.loop import GpuUseLog, gpu_step, use_by_agent
+from ..gpu.sampler import GpuSampler, check_gpu_requirement
+from ..observe.audit import AuditLog
+from ..observe.state import AgentState, GpuUse, NodeState
+from .edges import Edges, boot_to_wall_offset
+
+__all__ = ["SAMPLE_INTERVAL_S", "Controller", "boot_to_wall_offset"]
 
 log = logging.getLogger("pycontain")
 
 SAMPLE_INTERVAL_S = 1.0
 
 
-def boot_to_wall_offset() -> float:
-    """Add to boot-clock seconds (bpf_ktime_get_boot_ns) to get wall-clock time."""
-    return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
 class Controller:
     def __init__(self, policy, *, audit: AuditLog, state: NodeState,
-                 report: Callable[[dict], None] | None = None,
-                 allow_no_gpu: bool = False,
-                 progress: Callable[[str], None] | None = None,
-                 trace_all: bool = False):
-        self.policy = policy
+                 report=None, allow_no_gpu: bool = False, progress=None,
+                 trace_all: bool = False, edges: Edges | None = None):
+        self.policy = policy                # None: observe only (trace)
         self.audit = audit
         self.state = state
         self.report = report or (lambda rec: None)
         self.allow_no_gpu = allow_no_gpu
         self.progress = progress or (lambda msg: None)
         self.trace_all = trace_all
+        self.edges = edges or Edges()
+        self.clock = self.edges.clock
         self.cgroups: dict = {}           # agent name -> AgentCgroup
-        self.names: dict[int, str] = {}   # agent id -> name
+        self.names: dict[int, str] = {}   # agent id -> name (the engine's own map once started)
         self._next_id = 1
-        self.rules: dict[int, str] = {}
         self.probes = None
-        self.engine = None
+        self.engine: Engine | None = None
         self.actuator = None
-        self.gpu = None                   # (sampler, rules) or None
-        self.resolver = None
-        self._offset = boot_to_wall_offset()
+        self.gpu = None                   # (sampler, rules or None) or None
+        self.resolver: Resolver | None = None
+        self.handler_errors = 0           # decisions collected in the callback that failed later
+        self._pending: list[Decision] = []
+        self._gpu_use_log = GpuUseLog()
+        self._offset = self.clock.boot_offset()
         self._last_sample = 0.0
         self._last_gpu = 0.0
         self.started_ready_s: float | None = None
 
+    @property
+    def observe_only(self) -> bool:
+        return self.policy is None
+
+    @property
+    def rules(self) -> dict[int, str]:
+        """Kernel rule id -> rule name: one map, the engine's."""
+        return self.engine.rules if self.engine is not None else {}
+
     # ---- life cycle -------------------------------------------------------
 
     def start(self) -> None:
-        t0 = time.monotonic()
-        from ..actuate.actuators import Actuator
-        from ..core.engine import Engine
-        from ..core.kernel_rules import compile_policy
-        from ..kernel.loader import Probes
-
+        t0 = self.clock.monotonic()
         # NVML start-up (up to a second on big nodes) and DNS overlap the
         # probe compile (~1.5 s of clang): both are needed only after it
-        import threading
         side: dict = {}
 
         def side_work():
@@ -78,7 +95,7 @@ class Controller:
         worker = threading.Thread(target=side_work, name="start-side", daemon=True)
         worker.start()
         self.progress("compiling and loading the BPF probes")
-        self.probes = Probes(progress=self.progress, trace_all=self.trace_all)
+        self.probes = self.edges.probes(progress=self.progress, trace_all=self.trace_all)
         self.probes.on_event = self.on_event
         try:
             self.probes.load()
@@ -87,42 +104,39 @@ class Controller:
         if "error" in side:
             self.probes.close()
             raise side["error"]
-        resolved = self.resolver.addresses if self.resolver else None
-        tables = compile_policy(self.policy, resolved)
-        self.probes.set_tables(tables)
-        self.rules = dict(tables.rules)
-        self.engine = Engine(self.policy, resolved)
-        self.actuator = Actuator(self.cgroups, on_result=None)
+        if self.observe_only:
+            flags = ConfigFlag.TRACE_ALL if self.trace_all else ConfigFlag(0)
+            self.probes.set_tables(KernelTables(mode=Mode.MONITOR, flags=flags))
+        else:
+            resolved = self.resolver.addresses if self.resolver else None
+            tables = compile_policy(self.policy, resolved)
+            self.probes.set_tables(tables)
+            self.engine = Engine(self.policy, resolved, rules=tables.rules)
+            self.names = self.engine.names
+            self.actuator = self.edges.actuator(self.cgroups)
+            with self.state.lock:
+                self.state.policy_name = self.policy.name
+                self.state.mode = self.policy.mode
         with self.state.lock:
-            self.state.policy_name = self.policy.name
-            self.state.mode = self.policy.mode
             self.state.probes = dict(self.probes.hook_status())
-        self.started_ready_s = time.monotonic() - t0
+        self.started_ready_s = self.clock.monotonic() - t0
 
-    def _make_resolver(self):
-        try:
-            from ..core.resolve import Resolver, hosts_in_policy
-        except ImportError:
-            return None
-        hosts = hosts_in_policy(self.policy)
+    def _make_resolver(self) -> Resolver | None:
+        hosts = hosts_in_policy(self.policy) if self.policy is not None else []
         if not hosts:
             return None
-        import socket
-
-        def lookup(name: str) -> list[str]:
-            try:
-                return sorted({ai[4][0] for ai in socket.getaddrinfo(name, None)})
-            except OSError:
-                return []
-        r = Resolver(hosts, lookup, interval_s=self.policy.network.resolve_interval_s)
-        r.refresh(time.monotonic())
+        r = Resolver(hosts, self.edges.lookup, interval_s=self.policy.network.resolve_interval_s)
+        r.refresh(self.clock.monotonic())
         return r
 
     def _start_gpu(self) -> None:
-        from ..gpu.nvml import Nvml
-        from ..gpu.sampler import GpuSampler, check_gpu_requirement
-        from ..core.gpu_rules import GpuRules
-        nvml = Nvml()
+        if self.edges.nvml is None:
+            return
+        nvml = self.edges.nvml()
+        if self.observe_only:
+            if nvml.available:
+                self.gpu = (GpuSampler(nvml), None)
+            return
         check_gpu_requirement(self.policy.gpu, self.allow_no_gpu, nvml)
         with self.state.lock:
             self.state.gpu_available = nvml.available
@@ -135,7 +149,7 @@ class Controller:
             self.actuator.close()
         if self.probes:
             try:
-                self.probes.poll(0)
+                self.drain()
             except Exception:  # pragma: no cover - best effort drain
                 pass
             self.probes.close()
@@ -151,18 +165,21 @@ class Controller:
     def add_agent(self, name: str, cgroup, *, apply_budgets: bool = True) -> int:
         agent_id = self._next_id
         self._next_id += 1
-        b = self.policy.budgets
-        if apply_budgets:
+        b = self.policy.budgets if self.policy is not None else None
+        if apply_budgets and b is not None:
             cgroup.set_budgets(cpu_cores=b.cpu, memory_bytes=b.memory_bytes,
                                memory_high_bytes=b.memory_high_bytes, pids=b.pids)
         self.probes.track_cgroup(cgroup.v2_path, agent_id)
-        self.engine.add_agent(agent_id, name)
+        if self.engine is not None:
+            self.engine.add_agent(agent_id, name)    # the engine's names map is self.names
+        else:
+            self.names[agent_id] = name
         self.cgroups[name] = cgroup
-        self.names[agent_id] = name
         with self.state.lock:
             self.state.agents[name] = AgentState(name=name, cgroup=cgroup.v2_path, agent_id=agent_id,
-                                                 cpu_limit_cores=b.cpu, memory_limit_bytes=b.memory_bytes)
-        self._record({"ts": time.time(), "agent": name, "kind": "agent-start", "pid": None,
+                                                 cpu_limit_cores=b.cpu if b else None,
+                                                 memory_limit_bytes=b.memory_bytes if b else None)
+        self._record({"ts": self.clock.wall(), "agent": name, "kind": "agent-start", "pid": None,
                       "cgroup": cgroup.v2_path})
         return agent_id
 
@@ -174,17 +191,19 @@ class Controller:
             self.probes.untrack_cgroup(cg.v2_path)
         except Exception as e:  # the cgroup may be gone already
             log.debug("untrack %s: %s", name, e)
-        self.engine.remove_agent(name)
-        for k, v in list(self.names.items()):
-            if v == name:
-                del self.names[k]
+        if self.engine is not None:
+            self.engine.remove_agent(name)
+        for k in [k for k, v in self.names.items() if v == name]:
+            del self.names[k]
         with self.state.lock:
             self.state.agents.pop(name, None)
-        self._record({"ts": time.time(), "agent": name, "kind": "agent-stop", "pid": None})
+        self._record({"ts": self.clock.wall(), "agent": name, "kind": "agent-stop", "pid": None})
 
     # ---- events and decisions ---------------------------------------------
 
     def on_event(self, ev: Event) -> None:
+        """The ring-buffer callback: record, count, and collect the engine's
+        decisions; they are carried out after the poll (apply_pending)."""
         name = self.names.get(ev.h.agent_id, "host")
         rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
         self.audit.write(rec)
@@ -193,38 +212,53 @@ class Controller:
             agent = self.state.agents.get(name)
             if agent is not None and ev.kind in ("connect", "send"):
                 agent.connections.append({k: rec.get(k) for k in ("ts", "protocol", "daddr", "dport", "verdict", "pid", "comm")})
-        if self.trace_all and name == "host":
+        if self.observe_only or (self.trace_all and name == "host"):
             self.report(rec)
             return
         if ev.h.verdict != Verdict.ALLOW or ev.kind == "stratum":
             self.report(rec)
-        self.apply(self.engine.on_event(ev, time.monotonic()) if self.engine else [])
+        self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
+
+    def apply_pending(self) -> None:
+        """Carry out the decisions collected during the last poll. One that
+        fails is logged and counted (handler errors), the rest still go."""
+        pending, self._pending = self._pending, []
+        for d in pending:
+            try:
+                self.apply([d])
+            except Exception:
+                self.handler_errors += 1
+                log.exception("carrying out %s for %s failed", d.action.value, d.agent)
 
     def apply(self, decisions: list[Decision]) -> None:
         for d in decisions:
             result = None
             if d.action not in (Action.ALERT, Action.DENY):
                 result = self.actuator.apply(d) if self.actuator else "failed: no actuator"
-            now = time.time()
+            now = self.clock.wall()
             for rec in decision_records(d, now, result):
                 self._record(rec)
-            with self.state.lock:
-                self.state.violations_total[(d.agent, d.rule)] += 1
-                if result is not None and result == "done":
-                    self.state.actions_total[(d.agent, d.action.value)] += 1
-                a = self.state.agents.get(d.agent)
-                if a is not None:
-                    a.violations.append({"ts": now, "rule": d.rule, "action": d.action.value,
-                                         "reason": d.reason, "pid": d.pid, "monitor": d.monitor,
-                                         "result": result})
-                    if result == "done":
-                        if d.action == Action.FREEZE:
-                            a.frozen = True
-                        elif d.action == Action.THAW:
-                            a.frozen = False
-                            a.throttled = False
-                        elif d.action == Action.THROTTLE:
-                            a.throttled = True
+            self._count(d, now, result)
+
+    def _count(self, d: Decision, now: float, result: str | None) -> None:
+        with self.state.lock:
+            self.state.violations_total[(d.agent, d.rule)] += 1
+            if result is not None and result == "done":
+                self.state.actions_total[(d.agent, d.action.value)] += 1
+            a = self.state.agents.get(d.agent)
+            if a is None:
+                return
+            a.violations.append({"ts": now, "rule": d.rule, "action": d.action.value,
+                                 "reason": d.reason, "pid": d.pid, "monitor": d.monitor,
+                                 "result": result})
+            if result == "done":
+                if d.action == Action.FREEZE:
+                    a.frozen = True
+                elif d.action == Action.THAW:
+                    a.frozen = False
+                    a.throttled = False
+                elif d.action == Action.THROTTLE:
+                    a.throttled = True
 
     def _record(self, rec: dict) -> None:
         self.audit.write(rec)
@@ -233,21 +267,33 @@ class Controller:
 
     # ---- the loop -------------------------------------------------------------
 
-    def step(self, timeout_ms: int = 100) -> None:
+    def drain(self, timeout_ms: int = 0) -> None:
+        """Poll the ring, then carry out what the events called for."""
         self.probes.poll(timeout_ms)
-        now = time.monotonic()
+        self.apply_pending()
+
+    def step(self, timeout_ms: int = 100) -> None:
+        self.drain(timeout_ms)
+        now = self.clock.monotonic()
         if now - self._last_sample >= SAMPLE_INTERVAL_S:
             self._last_sample = now
-            self._sample_cgroups(now)
-            with self.state.lock:
-                self.state.lost_kernel = self.probes.lost_kernel()
-                self.state.lost_user = self.probes.user_lost
+            if self.engine is not None:
+                self._sample_cgroups(now)
+            self._publish_losses()
             if self.resolver and self.resolver.due(now) and self.resolver.refresh(now):
                 self._rewrite_tables()
-        if self.gpu and now - self._last_gpu >= self.policy.gpu.sample_interval_s:
+        gpu_interval = self.policy.gpu.sample_interval_s if self.policy is not None else SAMPLE_INTERVAL_S
+        if self.gpu and now - self._last_gpu >= gpu_interval:
             self._last_gpu = now
             self._gpu_step(now)
-        self.apply(self.engine.tick(now))
+        if self.engine is not None:
+            self.apply(self.engine.tick(now))
+
+    def _publish_losses(self) -> None:
+        with self.state.lock:
+            self.state.lost_kernel = self.probes.lost_kernel()
+            self.state.lost_user = self.probes.decode_errors
+            self.state.handler_errors = self.probes.handler_errors + self.handler_errors
 
     def _sample_cgroups(self, now: float) -> None:
         for name, cg in list(self.cgroups.items()):
@@ -266,38 +312,37 @@ class Controller:
             self.apply(self.engine.on_cgroup_sample(name, s, now))
 
     def _gpu_step(self, now: float) -> None:
-        from ..gpu.loop import gpu_step
         sampler, rules = self.gpu
-        decisions = gpu_step(sampler, rules, self.engine, self.cgroups, now, state=self.state,
-                             on_use=self._record_gpu_use)
-        self.apply(decisions)
+        self.apply(gpu_step(sampler, rules, self.engine, self.cgroups, now, on_use=self._on_gpu_use))
 
-    def _record_gpu_use(self, sample, attributed) -> None:
-        from ..gpu.loop import GpuUseLog
-        if not hasattr(self, "_gpu_use_log"):
-            self._gpu_use_log = GpuUseLog()
-        for rec in self._gpu_use_log.new_records(sample, attributed, time.time()):
+    def _on_gpu_use(self, sample, attributed) -> None:
+        for rec in self._gpu_use_log.new_records(sample, attributed, self.clock.wall()):
             self._record(rec)
+        per = use_by_agent(sample, attributed)
+        with self.state.lock:
+            self.state.gpu_status = sample.status
+            for name, agent in self.state.agents.items():
+                agent.gpu = [GpuUse(device=d, uuid=u, memory_bytes=m, sm_util=s) for d, u, m, s in per.get(name, [])]
+
+    def _compile(self, policy) -> KernelTables:
+        """The policy's kernel tables with the current DNS answers, written to
+        the maps; raises before anything changes."""
+        tables = compile_policy(policy, self.resolver.addresses if self.resolver else None)
+        self.probes.set_tables(tables)
+        return tables
 
     def _rewrite_tables(self) -> None:
-        from ..core.kernel_rules import compile_policy
-        tables = compile_policy(self.policy, self.resolver.addresses)
-        self.probes.set_tables(tables)
-        self.rules = dict(tables.rules)
-        self.engine.set_resolved(self.resolver.addresses)
+        tables = self._compile(self.policy)
+        self.engine.set_resolved(self.resolver.addresses, rules=tables.rules)
 
     def reload(self, policy) -> None:
         """Swap the policy in place: maps are rewritten entry by entry, so
-        enforcement never has a gap."""
-        from ..core.kernel_rules import compile_policy
-        resolved = self.resolver.addresses if self.resolver else None
-        tables = compile_policy(policy, resolved)   # raises before anything changes
-        self.probes.set_tables(tables)
-        self.rules = dict(tables.rules)
-        self.engine.replace_policy(policy)
+        enforcement never has a gap. The policy is compiled once."""
+        tables = self._compile(policy)
+        self.engine.replace_policy(policy, rules=tables.rules)
         self.policy = policy
         with self.state.lock:
             self.state.policy_name = policy.name
             self.state.mode = policy.mode
-        self._record({"ts": time.time(), "agent": "-", "kind": "policy-reload", "pid": None,
+        self._record({"ts": self.clock.wall(), "agent": "-", "kind": "policy-reload", "pid": None,
                       "policy": policy.name})

@@ -13,12 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 
+from ..actuate.cgroups import AgentCgroup, detect_layout
+from ..actuate.discovery import find_agents
 from ..core.errors import EnvironmentProblem, PycontainError
-from ..observe.state import NodeState
+from ..core.policy import load_policy
+from ..observe.audit import open_audit
+from ..observe.report import Reporter, progress_printer
+from .edges import Edges
+from .session import Session
 
 log = logging.getLogger("pycontain.daemon")
 
@@ -36,42 +41,24 @@ class DaemonOptions:
 
 
 class Daemon:
-    def __init__(self, opts: DaemonOptions):
-        from ..observe.audit import open_audit
-        from .controller import Controller
-        from ..core.policy import load_policy
-        from ..observe.report import Reporter, progress_printer
+    def __init__(self, opts: DaemonOptions, edges: Edges | None = None):
         self.opts = opts
         self.policy = load_policy(opts.policy_path)
-        self.state = NodeState()
         self.reporter = Reporter(verbose=opts.verbose)
-        self.audit = open_audit(opts.audit_log)
-        self.ctl = Controller(self.policy, audit=self.audit, state=self.state, report=self.reporter.record,
-                              allow_no_gpu=opts.allow_no_gpu, progress=progress_printer(opts.verbose))
+        self.session = Session(self.policy, audit=open_audit(opts.audit_log), report=self.reporter.record,
+                               progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,
+                               edges=edges)
+        self.ctl, self.state, self.audit = self.session.ctl, self.session.state, self.session.audit
+        self.lock = self.session.lock        # API threads vs the main loop
         self.adopted: dict[str, str] = {}     # name -> path, via the API
         self.discovered: dict[str, str] = {}  # name -> path, via selectors
-        self.lock = threading.RLock()        # API threads vs the main loop
         self._reload = False
         self._stop = False
         self._last_scan = 0.0
-        self.server = None
-        self.metrics = None
 
     # ---- API handlers (called from server threads) --------------------------
 
-    def _act(self, verb: str):
-        def handler(name: str, body: dict | None = None) -> dict:
-            from ..core.decisions import Action, Decision
-            with self.lock:
-                if name not in self.ctl.cgroups:
-                    return {"ok": False, "error": f"no agent {name!r}"}
-                self.ctl.apply([Decision(agent=name, rule="manual", action=Action(verb),
-                                         reason=f"manual {verb} via API")])
-            return {"ok": True, "agent": name, "action": verb}
-        return handler
-
     def _adopt(self, body: dict) -> dict:
-        from ..actuate.cgroups import AgentCgroup
         path, name = str(body.get("cgroup", "")), str(body.get("name", ""))
         if not name or not path:
             return {"ok": False, "error": "adopt needs cgroup and name"}
@@ -99,12 +86,9 @@ class Daemon:
 
     @staticmethod
     def _cgroup2_root() -> str:
-        from ..actuate.cgroups import detect_layout
         return detect_layout().unified
 
     def scan(self) -> None:
-        from ..actuate.cgroups import AgentCgroup
-        from ..actuate.discovery import find_agents
         root = self._cgroup2_root()
         own = _own_cgroup2(root)
         matches = find_agents(self.policy.agents, root, exclude={own} if own else None)
@@ -130,7 +114,6 @@ class Daemon:
     # ---- reload ------------------------------------------------------------
 
     def reload(self) -> bool:
-        from ..core.policy import load_policy
         try:
             new = load_policy(self.opts.policy_path)
             with self.lock:
@@ -149,7 +132,6 @@ class Daemon:
     def run(self) -> int:
         if os.geteuid() != 0:
             raise EnvironmentProblem("pycontain daemon needs root (BPF programs, cgroups)")
-        from ..observe.state_api import StateServer
 
         def on_hup(*_):
             self._reload = True
@@ -157,44 +139,35 @@ class Daemon:
         def on_term(*_):
             self._stop = True
 
-        signal.signal(signal.SIGHUP, on_hup)
-        signal.signal(signal.SIGTERM, on_term)
-        signal.signal(signal.SIGINT, on_term)
-        self.ctl.start()
+        s = self.session
+        s.on_signals(on_hup, (signal.SIGHUP,))
+        s.on_signals(on_term, (signal.SIGTERM, signal.SIGINT))
+        s.start()
         try:
-            handlers = {"kill": self._act("kill"), "freeze": self._act("freeze"), "thaw": self._act("thaw"),
-                        "adopt": self._adopt, "release": self._release}
-            self.server = StateServer(self.state, self.opts.socket_path, handlers=handlers)
-            self.server.start()
-            if self.opts.metrics_port:
-                from ..observe.metrics import start_metrics_server
-                self.metrics, _ = start_metrics_server(self.opts.metrics_port, self.state, addr=self.opts.metrics_addr)
+            s.serve(socket_path=self.opts.socket_path, metrics_port=self.opts.metrics_port,
+                    metrics_addr=self.opts.metrics_addr, handlers={"adopt": self._adopt, "release": self._release})
             self.reporter.note(f"daemon ready (policy {self.policy.name}, socket {self.opts.socket_path})")
             while not self._stop:
-                now = time.monotonic()
-                if self._reload:
-                    self._reload = False
-                    self.reload()
-                if now - self._last_scan >= self.opts.scan_interval:
-                    self._last_scan = now
-                    self.scan()
-                with self.lock:
-                    self.ctl.step(100)
+                self._tick()
             return 0
         finally:
-            if self.server:
-                self.server.close()
-            if self.metrics:
-                try:
-                    self.metrics.shutdown()
-                except Exception:
-                    pass
+            s.stop_serving()
             with self.lock:
                 # leave adopted agents running: they belong to someone else
                 for name in list(self.ctl.cgroups):
                     self.ctl.remove_agent(name)
-            self.ctl.close()
-            self.audit.close()
+            s.close()
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._reload:
+            self._reload = False
+            self.reload()
+        if now - self._last_scan >= self.opts.scan_interval:
+            self._last_scan = now
+            self.scan()
+        with self.lock:
+            self.session.step(100)
 
 
 def _own_cgroup2(root: str) -> str | None:

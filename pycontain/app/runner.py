@@ -12,13 +12,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..actuate.cgroups import AgentCgroup
+from ..actuate.launch import launch
+from ..actuate.watchdog import Watchdog
 from ..core.errors import CommandNotFound, EnvironmentProblem, UsageError
-from ..observe.state import NodeState
+from ..core.policy import builtin_policy, load_policy
+from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
+from .edges import Edges
+from .session import Session
 
 NAME_OK = "abcdefghijklmnopqrstuvwxyz0123456789_.-"
 
@@ -40,10 +45,8 @@ class RunOptions:
 
 
 def load_run_policy(opts: RunOptions):
-    from ..core.policy import builtin_policy, load_policy
     policy = load_policy(opts.policy_path) if opts.policy_path else builtin_policy("default")
     if opts.monitor:
-        from dataclasses import replace
         policy = replace(policy, mode="monitor")
     return policy
 
@@ -77,98 +80,84 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def run_agent(cmd: list[str], opts: RunOptions) -> int:
+def run_agent(cmd: list[str], opts: RunOptions, edges: Edges | None = None) -> int:
     check_name(opts.name)
     policy = load_run_policy(opts)           # exit 2 on a bad policy, before anything else
     resolve_cmd(cmd)                         # exit 127 before anything is loaded
     require_root()
+    return AgentRun(cmd, opts, policy, edges).run()
 
-    from ..observe.audit import open_audit
-    from ..actuate.cgroups import AgentCgroup
-    from .controller import Controller
-    from ..actuate.launch import launch
-    from ..actuate.watchdog import Watchdog
 
-    reporter = Reporter(as_json=opts.as_json, verbose=opts.verbose)
-    audit = open_audit(opts.audit_log)
-    state = NodeState()
-    ctl = Controller(policy, audit=audit, state=state, report=reporter.record,
-                     allow_no_gpu=opts.allow_no_gpu, progress=progress_printer(opts.verbose))
-    cg = watchdog = proc = server = metrics = None
-    stop = {"signal": None}
+class AgentRun:
+    """One `pycontain run`: set up, launch, supervise, tear down."""
 
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
+    def __init__(self, cmd: list[str], opts: RunOptions, policy, edges: Edges | None = None):
+        self.cmd, self.opts, self.policy = cmd, opts, policy
+        self.reporter = Reporter(as_json=opts.as_json, verbose=opts.verbose)
+        self.session = Session(policy, audit=open_audit(opts.audit_log), report=self.reporter.record,
+                               progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,
+                               edges=edges)
+        self.cg = self.watchdog = self.proc = None
+
+    def run(self) -> int:
+        self.session.on_signals(self._on_signal, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+        try:
+            self._contain()
+            self.proc = launch(self.cmd, self.cg, user=self.opts.user)
+            self._supervise()
+            code = exit_status(self.proc.returncode)
+            self.reporter.finished(self.opts.name, code)
+            return code
+        finally:
+            self._teardown()
+
+    def _on_signal(self, signum, _frame) -> None:
+        proc = self.proc
         if proc is not None and proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        ctl.start()
-        cg = AgentCgroup.create(opts.name, parent=opts.cgroup_parent)
-        watchdog = Watchdog.start([cg])
-        ctl.add_agent(opts.name, cg)
-        if opts.metrics_port:
-            from ..observe.metrics import start_metrics_server
-            metrics, _ = start_metrics_server(opts.metrics_port, state, addr=opts.metrics_addr)
-        if opts.socket_path:
-            from ..observe.state_api import StateServer
-            server = StateServer(state, opts.socket_path, handlers=_agent_handlers(ctl))
-            server.start()
-        reporter.ready(opts.name, policy, ctl, cg)
-        proc = launch(cmd, cg, user=opts.user)
+    def _contain(self) -> None:
+        """Probes and maps first, then the cgroup, its watchdog and tracking,
+        then the servers: the agent is launched into a watched cgroup."""
+        s, opts = self.session, self.opts
+        s.start()
+        self.cg = AgentCgroup.create(opts.name, parent=opts.cgroup_parent)
+        self.watchdog = Watchdog.start([self.cg])
+        s.ctl.add_agent(opts.name, self.cg)
+        s.serve(socket_path=opts.socket_path, metrics_port=opts.metrics_port, metrics_addr=opts.metrics_addr)
+        self.reporter.ready(opts.name, self.policy, s.ctl, self.cg)
+
+    def _supervise(self) -> None:
         checked = time.monotonic()
-        while proc.poll() is None:
-            ctl.step(100)
+        while self.proc.poll() is None:
+            self.session.step(100)
             if time.monotonic() - checked >= 1.0:
                 checked = time.monotonic()
-                if not watchdog.alive():
-                    # fail-closed needs a live watchdog: replace one that died
-                    reporter.note("watchdog died; starting a new one")
-                    watchdog = Watchdog.start([cg])
-        # drain what the agent's last moments produced
-        ctl.step(50)
-        code = exit_status(proc.returncode)
-        reporter.finished(opts.name, code)
-        return code
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        if server:
-            server.close()
-        if metrics:
-            try:
-                metrics.shutdown()
-            except Exception:
-                pass
-        if cg is not None:
-            if cg.pids():
-                reporter.note(f"killing {len(cg.pids())} process(es) the agent left behind")
+                self._keep_watchdog()
+        self.session.step(50)               # drain what the agent's last moments produced
+
+    def _keep_watchdog(self) -> None:
+        if not self.watchdog.alive():
+            # fail-closed needs a live watchdog: replace one that died
+            self.reporter.note("watchdog died; starting a new one")
+            self.watchdog = Watchdog.start([self.cg])
+
+    def _teardown(self) -> None:
+        s = self.session
+        s.stop_serving()
+        if self.cg is not None:
+            if self.cg.pids():
+                self.reporter.note(f"killing {len(self.cg.pids())} process(es) the agent left behind")
             # remove the cgroup first, then untrack: the programs stay with the
             # dying cgroup for any socket the agent left behind
-            cg.remove()
-            if opts.name in ctl.cgroups:
-                ctl.remove_agent(opts.name)
-        ctl.close()
-        if watchdog is not None:
-            watchdog.disarm()
-            watchdog.close()
-        audit.close()
-
-
-def _agent_handlers(ctl):
-    from ..core.decisions import Action, Decision
-
-    def act(verb):
-        def handler(name: str, body: dict | None = None) -> dict:
-            if name not in ctl.cgroups:
-                return {"ok": False, "error": f"no agent {name!r}"}
-            d = Decision(agent=name, rule="manual", action=Action(verb), reason=f"manual {verb} via API")
-            ctl.apply([d])
-            return {"ok": True, "agent": name, "action": verb}
-        return handler
-
-    return {"kill": act("kill"), "freeze": act("freeze"), "thaw": act("thaw")}
+            self.cg.remove()
+            if self.opts.name in s.ctl.cgroups:
+                s.ctl.remove_agent(self.opts.name)
+        s.ctl.close()
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+            self.watchdog.close()
+        s.audit.close()

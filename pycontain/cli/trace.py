@@ -1,29 +1,34 @@
 """`pycontain trace`: stream events of tracked agents, or the whole host.
 
-It loads its own probes in monitor mode with empty deny tables, so it never
-changes what is enforced; it only observes. Agent cgroups come from --cgroup
-or from a running daemon's state API.
+It runs its own session (app/session.py) without a policy: its probes are in
+monitor mode with empty deny tables, so it never changes what is enforced; it
+only observes. Agent cgroups come from --cgroup or from a running daemon's
+state API.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
+from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..app.edges import Edges
+from ..app.session import Session
 from ..core.errors import EnvironmentProblem, UsageError
+from ..observe.audit import AuditLog
+from ..observe.report import describe
+from ..observe.state_api import StateClient
 
 COLUMNS = (("time", 12), ("agent", 14), ("kind", 9), ("pid", 7), ("comm", 16), ("verdict", 10), ("detail", None))
 
 
 def _detail(rec: dict) -> str:
-    from ..observe.report import describe
     text = describe(rec)
     if rec.get("rule"):
         text += f"  ({rec['rule']})"
@@ -54,34 +59,19 @@ def _agent_cgroups(cgroups: list[str], socket_path: str | None) -> list[tuple[st
     path = socket_path or "/run/pycontain/pycontain.sock"
     if not os.path.exists(path):
         return []
-    from ..observe.state_api import StateClient
     snap = StateClient(path).state()
     return [(a["name"], a["cgroup"]) for a in snap.get("agents", [])]
 
 
-def _gpu_tracer(targets: list[tuple[str, str]]):
-    """GPU use of the traced cgroups (NVML), or None without NVML or targets."""
-    if not targets:
-        return None
-    from types import SimpleNamespace
-    from ..gpu.loop import GpuUseLog
-    from ..gpu.attribution import attribute
-    from ..gpu.nvml import Nvml
-    from ..gpu.sampler import GpuSampler
-    nvml = Nvml()
-    if not nvml.available:
-        return None
-    sampler, log = GpuSampler(nvml), GpuUseLog()
-    cgroups = {name: SimpleNamespace(v2_path=path, v1_paths={}) for name, path in targets}
-
-    def step() -> list[dict]:
-        sample = sampler.sample(time.monotonic())
-        return log.new_records(sample, attribute(sample, cgroups), time.time())
-    return step
+@dataclass
+class TracedCgroup:
+    """A cgroup trace only watches: no budgets, no actions."""
+    v2_path: str
+    v1_paths: dict = field(default_factory=dict)
 
 
 def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as_json: bool,
-              duration: float | None) -> int:
+              duration: float | None, edges: Edges | None = None) -> int:
     if os.geteuid() != 0:
         raise EnvironmentProblem("pycontain trace needs root (it loads BPF programs)")
     targets = _agent_cgroups(cgroups, socket_path)
@@ -91,19 +81,9 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
     for _, c in targets:
         if not os.path.isdir(c):
             raise UsageError(f"--cgroup {c}: no such cgroup directory")
-    from ..core.events import ConfigFlag, Mode
-    from ..core.kernel_rules import KernelTables
-    from ..core.records import event_record
-    from ..app.controller import boot_to_wall_offset
-    from ..kernel.loader import Probes
 
     console = Console(highlight=False, soft_wrap=True)
-    names: dict[int, str] = {}
-    offset = boot_to_wall_offset()
     out = sys.stdout
-
-    def on_event(ev):
-        emit(event_record(ev, names.get(ev.h.agent_id, "host"), offset + ev.h.ts_ns / 1e9))
 
     def emit(rec):
         if as_json:
@@ -112,35 +92,29 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
         else:
             print_row(console, rec)
 
+    edges = edges or Edges()
+    if not targets:
+        edges = replace(edges, nvml=None)     # GPU use is attributed to traced cgroups only
+    # no policy: monitor mode, empty deny tables, every event reported
+    session = Session(None, audit=AuditLog(), report=emit, trace_all=all_host, edges=edges)
     stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.__setitem__("now", True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
-    probes = Probes(trace_all=all_host)
-    probes.on_event = on_event
+    session.on_signals(lambda *_: stop.__setitem__("now", True))
+    ctl = session.ctl
     try:
-        probes.load()
-        probes.set_tables(KernelTables(mode=Mode.MONITOR, flags=ConfigFlag.TRACE_ALL if all_host else ConfigFlag(0)))
-        for i, (name, path) in enumerate(targets, start=1):
-            names[i] = name
-            probes.track_cgroup(path, i)
+        session.start()
+        for name, path in targets:
+            ctl.add_agent(name, TracedCgroup(path), apply_budgets=False)
         if not as_json:
             hdr = _row_table()
             hdr.add_row(*[f"[bold]{n}[/bold]" for n, _ in COLUMNS])
             console.print(hdr)
-        gpu = _gpu_tracer(targets)
         end = time.monotonic() + duration if duration else None
-        last_gpu = 0.0
         while not stop["now"] and (end is None or time.monotonic() < end):
-            probes.poll(100)
-            if gpu and time.monotonic() - last_gpu >= 1.0:
-                last_gpu = time.monotonic()
-                for rec in gpu():
-                    emit(rec)
-        probes.poll(0)
-        lost = probes.lost_kernel()
-        if lost or probes.user_lost:
-            print(f"pycontain trace: {lost} event(s) lost in the kernel, {probes.user_lost} in user space",
-                  file=sys.stderr)
+            ctl.step(100)
+        ctl.drain()
+        lost, user = ctl.probes.lost_kernel(), ctl.probes.user_lost
+        if lost or user:
+            print(f"pycontain trace: {lost} event(s) lost in the kernel, {user} in user space", file=sys.stderr)
     finally:
-        probes.close()
+        session.close()
     return 0

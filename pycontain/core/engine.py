@@ -36,24 +36,27 @@ NET_CACHE_MAX = 4096   # destinations whose verdict is remembered until the poli
 
 
 class Engine:
-    def __init__(self, policy, resolved: Mapping[str, list[str]] | None = None):
+    def __init__(self, policy, resolved: Mapping[str, list[str]] | None = None,
+                 rules: Mapping[int, str] | None = None):
         self.processes = ProcessTable()
         self.escalator = Escalator()
         self.names: dict[int, str] = {}
         self._cpu: dict[str, tuple[float, float]] = {}      # agent -> (now, cumulative seconds)
         self._cpu_hot: dict[str, int] = {}
         self.resolved = dict(resolved or {})
-        self.replace_policy(policy)
+        self.replace_policy(policy, rules)
 
     # ---- configuration ----------------------------------------------------------
 
-    def replace_policy(self, policy) -> None:
+    def replace_policy(self, policy, rules: Mapping[int, str] | None = None) -> None:
+        """``rules``: the kernel rule ids of compile_policy(policy, resolved),
+        when the caller compiled the tables already (compiled here if not)."""
         self.policy = policy
         self.monitor = policy.mode == "monitor"
         # a breach that is not reported again within this time has cleared;
         # GPU breaches come once per GPU sample, so never faster than that
         self.escalator.clear_after_s = max(3.0, 2.5 * policy.gpu.sample_interval_s)
-        self.rules = compile_policy(policy, self.resolved).rules
+        self.rules = dict(rules) if rules is not None else compile_policy(policy, self.resolved).rules
         kernel_names = set(self.rules.values())
         ex = policy.exec
         self._exec_allow = GlobList(("exec.allow", g) for g in ex.allow)
@@ -68,9 +71,9 @@ class Engine:
         # verdict depends only on the policy and DNS, both fixed until here
         self._net_cache: dict[tuple[str, int, str], tuple[bool, tuple[str, str] | None]] = {}
 
-    def set_resolved(self, resolved: Mapping[str, list[str]]) -> None:
+    def set_resolved(self, resolved: Mapping[str, list[str]], rules: Mapping[int, str] | None = None) -> None:
         self.resolved = dict(resolved)
-        self.replace_policy(self.policy)
+        self.replace_policy(self.policy, rules)
 
     def _net_rules(self, policy):
         def nets(r):

@@ -1,36 +1,40 @@
-"""One GPU step of the controller: sample → attribute → rules → engine."""
+"""One GPU step of the controller: sample → attribute → rules → engine.
+
+Publishing per-agent GPU use into the live state is the caller's business
+(app/controller.py): this layer does not know the observe layer."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-from ..observe.state import GpuUse
+from ..core.text import safe_text
 from .attribution import attribute
 
 
-def gpu_step(sampler, rules, engine, cgroups: dict, now: float, state=None, layout=None, on_use=None) -> list:
-    """`on_use(attributed)`: every agent GPU process of this sample (the
-    controller records first sightings in the audit log)."""
+def gpu_step(sampler, rules, engine, cgroups: dict, now: float, layout=None, on_use=None) -> list:
+    """`on_use(sample, attributed)`: every agent GPU process of this sample
+    (the controller records first sightings and publishes per-agent use).
+    Without rules (or engine) the step only samples and attributes."""
     sample = sampler.sample(now)
     lookup = getattr(getattr(engine, "processes", None), "lookup", None)
     attributed = attribute(sample, cgroups, lookup=lookup, layout=layout)
     if on_use is not None:
         on_use(sample, attributed)
-    if state is not None:
-        uuids = {d.index: d.uuid for d in sample.devices}
-        per: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(lambda: [0, None]))
-        for a in attributed:
-            slot = per[a.agent][a.device]
-            slot[0] += a.used_memory_bytes or 0
-            if a.sm_util is not None:
-                slot[1] = (slot[1] or 0.0) + a.sm_util
-        with state.lock:
-            state.gpu_status = sample.status
-            for name, agent in state.agents.items():
-                agent.gpu = [GpuUse(device=d, uuid=uuids.get(d, ""), memory_bytes=m, sm_util=u)
-                             for d, (m, u) in sorted(per.get(name, {}).items())]
+    if rules is None or engine is None:
+        return []
     breaches = rules.evaluate(sample, attributed, now)
     return engine.on_breaches(breaches, now) if breaches else []
+
+
+def use_by_agent(sample, attributed) -> dict[str, list[tuple[int, str, int, float | None]]]:
+    """agent -> [(device, uuid, memory bytes, SM util % or None)], by device."""
+    uuids = {d.index: d.uuid for d in sample.devices}
+    per: dict[str, dict[int, list]] = {}
+    for a in attributed:
+        slot = per.setdefault(a.agent, {}).setdefault(a.device, [0, None])
+        slot[0] += a.used_memory_bytes or 0
+        if a.sm_util is not None:
+            slot[1] = (slot[1] or 0.0) + a.sm_util
+    return {agent: [(d, uuids.get(d, ""), m, u) for d, (m, u) in sorted(devs.items())]
+            for agent, devs in per.items()}
 
 
 class GpuUseLog:
@@ -41,7 +45,6 @@ class GpuUseLog:
         self._seen: set = set()
 
     def new_records(self, sample, attributed, ts: float) -> list[dict]:
-        from ..core.text import safe_text
         uuids = {d.index: d.uuid for d in sample.devices}
         current, out = set(), []
         for a in attributed:

@@ -158,7 +158,8 @@ class Probes:
         self.trace_all = trace_all
         self.progress = progress or (lambda _msg: None)
         self.on_event: Callable[[Event], None] | None = None
-        self.user_lost = 0
+        self.decode_errors = 0     # records user space could not decode
+        self.handler_errors = 0    # records on_event raised on
         self.features: FeatureReport = FeatureReport()
         self.bpf: Any = None
         self._hooks: dict[str, str] = {}
@@ -397,12 +398,17 @@ class Probes:
                 self.on_event(ev)
             self._handled += 1
         except DecodeError as e:
-            self.user_lost += 1
+            self.decode_errors += 1
             log.warning("undecodable kernel record: %s", e)
         except Exception:
-            self.user_lost += 1
+            self.handler_errors += 1
             log.exception("event callback failed")
         return 0
+
+    @property
+    def user_lost(self) -> int:
+        """Records lost in user space: undecodable, or the handler raised."""
+        return self.decode_errors + self.handler_errors
 
     def poll(self, timeout_ms: int = 100) -> int:
         """Wait up to ``timeout_ms`` (at most DRAIN_MS) for an urgent record,

@@ -10,12 +10,8 @@ hook names. Nothing agent-supplied (argv, comm, paths, pids) is ever a label.
 from __future__ import annotations
 
 import platform
-import sys
-import threading
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from socketserver import ThreadingMixIn
 
-from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from .. import __version__
@@ -52,6 +48,7 @@ class PycontainCollector:
         lost = CounterMetricFamily("pycontain_events_lost", "Events lost, by where they were lost", labels=["where"])
         lost.add_metric(["kernel"], s["lost_events"]["kernel"])
         lost.add_metric(["userspace"], s["lost_events"]["user"])
+        lost.add_metric(["handler"], s["handler_errors"])
         yield lost
 
         hooks = GaugeMetricFamily("pycontain_probe_attached", "1 if the hook is attached, 0 if not", labels=["hook"])
@@ -97,21 +94,13 @@ def make_registry(state: NodeState, proc_root: str = "/proc", build_info: dict |
     return reg
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 class MetricsServer:
-    def __init__(self, httpd):
+    """client_python's own HTTP server (start_http_server), stoppable."""
+
+    def __init__(self, httpd, thread):
         self.httpd = httpd
+        self.thread = thread
         self.port = httpd.server_port
-        self.thread = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
-        self.thread.start()
 
     def shutdown(self) -> None:
         self.httpd.shutdown()
@@ -121,5 +110,5 @@ class MetricsServer:
 def start_metrics_server(port: int, state: NodeState, addr: str = "127.0.0.1",
                          registry: CollectorRegistry | None = None) -> tuple[MetricsServer, CollectorRegistry]:
     registry = registry or make_registry(state)
-    httpd = make_server(addr, port, make_wsgi_app(registry), _ThreadingWSGIServer, handler_class=_QuietHandler)
-    return MetricsServer(httpd), registry
+    httpd, thread = start_http_server(port, addr, registry=registry)
+    return MetricsServer(httpd, thread), registry

@@ -53,7 +53,8 @@ class NodeState:
     violations_total: Counter = field(default_factory=Counter)   # (agent, rule)
     actions_total: Counter = field(default_factory=Counter)      # (agent, action)
     lost_kernel: int = 0
-    lost_user: int = 0
+    lost_user: int = 0             # records user space could not decode
+    handler_errors: int = 0        # records (or their decisions) the event handler failed on
     probes: dict[str, str] = field(default_factory=dict)         # hook -> "attached" | "unavailable" | ...
     gpu_available: bool = False
     gpu_status: str = "unavailable"
@@ -67,6 +68,7 @@ class NodeState:
                 "mode": self.mode,
                 "started_at": self.started_at,
                 "lost_events": {"kernel": self.lost_kernel, "user": self.lost_user},
+                "handler_errors": self.handler_errors,
                 "probes": dict(self.probes),
                 "gpu": {"available": self.gpu_available, "status": self.gpu_status},
                 "agents": [

@@ -4,10 +4,9 @@ The ctypes structures mirror ebpf/pycontain.h field by field (the layout test
 compiles the header and compares sizes, offsets and constants). Which struct,
 dataclass, decoder and record shape belong to which event type is said once,
 in the registry (:mod:`pycontain.core.event_types`); its ``decode(data)``
-dispatches on the first byte, the event type, and returns a frozen dataclass
-(``events.decode`` is the same function). Strings from the kernel
-are agent-supplied: they are kept as bytes here and rendered with
-:func:`pycontain.text.safe_text` wherever they are shown.
+dispatches on the first byte, the event type, and returns a frozen dataclass.
+Strings from the kernel are agent-supplied: they are kept as bytes here and
+rendered with :func:`pycontain.core.text.safe_text` wherever they are shown.
 """
 
 from __future__ import annotations
@@ -310,11 +309,3 @@ def from_record(struct: type[C.Structure], data: bytes):
         raise DecodeError(f"short {struct.__name__} record: {len(data)} < {C.sizeof(struct)} bytes")
     return struct.from_buffer_copy(data[: C.sizeof(struct)])
 
-
-def __getattr__(name: str):
-    """``events.decode`` is the registry's (event_types imports this module,
-    so it cannot be imported here at load time)."""
-    if name == "decode":
-        from .event_types import decode
-        return decode
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

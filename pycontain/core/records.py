@@ -2,7 +2,7 @@
 
 One record shape serves the audit log, `pycontain trace --json` and
 `pycontain replay`. Agent-supplied bytes (comm, filename, argv, payload) are
-escaped and bounded with :func:`pycontain.text.safe_text`, so a record printed
+escaped and bounded with :func:`pycontain.core.text.safe_text`, so a record printed
 raw to a terminal cannot carry an escape sequence, and invalid UTF-8 survives
 as ``\\xNN``.
 """

@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core.events import ConfigFlag, DecodeError, Event, Mode, NAME_LEN, PATTERN_LEN, MAX_PATTERNS, MAX_LEVELS, decode
+from ..core.event_types import decode
+from ..core.events import MAX_LEVELS, MAX_PATTERNS, NAME_LEN, PATTERN_LEN, ConfigFlag, DecodeError, Event, Mode
 from ..core.kernel_rules import KernelTables
 from ..core.errors import EnvironmentProblem
 from . import cgroup_attach, net_maps

@@ -121,7 +121,7 @@ def _exec_record(argv: list[bytes], filename: bytes = b"/bin/x") -> bytes:
 
 
 def test_decode_exec_keeps_every_argv_entry():
-    e = ev.decode(_exec_record([b"sh", b"-c", b"echo hi"]))
+    e = et.decode(_exec_record([b"sh", b"-c", b"echo hi"]))
     assert isinstance(e, ev.ExecEvent)
     assert e.argv == (b"sh", b"-c", b"echo hi") and e.filename == b"/bin/x" and e.h.pid == 42
 
@@ -129,7 +129,7 @@ def test_decode_exec_keeps_every_argv_entry():
 @pytest.mark.parametrize("data", [b"", b"\x01", b"\x63" + bytes(200), bytes([ev.EventType.FORK]) + bytes(10)])
 def test_bad_or_short_records_raise_decode_error(data):
     with pytest.raises(ev.DecodeError):
-        ev.decode(data)
+        et.decode(data)
 
 
 def test_every_event_type_decodes_at_its_size():
@@ -138,9 +138,9 @@ def test_every_event_type_decodes_at_its_size():
              ev.EventType.TCP_STATE: ev.CTcpState, ev.EventType.STRATUM: ev.CStratum}
     for t, struct in sizes.items():
         raw = bytes([t]) + bytes(ctypes.sizeof(struct) - 1)
-        assert ev.decode(raw).h.type == t
+        assert et.decode(raw).h.type == t
         with pytest.raises(ev.DecodeError):
-            ev.decode(raw[:-1])
+            et.decode(raw[:-1])
 
 
 def test_header_unpack_reads_every_ctypes_field():

@@ -3,7 +3,8 @@ import json
 
 from pycontain.observe.audit import AuditLog
 from pycontain.core.decisions import Action, Decision
-from pycontain.core.events import CExec, CNet, EventType, Flag, Verdict, decode
+from pycontain.core.event_types import decode
+from pycontain.core.events import CExec, CNet, EventType, Flag, Verdict
 from pycontain.core.records import decision_records, event_record
 
 

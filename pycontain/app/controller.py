@@ -33,7 +33,8 @@ class Controller:
                  report: Callable[[dict], None] | None = None,
                  allow_no_gpu: bool = False,
                  progress: Callable[[str], None] | None = None,
-                 trace_all: bool = False):
+                 trace_all: bool = False,
+                 gpu_devices=None):
         self.policy = policy
         self.audit = audit
         self.state = state
@@ -41,6 +42,7 @@ class Controller:
         self.allow_no_gpu = allow_no_gpu
         self.progress = progress or (lambda msg: None)
         self.trace_all = trace_all
+        self.gpu_devices = gpu_devices    # gpu/devices.py GpuDevices: GPU allocation per agent, or None
         self.cgroups: dict = {}           # agent name -> AgentCgroup
         self.names: dict[int, str] = {}   # agent id -> name
         self._next_id = 1
@@ -133,6 +135,8 @@ class Controller:
     def close(self) -> None:
         if self.actuator:
             self.actuator.close()
+        if self.gpu_devices is not None:
+            self.gpu_devices.close()
         if self.probes:
             try:
                 self.probes.poll(0)
@@ -155,6 +159,8 @@ class Controller:
         if apply_budgets:
             cgroup.set_budgets(cpu_cores=b.cpu, memory_bytes=b.memory_bytes,
                                memory_high_bytes=b.memory_high_bytes, pids=b.pids)
+        if self.gpu_devices is not None:
+            self.gpu_devices.confine(name, cgroup)     # before the agent runs / is tracked
         self.probes.track_cgroup(cgroup.v2_path, agent_id)
         self.engine.add_agent(agent_id, name)
         self.cgroups[name] = cgroup
@@ -175,6 +181,8 @@ class Controller:
         except Exception as e:  # the cgroup may be gone already
             log.debug("untrack %s: %s", name, e)
         self.engine.remove_agent(name)
+        if self.gpu_devices is not None:
+            self.gpu_devices.release(name)
         for k, v in list(self.names.items()):
             if v == name:
                 del self.names[k]

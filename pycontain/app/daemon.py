@@ -47,7 +47,8 @@ class Daemon:
         self.reporter = Reporter(verbose=opts.verbose)
         self.audit = open_audit(opts.audit_log)
         self.ctl = Controller(self.policy, audit=self.audit, state=self.state, report=self.reporter.record,
-                              allow_no_gpu=opts.allow_no_gpu, progress=progress_printer(opts.verbose))
+                              allow_no_gpu=opts.allow_no_gpu, progress=progress_printer(opts.verbose),
+                              gpu_devices=_gpu_devices(self.policy, opts.allow_no_gpu))
         self.adopted: dict[str, str] = {}     # name -> path, via the API
         self.discovered: dict[str, str] = {}  # name -> path, via selectors
         self.lock = threading.RLock()        # API threads vs the main loop
@@ -207,6 +208,12 @@ def _own_cgroup2(root: str) -> str | None:
     except OSError:
         pass
     return None
+
+
+def _gpu_devices(policy, allow_no_gpu: bool):
+    """GPU allocation per adopted agent (gpu.devices; `orchestrator`: the job's)."""
+    from ..gpu.devices import GpuDevices
+    return GpuDevices.from_policy(policy, allow_no_gpu=allow_no_gpu)
 
 
 def run_daemon(opts: DaemonOptions) -> int:

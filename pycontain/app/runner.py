@@ -35,6 +35,7 @@ class RunOptions:
     socket_path: str | None = None
     cgroup_parent: str | None = None
     allow_no_gpu: bool = False
+    gpus: str | None = None                  # --gpus: indexes / UUIDs / all / none
     as_json: bool = False
     verbose: int = 0
 
@@ -82,6 +83,7 @@ def run_agent(cmd: list[str], opts: RunOptions) -> int:
     policy = load_run_policy(opts)           # exit 2 on a bad policy, before anything else
     resolve_cmd(cmd)                         # exit 127 before anything is loaded
     require_root()
+    gpu_devices = run_gpu_devices(policy, opts)   # exit 2 on an unknown GPU, before any probe
 
     from ..observe.audit import open_audit
     from ..actuate.cgroups import AgentCgroup
@@ -93,7 +95,8 @@ def run_agent(cmd: list[str], opts: RunOptions) -> int:
     audit = open_audit(opts.audit_log)
     state = NodeState()
     ctl = Controller(policy, audit=audit, state=state, report=reporter.record,
-                     allow_no_gpu=opts.allow_no_gpu, progress=progress_printer(opts.verbose))
+                     allow_no_gpu=opts.allow_no_gpu, progress=progress_printer(opts.verbose),
+                     gpu_devices=gpu_devices)
     cg = watchdog = proc = server = metrics = None
     stop = {"signal": None}
 
@@ -119,7 +122,7 @@ def run_agent(cmd: list[str], opts: RunOptions) -> int:
             server = StateServer(state, opts.socket_path, handlers=_agent_handlers(ctl))
             server.start()
         reporter.ready(opts.name, policy, ctl, cg)
-        proc = launch(cmd, cg, user=opts.user)
+        proc = launch(cmd, cg, user=opts.user, env=gpu_devices.launch_env(opts.name))
         checked = time.monotonic()
         while proc.poll() is None:
             ctl.step(100)
@@ -157,6 +160,14 @@ def run_agent(cmd: list[str], opts: RunOptions) -> int:
             watchdog.disarm()
             watchdog.close()
         audit.close()
+
+
+def run_gpu_devices(policy, opts: RunOptions):
+    """GPU allocation for the agent: --gpus, else the policy's gpu.devices."""
+    from ..gpu.devices import GpuDevices
+    devices = GpuDevices.from_policy(policy, allow_no_gpu=opts.allow_no_gpu)
+    devices.request(opts.name, opts.gpus)
+    return devices
 
 
 def _agent_handlers(ctl):

@@ -43,6 +43,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--socket", "socket_path", metavar="PATH", help="Serve the state API (for `pycontain top`) here.")
 @click.option("--cgroup-parent", metavar="DIR", help="Create the agent cgroup under this cgroup2 dir.")
 @click.option("--allow-no-gpu", is_flag=True, help="Run even if the policy requires GPU enforcement and NVML is unavailable.")
+@click.option("--gpus", metavar="LIST", help="GPUs the agent may open: indexes or UUIDs (0,2), all, or none.")
 @click.option("--json", "as_json", is_flag=True, help="Print violations as JSON Lines on stderr.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context

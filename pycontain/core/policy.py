@@ -21,18 +21,20 @@ from . import builtins
 from .errors import PolicyError
 from .decisions import Action
 from .policy_yaml import Node, compose
+from .gpu_devices import GpuSpec
+from .gpu_policy_extra import EXTRA_KEYS, SignaturePolicy, gpu_extras_dict, parse_gpu_extras
 from .resolve import NAMESERVERS
 
 AGENT_NAME = r"[a-z0-9][a-z0-9_.-]{0,31}"
 HOSTNAME = r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
 
 ACTION_KEYS = ("exec", "network", "stratum", "socket", "cpu", "memory", "pids",
-               "gpu_memory", "gpu_util", "gpu_program", "gpu_correlation")
+               "gpu_memory", "gpu_util", "gpu_program", "gpu_correlation", "gpu_signature")
 DEFAULT_ACTIONS = {
     "exec": "kill-process", "network": "deny", "stratum": "kill", "socket": "deny",
     "cpu": "throttle", "memory": "throttle-then-kill", "pids": "alert",
     "gpu_memory": "kill", "gpu_util": "throttle-then-kill", "gpu_program": "kill-process",
-    "gpu_correlation": "kill",
+    "gpu_correlation": "kill", "gpu_signature": "kill",
 }
 ACTION_NAMES = {a.value: a for a in Action}
 
@@ -70,6 +72,8 @@ class GpuPolicy:
     throttle_duty_cycle: float = 0.5        # fraction of each period the agent may run while throttled
     throttle_period_s: float = 1.0
     sample_interval_s: float = 1.0
+    devices: GpuSpec | None = None          # None = all GPUs (gpu_policy_extra.py)
+    signature: SignaturePolicy | None = None  # None = the GPM miner signature rule is off
 
 
 @dataclass(frozen=True)
@@ -248,7 +252,7 @@ def _parse(root: Node) -> Policy:
     g = GpuPolicy()
     if "gpu" in top:
         m = top["gpu"].mapping(("required", "memory", "sm_util", "allowed_programs", "correlate_unapproved_connect",
-                                "throttle", "sample_interval"))
+                                "throttle", "sample_interval") + EXTRA_KEYS)
         kw: dict = {}
         if "required" in m:
             kw["required"] = m["required"].bool()
@@ -273,6 +277,7 @@ def _parse(root: Node) -> Policy:
                 kw["throttle_period_s"] = t["period"].duration()
         if "sample_interval" in m:
             kw["sample_interval_s"] = m["sample_interval"].duration()
+        kw.update(parse_gpu_extras(m, _globs))
         g = GpuPolicy(**kw)
 
     e = ExecPolicy()
@@ -453,6 +458,7 @@ def policy_to_dict(p: Policy) -> dict:
         gpu["sm_util"] = {"max": g.sm_util_max, "window": g.sm_util_window_s}
     if g.allowed_programs:
         gpu["allowed_programs"] = list(g.allowed_programs)
+    gpu.update(gpu_extras_dict(g))
     out["gpu"] = gpu
     ex: dict = {"mode": p.exec.mode, "allow": list(p.exec.allow), "deny": list(p.exec.deny),
                 "deny_args": list(p.exec.deny_args)}

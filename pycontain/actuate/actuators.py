@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 from ..core.decisions import Action, Decision
 from ..core.errors import PycontainError
 from .throttle import DutyCycleThrottler
+from .gpu_safe import CudaLock, KillRetry
 
 MIN_THROTTLE_CORES = 0.05
 DEFAULT_DUTY_CYCLE = 0.5
@@ -31,6 +32,8 @@ class Actuator:
         self.on_result = on_result
         self.proc_root = proc_root
         self._cyclers: dict[str, DutyCycleThrottler] = {}
+        self.kill_retry = KillRetry()        # gpu_safe.py; the controller gives it NVML and the audit
+        self.cuda_lock = CudaLock()
         self._lock = threading.RLock()
 
     def apply(self, decision: Decision) -> str:
@@ -45,6 +48,7 @@ class Actuator:
         with self._lock:
             for name in list(self._cyclers):
                 self._stop_cycler(name)
+        self.kill_retry.cancel()
 
     # ---- actions -------------------------------------------------------------------
 
@@ -63,15 +67,17 @@ class Actuator:
                 return self._throttle(cg, d)
             if d.action == Action.FREEZE:
                 self._stop_cycler(d.agent)
+                self.cuda_lock.lock(d.agent, cg)     # a long freeze: CUDA work locked first
                 cg.freeze()
             elif d.action == Action.THAW:
                 self._stop_cycler(d.agent)
                 if cg.throttled_cores is not None:
                     cg.unthrottle()
                 cg.thaw()
+                self.cuda_lock.unlock(d.agent)
             elif d.action == Action.KILL:
-                self._stop_cycler(d.agent)
-                cg.kill()
+                self._stop_cycler(d.agent)           # leaves the cgroup thawed
+                return self.kill_retry.kill(d.agent, cg)
             else:
                 return f"failed: unknown action {d.action}"
             return "done"

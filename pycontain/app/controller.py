@@ -95,6 +95,8 @@ class Controller:
         self.rules = dict(tables.rules)
         self.engine = Engine(self.policy, resolved)
         self.actuator = Actuator(self.cgroups, on_result=None)
+        from ..gpu.safety import wire_gpu_safety
+        wire_gpu_safety(self)                # stuck-kill reports with GPU memory, cuda-checkpoint lock
         with self.state.lock:
             self.state.policy_name = self.policy.name
             self.state.mode = self.policy.mode

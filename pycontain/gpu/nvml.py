@@ -120,7 +120,8 @@ class Nvml:
                                memory_total_bytes=int(mem.total) if mem is not None else None,
                                power_watts=power / 1000.0 if power is not None else None, mig=is_mig)
 
-    def processes(self, i: int) -> list[GpuProcessSample]:
+    def memory_by_pid(self, i: int) -> dict[int, int | None]:
+        """GPU memory per pid on GPU i (compute, graphics and MPS clients)."""
         h = self._handles[i]
         mem_by_pid: dict[int, int | None] = {}
         for fn in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
@@ -129,6 +130,11 @@ class Nvml:
                 prev = mem_by_pid.get(p.pid)
                 mem_by_pid[p.pid] = (prev or 0) + used if used is not None else prev
         self._mps_clients(i, h, mem_by_pid)
+        return mem_by_pid
+
+    def processes(self, i: int) -> list[GpuProcessSample]:
+        h = self._handles[i]
+        mem_by_pid = self.memory_by_pid(i)
         util: dict[int, float] = {}
         if i not in self.mig:
             samples = self._call(pynvml.nvmlDeviceGetProcessUtilization, h, self._last_seen.get(i, 0), device=i)

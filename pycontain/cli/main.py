@@ -96,11 +96,25 @@ def policy_check(file, as_json):
     from ..core.policy import load_policy
     p = load_policy(file)
     compile_policy(p)
+    _gpu_rule_notes(p)
     if as_json:
         click.echo(json.dumps({"file": file, "ok": True, "policy": p.name, "mode": p.mode,
                                "enforcement": compile_report(p)}))
     else:
         click.echo(f"{file}: OK (policy {p.name!r}, mode {p.mode})")
+
+
+def _gpu_rule_notes(p) -> None:
+    """Rules the policy asks for that this node cannot run (stderr, exit 0)."""
+    if getattr(p.gpu, "signature", None) is None:
+        return
+    try:
+        from ..gpu.devices import gpm_status
+        st = gpm_status()
+    except Exception as e:      # no pynvml here: policy check works anywhere
+        st = f"unavailable: {e}"
+    if not st.startswith("ok"):
+        click.echo(f"note: gpu.signature: {st}", err=True)
 
 
 @policy.command("show")

@@ -162,3 +162,21 @@ class GpuDevices:
 
 def name_of(cgroup) -> str:
     return getattr(cgroup, "name", "?")
+
+
+def gpm_status(nvml=None) -> str:
+    """Whether the gpu.signature rule can work here: "ok: GPM on GPU 0,1" or
+    "unavailable: why"."""
+    from .nvml import Nvml
+    own = nvml is None
+    nvml = nvml or Nvml()
+    try:
+        if not nvml.available:
+            return f"unavailable: NVML is {nvml.status}"
+        on = [i for i in nvml.device_indices if nvml.gpm_supported(i)]
+        if not on:
+            return "unavailable: no GPU here has GPM (Hopper or later); the gpu.signature rule never fires"
+        return "ok: GPM on GPU " + ",".join(map(str, on))
+    finally:
+        if own:
+            nvml.shutdown()

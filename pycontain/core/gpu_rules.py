@@ -116,4 +116,4 @@ def _signature_rule(policy_gpu):
     if sig is None:
         return None
     from .gpu_signature import SignatureRule
-    return SignatureRule(sig)
+    return SignatureRule(sig, program_allowed)

@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections import defaultdict, deque
 
 from .decisions import Breach
-from .gpu_rules import program_allowed
 from .samples import GpuSample
 from .text import safe_text
 
 
 class SignatureRule:
-    def __init__(self, sig):
+    def __init__(self, sig, program_allowed):
         self.sig = sig
+        self.program_allowed = program_allowed   # gpu_rules.program_allowed (passed in: no import cycle)
         self._hist: dict[int, deque] = defaultdict(deque)   # device -> (ts, int %, tensor %)
 
     def _sustained(self, dev: int, now: float, reading: tuple[float, float] | None) -> bool:
@@ -44,7 +44,7 @@ class SignatureRule:
                 hot.add(d.index)
         out = []
         for x in attributed:
-            allowed = bool(self.sig.allowed_programs) and program_allowed(x.filename, self.sig.allowed_programs)
+            allowed = bool(self.sig.allowed_programs) and self.program_allowed(x.filename, self.sig.allowed_programs)
             if x.device in hot and not allowed:
                 dev = next(d for d in sample.devices if d.index == x.device)
                 out.append(Breach(x.agent, "gpu.signature", "gpu_signature",

@@ -8,6 +8,15 @@ a GPU; the fake driver reports it on GPU 0 from its first instant. We time
 from the program's start (the breach becomes visible to NVML) to its death by
 pycontain's kill-process. Target: one sampling interval + 100 ms. Reported as
 the ratio of the measured latency to that target.
+
+    sudo /opt/pycontain/venv/bin/python scripts/bench_gpu.py --throttle [--seconds 6]
+
+The duty-cycle throttle's effect on SM utilisation: a busy loop named
+gpu-spin stands in for a kernel launcher (the fake driver's "sm=cpu" reports
+its CPU use as its SM utilisation, so a frozen process reads 0 %). Measured
+once without pycontain (baseline) and once under `pycontain run` after the
+gpu_util rule throttled it, in the same run; reported as throttled/baseline,
+to compare with the configured duty cycle.
 """
 
 from __future__ import annotations
@@ -39,12 +48,80 @@ for i in range(n):
 """
 
 
+READER = r"""
+import sys, time, pynvml
+pynvml.nvmlInit()
+h = pynvml.nvmlDeviceGetHandleByIndex(0)
+seconds, vals = float(sys.argv[1]), []
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    time.sleep(0.5)
+    try:
+        vals += [s.smUtil for s in pynvml.nvmlDeviceGetProcessUtilization(h, 0)]
+    except pynvml.NVMLError:
+        vals.append(0)
+print(sum(vals[1:]) / max(1, len(vals) - 1))
+"""
+
+
+def read_sm(env: dict, seconds: float) -> float:
+    r = subprocess.run([sys.executable, "-c", READER, str(seconds)], env=env, capture_output=True, text=True,
+                       timeout=seconds + 30)
+    return float(r.stdout.strip() or "nan")
+
+
+def throttle_bench(seconds: float, duty: float, as_json: bool) -> int:
+    import pathlib
+    import time
+    tmp = tempfile.mkdtemp(prefix="pc-bench-gpu-")
+    try:
+        spin = os.path.join(tmp, "gpu-spin")
+        shutil.copy("/bin/sh", spin)
+        scen = pathlib.Path(tmp, "scenario.txt")
+        scen.write_text("device 0 name=H100\nprocess device=0 comm=gpu-spin mem=1000000 sm=cpu\n")
+        env = env_for(scen)
+        loop = [spin, "-c", "while :; do :; done"]
+        p = subprocess.Popen(loop)
+        try:
+            base = read_sm(env, seconds)
+        finally:
+            p.kill()
+            p.wait()
+        pol = os.path.join(tmp, "p.yaml")
+        with open(pol, "w") as fh:
+            fh.write("name: bench-throttle\ngpu:\n  sm_util: {max: 10, window: 1s}\n  sample_interval: 0.5s\n"
+                     f"  throttle: {{duty_cycle: {duty}, period: 0.5s}}\nactions:\n  gpu_util: throttle\n")
+        run = subprocess.Popen([sys.executable, "-m", "pycontain.cli", "run", "--policy", pol, "--", *loop],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(6)                      # compile, first samples, window, throttle
+            throttled = read_sm(env, seconds)
+        finally:
+            run.terminate()
+            run.wait(timeout=30)
+        res = {"duty_cycle": duty, "baseline_sm_util": round(base, 1), "throttled_sm_util": round(throttled, 1),
+               "throttled_over_baseline": round(throttled / base, 3) if base else None, "seconds": seconds}
+        if as_json:
+            print(json.dumps(res, indent=2))
+        else:
+            print(f"duty-cycle throttle {duty}: SM utilisation {res['baseline_sm_util']}% -> "
+                  f"{res['throttled_sm_util']}% (throttled/baseline = {res['throttled_over_baseline']}, fake driver)")
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--throttle", action="store_true", help="measure the duty-cycle throttle's effect instead")
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--duty-cycle", type=float, default=0.5)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.throttle:
+        return throttle_bench(a.seconds, a.duty_cycle, a.json)
     tmp = tempfile.mkdtemp(prefix="pc-bench-gpu-")
     try:
         miner = os.path.join(tmp, "cuda-miner")

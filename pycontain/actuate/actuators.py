@@ -17,18 +17,22 @@ from typing import Callable, Mapping
 from ..core.decisions import Action, Decision
 from ..core.errors import PycontainError
 from .throttle import DutyCycleThrottler
+from .gpu_safe import CudaLock, GpuMemory, KillRetry
 
 MIN_THROTTLE_CORES = 0.05
 
 
 class Actuator:
     def __init__(self, cgroups: Mapping[str, object], *, throttle_cores: Callable[[str], float] | None = None,
-                 on_result: Callable[[Decision, str], None] | None = None, proc_root: str = "/proc"):
+                 on_result: Callable[[Decision, str], None] | None = None, proc_root: str = "/proc",
+                 gpu_memory: GpuMemory | None = None, report_retry: Callable[[str, str], None] | None = None):
         self.cgroups = cgroups               # live mapping owned by the controller
         self.throttle_cores = throttle_cores
         self.on_result = on_result
         self.proc_root = proc_root
         self._cyclers: dict[str, DutyCycleThrottler] = {}
+        self.kill_retry = KillRetry(gpu_memory, report_retry)   # gpu_safe.py
+        self.cuda_lock = CudaLock(gpu_memory)
         self._lock = threading.RLock()
 
     def apply(self, decision: Decision) -> str:
@@ -43,6 +47,7 @@ class Actuator:
         with self._lock:
             for name in list(self._cyclers):
                 self._stop_cycler(name)
+        self.kill_retry.cancel()
 
     # ---- actions -------------------------------------------------------------------
 
@@ -61,15 +66,17 @@ class Actuator:
                 return self._throttle(cg, d)
             if d.action == Action.FREEZE:
                 self._stop_cycler(d.agent)
+                self.cuda_lock.lock(d.agent, cg)     # a long freeze: CUDA work locked first
                 cg.freeze()
             elif d.action == Action.THAW:
                 self._stop_cycler(d.agent)
                 if cg.throttled_cores is not None:
                     cg.unthrottle()
                 cg.thaw()
+                self.cuda_lock.unlock(d.agent)
             elif d.action == Action.KILL:
-                self._stop_cycler(d.agent)
-                cg.kill()
+                self._stop_cycler(d.agent)           # leaves the cgroup thawed
+                return self.kill_retry.kill(d.agent, cg)
             else:
                 return f"failed: unknown action {d.action}"
             return "done"

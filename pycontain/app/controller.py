@@ -28,6 +28,7 @@ from ..core.kernel_rules import KernelTables, compile_policy
 from ..core.records import decision_records, event_record
 from ..core.resolve import Resolver, hosts_in_policy
 from ..gpu.loop import GpuUseLog, gpu_step, use_by_agent
+from ..gpu.safety import gpu_memory_fn
 from ..gpu.sampler import GpuSampler, check_gpu_requirement
 from ..observe.audit import AuditLog
 from ..observe.state import AgentState, GpuUse, NodeState
@@ -43,7 +44,7 @@ SAMPLE_INTERVAL_S = 1.0
 class Controller:
     def __init__(self, policy, *, audit: AuditLog, state: NodeState,
                  report=None, allow_no_gpu: bool = False, progress=None,
-                 trace_all: bool = False, edges: Edges | None = None):
+                 trace_all: bool = False, edges: Edges | None = None, gpu_devices=None):
         self.policy = policy                # None: observe only (trace)
         self.audit = audit
         self.state = state
@@ -53,6 +54,7 @@ class Controller:
         self.trace_all = trace_all
         self.edges = edges or Edges()
         self.clock = self.edges.clock
+        self.gpu_devices = gpu_devices    # gpu/devices.py GpuDevices: GPU allocation per agent, or None
         self.cgroups: dict = {}           # agent name -> AgentCgroup
         self.names: dict[int, str] = {}   # agent id -> name (the engine's own map once started)
         self._next_id = 1
@@ -113,7 +115,9 @@ class Controller:
             self.probes.set_tables(tables)
             self.engine = Engine(self.policy, resolved, rules=tables.rules)
             self.names = self.engine.names
-            self.actuator = self.edges.actuator(self.cgroups)
+            # stuck-kill reports carry the GPU memory still held; cuda-checkpoint locks need it too
+            self.actuator = self.edges.actuator(self.cgroups, gpu_memory=gpu_memory_fn(self._nvml()),
+                                                report_retry=self._record_kill_retry)
             with self.state.lock:
                 self.state.policy_name = self.policy.name
                 self.state.mode = self.policy.mode
@@ -147,6 +151,8 @@ class Controller:
     def close(self) -> None:
         if self.actuator:
             self.actuator.close()
+        if self.gpu_devices is not None:
+            self.gpu_devices.close()
         if self.probes:
             try:
                 self.drain()
@@ -169,6 +175,8 @@ class Controller:
         if apply_budgets and b is not None:
             cgroup.set_budgets(cpu_cores=b.cpu, memory_bytes=b.memory_bytes,
                                memory_high_bytes=b.memory_high_bytes, pids=b.pids)
+        if self.gpu_devices is not None:
+            self.gpu_devices.confine(name, cgroup)     # before the agent runs / is tracked
         self.probes.track_cgroup(cgroup.v2_path, agent_id)
         if self.engine is not None:
             self.engine.add_agent(agent_id, name)    # the engine's names map is self.names
@@ -193,6 +201,8 @@ class Controller:
             log.debug("untrack %s: %s", name, e)
         if self.engine is not None:
             self.engine.remove_agent(name)
+        if self.gpu_devices is not None:
+            self.gpu_devices.release(name)
         for k in [k for k, v in self.names.items() if v == name]:
             del self.names[k]
         with self.state.lock:
@@ -259,6 +269,13 @@ class Controller:
                     a.throttled = False
                 elif d.action == Action.THROTTLE:
                     a.throttled = True
+
+    def _nvml(self):
+        return self.gpu[0].nvml if self.gpu else None
+
+    def _record_kill_retry(self, agent: str, result: str) -> None:
+        self._record({"ts": self.clock.wall(), "agent": agent, "kind": "action", "rule": "kill-retry",
+                      "action": "kill", "result": result, "pid": None})
 
     def _record(self, rec: dict) -> None:
         self.audit.write(rec)

@@ -20,6 +20,7 @@ from ..actuate.cgroups import AgentCgroup, detect_layout
 from ..actuate.discovery import find_agents
 from ..core.errors import EnvironmentProblem, PycontainError
 from ..core.policy import load_policy
+from ..gpu.devices import GpuDevices
 from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
 from .edges import Edges
@@ -47,7 +48,7 @@ class Daemon:
         self.reporter = Reporter(verbose=opts.verbose)
         self.session = Session(self.policy, audit=open_audit(opts.audit_log), report=self.reporter.record,
                                progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,
-                               edges=edges)
+                               edges=edges, gpu_devices=_gpu_devices(self.policy, opts.allow_no_gpu))
         self.ctl, self.state, self.audit = self.session.ctl, self.session.state, self.session.audit
         self.lock = self.session.lock        # API threads vs the main loop
         self.adopted: dict[str, str] = {}     # name -> path, via the API
@@ -180,6 +181,11 @@ def _own_cgroup2(root: str) -> str | None:
     except OSError:
         pass
     return None
+
+
+def _gpu_devices(policy, allow_no_gpu: bool):
+    """GPU allocation per adopted agent (gpu.devices; `orchestrator`: the job's)."""
+    return GpuDevices.from_policy(policy, allow_no_gpu=allow_no_gpu)
 
 
 def run_daemon(opts: DaemonOptions) -> int:

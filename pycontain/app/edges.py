@@ -40,14 +40,14 @@ def dns_lookup(name: str) -> list[str]:
         return []
 
 
-def _actuator(cgroups) -> Actuator:
-    return Actuator(cgroups, on_result=None)
+def _actuator(cgroups, *, gpu_memory=None, report_retry=None) -> Actuator:
+    return Actuator(cgroups, on_result=None, gpu_memory=gpu_memory, report_retry=report_retry)
 
 
 @dataclass
 class Edges:
     probes: Callable[..., Any] = Probes                   # (progress=, trace_all=) -> Probes
-    actuator: Callable[[Any], Any] = _actuator            # (live cgroups mapping) -> Actuator
+    actuator: Callable[..., Any] = _actuator              # (live cgroups, gpu_memory=, report_retry=) -> Actuator
     nvml: Callable[[], Any] | None = Nvml                 # None: no GPU sampling at all
     lookup: Callable[[str], list[str]] = dns_lookup       # host name -> addresses
     state_server: Callable[..., Any] = StateServer        # (state, path, handlers=) -> .start()/.close()

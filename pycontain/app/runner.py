@@ -20,6 +20,7 @@ from ..actuate.launch import launch
 from ..actuate.watchdog import Watchdog
 from ..core.errors import CommandNotFound, EnvironmentProblem, UsageError
 from ..core.policy import builtin_policy, load_policy
+from ..gpu.devices import GpuDevices
 from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
 from .edges import Edges
@@ -40,6 +41,7 @@ class RunOptions:
     socket_path: str | None = None
     cgroup_parent: str | None = None
     allow_no_gpu: bool = False
+    gpus: str | None = None                  # --gpus: indexes / UUIDs / all / none
     as_json: bool = False
     verbose: int = 0
 
@@ -85,25 +87,29 @@ def run_agent(cmd: list[str], opts: RunOptions, edges: Edges | None = None) -> i
     policy = load_run_policy(opts)           # exit 2 on a bad policy, before anything else
     resolve_cmd(cmd)                         # exit 127 before anything is loaded
     require_root()
-    return AgentRun(cmd, opts, policy, edges).run()
+    gpu_devices = run_gpu_devices(policy, opts)   # exit 2 on an unknown GPU, before any probe
+    return AgentRun(cmd, opts, policy, edges, gpu_devices).run()
 
 
 class AgentRun:
     """One `pycontain run`: set up, launch, supervise, tear down."""
 
-    def __init__(self, cmd: list[str], opts: RunOptions, policy, edges: Edges | None = None):
+    def __init__(self, cmd: list[str], opts: RunOptions, policy, edges: Edges | None = None,
+                 gpu_devices: GpuDevices | None = None):
         self.cmd, self.opts, self.policy = cmd, opts, policy
         self.reporter = Reporter(as_json=opts.as_json, verbose=opts.verbose)
         self.session = Session(policy, audit=open_audit(opts.audit_log), report=self.reporter.record,
                                progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,
-                               edges=edges)
+                               edges=edges, gpu_devices=gpu_devices)
+        self.gpu_devices = gpu_devices
         self.cg = self.watchdog = self.proc = None
 
     def run(self) -> int:
         self.session.on_signals(self._on_signal, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
         try:
             self._contain()
-            self.proc = launch(self.cmd, self.cg, user=self.opts.user)
+            env = self.gpu_devices.launch_env(self.opts.name) if self.gpu_devices else None
+            self.proc = launch(self.cmd, self.cg, user=self.opts.user, env=env)
             self._supervise()
             code = exit_status(self.proc.returncode)
             self.reporter.finished(self.opts.name, code)
@@ -161,3 +167,10 @@ class AgentRun:
             self.watchdog.disarm()
             self.watchdog.close()
         s.audit.close()
+
+
+def run_gpu_devices(policy, opts: RunOptions) -> GpuDevices:
+    """GPU allocation for the agent: --gpus, else the policy's gpu.devices."""
+    devices = GpuDevices.from_policy(policy, allow_no_gpu=opts.allow_no_gpu)
+    devices.request(opts.name, opts.gpus)
+    return devices

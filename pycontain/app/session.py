@@ -29,12 +29,14 @@ MANUAL_ACTIONS = ("kill", "freeze", "thaw")
 class Session:
     def __init__(self, policy, *, audit: AuditLog, report: Callable[[dict], None] | None = None,
                  progress: Callable[[str], None] | None = None, allow_no_gpu: bool = False,
-                 trace_all: bool = False, edges: Edges | None = None, state: NodeState | None = None):
+                 trace_all: bool = False, edges: Edges | None = None, state: NodeState | None = None,
+                 gpu_devices=None):
         self.edges = edges or Edges()
         self.state = state or NodeState()
         self.audit = audit
         self.ctl = Controller(policy, audit=audit, state=self.state, report=report, allow_no_gpu=allow_no_gpu,
-                              progress=progress, trace_all=trace_all, edges=self.edges)
+                              progress=progress, trace_all=trace_all, edges=self.edges,
+                              gpu_devices=gpu_devices)
         self.lock = threading.RLock()        # API threads vs the main loop
         self.server = None
         self.metrics = None

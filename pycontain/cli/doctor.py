@@ -143,12 +143,36 @@ def check_nvml() -> Check:
         return Check("NVML", "warn", f"unavailable: {e}", "GPU rules report unavailable", required=False)
 
 
+def check_gpu_extras() -> list[Check]:
+    """GPM (the gpu.signature rule) and MPS client attribution."""
+    try:
+        from ..gpu.devices import gpm_status
+        from ..gpu.nvml import Nvml
+        n = Nvml()
+        if not n.available:
+            return []
+        gpm = gpm_status(n)
+        for i in n.device_indices:
+            n.memory_by_pid(i)            # finds MPS servers whose clients NVML cannot list
+        mps = ("unavailable: NVML lists no MPS client pids on GPU " + ",".join(map(str, sorted(n.mps_blind)))
+               if n.mps_blind else "ok (no MPS server, or NVML lists its clients)")
+        n.shutdown()
+    except Exception as e:
+        return [Check("GPU extras", "warn", f"unavailable: {e}", "", required=False)]
+    return [Check("GPM", "ok" if gpm.startswith("ok") else "warn", gpm,
+                  "the gpu.signature rule (a miner's integer-heavy, tensor-idle work) reads GPM", required=False),
+            Check("MPS attribution", "ok" if mps.startswith("ok") else "warn", mps,
+                  "processes behind an MPS server are attributed to their own agent by their client pids",
+                  required=False)]
+
+
 def run_checks() -> list[Check]:
     checks = [check_root(), check_bpf_syscall(), check_btf(), check_ringbuf(), check_tracefs(), check_bcc(),
               check_headers(), check_cgroups()]
     if checks[0].status == "ok" and checks[5].status == "ok" and checks[4].status == "ok":
         checks += check_hooks()
     checks.append(check_nvml())
+    checks += check_gpu_extras()
     return checks
 
 

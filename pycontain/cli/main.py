@@ -43,6 +43,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--socket", "socket_path", metavar="PATH", help="Serve the state API (for `pycontain top`) here.")
 @click.option("--cgroup-parent", metavar="DIR", help="Create the agent cgroup under this cgroup2 dir.")
 @click.option("--allow-no-gpu", is_flag=True, help="Run even if the policy requires GPU enforcement and NVML is unavailable.")
+@click.option("--gpus", metavar="LIST", help="GPUs the agent may open: indexes or UUIDs (0,2), all, or none.")
 @click.option("--json", "as_json", is_flag=True, help="Print violations as JSON Lines on stderr.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
@@ -95,11 +96,25 @@ def policy_check(file, as_json):
     from ..core.policy import load_policy
     p = load_policy(file)
     compile_policy(p)
+    _gpu_rule_notes(p)
     if as_json:
         click.echo(json.dumps({"file": file, "ok": True, "policy": p.name, "mode": p.mode,
                                "enforcement": compile_report(p)}))
     else:
         click.echo(f"{file}: OK (policy {p.name!r}, mode {p.mode})")
+
+
+def _gpu_rule_notes(p) -> None:
+    """Rules the policy asks for that this node cannot run (stderr, exit 0)."""
+    if getattr(p.gpu, "signature", None) is None:
+        return
+    try:
+        from ..gpu.devices import gpm_status
+        st = gpm_status()
+    except Exception as e:      # no pynvml here: policy check works anywhere
+        st = f"unavailable: {e}"
+    if not st.startswith("ok"):
+        click.echo(f"note: gpu.signature: {st}", err=True)
 
 
 @policy.command("show")

@@ -53,6 +53,7 @@ class GpuRules:
     def __init__(self, policy_gpu):
         self.p = policy_gpu
         self._util: dict[str, deque] = defaultdict(deque)   # agent -> (ts, summed SM util) samples
+        self._signature = _signature_rule(policy_gpu)
 
     def _window_avg(self, agent: str, now: float, value: float | None) -> float | None:
         q = self._util[agent]
@@ -100,8 +101,19 @@ class GpuRules:
                     out.append(Breach(agent, "gpu.correlation", "gpu_correlation",
                                       f"{prog} (pid {x.pid}) started after an unapproved outbound connection and uses GPU {x.device}",
                                       pid=x.pid, start_ns=x.start_ns, gpu=GpuDetail(device=x.device)))
+        if self._signature is not None:
+            out += self._signature.evaluate(sample, attributed, now)
         for gone in set(self._util) - set(by_agent):
             self._window_avg(gone, now, None)
             if not self._util[gone]:
                 del self._util[gone]
         return out
+
+
+def _signature_rule(policy_gpu):
+    """gpu.signature (core/gpu_signature.py), when the policy turns it on."""
+    sig = getattr(policy_gpu, "signature", None)
+    if sig is None:
+        return None
+    from .gpu_signature import SignatureRule
+    return SignatureRule(sig, program_allowed)

@@ -22,18 +22,20 @@ from . import builtins
 from .errors import PolicyError
 from .decisions import Action
 from .policy_yaml import Node, compose
+from .gpu_devices import GpuSpec
+from .gpu_policy_extra import SignaturePolicy, gpu_extras_dict, read_devices, read_signature
 from .resolve import NAMESERVERS
 
 AGENT_NAME = r"[a-z0-9][a-z0-9_.-]{0,31}"
 HOSTNAME = r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
 
 ACTION_KEYS = ("exec", "network", "stratum", "socket", "cpu", "memory", "pids",
-               "gpu_memory", "gpu_util", "gpu_program", "gpu_correlation")
+               "gpu_memory", "gpu_util", "gpu_program", "gpu_correlation", "gpu_signature")
 DEFAULT_ACTIONS = {
     "exec": "kill-process", "network": "deny", "stratum": "kill", "socket": "deny",
     "cpu": "throttle", "memory": "throttle-then-kill", "pids": "alert",
     "gpu_memory": "kill", "gpu_util": "throttle-then-kill", "gpu_program": "kill-process",
-    "gpu_correlation": "kill",
+    "gpu_correlation": "kill", "gpu_signature": "kill",
 }
 ACTION_NAMES = {a.value: a for a in Action}
 
@@ -71,6 +73,8 @@ class GpuPolicy:
     throttle_duty_cycle: float = 0.5        # fraction of each period the agent may run while throttled
     throttle_period_s: float = 1.0
     sample_interval_s: float = 1.0
+    devices: GpuSpec | None = None          # None = all GPUs (gpu_policy_extra.py)
+    signature: SignaturePolicy | None = None  # None = the GPM miner signature rule is off
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,8 @@ GPU_KEYS: KeyTable = {
     "correlate_unapproved_connect": ("correlate_unapproved_connect", Node.bool),
     "throttle": (None, _gpu_throttle),
     "sample_interval": ("sample_interval_s", Node.duration),
+    "devices": ("devices", read_devices),
+    "signature": ("signature", lambda n: read_signature(n, _globs)),
 }
 
 
@@ -540,6 +546,7 @@ def policy_to_dict(p: Policy) -> dict:
         gpu["sm_util"] = {"max": g.sm_util_max, "window": g.sm_util_window_s}
     if g.allowed_programs:
         gpu["allowed_programs"] = list(g.allowed_programs)
+    gpu.update(gpu_extras_dict(g))
     out["gpu"] = gpu
     ex: dict = {"mode": p.exec.mode, "allow": list(p.exec.allow), "deny": list(p.exec.deny),
                 "deny_args": list(p.exec.deny_args)}

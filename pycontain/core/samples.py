@@ -29,6 +29,8 @@ class GpuDeviceSample:
     memory_total_bytes: int | None
     power_watts: float | None
     mig: bool = False
+    int_util: float | None = None     # GPM integer-pipe activity, percent; None = no GPM
+    tensor_util: float | None = None  # GPM tensor activity (any), percent
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ class Nvml:
         self._last_seen: dict[int, int] = {}   # device -> last process-utilisation timestamp (us)
         self.gone: set[int] = set()
         self.mig: set[int] = set()
+        self.mps_blind: set[int] = set()     # GPUs with an MPS server whose clients NVML cannot list
+        self._gpm_prev: dict[int, object] = {}   # device -> previous GPM sample
         if pynvml is None:
             self.status = f"unavailable: nvidia-ml-py not importable ({_IMPORT_ERROR})"
             return
@@ -89,6 +91,9 @@ class Nvml:
         if self.mig:
             notes.append("MIG on GPU " + ",".join(map(str, sorted(self.mig)))
                          + ": per-process SM utilisation unavailable")
+        if self.mps_blind:
+            notes.append("MPS on GPU " + ",".join(map(str, sorted(self.mps_blind)))
+                         + ": NVML lists no MPS client pids (driver too old); their GPU use shows as the MPS server's")
         self.status = ("degraded: " + "; ".join(notes)) if notes else f"ok ({len(self._handles)} GPU(s), driver {self.driver})"
 
     @property
@@ -107,13 +112,16 @@ class Nvml:
         mig = self._call(pynvml.nvmlDeviceGetMigMode, h, device=i)
         is_mig = bool(mig and mig[0])
         (self.mig.add if is_mig else self.mig.discard)(i)
+        gpm = self.gpm(i)
         return GpuDeviceSample(index=i, uuid=uuid, name=name,
+                               int_util=gpm[0] if gpm else None, tensor_util=gpm[1] if gpm else None,
                                util_gpu=float(util.gpu) if util is not None else None,
                                memory_used_bytes=int(mem.used) if mem is not None else None,
                                memory_total_bytes=int(mem.total) if mem is not None else None,
                                power_watts=power / 1000.0 if power is not None else None, mig=is_mig)
 
-    def processes(self, i: int) -> list[GpuProcessSample]:
+    def memory_by_pid(self, i: int) -> dict[int, int | None]:
+        """GPU memory per pid on GPU i (compute, graphics and MPS clients)."""
         h = self._handles[i]
         mem_by_pid: dict[int, int | None] = {}
         for fn in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
@@ -121,6 +129,12 @@ class Nvml:
                 used = p.usedGpuMemory
                 prev = mem_by_pid.get(p.pid)
                 mem_by_pid[p.pid] = (prev or 0) + used if used is not None else prev
+        self._mps_clients(i, h, mem_by_pid)
+        return mem_by_pid
+
+    def processes(self, i: int) -> list[GpuProcessSample]:
+        h = self._handles[i]
+        mem_by_pid = self.memory_by_pid(i)
         util: dict[int, float] = {}
         if i not in self.mig:
             samples = self._call(pynvml.nvmlDeviceGetProcessUtilization, h, self._last_seen.get(i, 0), device=i)
@@ -135,6 +149,68 @@ class Nvml:
             out.append(GpuProcessSample(pid=pid, device=i, used_memory_bytes=used, sm_util=sm))
         return out
 
+    def _mps_clients(self, i: int, h, mem_by_pid: dict) -> None:
+        """MPS clients reach the GPU through the MPS server: the compute list
+        shows the server, this call the clients (their own pids, so they are
+        attributed to their own agent). Where the call is missing while a
+        server runs, the clients cannot be seen: say so."""
+        fn = getattr(pynvml, "nvmlDeviceGetMPSComputeRunningProcesses", None)
+        clients = self._call(fn, h, device=i) if fn is not None else None
+        for p in clients or []:
+            mem_by_pid[p.pid] = (mem_by_pid.get(p.pid) or 0) + (p.usedGpuMemory or 0)
+        server = any(_comm(pid) == MPS_SERVER_COMM for pid in mem_by_pid)
+        (self.mps_blind.add if server and clients is None else self.mps_blind.discard)(i)
+
+    def gpm_supported(self, i: int) -> bool:
+        fn = getattr(pynvml, "nvmlGpmQueryDeviceSupport", None)
+        try:
+            s = self._call(fn, self._handles[i], device=i) if fn is not None else None
+        except DeviceGone:
+            return False
+        return bool(s is not None and s.isSupportedDevice)
+
+    def gpm(self, i: int) -> tuple[float, float] | None:
+        """(integer-pipe %, tensor %) over the time since the previous call,
+        from two GPM samples; None until two exist or without GPM."""
+        if not hasattr(pynvml, "nvmlGpmSampleAlloc"):
+            return None
+        cur = self._call(pynvml.nvmlGpmSampleAlloc)
+        if cur is None:
+            return None
+        if self._call(pynvml.nvmlGpmSampleGet, self._handles[i], cur, device=i) is None:
+            self._call(pynvml.nvmlGpmSampleFree, cur)
+            return None
+        prev, self._gpm_prev[i] = self._gpm_prev.get(i), cur
+        if prev is None:
+            return None
+        try:
+            m = pynvml.c_nvmlGpmMetricsGet_t()
+            m.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+            m.numMetrics = 2
+            m.sample1, m.sample2 = prev, cur
+            m.metrics[0].metricId = pynvml.NVML_GPM_METRIC_INTEGER_UTIL
+            m.metrics[1].metricId = pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL
+            got = self._call(pynvml.nvmlGpmMetricsGet, m, device=i)
+        finally:
+            self._call(pynvml.nvmlGpmSampleFree, prev)
+        if got is None or any(got.metrics[k].nvmlReturn != 0 for k in (0, 1)):
+            return None
+        return float(got.metrics[0].value), float(got.metrics[1].value)
+
+    def minor(self, i: int) -> int | None:
+        """The N of /dev/nvidiaN for GPU i (what the device program checks)."""
+        try:
+            v = self._call(pynvml.nvmlDeviceGetMinorNumber, self._handles[i], device=i)
+        except DeviceGone:
+            return None
+        return int(v) if v is not None else None
+
+    def uuid(self, i: int) -> str:
+        try:
+            return _str(self._call(pynvml.nvmlDeviceGetUUID, self._handles[i], device=i) or "")
+        except DeviceGone:
+            return ""
+
     def shutdown(self) -> None:
         if self.available:
             try:
@@ -142,6 +218,17 @@ class Nvml:
             except pynvml.NVMLError:
                 pass
             self.available = False
+
+
+MPS_SERVER_COMM = "nvidia-cuda-mps"   # comm is cut to 15 bytes: nvidia-cuda-mps-server
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
 
 
 def _str(v) -> str:

@@ -7,11 +7,18 @@
  * PYCONTAIN_FAKE_NVML_SCENARIO, re-read whenever its mtime changes:
  *
  *   device <index> name=H100 uuid=GPU-0 mem_total=<bytes> mem_used=<bytes> util=<pct> power_mw=<mW> mig=0|1 gone=0|1
- *   process device=<index> comm=<comm>|pid=<pid> mem=<bytes> sm=<pct> [graphics=1]
+ *          minor=<N of /dev/nvidiaN, default index> gpm=0|1 int_util=<pct> tensor_util=<pct>
+ *   process device=<index> comm=<comm>|pid=<pid> mem=<bytes> sm=<pct>|sm=cpu [graphics=1] [mps=1]
  *   error <nvmlFunctionName> NOT_SUPPORTED|NO_PERMISSION|GPU_IS_LOST|UNKNOWN
  *
  * "comm=" processes are matched on every call by scanning /proc/<pid>/comm,
  * so a test's real process "appears" on a GPU as soon as it runs.
+ * "sm=cpu": the process's SM utilisation is its CPU use since the previous
+ * reading (a busy loop stands in for a kernel launcher; frozen = 0 %), which
+ * lets the throttle benchmark measure the duty cycle's effect.
+ * "mps=1": an MPS client, listed only by nvmlDeviceGetMPSComputeRunningProcesses.
+ * "gpm=1": the device supports GPM; int_util / tensor_util are the
+ * NVML_GPM_METRIC_INTEGER_UTIL / ANY_TENSOR_UTIL values it reports.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -45,8 +52,9 @@ typedef struct { unsigned int pid; unsigned long long timeStamp; unsigned int sm
 #define MAX_PROC 64
 #define MAX_ERR 16
 
-struct dev { int present; char name[96]; char uuid[96]; unsigned long long mem_total, mem_used; unsigned util, power_mw, mig, gone; };
-struct proc { unsigned device; unsigned pid; char comm[32]; unsigned long long mem; unsigned sm; int graphics; };
+struct dev { int present; char name[96]; char uuid[96]; unsigned long long mem_total, mem_used; unsigned util, power_mw, mig, gone;
+	     unsigned minor, gpm; double int_util, tensor_util; };
+struct proc { unsigned device; unsigned pid; char comm[32]; unsigned long long mem; unsigned sm; int sm_cpu; int graphics; int mps; };
 struct err { char fn[96]; nvmlReturn_t code; };
 
 static struct dev devs[MAX_DEV];
@@ -107,6 +115,7 @@ static void load(void)
 			snprintf(d->name, sizeof(d->name), "Fake GPU");
 			snprintf(d->uuid, sizeof(d->uuid), "GPU-fake-%u", i);
 			d->mem_total = 80ULL << 30;
+			d->minor = i;
 			while ((tok = strtok_r(NULL, " \t\r\n", &save))) {
 				char k[32], v[128];
 				kv(tok, k, sizeof(k), v, sizeof(v));
@@ -118,6 +127,10 @@ static void load(void)
 				else if (!strcmp(k, "power_mw")) d->power_mw = (unsigned)atoi(v);
 				else if (!strcmp(k, "mig")) d->mig = (unsigned)atoi(v);
 				else if (!strcmp(k, "gone")) d->gone = (unsigned)atoi(v);
+				else if (!strcmp(k, "minor")) d->minor = (unsigned)atoi(v);
+				else if (!strcmp(k, "gpm")) d->gpm = (unsigned)atoi(v);
+				else if (!strcmp(k, "int_util")) d->int_util = atof(v);
+				else if (!strcmp(k, "tensor_util")) d->tensor_util = atof(v);
 			}
 		} else if (!strcmp(tok, "process") && nprocs < MAX_PROC) {
 			struct proc *p = &procs[nprocs++];
@@ -128,8 +141,10 @@ static void load(void)
 				else if (!strcmp(k, "pid")) p->pid = (unsigned)atoi(v);
 				else if (!strcmp(k, "comm")) snprintf(p->comm, sizeof(p->comm), "%s", v);
 				else if (!strcmp(k, "mem")) p->mem = strtoull(v, NULL, 10);
+				else if (!strcmp(k, "sm") && !strcmp(v, "cpu")) p->sm_cpu = 1;
 				else if (!strcmp(k, "sm")) p->sm = (unsigned)atoi(v);
 				else if (!strcmp(k, "graphics")) p->graphics = atoi(v);
+				else if (!strcmp(k, "mps")) p->mps = atoi(v);
 			}
 		} else if (!strcmp(tok, "error") && nerrs < MAX_ERR) {
 			char *fn = strtok_r(NULL, " \t\r\n", &save);
@@ -173,12 +188,12 @@ static struct dev *devof(nvmlDevice_t h, nvmlReturn_t *err)
 /* Expand the scripted processes into concrete (pid, entry) pairs for a device. */
 struct hit { unsigned pid; struct proc *p; };
 
-static int hits_for(unsigned device, int graphics, struct hit *out, int max)
+static int hits_for_kind(unsigned device, int graphics, int mps, struct hit *out, int max)
 {
 	int n = 0;
 	for (int i = 0; i < nprocs && n < max; i++) {
 		struct proc *p = &procs[i];
-		if (p->device != device || (p->graphics != 0) != (graphics != 0))
+		if (p->device != device || (p->graphics != 0) != (graphics != 0) || (p->mps != 0) != (mps != 0))
 			continue;
 		if (p->pid) {
 			out[n].pid = p->pid;
@@ -210,6 +225,59 @@ static int hits_for(unsigned device, int graphics, struct hit *out, int max)
 			closedir(d);
 	}
 	return n;
+}
+
+static int hits_for(unsigned device, int graphics, struct hit *out, int max)
+{
+	return hits_for_kind(device, graphics, 0, out, max);
+}
+
+/* CPU time (ticks) of pid; -1 if gone */
+static long long cpu_ticks(unsigned pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f) return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p) return -1;
+	unsigned long long ut = 0, st = 0;
+	/* fields after comm: state(3) ... utime(14) stime(15) */
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+	return (long long)(ut + st);
+}
+
+#define MAX_SEEN 256
+static struct { unsigned pid; long long ticks; double t; } seen[MAX_SEEN];
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* "sm=cpu": percent of one CPU the process used since the last reading */
+static unsigned sm_from_cpu(unsigned pid)
+{
+	long long t = cpu_ticks(pid);
+	double now = now_s();
+	int slot = -1;
+	for (int i = 0; i < MAX_SEEN; i++) {
+		if (seen[i].pid == pid) { slot = i; break; }
+		if (slot < 0 && seen[i].pid == 0) slot = i;
+	}
+	if (slot < 0 || t < 0) return 0;
+	unsigned out = 0;
+	if (seen[slot].pid == pid && now > seen[slot].t) {
+		double pct = 100.0 * (t - seen[slot].ticks) / 100.0 / (now - seen[slot].t);   /* USER_HZ = 100 */
+		out = pct < 0 ? 0 : pct > 100 ? 100 : (unsigned)(pct + 0.5);
+	}
+	seen[slot].pid = pid; seen[slot].ticks = t; seen[slot].t = now;
+	return out;
 }
 
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags) { (void)flags; inited = 1; load(); return injected("nvmlInit"); }
@@ -323,7 +391,7 @@ static nvmlReturn_t running(nvmlDevice_t h, unsigned int *count, nvmlProcessInfo
 	nvmlReturn_t e; ENTER(fn);
 	struct dev *d = devof(h, &e); if (!d) return e;
 	struct hit hs[MAX_PROC];
-	int n = hits_for(h->index, graphics, hs, MAX_PROC);
+	int n = hits_for_kind(h->index, graphics > 1 ? 0 : graphics, graphics > 1, hs, MAX_PROC);
 	if (n == 0) { *count = 0; return NVML_SUCCESS; }
 	if (!infos || *count < (unsigned)n) { *count = (unsigned)n; return NVML_ERROR_INSUFFICIENT_SIZE; }
 	for (int i = 0; i < n; i++) {
@@ -357,9 +425,74 @@ nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h, nvmlProcessUtilizat
 	unsigned long long now_us = (unsigned long long)ts.tv_sec * 1000000ULL + ts.tv_nsec / 1000;
 	(void)lastSeen;
 	for (int i = 0; i < n; i++) {
-		s[i].pid = hs[i].pid; s[i].timeStamp = now_us; s[i].smUtil = hs[i].p->sm;
+		s[i].pid = hs[i].pid; s[i].timeStamp = now_us;
+		s[i].smUtil = hs[i].p->sm_cpu ? sm_from_cpu(hs[i].pid) : hs[i].p->sm;
 		s[i].memUtil = hs[i].p->sm / 2; s[i].encUtil = s[i].decUtil = 0;
 	}
 	*count = (unsigned)n;
+	return NVML_SUCCESS;
+}
+
+/* graphics=2 in running(): the MPS client list */
+nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *c, nvmlProcessInfo_t *p) { return running(h, c, p, 2, "nvmlDeviceGetMPSComputeRunningProcesses"); }
+nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v2(nvmlDevice_t h, unsigned int *c, nvmlProcessInfo_t *p) { return running(h, c, p, 2, "nvmlDeviceGetMPSComputeRunningProcesses"); }
+
+nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t h, unsigned int *minor)
+{
+	nvmlReturn_t e; ENTER("nvmlDeviceGetMinorNumber");
+	struct dev *d = devof(h, &e); if (!d) return e;
+	*minor = d->minor;
+	return NVML_SUCCESS;
+}
+
+/* ---- GPM (Hopper and later): the real struct layouts of nvml.h ---- */
+#define NVML_GPM_METRIC_INTEGER_UTIL 4
+#define NVML_GPM_METRIC_ANY_TENSOR_UTIL 5
+#define NVML_GPM_METRIC_MAX 477
+
+typedef struct { unsigned int device; double t; } fake_gpm_sample;
+typedef fake_gpm_sample *nvmlGpmSample_t;
+typedef struct { char *shortName, *longName, *unit; } nvmlGpmMetricInfo_t;
+typedef struct { unsigned int metricId; nvmlReturn_t nvmlReturn; double value; nvmlGpmMetricInfo_t metricInfo; } nvmlGpmMetric_t;
+typedef struct { unsigned int version, numMetrics; nvmlGpmSample_t sample1, sample2; nvmlGpmMetric_t metrics[NVML_GPM_METRIC_MAX]; } nvmlGpmMetricsGet_t;
+typedef struct { unsigned int version, isSupportedDevice; } nvmlGpmSupport_t;
+
+nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t h, nvmlGpmSupport_t *s)
+{
+	nvmlReturn_t e; ENTER("nvmlGpmQueryDeviceSupport");
+	struct dev *d = devof(h, &e); if (!d) return e;
+	s->isSupportedDevice = d->gpm;
+	return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *s)
+{
+	ENTER("nvmlGpmSampleAlloc");
+	*s = calloc(1, sizeof(fake_gpm_sample));
+	return *s ? NVML_SUCCESS : NVML_ERROR_UNKNOWN;
+}
+
+nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t s) { free(s); return NVML_SUCCESS; }
+
+nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t h, nvmlGpmSample_t s)
+{
+	nvmlReturn_t e; ENTER("nvmlGpmSampleGet");
+	struct dev *d = devof(h, &e); if (!d) return e;
+	if (!d->gpm) return NVML_ERROR_NOT_SUPPORTED;
+	s->device = h->index; s->t = now_s();
+	return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *m)
+{
+	ENTER("nvmlGpmMetricsGet");
+	if (!m || !m->sample1 || !m->sample2 || m->numMetrics > NVML_GPM_METRIC_MAX) return NVML_ERROR_INVALID_ARGUMENT;
+	struct dev *d = &devs[m->sample2->device % MAX_DEV];
+	for (unsigned i = 0; i < m->numMetrics; i++) {
+		unsigned id = m->metrics[i].metricId;
+		m->metrics[i].nvmlReturn = NVML_SUCCESS;
+		m->metrics[i].value = id == NVML_GPM_METRIC_INTEGER_UTIL ? d->int_util
+				    : id == NVML_GPM_METRIC_ANY_TENSOR_UTIL ? d->tensor_util : 0.0;
+	}
 	return NVML_SUCCESS;
 }

@@ -174,7 +174,7 @@ def rig():
         ref["p"] = FakeProbes(**kw)
         return ref["p"]
 
-    edges = Edges(probes=probes, actuator=lambda cgroups: actuator, nvml=None, lookup=lambda host: [],
+    edges = Edges(probes=probes, actuator=lambda cgroups, **_: actuator, nvml=None, lookup=lambda host: [],
                   state_server=FakeServer,
                   metrics_server=lambda port, state, addr: (FakeMetrics(port, state, addr), None),
                   clock=clock)

@@ -1,0 +1,98 @@
+"""gpu.signature: sustained integer-heavy, tensor-idle GPM readings on a GPU
+an agent holds; the GPM calls through the fake driver and real pynvml."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from pycontain.core.gpu_policy_extra import SignaturePolicy
+from pycontain.core.gpu_rules import AttributedGpuProcess, GpuRules
+from pycontain.core.policy import GpuPolicy, load_policy_text
+from pycontain.core.samples import GpuDeviceSample, GpuSample
+from tests.fake_nvml.build import env_for
+
+
+def sample(now, int_util, tensor):
+    d = GpuDeviceSample(0, "GPU-a", "H100", 90.0, 1, 2, 300.0, int_util=int_util, tensor_util=tensor)
+    return GpuSample(ts=now, devices=(d,))
+
+
+def proc(filename=b"/tmp/xmr"):
+    return AttributedGpuProcess(agent="a", pid=7, start_ns=1, device=0, used_memory_bytes=1, sm_util=90.0,
+                                filename=filename)
+
+
+def run(rules, readings, procs):
+    out = []
+    for t, (i, tz) in enumerate(readings):
+        out = rules.evaluate(sample(float(t), i, tz), procs, float(t))
+    return out
+
+
+def test_sustained_miner_shape_is_a_breach():
+    rules = GpuRules(GpuPolicy(signature=SignaturePolicy(window_s=5)))
+    b = run(rules, [(90, 0)] * 7, [proc()])
+    assert [(x.rule, x.action_key, x.pid) for x in b] == [("gpu.signature", "gpu_signature", 7)]
+
+
+def test_not_sustained_or_tensor_busy_or_allowed_is_no_breach():
+    sig = SignaturePolicy(window_s=5, allowed_programs=("hashcat",))
+    assert run(GpuRules(GpuPolicy(signature=sig)), [(90, 0)] * 3, [proc()]) == []          # too short
+    assert run(GpuRules(GpuPolicy(signature=sig)), [(90, 0)] * 3 + [(90, 40)] + [(90, 0)] * 3, [proc()]) == []
+    assert run(GpuRules(GpuPolicy(signature=sig)), [(90, 0)] * 7, [proc(b"/usr/bin/hashcat")]) == []
+    assert run(GpuRules(GpuPolicy(signature=sig)), [(None, None)] * 7, [proc()]) == []     # no GPM
+
+
+def test_rule_off_by_default_and_policy_keys():
+    assert run(GpuRules(GpuPolicy()), [(90, 0)] * 70, [proc()]) == []
+    p = load_policy_text("name: x\ngpu:\n  signature: {int_min: 60, tensor_max: 2, window: 2m}\n"
+                         "actions:\n  gpu_signature: {ladder: [freeze, kill], grace: 5s}\n")
+    assert p.gpu.signature == SignaturePolicy(60.0, 2.0, 120.0, ())
+    assert p.action("gpu_signature").ladder[0].value == "freeze"
+
+
+def test_gpm_through_the_fake_driver(tmp_path):
+    scen = tmp_path / "s.txt"
+    scen.write_text("device 0 gpm=1 int_util=85 tensor_util=1\ndevice 1\n")
+    code = ("import json\nfrom pycontain.gpu.nvml import Nvml\nfrom pycontain.gpu.devices import gpm_status\n"
+            "n=Nvml(); n.device(0); d=n.device(0); print(json.dumps([d.int_util, d.tensor_util, n.device(1).int_util,"
+            " gpm_status(n)]))")
+    r = subprocess.run([sys.executable, "-c", code], env=env_for(scen), capture_output=True, text=True, timeout=30)
+    assert json.loads(r.stdout) == [85.0, 1.0, None, "ok: GPM on GPU 0"], r.stderr
+
+
+def test_no_gpm_is_reported(tmp_path):
+    scen = tmp_path / "s.txt"
+    scen.write_text("device 0\n")
+    pol = tmp_path / "p.yaml"
+    pol.write_text("name: x\ngpu:\n  signature: {}\n")
+    r = subprocess.run([sys.executable, "-m", "pycontain.cli", "policy", "check", str(pol)], env=env_for(scen),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "note: gpu.signature: unavailable: no GPU here has GPM" in r.stderr
+
+
+def test_mps_clients_are_listed_and_blindness_reported(tmp_path):
+    scen = tmp_path / "s.txt"
+    scen.write_text("device 0\nprocess device=0 pid=4242 mps=1 mem=7\n")
+    code = ("from pycontain.gpu.nvml import Nvml\nn=Nvml(); print(sorted(n.memory_by_pid(0).items()))")
+    r = subprocess.run([sys.executable, "-c", code], env=env_for(scen), capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == "[(4242, 7)]", r.stderr
+
+
+def test_mps_server_without_client_list_is_reported(tmp_path):
+    import shutil
+    server = tmp_path / "nvidia-cuda-mps-server"
+    shutil.copy("/bin/sleep", server)
+    helper = subprocess.Popen([str(server), "30"])
+    try:
+        scen = tmp_path / "s.txt"
+        scen.write_text("device 0\nprocess device=0 comm=nvidia-cuda-mps mem=9\n"
+                        "error nvmlDeviceGetMPSComputeRunningProcesses NOT_SUPPORTED\n")
+        code = ("from pycontain.gpu.nvml import Nvml\nn=Nvml(); n.memory_by_pid(0); n._update_status(); print(n.status)")
+        r = subprocess.run([sys.executable, "-c", code], env=env_for(scen), capture_output=True, text=True, timeout=30)
+        assert "MPS on GPU 0: NVML lists no MPS client pids" in r.stdout, r.stdout + r.stderr
+    finally:
+        helper.kill()
+        helper.wait()

@@ -27,14 +27,13 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -110,9 +109,9 @@ def load_probes(pages: int = 4096):
 def start_controller(audit_path: str):
     """The real `pycontain run` controller with the default policy: decode,
     engine, audit log (to a file) and state, everything an agent's events cost."""
-    from pycontain.observe.audit import AuditLog
     from pycontain.app.controller import Controller
     from pycontain.core.policy import builtin_policy
+    from pycontain.observe.audit import AuditLog
     from pycontain.observe.state import NodeState
     ctl = Controller(builtin_policy("default"), audit=AuditLog(audit_path), state=NodeState(),
                      allow_no_gpu=True)

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench  # noqa: E402
+
 from pycontain.actuate.cgroups import AgentCgroup  # noqa: E402
 from pycontain.core.kernel_rules import KernelTables  # noqa: E402
 from pycontain.kernel.loader import Probes  # noqa: E402

@@ -68,6 +68,7 @@ def enforcement(nv: Nvml) -> int:
     """Device denial, attribution and kill latency through `pycontain run`."""
     import subprocess
     import tempfile
+
     from pycontain.gpu.devices import node_gpus
     gpus = node_gpus(nv)
     print("GPUs:", [(g.index, g.uuid, g.minor) for g in gpus])

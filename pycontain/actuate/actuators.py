@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from ..core.decisions import Action, Decision
 from ..core.errors import PycontainError
-from .throttle import DutyCycleThrottler
 from .gpu_safe import CudaLock, GpuMemory, KillRetry
+from .throttle import DutyCycleThrottler
 
 MIN_THROTTLE_CORES = 0.05
 

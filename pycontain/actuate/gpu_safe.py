@@ -17,7 +17,7 @@ import logging
 import shutil
 import subprocess
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("pycontain.actuate")
 

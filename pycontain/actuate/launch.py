@@ -22,8 +22,8 @@ import shutil
 import signal
 import subprocess
 
-from .cgroups import AgentCgroup
 from ..core.errors import CommandNotFound, EnvironmentProblem, UsageError
+from .cgroups import AgentCgroup
 
 
 def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,

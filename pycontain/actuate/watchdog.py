@@ -32,8 +32,8 @@ import signal
 import subprocess
 import sys
 
-from .cgroups import AgentCgroup
 from ..core.errors import EnvironmentProblem, UsageError
+from .cgroups import AgentCgroup
 
 MODES = ("kill", "freeze")
 START_TIMEOUT_S = 15.0
@@ -47,7 +47,7 @@ class Watchdog:
         self.armed = True
 
     @classmethod
-    def start(cls, cgroups: list[AgentCgroup], mode: str = "kill") -> "Watchdog":
+    def start(cls, cgroups: list[AgentCgroup], mode: str = "kill") -> Watchdog:
         if mode not in MODES:
             raise UsageError(f"watchdog mode {mode!r}: use one of {', '.join(MODES)}")
         r, w = os.pipe()                        # both ends O_CLOEXEC

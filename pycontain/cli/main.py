@@ -124,6 +124,7 @@ def _gpu_rule_notes(p) -> None:
 def policy_show(file, builtin, as_json):
     """Print the effective policy (defaults merged) as YAML."""
     import yaml
+
     from ..core.policy import builtin_policy, load_policy, policy_to_dict
     if file and builtin:
         raise UsageError("give FILE or --builtin, not both")
@@ -222,7 +223,8 @@ def status(socket_path, as_json):
 def replay(audit_log, policy_path, as_json):
     """Evaluate a policy offline against a recorded audit log."""
     from ..core.policy import builtin_policy, load_policy
-    from .replay import format_replay, replay as do_replay
+    from .replay import format_replay
+    from .replay import replay as do_replay
     p = load_policy(policy_path) if policy_path else builtin_policy("default")
     click.echo(format_replay(do_replay(audit_log, p), json=as_json))
 

@@ -10,13 +10,13 @@ be tested against real traffic before it is deployed. Records of other kinds
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from ..core.engine import Engine
+from ..core.errors import PycontainError
 from ..core.event_types import spec_of_kind
 from ..core.kernel_rules import compile_policy, exec_verdict, net_verdict
-from ..core.errors import PycontainError
 from ..core.text import safe_text
 
 

@@ -15,19 +15,19 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import ClassVar, Mapping
+from typing import ClassVar
 
-from .text import safe_text
 from .decisions import Action, Breach, Decision, GpuDetail, GpuThrottle
 from .escalation import Escalator
-from .events import (Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent,
-                     Verdict)
+from .events import Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent, Verdict
 from .kernel_rules import compile_policy
 from .matchers import GlobList
 from .policy_args import program_args, program_identity
 from .processes import ProcessTable
 from .samples import CgroupSample
+from .text import safe_text
 
 CPU_BREACH_RATIO = 0.95
 PIDS_BREACH_RATIO = 0.95

@@ -22,10 +22,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import (
-    ARGS_LEN, FILENAME_LEN, MAP_STRUCTS, PAYLOAD_LEN, CExec, CExit, CFork, CHeader, CNet,
-    CSocket, CStratum, CTcpState, DecodeError, Event, EventType, ExecEvent, ExitEvent, Flag,
-    ForkEvent, NetEvent, SocketEvent, StratumEvent, TcpStateEvent, addr_text, from_record,
-    header_at, net_fields,
+    ARGS_LEN,
+    FILENAME_LEN,
+    MAP_STRUCTS,
+    PAYLOAD_LEN,
+    CExec,
+    CExit,
+    CFork,
+    CHeader,
+    CNet,
+    CSocket,
+    CStratum,
+    CTcpState,
+    DecodeError,
+    Event,
+    EventType,
+    ExecEvent,
+    ExitEvent,
+    Flag,
+    ForkEvent,
+    NetEvent,
+    SocketEvent,
+    StratumEvent,
+    TcpStateEvent,
+    addr_text,
+    from_record,
+    header_at,
+    net_fields,
 )
 from .text import safe_text
 

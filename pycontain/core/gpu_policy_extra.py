@@ -3,9 +3,9 @@ policy.py's GPU_KEYS table, and their effective form for `policy show`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 

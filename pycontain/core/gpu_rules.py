@@ -18,9 +18,9 @@ import os
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
-from .text import safe_text
 from .decisions import Breach, GpuDetail, GpuThrottle
 from .samples import GpuSample
+from .text import safe_text
 
 
 @dataclass(frozen=True)

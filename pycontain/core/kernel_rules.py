@@ -8,8 +8,8 @@ can name the rule a kernel verdict came from.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Event, Mode, PatternWhere
 from .policy import INTERNAL_RANGES, METADATA_RANGES

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def _combined(globs: Sequence[str]) -> re.Pattern[str] | None:

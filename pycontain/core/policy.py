@@ -13,17 +13,17 @@ import ipaddress
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import yaml
 
 from . import builtins
-from .errors import PolicyError
 from .decisions import Action
-from .policy_yaml import Node, compose
+from .errors import PolicyError
 from .gpu_devices import GpuSpec
 from .gpu_policy_extra import SignaturePolicy, gpu_extras_dict, read_devices, read_signature
+from .policy_yaml import Node, compose
 from .resolve import NAMESERVERS
 
 AGENT_NAME = r"[a-z0-9][a-z0-9_.-]{0,31}"

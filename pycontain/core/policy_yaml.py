@@ -8,10 +8,9 @@ key path, so every error says exactly where it is:
 from __future__ import annotations
 
 import builtins
-from typing import Any
-
 import difflib
 import re
+from typing import Any
 
 import yaml
 
@@ -33,7 +32,7 @@ class Node:
 
     # ---- shapes ----------------------------------------------------------------
 
-    def mapping(self, known: tuple[str, ...]) -> dict[str, "Node"]:
+    def mapping(self, known: tuple[str, ...]) -> dict[str, Node]:
         if not isinstance(self.node, yaml.MappingNode):
             raise self.error(f"expected a mapping, got {self._kind()}")
         out: dict[str, Node] = {}
@@ -51,7 +50,7 @@ class Node:
             out[key] = child
         return out
 
-    def seq(self) -> list["Node"]:
+    def seq(self) -> list[Node]:
         if isinstance(self.node, yaml.ScalarNode) and self.node.tag == "tag:yaml.org,2002:null":
             return []
         if not isinstance(self.node, yaml.SequenceNode):

@@ -9,10 +9,10 @@ as ``\\xNN``.
 
 from __future__ import annotations
 
-from .text import safe_text
 from .decisions import Decision
 from .event_types import spec_of
 from .events import Event, Flag, Verdict
+from .text import safe_text
 
 
 def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None = None) -> dict:

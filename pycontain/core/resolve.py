@@ -12,7 +12,8 @@ stands for the node's DNS resolvers: the ``nameserver`` lines of
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:   # policy.py imports this module (NAMESERVERS)
     from .policy import Policy

@@ -36,7 +36,7 @@ import subprocess
 import threading
 import time
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..core.errors import EnvironmentProblem
 
@@ -99,7 +99,7 @@ class Listener:
         while not self._closed.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -116,7 +116,7 @@ class Listener:
         while not self._closed.is_set():
             try:
                 data = conn.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -128,7 +128,7 @@ class Listener:
         while not self._closed.is_set():
             try:
                 data, _ = self._sock.recvfrom(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -228,7 +228,7 @@ class TestHost:
 
     # ---- life cycle -------------------------------------------------------
 
-    def __enter__(self) -> "TestHost":
+    def __enter__(self) -> TestHost:
         self.start()
         return self
 

@@ -16,8 +16,19 @@ import logging
 import os
 
 from ..core.errors import EnvironmentProblem, GpuUnavailable, UsageError
-from ..core.gpu_devices import (ALL, GpuGrant, GpuInfo, GpuSpec, GpuSpecError, ORCHESTRATOR, denied_minors,
-                                parse_environ, parse_gpu_spec, resolve, spec_from_environ)
+from ..core.gpu_devices import (
+    ALL,
+    ORCHESTRATOR,
+    GpuGrant,
+    GpuInfo,
+    GpuSpec,
+    GpuSpecError,
+    denied_minors,
+    parse_environ,
+    parse_gpu_spec,
+    resolve,
+    spec_from_environ,
+)
 
 log = logging.getLogger("pycontain.gpu")
 
@@ -64,7 +75,7 @@ class GpuDevices:
         self.program = None
 
     @classmethod
-    def from_policy(cls, policy, allow_no_gpu: bool = False, nvml=None) -> "GpuDevices":
+    def from_policy(cls, policy, allow_no_gpu: bool = False, nvml=None) -> GpuDevices:
         from .nvml import Nvml
         own = nvml is None
         nvml = nvml or Nvml()

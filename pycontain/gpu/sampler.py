@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..core.samples import GpuSample
 from ..core.errors import GpuUnavailable
+from ..core.samples import GpuSample
 from .nvml import DeviceGone, Nvml
 
 

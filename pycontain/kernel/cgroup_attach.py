@@ -135,7 +135,7 @@ def _status(bpf) -> dict[str, str]:
     if st is None:
         st = {}
         try:
-            setattr(bpf, "_pc_cgroup_status", st)
+            bpf._pc_cgroup_status = st
         except AttributeError:   # pragma: no cover - BCC objects take attributes
             pass
     return st

@@ -13,15 +13,24 @@ import ctypes
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..core.errors import EnvironmentProblem
 from ..core.event_types import decode
 from ..core.events import MAX_LEVELS, MAX_PATTERNS, NAME_LEN, PATTERN_LEN, ConfigFlag, DecodeError, Event, Mode
 from ..core.kernel_rules import KernelTables
-from ..core.errors import EnvironmentProblem
 from . import cgroup_attach, net_maps
-from .exec_dfa import CTL_ARGS_COUNT, CTL_ARGS_ROOT, CTL_BANK, CTL_BASENAME_COUNT, DFA_CLASSES, DFA_STATES, compile_patterns
+from .exec_dfa import (
+    CTL_ARGS_COUNT,
+    CTL_ARGS_ROOT,
+    CTL_BANK,
+    CTL_BASENAME_COUNT,
+    DFA_CLASSES,
+    DFA_STATES,
+    compile_patterns,
+)
 from .features import FeatureReport, detect_features
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,9 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from ..core.kernel_rules import KernelTables
 

@@ -19,8 +19,8 @@ import re
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import Callable
 
 from ..core.errors import EnvironmentProblem, PycontainError
 from .state import NodeState

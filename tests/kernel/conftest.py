@@ -144,7 +144,7 @@ class NetAgent(Collector):
         kw.setdefault("text", True)
         return subprocess.Popen(argv, **kw)
 
-    def python(self, code: str, *args: str, inside: bool = True, timeout: float = 15) -> "Result":
+    def python(self, code: str, *args: str, inside: bool = True, timeout: float = 15) -> Result:
         """Run CLIENT + code with args to completion."""
         p = self.popen([PY, "-c", CLIENT + code, *args], inside=inside)
         try:

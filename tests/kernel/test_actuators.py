@@ -12,8 +12,8 @@ import pytest
 
 from pycontain.actuate.actuators import Actuator, clock_tick_ns, proc_start_ns
 from pycontain.actuate.cgroups import AgentCgroup
-from pycontain.core.decisions import Action, Decision, GpuDetail, GpuThrottle
 from pycontain.actuate.launch import launch
+from pycontain.core.decisions import Action, Decision, GpuDetail, GpuThrottle
 
 PY = sys.executable
 COUNTER = r"""

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
-
 from exec_harness import agent, collector, exec_probes, execs_of  # noqa: F401  (fixtures)
 
-from pycontain.core.events import ExecEvent, ExitEvent, Flag, ForkEvent, Verdict
 from pycontain.actuate.launch import launch
+from pycontain.core.events import ExecEvent, ExitEvent, Flag, ForkEvent, Verdict
 
 
 def _proc_start_ticks(pid: int) -> int:
@@ -84,6 +83,7 @@ def test_untracked_processes_produce_no_events(exec_probes, collector):
 
 def test_trace_all_flag_survives_set_tables(exec_probes, collector):
     from exec_harness import deny_tables
+
     from pycontain.core.events import ConfigFlag
 
     exec_probes.trace_all = True

@@ -11,12 +11,17 @@ import subprocess
 
 import pytest
 from exec_harness import (  # noqa: F401  (fixtures)
-    agent, collector, deny_tables, exec_probes, execs_of, sentinel_script,
+    agent,
+    collector,
+    deny_tables,
+    exec_probes,
+    execs_of,
+    sentinel_script,
 )
 
 from pycontain.actuate.cgroups import AgentCgroup
-from pycontain.core.events import Flag, Mode, Verdict
 from pycontain.actuate.launch import launch
+from pycontain.core.events import Flag, Mode, Verdict
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
-from tests.conftest import IN_CI, REPO, skip_or_fail
+from tests.conftest import REPO, skip_or_fail
 
 
 def test_install_twice_changes_nothing(privileged):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pycontain.actuate.cgroups import AgentCgroup, detect_layout
-from pycontain.core.errors import CommandNotFound
 from pycontain.actuate.launch import launch
+from pycontain.core.errors import CommandNotFound
 
 
 @pytest.fixture

@@ -100,6 +100,7 @@ def test_environment_problem_names_what_is_missing(privileged, tmp_path, monkeyp
 
 def test_closed_probes_stop_enforcing(privileged, tmp_path, monkeypatch):
     from exec_harness import deny_tables, sentinel_script
+
     from pycontain.kernel.loader import Probes
 
     monkeypatch.setenv("PYCONTAIN_EBPF_DIR", str(exec_only_ebpf_dir(tmp_path)))

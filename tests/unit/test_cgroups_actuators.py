@@ -6,15 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from test_cgroups_fakefs import v2host  # noqa: F401  (fixture)
 
 from pycontain.actuate.actuators import Actuator, clock_tick_ns, proc_start_ns, same_start
 from pycontain.actuate.cgroups import AgentCgroup
-from pycontain.core.decisions import Action, Decision, GpuDetail, GpuThrottle
-from pycontain.core.errors import CommandNotFound, UsageError
 from pycontain.actuate.launch import launch, resolve_command
 from pycontain.actuate.throttle import DutyCycleThrottler
+from pycontain.core.decisions import Action, Decision, GpuDetail, GpuThrottle
+from pycontain.core.errors import CommandNotFound, UsageError
 
 
 @pytest.fixture

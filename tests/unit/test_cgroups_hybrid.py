@@ -7,7 +7,6 @@ import logging
 import os
 
 import pytest
-
 from test_cgroups_fakefs import hybrid  # noqa: F401  (fixture)
 
 from pycontain.actuate.cgroups import AgentCgroup, detect_layout

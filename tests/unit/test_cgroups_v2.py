@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from test_cgroups_fakefs import FakeHost, v2host  # noqa: F401  (fixture)
 
 from pycontain.actuate.cgroups import AgentCgroup

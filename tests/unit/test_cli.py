@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pycontain.core.errors import CommandNotFound, UsageError
 from pycontain.app.runner import check_name, exit_status, resolve_cmd
+from pycontain.core.errors import CommandNotFound, UsageError
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
 

@@ -8,8 +8,18 @@ import pytest
 
 from pycontain.core.decisions import Action, Breach, GpuDetail
 from pycontain.core.engine import Engine
-from pycontain.core.events import (EventType, ExecEvent, ExitEvent, Flag, ForkEvent, Header, NetEvent, SocketEvent,
-                                   StratumEvent, Verdict)
+from pycontain.core.events import (
+    EventType,
+    ExecEvent,
+    ExitEvent,
+    Flag,
+    ForkEvent,
+    Header,
+    NetEvent,
+    SocketEvent,
+    StratumEvent,
+    Verdict,
+)
 from pycontain.core.kernel_rules import compile_policy, exec_verdict, net_verdict
 from pycontain.core.policy import builtin_policy, load_policy_text
 from pycontain.core.samples import CgroupSample

@@ -9,14 +9,13 @@ the kernel let through, the engine's user-space rules.
 from __future__ import annotations
 
 import pytest
+from test_engine import AGENT_ID, header
 
 from pycontain.core.decisions import Action
 from pycontain.core.engine import Engine
 from pycontain.core.events import EventType, ExecEvent, Verdict
 from pycontain.core.kernel_rules import compile_policy, exec_verdict
 from pycontain.core.policy import builtin_policy
-
-from test_engine import AGENT_ID, header
 
 
 @pytest.fixture(scope="module", params=["default", "strict"])

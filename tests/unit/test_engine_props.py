@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_engine import AGENT_ID, header
 
 from pycontain.core.decisions import Action, Breach
 from pycontain.core.engine import Engine
 from pycontain.core.events import EventType, ExecEvent, ExitEvent, ForkEvent, NetEvent, StratumEvent, Verdict
 from pycontain.core.policy import builtin_policy, load_policy_text
-
-from test_engine import AGENT_ID, header
 
 LADDER_POLICY = load_policy_text("actions:\n  gpu_util: {ladder: [alert, throttle, freeze, kill], grace: 5s}\n")
 ORDER = [Action.ALERT, Action.THROTTLE, Action.FREEZE, Action.KILL]

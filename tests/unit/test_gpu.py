@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
+from pycontain.core.errors import GpuUnavailable
 from pycontain.core.gpu_rules import AttributedGpuProcess, GpuRules, program_allowed
 from pycontain.core.samples import GpuProcessSample, GpuSample
-from pycontain.core.errors import GpuUnavailable
 from pycontain.gpu.attribution import agent_of, attribute
 from pycontain.gpu.sampler import check_gpu_requirement
 from tests.fake_nvml.build import env_for

@@ -8,8 +8,16 @@ import os
 import pytest
 
 from pycontain.core.errors import GpuUnavailable, PolicyError, UsageError
-from pycontain.core.gpu_devices import (GpuInfo, GpuSpec, GpuSpecError, denied_minors, parse_environ,
-                                        parse_gpu_spec, resolve, spec_from_environ)
+from pycontain.core.gpu_devices import (
+    GpuInfo,
+    GpuSpec,
+    GpuSpecError,
+    denied_minors,
+    parse_environ,
+    parse_gpu_spec,
+    resolve,
+    spec_from_environ,
+)
 from pycontain.core.policy import load_policy_text, policy_to_dict
 
 GPUS = [GpuInfo(0, "GPU-aaa", 1), GpuInfo(1, "GPU-bbb", 0), GpuInfo(2, "GPU-ccc", 2)]

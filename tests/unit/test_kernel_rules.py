@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from pycontain.core.events import ConfigFlag, MAX_PATTERNS, Mode, PATTERN_LEN, PatternWhere
+from pycontain.core.events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Mode, PatternWhere
 from pycontain.core.kernel_rules import compile_policy, compile_report, exec_verdict, kernel_verdict, net_verdict
 from pycontain.core.policy import builtin_policy, load_policy_text
 

@@ -3,7 +3,8 @@
 import fnmatch
 import os
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pycontain.core.matchers import GlobList
 

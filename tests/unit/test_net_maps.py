@@ -13,8 +13,16 @@ from hypothesis import strategies as st
 
 from pycontain.core.kernel_rules import KernelTables
 from pycontain.kernel import net_maps
-from pycontain.kernel.net_maps import (DEFAULT_DENY_RULE_ID, RULE_SLOTS, lpm_entry, net_trie_contents, port_rows,
-                                       rule_slot_ids, split_mapped, trie_entries)
+from pycontain.kernel.net_maps import (
+    DEFAULT_DENY_RULE_ID,
+    RULE_SLOTS,
+    lpm_entry,
+    net_trie_contents,
+    port_rows,
+    rule_slot_ids,
+    split_mapped,
+    trie_entries,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 N = ipaddress.ip_network

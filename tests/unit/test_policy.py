@@ -7,11 +7,12 @@ import sys
 
 import pytest
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pycontain.core.decisions import Action
-from pycontain.core.policy import (GpuPolicy, builtin_policy, load_policy, load_policy_text, policy_to_dict)
 from pycontain.core.errors import PolicyError
+from pycontain.core.policy import GpuPolicy, builtin_policy, load_policy, load_policy_text, policy_to_dict
 
 FULL = """\
 name: my-agents

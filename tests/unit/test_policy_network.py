@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from pycontain.core import builtins
+from pycontain.core.errors import PolicyError
 from pycontain.core.kernel_rules import compile_policy, net_verdict
 from pycontain.core.policy import builtin_policy, load_policy_text, policy_to_dict
 from pycontain.core.resolve import NAMESERVERS, Resolver, hosts_in_policy, parse_resolv_conf
-from pycontain.core.errors import PolicyError
 
 
 def test_nameservers_rule_is_resolved_from_resolv_conf_and_reaches_the_allow_trie():

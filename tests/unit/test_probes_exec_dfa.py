@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pycontain.core.events import PatternWhere
 from pycontain.kernel.exec_dfa import DFA_STATES, compile_patterns, first_match
-
-import pytest
 
 ALPHA = b"abcAB+:/\0x"
 

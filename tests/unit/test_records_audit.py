@@ -1,11 +1,11 @@
 import ctypes
 import json
 
-from pycontain.observe.audit import AuditLog
 from pycontain.core.decisions import Action, Decision
 from pycontain.core.event_types import decode
 from pycontain.core.events import CExec, CNet, EventType, Flag, Verdict
 from pycontain.core.records import decision_records, event_record
+from pycontain.observe.audit import AuditLog
 
 
 def _exec_bytes(argv: list[bytes], filename=b"/usr/bin/xmrig", verdict=Verdict.DENY, rule=3):

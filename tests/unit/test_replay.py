@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pycontain.core.policy import builtin_policy, load_policy_text
 from pycontain.cli.replay import ReplayError, format_replay, replay
+from pycontain.core.policy import builtin_policy, load_policy_text
 
 LOG = [
     {"ts": 1.0, "agent": "a", "kind": "agent-start", "pid": None, "cgroup": "/x"},

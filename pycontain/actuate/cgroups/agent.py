@@ -15,8 +15,8 @@ import secrets
 import signal
 import time
 
-from ...core.samples import CgroupSample
 from ...core.errors import EnvironmentProblem, UsageError
+from ...core.samples import CgroupSample
 from . import fs
 from .layout import CgroupLayout, detect_layout
 
@@ -60,7 +60,7 @@ class AgentCgroup:
     # ---- construction ------------------------------------------------------------
 
     @classmethod
-    def create(cls, name: str, *, parent: str | None = None, layout: CgroupLayout | None = None) -> "AgentCgroup":
+    def create(cls, name: str, *, parent: str | None = None, layout: CgroupLayout | None = None) -> AgentCgroup:
         layout = layout or detect_layout()
         dirname = f"pycontain-{name}-{secrets.token_hex(3)}"
         base = os.path.normpath(parent) if parent else layout.own_v2()
@@ -97,7 +97,7 @@ class AgentCgroup:
                    proc_root=layout.proc_root, missing=missing)
 
     @classmethod
-    def adopt(cls, v2_path: str, name: str, layout: CgroupLayout | None = None) -> "AgentCgroup":
+    def adopt(cls, v2_path: str, name: str, layout: CgroupLayout | None = None) -> AgentCgroup:
         layout = layout or detect_layout()
         v2_path = os.path.normpath(v2_path)
         _check_under(v2_path, layout.unified)
@@ -116,7 +116,7 @@ class AgentCgroup:
                 "kind": self.kind, "owned": self.owned, "proc_root": self.proc_root}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AgentCgroup":
+    def from_dict(cls, d: dict) -> AgentCgroup:
         return cls(d["name"], d["v2_path"], d.get("v1_paths") or {}, kind=d.get("kind", "v2"),
                    owned=d.get("owned", True), proc_root=d.get("proc_root", "/proc"))
 

@@ -12,7 +12,9 @@ import enum
 from dataclasses import dataclass, field
 
 
-class Action(str, enum.Enum):
+# Not enum.StrEnum (ruff UP042): StrEnum's str() and format() give the value
+# ("alert"), this class's give the name ("Action.ALERT"), which messages show.
+class Action(str, enum.Enum):  # noqa: UP042
     ALERT = "alert"            # record only
     DENY = "deny"              # already enforced in the kernel (EPERM / drop / SIGKILL at exec)
     KILL_PROCESS = "kill-process"  # SIGKILL one process (pid + start time checked)

@@ -15,15 +15,16 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 from .decisions import Action, Breach, Decision, GpuDetail, GpuThrottle
 from .escalation import Escalator
 from .events import Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent, Verdict
 from .kernel_rules import compile_policy
 from .matchers import GlobList
+from .policy import NetRule, Policy
 from .policy_args import program_args, program_identity
 from .processes import ProcessTable
 from .samples import CgroupSample
@@ -34,9 +35,17 @@ PIDS_BREACH_RATIO = 0.95
 KERNEL_DONE = (Action.DENY, Action.KILL_PROCESS)   # exec/connect: the kernel already did these
 NET_CACHE_MAX = 4096   # destinations whose verdict is remembered until the policy or DNS changes
 
+_Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+_Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+# (index in the policy's list, the rule, its networks: CIDRs and resolved host addresses)
+_NetEntry: TypeAlias = tuple[int, NetRule, list[_Network]]
+# an event handler, as found in Engine._HANDLERS: it takes the event dataclass
+# it is registered for (the table pairs them), so the event argument is Any here
+_Handler: TypeAlias = Callable[["Engine", Any, str, float], list[Decision]]
+
 
 class Engine:
-    def __init__(self, policy, resolved: Mapping[str, list[str]] | None = None,
+    def __init__(self, policy: Policy, resolved: Mapping[str, list[str]] | None = None,
                  rules: Mapping[int, str] | None = None):
         self.processes = ProcessTable()
         self.escalator = Escalator()
@@ -48,7 +57,7 @@ class Engine:
 
     # ---- configuration ----------------------------------------------------------
 
-    def replace_policy(self, policy, rules: Mapping[int, str] | None = None) -> None:
+    def replace_policy(self, policy: Policy, rules: Mapping[int, str] | None = None) -> None:
         """``rules``: the kernel rule ids of compile_policy(policy, resolved),
         when the caller compiled the tables already (compiled here if not)."""
         self.policy = policy
@@ -75,9 +84,9 @@ class Engine:
         self.resolved = dict(resolved)
         self.replace_policy(self.policy, rules)
 
-    def _net_rules(self, policy):
-        def nets(r):
-            out = [ipaddress.ip_network(c, strict=False) for c in r.cidrs]
+    def _net_rules(self, policy: Policy) -> dict[str, list[_NetEntry]]:
+        def nets(r: NetRule) -> list[_Network]:
+            out: list[_Network] = [ipaddress.ip_network(c, strict=False) for c in r.cidrs]
             for h in r.hosts:
                 out += [ipaddress.ip_network(a) for a in self.resolved.get(h, [])]
             return out
@@ -180,7 +189,7 @@ class Engine:
         return self._escalate(agent, rule, "exec", now, f"exec {fname}: {why}", pid=h.pid, start_ns=info.start_ns,
                               user_space=True)
 
-    def _user_exec_rule(self, filename: bytes, argv) -> tuple[str, str] | None:
+    def _user_exec_rule(self, filename: bytes, argv: Sequence[bytes]) -> tuple[str, str] | None:
         path = filename.decode(errors="replace")
         base = os.path.basename(path)
         args = [a.decode(errors="replace") for a in argv]
@@ -225,7 +234,7 @@ class Engine:
         return True
 
     @staticmethod
-    def _covers(r, nets, addr, port, proto) -> bool:
+    def _covers(r: NetRule, nets: Sequence[_Network], addr: _Address, port: int, proto: str) -> bool:
         if r.protocol != "any" and r.protocol != proto:
             return False
         if r.ports and not any(lo <= port <= hi for lo, hi in r.ports):
@@ -234,13 +243,13 @@ class Engine:
             return False
         return True
 
-    def _net_deny(self, addr, port, proto):
+    def _net_deny(self, addr: _Address, port: int, proto: str) -> int | None:
         for i, r, nets in self._nets["deny"]:
             if self._covers(r, nets, addr, port, proto):
                 return i
         return None
 
-    def _net_allow(self, addr, port, proto) -> bool:
+    def _net_allow(self, addr: _Address, port: int, proto: str) -> bool:
         return any(self._covers(r, nets, addr, port, proto) for _i, r, nets in self._nets["allow"])
 
     def user_net_rule(self, daddr: str, dport: int, proto: str) -> tuple[str, str] | None:
@@ -260,7 +269,7 @@ class Engine:
             return "network.default", "port or protocol not allowed for this address"
         return None
 
-    def user_exec_rule(self, filename: bytes, argv) -> tuple[str, str] | None:
+    def user_exec_rule(self, filename: bytes, argv: Sequence[bytes]) -> tuple[str, str] | None:
         """The exec rule user space enforces on an exec the kernel allowed, or None."""
         return self._user_exec_rule(filename, argv)
 
@@ -273,7 +282,8 @@ class Engine:
         if h.verdict != Verdict.ALLOW:
             if info.unapproved_connect_ns is None:
                 info.unapproved_connect_ns = h.ts_ns
-            return self._kernel_violation(ev, agent, now, "network", f"{ev.kind} to {dest} denied in the kernel (EPERM)")
+            return self._kernel_violation(ev, agent, now, "network",
+                                          f"{ev.kind} to {dest} denied in the kernel (EPERM)")
         approved, hit = self._net_verdict(ev.daddr, ev.dport, proto)
         if not approved and info.unapproved_connect_ns is None:
             info.unapproved_connect_ns = h.ts_ns
@@ -309,8 +319,10 @@ class Engine:
         return out
 
     # engine logic per event dataclass (which type is which: core.event_types)
-    _HANDLERS: ClassVar[dict] = {ForkEvent: _on_fork, ExitEvent: _on_exit, ExecEvent: _on_exec, StratumEvent: _on_stratum,
-                 NetEvent: _on_net, SocketEvent: _on_socket}
+    _HANDLERS: ClassVar[dict[type[Event], _Handler]] = {
+        ForkEvent: _on_fork, ExitEvent: _on_exit, ExecEvent: _on_exec, StratumEvent: _on_stratum,
+        NetEvent: _on_net, SocketEvent: _on_socket,
+    }
 
     # ---- samples and breaches ---------------------------------------------------
 
@@ -326,7 +338,8 @@ class Engine:
             else:
                 self._cpu_hot[agent] = 0
             if self._cpu_hot[agent] >= 2:
-                breaches.append(Breach(agent, "budget.cpu", "cpu", f"CPU use {rate:.2f} cores at the budget of {b.cpu:g}"))
+                breaches.append(Breach(agent, "budget.cpu", "cpu",
+                                       f"CPU use {rate:.2f} cores at the budget of {b.cpu:g}"))
         if b.memory_high_bytes and s.memory_bytes > b.memory_high_bytes:
             breaches.append(Breach(agent, "budget.memory", "memory",
                                    f"memory {s.memory_bytes} bytes above memory_high {b.memory_high_bytes}"))

@@ -27,9 +27,15 @@ Each breach key (agent, rule[, pid]) climbs the rule's ladder, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from .decisions import Action, Decision, GpuDetail
+
+# a breach's identity; it starts with the agent's name: (agent, rule), or
+# (agent, rule, pid, start_ns) for a ladder kept per process (core.engine)
+BreachKey: TypeAlias = tuple[str, str] | tuple[str, str, int, int | None]
 
 UNDOABLE = (Action.THROTTLE, Action.FREEZE)
 
@@ -64,18 +70,18 @@ class Escalator:
     def __init__(self, clear_after_s: float = 3.0):
         # a sustained breach not reported again within this time has cleared
         self.clear_after_s = clear_after_s
-        self._s: dict[tuple, _State] = {}
+        self._s: dict[BreachKey, _State] = {}
 
-    def active(self) -> dict[tuple, _State]:
+    def active(self) -> dict[BreachKey, _State]:
         return dict(self._s)
 
-    def level(self, key: tuple) -> Action | None:
+    def level(self, key: BreachKey) -> Action | None:
         """The step a breach is at now, or None when it is not active."""
         st = self._s.get(key)
         return st.last_action if st else None
 
-    def breach(self, key: tuple, agent: str, rule: str, ladder, grace_s: float, now: float, reason: str,
-               *, pid: int | None = None, start_ns: int | None = None, monitor: bool = False,
+    def breach(self, key: BreachKey, agent: str, rule: str, ladder: Iterable[Action], grace_s: float, now: float,
+               reason: str, *, pid: int | None = None, start_ns: int | None = None, monitor: bool = False,
                gpu: GpuDetail | None = None, sustained: bool = True) -> list[Decision]:
         """Report that `key` is breached now; returns the step taken, if any."""
         ladder = tuple(ladder)
@@ -124,7 +130,7 @@ class Escalator:
                 out += self._step_up(st, now)
         return out
 
-    def clear(self, key: tuple, monitor: bool = False) -> list[Decision]:
+    def clear(self, key: BreachKey, monitor: bool = False) -> list[Decision]:
         """The breach is over: reset its ladder; undo a throttle or freeze."""
         st = self._s.pop(key, None)
         if st is None:

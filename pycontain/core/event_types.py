@@ -15,11 +15,12 @@ dataclass in :mod:`pycontain.core.events`).
 
 from __future__ import annotations
 
+import builtins
 import ctypes as C
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from .events import (
     ARGS_LEN,
@@ -59,19 +60,30 @@ _TCP_STATES = {
     1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
     6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
 }
-_FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_PACKET: "packet", socket.AF_UNIX: "unix"}
+_FAMILIES: dict[int, str] = {
+    socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_PACKET: "packet", socket.AF_UNIX: "unix",
+}
 _SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 5: "seqpacket"}
 
 
+# An audit record: flat JSON-ready data (core.records), keyed by field name.
+Record: TypeAlias = dict[str, Any]
+
+_E = TypeVar("_E", bound=Event)
+
+
 @dataclass(frozen=True)
-class EventSpec:
+class EventSpec(Generic[_E]):
+    """One event type; ``_E`` is the dataclass its decoder returns and its record function takes."""
+
+    # the field `type` shadows the builtin in this class body: builtins.type below
     type: EventType
     cname: str                                  # struct name in ebpf/pycontain.h
-    cstruct: type[C.Structure]                  # its ctypes mirror
-    cls: type[Event]                            # the dataclass decode returns
-    decode: Callable[[bytes], Event]            # raises DecodeError
-    record: Callable[[Any, dict], None]         # adds the type's fields to a record
-    describe: Callable[[dict, str], str] | None = None   # (record, "pid N") -> line; None: "<kind> pid N"
+    cstruct: builtins.type[C.Structure]         # its ctypes mirror
+    cls: builtins.type[_E]                      # the dataclass decode returns
+    decode: Callable[[bytes], _E]               # raises DecodeError
+    record: Callable[[_E, Record], None]        # adds the type's fields to a record
+    describe: Callable[[Record, str], str] | None = None   # (record, "pid N") -> line; None: "<kind> pid N"
     replay_section: str | None = None           # policy section replay judges it by; None: not replayed
 
     @property
@@ -92,7 +104,7 @@ def _decode_exec(data: bytes) -> ExecEvent:
     return ExecEvent(h=header_at(data), filename=fname, argv=argv, argc=c.argc)
 
 
-def _record_exec(ev: ExecEvent, rec: dict) -> None:
+def _record_exec(ev: ExecEvent, rec: Record) -> None:
     rec["filename"] = safe_text(ev.filename, 1024)
     rec["argv"] = [safe_text(a, ARG_LIMIT) for a in ev.argv[:ARGV_LIMIT]]
     rec["argc"] = ev.argc
@@ -100,7 +112,7 @@ def _record_exec(ev: ExecEvent, rec: dict) -> None:
         rec["argv_truncated"] = True
 
 
-def _describe_exec(rec: dict, who: str) -> str:
+def _describe_exec(rec: Record, who: str) -> str:
     argv = " ".join(rec.get("argv") or []) or rec.get("filename", "")
     return f"exec {rec.get('filename')} [{argv}] {who}"
 
@@ -112,7 +124,7 @@ def _decode_fork(data: bytes) -> ForkEvent:
     return ForkEvent(h=header_at(data), child_pid=c.child_pid)
 
 
-def _record_fork(ev: ForkEvent, rec: dict) -> None:
+def _record_fork(ev: ForkEvent, rec: Record) -> None:
     rec["child_pid"] = ev.child_pid
     if ev.h.flags & Flag.THREAD:
         rec["thread"] = True
@@ -123,7 +135,7 @@ def _decode_exit(data: bytes) -> ExitEvent:
     return ExitEvent(h=header_at(data), exit_code=c.exit_code)
 
 
-def _record_exit(ev: ExitEvent, rec: dict) -> None:
+def _record_exit(ev: ExitEvent, rec: Record) -> None:
     rec["exit_code"] = ev.exit_code
 
 
@@ -133,13 +145,13 @@ def _decode_net(data: bytes) -> NetEvent:
     return NetEvent(**net_fields(from_record(CNet, data), data))
 
 
-def _record_net(ev: NetEvent, rec: dict) -> None:
+def _record_net(ev: NetEvent, rec: Record) -> None:
     rec.update(protocol=ev.proto_name, daddr=ev.daddr, dport=ev.dport, saddr=ev.saddr, sport=ev.sport)
     if ev.h.flags & Flag.V4_MAPPED:
         rec["v4_mapped"] = True
 
 
-def _describe_net(rec: dict, who: str) -> str:
+def _describe_net(rec: Record, who: str) -> str:
     return f"{rec.get('kind')} {rec.get('protocol', '')} {rec.get('daddr')}:{rec.get('dport')} {who}"
 
 
@@ -149,7 +161,7 @@ def _decode_stratum(data: bytes) -> StratumEvent:
     return StratumEvent(**net_fields(c.n, data), payload=data[off: off + min(c.payload_len, PAYLOAD_LEN)])
 
 
-def _record_stratum(ev: StratumEvent, rec: dict) -> None:
+def _record_stratum(ev: StratumEvent, rec: Record) -> None:
     _record_net(ev, rec)
     rec["payload"] = safe_text(ev.payload, 128)
 
@@ -161,12 +173,12 @@ def _decode_socket(data: bytes) -> SocketEvent:
     return SocketEvent(h=header_at(data), family=c.family, sock_type=c.type, protocol=c.protocol)
 
 
-def _record_socket(ev: SocketEvent, rec: dict) -> None:
+def _record_socket(ev: SocketEvent, rec: Record) -> None:
     rec.update(family=_FAMILIES.get(ev.family, str(ev.family)),
                type=_SOCK_TYPES.get(ev.sock_type & 0xF, str(ev.sock_type)), protocol=ev.protocol)
 
 
-def _describe_socket(rec: dict, who: str) -> str:
+def _describe_socket(rec: Record, who: str) -> str:
     return f"socket {rec.get('family')}/{rec.get('type')} {who}"
 
 
@@ -177,7 +189,7 @@ def _decode_tcp_state(data: bytes) -> TcpStateEvent:
                          daddr=addr_text(c.family, c.daddr), dport=c.dport)
 
 
-def _record_tcp_state(ev: TcpStateEvent, rec: dict) -> None:
+def _record_tcp_state(ev: TcpStateEvent, rec: Record) -> None:
     rec.update(daddr=ev.daddr, dport=ev.dport, saddr=ev.saddr, sport=ev.sport,
                oldstate=_TCP_STATES.get(ev.oldstate, str(ev.oldstate)),
                newstate=_TCP_STATES.get(ev.newstate, str(ev.newstate)))
@@ -185,7 +197,11 @@ def _record_tcp_state(ev: TcpStateEvent, rec: dict) -> None:
 
 # ---- the registry --------------------------------------------------------------
 
-EVENT_TYPES: dict[EventType, EventSpec] = {s.type: s for s in (
+# the registry holds specs of different event dataclasses: each entry is
+# checked where it is built, and dispatch (spec_of, decode) pairs them again
+AnySpec: TypeAlias = EventSpec[Any]
+
+EVENT_TYPES: dict[EventType, AnySpec] = {s.type: s for s in (
     EventSpec(EventType.EXEC, "pc_exec", CExec, ExecEvent, _decode_exec, _record_exec, _describe_exec, "exec"),
     EventSpec(EventType.FORK, "pc_fork", CFork, ForkEvent, _decode_fork, _record_fork),
     EventSpec(EventType.EXIT, "pc_exit", CExit, ExitEvent, _decode_exit, _record_exit),
@@ -196,9 +212,9 @@ EVENT_TYPES: dict[EventType, EventSpec] = {s.type: s for s in (
     EventSpec(EventType.STRATUM, "pc_stratum", CStratum, StratumEvent, _decode_stratum, _record_stratum, _describe_net),
 )}
 
-BY_KIND: dict[str, EventSpec] = {s.kind: s for s in EVENT_TYPES.values()}
+BY_KIND: dict[str, AnySpec] = {s.kind: s for s in EVENT_TYPES.values()}
 # records dispatch on the dataclass (CONNECT and SEND share NetEvent and its shape)
-BY_CLASS: dict[type[Event], EventSpec] = {}
+BY_CLASS: dict[type[Event], AnySpec] = {}
 for _s in EVENT_TYPES.values():
     BY_CLASS.setdefault(_s.cls, _s)
 del _s
@@ -211,7 +227,7 @@ C_STRUCTS: dict[str, type[C.Structure]] = {
 _DECODERS: dict[int, Callable[[bytes], Event]] = {t.value: s.decode for t, s in EVENT_TYPES.items()}
 
 
-def spec_of(ev: Event) -> EventSpec | None:
+def spec_of(ev: Event) -> AnySpec | None:
     """The entry of an event's dataclass, or of its nearest registered base."""
     for cls in type(ev).__mro__:
         spec = BY_CLASS.get(cls)
@@ -220,7 +236,7 @@ def spec_of(ev: Event) -> EventSpec | None:
     return None
 
 
-def spec_of_kind(kind: object) -> EventSpec | None:
+def spec_of_kind(kind: object) -> AnySpec | None:
     """The event type of a record's ``kind``, or None (not an event record, or not a string)."""
     return BY_KIND.get(kind) if isinstance(kind, str) else None
 

@@ -17,6 +17,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import TypedDict, TypeVar
 
 COMM_LEN = 16
 FILENAME_LEN = 256
@@ -257,7 +258,7 @@ class StratumEvent(NetEvent):
     payload: bytes = field(default=b"")
 
 
-def addr_text(family: int, raw) -> str:
+def addr_text(family: int, raw: bytes | C.Array[C.c_uint8]) -> str:
     b = bytes(raw)
     if family == 2:
         return socket.inet_ntop(socket.AF_INET, b[:4])
@@ -292,9 +293,21 @@ def header_at(data: bytes, offset: int = 0) -> Header:
     )
 
 
-def net_fields(c: CNet, data: bytes) -> dict:
+class NetFields(TypedDict):
+    """The NetEvent fields of a pc_net, as keyword arguments of NetEvent."""
+
+    h: Header
+    family: int
+    protocol: int
+    daddr: str
+    dport: int
+    saddr: str
+    sport: int
+
+
+def net_fields(c: CNet, data: bytes) -> NetFields:
     """The NetEvent fields of a pc_net (connect, send, and the head of a stratum record)."""
-    return dict(h=header_at(data), family=c.family, protocol=c.protocol,
+    return NetFields(h=header_at(data), family=c.family, protocol=c.protocol,
                 daddr=addr_text(c.family, c.daddr), dport=c.dport,
                 saddr=addr_text(c.family, c.saddr), sport=c.sport)
 
@@ -303,7 +316,10 @@ class DecodeError(ValueError):
     pass
 
 
-def from_record(struct: type[C.Structure], data: bytes):
+_S = TypeVar("_S", bound=C.Structure)
+
+
+def from_record(struct: type[_S], data: bytes) -> _S:
     """`struct` read from the front of `data`; DecodeError if `data` is shorter."""
     if len(data) < C.sizeof(struct):
         raise DecodeError(f"short {struct.__name__} record: {len(data)} < {C.sizeof(struct)} bytes")

@@ -69,8 +69,9 @@ class GpuGrant:
 ALL = GpuSpec("all")
 
 
-def parse_gpu_spec(value, source: str = "--gpus") -> GpuSpec:
-    """"all", "none", "orchestrator", "0,2", "GPU-uuid,..." or a list of them."""
+def parse_gpu_spec(value: object, source: str = "--gpus") -> GpuSpec:
+    """"all", "none", "orchestrator", "0,2", "GPU-uuid,..." or a list of them
+    (text, or YAML scalars of any type: each is read as its str())."""
     if isinstance(value, (list, tuple)):
         items = [str(v).strip() for v in value]
     else:
@@ -131,7 +132,8 @@ def spec_from_environ(env: dict[str, str]) -> GpuSpec | None:
         if key not in env:
             continue
         val = env[key].strip()
-        if key == "CUDA_VISIBLE_DEVICES" and val and not all(v.strip().startswith(("GPU-", "MIG-")) for v in val.split(",")):
+        if key == "CUDA_VISIBLE_DEVICES" and val \
+                and not all(v.strip().startswith(("GPU-", "MIG-")) for v in val.split(",")):
             continue      # bare indexes here may be renumbered: not trusted
         if val.lower() in ("", "none", "void", "nodevfiles"):
             return GpuSpec("none", (), key)

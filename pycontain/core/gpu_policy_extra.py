@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .gpu_devices import GpuSpec, GpuSpecError, parse_gpu_spec
 from .policy_yaml import Node
+
+if TYPE_CHECKING:   # annotation only: policy imports this module
+    from .policy import GpuPolicy
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,13 @@ def read_signature(n: Node, globs: Callable[[Node], tuple[str, ...]]) -> Signatu
     return SignaturePolicy(**kw)
 
 
-def gpu_extras_dict(g) -> dict:
-    out: dict = {}
-    d = getattr(g, "devices", None)
+def gpu_extras_dict(g: GpuPolicy) -> dict[str, Any]:
+    """`gpu.devices` and `gpu.signature` as data for policy_to_dict (JSON-like)."""
+    out: dict[str, Any] = {}
+    d: GpuSpec | None = getattr(g, "devices", None)
     if d is not None:
         out["devices"] = list(d.items) if d.kind == "list" else d.kind
-    s = getattr(g, "signature", None)
+    s: SignaturePolicy | None = getattr(g, "signature", None)
     if s is not None:
         out["signature"] = {"int_min": s.int_min, "tensor_max": s.tensor_max, "window": s.window_s,
                             "allowed_programs": list(s.allowed_programs)}

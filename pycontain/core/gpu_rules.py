@@ -17,10 +17,15 @@ import fnmatch
 import os
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from .decisions import Breach, GpuDetail, GpuThrottle
 from .samples import GpuSample
 from .text import safe_text
+
+if TYPE_CHECKING:   # annotations only: the rule is imported when the policy turns it on
+    from .gpu_policy_extra import SignaturePolicy
+    from .gpu_signature import SignatureRule
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,33 @@ def program_allowed(filename: bytes, allowed: tuple[str, ...]) -> bool:
     return False
 
 
+class GpuRulesPolicy(Protocol):
+    """What GpuRules reads of the policy's `gpu` section (core.policy.GpuPolicy);
+    `signature`, when present, turns on gpu.signature."""
+
+    @property
+    def memory_bytes(self) -> int | None: ...
+    @property
+    def sm_util_max(self) -> float | None: ...
+    @property
+    def sm_util_window_s(self) -> float: ...
+    @property
+    def allowed_programs(self) -> tuple[str, ...]: ...
+    @property
+    def correlate_unapproved_connect(self) -> bool: ...
+    @property
+    def throttle_duty_cycle(self) -> float: ...
+    @property
+    def throttle_period_s(self) -> float: ...
+    @property
+    def sample_interval_s(self) -> float: ...
+
+
 class GpuRules:
-    def __init__(self, policy_gpu):
+    def __init__(self, policy_gpu: GpuRulesPolicy):
         self.p = policy_gpu
-        self._util: dict[str, deque] = defaultdict(deque)   # agent -> (ts, summed SM util) samples
+        # agent -> (ts, summed SM util) samples
+        self._util: dict[str, deque[tuple[float, float]]] = defaultdict(deque)
         self._signature = _signature_rule(policy_gpu)
 
     def _window_avg(self, agent: str, now: float, value: float | None) -> float | None:
@@ -87,7 +115,8 @@ class GpuRules:
                 avg = self._window_avg(agent, now, max(per_dev.values()) if utils else None)
                 if avg is not None and avg >= p.sm_util_max:
                     out.append(Breach(agent, "gpu.sm_util", "gpu_util",
-                                      f"agent's SM utilisation averaged {avg:.0f}% over {p.sm_util_window_s:g}s, budget {p.sm_util_max:g}%",
+                                      f"agent's SM utilisation averaged {avg:.0f}% over {p.sm_util_window_s:g}s, "
+                                      f"budget {p.sm_util_max:g}%",
                                       gpu=GpuDetail(throttle=GpuThrottle(p.throttle_duty_cycle, p.throttle_period_s),
                                                     sm_util=avg)))
             for x in procs:
@@ -99,7 +128,8 @@ class GpuRules:
                 if (p.correlate_unapproved_connect and x.unapproved_connect_ns is not None
                         and x.unapproved_connect_ns <= (x.exec_ts_ns or x.unapproved_connect_ns)):
                     out.append(Breach(agent, "gpu.correlation", "gpu_correlation",
-                                      f"{prog} (pid {x.pid}) started after an unapproved outbound connection and uses GPU {x.device}",
+                                      f"{prog} (pid {x.pid}) started after an unapproved outbound connection "
+                                      f"and uses GPU {x.device}",
                                       pid=x.pid, start_ns=x.start_ns, gpu=GpuDetail(device=x.device)))
         if self._signature is not None:
             out += self._signature.evaluate(sample, attributed, now)
@@ -110,9 +140,9 @@ class GpuRules:
         return out
 
 
-def _signature_rule(policy_gpu):
+def _signature_rule(policy_gpu: GpuRulesPolicy) -> SignatureRule | None:
     """gpu.signature (core/gpu_signature.py), when the policy turns it on."""
-    sig = getattr(policy_gpu, "signature", None)
+    sig: SignaturePolicy | None = getattr(policy_gpu, "signature", None)
     if sig is None:
         return None
     from .gpu_signature import SignatureRule

@@ -8,11 +8,12 @@ can name the rule a kernel verdict came from.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Event, Mode, PatternWhere
-from .policy import INTERNAL_RANGES, METADATA_RANGES
+from .policy import INTERNAL_RANGES, METADATA_RANGES, ExecPolicy, NetRule, NetworkPolicy, Policy
 
 
 @dataclass
@@ -57,7 +58,7 @@ def exec_kernel_form(glob: str, args: bool = False) -> tuple[str, str] | None:
     return None
 
 
-def compile_policy(policy, resolved: dict[str, list[str]] | None = None) -> KernelTables:
+def compile_policy(policy: Policy, resolved: dict[str, list[str]] | None = None) -> KernelTables:
     """Everything of the policy the kernel can enforce exactly. The rest is
     evaluated by the engine in user space (see compile_report)."""
     t = KernelTables(mode=Mode.MONITOR if policy.mode == "monitor" else Mode.ENFORCE,
@@ -84,7 +85,7 @@ class _RuleIds:
         return rid
 
 
-def _config_flags(policy) -> ConfigFlag:
+def _config_flags(policy: Policy) -> ConfigFlag:
     """Switches of the kernel programs: network default, socket denies, stratum detection."""
     flags = ConfigFlag(0)
     if policy.network.default == "deny":
@@ -98,7 +99,7 @@ def _config_flags(policy) -> ConfigFlag:
     return flags
 
 
-def _compile_exec(t: KernelTables, ex, rule: _RuleIds) -> None:
+def _compile_exec(t: KernelTables, ex: ExecPolicy, rule: _RuleIds) -> None:
     """exec.deny names and *substr* globs, exec.deny_args *substr* globs;
     patterns only while the kernel's pattern table has room."""
     for i, g in enumerate(ex.deny):
@@ -115,13 +116,17 @@ def _compile_exec(t: KernelTables, ex, rule: _RuleIds) -> None:
             t.exec_patterns.append((form[1], PatternWhere.ARGS, rule(f"exec.deny_args[{i}]")))
 
 
-def _add_nets(dst4: list, dst6: list, nets, rid: int) -> None:
+def _add_nets(dst4: list[tuple[ipaddress.IPv4Network, int]], dst6: list[tuple[ipaddress.IPv6Network, int]],
+              nets: Iterable[str], rid: int) -> None:
     for n in nets:
         net = ipaddress.ip_network(n, strict=False)
-        (dst4 if net.version == 4 else dst6).append((net, rid))
+        if isinstance(net, ipaddress.IPv4Network):   # net.version == 4
+            dst4.append((net, rid))
+        else:
+            dst6.append((net, rid))
 
 
-def _rule_addrs(r, resolved: dict[str, list[str]]) -> list[str]:
+def _rule_addrs(r: NetRule, resolved: dict[str, list[str]]) -> list[str]:
     """A rule's CIDRs plus the current addresses of its host names."""
     out = list(r.cidrs)
     for h in r.hosts:
@@ -129,7 +134,7 @@ def _rule_addrs(r, resolved: dict[str, list[str]]) -> list[str]:
     return out
 
 
-def _compile_network(t: KernelTables, nw, resolved: dict[str, list[str]], rule: _RuleIds) -> None:
+def _compile_network(t: KernelTables, nw: NetworkPolicy, resolved: dict[str, list[str]], rule: _RuleIds) -> None:
     """Port-only and address-only deny rules, the internal/metadata ranges,
     and under ``default: deny`` the addresses of the allow entries."""
     for i, r in enumerate(nw.deny):
@@ -149,7 +154,7 @@ def _compile_network(t: KernelTables, nw, resolved: dict[str, list[str]], rule: 
             _add_nets(t.allow4, t.allow6, _rule_addrs(r, resolved), rule(f"network.allow[{i}]"))
 
 
-def _deny_ports(t: KernelTables, r, rid: int) -> None:
+def _deny_ports(t: KernelTables, r: NetRule, rid: int) -> None:
     """A port-only deny rule: every port of its ranges, for its protocol(s)."""
     for lo, hi in r.ports:
         for port in range(lo, hi + 1):
@@ -158,10 +163,10 @@ def _deny_ports(t: KernelTables, r, rid: int) -> None:
                              rid if r.protocol in ("udp", "any") else udp)
 
 
-def compile_report(policy, resolved: dict[str, list[str]] | None = None) -> list[str]:
+def compile_report(policy: Policy, resolved: dict[str, list[str]] | None = None) -> list[str]:
     """One line per rule: enforced in the kernel (before the program runs /
     EPERM), or in user space (the engine kills the process right after)."""
-    out = []
+    out: list[str] = []
     tables = compile_policy(policy, resolved)
     names = set(tables.rules.values())
     kern_exec, user_exec = "kernel (killed before it runs)", "user space (killed right after exec)"
@@ -175,7 +180,7 @@ def compile_report(policy, resolved: dict[str, list[str]] | None = None) -> list
         out.append(f"{k} {g!r}: " + (kern_exec if k in names else user_exec))
     for i, (prog, a) in enumerate(policy.exec.deny_program_args):
         out.append(f"exec.deny_program_args[{i}] {prog} {a!r}: {user_exec}")
-    for i, r in enumerate(policy.network.deny):
+    for i, _r in enumerate(policy.network.deny):
         k = f"network.deny[{i}]"
         out.append(f"{k}: " + ("kernel (EPERM)" if k in names else "user space (violation, kill-process)"))
     if policy.network.default == "deny":
@@ -197,7 +202,7 @@ def compile_report(policy, resolved: dict[str, list[str]] | None = None) -> list
     return out
 
 
-def _text(v) -> str:
+def _text(v: str | bytes | bytearray) -> str:
     return v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, bytearray)) else str(v)
 
 
@@ -229,8 +234,8 @@ def net_verdict(tables: KernelTables, daddr: str, dport: int, protocol: str = "t
     if addr.version == 6 and addr.ipv4_mapped:
         addr = addr.ipv4_mapped
 
-    def longest(entries):
-        best = None
+    def longest(entries: Sequence[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]]) -> int:
+        best: tuple[int, int] | None = None
         for net, r in entries:
             if addr in net and (best is None or net.prefixlen > best[0]):
                 best = (net.prefixlen, r)
@@ -238,12 +243,13 @@ def net_verdict(tables: KernelTables, daddr: str, dport: int, protocol: str = "t
     deny = longest(tables.deny4 if addr.version == 4 else tables.deny6)
     if deny:
         return deny
-    if tables.flags & ConfigFlag.NET_DEFAULT_DENY and not longest(tables.allow4 if addr.version == 4 else tables.allow6):
+    if tables.flags & ConfigFlag.NET_DEFAULT_DENY \
+            and not longest(tables.allow4 if addr.version == 4 else tables.allow6):
         return DEFAULT_DENY_RULE_ID
     return 0
 
 
-def kernel_verdict(tables: KernelTables, ev: Event | Mapping) -> int:
+def kernel_verdict(tables: KernelTables, ev: Event | Mapping[str, Any]) -> int:
     """The rule id the kernel would deny an exec/connect/send with, or 0, for
     an event (ExecEvent/NetEvent) or an audit-record dict. Other kinds: 0.
     Used by replay and tests; see exec_verdict and net_verdict."""

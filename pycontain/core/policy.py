@@ -13,8 +13,9 @@ import ipaddress
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
 
 import yaml
 
@@ -27,7 +28,8 @@ from .policy_yaml import Node, compose
 from .resolve import NAMESERVERS
 
 AGENT_NAME = r"[a-z0-9][a-z0-9_.-]{0,31}"
-HOSTNAME = r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?"
+HOSTNAME = (r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+            r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?")
 
 ACTION_KEYS = ("exec", "network", "stratum", "socket", "cpu", "memory", "pids",
                "gpu_memory", "gpu_util", "gpu_program", "gpu_correlation", "gpu_signature")
@@ -129,7 +131,7 @@ class Policy:
     exec: ExecPolicy = field(default_factory=ExecPolicy)
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     sockets: SocketPolicy = field(default_factory=SocketPolicy)
-    actions: dict = field(default_factory=dict)     # action key -> ActionSpec
+    actions: dict[str, ActionSpec] = field(default_factory=dict)     # action key -> ActionSpec
     escalation_grace_s: float = DEFAULT_GRACE_S
 
     def action(self, key: str) -> ActionSpec:
@@ -227,8 +229,11 @@ def _action_name(n: Node, text: str | None = None) -> Action:
 # sections declare them as a table, key -> (field of the section's dataclass,
 # reader), which both validates the keys and reads the values (_read).
 
-Reader = Callable[[Node], object]
-KeyTable = Mapping[str, tuple[str | None, Reader]]
+# keyword arguments of a section's dataclass (fields of different types)
+Fields: TypeAlias = dict[str, Any]
+Reader: TypeAlias = Callable[[Node], object]
+# a reader under field None returns several fields at once
+KeyTable: TypeAlias = Mapping[str, tuple[str, Reader] | tuple[None, Callable[[Node], Fields]]]
 
 TOP_KEYS = ("name", "mode", "agents", "budgets", "gpu", "exec", "network", "sockets", "actions", "escalation")
 AGENT_SELECTORS = ("cgroup", "systemd_unit", "command")
@@ -240,37 +245,36 @@ ACTION_SPEC_KEYS = ("ladder", "grace")
 ESCALATION_KEYS = ("grace",)
 
 
-def _mapping(n: Node, keys) -> dict[str, Node]:
+def _mapping(n: Node, keys: Iterable[str]) -> dict[str, Node]:
     """The section as a mapping; an unknown key is an error with a did-you-mean hint."""
     return n.mapping(tuple(keys))
 
 
-def _read(m: dict[str, Node], table: KeyTable, first: tuple[str, ...] = ()) -> dict:
+def _read(m: dict[str, Node], table: KeyTable, first: tuple[str, ...] = ()) -> Fields:
     """Keyword arguments for the section's dataclass: every present key, read
     in table order (`first` ones before the rest: the order values are read
     in decides which of several errors is reported). A reader whose field is
     None returns several fields at once."""
-    kw: dict = {}
+    kw: Fields = {}
     for key in first + tuple(k for k in table if k not in first):
         if key not in m:
             continue
-        field_name, read = table[key]
-        value = read(m[key])
-        if field_name is None:
-            kw.update(value)
+        entry = table[key]
+        if entry[0] is None:
+            kw.update(entry[1](m[key]))
         else:
-            kw[field_name] = value
+            kw[entry[0]] = entry[1](m[key])
     return kw
 
 
-def _sm_util(n: Node) -> dict:
+def _sm_util(n: Node) -> Fields:
     s = _mapping(n, SM_UTIL_KEYS)
     if "max" not in s:
         raise n.error("sm_util needs 'max' (percent)")
     return _read(s, SM_UTIL_KEYS)
 
 
-def _gpu_throttle(n: Node) -> dict:
+def _gpu_throttle(n: Node) -> Fields:
     return _read(_mapping(n, GPU_THROTTLE_KEYS), GPU_THROTTLE_KEYS)
 
 
@@ -402,22 +406,26 @@ def _escalation_grace(n: Node) -> float:
 
 def _actions(n: Node | None, grace: float) -> dict[str, ActionSpec]:
     """Every action key's ladder: the defaults, then the policy's own."""
-    actions = {k: ActionSpec(tuple(ACTION_NAMES[p] for p in v.split("-then-")), grace) for k, v in DEFAULT_ACTIONS.items()}
+    actions = {k: ActionSpec(tuple(ACTION_NAMES[p] for p in v.split("-then-")), grace)
+               for k, v in DEFAULT_ACTIONS.items()}
     if n is not None:
         for k, a in _mapping(n, ACTION_KEYS).items():
             actions[k] = _action_spec(a, grace)
     return actions
 
 
+_T = TypeVar("_T")
+
+
 def _parse(root: Node) -> Policy:
     top = _mapping(root, TOP_KEYS)
 
-    def section(key: str, parse, default):
+    def section(key: str, parse: Callable[[Node], _T], default: _T) -> _T:
         return parse(top[key]) if key in top else default
     # sections are read in this order, so the first error reported stays the same
     name = top["name"].str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "policy name") if "name" in top else "unnamed"
     mode = top["mode"].choice(("enforce", "monitor")) if "mode" in top else "enforce"
-    agents = section("agents", _agents, ())
+    agents: tuple[AgentSelector, ...] = section("agents", _agents, ())
     budgets = section("budgets", _budgets, Budgets())
     gpu = section("gpu", _gpu, GpuPolicy())
     ex = section("exec", _exec, ExecPolicy())
@@ -510,13 +518,13 @@ def builtin_policy(name: str) -> Policy:
     return load_policy_text(builtins.text(name), f"<builtin:{name}>")
 
 
-def policy_to_dict(p: Policy) -> dict:
-    """The effective policy, defaults merged, as data that loads back."""
-    def size(n):
+def policy_to_dict(p: Policy) -> dict[str, Any]:
+    """The effective policy, defaults merged, as data that loads back (JSON-like)."""
+    def size(n: int | None) -> int | None:
         return n if n is None else int(n)
 
-    def rule(r: NetRule) -> dict:
-        d: dict = {}
+    def rule(r: NetRule) -> dict[str, Any]:
+        d: dict[str, Any] = {}
         if r.cidrs:
             d["cidrs"] = list(r.cidrs)
         names = [h for h in r.hosts if h != NAMESERVERS]
@@ -529,11 +537,12 @@ def policy_to_dict(p: Policy) -> dict:
         d["protocol"] = r.protocol
         return d
 
-    out: dict = {"name": p.name, "mode": p.mode}
+    out: dict[str, Any] = {"name": p.name, "mode": p.mode}
     if p.agents:
         out["agents"] = [{k: v for k, v in dataclasses.asdict(a).items() if v is not None} for a in p.agents]
     bud = {k: v for k, v in (("cpu", p.budgets.cpu), ("memory", size(p.budgets.memory_bytes)),
-                             ("memory_high", size(p.budgets.memory_high_bytes)), ("pids", p.budgets.pids)) if v is not None}
+                             ("memory_high", size(p.budgets.memory_high_bytes)), ("pids", p.budgets.pids))
+           if v is not None}
     if bud:
         out["budgets"] = bud
     g = p.gpu
@@ -548,7 +557,7 @@ def policy_to_dict(p: Policy) -> dict:
         gpu["allowed_programs"] = list(g.allowed_programs)
     gpu.update(gpu_extras_dict(g))
     out["gpu"] = gpu
-    ex: dict = {"mode": p.exec.mode, "allow": list(p.exec.allow), "deny": list(p.exec.deny),
+    ex: dict[str, Any] = {"mode": p.exec.mode, "allow": list(p.exec.allow), "deny": list(p.exec.deny),
                 "deny_args": list(p.exec.deny_args)}
     if p.exec.deny_program_args:
         ex["deny_program_args"] = [{"program": prog, "args": [a]} for prog, a in p.exec.deny_program_args]

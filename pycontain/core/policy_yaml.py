@@ -93,7 +93,8 @@ class Node:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
             raise self.error(f"expected {'an integer' if integer else 'a number'}, got {v!r}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise self.error(f"{v!r} is out of range [{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
+            raise self.error(f"{v!r} is out of range "
+                             f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]")
         return v
 
     def choice(self, options: tuple[builtins.str, ...]) -> builtins.str:

@@ -85,7 +85,8 @@ class ProcessTable:
         if len(self._provisional) > MAX_PROCESSES:
             self._provisional = {k for k in self._provisional if k in self._by_key}
 
-    def on_exec(self, pid: int, start_ns: int, agent: str, ppid: int, filename: bytes, argv: Sequence[bytes], ts_ns: int) -> ProcessInfo:
+    def on_exec(self, pid: int, start_ns: int, agent: str, ppid: int, filename: bytes, argv: Sequence[bytes],
+                ts_ns: int) -> ProcessInfo:
         prev = self.lookup(pid)
         if prev is not None and (prev.pid, prev.start_ns) != (pid, start_ns) \
                 and (prev.pid, prev.start_ns) not in self._provisional:

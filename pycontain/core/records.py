@@ -10,15 +10,15 @@ as ``\\xNN``.
 from __future__ import annotations
 
 from .decisions import Decision
-from .event_types import spec_of
+from .event_types import Record, spec_of
 from .events import Event, Flag, Verdict
 from .text import safe_text
 
 
-def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None = None) -> dict:
+def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None = None) -> Record:
     """Flatten one kernel event. ``ts`` is wall-clock seconds."""
     h = ev.h
-    rec: dict = {
+    rec: Record = {
         "ts": round(ts, 6), "agent": agent, "kind": ev.kind, "pid": h.pid,
         "start_ns": h.start_ns, "tid": h.tid, "ppid": h.ppid, "uid": h.uid,
         "comm": safe_text(h.comm.split(b"\0", 1)[0], 64),
@@ -34,7 +34,7 @@ def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None 
     return rec
 
 
-def decision_records(d: Decision, ts: float, result: str | None = None) -> list[dict]:
+def decision_records(d: Decision, ts: float, result: str | None = None) -> list[Record]:
     """A decision becomes a violation record and, when it acts, an action record."""
     base = {"ts": round(ts, 6), "agent": d.agent, "pid": d.pid, "rule": d.rule}
     out = [dict(base, kind="violation", action=d.action.value, reason=d.reason,

@@ -73,7 +73,8 @@ def enforcement(nv: Nvml) -> int:
     gpus = node_gpus(nv)
     print("GPUs:", [(g.index, g.uuid, g.minor) for g in gpus])
     cli = [sys.executable, "-m", "pycontain.cli", "run"]
-    r = subprocess.run(cli + ["--gpus", "0", "--", sys.executable, "-c", OPENER], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cli + ["--gpus", "0", "--", sys.executable, "-c", OPENER],
+                       capture_output=True, text=True, timeout=120)
     got = dict(l.split(" ", 1) for l in r.stdout.splitlines() if " " in l)
     own = f"/dev/nvidia{gpus[0].minor}"
     ok = got.get(own) == "ok" and all(v == "EPERM" for k, v in got.items() if k.startswith("/dev/") and k != own)
@@ -84,7 +85,8 @@ def enforcement(nv: Nvml) -> int:
         with open(pol, "w") as fh:
             fh.write("name: gpu-check\ngpu:\n  memory: 1MiB\n  sample_interval: 0.5s\nactions:\n  gpu_memory: kill\n")
         t0 = time.monotonic()
-        load = "import sys; sys.path.insert(0, %r); from scripts.gpu_check import matmul_loop; matmul_loop(60)" % os.getcwd()
+        load = (f"import sys; sys.path.insert(0, {os.getcwd()!r}); "
+                "from scripts.gpu_check import matmul_loop; matmul_loop(60)")
         r = subprocess.run(cli + ["--policy", pol, "--audit-log", audit, "--", sys.executable, "-c", load],
                            capture_output=True, text=True, timeout=180)
         took = time.monotonic() - t0

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 
 from ..core.decisions import Action, Decision
 from ..core.errors import PycontainError
+from .cgroups import AgentCgroup
 from .gpu_safe import CudaLock, GpuMemory, KillRetry
 from .throttle import DutyCycleThrottler
 
@@ -23,7 +24,7 @@ MIN_THROTTLE_CORES = 0.05
 
 
 class Actuator:
-    def __init__(self, cgroups: Mapping[str, object], *, throttle_cores: Callable[[str], float] | None = None,
+    def __init__(self, cgroups: Mapping[str, AgentCgroup], *, throttle_cores: Callable[[str], float] | None = None,
                  on_result: Callable[[Decision, str], None] | None = None, proc_root: str = "/proc",
                  gpu_memory: GpuMemory | None = None, report_retry: Callable[[str, str], None] | None = None):
         self.cgroups = cgroups               # live mapping owned by the controller

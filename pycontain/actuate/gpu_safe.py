@@ -50,7 +50,7 @@ class KillRetry:
         self.report = report              # (agent, result) of each retry
         self.delays = delays
         self.timer = timer
-        self.pending: dict[str, object] = {}
+        self.pending: dict[str, threading.Timer] = {}   # from self.timer
 
     def kill(self, agent: str, cg, timeout: float = 5.0) -> str:
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
@@ -30,6 +31,7 @@ from ..core.resolve import Resolver, hosts_in_policy
 from ..gpu.loop import GpuUseLog, gpu_step, use_by_agent
 from ..gpu.safety import gpu_memory_fn
 from ..gpu.sampler import GpuSampler, check_gpu_requirement
+from ..kernel.loader import Probes
 from ..observe.audit import AuditLog
 from ..observe.state import AgentState, GpuUse, NodeState
 from .edges import Edges, boot_to_wall_offset
@@ -58,10 +60,10 @@ class Controller:
         self.cgroups: dict = {}           # agent name -> AgentCgroup
         self.names: dict[int, str] = {}   # agent id -> name (the engine's own map once started)
         self._next_id = 1
-        self.probes = None
+        self.probes: Probes | None = None
         self.engine: Engine | None = None
-        self.actuator = None
-        self.gpu = None                   # (sampler, rules or None) or None
+        self.actuator: Any = None         # edges.actuator(...): an Actuator, or a test fake
+        self.gpu: tuple[GpuSampler, GpuRules | None] | None = None   # (sampler, rules or None) or None
         self.resolver: Resolver | None = None
         self.handler_errors = 0           # decisions collected in the callback that failed later
         self._pending: list[Decision] = []
@@ -97,22 +99,23 @@ class Controller:
         worker = threading.Thread(target=side_work, name="start-side", daemon=True)
         worker.start()
         self.progress("compiling and loading the BPF probes")
-        self.probes = self.edges.probes(progress=self.progress, trace_all=self.trace_all)
-        self.probes.on_event = self.on_event
+        probes: Probes = self.edges.probes(progress=self.progress, trace_all=self.trace_all)
+        self.probes = probes
+        probes.on_event = self.on_event
         try:
-            self.probes.load()
+            probes.load()
         finally:
             worker.join()
         if "error" in side:
-            self.probes.close()
+            probes.close()
             raise side["error"]
         if self.observe_only:
             flags = ConfigFlag.TRACE_ALL if self.trace_all else ConfigFlag(0)
-            self.probes.set_tables(KernelTables(mode=Mode.MONITOR, flags=flags))
+            probes.set_tables(KernelTables(mode=Mode.MONITOR, flags=flags))
         else:
             resolved = self.resolver.addresses if self.resolver else None
             tables = compile_policy(self.policy, resolved)
-            self.probes.set_tables(tables)
+            probes.set_tables(tables)
             self.engine = Engine(self.policy, resolved, rules=tables.rules)
             self.names = self.engine.names
             # stuck-kill reports carry the GPU memory still held; cuda-checkpoint locks need it too
@@ -122,7 +125,7 @@ class Controller:
                 self.state.policy_name = self.policy.name
                 self.state.mode = self.policy.mode
         with self.state.lock:
-            self.state.probes = dict(self.probes.hook_status())
+            self.state.probes = dict(probes.hook_status())
         self.started_ready_s = self.clock.monotonic() - t0
 
     def _make_resolver(self) -> Resolver | None:
@@ -177,6 +180,7 @@ class Controller:
                                memory_high_bytes=b.memory_high_bytes, pids=b.pids)
         if self.gpu_devices is not None:
             self.gpu_devices.confine(name, cgroup)     # before the agent runs / is tracked
+        assert self.probes is not None, "add_agent before start()"
         self.probes.track_cgroup(cgroup.v2_path, agent_id)
         if self.engine is not None:
             self.engine.add_agent(agent_id, name)    # the engine's names map is self.names
@@ -196,6 +200,7 @@ class Controller:
         if cg is None:
             return
         try:
+            assert self.probes is not None
             self.probes.untrack_cgroup(cg.v2_path)
         except Exception as e:  # the cgroup may be gone already
             log.debug("untrack %s: %s", name, e)
@@ -221,12 +226,14 @@ class Controller:
             self.state.events_total[(name, ev.kind)] += 1
             agent = self.state.agents.get(name)
             if agent is not None and ev.kind in ("connect", "send"):
-                agent.connections.append({k: rec.get(k) for k in ("ts", "protocol", "daddr", "dport", "verdict", "pid", "comm")})
+                agent.connections.append({k: rec.get(k) for k in
+                                          ("ts", "protocol", "daddr", "dport", "verdict", "pid", "comm")})
         if self.observe_only or (self.trace_all and name == "host"):
             self.report(rec)
             return
         if ev.h.verdict != Verdict.ALLOW or ev.kind == "stratum":
             self.report(rec)
+        assert self.engine is not None      # not observe-only: start() built it
         self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
 
     def apply_pending(self) -> None:
@@ -286,6 +293,7 @@ class Controller:
 
     def drain(self, timeout_ms: int = 0) -> None:
         """Poll the ring, then carry out what the events called for."""
+        assert self.probes is not None
         self.probes.poll(timeout_ms)
         self.apply_pending()
 
@@ -307,6 +315,7 @@ class Controller:
             self.apply(self.engine.tick(now))
 
     def _publish_losses(self) -> None:
+        assert self.probes is not None
         with self.state.lock:
             self.state.lost_kernel = self.probes.lost_kernel()
             self.state.lost_user = self.probes.decode_errors
@@ -326,9 +335,11 @@ class Controller:
                         a.cpu_limit_cores = s.cpu_limit_cores
                     if s.memory_max_bytes is not None:
                         a.memory_limit_bytes = s.memory_max_bytes
+            assert self.engine is not None
             self.apply(self.engine.on_cgroup_sample(name, s, now))
 
     def _gpu_step(self, now: float) -> None:
+        assert self.gpu is not None
         sampler, rules = self.gpu
         self.apply(gpu_step(sampler, rules, self.engine, self.cgroups, now, on_use=self._on_gpu_use))
 
@@ -345,17 +356,20 @@ class Controller:
         """The policy's kernel tables with the current DNS answers, written to
         the maps; raises before anything changes."""
         tables = compile_policy(policy, self.resolver.addresses if self.resolver else None)
+        assert self.probes is not None
         self.probes.set_tables(tables)
         return tables
 
     def _rewrite_tables(self) -> None:
         tables = self._compile(self.policy)
+        assert self.engine is not None and self.resolver is not None
         self.engine.set_resolved(self.resolver.addresses, rules=tables.rules)
 
     def reload(self, policy) -> None:
         """Swap the policy in place: maps are rewritten entry by entry, so
         enforcement never has a gap. The policy is compiled once."""
         tables = self._compile(policy)
+        assert self.engine is not None, "reload needs a policy at start"
         self.engine.replace_policy(policy, rules=tables.rules)
         self.policy = policy
         with self.state.lock:

@@ -35,7 +35,7 @@ class Clock:
 
 def dns_lookup(name: str) -> list[str]:
     try:
-        return sorted({ai[4][0] for ai in socket.getaddrinfo(name, None)})
+        return sorted({str(ai[4][0]) for ai in socket.getaddrinfo(name, None)})
     except OSError:
         return []
 

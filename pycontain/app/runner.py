@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, replace
 
@@ -102,16 +103,18 @@ class AgentRun:
                                progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,
                                edges=edges, gpu_devices=gpu_devices)
         self.gpu_devices = gpu_devices
-        self.cg = self.watchdog = self.proc = None
+        self.cg: AgentCgroup | None = None
+        self.watchdog: Watchdog | None = None
+        self.proc: subprocess.Popen | None = None
 
     def run(self) -> int:
         self.session.on_signals(self._on_signal, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
         try:
-            self._contain()
+            cg = self._contain()
             env = self.gpu_devices.launch_env(self.opts.name) if self.gpu_devices else None
-            self.proc = launch(self.cmd, self.cg, user=self.opts.user, env=env)
-            self._supervise()
-            code = exit_status(self.proc.returncode)
+            self.proc = proc = launch(self.cmd, cg, user=self.opts.user, env=env)
+            self._supervise(proc)
+            code = exit_status(proc.returncode)
             self.reporter.finished(self.opts.name, code)
             return code
         finally:
@@ -125,20 +128,21 @@ class AgentRun:
             except ProcessLookupError:
                 pass
 
-    def _contain(self) -> None:
+    def _contain(self) -> AgentCgroup:
         """Probes and maps first, then the cgroup, its watchdog and tracking,
         then the servers: the agent is launched into a watched cgroup."""
         s, opts = self.session, self.opts
         s.start()
-        self.cg = AgentCgroup.create(opts.name, parent=opts.cgroup_parent)
-        self.watchdog = Watchdog.start([self.cg])
-        s.ctl.add_agent(opts.name, self.cg)
+        self.cg = cg = AgentCgroup.create(opts.name, parent=opts.cgroup_parent)
+        self.watchdog = Watchdog.start([cg])
+        s.ctl.add_agent(opts.name, cg)
         s.serve(socket_path=opts.socket_path, metrics_port=opts.metrics_port, metrics_addr=opts.metrics_addr)
-        self.reporter.ready(opts.name, self.policy, s.ctl, self.cg)
+        self.reporter.ready(opts.name, self.policy, s.ctl, cg)
+        return cg
 
-    def _supervise(self) -> None:
+    def _supervise(self, proc: subprocess.Popen) -> None:
         checked = time.monotonic()
-        while self.proc.poll() is None:
+        while proc.poll() is None:
             self.session.step(100)
             if time.monotonic() - checked >= 1.0:
                 checked = time.monotonic()
@@ -146,6 +150,7 @@ class AgentRun:
         self.session.step(50)               # drain what the agent's last moments produced
 
     def _keep_watchdog(self) -> None:
+        assert self.watchdog is not None and self.cg is not None    # set by _contain
         if not self.watchdog.alive():
             # fail-closed needs a live watchdog: replace one that died
             self.reporter.note("watchdog died; starting a new one")

@@ -17,7 +17,9 @@ from collections.abc import Callable
 
 from ..core.decisions import Action, Decision
 from ..observe.audit import AuditLog
+from ..observe.metrics import MetricsServer
 from ..observe.state import NodeState
+from ..observe.state_api import StateServer
 from .controller import Controller
 from .edges import Edges
 
@@ -38,8 +40,8 @@ class Session:
                               progress=progress, trace_all=trace_all, edges=self.edges,
                               gpu_devices=gpu_devices)
         self.lock = threading.RLock()        # API threads vs the main loop
-        self.server = None
-        self.metrics = None
+        self.server: StateServer | None = None      # edges.state_server(...)
+        self.metrics: MetricsServer | None = None   # edges.metrics_server(...)[0]
         self._old_signals: dict = {}
 
     # ---- life cycle ---------------------------------------------------------
@@ -58,8 +60,9 @@ class Session:
         """Start the state API (with the manual handlers plus ``handlers``) and
         the Prometheus exporter, each only when asked for."""
         if socket_path:
-            self.server = self.edges.state_server(self.state, socket_path, handlers=self.handlers(handlers))
-            self.server.start()
+            server: StateServer = self.edges.state_server(self.state, socket_path, handlers=self.handlers(handlers))
+            self.server = server
+            server.start()
         if metrics_port:
             self.metrics, _ = self.edges.metrics_server(metrics_port, self.state, addr=metrics_addr)
 

@@ -46,7 +46,8 @@ def _bpf_map_create(map_type: int, key: int, value: int, entries: int) -> tuple[
 def check_root() -> Check:
     ok = os.geteuid() == 0
     return Check("root", "ok" if ok else "fail", f"euid {os.geteuid()}",
-                 "loading BPF programs, creating cgroups and killing agents need root (or CAP_BPF+CAP_SYS_ADMIN+CAP_PERFMON)")
+                 "loading BPF programs, creating cgroups and killing agents need root "
+                 "(or CAP_BPF+CAP_SYS_ADMIN+CAP_PERFMON)")
 
 
 def check_bpf_syscall() -> Check:
@@ -108,7 +109,8 @@ def check_cgroups() -> Check:
         detail = f"{lay.kind}: cgroup2 at {lay.unified}"
         if getattr(lay, "v1", None):
             detail += "; v1 controllers " + ", ".join(sorted(lay.v1))
-        return Check("cgroups", "ok", detail, "agents get their own cgroup, nested under pycontain's own; v2 hosts BPF hooks, v1 (hybrid) the controllers")
+        return Check("cgroups", "ok", detail, "agents get their own cgroup, nested under pycontain's own; "
+                     "v2 hosts BPF hooks, v1 (hybrid) the controllers")
     except Exception as e:
         return Check("cgroups", "fail", str(e), "a cgroup2 hierarchy is required for BPF cgroup hooks")
 
@@ -127,7 +129,8 @@ def check_hooks() -> list[Check]:
         out.append(Check(f"hook {hook}", "ok" if ok else "warn", str(status),
                          "tried by loading a tiny program", required=False))
     out.append(Check("exec enforcement", "ok" if chosen else "warn", str(chosen),
-                     "the strongest available hook is used: BPF-LSM denies with EPERM; the tracepoint path kills with SIGKILL before the new image runs"))
+                     "the strongest available hook is used: BPF-LSM denies with EPERM; "
+                     "the tracepoint path kills with SIGKILL before the new image runs"))
     return out
 
 
@@ -137,7 +140,8 @@ def check_nvml() -> Check:
         n = Nvml()
         st = n.status
         return Check("NVML", "ok" if n.available else "warn", st,
-                     "GPU budgets and GPU-diversion rules need the NVIDIA driver's NVML; without it they report 'unavailable'",
+                     "GPU budgets and GPU-diversion rules need the NVIDIA driver's NVML; "
+                     "without it they report 'unavailable'",
                      required=False)
     except Exception as e:
         return Check("NVML", "warn", f"unavailable: {e}", "GPU rules report unavailable", required=False)
@@ -180,7 +184,8 @@ def run_doctor(as_json: bool = False) -> int:
     checks = run_checks()
     failed = [c for c in checks if c.status == "fail" and c.required]
     if as_json:
-        print(json.dumps({"ok": not failed, "kernel": platform.release(), "checks": [asdict(c) for c in checks]}, indent=2))
+        print(json.dumps({"ok": not failed, "kernel": platform.release(), "checks": [asdict(c) for c in checks]},
+                         indent=2))
     else:
         t = Table(title=f"pycontain doctor — kernel {platform.release()}")
         t.add_column("check")

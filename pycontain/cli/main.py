@@ -42,7 +42,8 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.option("--socket", "socket_path", metavar="PATH", help="Serve the state API (for `pycontain top`) here.")
 @click.option("--cgroup-parent", metavar="DIR", help="Create the agent cgroup under this cgroup2 dir.")
-@click.option("--allow-no-gpu", is_flag=True, help="Run even if the policy requires GPU enforcement and NVML is unavailable.")
+@click.option("--allow-no-gpu", is_flag=True,
+              help="Run even if the policy requires GPU enforcement and NVML is unavailable.")
 @click.option("--gpus", metavar="LIST", help="GPUs the agent may open: indexes or UUIDs (0,2), all, or none.")
 @click.option("--json", "as_json", is_flag=True, help="Print violations as JSON Lines on stderr.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -59,7 +60,8 @@ def run(ctx, cmd, **opts):
 @cli.command()
 @click.option("--all", "all_host", is_flag=True, help="Stream exec/fork/exit of every process on the host.")
 @click.option("--cgroup", "cgroups", multiple=True, metavar="DIR", help="Trace this cgroup2 dir (repeatable).")
-@click.option("--socket", "socket_path", default=None, metavar="PATH", help="Daemon state API to ask for agent cgroups.")
+@click.option("--socket", "socket_path", default=None, metavar="PATH",
+              help="Daemon state API to ask for agent cgroups.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 @click.option("--duration", type=float, default=None, metavar="SECONDS", help="Stop after this long.")
 @click.pass_context

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from ..core.engine import Engine
 from ..core.errors import PycontainError
@@ -75,15 +76,16 @@ def replay(audit_path: str, policy, resolved: Mapping[str, list[str]] | None = N
             records.append((n, rec))
     # what user space did after the fact (e.g. kill-process of an ssh -R),
     # so "recorded" reflects the whole recorded decision, not only the kernel's
-    acted = {rec.get("pid"): rec.get("action") for _n, rec in records
+    acted: dict[Any, str] = {rec.get("pid"): rec["action"] for _n, rec in records
              if rec["kind"] == "violation" and rec.get("action") in ("kill-process", "kill") and not rec.get("monitor")}
     for n, rec in records:
         spec = spec_of_kind(rec["kind"])
-        judge = _JUDGES.get(spec.replay_section) if spec is not None else None
+        section = spec.replay_section if spec is not None else None
+        judge = _JUDGES.get(section) if section is not None else None
         if judge is None:
             continue
         r = judge(n, rec, tables, engine)
-        if r.recorded == "allow" and rec.get("pid") in acted and spec.replay_section == "exec":
+        if r.recorded == "allow" and rec.get("pid") in acted and section == "exec":
             r.recorded = acted[rec.get("pid")]
         out.append(r)
     return out

@@ -46,7 +46,8 @@ def print_row(console: Console, rec: dict) -> None:
     t = _row_table()
     verdict = rec.get("verdict", "")
     style = {"deny": "red", "would-deny": "yellow"}.get(verdict, "")
-    t.add_row(time.strftime("%H:%M:%S", time.localtime(rec.get("ts", 0))) + f".{int((rec.get('ts', 0) % 1) * 1000):03d}",
+    ts = rec.get("ts", 0)
+    t.add_row(time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}",
               escape(str(rec.get("agent", ""))), escape(str(rec.get("kind", ""))), str(rec.get("pid", "")),
               escape(str(rec.get("comm", ""))), f"[{style}]{verdict}[/]" if style else verdict,
               escape(_detail(rec)))
@@ -112,7 +113,9 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
         while not stop["now"] and (end is None or time.monotonic() < end):
             ctl.step(100)
         ctl.drain()
-        lost, user = ctl.probes.lost_kernel(), ctl.probes.user_lost
+        probes = ctl.probes
+        assert probes is not None       # session.start() loaded them
+        lost, user = probes.lost_kernel(), probes.user_lost
         if lost or user:
             print(f"pycontain trace: {lost} event(s) lost in the kernel, {user} in user space", file=sys.stderr)
     finally:

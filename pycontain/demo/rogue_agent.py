@@ -41,8 +41,10 @@ def move_miner(pool: str, workdir: str) -> None:
     with open(miner, "w") as fh:
         fh.write(f"#!/bin/sh\ntouch {sentinel}\necho mining...\n")
     os.chmod(miner, 0o755)
-    say("move 1: start a miner: ./xmrig -o stratum+tcp://%s:3333 -u 4AdUnd... --donate-level 1" % pool)
-    r = subprocess.run([miner, "-o", f"stratum+tcp://{pool}:3333", "-u", "4AdUndXHHZ6cfufTMvppY6JwXNouMBzSkbLYfpAV5Usx3skxNgYeYTRj5UzqtReoS44qo9mtmXCqY45DJ852K5Jv2684Rge", "--donate-level", "1"],
+    say(f"move 1: start a miner: ./xmrig -o stratum+tcp://{pool}:3333 -u 4AdUnd... --donate-level 1")
+    wallet = ("4AdUndXHHZ6cfufTMvppY6JwXNouMBzSkbLYfpAV5Usx3skxNgYeYTRj5Uzq"
+              "tReoS44qo9mtmXCqY45DJ852K5Jv2684Rge")
+    r = subprocess.run([miner, "-o", f"stratum+tcp://{pool}:3333", "-u", wallet, "--donate-level", "1"],
                        capture_output=True, text=True)
     if r.returncode < 0:
         say(f"move 1: the miner was killed by signal {-r.returncode} before it printed anything")

@@ -195,7 +195,7 @@ def first_free_pair(v4, v6, routed: list, rng: random.Random | None = None):
     (networks already routed or assigned on the host), or None. The default
     route does not count: it overlaps everything and says nothing."""
     used = [r for r in routed if r.prefixlen > 0]
-    pairs = list(zip(slices(v4, V4_SLICE), slices(v6, V6_SLICE)))
+    pairs = list(zip(slices(v4, V4_SLICE), slices(v6, V6_SLICE), strict=False))   # as many as the fewer
     (rng or random.Random()).shuffle(pairs)
     for s4, s6 in pairs:
         if not any(r.version == s.version and r.overlaps(s) for s in (s4, s6) for r in used):

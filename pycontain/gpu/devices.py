@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import EnvironmentProblem, GpuUnavailable, UsageError
 from ..core.gpu_devices import (
@@ -29,6 +30,9 @@ from ..core.gpu_devices import (
     resolve,
     spec_from_environ,
 )
+
+if TYPE_CHECKING:
+    from ..kernel.devices import DeviceProgram
 
 log = logging.getLogger("pycontain.gpu")
 
@@ -71,8 +75,8 @@ class GpuDevices:
         self.requested: dict[str, GpuGrant] = {}     # agent -> grant from `run --gpus`
         self.granted: dict[str, GpuGrant] = {}
         self.how: dict[str, str] = {}                # agent -> "bpf" | "v1 devices"
-        self._cgroups: dict[str, object] = {}
-        self.program = None
+        self._cgroups: dict[str, Any] = {}         # agent -> its cgroup (AgentCgroup or TracedCgroup)
+        self.program: DeviceProgram | None = None
 
     @classmethod
     def from_policy(cls, policy, allow_no_gpu: bool = False, nvml=None) -> GpuDevices:
@@ -96,7 +100,9 @@ class GpuDevices:
             raise UsageError(str(e)) from None
         if spec.kind == ORCHESTRATOR:
             raise UsageError("--gpus orchestrator: only the daemon reads what an orchestrator allocated")
-        self.requested[name] = check_spec(spec, self.gpus, self.nvml_status, self.allow_no_gpu)
+        grant = check_spec(spec, self.gpus, self.nvml_status, self.allow_no_gpu)
+        assert grant is not None        # only an orchestrator spec is decided later, refused above
+        self.requested[name] = grant
 
     # ---- per agent ---------------------------------------------------------
 
@@ -118,18 +124,22 @@ class GpuDevices:
             if spec is None:
                 continue
             try:
-                return check_spec(spec, self.gpus, self.nvml_status, self.allow_no_gpu)
+                grant = check_spec(spec, self.gpus, self.nvml_status, self.allow_no_gpu)
             except (UsageError, GpuUnavailable) as e:
                 log.warning("agent %s: %s: %s", name_of(cgroup), spec.source, e.message)
+                continue
+            assert grant is not None, f"{spec.source}: 'orchestrator' in the environment"
+            return grant
         return GpuGrant((), "orchestrator (nothing allocated)")
 
     def launch_env(self, name: str) -> dict | None:
         """The agent's environment with CUDA_VISIBLE_DEVICES matching its grant."""
         grant = self.granted.get(name)
-        if grant is None or not grant.confines:
+        visible = grant.cuda_visible_devices() if grant is not None else None
+        if visible is None:                 # no grant, or one that does not confine
             return None
         env = dict(os.environ)
-        env["CUDA_VISIBLE_DEVICES"] = grant.cuda_visible_devices()
+        env["CUDA_VISIBLE_DEVICES"] = visible
         return env
 
     def confine(self, name: str, cgroup) -> GpuGrant:

@@ -41,7 +41,7 @@ class GpuUseLog:
     """First sightings of agent processes on GPUs, as audit/trace records:
     which agent uses which GPU, how much, through which program."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._seen: set = set()
 
     def new_records(self, sample, attributed, ts: float) -> list[dict]:

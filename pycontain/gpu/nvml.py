@@ -28,7 +28,7 @@ class DeviceGone(Exception):
 
 
 class Nvml:
-    def __init__(self):
+    def __init__(self) -> None:
         self.available = False
         self.status = "unavailable: not initialised"
         self.driver = ""
@@ -94,7 +94,8 @@ class Nvml:
         if self.mps_blind:
             notes.append("MPS on GPU " + ",".join(map(str, sorted(self.mps_blind)))
                          + ": NVML lists no MPS client pids (driver too old); their GPU use shows as the MPS server's")
-        self.status = ("degraded: " + "; ".join(notes)) if notes else f"ok ({len(self._handles)} GPU(s), driver {self.driver})"
+        self.status = (("degraded: " + "; ".join(notes)) if notes
+                       else f"ok ({len(self._handles)} GPU(s), driver {self.driver})")
 
     @property
     def device_indices(self) -> list[int]:

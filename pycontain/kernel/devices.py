@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+from typing import Any
 
 from ..core.errors import EnvironmentProblem
 from .loader import ebpf_dir
@@ -39,9 +40,9 @@ def grant_bits(minors) -> Grant:
 
 
 class DeviceProgram:
-    def __init__(self):
-        self.bpf = None
-        self.fn = None
+    def __init__(self) -> None:
+        self.bpf: Any = None     # bcc.BPF once loaded (bcc ships no types)
+        self.fn: Any = None      # its BPF_CGROUP_DEVICE function
         self._attached: dict[str, tuple[int, int]] = {}   # cgroup path -> (fd, cgroup id)
 
     def load(self) -> None:

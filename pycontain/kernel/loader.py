@@ -215,7 +215,8 @@ class Probes:
         try:
             self.bpf = BPF(text=text.encode(), cflags=self.cflags())
         except Exception as e:
-            raise EnvironmentProblem(f"BPF programs failed to compile or load: {str(e).splitlines()[0] if str(e) else e}") from None
+            first = str(e).splitlines()[0] if str(e) else e
+            raise EnvironmentProblem(f"BPF programs failed to compile or load: {first}") from None
         _release_compiler_heap()
         # BCC attaches TRACEPOINT_PROBE / RAW_TRACEPOINT_PROBE functions while
         # loading and raises if one fails; list what it attached
@@ -301,7 +302,7 @@ class Probes:
         # stale rules stay enforced until the new ones are in place
         stale = [i for i, c in enumerate(current) if c is None]
         stale += [i for i, c in enumerate(current) if c is not None and c not in want]
-        for (raw, where, rule), slot in zip(todo, stale):
+        for (raw, where, rule), slot in zip(todo, stale, strict=False):    # the lengths may differ
             self._put_pattern(t, slot, raw, where, rule)
             current[slot] = (raw, where, rule)
         for i, c in enumerate(current):

@@ -32,15 +32,18 @@ class PycontainCollector:
         s = self.state.snapshot()
         yield InfoMetricFamily("pycontain_build", "pycontain build information", value=self.build_info)
 
-        ev = CounterMetricFamily("pycontain_events", "Kernel events received, by agent and kind", labels=["agent", "kind"])
+        ev = CounterMetricFamily("pycontain_events", "Kernel events received, by agent and kind",
+                                 labels=["agent", "kind"])
         for t in s["totals"]["events"]:
             ev.add_metric([t["agent"], t["kind"]], t["count"])
         yield ev
-        vi = CounterMetricFamily("pycontain_violations", "Policy violations, by agent and rule", labels=["agent", "rule"])
+        vi = CounterMetricFamily("pycontain_violations", "Policy violations, by agent and rule",
+                                 labels=["agent", "rule"])
         for t in s["totals"]["violations"]:
             vi.add_metric([t["agent"], t["rule"]], t["count"])
         yield vi
-        ac = CounterMetricFamily("pycontain_actions", "Actions carried out, by agent and action", labels=["agent", "action"])
+        ac = CounterMetricFamily("pycontain_actions", "Actions carried out, by agent and action",
+                                 labels=["agent", "action"])
         for t in s["totals"]["actions"]:
             ac.add_metric([t["agent"], t["action"]], t["count"])
         yield ac
@@ -55,19 +58,23 @@ class PycontainCollector:
         for hook, status in sorted(s["probes"].items()):
             hooks.add_metric([hook], 1.0 if str(status).startswith("attached") else 0.0)
         yield hooks
-        yield GaugeMetricFamily("pycontain_gpu_available", "1 if NVML is usable", value=1.0 if s["gpu"]["available"] else 0.0)
+        yield GaugeMetricFamily("pycontain_gpu_available", "1 if NVML is usable",
+                                value=1.0 if s["gpu"]["available"] else 0.0)
         yield GaugeMetricFamily("pycontain_agents", "Agents currently contained", value=len(s["agents"]))
 
-        cpu = CounterMetricFamily("pycontain_agent_cpu_seconds", "CPU time used by the agent's cgroup", labels=["agent"])
-        cpu_lim = GaugeMetricFamily("pycontain_agent_cpu_limit_cores", "CPU allowance of the agent (cores)", labels=["agent"])
+        cpu = CounterMetricFamily("pycontain_agent_cpu_seconds", "CPU time used by the agent's cgroup",
+                                  labels=["agent"])
+        cpu_lim = GaugeMetricFamily("pycontain_agent_cpu_limit_cores", "CPU allowance of the agent (cores)",
+                                    labels=["agent"])
         mem = GaugeMetricFamily("pycontain_agent_memory_bytes", "Memory used by the agent's cgroup", labels=["agent"])
         mem_lim = GaugeMetricFamily("pycontain_agent_memory_limit_bytes", "Memory limit of the agent", labels=["agent"])
         pids = GaugeMetricFamily("pycontain_agent_pids", "Processes in the agent's cgroup", labels=["agent"])
         frozen = GaugeMetricFamily("pycontain_agent_frozen", "1 while the agent is frozen", labels=["agent"])
         thr = GaugeMetricFamily("pycontain_agent_throttled", "1 while the agent is throttled", labels=["agent"])
-        gmem = GaugeMetricFamily("pycontain_agent_gpu_memory_bytes", "GPU memory used by the agent", labels=["agent", "device"])
-        gutil = GaugeMetricFamily("pycontain_agent_gpu_sm_utilization_ratio", "SM utilisation of the agent's processes (0-1)",
-                                  labels=["agent", "device"])
+        gmem = GaugeMetricFamily("pycontain_agent_gpu_memory_bytes", "GPU memory used by the agent",
+                                 labels=["agent", "device"])
+        gutil = GaugeMetricFamily("pycontain_agent_gpu_sm_utilization_ratio",
+                                  "SM utilisation of the agent's processes (0-1)", labels=["agent", "device"])
         for a in s["agents"]:
             n = a["name"]
             cpu.add_metric([n], a["cpu_usage_seconds"])

@@ -61,11 +61,13 @@ def render(snap: dict, cpu_rates: dict[str, float] | None = None):
         gpu = ", ".join(f"GPU{g['device']}: {_bytes(g['memory_bytes'])}"
                         + (f" {g['sm_util']:.0f}%" if g.get("sm_util") is not None else "")
                         for g in a.get("gpu", [])) or "-"
-        st = "[blue]frozen[/blue]" if a.get("frozen") else ("[yellow]throttled[/yellow]" if a.get("throttled") else "running")
+        st = ("[blue]frozen[/blue]" if a.get("frozen")
+              else "[yellow]throttled[/yellow]" if a.get("throttled") else "running")
         evs = " ".join(f"{_s(k, 12)}={v}" for k, v in sorted(a.get("events", {}).items()))
         t.add_row(name, str(a.get("pids", 0)), cpu, mem, gpu, st, evs or "-")
         for v in list(a.get("violations", []))[-5:]:
-            recent.add_row(name, _s(v.get("rule"), 40), _s(v.get("action"), 20), _s(v.get("result"), 30), _s(v.get("reason"), 100))
+            recent.add_row(name, _s(v.get("rule"), 40), _s(v.get("action"), 20), _s(v.get("result"), 30),
+                           _s(v.get("reason"), 100))
         for c in list(a.get("connections", []))[-5:]:
             conns.add_row(name, _s(c.get("pid"), 10), _s(c.get("protocol"), 5),
                           f"{_s(c.get('daddr'), 45)}:{_s(c.get('dport'), 6)}", _s(c.get("verdict"), 12))

@@ -18,7 +18,8 @@ def build() -> Path:
     if not LIB.exists() or LIB.stat().st_mtime < SRC.stat().st_mtime:
         OUT_DIR.mkdir(exist_ok=True)
         tmp = LIB.with_suffix(f".tmp{os.getpid()}")
-        subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-Wno-format-truncation", "-shared", "-fPIC", "-o", str(tmp), str(SRC)], check=True)
+        subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-Wno-format-truncation", "-shared", "-fPIC",
+                        "-o", str(tmp), str(SRC)], check=True)
         os.replace(tmp, LIB)
     return OUT_DIR
 

@@ -110,7 +110,8 @@ def test_trace_says_which_agent_uses_which_gpu(privileged, tmp_path):
         recs = [json.loads(l) for l in out.splitlines() if l.strip()]
         use = [r for r in recs if r["kind"] == "gpu-use"]
         assert use, err
-        assert (use[0]["pid"], use[0]["uuid"], use[0]["memory_bytes"], use[0]["sm_util"]) == (agent.pid, "GPU-trace", 4096, 42.0)
+        assert ((use[0]["pid"], use[0]["uuid"], use[0]["memory_bytes"], use[0]["sm_util"])
+                == (agent.pid, "GPU-trace", 4096, 42.0))
         assert use[0]["filename"] == str(burn)
     finally:
         cg.remove()

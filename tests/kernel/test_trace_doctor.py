@@ -72,6 +72,7 @@ def test_doctor_reports_and_explains(privileged):
 
 
 def test_not_root_points_to_doctor(privileged, tmp_path):
-    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + PYCONTAIN + ["run", "--", "true"],
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+                       + PYCONTAIN + ["run", "--", "true"],
                        capture_output=True, text=True, cwd="/")
     assert r.returncode == 1 and "needs root" in r.stderr and "pycontain doctor" in r.stderr

@@ -134,7 +134,7 @@ class FakeHost:
     # ---- the fake kernel -------------------------------------------------------------------
 
     def _mount_of(self, path: Path) -> tuple[str, Path]:
-        for c, m in self.v1.items():
+        for _c, m in self.v1.items():
             if path == m or m in path.parents:
                 return "v1", m
         return "v2", self.unified

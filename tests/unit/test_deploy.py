@@ -95,7 +95,8 @@ def test_kubernetes_schema(tmp_path):
         except ImportError:
             skip_or_fail("no offline Kubernetes schema validator (kubeconform or kubernetes-validate)")
         for f in ("daemonset.yaml", "configmap.yaml"):
-            r = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict", str(DEPLOY / "kubernetes" / f)],
+            r = subprocess.run([str(Path(sys.executable).parent / "kubernetes-validate"), "--strict",
+                                str(DEPLOY / "kubernetes" / f)],
                                capture_output=True, text=True)
             assert r.returncode == 0, r.stdout + r.stderr
     else:

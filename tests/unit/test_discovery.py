@@ -26,7 +26,8 @@ def test_own_cgroup_excluded_and_descendants_folded(tmp_path):
     root = str(tmp_path)
     _tree(root, "a/b/c", "mine/x", "other/me")
     sels = [{"name": "all", "cgroup": "*"}]
-    found = find_agents(sels, root, proc_root=root, exclude={os.path.join(root, "mine"), os.path.join(root, "other/me")})
+    found = find_agents(sels, root, proc_root=root,
+                        exclude={os.path.join(root, "mine"), os.path.join(root, "other/me")})
     # "mine" and "other" hold pycontain; "mine/x" below it is an agent like any other
     assert [os.path.relpath(m.path, root) for m in found] == ["a", "mine/x"]
     # pycontain in the root cgroup: everything below may still be an agent

@@ -25,10 +25,11 @@ from pycontain.core.policy import builtin_policy, load_policy_text
 from pycontain.core.samples import CgroupSample
 
 AGENT_ID = 7
+NO_FLAGS = Flag(0)
 
 
 def header(etype, pid=100, start_ns=1000, verdict=Verdict.ALLOW, rule_id=0, ppid=1, agent_id=AGENT_ID,
-           ts_ns=5000, flags=Flag(0)):
+           ts_ns=5000, flags=NO_FLAGS):
     return Header(type=etype, verdict=verdict, flags=flags, rule_id=rule_id, pid=pid, tid=pid, ppid=ppid, uid=0,
                   agent_id=agent_id, ts_ns=ts_ns, start_ns=start_ns, cgroup_id=1, comm=b"x")
 
@@ -262,7 +263,8 @@ def test_gpu_breaches_share_the_ladder_and_carry_throttle_detail():
     br = Breach("trainer", "gpu.sm_util", "gpu_util", "SM 90%", gpu=GpuDetail(sm_util=90.0))
     ds = e.on_breaches([br], 0)
     assert [d.action for d in ds] == [Action.THROTTLE]
-    assert ds[0].gpu.throttle is not None and ds[0].gpu.throttle.duty_cycle == 0.25 and ds[0].gpu.throttle.period_s == 2.0
+    assert (ds[0].gpu.throttle is not None and ds[0].gpu.throttle.duty_cycle == 0.25
+            and ds[0].gpu.throttle.period_s == 2.0)
     assert ds[0].gpu.sm_util == 90.0
     assert e.on_breaches([br], 2) == []
     assert [d.action for d in e.on_breaches([br], 6)] == [Action.KILL]

@@ -64,7 +64,8 @@ _bytes = st.binary(max_size=40)
 _event = st.builds(
     lambda kind, pid, start, verdict, rule, agent_id, fname, argv, addr, port, child, ts: {
         "exec": lambda: ExecEvent(h=header(EventType.EXEC, pid=pid, start_ns=start, verdict=verdict, rule_id=rule,
-                                           agent_id=agent_id, ts_ns=ts), filename=fname, argv=tuple(argv), argc=len(argv)),
+                                           agent_id=agent_id, ts_ns=ts),
+                                  filename=fname, argv=tuple(argv), argc=len(argv)),
         "fork": lambda: ForkEvent(h=header(EventType.FORK, pid=pid, start_ns=start, agent_id=agent_id, ts_ns=ts),
                                   child_pid=child),
         "exit": lambda: ExitEvent(h=header(EventType.EXIT, pid=pid, start_ns=start, agent_id=agent_id), exit_code=0),

@@ -61,7 +61,8 @@ def test_devices_and_processes_through_real_pynvml(tmp_path):
                                 "process device=0 comm=gpu-burn mem=400 sm=95\n", pid_comm="gpu-burn")
     assert out["available"] and out["status"].startswith("ok")
     d = out["devices"][0]
-    assert (d["name"], d["uuid"], d["util_gpu"], d["memory_total_bytes"], d["power_watts"]) == ("H100", "GPU-a", 60.0, 1000, 250.0)
+    assert ((d["name"], d["uuid"], d["util_gpu"], d["memory_total_bytes"], d["power_watts"])
+            == ("H100", "GPU-a", 60.0, 1000, 250.0))
     assert out["processes"] == [{"pid": out["helper_pid"], "device": 0, "used_memory_bytes": 400, "sm_util": 95.0}]
 
 
@@ -153,7 +154,8 @@ def test_unavailable_util_never_breaches():
 
 def test_memory_program_and_correlation_rules():
     r = GpuRules(Pol(memory_bytes=150, allowed_programs=("python3", "/opt/conda/bin/*")))
-    out = r.evaluate(GpuSample(ts=0), [proc(pid=1), proc(pid=2, filename=b"/tmp/xmrig", unapproved=100, exec_ts=200)], 0.0)
+    out = r.evaluate(GpuSample(ts=0),
+                     [proc(pid=1), proc(pid=2, filename=b"/tmp/xmrig", unapproved=100, exec_ts=200)], 0.0)
     rules = sorted((b.rule, b.pid) for b in out)
     assert rules == [("gpu.correlation", 2), ("gpu.memory", None), ("gpu.program", 2)]
     prog = next(b for b in out if b.rule == "gpu.program")

@@ -89,9 +89,12 @@ def test_kill_thaws_v1_freezer_and_uses_cgroup_kill(tmp_path, monkeypatch):
     from pycontain.actuate.cgroups import fs
     from pycontain.actuate.cgroups.agent import AgentCgroup
     v2, fr = tmp_path / "v2", tmp_path / "freezer"
-    v2.mkdir(); fr.mkdir()
-    (v2 / "cgroup.kill").write_text(""); (v2 / "cgroup.procs").write_text("")
-    (fr / "freezer.state").write_text("FROZEN\n"); (fr / "cgroup.procs").write_text("")
+    v2.mkdir()
+    fr.mkdir()
+    (v2 / "cgroup.kill").write_text("")
+    (v2 / "cgroup.procs").write_text("")
+    (fr / "freezer.state").write_text("FROZEN\n")
+    (fr / "cgroup.procs").write_text("")
     order = []
     real = fs.write
     monkeypatch.setattr(fs, "write", lambda p, v: (order.append((p.rsplit("/", 1)[1], str(v))), real(p, v)))

@@ -90,7 +90,8 @@ def test_mps_server_without_client_list_is_reported(tmp_path):
         scen = tmp_path / "s.txt"
         scen.write_text("device 0\nprocess device=0 comm=nvidia-cuda-mps mem=9\n"
                         "error nvmlDeviceGetMPSComputeRunningProcesses NOT_SUPPORTED\n")
-        code = ("from pycontain.gpu.nvml import Nvml\nn=Nvml(); n.memory_by_pid(0); n._update_status(); print(n.status)")
+        code = ("from pycontain.gpu.nvml import Nvml\n"
+                "n=Nvml(); n.memory_by_pid(0); n._update_status(); print(n.status)")
         r = subprocess.run([sys.executable, "-c", code], env=env_for(scen), capture_output=True, text=True, timeout=30)
         assert "MPS on GPU 0: NVML lists no MPS client pids" in r.stdout, r.stdout + r.stderr
     finally:

@@ -114,7 +114,8 @@ def test_resolved_hosts_become_allow_entries():
 
 
 def test_longest_prefix_wins_between_deny_entries():
-    t = compile_policy(load_policy_text("network:\n  deny:\n    - cidr: 198.51.100.0/24\n    - cidr: 198.51.100.128/25\n"))
+    t = compile_policy(load_policy_text("network:\n  deny:\n"
+                                        "    - cidr: 198.51.100.0/24\n    - cidr: 198.51.100.128/25\n"))
     assert t.rules[net_verdict(t, daddr="198.51.100.200", dport=1)] == "network.deny[1]"
     assert t.rules[net_verdict(t, daddr="198.51.100.2", dport=1)] == "network.deny[0]"
 

@@ -90,4 +90,4 @@ def test_rule_slots_agree_with_connect_c():
     assert slots.pop("SLOTS") == len(RULE_SLOTS)
     for macro, slot in slots.items():
         assert RULE_SLOTS[slot][0] == names[macro]
-    assert re.search(r"BPF_ARRAY\(pc_ports, struct pc_port_rule, %d\)" % net_maps.PORTS, src)
+    assert re.search(rf"BPF_ARRAY\(pc_ports, struct pc_port_rule, {net_maps.PORTS:d}\)", src)

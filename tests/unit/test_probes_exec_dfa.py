@@ -37,7 +37,8 @@ def test_known_cases():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.binary(min_size=1, max_size=4).map(lambda b: bytes(ALPHA[x % len(ALPHA)] for x in b).lower()),
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=4)
+                          .map(lambda b: bytes(ALPHA[x % len(ALPHA)] for x in b).lower()),
                           st.sampled_from(list(PatternWhere))), min_size=1, max_size=6),
        st.binary(max_size=40).map(lambda b: bytes(ALPHA[x % len(ALPHA)] for x in b)))
 def test_matches_naive_search(raw_pats, data):

@@ -13,11 +13,16 @@ from pycontain.core.policy import builtin_policy, load_policy_text
 
 LOG = [
     {"ts": 1.0, "agent": "a", "kind": "agent-start", "pid": None, "cgroup": "/x"},
-    {"ts": 1.1, "agent": "a", "kind": "exec", "pid": 10, "filename": "/usr/bin/python3", "argv": ["python3", "train.py"], "verdict": "allow"},
-    {"ts": 1.2, "agent": "a", "kind": "connect", "pid": 10, "protocol": "tcp", "daddr": "198.51.100.2", "dport": 443, "verdict": "allow"},
-    {"ts": 1.3, "agent": "a", "kind": "exec", "pid": 11, "filename": "/tmp/xmrig", "argv": ["xmrig"], "verdict": "deny", "rule": "exec.deny[0]"},
-    {"ts": 1.4, "agent": "a", "kind": "connect", "pid": 10, "protocol": "tcp", "daddr": "198.51.100.2", "dport": 3333, "verdict": "allow"},
-    {"ts": 1.5, "agent": "a", "kind": "exec", "pid": 12, "filename": "/usr/bin/ssh", "argv": ["ssh", "-NfR", "2222:localhost:22", "h"], "verdict": "allow"},
+    {"ts": 1.1, "agent": "a", "kind": "exec",
+     "pid": 10, "filename": "/usr/bin/python3", "argv": ["python3", "train.py"], "verdict": "allow"},
+    {"ts": 1.2, "agent": "a", "kind": "connect",
+     "pid": 10, "protocol": "tcp", "daddr": "198.51.100.2", "dport": 443, "verdict": "allow"},
+    {"ts": 1.3, "agent": "a", "kind": "exec",
+     "pid": 11, "filename": "/tmp/xmrig", "argv": ["xmrig"], "verdict": "deny", "rule": "exec.deny[0]"},
+    {"ts": 1.4, "agent": "a", "kind": "connect",
+     "pid": 10, "protocol": "tcp", "daddr": "198.51.100.2", "dport": 3333, "verdict": "allow"},
+    {"ts": 1.5, "agent": "a", "kind": "exec",
+     "pid": 12, "filename": "/usr/bin/ssh", "argv": ["ssh", "-NfR", "2222:localhost:22", "h"], "verdict": "allow"},
     {"ts": 1.6, "agent": "a", "kind": "violation", "pid": 11, "rule": "exec.deny[0]", "action": "deny", "reason": "x"},
 ]
 

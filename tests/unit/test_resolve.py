@@ -20,7 +20,8 @@ class FakeDns:
 
 
 def test_hosts_in_policy():
-    assert hosts_in_policy(builtin_policy("strict")) == ["@nameservers", "files.pythonhosted.org", "huggingface.co", "pypi.org"]
+    assert hosts_in_policy(builtin_policy("strict")) == ["@nameservers", "files.pythonhosted.org",
+                                                         "huggingface.co", "pypi.org"]
     assert hosts_in_policy(load_policy_text("name: x\n")) == []
     p = load_policy_text("network:\n  deny: [{host: Bad.Example.}]\n  allow: [{host: pypi.org}]\n")
     assert hosts_in_policy(p) == ["bad.example", "pypi.org"]

@@ -14,6 +14,8 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ...core.errors import EnvironmentProblem, UsageError
 from ...core.samples import CgroupSample
@@ -75,7 +77,7 @@ class AgentCgroup:
             made.append(v2_path)
             v1_paths: dict[str, str] = {}
             if layout.kind == "hybrid":
-                for mount, ctrls in layout.v1_mounts().items():
+                for _mount, ctrls in layout.v1_mounts().items():
                     v1_base = _v1_parent(layout, ctrls[0], base if parent else None)
                     if v1_base is None:
                         for c in ctrls:
@@ -151,9 +153,12 @@ class AgentCgroup:
         problems: list[str] = []
         self.cpu_budget_cores = cpu_cores
         self.throttled_cores = None
-        for what, fn, value in (("cpu", self._write_cpu, cpu_cores),
-                                ("memory", self._write_memory, (memory_bytes, memory_high_bytes)),
-                                ("pids", self._write_pids, pids)):
+        # (what, writer, its argument): each writer takes its own argument type
+        steps: tuple[tuple[str, Callable[[Any], None], object], ...] = (
+            ("cpu", self._write_cpu, cpu_cores),
+            ("memory", self._write_memory, (memory_bytes, memory_high_bytes)),
+            ("pids", self._write_pids, pids))
+        for what, fn, value in steps:
             try:
                 fn(value)
             except _Unavailable as e:
@@ -184,7 +189,8 @@ class AgentCgroup:
                 return self.v2_path, True
         elif controller in self.v1_paths:
             return self.v1_paths[controller], False
-        raise _Unavailable(self.missing.get(controller, f"the {controller} controller is not available for this cgroup"))
+        raise _Unavailable(self.missing.get(controller,
+                                            f"the {controller} controller is not available for this cgroup"))
 
     def _write_cpu(self, cores: float | None) -> None:
         d, v2 = self._ctl_dir("cpu", "cpu.max")
@@ -337,7 +343,8 @@ class AgentCgroup:
             k = fs.keyed(ev)
             high_events, oom_kills = k.get("high", 0), k.get("oom_kill", 0)
         elif "memory" in self.v1_paths:
-            oom_kills = fs.keyed(fs.read_or(os.path.join(self.v1_paths["memory"], "memory.oom_control"))).get("oom_kill", 0)
+            oom_control = fs.read_or(os.path.join(self.v1_paths["memory"], "memory.oom_control"))
+            oom_kills = fs.keyed(oom_control).get("oom_kill", 0)
         mem_max, mem_high = self._memory_limits()
         return CgroupSample(cpu_usage_seconds=cpu, memory_bytes=mem or 0, pids=npids,
                             cpu_limit_cores=self.cpu_limit_cores(), memory_max_bytes=mem_max,
@@ -352,10 +359,10 @@ class AgentCgroup:
             return None if q == "max" else int(q) / int(period or CPU_PERIOD_US)
         d = self.v1_paths.get("cpu")
         if d:
-            q = fs.read_or(os.path.join(d, "cpu.cfs_quota_us"))
-            p = fs.read_or(os.path.join(d, "cpu.cfs_period_us"))
-            if q is not None and p is not None and int(q) > 0:
-                return int(q) / int(p)
+            quota = fs.read_or(os.path.join(d, "cpu.cfs_quota_us"))
+            per = fs.read_or(os.path.join(d, "cpu.cfs_period_us"))
+            if quota is not None and per is not None and int(quota) > 0:
+                return int(quota) / int(per)
         return None
 
     def _cpu_usage_seconds(self) -> float:

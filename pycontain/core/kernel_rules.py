@@ -58,7 +58,7 @@ def exec_kernel_form(glob: str, args: bool = False) -> tuple[str, str] | None:
     return None
 
 
-def compile_policy(policy: Policy, resolved: dict[str, list[str]] | None = None) -> KernelTables:
+def compile_policy(policy: Policy, resolved: Mapping[str, list[str]] | None = None) -> KernelTables:
     """Everything of the policy the kernel can enforce exactly. The rest is
     evaluated by the engine in user space (see compile_report)."""
     t = KernelTables(mode=Mode.MONITOR if policy.mode == "monitor" else Mode.ENFORCE,
@@ -126,7 +126,7 @@ def _add_nets(dst4: list[tuple[ipaddress.IPv4Network, int]], dst6: list[tuple[ip
             dst6.append((net, rid))
 
 
-def _rule_addrs(r: NetRule, resolved: dict[str, list[str]]) -> list[str]:
+def _rule_addrs(r: NetRule, resolved: Mapping[str, list[str]]) -> list[str]:
     """A rule's CIDRs plus the current addresses of its host names."""
     out = list(r.cidrs)
     for h in r.hosts:
@@ -134,7 +134,7 @@ def _rule_addrs(r: NetRule, resolved: dict[str, list[str]]) -> list[str]:
     return out
 
 
-def _compile_network(t: KernelTables, nw: NetworkPolicy, resolved: dict[str, list[str]], rule: _RuleIds) -> None:
+def _compile_network(t: KernelTables, nw: NetworkPolicy, resolved: Mapping[str, list[str]], rule: _RuleIds) -> None:
     """Port-only and address-only deny rules, the internal/metadata ranges,
     and under ``default: deny`` the addresses of the allow entries."""
     for i, r in enumerate(nw.deny):
@@ -163,7 +163,7 @@ def _deny_ports(t: KernelTables, r: NetRule, rid: int) -> None:
                              rid if r.protocol in ("udp", "any") else udp)
 
 
-def compile_report(policy: Policy, resolved: dict[str, list[str]] | None = None) -> list[str]:
+def compile_report(policy: Policy, resolved: Mapping[str, list[str]] | None = None) -> list[str]:
     """One line per rule: enforced in the kernel (before the program runs /
     EPERM), or in user space (the engine kills the process right after)."""
     out: list[str] = []

@@ -128,7 +128,9 @@ class GpuDevices:
             except (UsageError, GpuUnavailable) as e:
                 log.warning("agent %s: %s: %s", name_of(cgroup), spec.source, e.message)
                 continue
-            assert grant is not None, f"{spec.source}: 'orchestrator' in the environment"
+            if grant is None:       # the job's environment cannot defer to the orchestrator: no GPU
+                log.warning("agent %s: %s says 'orchestrator': ignored", name_of(cgroup), spec.source)
+                continue
             return grant
         return GpuGrant((), "orchestrator (nothing allocated)")
 

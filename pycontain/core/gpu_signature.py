@@ -40,7 +40,9 @@ class SignatureRule:
             q.clear()                       # no GPM reading: no evidence, start over
             return False
         q.append((now, *reading))
-        while q and q[0][0] < now - self.sig.window_s:
+        # keep the last reading at or before the window's start: with it the
+        # history covers the whole window whatever the sampling interval
+        while len(q) > 1 and q[1][0] <= now - self.sig.window_s:
             q.popleft()
         if now - q[0][0] < self.sig.window_s * 0.9:
             return False                    # not enough history for "sustained"

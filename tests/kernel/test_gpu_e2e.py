@@ -115,3 +115,43 @@ def test_trace_says_which_agent_uses_which_gpu(privileged, tmp_path):
         assert use[0]["filename"] == str(burn)
     finally:
         cg.remove()
+
+
+SIGNATURE_POLICY = ("name: gpu-signature\ngpu:\n  sample_interval: 0.5s\n"
+                    "  allowed_programs: [trainer]\n"           # the name check alone would let it run
+                    "  signature: {int_min: 50, tensor_max: 5, window: 2s}\n"
+                    "actions:\n  gpu_signature: kill-process\n")
+
+
+def _run_named_trainer(tmp_path: Path, device_line: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """An agent whose GPU program is called `trainer` (an allowed name) and
+    runs for 6 s; the fake driver's GPM counters say what it really does."""
+    trainer = prog(tmp_path, "trainer")
+    scen = tmp_path / "scenario.txt"
+    scen.write_text(device_line + "\nprocess device=0 comm=trainer mem=1000 sm=90\n")
+    pol = tmp_path / "sig.yaml"
+    pol.write_text(SIGNATURE_POLICY)
+    audit = tmp_path / "audit.jsonl"
+    r = subprocess.run(PYCONTAIN + ["run", "--policy", str(pol), "--audit-log", str(audit), "--",
+                                    "sh", "-c", f"{trainer} 6; echo status=$?"],
+                       env=env_for(scen), capture_output=True, text=True, timeout=60)
+    return r, records(audit)
+
+
+def test_a_renamed_miner_is_known_by_its_gpu_signature(privileged, tmp_path):
+    """Integer pipes busy, tensor cores idle for the whole window: killed
+    although its name is on the GPU allow-list."""
+    r, recs = _run_named_trainer(tmp_path, "device 0 uuid=GPU-sig gpm=1 int_util=92 tensor_util=0")
+    assert r.returncode == 0, r.stderr
+    assert "status=137" in r.stdout, r.stdout + r.stderr      # the miner died; the agent's shell went on
+    v = [x for x in recs if x["kind"] == "violation" and x["rule"] == "gpu.signature"]
+    assert v and "integer pipes 92%" in v[0]["reason"], recs
+
+
+def test_tensor_heavy_training_is_left_alone_by_the_signature_rule(privileged, tmp_path):
+    """The same program and counters, but the tensor cores busy: the shape of
+    training, not of hashing. It runs to its end (the bare run of the move)."""
+    r, recs = _run_named_trainer(tmp_path, "device 0 uuid=GPU-sig gpm=1 int_util=92 tensor_util=60")
+    assert r.returncode == 0, r.stderr
+    assert "status=0" in r.stdout, r.stdout + r.stderr
+    assert not [x for x in recs if x["kind"] == "violation" and x["rule"] == "gpu.signature"]

@@ -102,9 +102,9 @@ def test_mps_server_without_client_list_is_reported(tmp_path):
 def test_a_window_only_a_few_samples_long_still_fires():
     """2 s window sampled every 0.51 s: the history must cover the window
     (a reading at or before its start is kept), or the rule never fires."""
+    from pycontain.core.gpu_policy_extra import SignaturePolicy
     from pycontain.core.gpu_rules import AttributedGpuProcess, program_allowed
     from pycontain.core.gpu_signature import SignatureRule
-    from pycontain.core.gpu_policy_extra import SignaturePolicy
     from pycontain.core.samples import GpuDeviceSample, GpuSample
     rule = SignatureRule(SignaturePolicy(window_s=2.0), program_allowed)
     proc = [AttributedGpuProcess("a", 42, 1, 0, 1000, 90.0, b"/tmp/trainer")]

@@ -21,6 +21,12 @@ BPF_PERCPU_ARRAY(pc_lost, u64, 1);              /* records the kernel could not 
 BPF_ARRAY(pc_config, struct pc_config, 1);
 BPF_HASH(pc_agents, u64, u32, 4096);            /* tracked cgroup v2 id -> agent id */
 BPF_PERCPU_ARRAY(pc_wake, u32, 1);              /* records queued since the last wake-up */
+/* Agent identity that follows the task (issue 10): tgid -> agent id, set
+ * when a task enters an agent cgroup (boundary.c) or is forked by an agent
+ * task (exec.c), removed when its process exits. A task that leaves its
+ * agent's cgroup is still that agent's. Not LRU: an entry is never evicted. */
+BPF_HASH(pc_agent_tasks, u32, u32, 65536);
+BPF_PERCPU_ARRAY(pc_identity_lost, u64, 1);     /* identities pc_agent_tasks could not store */
 
 #ifndef PC_WAKE_EVERY
 #define PC_WAKE_EVERY 64
@@ -32,7 +38,9 @@ static __always_inline struct pc_config *pc_cfg(void)
 	return pc_config.lookup(&zero);
 }
 
-/* The in-kernel filter, run first in every task-context hook.
+/* The in-kernel filter, run first in every task-context hook. The task's
+ * own identity (pc_agent_tasks) comes first: a task that left its agent's
+ * cgroup stays that agent's.
  * Relies on: bpf_get_current_cgroup_id()/bpf_get_current_ancestor_cgroup_id()
  * returning cgroup v2 ids of the current task (valid in process context).
  * Returns the agent id, or 0 when the task is in no tracked agent cgroup.
@@ -40,15 +48,22 @@ static __always_inline struct pc_config *pc_cfg(void)
  * level in use by some agent (usually one). */
 static __always_inline u32 pc_agent_of_current(struct pc_config *cfg)
 {
-	if (!cfg || !cfg->tracked_levels)
+	if (!cfg)
 		return 0;
+	u32 levels = cfg->tracked_levels | cfg->birth_levels;
+	if (!levels)
+		return 0;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	u32 *agent = pc_agent_tasks.lookup(&tgid);
+	if (agent)
+		return *agent;
 	u64 id = bpf_get_current_cgroup_id();
-	u32 *agent = pc_agents.lookup(&id);
+	agent = pc_agents.lookup(&id);
 	if (agent)
 		return *agent;
 #pragma unroll
 	for (int lvl = 0; lvl < PC_MAX_LEVELS; lvl++) {
-		if (!(cfg->tracked_levels & (1u << lvl)))
+		if (!(levels & (1u << lvl)))
 			continue;
 		u64 anc = bpf_get_current_ancestor_cgroup_id(lvl);
 		if (!anc)
@@ -58,6 +73,25 @@ static __always_inline u32 pc_agent_of_current(struct pc_config *cfg)
 			return *agent;
 	}
 	return 0;
+}
+
+/* A child forked by an agent task is that agent's (issue 10). A full map
+ * is counted as a lost record: the child is still found by its cgroup. */
+static __always_inline void pc_identity_fork(u32 agent, u32 child_tgid)
+{
+	if (agent && child_tgid && pc_agent_tasks.update(&child_tgid, &agent)) {
+		int zero = 0;
+		u64 *n = pc_identity_lost.lookup(&zero);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
+}
+
+/* The process of the current task exits: its identity goes with it. */
+static __always_inline void pc_identity_exit(void)
+{
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	pc_agent_tasks.delete(&tgid);
 }
 
 static __always_inline void pc_count_lost(void)

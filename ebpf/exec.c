@@ -244,6 +244,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 		return 0;
 	const void *parent = (const void *)ctx->args[0];
 	const void *child = (const void *)ctx->args[1];
+	pc_identity_fork(agent, pc_read_u32(child, PC_OFF_TASK_TGID));
 	struct pc_fork *f = PC_RESERVE(struct pc_fork);
 	if (!f)
 		return 0;
@@ -265,6 +266,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	u32 agent = pc_agent_of_current(cfg);
 	if (!pc_should_trace(cfg, agent))
 		return 0;
+	pc_identity_fork(agent, args->child_pid);   /* a thread's tid too: harmless */
 	struct pc_fork *f = PC_RESERVE(struct pc_fork);
 	if (!f)
 		return 0;
@@ -285,6 +287,16 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	u32 agent = pc_agent_of_current(cfg);
 	if (!pc_should_trace(cfg, agent))
 		return 0;
+	/* before the record: the identity must go even when the ring is full,
+	 * or a reused pid would inherit it */
+#ifdef PC_TP_EXIT_HAS_GROUP_DEAD
+	if (args->group_dead)
+		pc_identity_exit();
+#else
+	u64 self = bpf_get_current_pid_tgid();
+	if ((u32)self == self >> 32)
+		pc_identity_exit();
+#endif
 	struct pc_exit *x = PC_RESERVE(struct pc_exit);
 	if (!x)
 		return 0;

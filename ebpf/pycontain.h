@@ -31,6 +31,10 @@ typedef uint64_t u64;
 #define PC_PATTERN_LEN 32       /* exec substring pattern */
 #define PC_MAX_PATTERNS 32
 #define PC_MAX_LEVELS 32        /* cgroup depth checked for tracked ancestors */
+#define PC_CGPATH_LEN 256       /* cgroup v2 path kept (issue 10: birth, boundary) */
+#define PC_BIRTH_STATES 128     /* birth selector automaton states (ebpf/boundary.c) */
+#define PC_BIRTH_CLASSES 64     /* its byte classes */
+#define PC_BIRTH_AGENT_BASE 0x80000000u /* kernel-born agent ids: base | (cgroup id & 0x7fffffff) */
 
 enum pc_event_type {
 	PC_EV_EXEC = 1,
@@ -41,6 +45,8 @@ enum pc_event_type {
 	PC_EV_SOCKET = 6,    /* socket creation */
 	PC_EV_TCP_STATE = 7, /* sock:inet_sock_set_state on an agent socket */
 	PC_EV_STRATUM = 8,   /* mining JSON-RPC seen in egress payload */
+	PC_EV_CGROUP_BIRTH = 9,  /* a new cgroup matched a selector: marked an agent in the kernel */
+	PC_EV_BOUNDARY = 10,     /* an agent task moved out of its agent's cgroup */
 };
 
 enum pc_verdict {
@@ -55,6 +61,7 @@ enum pc_flags {
 	PC_F_V4_MAPPED = 1 << 2,   /* IPv6 socket, IPv4-mapped destination */
 	PC_F_KILLED = 1 << 3,      /* bpf_send_signal(SIGKILL) was issued */
 	PC_F_THREAD = 1 << 4,      /* fork/exit of a thread, not a process */
+	PC_F_OTHER_MOVER = 1 << 5, /* boundary: moved by another task; user space must kill it */
 };
 
 struct pc_header {
@@ -134,6 +141,33 @@ struct pc_stratum {
 	char payload[PC_PAYLOAD_LEN];
 };
 
+/* issue 10: a cgroup the birth program marked as an agent */
+struct pc_cgroup_birth {
+	struct pc_header h;    /* h.agent_id = the new agent's id; h.cgroup_id = the creator's */
+	u64 cgroup_id;         /* the new cgroup's v2 id */
+	u32 selector;          /* index in the policy's agents: list */
+	u32 level;
+	u16 path_len;
+	u16 _pad0[3];
+	char path[PC_CGPATH_LEN];  /* relative to the cgroup2 root, leading '/' */
+};
+
+/* issue 10: an agent task moved to a cgroup outside its agent */
+struct pc_boundary {
+	struct pc_header h;    /* current = the mover; h.agent_id = the moved task's agent */
+	u64 dst_cgroup_id;
+	u32 moved_pid;
+	u32 dst_agent;         /* agent of the destination, 0 = none */
+	u16 path_len;
+	u16 _pad0[3];
+	char path[PC_CGPATH_LEN];  /* destination, relative to the cgroup2 root */
+};
+
+/* key of pc_cg_paths: a cgroup v2 path, NUL padded */
+struct pc_cg_path {
+	char path[PC_CGPATH_LEN];
+};
+
 /* ---- maps written by the controller ------------------------------------ */
 
 enum pc_mode { PC_MODE_ENFORCE = 0, PC_MODE_MONITOR = 1 };
@@ -144,6 +178,7 @@ enum pc_config_flags {
 	PC_CFG_DENY_PACKET = 1 << 2,      /* AF_PACKET */
 	PC_CFG_DETECT_STRATUM = 1 << 3,
 	PC_CFG_TRACE_ALL = 1 << 4,        /* emit exec/fork/exit for every process */
+	PC_CFG_BIRTH = 1 << 5,            /* mark new cgroups matching the birth automaton (issue 10) */
 };
 
 struct pc_config {
@@ -151,6 +186,8 @@ struct pc_config {
 	u32 flags;           /* enum pc_config_flags */
 	u32 tracked_levels;  /* bit n set: some agent cgroup is at level n */
 	u32 _pad0;
+	u32 birth_levels;    /* issue 10: levels the kernel marked agents at (set by boundary.c) */
+	u32 _pad1;
 };
 
 struct pc_port_rule {

@@ -194,7 +194,7 @@ static __always_inline u32 pc_agent_of_skb(struct __sk_buff *skb, struct pc_conf
 		return *agent;
 #pragma unroll
 	for (int lvl = 0; lvl < PC_MAX_LEVELS; lvl++) {
-		if (!(cfg->tracked_levels & (1u << lvl)))
+		if (!((cfg->tracked_levels | cfg->birth_levels) & (1u << lvl)))
 			continue;
 		u64 anc = bpf_skb_ancestor_cgroup_id(skb, lvl);
 		if (!anc)

@@ -37,7 +37,7 @@ apt_install() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-apt_install python3-bpfcc python3-venv python3-pip gcc iproute2 ca-certificates
+apt_install python3-bpfcc python3-seccomp python3-venv python3-pip gcc iproute2 ca-certificates
 
 # --- kernel headers ----------------------------------------------------------
 if [ ! -e "/lib/modules/$KREL/build/include" ]; then

@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 
-from ..core.decisions import Action, Decision
+from ..core.decisions import BOUNDARY_RULE, Action, Decision
 from ..core.errors import PycontainError
 from .cgroups import AgentCgroup
 from .gpu_safe import CudaLock, GpuMemory, KillRetry
@@ -116,7 +116,9 @@ class Actuator:
         except ProcessLookupError:
             return f"skipped: pid {d.pid} already exited"
         try:
-            if d.pid not in cg.pids():
+            # an escaped task is outside the cgroup by definition: the kernel's
+            # identity of the task (ebpf/boundary.c) made it this agent's
+            if d.rule != BOUNDARY_RULE and d.pid not in cg.pids():
                 return f"skipped: pid {d.pid} is not in agent {d.agent}'s cgroup"
             if d.start_ns is not None:
                 try:

@@ -35,6 +35,10 @@ def _walk(root: str):
         yield dirpath
 
 
+def clean_name(s: str) -> str:
+    return _clean(s)
+
+
 def _clean(s: str) -> str:
     return "".join(c if c.isalnum() or c in "_.-:" else "_" for c in s)[:MAX_NAME]
 

@@ -23,11 +23,16 @@ import signal
 import subprocess
 
 from ..core.errors import CommandNotFound, EnvironmentProblem, UsageError
+from ..core.policy import Privileges
 from .cgroups import AgentCgroup
+from .privileges import build_filter, drop_bounding_set, restrict
 
 
 def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
-           env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
+           env: dict | None = None, cwd: str | None = None,
+           privileges: Privileges | None = None) -> subprocess.Popen:
+    """`privileges`: what to take from the agent (actuate/privileges.py);
+    None: the policy default, everything."""
     if not argv:
         raise UsageError("no command given", "pycontain run [OPTIONS] -- CMD [ARG...]")
     child_env = dict(os.environ if env is None else env)
@@ -38,6 +43,9 @@ def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
         child_env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
     exe = resolve_command(argv[0], child_env.get("PATH", os.defpath), cwd)
     procs_files = cgroup.procs_files()
+    priv = privileges or Privileges()
+    filt = build_filter(priv)            # built here: the child only loads it
+    have_setpcap = os.geteuid() == 0
 
     def join_cgroups_then_drop() -> None:
         # runs in the fork child, before exec; plain syscalls only
@@ -49,11 +57,13 @@ def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
                 os.write(fd, me)
             finally:
                 os.close(fd)
+        drop_bounding_set(priv, have_setpcap)   # needs CAP_SETPCAP: before the uid changes
         if creds is not None:
             uid, gid, groups = creds
             os.setgroups(groups)
             os.setgid(gid)
-            os.setuid(uid)       # last: after it, nothing above would be permitted
+            os.setuid(uid)       # after it, nothing above would be permitted
+        restrict(priv, filt)     # last: no_new_privs and the seccomp filter
 
     try:
         return subprocess.Popen(argv, executable=exe, env=child_env, cwd=cwd,

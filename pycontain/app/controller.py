@@ -72,6 +72,7 @@ class Controller:
         self._last_sample = 0.0
         self._last_gpu = 0.0
         self.started_ready_s: float | None = None
+        self.on_birth: Any = None          # daemon: called with each cgroup-birth event (issue 10)
 
     @property
     def observe_only(self) -> bool:
@@ -171,9 +172,13 @@ class Controller:
 
     # ---- agents -------------------------------------------------------------
 
-    def add_agent(self, name: str, cgroup, *, apply_budgets: bool = True) -> int:
-        agent_id = self._next_id
-        self._next_id += 1
+    def add_agent(self, name: str, cgroup, *, apply_budgets: bool = True, agent_id: int | None = None) -> int:
+        """`agent_id`: the id the kernel gave a cgroup it marked at birth."""
+        if agent_id is None and self.probes is not None:
+            agent_id = self.probes.born_agent_id(cgroup.v2_path)
+        if agent_id is None:
+            agent_id = self._next_id
+            self._next_id += 1
         b = self.policy.budgets if self.policy is not None else None
         if apply_budgets and b is not None:
             cgroup.set_budgets(cpu_cores=b.cpu, memory_bytes=b.memory_bytes,
@@ -219,6 +224,8 @@ class Controller:
     def on_event(self, ev: Event) -> None:
         """The ring-buffer callback: record, count, and collect the engine's
         decisions; they are carried out after the poll (apply_pending)."""
+        if ev.kind == "cgroup_birth" and self.on_birth is not None:
+            self.on_birth(ev)     # the daemon adopts it after the poll
         name = self.names.get(ev.h.agent_id, "host")
         rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
         self.audit.write(rec)

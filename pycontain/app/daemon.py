@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 
 from ..actuate.cgroups import AgentCgroup, detect_layout
-from ..actuate.discovery import find_agents
+from ..actuate.discovery import clean_name, find_agents
+from ..core.cgroup_glob import attach_prefix, compile_selectors
 from ..core.errors import EnvironmentProblem, PycontainError
 from ..core.policy import load_policy
 from ..gpu.devices import GpuDevices
@@ -56,6 +57,7 @@ class Daemon:
         self._reload = False
         self._stop = False
         self._last_scan = 0.0
+        self._births: list = []               # cgroup-birth events to adopt after the poll
 
     # ---- API handlers (called from server threads) --------------------------
 
@@ -95,12 +97,14 @@ class Daemon:
         matches = find_agents(self.policy.agents, root, exclude={own} if own else None)
         with self.lock:
             live = {m.name: m.path for m in matches}
+            live_paths = set(live.values())
             for name, path in list(self.discovered.items()):
-                if live.get(name) != path or not os.path.isdir(path):
+                if path not in live_paths or not os.path.isdir(path):
                     self.ctl.remove_agent(name)
                     del self.discovered[name]
+            known = set(self.discovered.values()) | set(self.adopted.values())
             for name, path in live.items():
-                if name in self.ctl.cgroups:
+                if name in self.ctl.cgroups or path in known:
                     continue
                 try:
                     self.ctl.add_agent(name, AgentCgroup.adopt(path, name))
@@ -112,6 +116,46 @@ class Daemon:
                     self.ctl.remove_agent(name)
                     del self.adopted[name]
 
+    # ---- birth (issue 10) --------------------------------------------------------
+
+    def arm_birth(self) -> None:
+        """Hand the selectors the kernel can match to the cgroup-birth hook and
+        attach the cgroup programs once at the selected cgroups' ancestors,
+        so a cgroup made later is contained before its first task runs."""
+        probes = self.ctl.probes
+        if probes is None or not probes.has_boundary:
+            return
+        probes.set_birth(compile_selectors(self.policy.agents))
+        root = self._cgroup2_root()
+        for rel in ancestor_dirs(self.policy.agents):
+            try:
+                probes.attach_at_ancestor(_deepest_existing(root, rel))
+            except (OSError, PycontainError) as e:
+                self.reporter.note(f"cgroup programs not attached at an ancestor ({e}): per agent cgroup instead")
+
+    def _on_birth(self, ev) -> None:
+        self._births.append(ev)
+
+    def adopt_births(self) -> None:
+        """Name and adopt the cgroups the kernel marked at birth (already
+        contained in the kernel: this adds budgets, GPU confinement, names)."""
+        births, self._births = self._births, []
+        root = self._cgroup2_root()
+        for ev in births:
+            path = os.path.join(root, os.fsdecode(ev.path).lstrip("/"))
+            if ev.selector >= len(self.policy.agents) or not os.path.isdir(path):
+                continue
+            sel = self.policy.agents[ev.selector]
+            name = birth_name(sel, path, set(self.ctl.cgroups))
+            with self.lock:
+                if path in self.discovered.values() or path in self.adopted.values():
+                    continue
+                try:
+                    self.ctl.add_agent(name, AgentCgroup.adopt(path, name), agent_id=ev.h.agent_id)
+                    self.discovered[name] = path
+                except (OSError, PycontainError) as e:
+                    self.reporter.note(f"cannot adopt {path}: {e}")
+
     # ---- reload ------------------------------------------------------------
 
     def reload(self) -> bool:
@@ -120,6 +164,7 @@ class Daemon:
             with self.lock:
                 self.ctl.reload(new)
                 self.policy = new
+                self.arm_birth()
         except PycontainError as e:
             self.reporter.note(f"policy reload rejected, the old policy stays in force: {e.message}")
             self.audit.write({"ts": time.time(), "agent": "-", "kind": "policy-reload-rejected",
@@ -143,7 +188,9 @@ class Daemon:
         s = self.session
         s.on_signals(on_hup, (signal.SIGHUP,))
         s.on_signals(on_term, (signal.SIGTERM, signal.SIGINT))
+        self.ctl.on_birth = self._on_birth
         s.start()
+        self.arm_birth()
         try:
             s.serve(socket_path=self.opts.socket_path, metrics_port=self.opts.metrics_port,
                     metrics_addr=self.opts.metrics_addr, handlers={"adopt": self._adopt, "release": self._release})
@@ -169,6 +216,44 @@ class Daemon:
             self.scan()
         with self.lock:
             self.session.step(100)
+        if self._births:
+            self.adopt_births()
+
+
+def ancestor_dirs(selectors) -> list[str]:
+    """The directories (relative to the cgroup2 root) to attach the cgroup
+    programs at: each kernel-matched selector's literal parent, none inside
+    another."""
+    a = compile_selectors(selectors)
+    dirs = sorted({attach_prefix(selectors[i]) for i in a.kernel})
+    out: list[str] = []
+    for d in dirs:
+        if not any(d == o or o == "" or d.startswith(o + "/") for o in out):
+            out.append(d)
+    return out
+
+
+def _deepest_existing(root: str, rel: str) -> str:
+    path = root
+    for part in [p for p in rel.split("/") if p]:
+        nxt = os.path.join(path, part)
+        if not os.path.isdir(nxt):
+            break
+        path = nxt
+    return path
+
+
+def birth_name(sel, path: str, taken: set[str]) -> str:
+    """The scan's name for a cgroup (discovery.py): the selector's name for a
+    literal glob, `<selector>:<leaf>` otherwise; unique among `taken`."""
+    glob = sel.cgroup or sel.systemd_unit or ""
+    literal = not any(ch in glob for ch in "*?[")
+    name = sel.name if literal else clean_name(f"{sel.name}:{os.path.basename(path)}")
+    base, n = name, 2
+    while name in taken:
+        name = f"{base}#{n}"
+        n += 1
+    return name
 
 
 def _own_cgroup2(root: str) -> str | None:

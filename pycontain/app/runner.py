@@ -112,7 +112,7 @@ class AgentRun:
         try:
             cg = self._contain()
             env = self.gpu_devices.launch_env(self.opts.name) if self.gpu_devices else None
-            self.proc = proc = launch(self.cmd, cg, user=self.opts.user, env=env)
+            self.proc = proc = launch(self.cmd, cg, user=self.opts.user, env=env, privileges=self.policy.privileges)
             self._supervise(proc)
             code = exit_status(proc.returncode)
             self.reporter.finished(self.opts.name, code)

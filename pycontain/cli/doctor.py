@@ -170,11 +170,37 @@ def check_gpu_extras() -> list[Check]:
                   required=False)]
 
 
+def check_guarantees() -> list[Check]:
+    """Which issue-10 guarantees hold here (docs/threat-model.md)."""
+    out = []
+    dirs = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+    tp = next((p for p in dirs if os.path.isdir(p)), None)
+    for event, what in (("cgroup_mkdir", "contained from birth (daemon)"),
+                        ("cgroup_attach_task", "contained for life (leaving the cgroup is killed)")):
+        ok = tp is not None and os.path.isdir(f"{tp}/cgroup/{event}")
+        out.append(Check(f"guarantee: {what}", "ok" if ok else "warn",
+                         f"cgroup:{event} tracepoint" + ("" if ok else " missing"),
+                         "" if ok else "needs a kernel with cgroup tracepoints", required=False))
+    try:
+        import seccomp  # noqa: F401
+        out.append(Check("guarantee: least privilege for run", "ok", "no_new_privs, bounding set, seccomp", "",
+                         required=False))
+    except ImportError:
+        out.append(Check("guarantee: least privilege for run", "warn", "python3-seccomp missing",
+                         "apt-get install python3-seccomp (run refuses to start without it unless "
+                         "privileges.seccomp: false)", required=False))
+    out.append(Check("guarantee: full-root agents", "warn", "best effort without BPF-LSM",
+                     "a root agent with CAP_SYS_ADMIN/CAP_BPF can detach BPF programs; see docs/threat-model.md",
+                     required=False))
+    return out
+
+
 def run_checks() -> list[Check]:
     checks = [check_root(), check_bpf_syscall(), check_btf(), check_ringbuf(), check_tracefs(), check_bcc(),
               check_headers(), check_cgroups()]
     if checks[0].status == "ok" and checks[5].status == "ok" and checks[4].status == "ok":
         checks += check_hooks()
+    checks += check_guarantees()
     checks.append(check_nvml())
     checks += check_gpu_extras()
     return checks

@@ -24,6 +24,9 @@ class Action(str, enum.Enum):  # noqa: UP042
     KILL = "kill"              # kill every process of the agent (cgroup.kill)
 
 
+# issue 10: an agent task left its agent's cgroup (ebpf/boundary.c)
+BOUNDARY_RULE = "boundary.escape"
+
 # escalation ladder, weakest first
 LADDER = (Action.ALERT, Action.THROTTLE, Action.FREEZE, Action.KILL)
 

@@ -19,9 +19,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, TypeAlias
 
-from .decisions import Action, Breach, Decision, GpuDetail, GpuThrottle
+from .decisions import BOUNDARY_RULE, Action, Breach, Decision, GpuDetail, GpuThrottle
 from .escalation import Escalator
-from .events import Event, ExecEvent, ExitEvent, Flag, ForkEvent, NetEvent, SocketEvent, StratumEvent, Verdict
+from .events import (
+    BoundaryEvent,
+    Event,
+    ExecEvent,
+    ExitEvent,
+    Flag,
+    ForkEvent,
+    NetEvent,
+    SocketEvent,
+    StratumEvent,
+    Verdict,
+)
 from .kernel_rules import compile_policy
 from .matchers import GlobList
 from .policy import NetRule, Policy
@@ -319,9 +330,23 @@ class Engine:
         return out
 
     # engine logic per event dataclass (which type is which: core.event_types)
+    def _on_boundary(self, ev: BoundaryEvent, agent: str, now: float) -> list[Decision]:
+        """An agent task left its agent's cgroup (issue 10). The kernel killed
+        the mover when it was the agent; a task moved by another one is killed
+        here (its identity in the kernel says it is the agent's)."""
+        h = ev.h
+        monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
+        where = safe_text(ev.path, 256)
+        killed = bool(h.flags & Flag.KILLED) and not h.flags & Flag.OTHER_MOVER
+        action = Action.DENY if killed or monitor else Action.KILL_PROCESS
+        reason = (f"pid {ev.moved_pid} moved out of the agent's cgroup to {where}"
+                  + (": killed in the kernel" if killed else ""))
+        return [Decision(agent=agent, rule=BOUNDARY_RULE, action=action, reason=reason, pid=ev.moved_pid,
+                         monitor=monitor)]
+
     _HANDLERS: ClassVar[dict[type[Event], _Handler]] = {
         ForkEvent: _on_fork, ExitEvent: _on_exit, ExecEvent: _on_exec, StratumEvent: _on_stratum,
-        NetEvent: _on_net, SocketEvent: _on_socket,
+        NetEvent: _on_net, SocketEvent: _on_socket, BoundaryEvent: _on_boundary,
     }
 
     # ---- samples and breaches ---------------------------------------------------

@@ -24,12 +24,17 @@ from typing import Any, Generic, TypeAlias, TypeVar
 
 from .events import (
     ARGS_LEN,
+    CGPATH_LEN,
     FILENAME_LEN,
     MAP_STRUCTS,
     PAYLOAD_LEN,
+    BoundaryEvent,
+    CBoundary,
+    CCgroupBirth,
     CExec,
     CExit,
     CFork,
+    CgroupBirthEvent,
     CHeader,
     CNet,
     CSocket,
@@ -195,6 +200,43 @@ def _record_tcp_state(ev: TcpStateEvent, rec: Record) -> None:
                newstate=_TCP_STATES.get(ev.newstate, str(ev.newstate)))
 
 
+# ---- cgroup birth / boundary (issue 10) ------------------------------------------
+
+def _path(c: CCgroupBirth | CBoundary, data: bytes) -> bytes:
+    off = type(c).path.offset
+    return data[off: off + min(c.path_len, CGPATH_LEN)].split(b"\0", 1)[0]
+
+
+def _decode_birth(data: bytes) -> CgroupBirthEvent:
+    c = from_record(CCgroupBirth, data)
+    return CgroupBirthEvent(h=header_at(data), cgroup_id=c.cgroup_id, selector=c.selector, level=c.level,
+                            path=_path(c, data))
+
+
+def _record_birth(ev: CgroupBirthEvent, rec: Record) -> None:
+    rec.update(cgroup=safe_text(ev.path, 512), new_cgroup_id=ev.cgroup_id, selector=ev.selector)
+
+
+def _describe_birth(rec: Record, who: str) -> str:
+    return f"cgroup {rec.get('cgroup')} born an agent (selector {rec.get('selector')}) {who}"
+
+
+def _decode_boundary(data: bytes) -> BoundaryEvent:
+    c = from_record(CBoundary, data)
+    return BoundaryEvent(h=header_at(data), dst_cgroup_id=c.dst_cgroup_id, moved_pid=c.moved_pid,
+                         dst_agent=c.dst_agent, path=_path(c, data))
+
+
+def _record_boundary(ev: BoundaryEvent, rec: Record) -> None:
+    rec.update(moved_pid=ev.moved_pid, dst_cgroup=safe_text(ev.path, 512), dst_cgroup_id=ev.dst_cgroup_id)
+    if ev.h.flags & Flag.OTHER_MOVER:
+        rec["other_mover"] = True
+
+
+def _describe_boundary(rec: Record, who: str) -> str:
+    return f"boundary escape: pid {rec.get('moved_pid')} moved to {rec.get('dst_cgroup')} {who}"
+
+
 # ---- the registry --------------------------------------------------------------
 
 # the registry holds specs of different event dataclasses: each entry is
@@ -210,6 +252,10 @@ EVENT_TYPES: dict[EventType, AnySpec] = {s.type: s for s in (
     EventSpec(EventType.SOCKET, "pc_socket", CSocket, SocketEvent, _decode_socket, _record_socket, _describe_socket),
     EventSpec(EventType.TCP_STATE, "pc_tcp_state", CTcpState, TcpStateEvent, _decode_tcp_state, _record_tcp_state),
     EventSpec(EventType.STRATUM, "pc_stratum", CStratum, StratumEvent, _decode_stratum, _record_stratum, _describe_net),
+    EventSpec(EventType.CGROUP_BIRTH, "pc_cgroup_birth", CCgroupBirth, CgroupBirthEvent, _decode_birth,
+              _record_birth, _describe_birth),
+    EventSpec(EventType.BOUNDARY, "pc_boundary", CBoundary, BoundaryEvent, _decode_boundary, _record_boundary,
+              _describe_boundary),
 )}
 
 BY_KIND: dict[str, AnySpec] = {s.kind: s for s in EVENT_TYPES.values()}

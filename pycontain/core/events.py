@@ -27,6 +27,8 @@ NAME_LEN = 64
 PATTERN_LEN = 32
 MAX_PATTERNS = 32
 MAX_LEVELS = 32
+CGPATH_LEN = 256          # issue 10: cgroup v2 path kept in birth / boundary records
+BIRTH_AGENT_BASE = 0x80000000  # kernel-born agent ids: base | (cgroup id & 0x7fffffff)
 
 
 class EventType(enum.IntEnum):
@@ -38,6 +40,8 @@ class EventType(enum.IntEnum):
     SOCKET = 6
     TCP_STATE = 7
     STRATUM = 8
+    CGROUP_BIRTH = 9    # issue 10
+    BOUNDARY = 10       # issue 10
 
 
 class Verdict(enum.IntEnum):
@@ -52,6 +56,7 @@ class Flag(enum.IntFlag):
     V4_MAPPED = 1 << 2
     KILLED = 1 << 3
     THREAD = 1 << 4
+    OTHER_MOVER = 1 << 5    # issue 10: boundary escape made by another task
 
 
 class Mode(enum.IntEnum):
@@ -65,6 +70,7 @@ class ConfigFlag(enum.IntFlag):
     DENY_PACKET = 1 << 2
     DETECT_STRATUM = 1 << 3
     TRACE_ALL = 1 << 4
+    BIRTH = 1 << 5          # issue 10: new cgroups matched against the birth automaton
 
 
 class PatternWhere(enum.IntEnum):
@@ -132,7 +138,23 @@ class CStratum(C.Structure):
 
 class CConfig(C.Structure):
     _fields_ = [("mode", C.c_uint32), ("flags", C.c_uint32),
-                ("tracked_levels", C.c_uint32), ("_pad0", C.c_uint32)]
+                ("tracked_levels", C.c_uint32), ("_pad0", C.c_uint32),
+                ("birth_levels", C.c_uint32), ("_pad1", C.c_uint32)]     # issue 10
+
+
+class CCgroupBirth(C.Structure):
+    _fields_ = [("h", CHeader), ("cgroup_id", C.c_uint64), ("selector", C.c_uint32), ("level", C.c_uint32),
+                ("path_len", C.c_uint16), ("_pad0", C.c_uint16 * 3), ("path", C.c_char * CGPATH_LEN)]
+
+
+class CBoundary(C.Structure):
+    _fields_ = [("h", CHeader), ("dst_cgroup_id", C.c_uint64), ("moved_pid", C.c_uint32),
+                ("dst_agent", C.c_uint32), ("path_len", C.c_uint16), ("_pad0", C.c_uint16 * 3),
+                ("path", C.c_char * CGPATH_LEN)]
+
+
+class CCgPath(C.Structure):
+    _fields_ = [("path", C.c_char * CGPATH_LEN)]
 
 
 class CPortRule(C.Structure):
@@ -161,7 +183,7 @@ class CPattern(C.Structure):
 # is the union the layout test walks.
 MAP_STRUCTS: dict[str, type[C.Structure]] = {
     "pc_config": CConfig, "pc_port_rule": CPortRule, "pc_lpm4": CLpm4, "pc_lpm6": CLpm6,
-    "pc_name_key": CNameKey, "pc_pattern": CPattern,
+    "pc_name_key": CNameKey, "pc_pattern": CPattern, "pc_cg_path": CCgPath,
 }
 
 
@@ -251,6 +273,26 @@ class TcpStateEvent(Event):
     sport: int
     daddr: str
     dport: int
+
+
+@dataclass(frozen=True)
+class CgroupBirthEvent(Event):
+    """A new cgroup matched a selector and was marked an agent in the kernel."""
+
+    cgroup_id: int
+    selector: int
+    level: int
+    path: bytes       # relative to the cgroup2 root, leading '/'
+
+
+@dataclass(frozen=True)
+class BoundaryEvent(Event):
+    """An agent task moved to a cgroup outside its agent (h.agent_id: its agent)."""
+
+    dst_cgroup_id: int
+    moved_pid: int
+    dst_agent: int
+    path: bytes
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,16 @@ class ActionSpec:
 
 
 @dataclass(frozen=True)
+class Privileges:
+    """`privileges:` (issue 10): what `pycontain run` takes from its agent;
+    each key relaxes one measure explicitly (actuate/privileges.py)."""
+
+    no_new_privs: bool = True
+    drop_capabilities: bool = True
+    seccomp: bool = True
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str = "unnamed"
     mode: str = "enforce"
@@ -133,6 +143,7 @@ class Policy:
     sockets: SocketPolicy = field(default_factory=SocketPolicy)
     actions: dict[str, ActionSpec] = field(default_factory=dict)     # action key -> ActionSpec
     escalation_grace_s: float = DEFAULT_GRACE_S
+    privileges: Privileges = field(default_factory=Privileges)     # issue 10
 
     def action(self, key: str) -> ActionSpec:
         return self.actions.get(key) or ActionSpec((Action.ALERT,), self.escalation_grace_s)
@@ -235,7 +246,8 @@ Reader: TypeAlias = Callable[[Node], object]
 # a reader under field None returns several fields at once
 KeyTable: TypeAlias = Mapping[str, tuple[str, Reader] | tuple[None, Callable[[Node], Fields]]]
 
-TOP_KEYS = ("name", "mode", "agents", "budgets", "gpu", "exec", "network", "sockets", "actions", "escalation")
+TOP_KEYS = ("name", "mode", "agents", "budgets", "gpu", "exec", "network", "sockets", "actions", "escalation",
+            "privileges")
 AGENT_SELECTORS = ("cgroup", "systemd_unit", "command")
 AGENT_KEYS = ("name",) + AGENT_SELECTORS
 BUDGET_KEYS = ("cpu", "memory", "memory_high", "pids")
@@ -416,6 +428,16 @@ def _actions(n: Node | None, grace: float) -> dict[str, ActionSpec]:
 
 _T = TypeVar("_T")
 
+PRIVILEGE_KEYS: KeyTable = {
+    "no_new_privs": ("no_new_privs", Node.bool),
+    "drop_capabilities": ("drop_capabilities", Node.bool),
+    "seccomp": ("seccomp", Node.bool),
+}
+
+
+def _privileges(n: Node) -> Privileges:
+    return Privileges(**_read(_mapping(n, PRIVILEGE_KEYS), PRIVILEGE_KEYS))
+
 
 def _parse(root: Node) -> Policy:
     top = _mapping(root, TOP_KEYS)
@@ -433,8 +455,10 @@ def _parse(root: Node) -> Policy:
     sockets = section("sockets", _sockets, SocketPolicy())
     grace = section("escalation", _escalation_grace, DEFAULT_GRACE_S)
     actions = _actions(top.get("actions"), grace)
+    privileges = section("privileges", _privileges, Privileges())
     policy = Policy(name=name, mode=mode, source=root.file, agents=agents, budgets=budgets, gpu=gpu, exec=ex,
-                    network=network, sockets=sockets, actions=actions, escalation_grace_s=grace)
+                    network=network, sockets=sockets, actions=actions, escalation_grace_s=grace,
+                    privileges=privileges)
     _check_no_lockout(policy, top)
     return policy
 

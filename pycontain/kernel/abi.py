@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 
 from ..core import events as ev
+from ..core.cgroup_glob import BIRTH_CLASSES, BIRTH_STATES
 from . import exec_dfa as dfa
 from .net_maps import RULE_SLOTS
 
@@ -40,6 +41,10 @@ C_CONSTANTS: dict[str, int] = {
     "PC_PATTERN_LEN": ev.PATTERN_LEN,
     "PC_MAX_PATTERNS": ev.MAX_PATTERNS,
     "PC_MAX_LEVELS": ev.MAX_LEVELS,
+    "PC_CGPATH_LEN": ev.CGPATH_LEN,
+    "PC_BIRTH_STATES": BIRTH_STATES,
+    "PC_BIRTH_CLASSES": BIRTH_CLASSES,
+    "PC_BIRTH_AGENT_BASE": ev.BIRTH_AGENT_BASE,
     "PC_DFA_STATES": dfa.DFA_STATES,             # ebpf/exec.c
     "PC_DFA_CLASSES": dfa.DFA_CLASSES,
     "PC_DFA_MATCH_SHIFT": dfa.MATCH_SHIFT,

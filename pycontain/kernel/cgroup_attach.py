@@ -15,6 +15,7 @@ EnvironmentProblem.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,46 @@ def attach_cgroup_programs(bpf, cgroup_fd: int) -> list[Handle]:
                 status.setdefault(prog.hook, f"unavailable: {e.message}")
         raise
     return handles
+
+
+def link_cgroup_programs(bpf, cgroup_fd: int) -> list[int]:
+    """Attach every compiled-in cgroup program to the cgroup open at
+    `cgroup_fd` through BPF links (issue 10: the daemon's attach-once at an
+    ancestor of the selected cgroups). A link is multi-attach like
+    BPF_F_ALLOW_MULTI and goes away when its fd is closed, so a controller
+    that dies never leaves programs behind at a shared ancestor such as the
+    cgroup2 root. Returns the link fds; close them to detach."""
+    import ctypes
+
+    from bcc import lib
+
+    lib.bpf_link_create.restype = ctypes.c_int
+    lib.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    links: list[int] = []
+    status = _status(bpf)
+    try:
+        for prog in PROGRAMS:
+            if not _compiled_in(bpf, prog.function):
+                continue
+            fn = _load(bpf, prog)
+            fd = lib.bpf_link_create(fn.fd, cgroup_fd, prog.attach_type, None)
+            if fd < 0:
+                raise EnvironmentProblem(f"cannot link {prog.hook} to the agents' ancestor cgroup: "
+                                         f"{os.strerror(-fd if fd < -1 else ctypes.get_errno() or 1)}")
+            links.append(fd)
+            status[prog.hook] = "attached (at the agents' ancestor)"
+    except EnvironmentProblem:
+        unlink_cgroup_programs(links)
+        raise
+    return links
+
+
+def unlink_cgroup_programs(links: list[int]) -> None:
+    for fd in links:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def detach_cgroup_programs(bpf, cgroup_fd: int, handles: list[Handle]) -> None:

@@ -17,9 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.cgroup_glob import BIRTH_CLASSES, BirthAutomaton
 from ..core.errors import EnvironmentProblem
 from ..core.event_types import decode
-from ..core.events import MAX_LEVELS, MAX_PATTERNS, NAME_LEN, PATTERN_LEN, ConfigFlag, DecodeError, Event, Mode
+from ..core.events import (
+    BIRTH_AGENT_BASE,
+    CGPATH_LEN,
+    MAX_LEVELS,
+    MAX_PATTERNS,
+    NAME_LEN,
+    PATTERN_LEN,
+    ConfigFlag,
+    DecodeError,
+    Event,
+    Mode,
+)
 from ..core.kernel_rules import KernelTables
 from . import cgroup_attach, net_maps
 from .exec_dfa import (
@@ -35,7 +47,7 @@ from .features import FeatureReport, detect_features
 
 log = logging.getLogger(__name__)
 
-HOOK_FILES = ("exec.c", "connect.c", "socket.c", "stratum.c")
+HOOK_FILES = ("exec.c", "connect.c", "socket.c", "stratum.c", "boundary.c")
 # always in the program, hook files or not: the maps every hook and Probes use
 BASE_HEADERS = ("pycontain.h", "common.bpf.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
@@ -174,9 +186,12 @@ class Probes:
         self.bpf: Any = None
         self._hooks: dict[str, str] = {}
         self._tracked: dict[str, tuple[int, int, int, Any]] = {}  # path -> (cgroup id, level, fd, handles)
+        self._agent_ids: dict[str, int] = {}   # path -> agent id
         self._handled = 0
         self._closed = False
         self._used: list[str] = []     # hook files compiled in
+        self._birth = False            # issue 10: the birth automaton is written and on
+        self._ancestors: dict[str, tuple[int, list[int]]] = {}   # path -> (fd, link fds)
 
     # ---- load ------------------------------------------------------------
 
@@ -249,8 +264,10 @@ class Probes:
         f = int(cur.flags if flags is None else flags)
         if self.trace_all:
             f |= int(ConfigFlag.TRACE_ALL)
+        f = f | int(ConfigFlag.BIRTH) if self._birth else f & ~int(ConfigFlag.BIRTH)
         new.flags = f
         new.tracked_levels = int(cur.tracked_levels if levels is None else levels)
+        new.birth_levels = int(cur.birth_levels)   # owned by the kernel (ebpf/boundary.c)
         t[ctypes.c_int(0)] = new
 
     def set_tables(self, tables: KernelTables) -> None:
@@ -265,7 +282,7 @@ class Probes:
     def _has_net_hooks(self) -> bool:
         """The network maps and cgroup programs exist only when their hook
         files were compiled in (the exec harness loads exec.c alone)."""
-        return any(f != "exec.c" for f in self._used)
+        return any(f in ("connect.c", "socket.c", "stratum.c") for f in self._used)
 
     def _write_exec_names(self, names: dict[str, int]) -> None:
         t = self._table("pc_exec_names")
@@ -341,6 +358,91 @@ class Probes:
 
     # ---- cgroups ---------------------------------------------------------
 
+    @property
+    def has_boundary(self) -> bool:
+        return "boundary.c" in self._used
+
+    def set_birth(self, automaton: BirthAutomaton | None) -> None:
+        """Write the birth automaton (issue 10) and turn the kernel's birth
+        marking on; None or no kernel-matched selector: off. The flag is off
+        while the tables are rewritten (the scan covers that instant)."""
+        if not self.has_boundary:
+            return
+        self._birth = False
+        self._write_config(mode=None, flags=None)
+        if automaton is None or not automaton.kernel:
+            return
+        _bulk_write(self._table("pc_birth_class"), list(enumerate(automaton.byte_class)))
+        entries = []
+        for st, row in enumerate(automaton.rows):
+            entries += [(st * BIRTH_CLASSES + c, v) for c, v in enumerate(row)]
+        _bulk_write(self._table("pc_birth_dfa"), entries)
+        _bulk_write(self._table("pc_birth_accept"), list(enumerate(automaton.accept)))
+        self._birth = True
+        self._write_config(mode=None, flags=None)
+
+    def born_agent_id(self, cgroup_v2_path: str) -> int | None:
+        """The id the kernel gave this cgroup at birth (ebpf/boundary.c), if any:
+        whoever adopts it first (the birth record or the scan) keeps that id,
+        so the tasks already registered under it stay named."""
+        if not self.has_boundary:
+            return None
+        try:
+            v = self._table("pc_agents").get(ctypes.c_uint64(os.stat(cgroup_v2_path).st_ino))
+        except OSError:
+            return None
+        return int(v.value) if v is not None and int(v.value) >= BIRTH_AGENT_BASE else None
+
+    def attach_at_ancestor(self, cgroup_v2_path: str) -> None:
+        """Attach the cgroup programs once at `cgroup_v2_path` (issue 10): they
+        run for every cgroup below it, made now or later, and filter by
+        pc_agents. Agents tracked below it get no per-cgroup attachment."""
+        path = os.path.realpath(cgroup_v2_path)
+        if path in self._ancestors or not self._has_net_hooks():
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            links = cgroup_attach.link_cgroup_programs(self.bpf, fd)
+        except Exception:
+            os.close(fd)
+            raise
+        self._ancestors[path] = (fd, links)
+
+    def _covered(self, path: str) -> bool:
+        return any(path == a or path.startswith(a.rstrip("/") + "/") for a in self._ancestors)
+
+    def _cg_key(self, path: str):
+        rel = os.path.relpath(path, os.path.realpath(cgroup2_mount()))
+        k = self._table("pc_cg_paths").Key()
+        k.path = ("/" + rel).encode("utf-8", "surrogateescape")[: CGPATH_LEN - 1]
+        return k
+
+    def _mark_boundary(self, path: str, agent_id: int) -> None:
+        """The agent's path (its subtree is inside the boundary) and the tasks
+        in it now (their identity follows them from here on)."""
+        self._table("pc_cg_paths")[self._cg_key(path)] = ctypes.c_uint32(agent_id)
+        tasks = self._table("pc_agent_tasks")
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as fh:
+                pids = [int(p) for p in fh.read().split()]
+        except OSError:
+            pids = []
+        for pid in pids:
+            tasks[ctypes.c_uint32(pid)] = ctypes.c_uint32(agent_id)
+
+    def _unmark_boundary(self, path: str, agent_id: int) -> None:
+        try:
+            del self._table("pc_cg_paths")[self._cg_key(path)]
+        except (KeyError, EnvironmentProblem):
+            pass
+        tasks = self._table("pc_agent_tasks")
+        for k, v in list(tasks.items()):
+            if int(v.value) == agent_id:
+                try:
+                    del tasks[k]
+                except KeyError:
+                    pass
+
     def _levels(self) -> int:
         bits = 0
         for _id, level, _fd, _h in self._tracked.values():
@@ -360,8 +462,11 @@ class Probes:
         agents[ctypes.c_uint64(cg_id)] = ctypes.c_uint32(agent_id)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._tracked[path] = (cg_id, level, fd, None)
+        self._agent_ids[path] = agent_id
+        if self.has_boundary:
+            self._mark_boundary(path, agent_id)
         self._write_config(mode=None, flags=None, levels=self._levels())
-        if self._has_net_hooks():
+        if self._has_net_hooks() and not self._covered(path):
             handles = cgroup_attach.attach_cgroup_programs(self.bpf, fd)
             self._tracked[path] = (cg_id, level, fd, handles)
 
@@ -375,6 +480,9 @@ class Probes:
             self._tracked.pop(cgroup_v2_path, None)
         cg_id, _level, fd, handles = entry
         self._detach(fd, handles if os.path.isdir(path) else None)
+        agent_id = self._agent_ids.pop(path, None)
+        if self.bpf is not None and self.has_boundary and agent_id is not None:
+            self._unmark_boundary(path, agent_id)
         if self.bpf is not None:
             try:
                 del self._table("pc_agents")[ctypes.c_uint64(cg_id)]
@@ -461,6 +569,10 @@ class Probes:
         for path in list(self._tracked):
             _id, _level, fd, handles = self._tracked.pop(path)
             self._detach(fd, handles if os.path.isdir(path) else None)
+        for fd, links in self._ancestors.values():
+            cgroup_attach.unlink_cgroup_programs(links)
+            os.close(fd)
+        self._ancestors.clear()
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

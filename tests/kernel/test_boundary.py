@@ -1,0 +1,148 @@
+"""Issue 10: contained from the birth of the cgroup, and for life.
+
+Each test first shows the move works without pycontain, then that it fails
+under it, checked from outside (a sentinel file the miner would write)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
+EPISODES = 100
+
+
+def cgroup2_root() -> str:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, right = line.split(" - ", 1)
+        if right.startswith("cgroup2 "):
+            return left.split()[4]
+    pytest.fail("no cgroup2 mount")
+
+
+def _remove_tree(d: Path) -> None:
+    for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [d]:
+        for _ in range(50):
+            try:
+                for pid in (sub / "cgroup.procs").read_text().split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                sub.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.05)
+
+
+@pytest.fixture
+def parent_cgroup(privileged):
+    d = Path(cgroup2_root()) / f"pc-birth-{uuid.uuid4().hex[:8]}"
+    d.mkdir()
+    yield d
+    _remove_tree(d)
+
+
+def miner(tmp: Path) -> Path:
+    """A denied program (basename xmrig) that writes the sentinel named by its argument."""
+    p = tmp / "xmrig"
+    p.write_text("#!/bin/sh\ntouch \"$1\"\n")
+    p.chmod(0o755)
+    return p
+
+
+def episodes(parent: Path, prog: Path, out: Path, n: int) -> None:
+    """n times, back to back: make an agent cgroup, start a shell in it that
+    runs the miner as its very first exec (the orchestrator's move)."""
+    out.mkdir()
+    script = "\n".join([
+        "set -e",
+        f"for i in $(seq 1 {n}); do",
+        f"  mkdir {parent}/agent-$i",
+        f"  sh -c 'echo $$ > {parent}/agent-'$i'/cgroup.procs; exec {prog} {out}/ran-'$i || true",
+        "done",
+    ])
+    subprocess.run(["sh", "-c", script], check=True, timeout=120)
+
+
+def daemon(tmp: Path, glob: str):
+    pol = tmp / "policy.yaml"
+    pol.write_text(f"name: birth\nmode: enforce\nagents:\n  - name: born\n    cgroup: \"{glob}\"\n"
+                   "exec:\n  deny: [xmrig]\nnetwork:\n  default: allow\n")
+    sock, audit = tmp / "pc.sock", tmp / "audit.jsonl"
+    d = subprocess.Popen(PYCONTAIN + ["daemon", "--policy", str(pol), "--socket", str(sock),
+                                      "--audit-log", str(audit), "--scan-interval", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not sock.exists():
+        if d.poll() is not None:
+            pytest.fail(f"daemon exited: {d.stdout.read() if d.stdout else ''}")
+        time.sleep(0.1)
+    assert sock.exists(), "daemon never became ready"
+    return d, audit
+
+
+def stop(d) -> str:
+    d.terminate()
+    out, _ = d.communicate(timeout=30)
+    return out
+
+
+def test_birth_race_every_first_exec_is_judged(parent_cgroup, tmp_path):
+    prog = miner(tmp_path)
+    # bare: the miner runs in every fresh cgroup
+    bare = parent_cgroup / "bare"
+    bare.mkdir()
+    episodes(bare, prog, tmp_path / "bare", EPISODES)
+    assert len(list((tmp_path / "bare").iterdir())) == EPISODES
+
+    rel = os.path.relpath(parent_cgroup, cgroup2_root())
+    d, audit = daemon(tmp_path, f"{rel}/contained/agent-*")
+    try:
+        (parent_cgroup / "contained").mkdir()
+        # the scan runs every 30 s: only the kernel's birth hook can catch these
+        episodes(parent_cgroup / "contained", prog, tmp_path / "contained", EPISODES)
+        ran = sorted(p.name for p in (tmp_path / "contained").iterdir())
+        assert ran == [], f"{len(ran)} of {EPISODES} first execs ran: {ran[:5]}"
+        time.sleep(1)   # the daemon names and adopts them
+    finally:
+        out = stop(d)
+    recs = [json.loads(x) for x in audit.read_text().splitlines() if x.strip()]
+    births = [r for r in recs if r["kind"] == "cgroup_birth"]
+    denied = [r for r in recs if r["kind"] == "exec" and r.get("verdict") == "deny"]
+    assert len(births) == EPISODES and len(denied) == EPISODES, out
+    assert any(r["kind"] == "agent-start" and str(r.get("agent", "")).startswith("born:agent-") for r in recs)
+
+
+def test_leaving_the_cgroup_as_root_is_killed(parent_cgroup, tmp_path):
+    prog = miner(tmp_path)
+    outside = parent_cgroup / "elsewhere"
+    outside.mkdir()
+    escape = (f"echo $$ > {outside}/cgroup.procs && exec {prog} {{sentinel}}")
+    # bare: a root process moves itself and runs the miner
+    bare = tmp_path / "bare-ran"
+    subprocess.run(["sh", "-c", escape.format(sentinel=bare)], timeout=30)
+    assert bare.exists()
+
+    under = tmp_path / "contained-ran"
+    audit = tmp_path / "audit.jsonl"
+    # --user root: the agent keeps uid 0 (and may write any cgroup.procs)
+    r = subprocess.run(PYCONTAIN + ["run", "--name", "escaper", "--user", "root", "--audit-log", str(audit),
+                                    "--", "sh", "-c", escape.format(sentinel=under) + "; echo survived"],
+                       capture_output=True, text=True, timeout=120)
+    assert not under.exists(), "the escaped agent ran its miner"
+    assert "survived" not in r.stdout
+    recs = [json.loads(x) for x in audit.read_text().splitlines() if x.strip()]
+    esc = [x for x in recs if x["kind"] == "boundary"]
+    assert esc and esc[0]["dst_cgroup"].endswith("/elsewhere")
+    assert any(x["kind"] == "violation" and x.get("rule") == "boundary.escape" for x in recs)

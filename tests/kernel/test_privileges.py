@@ -1,0 +1,73 @@
+"""Issue 10 part 3: least privilege for `pycontain run` by default.
+
+Each test first shows the move works bare, then that it fails under run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
+PY = "/usr/bin/python3"
+
+
+def run(args, timeout=120):
+    return subprocess.run(PYCONTAIN + ["run", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def open_dir(privileged):
+    d = tempfile.mkdtemp(prefix="pc-priv-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_setuid_helper_loses_its_power(open_dir):
+    helper = os.path.join(open_dir, "id")
+    shutil.copy("/usr/bin/id", helper)
+    os.chmod(helper, 0o4755)          # setuid root, as su/sudo/crontab are
+    bare = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                           helper, "-u"], capture_output=True, text=True, timeout=30)
+    assert bare.stdout.strip() == "0", bare
+    r = run(["--user", "nobody", "--", helper, "-u"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "65534"
+
+
+PTRACE = ("import ctypes,sys,os\nlibc=ctypes.CDLL(None,use_errno=True)\n"
+          "r=libc.ptrace(16,int(sys.argv[1]),0,0)\nprint('attached' if r==0 else os.strerror(ctypes.get_errno()))\n")
+
+
+def test_ptrace_of_a_same_uid_process_fails(open_dir):
+    victim = subprocess.Popen(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                               "sleep", "100"])
+    try:
+        time.sleep(0.2)
+        bare = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                               PY, "-c", PTRACE, str(victim.pid)], capture_output=True, text=True, timeout=30)
+        assert bare.stdout.strip() == "attached", bare
+        r = run(["--user", "nobody", "--", PY, "-c", PTRACE, str(victim.pid)])
+        assert r.stdout.strip() == "Operation not permitted", r
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+BPF = ("import ctypes,os\nlibc=ctypes.CDLL(None,use_errno=True)\n"
+       "attr=(ctypes.c_char*128)()\n"
+       "r=libc.syscall(321,0,attr,128)\n"   # BPF_MAP_CREATE with an empty attr: EINVAL if reachable
+       "print(os.strerror(ctypes.get_errno()) if r<0 else 'created')\n")
+
+
+def test_bpf_fails_even_for_a_root_agent(privileged):
+    bare = subprocess.run([PY, "-c", BPF], capture_output=True, text=True, timeout=30)
+    assert bare.stdout.strip() in ("Invalid argument", "created"), bare
+    r = run(["--user", "root", "--", PY, "-c", BPF])
+    assert r.stdout.strip() == "Operation not permitted", r

@@ -35,6 +35,7 @@ from ..kernel.loader import Probes
 from ..observe.audit import AuditLog
 from ..observe.state import AgentState, GpuUse, NodeState
 from .edges import Edges, boot_to_wall_offset
+from .loss import LossGuard
 
 __all__ = ["SAMPLE_INTERVAL_S", "Controller", "boot_to_wall_offset"]
 
@@ -72,6 +73,7 @@ class Controller:
         self._last_sample = 0.0
         self._last_gpu = 0.0
         self.started_ready_s: float | None = None
+        self.loss = LossGuard(self)
 
     @property
     def observe_only(self) -> bool:
@@ -296,6 +298,7 @@ class Controller:
         assert self.probes is not None
         self.probes.poll(timeout_ms)
         self.apply_pending()
+        self.loss.check()
 
     def step(self, timeout_ms: int = 100) -> None:
         self.drain(timeout_ms)

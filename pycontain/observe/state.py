@@ -54,6 +54,8 @@ class NodeState:
     actions_total: Counter = field(default_factory=Counter)      # (agent, action)
     lost_kernel: int = 0
     lost_user: int = 0             # records user space could not decode
+    lost_by_agent: Counter = field(default_factory=Counter)      # agent -> records the kernel lost
+    loss_freezes: Counter = field(default_factory=Counter)       # agent -> freezes after a loss
     handler_errors: int = 0        # records (or their decisions) the event handler failed on
     probes: dict[str, str] = field(default_factory=dict)         # hook -> "attached" | "unavailable" | ...
     gpu_available: bool = False
@@ -69,6 +71,8 @@ class NodeState:
                 "started_at": self.started_at,
                 "lost_events": {"kernel": self.lost_kernel, "user": self.lost_user},
                 "handler_errors": self.handler_errors,
+                "lost_by_agent": dict(self.lost_by_agent),
+                "loss_freezes": dict(self.loss_freezes),
                 "probes": dict(self.probes),
                 "gpu": {"available": self.gpu_available, "status": self.gpu_status},
                 "agents": [

@@ -223,7 +223,8 @@ class Controller:
         decisions; they are carried out after the poll (apply_pending)."""
         name = self.names.get(ev.h.agent_id, "host")
         rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
-        self.audit.write(rec)
+        # routine lines are flushed after the poll (drain); a denied one now
+        self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
         with self.state.lock:
             self.state.events_total[(name, ev.kind)] += 1
             agent = self.state.agents.get(name)
@@ -297,6 +298,7 @@ class Controller:
         """Poll the ring, then carry out what the events called for."""
         assert self.probes is not None
         self.probes.poll(timeout_ms)
+        self.audit.flush()
         self.apply_pending()
         self.loss.check()
 

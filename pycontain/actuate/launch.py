@@ -27,7 +27,9 @@ from .cgroups import AgentCgroup
 
 
 def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
-           env: dict | None = None, cwd: str | None = None) -> subprocess.Popen:
+           env: dict | None = None, cwd: str | None = None, **popen) -> subprocess.Popen:
+    """Start argv in cgroup. ``popen``: further subprocess.Popen arguments
+    (stdin, stdout, stderr, ...; not preexec_fn, start_new_session or close_fds)."""
     if not argv:
         raise UsageError("no command given", "pycontain run [OPTIONS] -- CMD [ARG...]")
     child_env = dict(os.environ if env is None else env)
@@ -59,7 +61,8 @@ def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
         return subprocess.Popen(argv, executable=exe, env=child_env, cwd=cwd,
                                 preexec_fn=join_cgroups_then_drop,
                                 start_new_session=True,   # own session + process group
-                                close_fds=True)           # only 0, 1, 2 reach the agent
+                                close_fds=True,           # only 0, 1, 2 reach the agent
+                                **popen)
     except FileNotFoundError as e:
         raise CommandNotFound(f"{argv[0]}: command not found") from e
     except PermissionError as e:

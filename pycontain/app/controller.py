@@ -173,7 +173,7 @@ class Controller:
 
     # ---- agents -------------------------------------------------------------
 
-    def add_agent(self, name: str, cgroup, *, apply_budgets: bool = True) -> int:
+    def add_agent(self, name: str, cgroup, *, apply_budgets: bool = True, labels: dict | None = None) -> int:
         agent_id = self._next_id
         self._next_id += 1
         b = self.policy.budgets if self.policy is not None else None
@@ -192,9 +192,10 @@ class Controller:
         with self.state.lock:
             self.state.agents[name] = AgentState(name=name, cgroup=cgroup.v2_path, agent_id=agent_id,
                                                  cpu_limit_cores=b.cpu if b else None,
-                                                 memory_limit_bytes=b.memory_bytes if b else None)
+                                                 memory_limit_bytes=b.memory_bytes if b else None,
+                                                 labels=dict(labels or {}))
         self._record({"ts": self.clock.wall(), "agent": name, "kind": "agent-start", "pid": None,
-                      "cgroup": cgroup.v2_path})
+                      "cgroup": cgroup.v2_path, **({"labels": labels} if labels else {})})
         return agent_id
 
     def remove_agent(self, name: str) -> None:

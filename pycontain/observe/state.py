@@ -38,6 +38,7 @@ class AgentState:
     gpu: list[GpuUse] = field(default_factory=list)
     frozen: bool = False
     throttled: bool = False
+    labels: dict = field(default_factory=dict)   # per-episode labels (core/labels.py): never metric labels
     # recent items are dicts of already-escaped strings / numbers
     connections: deque = field(default_factory=lambda: deque(maxlen=RECENT))
     violations: deque = field(default_factory=lambda: deque(maxlen=RECENT))
@@ -82,7 +83,7 @@ class NodeState:
                         "cpu_usage_seconds": a.cpu_usage_seconds, "cpu_limit_cores": a.cpu_limit_cores,
                         "memory_bytes": a.memory_bytes, "memory_limit_bytes": a.memory_limit_bytes,
                         "gpu": [vars(g).copy() for g in a.gpu],
-                        "frozen": a.frozen, "throttled": a.throttled,
+                        "frozen": a.frozen, "throttled": a.throttled, "labels": dict(a.labels),
                         "connections": list(a.connections), "violations": list(a.violations),
                         "events": {k: v for (ag, k), v in self.events_total.items() if ag == a.name},
                     }

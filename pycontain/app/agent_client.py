@@ -62,14 +62,15 @@ class DaemonAgent:
         return self.cgroup
 
     def launch(self, argv: list[str], *, user: str | None = None, env: dict | None = None,
-               cwd: str | None = None, **popen) -> subprocess.Popen:
+               cwd: str | None = None, finish_on_error: bool = True, **popen) -> subprocess.Popen:
         if self.cgroup is None:
             self.start()
         assert self.cgroup is not None
         try:
             self.proc = launch(argv, self.cgroup, user=user, env=env, cwd=cwd, **popen)
         except BaseException:
-            self.finish()
+            if finish_on_error:
+                self.finish()
             raise
         return self.proc
 

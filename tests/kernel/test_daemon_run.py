@@ -93,3 +93,24 @@ def test_client_killed_after_start_leaves_no_cgroup(node_daemon):
     agent.name = None        # the client "dies": it never says stop
     proc.wait(5)
     assert wait_for(lambda: not os.path.exists(cg.v2_path), 10), "the daemon kept an empty orphan cgroup"
+
+
+def test_client_api_popen_and_contained_block(node_daemon, tmp_path):
+    from pycontain import client
+    sock, audit = node_daemon
+    p = client.Popen(["sh", "-c", "grep ^0:: /proc/self/cgroup"], socket=str(sock), name="ep",
+                     labels={"episode": 3}, stdout=subprocess.PIPE, text=True)
+    out, _ = p.communicate(timeout=10)
+    assert p.returncode == 0 and "pycontain-ep" in out
+    miner = tmp_path / "xmrig"
+    shutil.copy("/bin/sh", miner)
+    sentinel = tmp_path / "s"
+    with client.contained(name="ep", labels={"episode": 4}, socket=str(sock)) as agent:
+        bg = agent.Popen(["sleep", "30"])
+        r = agent.run([str(miner), "-c", MINER.format(sentinel=sentinel)])
+        assert r.returncode == -signal.SIGKILL
+        cg = agent.cgroup
+    assert bg.wait(5) == -signal.SIGKILL           # leaving the block ended what was left
+    assert not sentinel.exists() and not os.path.exists(cg)
+    labels = [json.loads(x).get("labels") for x in audit.read_text().splitlines() if '"agent-start"' in x]
+    assert {"episode": "3"} in labels and {"episode": "4"} in labels

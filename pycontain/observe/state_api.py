@@ -40,6 +40,7 @@ class ApiError(PycontainError):
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256     # many agents start at once (rollout workers): default 5 refuses them
 
 
 def _make_handler(state: NodeState, handlers: dict[str, Callable]):

@@ -115,8 +115,9 @@ static __always_inline void pc_emit_birth(u32 agent, u64 cg_id, u32 selector, u3
 	__builtin_memcpy(e->path, p->path, sizeof(e->path));
 	/* an exec-like urgency: user space names the agent and applies budgets */
 	e->h.verdict = PC_ALLOW;
-	if (pc_events.ringbuf_output(e, sizeof(*e), BPF_RB_FORCE_WAKEUP))
-		pc_count_lost();
+	/* it carries a decision: the verdict ring, where routine floods cannot crowd it out */
+	if (pc_verdicts.ringbuf_output(e, sizeof(*e), BPF_RB_FORCE_WAKEUP))
+		pc_count_agent_lost(agent);
 }
 
 /* Relies on: cgroup:cgroup_mkdir fires in cgroup_mkdir() after the cgroup
@@ -167,8 +168,9 @@ static __always_inline void pc_emit_boundary(struct pc_config *cfg, u32 agent, u
 	e->dst_agent = dst_agent;
 	e->path_len = len;
 	__builtin_memcpy(e->path, p->path, sizeof(e->path));
-	if (pc_events.ringbuf_output(e, sizeof(*e), BPF_RB_FORCE_WAKEUP))
-		pc_count_lost();
+	/* it carries a decision: the verdict ring, where routine floods cannot crowd it out */
+	if (pc_verdicts.ringbuf_output(e, sizeof(*e), BPF_RB_FORCE_WAKEUP))
+		pc_count_agent_lost(agent);
 }
 
 /* Relies on: cgroup:cgroup_attach_task fires in the mover's context after a

@@ -16,8 +16,24 @@
 #define PC_RINGBUF_PAGES 1024   /* 4 MiB; the loader may override with -D */
 #endif
 
+#ifndef PC_VERDICT_PAGES
+#define PC_VERDICT_PAGES 256    /* 1 MiB: execs and verdicts only */
+#endif
+
+/* Two rings (issue 10 part 5). Records that carry a decision (every exec,
+ * every record whose verdict is not ALLOW, stratum hits) go to pc_verdicts,
+ * so a flood of routine records (forks, exits, allowed connects, TCP states)
+ * filling pc_events can never make one of them lost. */
 BPF_RINGBUF_OUTPUT(pc_events, PC_RINGBUF_PAGES);
+BPF_RINGBUF_OUTPUT(pc_verdicts, PC_VERDICT_PAGES);
 BPF_PERCPU_ARRAY(pc_lost, u64, 1);              /* records the kernel could not reserve */
+/* agent id -> records of that agent lost (either ring); key 0 counts agent
+ * records whose agent could not be entered (map full). User space freezes
+ * an agent whose count moved until it has caught up (app/loss.py). */
+BPF_HASH(pc_agent_lost, u32, u64, 4096);
+/* tgid -> 1: agent tasks stopped (SIGSTOP) because their exec record was
+ * lost; user space judges them from /proc, then kills or continues them. */
+BPF_HASH(pc_held, u32, u32, 4096);
 BPF_ARRAY(pc_config, struct pc_config, 1);
 BPF_HASH(pc_agents, u64, u32, 4096);            /* tracked cgroup v2 id -> agent id */
 BPF_PERCPU_ARRAY(pc_wake, u32, 1);              /* records queued since the last wake-up */
@@ -102,6 +118,26 @@ static __always_inline void pc_count_lost(void)
 		__sync_fetch_and_add(n, 1);
 }
 
+/* A record of `agent` was lost: count it globally and for the agent. */
+static __always_inline void pc_count_agent_lost(u32 agent)
+{
+	pc_count_lost();
+	if (!agent)
+		return;
+	u64 one = 1;
+	u64 *n = pc_agent_lost.lookup(&agent);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return;
+	}
+	if (pc_agent_lost.update(&agent, &one)) {
+		u32 none = 0;        /* map full: still make user space freeze */
+		n = pc_agent_lost.lookup(&none);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
+}
+
 /* Fill the fields every record has from the values given, for hooks that
  * cannot ask the current task (softirq, cgroup_skb): the caller sets comm
  * and the type-specific fields. */
@@ -134,6 +170,7 @@ static __always_inline void pc_fill_header(struct pc_header *h, u8 type, u32 age
 }
 
 #define PC_SIGKILL 9
+#define PC_SIGSTOP 19
 
 /* The verdict of a hook whose deny rule matched: PC_WOULD_DENY in monitor
  * mode (nothing is enforced), PC_DENY otherwise. Hooks that enforce by their
@@ -158,7 +195,8 @@ static __always_inline u8 pc_deny_verdict_kill(const struct pc_config *cfg, u16 
 	return verdict;
 }
 
-/* Reserve a record or count it lost. */
+/* Reserve a routine record or count it lost (globally only: prefer
+ * PC_RESERVE_FOR, which also names the agent). */
 #define PC_RESERVE(type_) \
 	((type_ *)pc_reserve_or_count(sizeof(type_)))
 
@@ -167,6 +205,22 @@ static __always_inline void *pc_reserve_or_count(u64 size)
 	void *p = pc_events.ringbuf_reserve(size);
 	if (!p)
 		pc_count_lost();
+	return p;
+}
+
+/* Reserve a record of `agent` in the ring its verdict belongs to: pc_verdicts
+ * when it carries a decision (decision != 0), pc_events otherwise; on failure
+ * count the loss for the agent. The ring is chosen at reserve time and
+ * pc_submit hands the record back to the ring it came from (BPF ringbuf
+ * submit takes the record, not the map: either map's submit commits it). */
+#define PC_RESERVE_FOR(type_, agent_, decision_) \
+	((type_ *)pc_reserve_for(sizeof(type_), (agent_), (decision_)))
+
+static __always_inline void *pc_reserve_for(u64 size, u32 agent, int decision)
+{
+	void *p = decision ? pc_verdicts.ringbuf_reserve(size) : pc_events.ringbuf_reserve(size);
+	if (!p)
+		pc_count_agent_lost(agent);
 	return p;
 }
 

@@ -161,7 +161,7 @@ static __always_inline int pc_net_decide(void *ctx, struct pc_config *cfg, u32 a
 		if (!pc_udp_first(pid, daddr16, dport))
 			return ret;
 	}
-	struct pc_net *e = PC_RESERVE(struct pc_net);
+	struct pc_net *e = PC_RESERVE_FOR(struct pc_net, agent, verdict != PC_ALLOW);
 	if (!e)
 		return ret;
 	pc_fill_header(&e->h, type, agent);
@@ -284,7 +284,7 @@ struct pc_tcp_args {
 
 static __always_inline void pc_tcp_emit(struct pc_tcp_args *a, struct pc_sk_owner *o)
 {
-	struct pc_tcp_state *e = PC_RESERVE(struct pc_tcp_state);
+	struct pc_tcp_state *e = PC_RESERVE_FOR(struct pc_tcp_state, o->agent, 0);
 	if (!e)
 		return;
 	/* the header from the recorded owner: this may run in softirq, where

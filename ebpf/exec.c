@@ -187,6 +187,29 @@ static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key
 	return hit;
 }
 
+/* Queue an exec record: an agent's in pc_verdicts (user-space exec rules
+ * judge it), a host one (trace --all) in pc_events, where a host exec flood
+ * cannot crowd out agent verdicts. An agent exec whose record cannot be
+ * queued is not left running unjudged: in enforce mode the task is stopped
+ * (SIGSTOP cannot be caught or ignored) and entered in pc_held; user space
+ * sees the agent's loss count move, freezes the agent, judges its processes
+ * from /proc and kills or continues them (app/loss.py).
+ * Relies on: bpf_send_signal acting on the current task before it returns
+ * to user space (as for SIGKILL in pc_deny_verdict_kill). */
+static __always_inline void pc_exec_output(struct pc_config *cfg, struct pc_exec *e, u32 agent)
+{
+	long err = agent ? pc_verdicts.ringbuf_output(e, sizeof(*e), BPF_RB_FORCE_WAKEUP)
+			 : pc_events.ringbuf_output(e, sizeof(*e), pc_wake_flags(&e->h));
+	if (!err)
+		return;
+	pc_count_agent_lost(agent);
+	if (!agent || (e->h.flags & PC_F_KILLED) || !cfg || cfg->mode != PC_MODE_ENFORCE)
+		return;
+	u32 held = 1;
+	pc_held.update(&e->h.pid, &held);
+	bpf_send_signal(PC_SIGSTOP);
+}
+
 /* ---- hooks -------------------------------------------------------------- */
 
 /* Relies on: sched_process_exec fires in the exec'ing task after the new
@@ -228,8 +251,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		}
 	}
 	/* The verdict is enforced above even if the record cannot be queued. */
-	if (pc_events.ringbuf_output(e, sizeof(*e), pc_wake_flags(&e->h)))
-		pc_count_lost();
+	pc_exec_output(cfg, e, agent);
 	return 0;
 }
 
@@ -245,7 +267,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	const void *parent = (const void *)ctx->args[0];
 	const void *child = (const void *)ctx->args[1];
 	pc_identity_fork(agent, pc_read_u32(child, PC_OFF_TASK_TGID));
-	struct pc_fork *f = PC_RESERVE(struct pc_fork);
+	struct pc_fork *f = PC_RESERVE_FOR(struct pc_fork, agent, 0);
 	if (!f)
 		return 0;
 	pc_fill_header(&f->h, PC_EV_FORK, agent);
@@ -267,7 +289,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	if (!pc_should_trace(cfg, agent))
 		return 0;
 	pc_identity_fork(agent, args->child_pid);   /* a thread's tid too: harmless */
-	struct pc_fork *f = PC_RESERVE(struct pc_fork);
+	struct pc_fork *f = PC_RESERVE_FOR(struct pc_fork, agent, 0);
 	if (!f)
 		return 0;
 	pc_fill_header(&f->h, PC_EV_FORK, agent);
@@ -297,7 +319,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if ((u32)self == self >> 32)
 		pc_identity_exit();
 #endif
-	struct pc_exit *x = PC_RESERVE(struct pc_exit);
+	struct pc_exit *x = PC_RESERVE_FOR(struct pc_exit, agent, 0);
 	if (!x)
 		return 0;
 	const void *task = (const void *)bpf_get_current_task();

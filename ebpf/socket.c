@@ -25,7 +25,7 @@
 static __always_inline void pc_socket_emit(u32 agent, u8 verdict, u32 rule, u16 flags,
 					   u32 family, u32 type, u32 protocol)
 {
-	struct pc_socket *e = PC_RESERVE(struct pc_socket);
+	struct pc_socket *e = PC_RESERVE_FOR(struct pc_socket, agent, verdict != PC_ALLOW);
 	if (!e)
 		return;
 	pc_fill_header(&e->h, PC_EV_SOCKET, agent);

@@ -346,10 +346,10 @@ static __always_inline void pc_stratum_report(struct __sk_buff *skb, struct pc_c
 {
 	u64 cgid = 0;
 	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
-	struct pc_stratum *e = PC_RESERVE(struct pc_stratum);
+	struct pc_sk_owner *o = pc_sk_owners.lookup(&cookie);
+	struct pc_stratum *e = PC_RESERVE_FOR(struct pc_stratum, agent ? agent : (o ? o->agent : 0), 1);
 	if (!e)
 		return;
-	struct pc_sk_owner *o = pc_sk_owners.lookup(&cookie);
 	pc_fill_header_owner(&e->n.h, PC_EV_STRATUM, o, agent ? agent : (o ? o->agent : 0), cgid);
 	e->n.h.verdict = verdict;
 	e->n.h.rule_id = pc_net_rule_slot(PC_NR_STRATUM);

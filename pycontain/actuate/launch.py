@@ -30,9 +30,11 @@ from .privileges import build_filter, drop_bounding_set, restrict
 
 def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
            env: dict | None = None, cwd: str | None = None,
-           privileges: Privileges | None = None) -> subprocess.Popen:
-    """`privileges`: what to take from the agent (actuate/privileges.py);
-    None: the policy default, everything."""
+           privileges: Privileges | None = None, **popen) -> subprocess.Popen:
+    """Start argv in cgroup. `privileges`: what to take from the agent
+    (actuate/privileges.py); None: the policy default, everything. ``popen``:
+    further subprocess.Popen arguments (stdin, stdout, stderr, ...; not
+    preexec_fn, start_new_session or close_fds)."""
     if not argv:
         raise UsageError("no command given", "pycontain run [OPTIONS] -- CMD [ARG...]")
     child_env = dict(os.environ if env is None else env)
@@ -69,7 +71,8 @@ def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
         return subprocess.Popen(argv, executable=exe, env=child_env, cwd=cwd,
                                 preexec_fn=join_cgroups_then_drop,
                                 start_new_session=True,   # own session + process group
-                                close_fds=True)           # only 0, 1, 2 reach the agent
+                                close_fds=True,           # only 0, 1, 2 reach the agent
+                                **popen)
     except FileNotFoundError as e:
         raise CommandNotFound(f"{argv[0]}: command not found") from e
     except PermissionError as e:

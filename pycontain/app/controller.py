@@ -35,6 +35,7 @@ from ..kernel.loader import Probes
 from ..observe.audit import AuditLog
 from ..observe.state import AgentState, GpuUse, NodeState
 from .edges import Edges, boot_to_wall_offset
+from .loss import LossGuard
 
 __all__ = ["SAMPLE_INTERVAL_S", "Controller", "boot_to_wall_offset"]
 
@@ -73,6 +74,7 @@ class Controller:
         self._last_gpu = 0.0
         self.started_ready_s: float | None = None
         self.on_birth: Any = None          # daemon: called with each cgroup-birth event (issue 10)
+        self.loss = LossGuard(self)
 
     @property
     def observe_only(self) -> bool:
@@ -172,7 +174,8 @@ class Controller:
 
     # ---- agents -------------------------------------------------------------
 
-    def add_agent(self, name: str, cgroup, *, apply_budgets: bool = True, agent_id: int | None = None) -> int:
+    def add_agent(self, name: str, cgroup, *, apply_budgets: bool = True, agent_id: int | None = None,
+                  labels: dict | None = None) -> int:
         """`agent_id`: the id the kernel gave a cgroup it marked at birth."""
         if agent_id is None and self.probes is not None:
             agent_id = self.probes.born_agent_id(cgroup.v2_path)
@@ -195,9 +198,10 @@ class Controller:
         with self.state.lock:
             self.state.agents[name] = AgentState(name=name, cgroup=cgroup.v2_path, agent_id=agent_id,
                                                  cpu_limit_cores=b.cpu if b else None,
-                                                 memory_limit_bytes=b.memory_bytes if b else None)
+                                                 memory_limit_bytes=b.memory_bytes if b else None,
+                                                 labels=dict(labels or {}))
         self._record({"ts": self.clock.wall(), "agent": name, "kind": "agent-start", "pid": None,
-                      "cgroup": cgroup.v2_path})
+                      "cgroup": cgroup.v2_path, **({"labels": labels} if labels else {})})
         return agent_id
 
     def remove_agent(self, name: str) -> None:
@@ -228,7 +232,8 @@ class Controller:
             self.on_birth(ev)     # the daemon adopts it after the poll
         name = self.names.get(ev.h.agent_id, "host")
         rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
-        self.audit.write(rec)
+        # routine lines are flushed after the poll (drain); a denied one now
+        self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
         with self.state.lock:
             self.state.events_total[(name, ev.kind)] += 1
             agent = self.state.agents.get(name)
@@ -302,7 +307,9 @@ class Controller:
         """Poll the ring, then carry out what the events called for."""
         assert self.probes is not None
         self.probes.poll(timeout_ms)
+        self.audit.flush()
         self.apply_pending()
+        self.loss.check()
 
     def step(self, timeout_ms: int = 100) -> None:
         self.drain(timeout_ms)

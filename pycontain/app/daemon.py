@@ -20,19 +20,22 @@ from ..actuate.cgroups import AgentCgroup, detect_layout
 from ..actuate.discovery import clean_name, find_agents
 from ..core.cgroup_glob import attach_prefix, compile_selectors
 from ..core.errors import EnvironmentProblem, PycontainError
-from ..core.policy import load_policy
+from ..core.policy import builtin_policy, load_policy
 from ..gpu.devices import GpuDevices
 from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
+from .agent_api import AgentStarter
 from .edges import Edges
 from .session import Session
 
 log = logging.getLogger("pycontain.daemon")
 
+STEP_MS = 10      # ring wait per loop turn, lock held (start latency bound)
+
 
 @dataclass
 class DaemonOptions:
-    policy_path: str
+    policy_path: str | None = None       # None: the built-in default policy
     audit_log: str | None = None
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
@@ -45,7 +48,7 @@ class DaemonOptions:
 class Daemon:
     def __init__(self, opts: DaemonOptions, edges: Edges | None = None):
         self.opts = opts
-        self.policy = load_policy(opts.policy_path)
+        self.policy = _node_policy(opts.policy_path)
         self.reporter = Reporter(verbose=opts.verbose)
         self.session = Session(self.policy, audit=open_audit(opts.audit_log), report=self.reporter.record,
                                progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,
@@ -58,6 +61,7 @@ class Daemon:
         self._stop = False
         self._last_scan = 0.0
         self._births: list = []               # cgroup-birth events to adopt after the poll
+        self.starter = AgentStarter(self.ctl, self.lock)    # agents started through the API (run, client)
 
     # ---- API handlers (called from server threads) --------------------------
 
@@ -160,7 +164,7 @@ class Daemon:
 
     def reload(self) -> bool:
         try:
-            new = load_policy(self.opts.policy_path)
+            new = _node_policy(self.opts.policy_path)
             with self.lock:
                 self.ctl.reload(new)
                 self.policy = new
@@ -193,13 +197,15 @@ class Daemon:
         self.arm_birth()
         try:
             s.serve(socket_path=self.opts.socket_path, metrics_port=self.opts.metrics_port,
-                    metrics_addr=self.opts.metrics_addr, handlers={"adopt": self._adopt, "release": self._release})
+                    metrics_addr=self.opts.metrics_addr, handlers={"adopt": self._adopt, "release": self._release,
+                                                                 **self.starter.handlers()})
             self.reporter.note(f"daemon ready (policy {self.policy.name}, socket {self.opts.socket_path})")
             while not self._stop:
                 self._tick()
             return 0
         finally:
             s.stop_serving()
+            self.starter.close()     # agents this daemon started lose containment with it: end them
             with self.lock:
                 # leave adopted agents running: they belong to someone else
                 for name in list(self.ctl.cgroups):
@@ -214,8 +220,10 @@ class Daemon:
         if now - self._last_scan >= self.opts.scan_interval:
             self._last_scan = now
             self.scan()
+            self.starter.sweep()
         with self.lock:
-            self.session.step(100)
+            # short slices: a start request waits at most this long for the lock
+            self.session.step(STEP_MS)
         if self._births:
             self.adopt_births()
 
@@ -254,6 +262,10 @@ def birth_name(sel, path: str, taken: set[str]) -> str:
         name = f"{base}#{n}"
         n += 1
     return name
+
+
+def _node_policy(path: str | None):
+    return load_policy(path) if path else builtin_policy("default")
 
 
 def _own_cgroup2(root: str) -> str | None:

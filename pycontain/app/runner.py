@@ -45,6 +45,10 @@ class RunOptions:
     gpus: str | None = None                  # --gpus: indexes / UUIDs / all / none
     as_json: bool = False
     verbose: int = 0
+    no_daemon: bool = False                  # --no-daemon: always load our own probes
+    daemon_only: bool = False                # --daemon-only: exit 1 when no daemon answers
+    daemon_socket: str | None = None         # the node daemon's state API (default: agent_client)
+    labels: tuple = ()                       # --label KEY=VALUE: per-episode labels (daemon path)
 
 
 def load_run_policy(opts: RunOptions):
@@ -52,6 +56,23 @@ def load_run_policy(opts: RunOptions):
     if opts.monitor:
         policy = replace(policy, mode="monitor")
     return policy
+
+
+# options that need a controller of this run's own (its own policy, log,
+# servers or cgroup placement): they imply --no-daemon
+OWN_PROBE_OPTIONS = (("policy_path", "--policy"), ("monitor", "--monitor"), ("audit_log", "--audit-log"),
+                     ("socket_path", "--socket"), ("metrics_port", "--metrics-port"),
+                     ("cgroup_parent", "--cgroup-parent"), ("gpus", "--gpus"))
+
+
+def own_probe_options(opts: RunOptions) -> list[str]:
+    own = [flag for attr, flag in OWN_PROBE_OPTIONS if getattr(opts, attr)]
+    if opts.no_daemon and opts.daemon_only:
+        raise UsageError("--no-daemon and --daemon-only exclude each other")
+    if opts.daemon_only and own:
+        raise UsageError(f"--daemon-only with {own[0]}: agents started through the daemon get the node policy, "
+                         "log and servers", f"drop {own[0]}, or run with --no-daemon")
+    return own
 
 
 def check_name(name: str) -> None:
@@ -85,8 +106,14 @@ def exit_status(returncode: int) -> int:
 
 def run_agent(cmd: list[str], opts: RunOptions, edges: Edges | None = None) -> int:
     check_name(opts.name)
+    own = own_probe_options(opts)            # exit 2 on --daemon-only with options it cannot honour
     policy = load_run_policy(opts)           # exit 2 on a bad policy, before anything else
     resolve_cmd(cmd)                         # exit 127 before anything is loaded
+    if not opts.no_daemon and not own and edges is None:
+        from .daemon_run import try_daemon_run
+        code = try_daemon_run(cmd, opts)     # None: no daemon answers (said in one line)
+        if code is not None:
+            return code
     require_root()
     gpu_devices = run_gpu_devices(policy, opts)   # exit 2 on an unknown GPU, before any probe
     return AgentRun(cmd, opts, policy, edges, gpu_devices).run()

@@ -46,6 +46,12 @@ def cli(ctx: click.Context, verbose: int) -> None:
               help="Run even if the policy requires GPU enforcement and NVML is unavailable.")
 @click.option("--gpus", metavar="LIST", help="GPUs the agent may open: indexes or UUIDs (0,2), all, or none.")
 @click.option("--json", "as_json", is_flag=True, help="Print violations as JSON Lines on stderr.")
+@click.option("--no-daemon", is_flag=True, help="Load this run's own probes even if a node daemon runs.")
+@click.option("--daemon-only", is_flag=True, help="Exit 1 unless the node daemon starts the agent.")
+@click.option("--daemon-socket", metavar="PATH",
+              help="The node daemon's state API (default: $PYCONTAIN_SOCKET or /run/pycontain/pycontain.sock).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Per-episode label for the audit log and state API (daemon path; repeatable).")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx, cmd, **opts):
@@ -140,7 +146,8 @@ def policy_show(file, builtin, as_json):
 # ---- daemon and its controls ------------------------------------------------
 
 @cli.command()
-@click.option("--policy", "policy_path", required=True, metavar="FILE")
+@click.option("--policy", "policy_path", default=None, metavar="FILE",
+              help="Node policy (default: the built-in default policy).")
 @click.option("--audit-log", metavar="FILE")
 @click.option("--metrics-port", type=int, metavar="PORT")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True)

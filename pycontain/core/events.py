@@ -211,13 +211,17 @@ class Header:
         return (self.pid, self.start_ns)
 
 
+# kind strings by type, computed once: `kind` is read several times per record
+_KINDS: dict[int, str] = {t: t.name.lower() for t in EventType}
+
+
 @dataclass(frozen=True)
 class Event:
     h: Header
 
     @property
     def kind(self) -> str:
-        return self.h.type.name.lower()
+        return _KINDS[self.h.type]
 
 
 @dataclass(frozen=True)

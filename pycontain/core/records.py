@@ -14,6 +14,8 @@ from .event_types import Record, spec_of
 from .events import Event, Flag, Verdict
 from .text import safe_text
 
+_VERDICT_TEXT: dict[int, str] = {v: v.name.lower().replace("_", "-") for v in Verdict}
+
 
 def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None = None) -> Record:
     """Flatten one kernel event. ``ts`` is wall-clock seconds."""
@@ -22,7 +24,7 @@ def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None 
         "ts": round(ts, 6), "agent": agent, "kind": ev.kind, "pid": h.pid,
         "start_ns": h.start_ns, "tid": h.tid, "ppid": h.ppid, "uid": h.uid,
         "comm": safe_text(h.comm.split(b"\0", 1)[0], 64),
-        "cgroup_id": h.cgroup_id, "verdict": Verdict(h.verdict).name.lower().replace("_", "-"),
+        "cgroup_id": h.cgroup_id, "verdict": _VERDICT_TEXT[h.verdict],
     }
     if h.rule_id:
         rec["rule"] = (rules or {}).get(h.rule_id, f"kernel#{h.rule_id}")

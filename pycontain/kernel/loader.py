@@ -173,10 +173,12 @@ def _release_compiler_heap() -> None:
 
 class Probes:
     def __init__(self, *, ringbuf_pages: int = 1024, trace_all: bool = False,
-                 progress: Callable[[str], None] | None = None):
-        if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
-            raise ValueError("ringbuf_pages must be a power of two")
+                 progress: Callable[[str], None] | None = None, verdict_pages: int = 256):
+        for pages in (ringbuf_pages, verdict_pages):
+            if pages < 1 or pages & (pages - 1):
+                raise ValueError("ring buffer pages must be a power of two")
         self.ringbuf_pages = ringbuf_pages
+        self.verdict_pages = verdict_pages
         self.trace_all = trace_all
         self.progress = progress or (lambda _msg: None)
         self.on_event: Callable[[Event], None] | None = None
@@ -202,7 +204,8 @@ class Probes:
         return program_text(d, used), used
 
     def cflags(self) -> list[str]:
-        flags = ["-D__BCC__", f"-DPC_RINGBUF_PAGES={self.ringbuf_pages}"]
+        flags = ["-D__BCC__", f"-DPC_RINGBUF_PAGES={self.ringbuf_pages}",
+                 f"-DPC_VERDICT_PAGES={self.verdict_pages}"]
         try:
             from .btf import kernel_offsets
             offs = kernel_offsets()
@@ -240,7 +243,11 @@ class Probes:
             self._hooks[_s(tp)] = "attached"
         for tp in getattr(self.bpf, "raw_tracepoint_fds", {}):
             self._hooks[f"raw_tp:{_s(tp)}"] = "attached"
-        self.progress("opening the event ring buffer")
+        self.progress("opening the event ring buffers")
+        # decision records first: libbpf consumes the rings in the order they
+        # were opened, so an exec is handled before a routine record (its
+        # exit) that was queued after it
+        self.bpf[b"pc_verdicts"].open_ring_buffer(self._on_record)
         self.bpf[b"pc_events"].open_ring_buffer(self._on_record)
         self._write_config(mode=None, flags=None)
         self._closed = False
@@ -550,6 +557,27 @@ class Probes:
             return 0
         vals = self._table("pc_lost")[ctypes.c_int(0)]
         return int(sum(int(v) for v in vals))
+
+    def agent_losses(self) -> dict[int, int]:
+        """Agent id -> records of that agent the kernel could not queue (id 0:
+        agent records whose agent the loss map had no room for)."""
+        if self.bpf is None:
+            return {}
+        return {int(k.value): int(v.value) for k, v in self._table("pc_agent_lost").items()}
+
+    def held_pids(self) -> set[int]:
+        """Agent tasks the kernel stopped because their exec record was lost."""
+        if self.bpf is None:
+            return set()
+        return {int(k.value) for k in self._table("pc_held").keys()}
+
+    def release_held(self, pid: int) -> None:
+        if self.bpf is None:
+            return
+        try:
+            del self._table("pc_held")[ctypes.c_uint32(pid)]
+        except KeyError:
+            pass
 
     def hook_status(self) -> dict[str, str]:
         out = dict(self._hooks)

@@ -53,6 +53,7 @@ class PycontainCollector:
         lost.add_metric(["userspace"], s["lost_events"]["user"])
         lost.add_metric(["handler"], s["handler_errors"])
         yield lost
+        yield from _loss_families(s)
 
         hooks = GaugeMetricFamily("pycontain_probe_attached", "1 if the hook is attached, 0 if not", labels=["hook"])
         for hook, status in sorted(s["probes"].items()):
@@ -92,6 +93,20 @@ class PycontainCollector:
                 if g.get("sm_util") is not None:
                     gutil.add_metric([n, dev], g["sm_util"] / 100.0)
         yield from (cpu, cpu_lim, mem, mem_lim, pids, frozen, thr, gmem, gutil)
+
+
+def _loss_families(s: dict):
+    """Per-agent loss (issue 10 part 5): records the kernel lost and the
+    freezes they caused (app/loss.py)."""
+    lost = CounterMetricFamily("pycontain_agent_events_lost", "Records of the agent the kernel could not queue",
+                               labels=["agent"])
+    for name, n in sorted(s.get("lost_by_agent", {}).items()):
+        lost.add_metric([name], n)
+    fr = CounterMetricFamily("pycontain_agent_loss_freezes", "Freezes of the agent after lost records",
+                             labels=["agent"])
+    for name, n in sorted(s.get("loss_freezes", {}).items()):
+        fr.add_metric([name], n)
+    yield from (lost, fr)
 
 
 def make_registry(state: NodeState, proc_root: str = "/proc", build_info: dict | None = None) -> CollectorRegistry:

@@ -38,6 +38,7 @@ class AgentState:
     gpu: list[GpuUse] = field(default_factory=list)
     frozen: bool = False
     throttled: bool = False
+    labels: dict = field(default_factory=dict)   # per-episode labels (core/labels.py): never metric labels
     # recent items are dicts of already-escaped strings / numbers
     connections: deque = field(default_factory=lambda: deque(maxlen=RECENT))
     violations: deque = field(default_factory=lambda: deque(maxlen=RECENT))
@@ -54,6 +55,8 @@ class NodeState:
     actions_total: Counter = field(default_factory=Counter)      # (agent, action)
     lost_kernel: int = 0
     lost_user: int = 0             # records user space could not decode
+    lost_by_agent: Counter = field(default_factory=Counter)      # agent -> records the kernel lost
+    loss_freezes: Counter = field(default_factory=Counter)       # agent -> freezes after a loss
     handler_errors: int = 0        # records (or their decisions) the event handler failed on
     probes: dict[str, str] = field(default_factory=dict)         # hook -> "attached" | "unavailable" | ...
     gpu_available: bool = False
@@ -69,6 +72,8 @@ class NodeState:
                 "started_at": self.started_at,
                 "lost_events": {"kernel": self.lost_kernel, "user": self.lost_user},
                 "handler_errors": self.handler_errors,
+                "lost_by_agent": dict(self.lost_by_agent),
+                "loss_freezes": dict(self.loss_freezes),
                 "probes": dict(self.probes),
                 "gpu": {"available": self.gpu_available, "status": self.gpu_status},
                 "agents": [
@@ -78,7 +83,7 @@ class NodeState:
                         "cpu_usage_seconds": a.cpu_usage_seconds, "cpu_limit_cores": a.cpu_limit_cores,
                         "memory_bytes": a.memory_bytes, "memory_limit_bytes": a.memory_limit_bytes,
                         "gpu": [vars(g).copy() for g in a.gpu],
-                        "frozen": a.frozen, "throttled": a.throttled,
+                        "frozen": a.frozen, "throttled": a.throttled, "labels": dict(a.labels),
                         "connections": list(a.connections), "violations": list(a.violations),
                         "events": {k: v for (ag, k), v in self.events_total.items() if ag == a.name},
                     }

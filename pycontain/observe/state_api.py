@@ -8,6 +8,8 @@ a running daemon (or `pycontain run --socket`) here. The socket lives in a
     POST /v1/agents/<name>/<verb>       verb in kill, freeze, thaw
     POST /v1/adopt    {"cgroup", "name"}
     POST /v1/release  {"name"}
+    POST /v1/start    {"name", "labels"} -> {"agent", "cgroup"}   (app/agent_api.py)
+    POST /v1/stop     {"name"}
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from ..core.errors import EnvironmentProblem, PycontainError
 from .state import NodeState
 
 MAX_BODY = 64 * 1024
+# routes whose handler takes only the body (app/daemon.py, app/agent_api.py)
+BODY_ROUTES = ("/v1/adopt", "/v1/release", "/v1/start", "/v1/stop")
 _AGENT_ROUTE = re.compile(r"^/v1/agents/([A-Za-z0-9_.:-]{1,64})/(kill|freeze|thaw)$")
 
 
@@ -36,6 +40,7 @@ class ApiError(PycontainError):
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 256     # many agents start at once (rollout workers): default 5 refuses them
 
 
 def _make_handler(state: NodeState, handlers: dict[str, Callable]):
@@ -76,7 +81,7 @@ def _make_handler(state: NodeState, handlers: dict[str, Callable]):
             try:
                 if m and m.group(2) in handlers:
                     out = handlers[m.group(2)](m.group(1), body)
-                elif self.path in ("/v1/adopt", "/v1/release") and self.path[4:] in handlers:
+                elif self.path in BODY_ROUTES and self.path[4:] in handlers:
                     out = handlers[self.path[4:]](body)
                 else:
                     return self._send(404, {"ok": False, "error": f"no route {self.path}"})
@@ -125,6 +130,19 @@ class StateServer:
                 os.unlink(self.socket_path)
             except FileNotFoundError:
                 pass
+
+
+def daemon_answers(path: str, timeout: float = 1.0) -> bool:
+    """True when something accepts connections at path within timeout."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def _alive(path: str) -> bool:

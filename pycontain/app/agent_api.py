@@ -1,0 +1,121 @@
+"""Agents started through the node daemon (issue 14): `pycontain run` and
+pycontain.client ask the daemon over the state API; no per-agent compile.
+
+    POST /v1/start {"name", "labels"} -> {"agent", "cgroup": AgentCgroup.to_dict()}
+    POST /v1/stop  {"name"}
+
+The daemon creates the agent's cgroup, applies the node policy's budgets and
+GPU grant, tracks it with its one program set (kernel rules and hooks apply
+from the cgroup's first task on), and answers with the cgroup; the client
+launches the agent into it (actuate/launch.py: the child joins the cgroup
+before it execs, with the same privilege handling as a standalone run) and
+says stop when the agent has exited; the daemon then kills what is left and
+removes the cgroup.
+
+A client that dies mid-start leaves nothing behind: a started cgroup that no
+process has joined by its deadline is removed, and one whose processes have
+all exited (the client died without saying stop) is removed at the next
+sweep. Both sweeps run in the daemon's loop (:meth:`AgentStarter.sweep`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from ..actuate.cgroups import AgentCgroup
+from ..core.errors import PycontainError, UsageError
+from ..core.labels import clean_labels
+from .runner import check_name
+
+log = logging.getLogger("pycontain.daemon")
+
+START_DEADLINE_S = 10.0     # from the start answer to the agent's first process
+
+
+@dataclass
+class _Started:
+    cgroup: AgentCgroup
+    deadline: float | None      # None once a process was seen in the cgroup
+
+
+class AgentStarter:
+    """The start/stop handlers; ``ctl`` is the daemon's Controller, ``lock``
+    the lock its loop holds while it touches the controller."""
+
+    def __init__(self, ctl, lock, cgroup_parent: str | None = None, clock=time.monotonic):
+        self.ctl, self.lock, self.parent, self.clock = ctl, lock, cgroup_parent, clock
+        self.started: dict[str, _Started] = {}
+        self._names = threading.Lock()
+
+    def handlers(self) -> dict:
+        return {"start": self.start, "stop": self.stop}
+
+    def _unique(self, name: str) -> str:
+        """name, or name-N when an agent of that name runs (32 episodes may all say 'agent')."""
+        taken = set(self.ctl.cgroups) | set(self.started)
+        if name not in taken:
+            return name
+        n = 2
+        while f"{name}-{n}"[:32] in taken:
+            n += 1
+        return f"{name}-{n}"[:32]
+
+    def start(self, body: dict) -> dict:
+        name = str(body.get("name") or "agent")
+        check_name(name)
+        labels = clean_labels(body.get("labels"))
+        with self._names:
+            name = self._unique(name)
+            cg = AgentCgroup.create(name, parent=self.parent)      # mkdirs: outside the loop's lock
+            self.started[name] = _Started(cg, self.clock() + START_DEADLINE_S)
+        try:
+            with self.lock:
+                self.ctl.add_agent(name, cg, labels=labels)
+        except BaseException:
+            self._forget(name)
+            raise
+        return {"ok": True, "agent": name, "cgroup": cg.to_dict()}
+
+    def stop(self, body: dict) -> dict:
+        name = str(body.get("name", ""))
+        if name not in self.started:
+            raise UsageError(f"no agent {name!r} started through the daemon")
+        self._forget(name)
+        return {"ok": True, "agent": name}
+
+    def _forget(self, name: str) -> None:
+        entry = self.started.pop(name, None)
+        if entry is None:
+            return
+        # remove first, then untrack: programs stay with a dying cgroup's sockets
+        try:
+            entry.cgroup.remove()
+        except (OSError, PycontainError) as e:
+            log.warning("removing the cgroup of %s: %s", name, e)
+        with self.lock:
+            if name in self.ctl.cgroups:
+                self.ctl.remove_agent(name)
+
+    def sweep(self) -> list[str]:
+        """Remove agents whose client is gone: never joined by the deadline,
+        or joined and now empty. Returns their names."""
+        now, gone = self.clock(), []
+        for name, entry in list(self.started.items()):
+            try:
+                busy = bool(entry.cgroup.pids())
+            except OSError:
+                busy = False
+            if busy:
+                entry.deadline = None
+            elif entry.deadline is None or now > entry.deadline:
+                gone.append(name)
+        for name in gone:
+            self._forget(name)
+        return gone
+
+    def close(self) -> None:
+        for name in list(self.started):
+            self._forget(name)

@@ -1,0 +1,125 @@
+"""The client side of agents started through the node daemon (issue 14).
+
+`pycontain run` (when a daemon answers) and pycontain.client use
+:class:`DaemonAgent`: ask the daemon to create and contain a cgroup
+(app/agent_api.py), launch the agent into it (actuate/launch.py: the child
+joins the cgroup before exec, privileges dropped as in a standalone run),
+then, when it has exited, tell the daemon to remove what is left.
+
+Fail closed: while the agent runs the client checks once a second that the
+daemon still answers; if it has been gone for DAEMON_GRACE_S (its programs
+may be gone with it), the agent is killed. No BPF is loaded here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from ..actuate.cgroups import AgentCgroup
+from ..actuate.launch import launch
+from ..core.errors import EnvironmentProblem
+from ..observe.state_api import StateClient, daemon_answers
+
+DEFAULT_SOCKET = "/run/pycontain/pycontain.sock"
+DAEMON_GRACE_S = 3.0
+
+
+def socket_path(path: str | None = None) -> str:
+    return path or os.environ.get("PYCONTAIN_SOCKET") or DEFAULT_SOCKET
+
+
+def daemon_problem(path: str) -> str | None:
+    """None when a daemon answers at path, else why not (one line)."""
+    if not os.path.exists(path):
+        return f"no pycontain daemon at {path}"
+    if not os.access(path, os.R_OK | os.W_OK):
+        return f"permission denied on {path} (the state API is root-only)"
+    if not daemon_answers(path):
+        return f"the pycontain daemon at {path} does not answer"
+    return None
+
+
+class DaemonAgent:
+    """One agent started through the daemon: start(), launch(), finish()."""
+
+    def __init__(self, path: str | None = None, *, name: str = "agent", labels: dict | None = None,
+                 timeout: float = 10.0):
+        self.path = socket_path(path)
+        self.client = StateClient(self.path, timeout=timeout)
+        self.want_name, self.labels = name, dict(labels or {})
+        self.name: str | None = None
+        self.cgroup: AgentCgroup | None = None
+        self.proc: subprocess.Popen | None = None
+        self._last_seen = time.monotonic()
+
+    def start(self) -> AgentCgroup:
+        out = self.client.post("/v1/start", {"name": self.want_name, "labels": self.labels})
+        self.name = str(out["agent"])
+        self.cgroup = AgentCgroup.from_dict(out["cgroup"])
+        return self.cgroup
+
+    def launch(self, argv: list[str], *, user: str | None = None, env: dict | None = None,
+               cwd: str | None = None, finish_on_error: bool = True, **popen) -> subprocess.Popen:
+        if self.cgroup is None:
+            self.start()
+        assert self.cgroup is not None
+        try:
+            self.proc = launch(argv, self.cgroup, user=user, env=env, cwd=cwd, **popen)
+        except BaseException:
+            if finish_on_error:
+                self.finish()
+            raise
+        return self.proc
+
+    def daemon_alive(self) -> bool:
+        """False once the daemon has not answered for DAEMON_GRACE_S."""
+        now = time.monotonic()
+        if daemon_answers(self.path):
+            self._last_seen = now
+        return now - self._last_seen < DAEMON_GRACE_S
+
+    def kill(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.kill()
+
+    def finish(self) -> None:
+        """Tell the daemon the agent is done (it kills leftovers, removes the cgroup)."""
+        if self.name is None:
+            return
+        name, self.name = self.name, None
+        try:
+            self.client.post("/v1/stop", {"name": name})
+        except EnvironmentProblem:
+            # the daemon is gone: nothing contains leftovers any more
+            if self.cgroup is not None:
+                self.cgroup.kill()
+
+    def supervise(self, proc: subprocess.Popen, on_gone=None) -> int:
+        """Wait for proc; kill the agent if the daemon is gone. Returns its returncode."""
+        checked = time.monotonic()
+        while True:
+            try:
+                return proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() - checked >= 1.0:
+                checked = time.monotonic()
+                if not self.daemon_alive():
+                    if on_gone:
+                        on_gone()
+                    self.kill()
+
+
+def relay_signals(get_proc) -> dict:
+    """Forward SIGINT/SIGTERM/SIGHUP to the agent's process group; returns the old handlers."""
+    def forward(signum, _frame):
+        proc = get_proc()
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signum)
+            except ProcessLookupError:
+                pass
+    return {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}

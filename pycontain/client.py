@@ -1,0 +1,104 @@
+"""Python API for programs that start agents (RL rollout workers, harnesses).
+
+Talks to the node daemon (`pycontain daemon`) over its state API; no BPF is
+loaded in the caller and nothing is compiled per agent. The caller must be
+allowed to use the socket (root) and to write the agent's cgroup.procs.
+
+    from pycontain import client
+
+    # one process, subprocess.Popen-compatible
+    p = client.Popen(["python", "episode.py"], name="rollout", labels={"episode": 17})
+    p.wait()
+
+    # a block: everything started in it is one contained agent; leaving the
+    # block ends what is left of it and removes its cgroup
+    with client.contained(name="rollout", labels={"episode": 18}) as agent:
+        agent.Popen(["python", "env_server.py"])
+        agent.Popen(["python", "policy.py"]).wait()
+
+Labels (at most 16; names [a-z][a-z0-9_.-]{0,31}; values escaped, cut at 256
+characters) go to the audit log and the state API, never to metrics.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .app.agent_client import DaemonAgent
+
+__all__ = ["Agent", "Popen", "contained"]
+
+
+class Popen:
+    """subprocess.Popen in a fresh agent of the node daemon. Everything
+    subprocess.Popen has (pid, stdin, stdout, returncode, kill, send_signal,
+    ...) is there; wait, poll and communicate also end the agent (its
+    leftovers are killed, its cgroup removed) once the process has exited."""
+
+    def __init__(self, args: Sequence[str], *, name: str = "agent", labels: dict | None = None,
+                 socket: str | None = None, user: str | None = None, _agent: DaemonAgent | None = None,
+                 **popen: Any):
+        self._own = _agent is None
+        self._agent = _agent or DaemonAgent(socket, name=name, labels=labels)
+        self._proc = self._agent.launch(list(args), user=user, finish_on_error=self._own, **popen)
+        self.agent = self._agent.name          # the daemon's name for it (name, or name-N)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._proc, attr)
+
+    def _done(self, rc: int | None) -> int | None:
+        if rc is not None and self._own:
+            self._agent.finish()
+        return rc
+
+    def poll(self) -> int | None:
+        return self._done(self._proc.poll())
+
+    def wait(self, timeout: float | None = None) -> int:
+        rc = self._proc.wait(timeout)
+        self._done(rc)
+        return rc
+
+    def communicate(self, input: Any = None, timeout: float | None = None) -> tuple[Any, Any]:
+        out = self._proc.communicate(input, timeout)
+        self._done(self._proc.returncode)
+        return out
+
+    def __enter__(self) -> Popen:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._proc.__exit__(exc_type, exc, tb)
+        self._done(self._proc.returncode if self._proc.returncode is not None else 0)
+
+
+class Agent:
+    """One contained agent (a cgroup of the daemon) that several processes may share."""
+
+    def __init__(self, agent: DaemonAgent):
+        self._agent = agent
+        self.name = agent.name
+        self.cgroup = agent.cgroup.v2_path if agent.cgroup else None
+
+    def Popen(self, args: Sequence[str], **popen: Any) -> Popen:  # noqa: N802 - mirrors subprocess.Popen
+        return Popen(args, _agent=self._agent, **popen)
+
+    def run(self, args: Sequence[str], **popen: Any) -> subprocess.CompletedProcess:
+        p = self.Popen(args, **popen)
+        out, err = p.communicate()
+        return subprocess.CompletedProcess(list(args), p.returncode, out, err)
+
+
+@contextmanager
+def contained(name: str = "agent", labels: dict | None = None, socket: str | None = None) -> Iterator[Agent]:
+    """Contain what the block starts through the yielded Agent; on exit the
+    agent's remaining processes are killed and its cgroup removed."""
+    agent = DaemonAgent(socket, name=name, labels=labels)
+    agent.start()
+    try:
+        yield Agent(agent)
+    finally:
+        agent.finish()

@@ -1,0 +1,116 @@
+"""`pycontain run` through the node daemon (issue 14 part 1): no per-agent
+compile, same containment, exit status relayed, nothing left behind.
+
+The attack (a denied miner run by the agent) first works without pycontain,
+then fails when the agent is started through the daemon; checked from
+outside: the sentinel the miner would write is never written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pycontain.app.agent_client import DaemonAgent
+
+PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
+MINER = "sleep 0.2; echo ran > {sentinel}"
+
+
+def wait_for(pred, timeout=30.0, step=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+@pytest.fixture(scope="module")
+def node_daemon(privileged, tmp_path_factory):
+    d = tmp_path_factory.mktemp("daemon")
+    sock, audit = d / "pc.sock", d / "audit.jsonl"
+    proc = subprocess.Popen(PYCONTAIN + ["daemon", "--allow-no-gpu", "--socket", str(sock),
+                                         "--audit-log", str(audit), "--scan-interval", "0.3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert wait_for(lambda: sock.exists()), "the daemon never served its socket"
+    yield sock, audit
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+
+
+def run(sock, *args, **kw):
+    return subprocess.run(PYCONTAIN + ["run", "--daemon-socket", str(sock), *args], capture_output=True,
+                          text=True, timeout=60, **kw)
+
+
+def test_run_through_daemon_contains_relays_status_and_cleans_up(node_daemon, tmp_path):
+    sock, audit = node_daemon
+    miner = tmp_path / "xmrig"
+    shutil.copy("/bin/sh", miner)
+    bare = tmp_path / "bare"
+    subprocess.run([str(miner), "-c", MINER.format(sentinel=bare)], check=True)
+    assert bare.read_text() == "ran\n"                     # the attack works without pycontain
+
+    sentinel = tmp_path / "contained"
+    r = run(sock, "--label", "episode=17", "--label", "task=\x1b[31mred", "--",
+            "sh", "-c", f'{miner} -c "{MINER.format(sentinel=sentinel)}"; grep ^0:: /proc/self/cgroup; exit 7')
+    assert r.returncode == 7, r.stderr
+    assert "loading this run's own probes" not in r.stderr    # the daemon started it
+    cg = r.stdout.strip().split("::", 1)[1]
+    time.sleep(0.5)
+    assert not sentinel.exists()
+    recs = [json.loads(line) for line in audit.read_text().splitlines()]
+    start = [x for x in recs if x["kind"] == "agent-start" and x.get("cgroup", "").endswith(cg)]
+    assert start and start[0]["labels"]["episode"] == "17" and "\x1b" not in start[0]["labels"]["task"]
+    assert any(x["kind"] == "violation" and "xmrig" in x.get("reason", "") for x in recs)
+    from pycontain.actuate.cgroups import detect_layout
+    assert not os.path.exists(detect_layout().unified + cg), "the agent cgroup was left behind"
+
+
+def test_signal_relayed_to_agent(node_daemon):
+    sock, _ = node_daemon
+    p = subprocess.Popen(PYCONTAIN + ["run", "--daemon-socket", str(sock), "--", "sleep", "30"],
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(10) == 128 + signal.SIGTERM
+
+
+def test_client_killed_after_start_leaves_no_cgroup(node_daemon):
+    sock, _ = node_daemon
+    agent = DaemonAgent(str(sock), name="orphan")
+    cg = agent.start()
+    proc = agent.launch(["sleep", "0.5"])
+    agent.name = None        # the client "dies": it never says stop
+    proc.wait(5)
+    assert wait_for(lambda: not os.path.exists(cg.v2_path), 10), "the daemon kept an empty orphan cgroup"
+
+
+def test_client_api_popen_and_contained_block(node_daemon, tmp_path):
+    from pycontain import client
+    sock, audit = node_daemon
+    p = client.Popen(["sh", "-c", "grep ^0:: /proc/self/cgroup"], socket=str(sock), name="ep",
+                     labels={"episode": 3}, stdout=subprocess.PIPE, text=True)
+    out, _ = p.communicate(timeout=10)
+    assert p.returncode == 0 and "pycontain-ep" in out
+    miner = tmp_path / "xmrig"
+    shutil.copy("/bin/sh", miner)
+    sentinel = tmp_path / "s"
+    with client.contained(name="ep", labels={"episode": 4}, socket=str(sock)) as agent:
+        bg = agent.Popen(["sleep", "30"])
+        r = agent.run([str(miner), "-c", MINER.format(sentinel=sentinel)])
+        assert r.returncode == -signal.SIGKILL
+        cg = agent.cgroup
+    assert bg.wait(5) == -signal.SIGKILL           # leaving the block ended what was left
+    assert not sentinel.exists() and not os.path.exists(cg)
+    labels = [json.loads(x).get("labels") for x in audit.read_text().splitlines() if '"agent-start"' in x]
+    assert {"episode": "3"} in labels and {"episode": "4"} in labels

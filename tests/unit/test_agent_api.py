@@ -1,0 +1,123 @@
+"""Agents started through the daemon (app/agent_api.py, app/daemon_run.py)
+with fake cgroups: unique names, labels checked and escaped, nothing left
+behind by a client that never launched or died, --daemon-only / fallback."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pycontain.app import agent_api
+from pycontain.app.runner import RunOptions, own_probe_options
+from pycontain.core.errors import EnvironmentProblem, UsageError
+from pycontain.core.labels import MAX_VALUE, clean_labels
+
+
+class Cg:
+    made: list = []
+
+    def __init__(self, name):
+        self.name, self.procs, self.removed = name, [], False
+        Cg.made.append(self)
+
+    @classmethod
+    def create(cls, name, parent=None):
+        return cls(name)
+
+    def pids(self):
+        return list(self.procs)
+
+    def remove(self):
+        self.removed = True
+
+    def to_dict(self):
+        return {"name": self.name}
+
+
+class Ctl:
+    def __init__(self):
+        self.cgroups, self.labels = {}, {}
+
+    def add_agent(self, name, cg, labels=None):
+        self.cgroups[name], self.labels[name] = cg, labels
+
+    def remove_agent(self, name):
+        self.cgroups.pop(name)
+
+
+@pytest.fixture
+def starter(monkeypatch):
+    monkeypatch.setattr(agent_api, "AgentCgroup", Cg)
+    t = [0.0]
+    s = agent_api.AgentStarter(Ctl(), threading.RLock(), clock=lambda: t[0])
+    s.t = t
+    return s
+
+
+def test_start_names_are_unique_and_labels_recorded(starter):
+    a = starter.start({"name": "agent", "labels": {"episode": 17}})
+    b = starter.start({"name": "agent"})
+    assert (a["agent"], b["agent"]) == ("agent", "agent-2")
+    assert starter.ctl.labels["agent"] == {"episode": "17"}
+
+
+def test_stop_removes_cgroup_and_untracks(starter):
+    starter.start({"name": "x"})
+    cg = starter.started["x"].cgroup
+    starter.stop({"name": "x"})
+    assert cg.removed and "x" not in starter.ctl.cgroups
+    with pytest.raises(UsageError):
+        starter.stop({"name": "x"})
+
+
+def test_client_that_never_launches_leaves_nothing_after_the_deadline(starter):
+    starter.start({"name": "x"})
+    cg = starter.started["x"].cgroup
+    assert starter.sweep() == []                       # within the deadline: kept
+    starter.t[0] = agent_api.START_DEADLINE_S + 1
+    assert starter.sweep() == ["x"] and cg.removed and not starter.ctl.cgroups
+
+
+def test_agent_whose_client_died_is_removed_when_empty(starter):
+    starter.start({"name": "x"})
+    cg = starter.started["x"].cgroup
+    cg.procs = [123]
+    starter.t[0] = 1e9
+    assert starter.sweep() == []                       # running: kept past the deadline
+    cg.procs = []
+    assert starter.sweep() == ["x"] and cg.removed
+
+
+def test_bad_name_and_labels_refused(starter):
+    with pytest.raises(UsageError):
+        starter.start({"name": "../etc"})
+    with pytest.raises(UsageError):
+        starter.start({"name": "a", "labels": {"Bad Key": "v"}})
+    assert not starter.started
+
+
+def test_labels_bounded_and_escaped():
+    out = clean_labels({"task": "\x1b[31mred" + "x" * 1000})
+    assert "\x1b" not in out["task"] and len(out["task"]) <= MAX_VALUE + 12
+    with pytest.raises(UsageError):
+        clean_labels({f"k{i}": "v" for i in range(17)})
+
+
+def test_daemon_only_excludes_own_probe_options():
+    with pytest.raises(UsageError):
+        own_probe_options(RunOptions(daemon_only=True, policy_path="p.yaml"))
+    with pytest.raises(UsageError):
+        own_probe_options(RunOptions(daemon_only=True, no_daemon=True))
+    assert own_probe_options(RunOptions(audit_log="x")) == ["--audit-log"]
+
+
+def test_no_daemon_falls_back_in_one_line_or_exits_under_daemon_only(tmp_path, capsys):
+    from pycontain.app.daemon_run import try_daemon_run
+    sock = str(tmp_path / "none.sock")
+    assert try_daemon_run(["true"], RunOptions(daemon_socket=sock)) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no pycontain daemon" in err
+    with pytest.raises(EnvironmentProblem) as e:
+        try_daemon_run(["true"], RunOptions(daemon_socket=sock, daemon_only=True))
+    assert e.value.exit_code == 1

@@ -41,6 +41,7 @@ enum pc_event_type {
 	PC_EV_SOCKET = 6,    /* socket creation */
 	PC_EV_TCP_STATE = 7, /* sock:inet_sock_set_state on an agent socket */
 	PC_EV_STRATUM = 8,   /* mining JSON-RPC seen in egress payload */
+	PC_EV_PACKET = 15,   /* issue 12: a packet denied by cgroup_skb egress (struct pc_net) */
 };
 
 enum pc_verdict {
@@ -55,6 +56,8 @@ enum pc_flags {
 	PC_F_V4_MAPPED = 1 << 2,   /* IPv6 socket, IPv4-mapped destination */
 	PC_F_KILLED = 1 << 3,      /* bpf_send_signal(SIGKILL) was issued */
 	PC_F_THREAD = 1 << 4,      /* fork/exit of a thread, not a process */
+	PC_F_SOURCE_ROUTED = 1 << 9, /* issue 12: IPv4 source route / IPv6 routing header */
+	PC_F_LOOPBACK = 1 << 10,   /* issue 12: the destination was judged as loopback */
 };
 
 struct pc_header {

@@ -38,6 +38,7 @@ class EventType(enum.IntEnum):
     SOCKET = 6
     TCP_STATE = 7
     STRATUM = 8
+    PACKET = 15      # issue 12: a packet denied by cgroup_skb egress (pc_net layout)
 
 
 class Verdict(enum.IntEnum):
@@ -52,6 +53,8 @@ class Flag(enum.IntFlag):
     V4_MAPPED = 1 << 2
     KILLED = 1 << 3
     THREAD = 1 << 4
+    SOURCE_ROUTED = 1 << 9   # issue 12: IPv4 source route / IPv6 routing header
+    LOOPBACK = 1 << 10       # issue 12: the destination was judged as loopback
 
 
 class Mode(enum.IntEnum):

@@ -94,3 +94,18 @@ def test_too_many_address_rules_is_a_policy_error():
     p = load_policy_text("network:\n  deny:\n" + rules)
     with pytest.raises(PolicyError):
         compile_policy(p)
+
+
+def test_a_dropped_packet_is_a_network_violation_and_kills_nobody():
+    from pycontain.core.decisions import Action
+    from pycontain.core.engine import Engine
+    from pycontain.core.events import EventType, Flag, Header, NetEvent, Verdict
+
+    p = load_policy_text("network:\n  deny:\n    - {cidr: 198.51.100.0/24}\n")
+    e = Engine(p)
+    e.add_agent(7, "trainer")
+    rid = net_verdict(compile_policy(p), "198.51.100.1", 0, "1")
+    h = Header(type=EventType.PACKET, verdict=Verdict.DENY, flags=Flag(0), rule_id=rid, pid=0, tid=0, ppid=0,
+               uid=0, agent_id=7, ts_ns=5, start_ns=0, cgroup_id=1, comm=b"")
+    ds = e.on_event(NetEvent(h=h, family=2, protocol=1, daddr="198.51.100.1", dport=0, saddr="", sport=0), 1.0)
+    assert [(d.action, d.rule) for d in ds] == [(Action.DENY, "network.deny[0]")]

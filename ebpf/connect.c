@@ -6,15 +6,18 @@
  * agent cgroup with BPF_F_ALLOW_MULTI (programs already on the host keep
  * running; the kernel runs ours for every descendant cgroup too).
  *
- * Verdict (pc_net_rule4/6), first match wins:
+ * Verdict: pc_net_judge (net.bpf.h), the same function egress.c applies to
+ * every packet, so the early EPERM here and the packet verdict never differ:
  *   1. pc_ports[dport].tcp_rule / .udp_rule for the socket's protocol;
- *   2. the destination is in pc_deny4 / pc_deny6 (longest prefix);
- *   3. PC_CFG_NET_DEFAULT_DENY is set and the destination is in no allow trie:
+ *   2. an address+port deny rule (pc_rules4/6 + pc_addr_rules);
+ *   3. the destination is in pc_deny4 / pc_deny6 (longest prefix), unless
+ *      it is a deny_internal/metadata entry and a nameservers rule covers it;
+ *   4. PC_CFG_NET_DEFAULT_DENY is set and no allow entry covers it:
  *      rule pc_net_rules[PC_NR_DEFAULT] (the id of "network.default").
- * Allow entries never override a port or CIDR deny. Loopback is not special:
- * the policy decides. IPv4-mapped IPv6 destinations (::ffff:a.b.c.d) on
- * dual-stack sockets are checked against the IPv4 tables and flagged
- * PC_F_V4_MAPPED, so the verdict is the same whatever the socket family.
+ * Allow entries never override a port or CIDR deny. Destinations are
+ * canonical: IPv4-mapped IPv6 destinations (::ffff:a.b.c.d) on dual-stack
+ * sockets are checked against the IPv4 tables and flagged PC_F_V4_MAPPED;
+ * loopback aliases and the unspecified address are judged as loopback.
  *
  * Deny: return 0, the syscall fails with EPERM before any packet is built.
  * Monitor mode (pc_config.mode): return 1 and report PC_WOULD_DENY.
@@ -22,20 +25,11 @@
 
 #include "net.bpf.h"
 
-#define PC_IPPROTO_UDPLITE 136
-#define PC_IPPROTO_MPTCP 262   /* MPTCP sockets report this; treated as TCP */
-
 #define PC_TCP_ESTABLISHED 1
 #define PC_TCP_SYN_SENT 2
 #define PC_TCP_CLOSE 7
 
 #define PC_UDP_REPORT_NS (30ULL * 1000000000ULL)  /* re-report an allowed UDP flow after 30 s */
-
-BPF_ARRAY(pc_ports, struct pc_port_rule, 65536);       /* dport (host order) -> tcp/udp rule ids */
-BPF_LPM_TRIE(pc_deny4, struct pc_lpm4, u32, 16384);     /* -> rule id */
-BPF_LPM_TRIE(pc_allow4, struct pc_lpm4, u32, 16384);
-BPF_LPM_TRIE(pc_deny6, struct pc_lpm6, u32, 16384);
-BPF_LPM_TRIE(pc_allow6, struct pc_lpm6, u32, 16384);
 
 /* The owner of a socket is the task that connects or sends on it first;
  * recorded in process context because later hooks (softirq) cannot ask. */
@@ -61,63 +55,6 @@ struct pc_udp_key {
 };
 /* first allowed UDP send per (pid, daddr, dport) -> time reported */
 BPF_TABLE("lru_hash", struct pc_udp_key, u64, pc_udp_seen, 8192);
-
-static __always_inline int pc_is_tcp(u32 proto)
-{
-	return proto == IPPROTO_TCP || proto == PC_IPPROTO_MPTCP;
-}
-
-static __always_inline int pc_is_udp(u32 proto)
-{
-	return proto == IPPROTO_UDP || proto == PC_IPPROTO_UDPLITE;
-}
-
-static __always_inline u32 pc_port_rule(u16 dport, u32 proto)
-{
-	u32 p = dport;
-	struct pc_port_rule *pr = pc_ports.lookup(&p);
-	if (!pr)
-		return 0;
-	if (pc_is_tcp(proto))
-		return pr->tcp_rule;
-	if (pc_is_udp(proto))
-		return pr->udp_rule;
-	return 0;
-}
-
-/* daddr in network byte order. Returns the rule id that denies, or 0. */
-static __always_inline u32 pc_net_rule4(struct pc_config *cfg, u32 daddr, u16 dport, u32 proto)
-{
-	u32 r = pc_port_rule(dport, proto);
-	if (r)
-		return r;
-	struct pc_lpm4 k = {};
-	k.prefixlen = 32;
-	__builtin_memcpy(k.addr, &daddr, 4);
-	u32 *hit = pc_deny4.lookup(&k);
-	if (hit && *hit)
-		return *hit;
-	if (cfg->flags & PC_CFG_NET_DEFAULT_DENY) {
-		if (!pc_allow4.lookup(&k))
-			return pc_net_rule_slot(PC_NR_DEFAULT);
-	}
-	return 0;
-}
-
-static __always_inline u32 pc_net_rule6(struct pc_config *cfg, struct pc_lpm6 *k, u16 dport, u32 proto)
-{
-	u32 r = pc_port_rule(dport, proto);
-	if (r)
-		return r;
-	u32 *hit = pc_deny6.lookup(k);
-	if (hit && *hit)
-		return *hit;
-	if (cfg->flags & PC_CFG_NET_DEFAULT_DENY) {
-		if (!pc_allow6.lookup(k))
-			return pc_net_rule_slot(PC_NR_DEFAULT);
-	}
-	return 0;
-}
 
 /* Relies on: cgroup_sock_addr programs run in the connect()/sendmsg() caller's
  * process context, so current pid/comm/cgroup are the agent's. */
@@ -168,7 +105,7 @@ static __always_inline int pc_net_decide(void *ctx, struct pc_config *cfg, u32 a
 	e->h.verdict = verdict;
 	e->h.rule_id = rule;
 	e->h.flags = flags;
-	pc_fill_net(e, family, pc_is_tcp(proto) ? IPPROTO_TCP : (u8)proto, dport, sport, daddr16, saddr16);
+	pc_fill_net(e, family, (u8)pc_norm_proto(proto), dport, sport, daddr16, saddr16);
 	pc_submit(e, &e->h);
 	return ret;
 }
@@ -198,8 +135,9 @@ static __always_inline int pc_net4(struct bpf_sock_addr *ctx, u8 type)
 			__builtin_memcpy(s16, &src, 4);
 		}
 	}
-	u32 rule = pc_net_rule4(cfg, daddr, dport, proto);
-	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET, proto, dport, sport, d16, s16, rule, 0);
+	u16 flags = 0;
+	u32 rule = pc_net_judge(cfg, PC_AF_INET, d16, proto, dport, 0, &flags);
+	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET, proto, dport, sport, d16, s16, rule, flags);
 }
 
 static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
@@ -211,7 +149,6 @@ static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
 	u32 proto = ctx->protocol;
 	u16 dport = bpf_ntohs((u16)ctx->user_port);
 	struct pc_lpm6 k = {};
-	k.prefixlen = 128;
 	u32 w0 = ctx->user_ip6[0], w1 = ctx->user_ip6[1], w2 = ctx->user_ip6[2], w3 = ctx->user_ip6[3];
 	__builtin_memcpy(&k.addr[0], &w0, 4);
 	__builtin_memcpy(&k.addr[4], &w1, 4);
@@ -229,15 +166,8 @@ static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
 	struct bpf_sock *sk = ctx->sk;
 	if (sk)
 		sport = (u16)sk->src_port;
-	u32 rule;
 	u16 flags = 0;
-	/* ::ffff:a.b.c.d — the packet will be IPv4: judge it by the IPv4 tables */
-	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff)) {
-		flags = PC_F_V4_MAPPED;
-		rule = pc_net_rule4(cfg, w3, dport, proto);
-	} else {
-		rule = pc_net_rule6(cfg, &k, dport, proto);
-	}
+	u32 rule = pc_net_judge(cfg, PC_AF_INET6, k.addr, proto, dport, 0, &flags);
 	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET6, proto, dport, sport, k.addr, s16, rule, flags);
 }
 

@@ -84,4 +84,266 @@ static __always_inline void pc_fill_net(struct pc_net *n, u8 family, u8 protocol
 	__builtin_memcpy(n->saddr, saddr16, 16);
 }
 
+/* Relies on: bpf_skb_cgroup_id()/bpf_skb_ancestor_cgroup_id() name the cgroup
+ * of the socket that sent the skb (set when the socket was created), valid
+ * in softirq too (retransmits), unlike the current task. */
+static __always_inline u32 pc_agent_of_skb(struct __sk_buff *skb, struct pc_config *cfg, u64 *cgid)
+{
+	u64 id = bpf_skb_cgroup_id(skb);
+	*cgid = id;
+	u32 *agent = pc_agents.lookup(&id);
+	if (agent)
+		return *agent;
+#pragma unroll
+	for (int lvl = 0; lvl < PC_MAX_LEVELS; lvl++) {
+		if (!((cfg->tracked_levels | cfg->birth_levels) & (1u << lvl)))
+			continue;
+		u64 anc = bpf_skb_ancestor_cgroup_id(skb, lvl);
+		if (!anc)
+			break;
+		agent = pc_agents.lookup(&anc);
+		if (agent)
+			return *agent;
+	}
+	return 0;
+}
+
+/* ---- the address policy: one verdict for connect/sendmsg (connect.c) and
+ * for every packet (egress.c) -------------------------------------------- */
+
+#define PC_IPPROTO_ICMP 1
+#define PC_IPPROTO_UDPLITE 136
+#define PC_IPPROTO_MPTCP 262   /* MPTCP sockets report this; treated as TCP */
+
+#define PC_ADDR_RULES 64       /* address+port rules: bits of a u64 mask */
+
+/* Which address+port rules cover a protocol/port, as masks over the rules
+ * (bit i = rule i of pc_addr_rule_ids): the verdict is bit arithmetic, no
+ * loop over rules (a loop over 64 rules cost the verifier ~450k states). */
+struct pc_rule_masks {
+	u64 any;       /* rules without ports and protocol: every packet */
+	u64 tcp_all;   /* protocol tcp, no ports */
+	u64 udp_all;   /* protocol udp, no ports */
+	u64 deny;      /* kind: deny */
+	u64 allow;     /* kind: allow or pass */
+	u64 passes;    /* kind: pass (the node's resolvers; beats deny_internal/metadata) */
+};
+
+struct pc_port_mask {
+	u64 tcp;       /* rules whose ports cover this TCP port */
+	u64 udp;
+};
+
+BPF_ARRAY(pc_ports, struct pc_port_rule, 65536);       /* dport (host order) -> tcp/udp rule ids */
+BPF_LPM_TRIE(pc_deny4, struct pc_lpm4, u32, 16384);     /* -> rule id */
+BPF_LPM_TRIE(pc_allow4, struct pc_lpm4, u32, 16384);
+BPF_LPM_TRIE(pc_deny6, struct pc_lpm6, u32, 16384);
+BPF_LPM_TRIE(pc_allow6, struct pc_lpm6, u32, 16384);
+/* address+port rules: longest prefix -> mask of the rules whose networks
+ * contain it (user space ORs the masks of enclosing prefixes into each
+ * entry, so the longest match carries every rule that covers the address) */
+BPF_LPM_TRIE(pc_rules4, struct pc_lpm4, u64, 16384);
+BPF_LPM_TRIE(pc_rules6, struct pc_lpm6, u64, 16384);
+BPF_ARRAY(pc_rule_masks, struct pc_rule_masks, 1);
+BPF_ARRAY(pc_port_masks, struct pc_port_mask, 65536);   /* dport (host order) -> rules covering it */
+BPF_ARRAY(pc_addr_rule_ids, u32, PC_ADDR_RULES);         /* bit -> rule id */
+/* Rule ids of verdicts no table entry names, beyond pc_net_rules (whose
+ * slots are fixed): net_maps.NAMED_SLOTS fills them by rule name. */
+#define PC_NX_INTERNAL 0       /* "network.deny_internal": a pass rule beats it */
+#define PC_NX_METADATA 1       /* "network.deny_metadata": likewise */
+#define PC_NX_SOURCE_ROUTE 2   /* "network.source_route" */
+#define PC_NX_SLOTS 8
+BPF_ARRAY(pc_named_rules, u32, PC_NX_SLOTS);
+
+static __always_inline u32 pc_named_rule(u32 slot)
+{
+	u32 *r = pc_named_rules.lookup(&slot);
+	return r ? *r : 0;
+}
+
+/* What the lookups for the addresses of one destination found (per-CPU
+ * scratch: the judge runs to completion on one CPU). */
+struct pc_judged {
+	u64 mask;      /* address rules covering any of the addresses */
+	u32 hard;      /* deny trie hit, not a soft one */
+	u32 soft;      /* deny trie hit by deny_internal / deny_metadata */
+	u32 allowed;   /* an allow trie entry covers it */
+	u32 _pad0;
+};
+BPF_PERCPU_ARRAY(pc_judge_scratch, struct pc_judged, 1);
+
+static __always_inline u32 pc_norm_proto(u32 proto)
+{
+	if (proto == PC_IPPROTO_MPTCP)
+		return IPPROTO_TCP;
+	if (proto == PC_IPPROTO_UDPLITE)
+		return IPPROTO_UDP;
+	return proto;
+}
+
+static __always_inline u32 pc_port_rule(u16 dport, u32 proto)
+{
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	u32 p = dport;
+	struct pc_port_rule *pr = pc_ports.lookup(&p);
+	if (!pr)
+		return 0;
+	return proto == IPPROTO_TCP ? pr->tcp_rule : pr->udp_rule;
+}
+
+/* Index of the lowest set bit of x (x != 0). */
+static __always_inline u32 pc_lowest_bit(u64 x)
+{
+	u64 low = x & -x;
+	u32 i = 0;
+	i |= (low & 0xffffffff00000000ULL) ? 32 : 0;
+	i |= (low & 0xffff0000ffff0000ULL) ? 16 : 0;
+	i |= (low & 0xff00ff00ff00ff00ULL) ? 8 : 0;
+	i |= (low & 0xf0f0f0f0f0f0f0f0ULL) ? 4 : 0;
+	i |= (low & 0xccccccccccccccccULL) ? 2 : 0;
+	i |= (low & 0xaaaaaaaaaaaaaaaaULL) ? 1 : 0;
+	return i;
+}
+
+/* The rules of `mask` (covering the address) that cover proto/dport. */
+static __always_inline u64 pc_rules_covering(u64 mask, const struct pc_rule_masks *m, u32 proto, u16 dport)
+{
+	u64 cov = m->any;
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		u32 p = dport;
+		struct pc_port_mask *pm = pc_port_masks.lookup(&p);
+		if (proto == IPPROTO_TCP)
+			cov |= m->tcp_all | (pm ? pm->tcp : 0);
+		else
+			cov |= m->udp_all | (pm ? pm->udp : 0);
+	}
+	return mask & cov;
+}
+
+static __always_inline int pc_soft_rule(u32 rule)
+{
+	return rule == pc_named_rule(PC_NX_INTERNAL) || rule == pc_named_rule(PC_NX_METADATA);
+}
+
+static __always_inline void pc_trie_deny(u32 *hit, struct pc_judged *j)
+{
+	if (!hit || !*hit)
+		return;
+	if (pc_soft_rule(*hit)) {
+		if (!j->soft)
+			j->soft = *hit;
+	} else if (!j->hard) {
+		j->hard = *hit;
+	}
+}
+
+/* daddr: network byte order */
+static __always_inline void pc_judge4(u32 daddr, struct pc_judged *j)
+{
+	struct pc_lpm4 k = {};
+	k.prefixlen = 32;
+	__builtin_memcpy(k.addr, &daddr, 4);
+	u64 *m = pc_rules4.lookup(&k);
+	if (m)
+		j->mask |= *m;
+	pc_trie_deny(pc_deny4.lookup(&k), j);
+	if (pc_allow4.lookup(&k))
+		j->allowed = 1;
+}
+
+static __always_inline void pc_judge6(const u8 *addr16, struct pc_judged *j)
+{
+	struct pc_lpm6 k = {};
+	k.prefixlen = 128;
+	__builtin_memcpy(k.addr, addr16, 16);
+	u64 *m = pc_rules6.lookup(&k);
+	if (m)
+		j->mask |= *m;
+	pc_trie_deny(pc_deny6.lookup(&k), j);
+	if (pc_allow6.lookup(&k))
+		j->allowed = 1;
+}
+
+/* The rule id that denies proto/dport to the destination, or 0.
+ * fam: PC_AF_INET (addr16 holds the IPv4 address in its first 4 bytes) or
+ * PC_AF_INET6. via_lo: the packet leaves through the loopback device (it is
+ * for this host whatever its address says).
+ *
+ * Canonical destinations, judged as what they reach (docs/network.md):
+ * ::ffff:a.b.c.d (mapped) by the IPv4 tables (PC_F_V4_MAPPED in *flags);
+ * ::a.b.c.d (v4-compatible) by both; the unspecified address (0.0.0.0, ::),
+ * every 127.0.0.0/8 address, ::1 and a packet via lo are loopback: judged
+ * as themselves AND as 127.0.0.1 and ::1, so a rule about loopback holds
+ * for every alias. First match: a port rule; an address deny rule; a deny trie
+ * entry (deny_internal/metadata unless a pass rule covers it); under
+ * default deny, no allow. */
+static __always_inline u32 pc_net_judge(struct pc_config *cfg, u8 fam, const u8 *addr16,
+					u32 proto, u16 dport, int via_lo, u16 *flags)
+{
+	proto = pc_norm_proto(proto);
+	u32 r = pc_port_rule(dport, proto);
+	if (r)
+		return r;
+	int zero = 0;
+	struct pc_judged *j = pc_judge_scratch.lookup(&zero);
+	if (!j)
+		return pc_net_rule_slot(PC_NR_DEFAULT);   /* cannot happen; fail closed */
+	__builtin_memset(j, 0, sizeof(*j));
+	int loop = via_lo;
+	u32 w[4] = {};
+	__builtin_memcpy(w, addr16, 16);   /* addr16 is always 16 bytes */
+	if (fam == PC_AF_INET6) {
+		int low96 = (w[0] | w[1]) == 0;
+		if (low96 && w[2] == bpf_htonl(0x0000ffff)) {
+			*flags |= PC_F_V4_MAPPED;
+			fam = PC_AF_INET;
+			w[0] = w[3];
+		} else {
+			pc_judge6(addr16, j);
+			if (low96 && w[2] == 0) {
+				if (bpf_ntohl(w[3]) <= 1) {
+					loop = 1;   /* :: and ::1 */
+				} else {    /* v4-compatible ::a.b.c.d */
+					fam = PC_AF_INET;
+					w[0] = w[3];
+				}
+			}
+		}
+	}
+	if (fam == PC_AF_INET) {
+		u32 h = bpf_ntohl(w[0]);
+		if ((h >> 24) == 127 || h == 0)
+			loop = 1;
+		pc_judge4(w[0], j);
+	}
+	if (loop) {
+		*flags |= PC_F_LOOPBACK;
+		u8 lo6[16] = {};
+		lo6[15] = 1;
+		pc_judge4(bpf_htonl(0x7f000001), j);
+		pc_judge6(lo6, j);
+	}
+	u64 hits = 0, allow_hits = 0, pass_hits = 0, deny_hits = 0;
+	struct pc_rule_masks *m = pc_rule_masks.lookup(&zero);
+	if (m && j->mask) {
+		hits = pc_rules_covering(j->mask, m, proto, dport);
+		deny_hits = hits & m->deny;
+		allow_hits = hits & m->allow;
+		pass_hits = hits & m->passes;
+	}
+	if (deny_hits) {
+		u32 bit = pc_lowest_bit(deny_hits) & (PC_ADDR_RULES - 1);
+		u32 *id = pc_addr_rule_ids.lookup(&bit);
+		return id && *id ? *id : pc_net_rule_slot(PC_NR_DEFAULT);
+	}
+	if (j->hard)
+		return j->hard;
+	if (j->soft && !pass_hits)
+		return j->soft;
+	if ((cfg->flags & PC_CFG_NET_DEFAULT_DENY) && !j->allowed && !allow_hits)
+		return pc_net_rule_slot(PC_NR_DEFAULT);
+	return 0;
+}
+
 #endif /* PYCONTAIN_NET_BPF_H */

@@ -47,6 +47,7 @@ enum pc_event_type {
 	PC_EV_STRATUM = 8,   /* mining JSON-RPC seen in egress payload */
 	PC_EV_CGROUP_BIRTH = 9,  /* a new cgroup matched a selector: marked an agent in the kernel */
 	PC_EV_BOUNDARY = 10,     /* an agent task moved out of its agent's cgroup */
+	PC_EV_PACKET = 15,   /* issue 12: a packet denied by cgroup_skb egress (struct pc_net) */
 };
 
 enum pc_verdict {
@@ -62,6 +63,8 @@ enum pc_flags {
 	PC_F_KILLED = 1 << 3,      /* bpf_send_signal(SIGKILL) was issued */
 	PC_F_THREAD = 1 << 4,      /* fork/exit of a thread, not a process */
 	PC_F_OTHER_MOVER = 1 << 5, /* boundary: moved by another task; user space must kill it */
+	PC_F_SOURCE_ROUTED = 1 << 9, /* issue 12: IPv4 source route / IPv6 routing header */
+	PC_F_LOOPBACK = 1 << 10,   /* issue 12: the destination was judged as loopback */
 };
 
 struct pc_header {

@@ -182,30 +182,6 @@ static __always_inline u32 pc_stratum_scan(struct pc_scan_buf *s, u32 n)
 	return pc_stratum_confirm(s);
 }
 
-/* Relies on: bpf_skb_cgroup_id()/bpf_skb_ancestor_cgroup_id() name the cgroup
- * of the socket that sent the skb (set when the socket was created), valid
- * in softirq too (retransmits), unlike the current task. */
-static __always_inline u32 pc_agent_of_skb(struct __sk_buff *skb, struct pc_config *cfg, u64 *cgid)
-{
-	u64 id = bpf_skb_cgroup_id(skb);
-	*cgid = id;
-	u32 *agent = pc_agents.lookup(&id);
-	if (agent)
-		return *agent;
-#pragma unroll
-	for (int lvl = 0; lvl < PC_MAX_LEVELS; lvl++) {
-		if (!((cfg->tracked_levels | cfg->birth_levels) & (1u << lvl)))
-			continue;
-		u64 anc = bpf_skb_ancestor_cgroup_id(skb, lvl);
-		if (!anc)
-			break;
-		agent = pc_agents.lookup(&anc);
-		if (agent)
-			return *agent;
-	}
-	return 0;
-}
-
 static __always_inline int pc_stratum_report_due(u64 cookie)
 {
 	u64 now = bpf_ktime_get_boot_ns();

@@ -154,6 +154,10 @@ def _record_net(ev: NetEvent, rec: Record) -> None:
     rec.update(protocol=ev.proto_name, daddr=ev.daddr, dport=ev.dport, saddr=ev.saddr, sport=ev.sport)
     if ev.h.flags & Flag.V4_MAPPED:
         rec["v4_mapped"] = True
+    if ev.h.flags & Flag.SOURCE_ROUTED:
+        rec["source_routed"] = True
+    if ev.h.flags & Flag.LOOPBACK:
+        rec["loopback"] = True
 
 
 def _describe_net(rec: Record, who: str) -> str:
@@ -249,6 +253,7 @@ EVENT_TYPES: dict[EventType, AnySpec] = {s.type: s for s in (
     EventSpec(EventType.EXIT, "pc_exit", CExit, ExitEvent, _decode_exit, _record_exit),
     EventSpec(EventType.CONNECT, "pc_net", CNet, NetEvent, _decode_net, _record_net, _describe_net, "network"),
     EventSpec(EventType.SEND, "pc_net", CNet, NetEvent, _decode_net, _record_net, _describe_net, "network"),
+    EventSpec(EventType.PACKET, "pc_net", CNet, NetEvent, _decode_net, _record_net, _describe_net, "network"),
     EventSpec(EventType.SOCKET, "pc_socket", CSocket, SocketEvent, _decode_socket, _record_socket, _describe_socket),
     EventSpec(EventType.TCP_STATE, "pc_tcp_state", CTcpState, TcpStateEvent, _decode_tcp_state, _record_tcp_state),
     EventSpec(EventType.STRATUM, "pc_stratum", CStratum, StratumEvent, _decode_stratum, _record_stratum, _describe_net),

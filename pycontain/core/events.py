@@ -42,6 +42,7 @@ class EventType(enum.IntEnum):
     STRATUM = 8
     CGROUP_BIRTH = 9    # issue 10
     BOUNDARY = 10       # issue 10
+    PACKET = 15      # issue 12: a packet denied by cgroup_skb egress (pc_net layout)
 
 
 class Verdict(enum.IntEnum):
@@ -57,6 +58,8 @@ class Flag(enum.IntFlag):
     KILLED = 1 << 3
     THREAD = 1 << 4
     OTHER_MOVER = 1 << 5    # issue 10: boundary escape made by another task
+    SOURCE_ROUTED = 1 << 9   # issue 12: IPv4 source route / IPv6 routing header
+    LOOPBACK = 1 << 10       # issue 12: the destination was judged as loopback
 
 
 class Mode(enum.IntEnum):

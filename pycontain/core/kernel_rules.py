@@ -10,10 +10,37 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
+from .errors import PolicyError
 from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Event, Mode, PatternWhere
 from .policy import INTERNAL_RANGES, METADATA_RANGES, ExecPolicy, NetRule, NetworkPolicy, Policy
+from .resolve import NAMESERVERS
+
+ADDR_RULES = 64        # PC_ADDR_RULES of ebpf/net.bpf.h: address+port rules (bits of a u64 mask)
+_Net: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class AddrRule:
+    """One address+port rule the kernel applies (pc_addr_rules entry):
+    ``kind`` deny | allow | pass (allow that beats deny_internal/metadata:
+    the node's resolvers), ``protocol`` tcp | udp | any, ``ports`` inclusive
+    ranges (empty: every port; with protocol any, every protocol), ``nets``
+    the networks it covers."""
+
+    kind: str
+    rule: int
+    protocol: str = "any"
+    ports: tuple[tuple[int, int], ...] = ()
+    nets: tuple[_Net, ...] = ()
+
+    def covers(self, proto: str, port: int) -> bool:
+        if self.protocol != "any" and self.protocol != proto:
+            return False
+        if not self.ports:
+            return True
+        return proto in ("tcp", "udp") and any(lo <= port <= hi for lo, hi in self.ports)
 
 
 @dataclass
@@ -29,6 +56,9 @@ class KernelTables:
     exec_names: dict[str, int] = field(default_factory=dict)       # lower-cased basename -> rule id
     # (lower-cased substring of at most PATTERN_LEN bytes, where, rule id); at most MAX_PATTERNS
     exec_patterns: list[tuple[str, PatternWhere, int]] = field(default_factory=list)
+    # address+port rules (issue 12), at most ADDR_RULES entries
+    addr_rules: list[AddrRule] = field(default_factory=list)
+    source: str = "<builtin>"      # the policy file, for errors
 
 
 # ---- policy -> tables ------------------------------------------------------------
@@ -62,7 +92,7 @@ def compile_policy(policy: Policy, resolved: Mapping[str, list[str]] | None = No
     """Everything of the policy the kernel can enforce exactly. The rest is
     evaluated by the engine in user space (see compile_report)."""
     t = KernelTables(mode=Mode.MONITOR if policy.mode == "monitor" else Mode.ENFORCE,
-                     flags=_config_flags(policy))
+                     flags=_config_flags(policy), source=policy.source)
     t.rules = dict(RESERVED)
     rule = _RuleIds(t.rules)
     # rule ids are handed out in this order: exec first, then network
@@ -135,23 +165,49 @@ def _rule_addrs(r: NetRule, resolved: Mapping[str, list[str]]) -> list[str]:
 
 
 def _compile_network(t: KernelTables, nw: NetworkPolicy, resolved: Mapping[str, list[str]], rule: _RuleIds) -> None:
-    """Port-only and address-only deny rules, the internal/metadata ranges,
-    and under ``default: deny`` the addresses of the allow entries."""
+    """Port-only deny rules (port table), address-only deny rules and the
+    internal/metadata ranges (deny tries), address+port or protocol-specific
+    rules (address rule table); under ``default: deny`` the allow entries
+    (allow trie when they name no port or protocol, else the rule table).
+    Allow entries with ``nameservers`` always go to the rule table as
+    ``pass``: the node's resolvers stay reachable under deny_internal."""
     for i, r in enumerate(nw.deny):
+        rid = rule(f"network.deny[{i}]")
         if r.ports and not r.cidrs and not r.hosts:
-            _deny_ports(t, r, rule(f"network.deny[{i}]"))
+            _deny_ports(t, r, rid)
         elif not r.ports and r.protocol == "any":
-            _add_nets(t.deny4, t.deny6, _rule_addrs(r, resolved), rule(f"network.deny[{i}]"))
-        # address+port or protocol-specific address rules: user space (engine)
+            _add_nets(t.deny4, t.deny6, _rule_addrs(r, resolved), rid)
+        else:
+            _add_addr_rule(t, "deny", rid, r, resolved)
     if nw.deny_internal:
         _add_nets(t.deny4, t.deny6, INTERNAL_RANGES, rule("network.deny_internal"))
     if nw.deny_metadata:
         _add_nets(t.deny4, t.deny6, METADATA_RANGES, rule("network.deny_metadata"))
-    if nw.default == "deny":
-        for i, r in enumerate(nw.allow):
-            # the kernel allows the address; a port/protocol restriction on it is
-            # checked by the engine (user space)
-            _add_nets(t.allow4, t.allow6, _rule_addrs(r, resolved), rule(f"network.allow[{i}]"))
+    for i, r in enumerate(nw.allow):
+        if nw.default != "deny" and NAMESERVERS not in r.hosts:
+            continue
+        rid = rule(f"network.allow[{i}]")
+        if nw.default == "deny":
+            # the addresses, as before; limited entries are judged by the
+            # address rule table instead (limited_allow_ids: not in the trie)
+            _add_nets(t.allow4, t.allow6, _rule_addrs(r, resolved), rid)
+        if NAMESERVERS in r.hosts:
+            _add_addr_rule(t, "pass", rid, r, resolved)
+        elif r.ports or r.protocol != "any":
+            _add_addr_rule(t, "allow", rid, r, resolved)
+    rule("network.source_route")
+
+
+def _add_addr_rule(t: KernelTables, kind: str, rid: int, r: NetRule, resolved: Mapping[str, list[str]]) -> None:
+    """One rule of the kernel's address rule table. A rule without addresses
+    covers every address. Past ADDR_RULES rules the policy is refused: no
+    network rule is left to a user-space kill."""
+    if len(t.addr_rules) >= ADDR_RULES:
+        raise PolicyError(t.source, None, "network", f"more than {ADDR_RULES} rules with ports, protocols "
+                          "or nameservers: the kernel's address rule table is full", "merge rules")
+    addrs = _rule_addrs(r, resolved) if (r.cidrs or r.hosts) else ["0.0.0.0/0", "::/0"]
+    nets = tuple(ipaddress.ip_network(a, strict=False) for a in addrs)
+    t.addr_rules.append(AddrRule(kind, rid, r.protocol, r.ports, nets))
 
 
 def _deny_ports(t: KernelTables, r: NetRule, rid: int) -> None:
@@ -182,13 +238,13 @@ def compile_report(policy: Policy, resolved: Mapping[str, list[str]] | None = No
         out.append(f"exec.deny_program_args[{i}] {prog} {a!r}: {user_exec}")
     for i, _r in enumerate(policy.network.deny):
         k = f"network.deny[{i}]"
-        out.append(f"{k}: " + ("kernel (EPERM)" if k in names else "user space (violation, kill-process)"))
+        out.append(f"{k}: " + ("kernel (EPERM, every packet dropped)" if k in names
+                               else "user space (violation, kill-process)"))
     if policy.network.default == "deny":
-        out.append("network.default deny: kernel (EPERM unless an allow entry covers the address)")
-        for i, r in enumerate(policy.network.allow):
-            limits = r.ports or r.protocol != "any"
-            where = "kernel (address)" + (" + user space (ports/protocol: kill-process)" if limits else "")
-            out.append(f"network.allow[{i}]: {where}")
+        out.append("network.default deny: kernel (EPERM and every packet dropped unless an allow entry covers "
+                   "the address, protocol and port)")
+        for i, _r in enumerate(policy.network.allow):
+            out.append(f"network.allow[{i}]: kernel (address, protocol and ports)")
     if policy.network.deny_internal:
         out.append("network.deny_internal: kernel (EPERM)")
     if policy.network.deny_metadata:
@@ -219,34 +275,109 @@ def exec_verdict(tables: KernelTables, filename: str | bytes, argv: Sequence[str
     return 0
 
 
-def net_verdict(tables: KernelTables, daddr: str, dport: int, protocol: str = "tcp") -> int:
-    """Python emulation of the kernel's connect/send matching: the rule id the
-    kernel would refuse a `protocol` ("tcp"/"udp") packet or connection to
-    `daddr`:`dport` with (EPERM), or 0."""
+_Addr: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+LOOPBACK4 = ipaddress.IPv4Address("127.0.0.1")
+LOOPBACK6 = ipaddress.IPv6Address("::1")
+
+
+def canonical_destinations(daddr: str, via_lo: bool = False) -> tuple[list[_Addr], bool]:
+    """The addresses the kernel judges a destination as (ebpf/net.bpf.h
+    pc_net_judge), and whether it is loopback: ::ffff:a.b.c.d is a.b.c.d;
+    ::a.b.c.d (v4-compatible) is itself and a.b.c.d; the unspecified
+    address, 127.0.0.0/8, ::1 (and a packet through lo) are themselves plus
+    127.0.0.1 and ::1. Empty for a string that is no address."""
+    try:
+        addr: _Addr = ipaddress.ip_address(daddr)
+    except ValueError:
+        return [], False
+    out: list[_Addr] = []
+    loop = via_lo
+    if isinstance(addr, ipaddress.IPv6Address):
+        w = addr.packed
+        if addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        elif w[:12] == bytes(12) and int.from_bytes(w[12:], "big") <= 1:
+            loop = True
+            out.append(addr)
+        else:
+            out.append(addr)
+            if w[:12] == bytes(12):
+                addr = ipaddress.IPv4Address(w[12:])
+    if isinstance(addr, ipaddress.IPv4Address):
+        loop = loop or addr in ipaddress.IPv4Network("127.0.0.0/8") or int(addr) == 0
+        out.append(addr)
+    if loop:
+        out += [LOOPBACK4, LOOPBACK6]
+    return out, loop
+
+
+def _longest(entries: Sequence[tuple[_Net, int]], addr: _Addr) -> int:
+    best: tuple[int, int] | None = None
+    for net, r in entries:
+        if addr.version == net.version and addr in net and (best is None or net.prefixlen > best[0]):
+            best = (net.prefixlen, r)
+    return best[1] if best else 0
+
+
+def net_verdict(tables: KernelTables, daddr: str, dport: int, protocol: str = "tcp", via_lo: bool = False) -> int:
+    """Python emulation of the kernel's network verdict (pc_net_judge, used at
+    connect/sendmsg and for every packet): the rule id the kernel would refuse
+    a `protocol` ("tcp"/"udp"/"icmp"/...) packet or connection to
+    `daddr`:`dport` with, or 0."""
     tcp, udp = tables.ports.get(int(dport), (0, 0))
-    rid = tcp if protocol == "tcp" else udp
+    rid = {"tcp": tcp, "udp": udp}.get(protocol, 0)
     if rid:
         return rid
-    try:
-        addr = ipaddress.ip_address(daddr)
-    except ValueError:
+    addrs, _loop = canonical_destinations(daddr, via_lo)
+    if not addrs:
         return 0
-    if addr.version == 6 and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-
-    def longest(entries: Sequence[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]]) -> int:
-        best: tuple[int, int] | None = None
-        for net, r in entries:
-            if addr in net and (best is None or net.prefixlen > best[0]):
-                best = (net.prefixlen, r)
-        return best[1] if best else 0
-    deny = longest(tables.deny4 if addr.version == 4 else tables.deny6)
-    if deny:
-        return deny
-    if tables.flags & ConfigFlag.NET_DEFAULT_DENY \
-            and not longest(tables.allow4 if addr.version == 4 else tables.allow6):
+    soft = {rid for rid, name in tables.rules.items() if name in ("network.deny_internal", "network.deny_metadata")}
+    deny = hard = soft_hit = 0
+    allowed = passed = False
+    for addr in addrs:
+        for r in tables.addr_rules:
+            if any(addr.version == n.version and addr in n for n in r.nets) and r.covers(protocol, int(dport)):
+                if r.kind == "deny":
+                    deny = deny or r.rule
+                else:
+                    allowed = True
+                    passed = passed or r.kind == "pass"
+        hit = _longest(_trie(tables, "deny", addr), addr)
+        if hit in soft:
+            soft_hit = soft_hit or hit
+        elif hit:
+            hard = hard or hit
+        allowed = allowed or bool(_longest(_trie(tables, "allow", addr), addr))
+    if deny or hard:
+        return deny or hard
+    if soft_hit and not passed:
+        return soft_hit
+    if tables.flags & ConfigFlag.NET_DEFAULT_DENY and not allowed:
         return DEFAULT_DENY_RULE_ID
     return 0
+
+
+def limited_allow_ids(tables: KernelTables) -> set[int]:
+    """Allow rules judged by the address rule table (ports, protocol,
+    nameservers): their addresses stay out of the kernel's allow tries."""
+    return {r.rule for r in tables.addr_rules if r.kind != "deny"}
+
+
+def _trie(tables: KernelTables, which: str, addr: _Addr) -> list[tuple[_Net, int]]:
+    """The deny/allow trie for addr's family as the kernel holds it: IPv4-mapped
+    IPv6 entries as IPv4 (net_maps.split_mapped), limited allow rules left out."""
+    skip = limited_allow_ids(tables) if which == "allow" else set()
+    v4: list[tuple[_Net, int]] = [e for e in (tables.deny4 if which == "deny" else tables.allow4) if e[1] not in skip]
+    v6: list[tuple[_Net, int]] = []
+    for net, rid in (tables.deny6 if which == "deny" else tables.allow6):
+        if rid in skip:
+            continue
+        mapped = net.network_address.ipv4_mapped if net.prefixlen >= 96 else None
+        if mapped is not None:
+            v4.append((ipaddress.IPv4Network((mapped, net.prefixlen - 96)), rid))
+        else:
+            v6.append((net, rid))
+    return v4 if addr.version == 4 else v6
 
 
 def kernel_verdict(tables: KernelTables, ev: Event | Mapping[str, Any]) -> int:
@@ -257,11 +388,11 @@ def kernel_verdict(tables: KernelTables, ev: Event | Mapping[str, Any]) -> int:
         kind = str(ev.get("kind", ""))
         if kind == "exec":
             return exec_verdict(tables, ev.get("filename", ""), ev.get("argv") or ())
-        if kind in ("connect", "send"):
+        if kind in ("connect", "send", "packet"):
             return net_verdict(tables, ev.get("daddr", ""), int(ev.get("dport") or 0), ev.get("protocol", "tcp"))
         return 0
     if ev.kind == "exec":
         return exec_verdict(tables, getattr(ev, "filename", b""), getattr(ev, "argv", ()))
-    if ev.kind in ("connect", "send"):
+    if ev.kind in ("connect", "send", "packet"):
         return net_verdict(tables, getattr(ev, "daddr", ""), getattr(ev, "dport", 0), getattr(ev, "proto_name", "tcp"))
     return 0

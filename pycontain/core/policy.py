@@ -403,7 +403,7 @@ def _network(n: Node) -> NetworkPolicy:
                     "under default: deny an allow entry needs an address (cidr, host or nameservers): "
                     "the kernel admits traffic by destination address",
                     "to allow these ports to any address say so: cidrs: [0.0.0.0/0, '::/0'] "
-                    "(the port limit is then enforced in user space, by kill-process)")
+                    "(the kernel then enforces the port limit)")
     return nw
 
 

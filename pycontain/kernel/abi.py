@@ -13,8 +13,9 @@ import enum
 
 from ..core import events as ev
 from ..core.cgroup_glob import BIRTH_CLASSES, BIRTH_STATES
+from ..core.kernel_rules import ADDR_RULES
 from . import exec_dfa as dfa
-from .net_maps import RULE_SLOTS
+from .net_maps import NAMED_SLOT_COUNT, NAMED_SLOTS, RULE_SLOTS
 
 
 def _members(prefix: str, e: type[enum.Enum]) -> dict[str, int]:
@@ -57,4 +58,9 @@ C_CONSTANTS: dict[str, int] = {
     "PC_NR_RAW": _slot("network.raw_socket"),
     "PC_NR_PACKET": _slot("network.packet_socket"),
     "PC_NR_SLOTS": len(RULE_SLOTS),
+    "PC_NX_INTERNAL": NAMED_SLOTS.index("network.deny_internal"),   # ebpf/net.bpf.h: pc_named_rules
+    "PC_NX_METADATA": NAMED_SLOTS.index("network.deny_metadata"),
+    "PC_NX_SOURCE_ROUTE": NAMED_SLOTS.index("network.source_route"),
+    "PC_NX_SLOTS": NAMED_SLOT_COUNT,
+    "PC_ADDR_RULES": ADDR_RULES,
 }

@@ -47,6 +47,7 @@ PROGRAMS: tuple[CgroupProgram, ...] = (
     CgroupProgram("pc_sendmsg6", "cgroup:sendmsg6", PROG_CGROUP_SOCK_ADDR, ATTACH_UDP6_SENDMSG),
     CgroupProgram("pc_sock_create", "cgroup:sock_create", PROG_CGROUP_SOCK, ATTACH_INET_SOCK_CREATE),
     CgroupProgram("pc_stratum_egress", "cgroup_skb:egress", PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
+    CgroupProgram("pc_net_egress", "cgroup_skb:egress_policy", PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
 )
 
 

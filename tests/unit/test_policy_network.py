@@ -75,7 +75,9 @@ def test_address_less_allow_under_default_deny_is_an_error():
     assert e.value.line == 5 and e.value.key == "network.allow[1]" and "0.0.0.0/0" in e.value.hint
     p = load_policy_text("network:\n  default: deny\n  allow:\n    - {cidrs: [0.0.0.0/0, '::/0'], ports: [443]}\n")
     t = compile_policy(p)
-    assert net_verdict(t, daddr="198.51.100.1", dport=22) == 0      # the kernel admits the address
+    # issue 12: the port limit is enforced in the kernel (address+port rule table)
+    assert net_verdict(t, daddr="198.51.100.1", dport=22) == 1
+    assert net_verdict(t, daddr="198.51.100.1", dport=443) == 0
     from pycontain.core.engine import Engine
     assert Engine(p).user_net_rule("198.51.100.1", 22, "tcp")[0] == "network.default"   # user space the port
     assert Engine(p).user_net_rule("198.51.100.1", 443, "tcp") is None

@@ -89,15 +89,15 @@ def _log(tmp_path, recs):
 
 
 def test_port_limits_of_allowed_addresses_are_judged_like_user_space(tmp_path):
-    """Under default: deny the kernel admits an allowed address on any port; the
-    port limit is the engine's, and replay applies it the same way."""
+    """Under default: deny the port limit of an allowed address is the kernel's
+    (issue 12: address+port rules in the kernel), and replay applies it the same way."""
     p = load_policy_text("network:\n  default: deny\n  allow: [{cidr: 198.51.100.0/24, ports: [443]}]\n")
     recs = [{"ts": 1.0, "agent": "a", "kind": "connect", "pid": 5, "protocol": "tcp", "daddr": "198.51.100.7",
              "dport": p_, "verdict": "allow"} for p_ in (443, 22)]
     recs.append({"ts": 1.2, "agent": "a", "kind": "send", "pid": 5, "protocol": "udp", "daddr": "2001:db8::1",
                  "dport": 53, "verdict": "allow"})
     res = replay(_log(tmp_path, recs), p)
-    assert [(r.decision, r.rule) for r in res] == [("allow", None), ("kill-process", "network.default"),
+    assert [(r.decision, r.rule) for r in res] == [("allow", None), ("deny", "network.default"),
                                                    ("deny", "network.default")]
 
 

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Every packet of an agent judged on its real destination (BCC C).
+ *
+ * Compiles on its own (test_ebpf_sources.py). cgroup_skb/egress on each
+ * agent cgroup (pycontain/kernel/cgroup_attach.py, BPF_F_ALLOW_MULTI).
+ * connect.c judges the address a program passes to connect()/sendmsg();
+ * what leaves can differ: ICMP echo on a ping socket (no connect/sendmsg
+ * hook runs), a source-routed IPv4 packet or an IPv6 routing header (the
+ * header names the first hop, the call named the last), replies on a
+ * connection accepted from outside (a bind shell: no connect at all),
+ * subflows the kernel opens for an MPTCP socket (a kernel worker). Here the
+ * IP header is read as it leaves and pc_net_judge (net.bpf.h, the same
+ * verdict connect.c uses) decides on its destination, protocol and port:
+ *   - IPv4 packets with a loose or strict source route option, and IPv6
+ *     packets with a routing header, are dropped (rule
+ *     network.source_route, PC_F_SOURCE_ROUTED);
+ *   - a packet leaving through the loopback device is judged as loopback;
+ *   - a non-first fragment is passed: its first fragment carries the
+ *     transport header and was judged; without it nothing reassembles.
+ * Deny: return 0 (dropped before the device), one PC_EV_PACKET record per
+ * socket per second. Monitor mode: passed, reported PC_WOULD_DENY.
+ */
+
+#include "net.bpf.h"
+
+#define PC_EG_ETH_P_IP 0x0800
+#define PC_EG_ETH_P_IPV6 0x86DD
+#define PC_IPOPT_LSRR 0x83
+#define PC_IPOPT_SSRR 0x89
+#define PC_IPV6_HOPOPTS 0
+#define PC_IPV6_ROUTING 43
+#define PC_IPV6_FRAGMENT 44
+#define PC_IPV6_AH 51
+#define PC_IPV6_DSTOPTS 60
+#define PC_IPV6_EXT_MAX 6          /* extension headers walked before the transport header */
+#define PC_LOOPBACK_IFINDEX 1       /* lo is ifindex 1 in every network namespace */
+#define PC_PKT_REPORT_NS 1000000000ULL
+
+/* What the packet is: destination, protocol, port, and whether its route
+ * was chosen by the sender (source route / routing header). */
+struct pc_pkt {
+	u8 daddr[16];
+	u8 saddr[16];
+	u32 proto;
+	u32 l4off;
+	u16 dport;
+	u16 sport;
+	u8 family;
+	u8 routed;      /* a source route option / routing header */
+	u8 later_frag;  /* a non-first fragment: no transport header */
+};
+
+BPF_TABLE("lru_hash", u64, u64, pc_pkt_seen, 8192);   /* socket cookie -> last report */
+
+/* 1 when the IPv4 options (ihl > 5) hold a loose or strict source route.
+ * Options are type-length-value except EOL (0) and NOP (1). */
+struct pc_ip_opts {
+	u8 b[64];
+};
+BPF_PERCPU_ARRAY(pc_ip_opts_buf, struct pc_ip_opts, 1);   /* too big to zero on the stack */
+
+static __always_inline int pc_ip4_source_routed(struct __sk_buff *skb, u32 hlen)
+{
+	u32 n = hlen - 20;
+	if (n == 0)
+		return 0;
+	n &= 63;
+	if (n == 0 || n > 40)
+		return 1;   /* ihl is 4 bits: cannot happen; fail closed */
+	int zero = 0;
+	struct pc_ip_opts *o = pc_ip_opts_buf.lookup(&zero);
+	if (!o)
+		return 1;
+	u8 *opt = o->b;
+	if (bpf_skb_load_bytes(skb, 20, opt, n) < 0)
+		return 1;   /* unreadable options: fail closed */
+	u32 i = 0;
+	for (int k = 0; k < 40; k++) {
+		if (i >= n)
+			break;
+		u8 t = opt[i & 63];
+		if (t == 0)
+			break;
+		if (t == PC_IPOPT_LSRR || t == PC_IPOPT_SSRR)
+			return 1;
+		if (t == 1) {
+			i++;
+			continue;
+		}
+		u32 l = opt[(i + 1) & 63];
+		if (l < 2)
+			return 1;   /* malformed: fail closed */
+		i += l;
+	}
+	return 0;
+}
+
+static __always_inline int pc_pkt_ip4(struct __sk_buff *skb, struct pc_pkt *p)
+{
+	u8 ip[20];
+	if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)) < 0)
+		return -1;
+	u32 hlen = (ip[0] & 0xf) * 4;
+	if (hlen < 20)
+		return -1;
+	p->family = PC_AF_INET;
+	p->proto = ip[9];
+	__builtin_memcpy(p->saddr, &ip[12], 4);
+	__builtin_memcpy(p->daddr, &ip[16], 4);
+	p->later_frag = (((ip[6] & 0x1f) << 8) | ip[7]) != 0;
+	p->routed = pc_ip4_source_routed(skb, hlen);
+	p->l4off = hlen;
+	return 0;
+}
+
+/* Walk the IPv6 extension headers to the transport header. */
+static __always_inline int pc_pkt_ip6(struct __sk_buff *skb, struct pc_pkt *p)
+{
+	u8 ip6[40];
+	if (bpf_skb_load_bytes(skb, 0, ip6, sizeof(ip6)) < 0)
+		return -1;
+	p->family = PC_AF_INET6;
+	__builtin_memcpy(p->saddr, &ip6[8], 16);
+	__builtin_memcpy(p->daddr, &ip6[24], 16);
+	u32 nh = ip6[6];
+	u32 off = 40;
+#pragma unroll
+	for (int k = 0; k < PC_IPV6_EXT_MAX; k++) {
+		if (nh == PC_IPV6_ROUTING) {
+			p->routed = 1;
+			break;
+		}
+		if (nh != PC_IPV6_HOPOPTS && nh != PC_IPV6_DSTOPTS && nh != PC_IPV6_FRAGMENT && nh != PC_IPV6_AH)
+			break;
+		u8 ext[4];
+		if (bpf_skb_load_bytes(skb, off & 0xffff, ext, sizeof(ext)) < 0)
+			return -1;
+		if (nh == PC_IPV6_FRAGMENT) {
+			if ((((u32)ext[2] << 8) | ext[3]) & 0xfff8)
+				p->later_frag = 1;
+			off += 8;
+		} else if (nh == PC_IPV6_AH) {
+			off += ((u32)ext[1] + 2) * 4;
+		} else {
+			off += ((u32)ext[1] + 1) * 8;
+		}
+		nh = ext[0];
+	}
+	p->proto = nh;
+	p->l4off = off;
+	return 0;
+}
+
+static __always_inline int pc_pkt_parse(struct __sk_buff *skb, struct pc_pkt *p)
+{
+	int r;
+	if (skb->protocol == bpf_htons(PC_EG_ETH_P_IP))
+		r = pc_pkt_ip4(skb, p);
+	else if (skb->protocol == bpf_htons(PC_EG_ETH_P_IPV6))
+		r = pc_pkt_ip6(skb, p);
+	else
+		return -1;
+	if (r < 0 || p->routed || p->later_frag)
+		return r;
+	u32 proto = pc_norm_proto(p->proto);
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		u8 ports[4];
+		if (bpf_skb_load_bytes(skb, p->l4off & 0xffff, ports, sizeof(ports)) < 0)
+			return -1;
+		p->sport = (u16)ports[0] << 8 | ports[1];
+		p->dport = (u16)ports[2] << 8 | ports[3];
+	}
+	return 0;
+}
+
+static __always_inline int pc_pkt_report_due(u64 cookie)
+{
+	u64 now = bpf_ktime_get_boot_ns();
+	u64 *last = pc_pkt_seen.lookup(&cookie);
+	if (last && now - *last < PC_PKT_REPORT_NS)
+		return 0;
+	pc_pkt_seen.update(&cookie, &now);
+	return 1;
+}
+
+/* The record of a denied packet. The header names the socket's owner
+ * recorded at connect/sendmsg when there is one; otherwise the current task
+ * when the packet is not TCP (ICMP/UDP/raw are sent from the sending
+ * syscall, in its task), else no task (pid 0): TCP may run in softirq. */
+static __always_inline void pc_pkt_report(struct __sk_buff *skb, u32 agent, u64 cgid, u8 verdict,
+					  u32 rule, u16 flags, const struct pc_pkt *p)
+{
+	u64 cookie = pc_socket_cookie(skb);
+	struct pc_sk_owner *o = pc_sk_owners.lookup(&cookie);
+	/* monitor mode: a socket connect/sendmsg judged (it has an owner) was
+	 * reported there with the same verdict; its packets are not news */
+	if (verdict == PC_WOULD_DENY && o)
+		return;
+	if (!pc_pkt_report_due(cookie))
+		return;
+	struct pc_net *e = PC_RESERVE(struct pc_net);
+	if (!e)
+		return;
+	if (o || pc_norm_proto(p->proto) == IPPROTO_TCP) {
+		pc_fill_header_owner(&e->h, PC_EV_PACKET, o, agent, cgid);
+	} else {
+		pc_fill_header(&e->h, PC_EV_PACKET, agent);
+		e->h.cgroup_id = cgid;
+	}
+	e->h.verdict = verdict;
+	e->h.rule_id = rule;
+	e->h.flags = flags;
+	pc_fill_net(e, p->family, (u8)pc_norm_proto(p->proto), p->dport, p->sport, p->daddr, p->saddr);
+	pc_submit(e, &e->h);
+}
+
+/* Relies on: cgroup_skb egress programs run for every IP packet a socket
+ * of the cgroup (or a descendant) sends, from ip_finish_output /
+ * ip6_finish_output, after routing and netfilter and before the device,
+ * with the data at the network header and skb->ifindex the output device;
+ * bpf_skb_cgroup_id() names the socket's cgroup (set at socket creation,
+ * inherited by accepted children and by MPTCP subflows, kernel >= 6.0), so
+ * the agent is known in softirq too; returning 0 drops the packet. */
+int pc_net_egress(struct __sk_buff *skb)
+{
+	struct pc_config *cfg = pc_cfg();
+	if (!cfg || !(cfg->tracked_levels | cfg->birth_levels))
+		return 1;
+	u64 cgid = 0;
+	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
+	if (!agent)
+		return 1;
+	struct pc_pkt p = {};
+	if (pc_pkt_parse(skb, &p) < 0)
+		return 1;   /* not IP: ARP and the like are not sent from agent sockets */
+	u32 rule;
+	u16 flags = 0;
+	if (p.routed) {
+		rule = pc_named_rule(PC_NX_SOURCE_ROUTE);
+		flags |= PC_F_SOURCE_ROUTED;
+	} else if (p.later_frag) {
+		return 1;
+	} else {
+		int via_lo = skb->ifindex == PC_LOOPBACK_IFINDEX;
+		rule = pc_net_judge(cfg, p.family, p.daddr, p.proto, p.dport, via_lo, &flags);
+	}
+	if (!rule)
+		return 1;
+	u8 verdict = pc_deny_verdict(cfg);
+	pc_pkt_report(skb, agent, cgid, verdict, rule, flags, &p);
+	return verdict != PC_DENY;
+}

@@ -19,7 +19,8 @@
 BPF_RINGBUF_OUTPUT(pc_events, PC_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(pc_lost, u64, 1);              /* records the kernel could not reserve */
 BPF_ARRAY(pc_config, struct pc_config, 1);
-BPF_HASH(pc_agents, u64, u32, 4096);            /* tracked cgroup v2 id -> agent id */
+#define PC_AGENTS_MAX 4096              /* mirrored in core/capacity.py (issue 13) */
+BPF_HASH(pc_agents, u64, u32, PC_AGENTS_MAX);   /* tracked cgroup v2 id -> agent id */
 BPF_PERCPU_ARRAY(pc_wake, u32, 1);              /* records queued since the last wake-up */
 
 #ifndef PC_WAKE_EVERY

@@ -32,10 +32,11 @@
 #define PC_UDP_REPORT_NS (30ULL * 1000000000ULL)  /* re-report an allowed UDP flow after 30 s */
 
 BPF_ARRAY(pc_ports, struct pc_port_rule, 65536);       /* dport (host order) -> tcp/udp rule ids */
-BPF_LPM_TRIE(pc_deny4, struct pc_lpm4, u32, 16384);     /* -> rule id */
-BPF_LPM_TRIE(pc_allow4, struct pc_lpm4, u32, 16384);
-BPF_LPM_TRIE(pc_deny6, struct pc_lpm6, u32, 16384);
-BPF_LPM_TRIE(pc_allow6, struct pc_lpm6, u32, 16384);
+#define PC_LPM_MAX 16384   /* entries per trie; mirrored in core/capacity.py (issue 13) */
+BPF_LPM_TRIE(pc_deny4, struct pc_lpm4, u32, PC_LPM_MAX);     /* -> rule id */
+BPF_LPM_TRIE(pc_allow4, struct pc_lpm4, u32, PC_LPM_MAX);
+BPF_LPM_TRIE(pc_deny6, struct pc_lpm6, u32, PC_LPM_MAX);
+BPF_LPM_TRIE(pc_allow6, struct pc_lpm6, u32, PC_LPM_MAX);
 
 /* The owner of a socket is the task that connects or sends on it first;
  * recorded in process context because later hooks (softirq) cannot ask. */

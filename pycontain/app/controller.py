@@ -23,6 +23,7 @@ from typing import Any
 
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
+from ..core.errors import PycontainError
 from ..core.events import ConfigFlag, Event, Mode, Verdict
 from ..core.gpu_rules import GpuRules
 from ..core.kernel_rules import KernelTables, compile_policy
@@ -361,7 +362,13 @@ class Controller:
         return tables
 
     def _rewrite_tables(self) -> None:
-        tables = self._compile(self.policy)
+        """New DNS answers into the maps. Tables that no longer fit are
+        refused before any write (Probes.set_tables): the old addresses stay."""
+        try:
+            tables = self._compile(self.policy)
+        except PycontainError as e:
+            log.warning("new DNS answers not written, the previous addresses stay in force: %s", e.message)
+            return
         assert self.engine is not None and self.resolver is not None
         self.engine.set_resolved(self.resolver.addresses, rules=tables.rules)
 

@@ -115,18 +115,31 @@ class Daemon:
     # ---- reload ------------------------------------------------------------
 
     def reload(self) -> bool:
+        """Load and swap in the policy file. Any failure (invalid policy, a
+        map write the kernel refuses) keeps the old policy in force: the
+        daemon never dies of a reload."""
         try:
             new = load_policy(self.opts.policy_path)
             with self.lock:
                 self.ctl.reload(new)
                 self.policy = new
-        except PycontainError as e:
-            self.reporter.note(f"policy reload rejected, the old policy stays in force: {e.message}")
+        except Exception as e:       # noqa: BLE001 - whatever failed, keep containing
+            msg = e.message if isinstance(e, PycontainError) else f"{type(e).__name__}: {e}"
+            log.debug("reload failed", exc_info=True)
+            self.reporter.note(f"policy reload rejected, the old policy stays in force: {msg}")
             self.audit.write({"ts": time.time(), "agent": "-", "kind": "policy-reload-rejected",
-                              "pid": None, "error": e.message})
+                              "pid": None, "error": msg})
+            self._reload_result(False)
             return False
         self.reporter.note(f"policy reloaded: {new.name}")
+        self._reload_result(True)
         return True
+
+    def _reload_result(self, ok: bool) -> None:
+        with self.state.lock:
+            self.state.reload_ok = ok
+            if ok:
+                self.state.reload_success_ts = time.time()
 
     # ---- main ----------------------------------------------------------------
 

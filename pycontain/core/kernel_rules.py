@@ -10,10 +10,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Event, Mode, PatternWhere
-from .policy import INTERNAL_RANGES, METADATA_RANGES, ExecPolicy, NetRule, NetworkPolicy, Policy
+from .net_ranges import INTERNAL_RANGES, METADATA_RANGES
+
+if TYPE_CHECKING:
+    from .policy import ExecPolicy, NetRule, NetworkPolicy, Policy
 
 
 @dataclass

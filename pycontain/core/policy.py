@@ -41,10 +41,7 @@ DEFAULT_ACTIONS = {
 }
 ACTION_NAMES = {a.value: a for a in Action}
 
-INTERNAL_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
-                   "fc00::/7", "fe80::/10")
 LOOPBACK_PROBES = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
-METADATA_RANGES = ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32", "169.254.170.2/32")
 DEFAULT_GRACE_S = 10.0
 
 
@@ -499,7 +496,30 @@ def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
 
 
 def load_policy_text(text: str, source: str = "<string>") -> Policy:
-    return _parse(compose(text, source))
+    root = compose(text, source)
+    policy = _parse(root)
+    _check_capacity(policy, root)
+    return policy
+
+
+def _check_capacity(policy: Policy, root: Node) -> None:
+    """Refuse a policy whose kernel tables would not fit the kernel maps
+    (core/capacity.py), naming the first rule past the limit."""
+    from .capacity import table_overflows
+    from .kernel_rules import compile_policy  # imports this module's types to annotate only
+    for o in table_overflows(compile_policy(policy)):
+        node = root.find(o.rule) or root
+        items = node.find("cidrs") if o.entry else None
+        if items is not None:
+            node = next((i for i in items.seq() if _same_net(i, o.entry)), node)
+        raise node.error(o.message(), o.hint)
+
+
+def _same_net(n: Node, net: str) -> bool:
+    try:
+        return str(ipaddress.ip_network(str(n.scalar()), strict=False)) == net
+    except ValueError:
+        return False
 
 
 def load_policy(path: str) -> Policy:

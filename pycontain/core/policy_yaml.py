@@ -50,6 +50,23 @@ class Node:
             out[key] = child
         return out
 
+    def find(self, path: builtins.str) -> Node | None:
+        """The node at a key path such as ``exec.deny[3]`` (None: not there)."""
+        node: Node = self
+        for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+            child = None
+            if part.startswith("[") and isinstance(node.node, yaml.SequenceNode):
+                i = int(part[1:-1])
+                if i < len(node.node.value):
+                    child = Node(node.node.value[i], self.file, f"{node.path}{part}")
+            elif isinstance(node.node, yaml.MappingNode):
+                child = next((Node(v, self.file, f"{node.path}.{part}" if node.path else part)
+                              for k, v in node.node.value if getattr(k, "value", None) == part), None)
+            if child is None:
+                return None
+            node = child
+        return node
+
     def seq(self) -> list[Node]:
         if isinstance(self.node, yaml.ScalarNode) and self.node.tag == "tag:yaml.org,2002:null":
             return []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 
+from ..core import capacity
 from ..core import events as ev
 from . import exec_dfa as dfa
 from .net_maps import RULE_SLOTS
@@ -52,4 +53,7 @@ C_CONSTANTS: dict[str, int] = {
     "PC_NR_RAW": _slot("network.raw_socket"),
     "PC_NR_PACKET": _slot("network.packet_socket"),
     "PC_NR_SLOTS": len(RULE_SLOTS),
+    "PC_EXEC_NAMES_MAX": capacity.EXEC_NAMES_MAX,   # map sizes: core/capacity.py (issue 13)
+    "PC_LPM_MAX": capacity.LPM_MAX,
+    "PC_AGENTS_MAX": capacity.AGENTS_MAX,
 }

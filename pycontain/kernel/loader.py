@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.capacity import table_overflows
 from ..core.errors import EnvironmentProblem
 from ..core.event_types import decode
 from ..core.events import MAX_LEVELS, MAX_PATTERNS, NAME_LEN, PATTERN_LEN, ConfigFlag, DecodeError, Event, Mode
@@ -255,12 +256,22 @@ class Probes:
 
     def set_tables(self, tables: KernelTables) -> None:
         """Replace the exec deny tables and config in place, never opening a gap:
-        new entries are written before stale ones are removed."""
+        new entries are written before stale ones are removed. Tables that do
+        not fit the live maps are refused before anything is written."""
+        self._check_fits(tables)
         self._write_exec_names(tables.exec_names)
         self._write_patterns(tables.exec_patterns)
         self._write_config(mode=tables.mode, flags=int(tables.flags))
         if self._has_net_hooks():
             net_maps.write_net_tables(self.bpf, tables)
+
+    def _check_fits(self, tables: KernelTables) -> None:
+        """The policy check counts the policy's own entries (core/capacity.py);
+        host names add their addresses only now, so count again against the
+        maps' real sizes: a failed write half-way would leave a mixture."""
+        for o in table_overflows(tables):
+            if o.map in ("pc_exec_names", "pc_exec_patterns", "pc_exec_dfa_class") or self._has_net_hooks():
+                raise EnvironmentProblem(f"{o.rule}: {o.message()}", hint=o.hint)
 
     def _has_net_hooks(self) -> bool:
         """The network maps and cgroup programs exist only when their hook

@@ -58,6 +58,8 @@ class NodeState:
     probes: dict[str, str] = field(default_factory=dict)         # hook -> "attached" | "unavailable" | ...
     gpu_available: bool = False
     gpu_status: str = "unavailable"
+    reload_ok: bool = True                   # the last policy (re)load succeeded
+    reload_success_ts: float = field(default_factory=time.time)   # when a policy was last loaded
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def snapshot(self) -> dict:
@@ -69,6 +71,7 @@ class NodeState:
                 "started_at": self.started_at,
                 "lost_events": {"kernel": self.lost_kernel, "user": self.lost_user},
                 "handler_errors": self.handler_errors,
+                "reload": {"ok": self.reload_ok, "success_ts": self.reload_success_ts},
                 "probes": dict(self.probes),
                 "gpu": {"available": self.gpu_available, "status": self.gpu_status},
                 "agents": [

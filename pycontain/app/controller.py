@@ -73,6 +73,7 @@ class Controller:
         self._last_sample = 0.0
         self._last_gpu = 0.0
         self.started_ready_s: float | None = None
+        self.pin_root: str | None = None   # set by the daemon before start(): kernel/pins.py
 
     @property
     def observe_only(self) -> bool:
@@ -100,7 +101,8 @@ class Controller:
         worker = threading.Thread(target=side_work, name="start-side", daemon=True)
         worker.start()
         self.progress("compiling and loading the BPF probes")
-        probes: Probes = self.edges.probes(progress=self.progress, trace_all=self.trace_all)
+        pinned = {"pin_root": self.pin_root} if self.pin_root else {}     # daemon: enforcement outlives it
+        probes: Probes = self.edges.probes(progress=self.progress, trace_all=self.trace_all, **pinned)
         self.probes = probes
         probes.on_event = self.on_event
         try:

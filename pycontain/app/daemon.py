@@ -10,6 +10,7 @@ no gap in enforcement.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from ..actuate.discovery import find_agents
 from ..core.errors import EnvironmentProblem, PycontainError
 from ..core.policy import load_policy
 from ..gpu.devices import GpuDevices
+from ..kernel.pins import pin_root, release_all
 from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
 from .edges import Edges
@@ -39,6 +41,7 @@ class DaemonOptions:
     allow_no_gpu: bool = False
     scan_interval: float = 2.0
     verbose: int = 0
+    pin: bool = True          # pin attachments in bpffs: enforcement outlives the daemon (kernel/pins.py)
 
 
 class Daemon:
@@ -56,6 +59,9 @@ class Daemon:
         self._reload = False
         self._stop = False
         self._last_scan = 0.0
+        self._taken_over = False
+        if opts.pin:
+            self.ctl.pin_root = pin_root()
 
     # ---- API handlers (called from server threads) --------------------------
 
@@ -71,6 +77,7 @@ class Daemon:
                 return {"ok": True, "agent": name, "already": True}
             self.ctl.add_agent(name, AgentCgroup.adopt(full, name))
             self.adopted[name] = full
+            self._save_adopted()
         return {"ok": True, "agent": name, "cgroup": full}
 
     def _release(self, body: dict) -> dict:
@@ -81,6 +88,7 @@ class Daemon:
             self.ctl.remove_agent(name)
             self.adopted.pop(name, None)
             self.discovered.pop(name, None)
+            self._save_adopted()
         return {"ok": True, "agent": name}
 
     # ---- discovery ------------------------------------------------------------
@@ -143,6 +151,32 @@ class Daemon:
 
     # ---- main ----------------------------------------------------------------
 
+    # ---- takeover of what an earlier daemon pinned ---------------------------
+
+    def _take_over(self) -> None:
+        """Re-adopt what the earlier daemon adopted, then retire its pins: the
+        scan has tracked every selected cgroup by now, so this generation
+        enforces everything the old one did (no gap)."""
+        for name, path in _load_adopted(self.opts.socket_path).items():
+            if os.path.isdir(path):
+                self._adopt({"cgroup": path, "name": name})
+        assert self.ctl.probes is not None
+        with self.lock:
+            gone = self.ctl.probes.retire_older_pins()
+        if gone:
+            self.reporter.note(f"took over from {len(gone)} earlier daemon generation(s)")
+        self._taken_over = True
+
+    def _save_adopted(self) -> None:
+        path = _adopted_file(self.opts.socket_path)
+        try:
+            tmp = path + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump(self.adopted, fh)
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("cannot save the adopted agents to %s: %s", path, e)
+
     def run(self) -> int:
         if os.geteuid() != 0:
             raise EnvironmentProblem("pycontain daemon needs root (BPF programs, cgroups)")
@@ -167,9 +201,12 @@ class Daemon:
         finally:
             s.stop_serving()
             with self.lock:
-                # leave adopted agents running: they belong to someone else
-                for name in list(self.ctl.cgroups):
-                    self.ctl.remove_agent(name)
+                # leave adopted agents running: they belong to someone else.
+                # Pinned, their kernel enforcement stays until a new daemon
+                # takes over or `pycontain daemon --release`.
+                if not self.opts.pin:
+                    for name in list(self.ctl.cgroups):
+                        self.ctl.remove_agent(name)
             s.close()
 
     def _tick(self) -> None:
@@ -180,8 +217,35 @@ class Daemon:
         if now - self._last_scan >= self.opts.scan_interval:
             self._last_scan = now
             self.scan()
+            if not self._taken_over:
+                self._take_over()
         with self.lock:
             self.session.step(100)
+
+
+def _adopted_file(socket_path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(socket_path)), "adopted.json")
+
+
+def _load_adopted(socket_path: str) -> dict[str, str]:
+    """The adopted agents (name -> cgroup) the last daemon saved next to its
+    socket, so that a restarted daemon takes them over with the pins."""
+    try:
+        with open(_adopted_file(socket_path)) as fh:
+            data = json.load(fh)
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def release_pinned(socket_path: str) -> list[str]:
+    """`pycontain daemon --release`: remove every pin and the adopted list."""
+    gone = release_all()
+    try:
+        os.unlink(_adopted_file(socket_path))
+    except OSError:
+        pass
+    return gone
 
 
 def _own_cgroup2(root: str) -> str | None:

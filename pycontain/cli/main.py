@@ -140,7 +140,10 @@ def policy_show(file, builtin, as_json):
 # ---- daemon and its controls ------------------------------------------------
 
 @cli.command()
-@click.option("--policy", "policy_path", required=True, metavar="FILE")
+@click.option("--policy", "policy_path", metavar="FILE", help="Policy YAML (required unless --release).")
+@click.option("--release", is_flag=True,
+              help="Remove the pinned programs of stopped daemons: agents are no longer contained. "
+                   "Stopping the daemon (systemctl stop) does not do this.")
 @click.option("--audit-log", metavar="FILE")
 @click.option("--metrics-port", type=int, metavar="PORT")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True)
@@ -148,9 +151,19 @@ def policy_show(file, builtin, as_json):
 @click.option("--allow-no-gpu", is_flag=True)
 @click.option("--scan-interval", type=float, default=2.0, show_default=True, help="Seconds between cgroup scans.")
 @click.pass_context
-def daemon(ctx, **opts):
-    """Node-wide mode: contain agents started by others (selected by the policy)."""
-    from ..app.daemon import DaemonOptions, run_daemon
+def daemon(ctx, release, **opts):
+    """Node-wide mode: contain agents started by others (selected by the policy).
+
+    Kernel enforcement is pinned in bpffs ($PYCONTAIN_BPFFS, default
+    /sys/fs/bpf/pycontain): it holds while the daemon is stopped, crashed or
+    upgraded, and a restarted daemon takes it over. `--release` ends it."""
+    from ..app.daemon import DaemonOptions, release_pinned, run_daemon
+    if release:
+        gone = release_pinned(opts["socket_path"])
+        click.echo(json.dumps({"ok": True, "released": gone}))
+        return
+    if not opts["policy_path"]:
+        raise UsageError("pycontain daemon needs --policy FILE", hint="or --release to remove pinned enforcement")
     sys.exit(run_daemon(DaemonOptions(verbose=ctx.obj["verbose"], **opts)))
 
 

@@ -15,6 +15,7 @@ EnvironmentProblem.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,57 @@ def attach_cgroup_programs(bpf, cgroup_fd: int) -> list[Handle]:
                 status.setdefault(prog.hook, f"unavailable: {e.message}")
         raise
     return handles
+
+
+@dataclass
+class PinnedLinks:
+    """Cgroup attachments as BPF links pinned in bpffs (daemon mode): they
+    hold with no process. unpin() detaches on purpose; close() leaves them."""
+
+    pins: Any                   # kernel/pins.PinDir
+    links: list[tuple[str, int]]   # (pin name, link fd)
+
+    def close(self) -> None:
+        for _name, fd in self.links:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.links = []
+
+    def unpin(self) -> None:
+        for name, _fd in self.links:
+            self.pins.unpin(name)
+        self.close()
+
+
+def link_cgroup_programs(bpf, cgroup_fd: int, pin_dir, prefix: str) -> PinnedLinks:
+    """Like attach_cgroup_programs, with pinned BPF links (BPF_LINK_CREATE on
+    the cgroup: a link coexists with other tools' BPF_F_ALLOW_MULTI programs)."""
+    from .pins import link_create
+
+    out = PinnedLinks(pin_dir, [])
+    status = _status(bpf)
+    try:
+        for prog in PROGRAMS:
+            if not _compiled_in(bpf, prog.function):
+                status[prog.hook] = "unavailable: not compiled in"
+                continue
+            fn = _load(bpf, prog)
+            try:
+                fd = link_create(fn.fd, cgroup_fd, prog.attach_type)
+            except OSError as e:
+                raise EnvironmentProblem(f"cannot attach {prog.hook} to the agent cgroup: {e.strerror}",
+                                         hint="another tool may hold this cgroup hook without "
+                                              "BPF_F_ALLOW_MULTI") from None
+            name = f"{prefix}-{prog.function}"
+            out.links.append((name, fd))
+            pin_dir.pin(fd, name)
+            status[prog.hook] = "attached"
+    except (EnvironmentProblem, OSError):
+        out.unpin()
+        raise
+    return out
 
 
 def detach_cgroup_programs(bpf, cgroup_fd: int, handles: list[Handle]) -> None:

@@ -22,7 +22,7 @@ from ..core.errors import EnvironmentProblem
 from ..core.event_types import decode
 from ..core.events import MAX_LEVELS, MAX_PATTERNS, NAME_LEN, PATTERN_LEN, ConfigFlag, DecodeError, Event, Mode
 from ..core.kernel_rules import KernelTables
-from . import cgroup_attach, net_maps
+from . import cgroup_attach, net_maps, pins
 from .exec_dfa import (
     CTL_ARGS_COUNT,
     CTL_ARGS_ROOT,
@@ -162,7 +162,7 @@ def _release_compiler_heap() -> None:
 
 class Probes:
     def __init__(self, *, ringbuf_pages: int = 1024, trace_all: bool = False,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, pin_root: str | None = None):
         if ringbuf_pages < 1 or ringbuf_pages & (ringbuf_pages - 1):
             raise ValueError("ringbuf_pages must be a power of two")
         self.ringbuf_pages = ringbuf_pages
@@ -178,6 +178,9 @@ class Probes:
         self._handled = 0
         self._closed = False
         self._used: list[str] = []     # hook files compiled in
+        self.pin_root = pin_root       # daemon mode: attachments pinned in bpffs (kernel/pins.py)
+        self.pins: pins.PinDir | None = None
+        self._links: list[int] = []    # fds of our pinned tracepoint links
 
     # ---- load ------------------------------------------------------------
 
@@ -226,10 +229,50 @@ class Probes:
             self._hooks[_s(tp)] = "attached"
         for tp in getattr(self.bpf, "raw_tracepoint_fds", {}):
             self._hooks[f"raw_tp:{_s(tp)}"] = "attached"
+        if self.pin_root:
+            self._pin_tracepoints()
         self.progress("opening the event ring buffer")
         self.bpf[b"pc_events"].open_ring_buffer(self._on_record)
         self._write_config(mode=None, flags=None)
         self._closed = False
+
+    def _pin_tracepoints(self) -> None:
+        """Move every tracepoint attachment onto a pinned BPF link, so it
+        holds while no daemon runs (kernel/pins.py). The kernel refuses the
+        same program twice on one tracepoint (EEXIST), so BCC's attachment
+        goes first; nothing is tracked in this program's maps yet, and an
+        earlier daemon's pinned programs enforce meanwhile: no gap."""
+        self.pins = pins.PinDir(self.pin_root)
+        try:
+            for tp in list(getattr(self.bpf, "tracepoint_fds", {})):
+                self._pin_tracepoint(_s(tp))
+            for tp, fd in getattr(self.bpf, "raw_tracepoint_fds", {}).items():
+                self.pins.pin(fd, f"rawtp-{_s(tp)}")     # a raw tracepoint fd is a BPF link
+        except BaseException:
+            pins.remove_tree(self.pins.path)
+            raise
+
+    def _pin_tracepoint(self, tp: str) -> None:
+        from bcc import BPF
+        assert self.pins is not None
+        cat, name = tp.split(":", 1)
+        fn = self.bpf.load_func(f"tracepoint__{cat}__{name}".encode(), BPF.TRACEPOINT)
+        self.bpf.detach_tracepoint(tp.encode())
+        pfd = pins.perf_tracepoint_fd(cat, name)
+        try:
+            link = pins.link_create(fn.fd, pfd, pins.BPF_PERF_EVENT)
+        except OSError as e:
+            raise EnvironmentProblem(f"cannot pin the {tp} program (BPF_LINK_CREATE: {e.strerror}); "
+                                     "enforcement would end with the daemon",
+                                     hint="kernel >= 5.15 is needed for pinned tracepoint links") from None
+        finally:
+            os.close(pfd)
+        self._links.append(link)
+        self.pins.pin(link, f"tp-{cat}-{name}")
+
+    def retire_older_pins(self) -> list[str]:
+        """Remove the pins of earlier daemons (call once this one tracks every agent)."""
+        return self.pins.retire_older() if self.pins else []
 
     # ---- maps ----------------------------------------------------------------
 
@@ -373,7 +416,11 @@ class Probes:
         self._tracked[path] = (cg_id, level, fd, None)
         self._write_config(mode=None, flags=None, levels=self._levels())
         if self._has_net_hooks():
-            handles = cgroup_attach.attach_cgroup_programs(self.bpf, fd)
+            handles: Any
+            if self.pins is not None:
+                handles = cgroup_attach.link_cgroup_programs(self.bpf, fd, self.pins, f"cg-{cg_id}")
+            else:
+                handles = cgroup_attach.attach_cgroup_programs(self.bpf, fd)
             self._tracked[path] = (cg_id, level, fd, handles)
 
     def untrack_cgroup(self, cgroup_v2_path: str) -> None:
@@ -401,7 +448,9 @@ class Probes:
         reference) and frees them with the last one. So an orphaned socket of
         a killed miner cannot retransmit its stratum payload or reach a denied
         address after teardown."""
-        if handles is not None:
+        if isinstance(handles, cgroup_attach.PinnedLinks):
+            handles.unpin()
+        elif handles is not None:
             try:
                 cgroup_attach.detach_cgroup_programs(self.bpf, fd, handles)
             except Exception as e:   # the cgroup may be gone already
@@ -471,7 +520,13 @@ class Probes:
         self._closed = True
         for path in list(self._tracked):
             _id, _level, fd, handles = self._tracked.pop(path)
+            if isinstance(handles, cgroup_attach.PinnedLinks):
+                handles.close()          # the pins hold them: enforcement outlives us
+                handles = None
             self._detach(fd, handles if os.path.isdir(path) else None)
+        for link in self._links:
+            os.close(link)
+        self._links = []
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

@@ -25,6 +25,7 @@ from ..gpu.devices import GpuDevices
 from ..kernel.pins import pin_root, release_all
 from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
+from .agents import ADOPT, SCAN, AgentRegistry, cgroup_id
 from .edges import Edges
 from .session import Session
 
@@ -54,8 +55,7 @@ class Daemon:
                                edges=edges, gpu_devices=_gpu_devices(self.policy, opts.allow_no_gpu))
         self.ctl, self.state, self.audit = self.session.ctl, self.session.state, self.session.audit
         self.lock = self.session.lock        # API threads vs the main loop
-        self.adopted: dict[str, str] = {}     # name -> path, via the API
-        self.discovered: dict[str, str] = {}  # name -> path, via selectors
+        self.agents = AgentRegistry()         # by cgroup id: adopted and/or selected
         self._reload = False
         self._stop = False
         self._last_scan = 0.0
@@ -69,27 +69,36 @@ class Daemon:
         path, name = str(body.get("cgroup", "")), str(body.get("name", ""))
         if not name or not path:
             return {"ok": False, "error": "adopt needs cgroup and name"}
-        full = path if os.path.isabs(path) else os.path.join(self._cgroup2_root(), path)
+        full = os.path.realpath(path if os.path.isabs(path) else os.path.join(self._cgroup2_root(), path))
         if not os.path.isdir(full):
             return {"ok": False, "error": f"no cgroup {path!r}"}
         with self.lock:
-            if name in self.ctl.cgroups:
-                return {"ok": True, "agent": name, "already": True}
+            cid = cgroup_id(full)
+            other = self.agents.find(name)
+            if other is not None and other != cid:
+                return {"ok": False, "error": f"the name {name!r} already names the cgroup "
+                                             f"{self.agents.tracked[other].path}"}
+            if cid in self.agents.tracked:      # one cgroup, one agent: keep its first name
+                t = self.agents.add(cid, name, full, ADOPT)
+                self._save_adopted()
+                return {"ok": True, "agent": t.name, "cgroup": full, "already": True}
             self.ctl.add_agent(name, AgentCgroup.adopt(full, name))
-            self.adopted[name] = full
+            self.agents.add(cid, name, full, ADOPT)
             self._save_adopted()
         return {"ok": True, "agent": name, "cgroup": full}
 
     def _release(self, body: dict) -> dict:
         name = str(body.get("name", ""))
         with self.lock:
-            if name not in self.ctl.cgroups:
+            cid = self.agents.find(name)
+            if cid is None:
                 return {"ok": False, "error": f"no agent {name!r}"}
-            self.ctl.remove_agent(name)
-            self.adopted.pop(name, None)
-            self.discovered.pop(name, None)
+            t = self.agents.remove(cid, released=True)
+            assert t is not None
+            self.ctl.remove_agent(t.name)
             self._save_adopted()
-        return {"ok": True, "agent": name}
+        return {"ok": True, "agent": t.name, "released": [{"agent": t.name, "cgroup": t.path,
+                                                           "names": sorted({t.name, *t.aliases})}]}
 
     # ---- discovery ------------------------------------------------------------
 
@@ -102,23 +111,29 @@ class Daemon:
         own = _own_cgroup2(root)
         matches = find_agents(self.policy.agents, root, exclude={own} if own else None)
         with self.lock:
-            live = {m.name: m.path for m in matches}
-            for name, path in list(self.discovered.items()):
-                if live.get(name) != path or not os.path.isdir(path):
-                    self.ctl.remove_agent(name)
-                    del self.discovered[name]
-            for name, path in live.items():
-                if name in self.ctl.cgroups:
+            live: dict[int, tuple[str, str]] = {}
+            for m in matches:
+                try:
+                    live[cgroup_id(m.path)] = (m.name, os.path.realpath(m.path))
+                except OSError:
+                    continue
+            self.agents.prune_released()
+            for cid, t in list(self.agents.tracked.items()):
+                gone = not os.path.isdir(t.path)
+                if gone or (t.sources == {SCAN} and cid not in live):
+                    self.agents.remove(cid)
+                    self.ctl.remove_agent(t.name)
+            for cid, (name, path) in live.items():
+                if cid in self.agents.tracked:
+                    self.agents.add(cid, name, path, SCAN)
+                    continue
+                if cid in self.agents.released or name in self.ctl.cgroups:
                     continue
                 try:
                     self.ctl.add_agent(name, AgentCgroup.adopt(path, name))
-                    self.discovered[name] = path
+                    self.agents.add(cid, name, path, SCAN)
                 except (OSError, PycontainError) as e:
                     self.reporter.note(f"cannot contain {path}: {e}")
-            for name, path in list(self.adopted.items()):
-                if not os.path.isdir(path):
-                    self.ctl.remove_agent(name)
-                    del self.adopted[name]
 
     # ---- reload ------------------------------------------------------------
 
@@ -172,7 +187,7 @@ class Daemon:
         try:
             tmp = path + ".tmp"
             with open(tmp, "w") as fh:
-                json.dump(self.adopted, fh)
+                json.dump(self.agents.adopted(), fh)
             os.replace(tmp, path)
         except OSError as e:
             log.warning("cannot save the adopted agents to %s: %s", path, e)

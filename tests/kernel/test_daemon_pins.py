@@ -75,7 +75,7 @@ def tracked(sock: Path, env: dict) -> bool:
         return False
     r = subprocess.run(PYCONTAIN + ["status", "--json", "--socket", str(sock)], capture_output=True, text=True,
                        env=env)
-    return r.returncode == 0 and any(a["name"] == "ptest" for a in json.loads(r.stdout)["agents"])
+    return r.returncode == 0 and any(a["name"].startswith("ptest:") for a in json.loads(r.stdout)["agents"])
 
 
 def test_sigkilled_daemon_leaves_enforcement_and_restart_takes_over(privileged, tmp_path, listener, agent_dir):

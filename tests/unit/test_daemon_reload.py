@@ -58,7 +58,8 @@ def make_daemon(tmp_path):
         ref["p"] = KernelProbes(**kw)
         return ref["p"]
     edges = Edges(probes=probes, actuator=lambda cgroups, **_: None, nvml=None, lookup=lambda host: [])
-    d = Daemon(DaemonOptions(policy_path=str(pol), audit_log=str(tmp_path / "audit.jsonl")), edges=edges)
+    d = Daemon(DaemonOptions(policy_path=str(pol), audit_log=str(tmp_path / "audit.jsonl"),
+                             socket_path=str(tmp_path / "pc.sock")), edges=edges)
     d.session.start()
     return d, pol, ref["p"]
 

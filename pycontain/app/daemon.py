@@ -27,6 +27,7 @@ from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
 from .agents import ADOPT, SCAN, AgentRegistry, cgroup_id
 from .edges import Edges
+from .inputs import check_serving
 from .session import Session
 
 log = logging.getLogger("pycontain.daemon")
@@ -49,6 +50,8 @@ class Daemon:
     def __init__(self, opts: DaemonOptions, edges: Edges | None = None):
         self.opts = opts
         self.policy = load_policy(opts.policy_path)
+        check_serving(audit_log=opts.audit_log, metrics_port=opts.metrics_port, metrics_addr=opts.metrics_addr,
+                      socket_path=opts.socket_path)
         self.reporter = Reporter(verbose=opts.verbose)
         self.session = Session(self.policy, audit=open_audit(opts.audit_log), report=self.reporter.record,
                                progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,

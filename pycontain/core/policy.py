@@ -415,13 +415,21 @@ _T = TypeVar("_T")
 
 
 def _parse(root: Node) -> Policy:
+    """The policy; every section is read even after an error in another, so
+    one run reports every section's first error (PolicyError.more)."""
     top = _mapping(root, TOP_KEYS)
+    errors: list[PolicyError] = []
 
     def section(key: str, parse: Callable[[Node], _T], default: _T) -> _T:
-        return parse(top[key]) if key in top else default
-    # sections are read in this order, so the first error reported stays the same
-    name = top["name"].str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "policy name") if "name" in top else "unnamed"
-    mode = top["mode"].choice(("enforce", "monitor")) if "mode" in top else "enforce"
+        if key not in top:
+            return default
+        try:
+            return parse(top[key])
+        except PolicyError as e:
+            errors.append(e)
+            return default
+    name = section("name", lambda n: n.str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "policy name"), "unnamed")
+    mode = section("mode", lambda n: n.choice(("enforce", "monitor")), "enforce")
     agents: tuple[AgentSelector, ...] = section("agents", _agents, ())
     budgets = section("budgets", _budgets, Budgets())
     gpu = section("gpu", _gpu, GpuPolicy())
@@ -429,7 +437,11 @@ def _parse(root: Node) -> Policy:
     network = section("network", _network, NetworkPolicy())
     sockets = section("sockets", _sockets, SocketPolicy())
     grace = section("escalation", _escalation_grace, DEFAULT_GRACE_S)
-    actions = _actions(top.get("actions"), grace)
+    actions = section("actions", lambda n: _actions(n, grace), _actions(None, grace))
+    if errors:
+        errors.sort(key=lambda e: e.line or 0)
+        errors[0].more = errors[1:]
+        raise errors[0]
     policy = Policy(name=name, mode=mode, source=root.file, agents=agents, budgets=budgets, gpu=gpu, exec=ex,
                     network=network, sockets=sockets, actions=actions, escalation_grace_s=grace)
     _check_no_lockout(policy, top)
@@ -523,6 +535,9 @@ def _same_net(n: Node, net: str) -> bool:
 
 
 def load_policy(path: str) -> Policy:
+    """A policy file; a built-in's name (default, strict) where no such file exists."""
+    if path in builtins.NAMES and not os.path.exists(path):
+        return builtin_policy(path)
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()

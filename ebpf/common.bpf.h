@@ -35,7 +35,8 @@ BPF_HASH(pc_agent_lost, u32, u64, 4096);
  * lost; user space judges them from /proc, then kills or continues them. */
 BPF_HASH(pc_held, u32, u32, 4096);
 BPF_ARRAY(pc_config, struct pc_config, 1);
-BPF_HASH(pc_agents, u64, u32, 4096);            /* tracked cgroup v2 id -> agent id */
+#define PC_AGENTS_MAX 4096              /* mirrored in core/capacity.py (issue 13) */
+BPF_HASH(pc_agents, u64, u32, PC_AGENTS_MAX);   /* tracked cgroup v2 id -> agent id */
 BPF_PERCPU_ARRAY(pc_wake, u32, 1);              /* records queued since the last wake-up */
 /* Agent identity that follows the task (issue 10): tgid -> agent id, set
  * when a task enters an agent cgroup (boundary.c) or is forked by an agent

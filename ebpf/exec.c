@@ -22,7 +22,8 @@
 #define PC_DFA_CLASSES 128     /* byte classes; 0 = byte in no pattern */
 #define PC_DFA_MATCH_SHIFT 16  /* entry = next state | rule id << 16 */
 
-BPF_HASH(pc_exec_names, struct pc_name_key, u32, 1024);          /* basename -> rule id */
+#define PC_EXEC_NAMES_MAX 1024  /* mirrored in core/capacity.py (issue 13) */
+BPF_HASH(pc_exec_names, struct pc_name_key, u32, PC_EXEC_NAMES_MAX);  /* basename -> rule id */
 BPF_ARRAY(pc_exec_patterns, struct pc_pattern, PC_MAX_PATTERNS);  /* source of the automaton */
 /* pc_exec_dfa_ctl slots: the active bank, then per bank (+ bank) the args
  * root state, the basename pattern count and the args pattern count.

@@ -135,15 +135,16 @@ struct pc_port_mask {
 };
 
 BPF_ARRAY(pc_ports, struct pc_port_rule, 65536);       /* dport (host order) -> tcp/udp rule ids */
-BPF_LPM_TRIE(pc_deny4, struct pc_lpm4, u32, 16384);     /* -> rule id */
-BPF_LPM_TRIE(pc_allow4, struct pc_lpm4, u32, 16384);
-BPF_LPM_TRIE(pc_deny6, struct pc_lpm6, u32, 16384);
-BPF_LPM_TRIE(pc_allow6, struct pc_lpm6, u32, 16384);
+#define PC_LPM_MAX 16384   /* entries per trie; mirrored in core/capacity.py (issue 13) */
+BPF_LPM_TRIE(pc_deny4, struct pc_lpm4, u32, PC_LPM_MAX);     /* -> rule id */
+BPF_LPM_TRIE(pc_allow4, struct pc_lpm4, u32, PC_LPM_MAX);
+BPF_LPM_TRIE(pc_deny6, struct pc_lpm6, u32, PC_LPM_MAX);
+BPF_LPM_TRIE(pc_allow6, struct pc_lpm6, u32, PC_LPM_MAX);
 /* address+port rules: longest prefix -> mask of the rules whose networks
  * contain it (user space ORs the masks of enclosing prefixes into each
  * entry, so the longest match carries every rule that covers the address) */
-BPF_LPM_TRIE(pc_rules4, struct pc_lpm4, u64, 16384);
-BPF_LPM_TRIE(pc_rules6, struct pc_lpm6, u64, 16384);
+BPF_LPM_TRIE(pc_rules4, struct pc_lpm4, u64, PC_LPM_MAX);
+BPF_LPM_TRIE(pc_rules6, struct pc_lpm6, u64, PC_LPM_MAX);
 BPF_ARRAY(pc_rule_masks, struct pc_rule_masks, 1);
 BPF_ARRAY(pc_port_masks, struct pc_port_mask, 65536);   /* dport (host order) -> rules covering it */
 BPF_ARRAY(pc_addr_rule_ids, u32, PC_ADDR_RULES);         /* bit -> rule id */

@@ -3,8 +3,9 @@
 The policy's `agents:` selectors name cgroups by glob over the cgroup2 path
 relative to its mount, by systemd unit name (the leaf dir of a unit's cgroup),
 or by command (basename glob of a process's executable: its cgroup becomes
-the agent). Each match gets the agent name `<selector>` if it is the only one,
-else `<selector>:<leaf>`; names live only while the cgroup lives.
+the agent). Each match is named `<selector>:<leaf>`, always: a name must not
+change when a second cgroup matches (metric series and escalation state are
+kept by name). Names live only while the cgroup lives.
 """
 
 from __future__ import annotations
@@ -72,8 +73,7 @@ def find_agents(selectors, cgroup2_root: str, proc_root: str = "/proc", exclude:
         # a selected cgroup's descendants are part of it, not agents of their own
         hits = [h for h in hits if not any(h.startswith(o + "/") for o in hits if o != h)]
         for h in hits:
-            name = sname if len(hits) == 1 else f"{sname}:{_clean(os.path.basename(h))}"
-            found.setdefault(h, _clean(name))
+            found.setdefault(h, _clean(f"{sname}:{os.path.basename(h)}"))
     return [Match(name=n, path=p) for p, n in sorted(found.items())]
 
 

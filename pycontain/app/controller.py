@@ -23,6 +23,7 @@ from typing import Any
 
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
+from ..core.errors import PycontainError
 from ..core.events import ConfigFlag, Event, Mode, Verdict
 from ..core.gpu_rules import GpuRules
 from ..core.kernel_rules import KernelTables, compile_policy
@@ -75,6 +76,7 @@ class Controller:
         self.started_ready_s: float | None = None
         self.on_birth: Any = None          # daemon: called with each cgroup-birth event (issue 10)
         self.loss = LossGuard(self)
+        self.pin_root: str | None = None   # set by the daemon before start(): kernel/pins.py
 
     @property
     def observe_only(self) -> bool:
@@ -102,7 +104,8 @@ class Controller:
         worker = threading.Thread(target=side_work, name="start-side", daemon=True)
         worker.start()
         self.progress("compiling and loading the BPF probes")
-        probes: Probes = self.edges.probes(progress=self.progress, trace_all=self.trace_all)
+        pinned = {"pin_root": self.pin_root} if self.pin_root else {}     # daemon: enforcement outlives it
+        probes: Probes = self.edges.probes(progress=self.progress, trace_all=self.trace_all, **pinned)
         self.probes = probes
         probes.on_event = self.on_event
         try:
@@ -375,7 +378,13 @@ class Controller:
         return tables
 
     def _rewrite_tables(self) -> None:
-        tables = self._compile(self.policy)
+        """New DNS answers into the maps. Tables that no longer fit are
+        refused before any write (Probes.set_tables): the old addresses stay."""
+        try:
+            tables = self._compile(self.policy)
+        except PycontainError as e:
+            log.warning("new DNS answers not written, the previous addresses stay in force: %s", e.message)
+            return
         assert self.engine is not None and self.resolver is not None
         self.engine.set_resolved(self.resolver.addresses, rules=tables.rules)
 

@@ -10,6 +10,7 @@ no gap in enforcement.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -22,10 +23,13 @@ from ..core.cgroup_glob import attach_prefix, compile_selectors
 from ..core.errors import EnvironmentProblem, PycontainError
 from ..core.policy import builtin_policy, load_policy
 from ..gpu.devices import GpuDevices
+from ..kernel.pins import pin_root, release_all
 from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
 from .agent_api import AgentStarter
+from .agents import ADOPT, SCAN, AgentRegistry, cgroup_id
 from .edges import Edges
+from .inputs import check_serving
 from .session import Session
 
 log = logging.getLogger("pycontain.daemon")
@@ -43,25 +47,30 @@ class DaemonOptions:
     allow_no_gpu: bool = False
     scan_interval: float = 2.0
     verbose: int = 0
+    pin: bool = True          # pin attachments in bpffs: enforcement outlives the daemon (kernel/pins.py)
 
 
 class Daemon:
     def __init__(self, opts: DaemonOptions, edges: Edges | None = None):
         self.opts = opts
         self.policy = _node_policy(opts.policy_path)
+        check_serving(audit_log=opts.audit_log, metrics_port=opts.metrics_port, metrics_addr=opts.metrics_addr,
+                      socket_path=opts.socket_path)
         self.reporter = Reporter(verbose=opts.verbose)
         self.session = Session(self.policy, audit=open_audit(opts.audit_log), report=self.reporter.record,
                                progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,
                                edges=edges, gpu_devices=_gpu_devices(self.policy, opts.allow_no_gpu))
         self.ctl, self.state, self.audit = self.session.ctl, self.session.state, self.session.audit
         self.lock = self.session.lock        # API threads vs the main loop
-        self.adopted: dict[str, str] = {}     # name -> path, via the API
-        self.discovered: dict[str, str] = {}  # name -> path, via selectors
+        self.agents = AgentRegistry()         # by cgroup id: adopted and/or selected
         self._reload = False
         self._stop = False
         self._last_scan = 0.0
         self._births: list = []               # cgroup-birth events to adopt after the poll
         self.starter = AgentStarter(self.ctl, self.lock)    # agents started through the API (run, client)
+        self._taken_over = False
+        if opts.pin:
+            self.ctl.pin_root = pin_root()
 
     # ---- API handlers (called from server threads) --------------------------
 
@@ -69,25 +78,36 @@ class Daemon:
         path, name = str(body.get("cgroup", "")), str(body.get("name", ""))
         if not name or not path:
             return {"ok": False, "error": "adopt needs cgroup and name"}
-        full = path if os.path.isabs(path) else os.path.join(self._cgroup2_root(), path)
+        full = os.path.realpath(path if os.path.isabs(path) else os.path.join(self._cgroup2_root(), path))
         if not os.path.isdir(full):
             return {"ok": False, "error": f"no cgroup {path!r}"}
         with self.lock:
-            if name in self.ctl.cgroups:
-                return {"ok": True, "agent": name, "already": True}
+            cid = cgroup_id(full)
+            other = self.agents.find(name)
+            if other is not None and other != cid:
+                return {"ok": False, "error": f"the name {name!r} already names the cgroup "
+                                             f"{self.agents.tracked[other].path}"}
+            if cid in self.agents.tracked:      # one cgroup, one agent: keep its first name
+                t = self.agents.add(cid, name, full, ADOPT)
+                self._save_adopted()
+                return {"ok": True, "agent": t.name, "cgroup": full, "already": True}
             self.ctl.add_agent(name, AgentCgroup.adopt(full, name))
-            self.adopted[name] = full
+            self.agents.add(cid, name, full, ADOPT)
+            self._save_adopted()
         return {"ok": True, "agent": name, "cgroup": full}
 
     def _release(self, body: dict) -> dict:
         name = str(body.get("name", ""))
         with self.lock:
-            if name not in self.ctl.cgroups:
+            cid = self.agents.find(name)
+            if cid is None:
                 return {"ok": False, "error": f"no agent {name!r}"}
-            self.ctl.remove_agent(name)
-            self.adopted.pop(name, None)
-            self.discovered.pop(name, None)
-        return {"ok": True, "agent": name}
+            t = self.agents.remove(cid, released=True)
+            assert t is not None
+            self.ctl.remove_agent(t.name)
+            self._save_adopted()
+        return {"ok": True, "agent": t.name, "released": [{"agent": t.name, "cgroup": t.path,
+                                                           "names": sorted({t.name, *t.aliases})}]}
 
     # ---- discovery ------------------------------------------------------------
 
@@ -100,25 +120,29 @@ class Daemon:
         own = _own_cgroup2(root)
         matches = find_agents(self.policy.agents, root, exclude={own} if own else None)
         with self.lock:
-            live = {m.name: m.path for m in matches}
-            live_paths = set(live.values())
-            for name, path in list(self.discovered.items()):
-                if path not in live_paths or not os.path.isdir(path):
-                    self.ctl.remove_agent(name)
-                    del self.discovered[name]
-            known = set(self.discovered.values()) | set(self.adopted.values())
-            for name, path in live.items():
-                if name in self.ctl.cgroups or path in known:
+            live: dict[int, tuple[str, str]] = {}
+            for m in matches:
+                try:
+                    live[cgroup_id(m.path)] = (m.name, os.path.realpath(m.path))
+                except OSError:
+                    continue
+            self.agents.prune_released()
+            for cid, t in list(self.agents.tracked.items()):
+                gone = not os.path.isdir(t.path)
+                if gone or (t.sources == {SCAN} and cid not in live):
+                    self.agents.remove(cid)
+                    self.ctl.remove_agent(t.name)
+            for cid, (name, path) in live.items():
+                if cid in self.agents.tracked:
+                    self.agents.add(cid, name, path, SCAN)
+                    continue
+                if cid in self.agents.released or name in self.ctl.cgroups:
                     continue
                 try:
                     self.ctl.add_agent(name, AgentCgroup.adopt(path, name))
-                    self.discovered[name] = path
+                    self.agents.add(cid, name, path, SCAN)
                 except (OSError, PycontainError) as e:
                     self.reporter.note(f"cannot contain {path}: {e}")
-            for name, path in list(self.adopted.items()):
-                if not os.path.isdir(path):
-                    self.ctl.remove_agent(name)
-                    del self.adopted[name]
 
     # ---- birth (issue 10) --------------------------------------------------------
 
@@ -149,35 +173,77 @@ class Daemon:
             path = os.path.join(root, os.fsdecode(ev.path).lstrip("/"))
             if ev.selector >= len(self.policy.agents) or not os.path.isdir(path):
                 continue
-            sel = self.policy.agents[ev.selector]
-            name = birth_name(sel, path, set(self.ctl.cgroups))
+            name = clean_name(f"{self.policy.agents[ev.selector].name}:{os.path.basename(path)}")
             with self.lock:
-                if path in self.discovered.values() or path in self.adopted.values():
+                try:
+                    cid = cgroup_id(path)
+                except OSError:
+                    continue
+                if cid in self.agents.tracked or cid in self.agents.released or name in self.ctl.cgroups:
                     continue
                 try:
                     self.ctl.add_agent(name, AgentCgroup.adopt(path, name), agent_id=ev.h.agent_id)
-                    self.discovered[name] = path
+                    self.agents.add(cid, name, os.path.realpath(path), SCAN)
                 except (OSError, PycontainError) as e:
                     self.reporter.note(f"cannot adopt {path}: {e}")
 
     # ---- reload ------------------------------------------------------------
 
     def reload(self) -> bool:
+        """Load and swap in the policy file. Any failure (invalid policy, a
+        map write the kernel refuses) keeps the old policy in force: the
+        daemon never dies of a reload."""
         try:
             new = _node_policy(self.opts.policy_path)
             with self.lock:
                 self.ctl.reload(new)
                 self.policy = new
                 self.arm_birth()
-        except PycontainError as e:
-            self.reporter.note(f"policy reload rejected, the old policy stays in force: {e.message}")
+        except Exception as e:       # noqa: BLE001 - whatever failed, keep containing
+            msg = e.message if isinstance(e, PycontainError) else f"{type(e).__name__}: {e}"
+            log.debug("reload failed", exc_info=True)
+            self.reporter.note(f"policy reload rejected, the old policy stays in force: {msg}")
             self.audit.write({"ts": time.time(), "agent": "-", "kind": "policy-reload-rejected",
-                              "pid": None, "error": e.message})
+                              "pid": None, "error": msg})
+            self._reload_result(False)
             return False
         self.reporter.note(f"policy reloaded: {new.name}")
+        self._reload_result(True)
         return True
 
+    def _reload_result(self, ok: bool) -> None:
+        with self.state.lock:
+            self.state.reload_ok = ok
+            if ok:
+                self.state.reload_success_ts = time.time()
+
     # ---- main ----------------------------------------------------------------
+
+    # ---- takeover of what an earlier daemon pinned ---------------------------
+
+    def _take_over(self) -> None:
+        """Re-adopt what the earlier daemon adopted, then retire its pins: the
+        scan has tracked every selected cgroup by now, so this generation
+        enforces everything the old one did (no gap)."""
+        for name, path in _load_adopted(self.opts.socket_path).items():
+            if os.path.isdir(path):
+                self._adopt({"cgroup": path, "name": name})
+        assert self.ctl.probes is not None
+        with self.lock:
+            gone = self.ctl.probes.retire_older_pins()
+        if gone:
+            self.reporter.note(f"took over from {len(gone)} earlier daemon generation(s)")
+        self._taken_over = True
+
+    def _save_adopted(self) -> None:
+        path = _adopted_file(self.opts.socket_path)
+        try:
+            tmp = path + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump(self.agents.adopted(), fh)
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("cannot save the adopted agents to %s: %s", path, e)
 
     def run(self) -> int:
         if os.geteuid() != 0:
@@ -207,9 +273,12 @@ class Daemon:
             s.stop_serving()
             self.starter.close()     # agents this daemon started lose containment with it: end them
             with self.lock:
-                # leave adopted agents running: they belong to someone else
-                for name in list(self.ctl.cgroups):
-                    self.ctl.remove_agent(name)
+                # leave adopted agents running: they belong to someone else.
+                # Pinned, their kernel enforcement stays until a new daemon
+                # takes over or `pycontain daemon --release`.
+                if not self.opts.pin:
+                    for name in list(self.ctl.cgroups):
+                        self.ctl.remove_agent(name)
             s.close()
 
     def _tick(self) -> None:
@@ -221,6 +290,8 @@ class Daemon:
             self._last_scan = now
             self.scan()
             self.starter.sweep()
+            if not self._taken_over:
+                self._take_over()
         with self.lock:
             # short slices: a start request waits at most this long for the lock
             self.session.step(STEP_MS)
@@ -251,21 +322,33 @@ def _deepest_existing(root: str, rel: str) -> str:
     return path
 
 
-def birth_name(sel, path: str, taken: set[str]) -> str:
-    """The scan's name for a cgroup (discovery.py): the selector's name for a
-    literal glob, `<selector>:<leaf>` otherwise; unique among `taken`."""
-    glob = sel.cgroup or sel.systemd_unit or ""
-    literal = not any(ch in glob for ch in "*?[")
-    name = sel.name if literal else clean_name(f"{sel.name}:{os.path.basename(path)}")
-    base, n = name, 2
-    while name in taken:
-        name = f"{base}#{n}"
-        n += 1
-    return name
-
-
 def _node_policy(path: str | None):
     return load_policy(path) if path else builtin_policy("default")
+
+
+def _adopted_file(socket_path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(socket_path)), "adopted.json")
+
+
+def _load_adopted(socket_path: str) -> dict[str, str]:
+    """The adopted agents (name -> cgroup) the last daemon saved next to its
+    socket, so that a restarted daemon takes them over with the pins."""
+    try:
+        with open(_adopted_file(socket_path)) as fh:
+            data = json.load(fh)
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def release_pinned(socket_path: str) -> list[str]:
+    """`pycontain daemon --release`: remove every pin and the adopted list."""
+    gone = release_all()
+    try:
+        os.unlink(_adopted_file(socket_path))
+    except OSError:
+        pass
+    return gone
 
 
 def _own_cgroup2(root: str) -> str | None:

@@ -25,6 +25,7 @@ from ..gpu.devices import GpuDevices
 from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
 from .edges import Edges
+from .inputs import check_cgroup_parent, check_serving, check_user
 from .session import Session
 
 NAME_OK = "abcdefghijklmnopqrstuvwxyz0123456789_.-"
@@ -49,6 +50,7 @@ class RunOptions:
     daemon_only: bool = False                # --daemon-only: exit 1 when no daemon answers
     daemon_socket: str | None = None         # the node daemon's state API (default: agent_client)
     labels: tuple = ()                       # --label KEY=VALUE: per-episode labels (daemon path)
+    stop_timeout: float = 10.0               # SIGTERM/SIGINT -> agent; after this long, the whole agent is killed
 
 
 def load_run_policy(opts: RunOptions):
@@ -109,6 +111,10 @@ def run_agent(cmd: list[str], opts: RunOptions, edges: Edges | None = None) -> i
     own = own_probe_options(opts)            # exit 2 on --daemon-only with options it cannot honour
     policy = load_run_policy(opts)           # exit 2 on a bad policy, before anything else
     resolve_cmd(cmd)                         # exit 127 before anything is loaded
+    check_serving(audit_log=opts.audit_log, metrics_port=opts.metrics_port, metrics_addr=opts.metrics_addr,
+                  socket_path=opts.socket_path)
+    check_user(opts.user)
+    check_cgroup_parent(opts.cgroup_parent)
     if not opts.no_daemon and not own and edges is None:
         from .daemon_run import try_daemon_run
         code = try_daemon_run(cmd, opts)     # None: no daemon answers (said in one line)
@@ -133,6 +139,8 @@ class AgentRun:
         self.cg: AgentCgroup | None = None
         self.watchdog: Watchdog | None = None
         self.proc: subprocess.Popen | None = None
+        self._stop_deadline: float | None = None
+        self._stop_killed = False
 
     def run(self) -> int:
         self.session.on_signals(self._on_signal, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
@@ -148,10 +156,30 @@ class AgentRun:
             self._teardown()
 
     def _on_signal(self, signum, _frame) -> None:
+        """Like `docker stop`: the signal goes to the agent (SIGHUP as
+        SIGTERM); if it has not exited after --stop-timeout, every process in
+        its cgroup is killed (_enforce_stop), traps or not."""
         proc = self.proc
         if proc is not None and proc.poll() is None:
+            if self._stop_deadline is None:
+                self._stop_deadline = time.monotonic() + self.opts.stop_timeout
+                self.reporter.note(f"stopping the agent ({signal.Signals(signum).name}; killed after "
+                                   f"{self.opts.stop_timeout:g}s)")
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _enforce_stop(self) -> None:
+        if self._stop_deadline is None or time.monotonic() < self._stop_deadline or self._stop_killed:
+            return
+        self._stop_killed = True
+        self.reporter.note(f"the agent did not stop within {self.opts.stop_timeout:g}s: killing it")
+        if self.cg is not None:
+            self.cg.kill()
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -171,6 +199,7 @@ class AgentRun:
         checked = time.monotonic()
         while proc.poll() is None:
             self.session.step(100)
+            self._enforce_stop()
             if time.monotonic() - checked >= 1.0:
                 checked = time.monotonic()
                 self._keep_watchdog()

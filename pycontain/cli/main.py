@@ -9,13 +9,14 @@ Commands import their heavy edges (bcc, pynvml, pyroute2) lazily so that
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 
 import click
 
 from .. import __version__
-from ..core.errors import PycontainError, UsageError
+from ..core.errors import PolicyError, PycontainError, UsageError
 
 CONTEXT = dict(help_option_names=["-h", "--help"])
 
@@ -38,7 +39,8 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @click.option("--audit-log", metavar="FILE", help="Append JSON Lines audit records here ('-' = stdout).")
 @click.option("--user", metavar="USER", help="Run CMD as this user.")
 @click.option("--monitor", is_flag=True, help="Force monitor mode: record what would be denied, enforce nothing.")
-@click.option("--metrics-port", type=int, metavar="PORT", help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="Serve Prometheus metrics on this port.")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.option("--socket", "socket_path", metavar="PATH", help="Serve the state API (for `pycontain top`) here.")
 @click.option("--cgroup-parent", metavar="DIR", help="Create the agent cgroup under this cgroup2 dir.")
@@ -52,6 +54,8 @@ def cli(ctx: click.Context, verbose: int) -> None:
               help="The node daemon's state API (default: $PYCONTAIN_SOCKET or /run/pycontain/pycontain.sock).")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="Per-episode label for the audit log and state API (daemon path; repeatable).")
+@click.option("--stop-timeout", type=click.FloatRange(0, 3600), default=10.0, show_default=True, metavar="SECONDS",
+              help="On SIGTERM/SIGINT the agent gets the signal; after this long the whole agent is killed.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(ctx, cmd, **opts):
@@ -99,17 +103,31 @@ def policy():
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result, with where each rule is enforced.")
 def policy_check(file, as_json):
-    """Validate FILE; exit 2 with file:line: key: problem if it is invalid."""
+    """Validate FILE ('-': stdin; or a built-in name); exit 2 listing every
+    file:line: key: problem found."""
     from ..core.kernel_rules import compile_policy, compile_report
-    from ..core.policy import load_policy
-    p = load_policy(file)
-    compile_policy(p)
+    try:
+        p = _load_policy_arg(file)
+        compile_policy(p)
+    except PolicyError as e:
+        if not as_json:
+            raise
+        click.echo(json.dumps({"file": file, "ok": False, "errors": [x.as_dict() for x in e.all()]}))
+        sys.exit(e.exit_code)
     _gpu_rule_notes(p)
     if as_json:
         click.echo(json.dumps({"file": file, "ok": True, "policy": p.name, "mode": p.mode,
                                "enforcement": compile_report(p)}))
     else:
         click.echo(f"{file}: OK (policy {p.name!r}, mode {p.mode})")
+
+
+def _load_policy_arg(ref: str):
+    """A policy named on the command line: a file, '-' for stdin, or a built-in name."""
+    from ..core.policy import load_policy, load_policy_text
+    if ref == "-":
+        return load_policy_text(sys.stdin.read(), "<stdin>")
+    return load_policy(ref)
 
 
 def _gpu_rule_notes(p) -> None:
@@ -133,10 +151,10 @@ def policy_show(file, builtin, as_json):
     """Print the effective policy (defaults merged) as YAML."""
     import yaml
 
-    from ..core.policy import builtin_policy, load_policy, policy_to_dict
+    from ..core.policy import builtin_policy, policy_to_dict
     if file and builtin:
         raise UsageError("give FILE or --builtin, not both")
-    p = load_policy(file) if file else builtin_policy(builtin or "default")
+    p = _load_policy_arg(file) if file else builtin_policy(builtin or "default")
     if as_json:
         click.echo(json.dumps(policy_to_dict(p), indent=2))
     else:
@@ -148,22 +166,44 @@ def policy_show(file, builtin, as_json):
 @cli.command()
 @click.option("--policy", "policy_path", default=None, metavar="FILE",
               help="Node policy (default: the built-in default policy).")
+@click.option("--release", is_flag=True,
+              help="Remove the pinned programs of stopped daemons: agents are no longer contained. "
+                   "Stopping the daemon (systemctl stop) does not do this.")
 @click.option("--audit-log", metavar="FILE")
-@click.option("--metrics-port", type=int, metavar="PORT")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True)
 @click.option("--socket", "socket_path", default="/run/pycontain/pycontain.sock", show_default=True)
 @click.option("--allow-no-gpu", is_flag=True)
 @click.option("--scan-interval", type=float, default=2.0, show_default=True, help="Seconds between cgroup scans.")
 @click.pass_context
-def daemon(ctx, **opts):
-    """Node-wide mode: contain agents started by others (selected by the policy)."""
-    from ..app.daemon import DaemonOptions, run_daemon
+def daemon(ctx, release, **opts):
+    """Node-wide mode: contain agents started by others (selected by the policy).
+
+    Kernel enforcement is pinned in bpffs ($PYCONTAIN_BPFFS, default
+    /sys/fs/bpf/pycontain): it holds while the daemon is stopped, crashed or
+    upgraded, and a restarted daemon takes it over. `--release` ends it."""
+    from ..app.daemon import DaemonOptions, release_pinned, run_daemon
+    if release:
+        gone = release_pinned(opts["socket_path"])
+        click.echo(json.dumps({"ok": True, "released": gone}))
+        return
+    if not opts["policy_path"]:
+        raise UsageError("pycontain daemon needs --policy FILE", hint="or --release to remove pinned enforcement")
     sys.exit(run_daemon(DaemonOptions(verbose=ctx.obj["verbose"], **opts)))
 
 
 def _client(socket_path):
     from ..observe.state_api import StateClient
     return StateClient(socket_path)
+
+
+AGENT_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _check_agent_name(name: str) -> None:
+    if not AGENT_NAME.fullmatch(name):
+        raise UsageError(f"{name!r} is not an agent name",
+                         hint="agent names are 1-64 of A-Z a-z 0-9 _ . : - (see `pycontain status`)")
 
 
 SOCKET_OPT = click.option("--socket", "socket_path", default="/run/pycontain/pycontain.sock", show_default=True)
@@ -174,6 +214,7 @@ def _control(verb: str):
     @click.argument("agent")
     @SOCKET_OPT
     def cmd(agent, socket_path):
+        _check_agent_name(agent)
         out = _client(socket_path).post(f"/v1/agents/{agent}/{verb}", {})
         click.echo(json.dumps(out))
     return cmd
@@ -197,6 +238,7 @@ def adopt(cgroup, name, socket_path):
 @SOCKET_OPT
 def release(name, socket_path):
     """Stop containing an adopted agent (Slurm epilog)."""
+    _check_agent_name(name)
     click.echo(json.dumps(_client(socket_path).post("/v1/release", {"name": name})))
 
 
@@ -238,22 +280,39 @@ def replay(audit_log, policy_path, as_json):
     click.echo(format_replay(do_replay(audit_log, p), json=as_json))
 
 
+def _verbosity(args: list[str]) -> int:
+    """-v count among the global options (before the command name)."""
+    n = 0
+    for a in args:
+        if a == "--verbose":
+            n += 1
+        elif len(a) > 1 and a[0] == "-" and set(a[1:]) == {"v"}:
+            n += len(a) - 1
+        elif not a.startswith("-"):
+            break
+    return n
+
+
 def main(argv: list[str] | None = None) -> None:
-    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    verbose = _verbosity(list(sys.argv[1:] if argv is None else argv))
     try:
         cli.main(args=argv, prog_name="pycontain", standalone_mode=False)
     except PycontainError as e:
         if verbose:
             traceback.print_exc()
-        click.echo(f"error: {e.message}", err=True)
-        if e.hint:
-            click.echo(f"hint: {e.hint}", err=True)
+        for err in e.all() if isinstance(e, PolicyError) else [e]:
+            click.echo(f"error: {err.message}", err=True)
+            if err.hint:
+                click.echo(f"hint: {err.hint}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {e.format_message()}", err=True)
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            click.echo(f"hint: see `{ctx.command_path} --help`", err=True)
         sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

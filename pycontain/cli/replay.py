@@ -45,9 +45,43 @@ class ReplayResult:
 
 
 def _unescape(s: str) -> bytes:
-    """Audit strings are safe_text()-escaped; undo the escapes for matching."""
-    return s.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("utf-8", "surrogateescape") \
-        if "\\" in s else s.encode()
+    """Audit strings are safe_text()-escaped; undo the escapes for matching.
+    An escape that does not decode (an agent's own backslash) stays as written."""
+    if "\\" not in s:
+        return s.encode("utf-8", "surrogateescape")
+    try:
+        return s.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("utf-8", "surrogateescape")
+    except (UnicodeError, ValueError):
+        return s.encode("utf-8", "surrogateescape")
+
+
+def _lines(audit_path: str):
+    """(line number, text) of a log file, '-' (stdin) or a gzip file, read
+    as a stream; bytes that are not UTF-8 are an error naming the line."""
+    import gzip
+    import sys
+    try:
+        if audit_path == "-":
+            fh = sys.stdin.buffer
+        else:
+            fh = open(audit_path, "rb")
+            if fh.peek(2)[:2] == b"\x1f\x8b":
+                fh = gzip.open(fh)
+    except OSError as e:
+        raise ReplayError(f"{audit_path}: cannot read the audit log: {e.strerror}") from None
+    n = 0
+    try:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ReplayError(f"{audit_path}:{n}: not UTF-8 text",
+                                  "audit logs are JSON Lines written by pycontain --audit-log") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise ReplayError(f"{audit_path}:{n + 1}: cannot read: {e}") from None
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
 
 
 def replay(audit_path: str, policy, resolved: Mapping[str, list[str]] | None = None) -> list[ReplayResult]:
@@ -57,35 +91,37 @@ def replay(audit_path: str, policy, resolved: Mapping[str, list[str]] | None = N
     tables = compile_policy(policy, resolved)
     engine = Engine(policy, resolved)
     out: list[ReplayResult] = []
-    try:
-        fh = open(audit_path, encoding="utf-8")
-    except OSError as e:
-        raise ReplayError(f"{audit_path}: cannot read the audit log: {e.strerror}") from None
     records = []
-    with fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
-                    raise ValueError("not a pycontain audit object")
-            except ValueError as e:
-                raise ReplayError(f"{audit_path}:{n}: not an audit record ({e})",
-                                  "audit logs are JSON Lines written by pycontain --audit-log") from None
-            records.append((n, rec))
+    for n, line in _lines(audit_path):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
+                raise ValueError("not a pycontain audit object")
+        except ValueError as e:
+            raise ReplayError(f"{audit_path}:{n}: not an audit record ({e})",
+                              "audit logs are JSON Lines written by pycontain --audit-log") from None
+        records.append((n, rec))
     # what user space did after the fact (e.g. kill-process of an ssh -R),
     # so "recorded" reflects the whole recorded decision, not only the kernel's
     acted: dict[Any, str] = {rec.get("pid"): rec["action"] for _n, rec in records
-             if rec["kind"] == "violation" and rec.get("action") in ("kill-process", "kill") and not rec.get("monitor")}
+             if rec["kind"] == "violation" and rec.get("action") in ("kill-process", "kill") and not rec.get("monitor")
+             and isinstance(rec.get("pid"), (int, type(None)))}
     for n, rec in records:
         spec = spec_of_kind(rec["kind"])
         section = spec.replay_section if spec is not None else None
         judge = _JUDGES.get(section) if section is not None else None
         if judge is None:
             continue
-        r = judge(n, rec, tables, engine)
-        if r.recorded == "allow" and rec.get("pid") in acted and section == "exec":
+        try:
+            r = judge(n, rec, tables, engine)
+        except (ValueError, TypeError, OverflowError, AttributeError) as e:
+            raise ReplayError(f"{audit_path}:{n}: bad {rec['kind']} record ({e})",
+                              "fields: daddr (an address), dport (0-65535), protocol, filename, argv (a list)") \
+                from None
+        if r.recorded == "allow" and isinstance(rec.get("pid"), (int, type(None))) and rec.get("pid") in acted \
+                and section == "exec":
             r.recorded = acted[rec.get("pid")]
         out.append(r)
     return out
@@ -98,7 +134,10 @@ def _base(n: int, rec: dict, what: str) -> dict:
 
 def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     filename = str(rec.get("filename", ""))
-    argv = [str(a) for a in rec.get("argv") or []]
+    raw_argv = rec.get("argv") or []
+    if not isinstance(raw_argv, list):
+        raise TypeError("argv is not a list")
+    argv = [str(a) for a in raw_argv]
     what = safe_text(" ".join(argv) or filename, 200)
     rid = exec_verdict(tables, filename, argv)
     if rid:
@@ -111,6 +150,8 @@ def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
 
 def _net(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     proto, daddr, dport = str(rec.get("protocol", "tcp")), str(rec.get("daddr", "")), int(rec.get("dport") or 0)
+    if not 0 <= dport <= 65535:
+        raise ValueError(f"dport {dport} out of range")
     what = f"{daddr}:{dport}/{proto}"
     rid = net_verdict(tables, daddr, dport, proto)
     if rid:

@@ -39,6 +39,14 @@ class PolicyError(PycontainError):
         self.problem = problem
         where = f"{file}:{line}" if line else f"{file}"
         super().__init__(f"{where}: {key or '<top>'}: {problem}", hint)
+        self.more: list[PolicyError] = []      # further errors in the same policy, in file order
+
+    def all(self) -> list[PolicyError]:
+        return [self, *self.more]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"file": self.file, "line": self.line, "key": self.key, "problem": self.problem,
+                "hint": self.hint, "message": self.message}
 
 
 class EnvironmentProblem(PycontainError):

@@ -10,14 +10,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .errors import PolicyError
 from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Event, Mode, PatternWhere
-from .policy import INTERNAL_RANGES, METADATA_RANGES, ExecPolicy, NetRule, NetworkPolicy, Policy
+from .net_ranges import INTERNAL_RANGES, METADATA_RANGES
 from .resolve import NAMESERVERS
 
-ADDR_RULES = 64        # PC_ADDR_RULES of ebpf/net.bpf.h: address+port rules (bits of a u64 mask)
+if TYPE_CHECKING:
+    from .policy import ExecPolicy, NetRule, NetworkPolicy, Policy
+
 _Net: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -200,11 +201,8 @@ def _compile_network(t: KernelTables, nw: NetworkPolicy, resolved: Mapping[str, 
 
 def _add_addr_rule(t: KernelTables, kind: str, rid: int, r: NetRule, resolved: Mapping[str, list[str]]) -> None:
     """One rule of the kernel's address rule table. A rule without addresses
-    covers every address. Past ADDR_RULES rules the policy is refused: no
-    network rule is left to a user-space kill."""
-    if len(t.addr_rules) >= ADDR_RULES:
-        raise PolicyError(t.source, None, "network", f"more than {ADDR_RULES} rules with ports, protocols "
-                          "or nameservers: the kernel's address rule table is full", "merge rules")
+    covers every address. Past ADDR_RULES rules the policy does not fit
+    (core/capacity.py refuses it): no network rule is left to a user-space kill."""
     addrs = _rule_addrs(r, resolved) if (r.cidrs or r.hosts) else ["0.0.0.0/0", "::/0"]
     nets = tuple(ipaddress.ip_network(a, strict=False) for a in addrs)
     t.addr_rules.append(AddrRule(kind, rid, r.protocol, r.ports, nets))

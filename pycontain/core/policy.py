@@ -20,10 +20,12 @@ from typing import Any, TypeAlias, TypeVar
 import yaml
 
 from . import builtins
+from .capacity import table_overflows
 from .decisions import Action
 from .errors import PolicyError
 from .gpu_devices import GpuSpec
 from .gpu_policy_extra import SignaturePolicy, gpu_extras_dict, read_devices, read_signature
+from .kernel_rules import compile_policy
 from .policy_yaml import Node, compose
 from .resolve import NAMESERVERS
 
@@ -41,10 +43,7 @@ DEFAULT_ACTIONS = {
 }
 ACTION_NAMES = {a.value: a for a in Action}
 
-INTERNAL_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
-                   "fc00::/7", "fe80::/10")
 LOOPBACK_PROBES = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
-METADATA_RANGES = ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32", "169.254.170.2/32")
 DEFAULT_GRACE_S = 10.0
 
 
@@ -440,13 +439,21 @@ def _privileges(n: Node) -> Privileges:
 
 
 def _parse(root: Node) -> Policy:
+    """The policy; every section is read even after an error in another, so
+    one run reports every section's first error (PolicyError.more)."""
     top = _mapping(root, TOP_KEYS)
+    errors: list[PolicyError] = []
 
     def section(key: str, parse: Callable[[Node], _T], default: _T) -> _T:
-        return parse(top[key]) if key in top else default
-    # sections are read in this order, so the first error reported stays the same
-    name = top["name"].str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "policy name") if "name" in top else "unnamed"
-    mode = top["mode"].choice(("enforce", "monitor")) if "mode" in top else "enforce"
+        if key not in top:
+            return default
+        try:
+            return parse(top[key])
+        except PolicyError as e:
+            errors.append(e)
+            return default
+    name = section("name", lambda n: n.str(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "policy name"), "unnamed")
+    mode = section("mode", lambda n: n.choice(("enforce", "monitor")), "enforce")
     agents: tuple[AgentSelector, ...] = section("agents", _agents, ())
     budgets = section("budgets", _budgets, Budgets())
     gpu = section("gpu", _gpu, GpuPolicy())
@@ -454,8 +461,12 @@ def _parse(root: Node) -> Policy:
     network = section("network", _network, NetworkPolicy())
     sockets = section("sockets", _sockets, SocketPolicy())
     grace = section("escalation", _escalation_grace, DEFAULT_GRACE_S)
-    actions = _actions(top.get("actions"), grace)
+    actions = section("actions", lambda n: _actions(n, grace), _actions(None, grace))
     privileges = section("privileges", _privileges, Privileges())
+    if errors:
+        errors.sort(key=lambda e: e.line or 0)
+        errors[0].more = errors[1:]
+        raise errors[0]
     policy = Policy(name=name, mode=mode, source=root.file, agents=agents, budgets=budgets, gpu=gpu, exec=ex,
                     network=network, sockets=sockets, actions=actions, escalation_grace_s=grace,
                     privileges=privileges)
@@ -523,10 +534,34 @@ def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
 
 
 def load_policy_text(text: str, source: str = "<string>") -> Policy:
-    return _parse(compose(text, source))
+    root = compose(text, source)
+    policy = _parse(root)
+    _check_capacity(policy, root)
+    return policy
+
+
+def _check_capacity(policy: Policy, root: Node) -> None:
+    """Refuse a policy whose kernel tables would not fit the kernel maps
+    (core/capacity.py), naming the first rule past the limit."""
+    for o in table_overflows(compile_policy(policy)):
+        node = root.find(o.rule) or root
+        items = node.find("cidrs") if o.entry else None
+        if items is not None:
+            node = next((i for i in items.seq() if _same_net(i, o.entry)), node)
+        raise node.error(o.message(), o.hint)
+
+
+def _same_net(n: Node, net: str) -> bool:
+    try:
+        return str(ipaddress.ip_network(str(n.scalar()), strict=False)) == net
+    except ValueError:
+        return False
 
 
 def load_policy(path: str) -> Policy:
+    """A policy file; a built-in's name (default, strict) where no such file exists."""
+    if path in builtins.NAMES and not os.path.exists(path):
+        return builtin_policy(path)
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import math
 import re
 from typing import Any
 
@@ -17,7 +18,10 @@ import yaml
 from .errors import PolicyError
 
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(i?)B?\s*$", re.I)
-_DUR = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+_DUR_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)")
+_DUR_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# YAML 1.2 core schema floats that YAML 1.1 (PyYAML) reads as strings: 1e1, 2E-3
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
 
 
 class Node:
@@ -50,6 +54,23 @@ class Node:
             out[key] = child
         return out
 
+    def find(self, path: builtins.str) -> Node | None:
+        """The node at a key path such as ``exec.deny[3]`` (None: not there)."""
+        node: Node = self
+        for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+            child = None
+            if part.startswith("[") and isinstance(node.node, yaml.SequenceNode):
+                i = int(part[1:-1])
+                if i < len(node.node.value):
+                    child = Node(node.node.value[i], self.file, f"{node.path}{part}")
+            elif isinstance(node.node, yaml.MappingNode):
+                child = next((Node(v, self.file, f"{node.path}.{part}" if node.path else part)
+                              for k, v in node.node.value if getattr(k, "value", None) == part), None)
+            if child is None:
+                return None
+            node = child
+        return node
+
     def seq(self) -> list[Node]:
         if isinstance(self.node, yaml.ScalarNode) and self.node.tag == "tag:yaml.org,2002:null":
             return []
@@ -65,9 +86,16 @@ class Node:
         return repr(self.node.value) if self.node is not None else "nothing"
 
     def scalar(self) -> Any:
+        """The value, numbers read as YAML 1.2 does (``1e1`` is 10.0); NaN
+        and infinity are refused: they pass every range check."""
         if not isinstance(self.node, yaml.ScalarNode):
             raise self.error(f"expected a single value, got {self._kind()}")
-        return _construct(self.node)
+        v = _construct(self.node)
+        if isinstance(v, str) and self.node.style is None and _YAML12_FLOAT.fullmatch(v):
+            v = float(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise self.error(f"{self.node.value!r} is not a finite number")
+        return v
 
     # ---- typed scalars ----------------------------------------------------------
 
@@ -124,16 +152,27 @@ class Node:
         v = self.scalar()
         if isinstance(v, bool):
             raise self.error(f"expected a duration like 30s, got {v!r}")
-        if isinstance(v, (int, float)):
-            s = float(v)
-        else:
-            m = _DUR.match(str(v))
-            if not m:
-                raise self.error(f"{v!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h)")
-            s = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+        parsed = float(v) if isinstance(v, (int, float)) else _parse_duration(str(v))
+        if parsed is None:
+            raise self.error(f"{v!r} is not a duration (use e.g. 500ms, 30s, 5m, 1h30m, 1d)")
+        s = parsed
         if s <= 0:
             raise self.error(f"duration must be positive, got {v!r}")
         return s
+
+
+def _parse_duration(text: str) -> float | None:
+    """Seconds of "30", "500ms", "1h30m", "1d 2h"; None if not a duration."""
+    t = text.strip()
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", t):
+        return float(t)
+    pos, total = 0, 0.0
+    for m in _DUR_PART.finditer(t):
+        if t[pos:m.start()].strip():
+            return None
+        total += float(m.group(1)) * _DUR_UNITS[m.group(2)]
+        pos = m.end()
+    return total if pos and not t[pos:].strip() else None
 
 
 def _construct(node: yaml.ScalarNode) -> Any:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 
+from ..core import capacity
 from ..core import events as ev
+from ..core.capacity import ADDR_RULES
 from ..core.cgroup_glob import BIRTH_CLASSES, BIRTH_STATES
-from ..core.kernel_rules import ADDR_RULES
 from . import exec_dfa as dfa
 from .net_maps import NAMED_SLOT_COUNT, NAMED_SLOTS, RULE_SLOTS
 
@@ -63,4 +64,7 @@ C_CONSTANTS: dict[str, int] = {
     "PC_NX_SOURCE_ROUTE": NAMED_SLOTS.index("network.source_route"),
     "PC_NX_SLOTS": NAMED_SLOT_COUNT,
     "PC_ADDR_RULES": ADDR_RULES,
+    "PC_EXEC_NAMES_MAX": capacity.EXEC_NAMES_MAX,   # map sizes: core/capacity.py (issue 13)
+    "PC_LPM_MAX": capacity.LPM_MAX,
+    "PC_AGENTS_MAX": capacity.AGENTS_MAX,
 }

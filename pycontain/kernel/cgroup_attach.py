@@ -101,44 +101,63 @@ def attach_cgroup_programs(bpf, cgroup_fd: int) -> list[Handle]:
     return handles
 
 
-def link_cgroup_programs(bpf, cgroup_fd: int) -> list[int]:
+@dataclass
+class CgroupLinks:
+    """Cgroup attachments as BPF links (BPF_LINK_CREATE on the cgroup: a link
+    coexists with other tools' BPF_F_ALLOW_MULTI programs).
+
+    Pinned in bpffs (daemon mode, `pins` set) they hold with no process:
+    close() leaves them, unpin() detaches on purpose. Unpinned they go away
+    with their fds, so a controller that dies leaves nothing behind."""
+
+    pins: Any                      # kernel/pins.PinDir, or None: not pinned
+    links: list[tuple[str, int]]   # (pin name, link fd)
+
+    def close(self) -> None:
+        for _name, fd in self.links:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.links = []
+
+    def unpin(self) -> None:
+        if self.pins is not None:
+            for name, _fd in self.links:
+                self.pins.unpin(name)
+        self.close()
+
+
+def link_cgroup_programs(bpf, cgroup_fd: int, pin_dir=None, prefix: str = "cg") -> CgroupLinks:
     """Attach every compiled-in cgroup program to the cgroup open at
-    `cgroup_fd` through BPF links (issue 10: the daemon's attach-once at an
-    ancestor of the selected cgroups). A link is multi-attach like
-    BPF_F_ALLOW_MULTI and goes away when its fd is closed, so a controller
-    that dies never leaves programs behind at a shared ancestor such as the
-    cgroup2 root. Returns the link fds; close them to detach."""
-    import ctypes
+    `cgroup_fd` through BPF links, pinned under `pin_dir` when given: the
+    daemon's agent cgroups, and (issue 10) the ancestor of the selected
+    cgroups that covers cgroups created later."""
+    from .pins import link_create
 
-    from bcc import lib
-
-    lib.bpf_link_create.restype = ctypes.c_int
-    lib.bpf_link_create.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-    links: list[int] = []
+    out = CgroupLinks(pin_dir, [])
     status = _status(bpf)
     try:
         for prog in PROGRAMS:
             if not _compiled_in(bpf, prog.function):
+                status[prog.hook] = "unavailable: not compiled in"
                 continue
             fn = _load(bpf, prog)
-            fd = lib.bpf_link_create(fn.fd, cgroup_fd, prog.attach_type, None)
-            if fd < 0:
-                raise EnvironmentProblem(f"cannot link {prog.hook} to the agents' ancestor cgroup: "
-                                         f"{os.strerror(-fd if fd < -1 else ctypes.get_errno() or 1)}")
-            links.append(fd)
-            status[prog.hook] = "attached (at the agents' ancestor)"
-    except EnvironmentProblem:
-        unlink_cgroup_programs(links)
+            try:
+                fd = link_create(fn.fd, cgroup_fd, prog.attach_type)
+            except OSError as e:
+                raise EnvironmentProblem(f"cannot attach {prog.hook} to the cgroup: {e.strerror}",
+                                         hint="another tool may hold this cgroup hook without "
+                                              "BPF_F_ALLOW_MULTI") from None
+            name = f"{prefix}-{prog.function}"
+            out.links.append((name, fd))
+            if pin_dir is not None:
+                pin_dir.pin(fd, name)
+            status[prog.hook] = "attached"
+    except (EnvironmentProblem, OSError):
+        out.unpin()
         raise
-    return links
-
-
-def unlink_cgroup_programs(links: list[int]) -> None:
-    for fd in links:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    return out
 
 
 def detach_cgroup_programs(bpf, cgroup_fd: int, handles: list[Handle]) -> None:

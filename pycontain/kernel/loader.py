@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.capacity import table_overflows
 from ..core.cgroup_glob import BIRTH_CLASSES, BirthAutomaton
 from ..core.errors import EnvironmentProblem
 from ..core.event_types import decode
@@ -33,7 +34,7 @@ from ..core.events import (
     Mode,
 )
 from ..core.kernel_rules import KernelTables
-from . import cgroup_attach, net_maps
+from . import cgroup_attach, net_maps, pins
 from .exec_dfa import (
     CTL_ARGS_COUNT,
     CTL_ARGS_ROOT,
@@ -173,7 +174,8 @@ def _release_compiler_heap() -> None:
 
 class Probes:
     def __init__(self, *, ringbuf_pages: int = 1024, trace_all: bool = False,
-                 progress: Callable[[str], None] | None = None, verdict_pages: int = 256):
+                 progress: Callable[[str], None] | None = None, verdict_pages: int = 256,
+                 pin_root: str | None = None):
         for pages in (ringbuf_pages, verdict_pages):
             if pages < 1 or pages & (pages - 1):
                 raise ValueError("ring buffer pages must be a power of two")
@@ -193,7 +195,10 @@ class Probes:
         self._closed = False
         self._used: list[str] = []     # hook files compiled in
         self._birth = False            # issue 10: the birth automaton is written and on
-        self._ancestors: dict[str, tuple[int, list[int]]] = {}   # path -> (fd, link fds)
+        self._ancestors: dict[str, tuple[int, cgroup_attach.CgroupLinks]] = {}   # path -> (fd, links)
+        self.pin_root = pin_root       # daemon mode: attachments pinned in bpffs (kernel/pins.py)
+        self.pins: pins.PinDir | None = None
+        self._links: list[int] = []    # fds of our pinned tracepoint links
 
     # ---- load ------------------------------------------------------------
 
@@ -243,6 +248,8 @@ class Probes:
             self._hooks[_s(tp)] = "attached"
         for tp in getattr(self.bpf, "raw_tracepoint_fds", {}):
             self._hooks[f"raw_tp:{_s(tp)}"] = "attached"
+        if self.pin_root:
+            self._pin_tracepoints()
         self.progress("opening the event ring buffers")
         # decision records first: libbpf consumes the rings in the order they
         # were opened, so an exec is handled before a routine record (its
@@ -251,6 +258,44 @@ class Probes:
         self.bpf[b"pc_events"].open_ring_buffer(self._on_record)
         self._write_config(mode=None, flags=None)
         self._closed = False
+
+    def _pin_tracepoints(self) -> None:
+        """Move every tracepoint attachment onto a pinned BPF link, so it
+        holds while no daemon runs (kernel/pins.py). The kernel refuses the
+        same program twice on one tracepoint (EEXIST), so BCC's attachment
+        goes first; nothing is tracked in this program's maps yet, and an
+        earlier daemon's pinned programs enforce meanwhile: no gap."""
+        self.pins = pins.PinDir(self.pin_root)
+        try:
+            for tp in list(getattr(self.bpf, "tracepoint_fds", {})):
+                self._pin_tracepoint(_s(tp))
+            for tp, fd in getattr(self.bpf, "raw_tracepoint_fds", {}).items():
+                self.pins.pin(fd, f"rawtp-{_s(tp)}")     # a raw tracepoint fd is a BPF link
+        except BaseException:
+            pins.remove_tree(self.pins.path)
+            raise
+
+    def _pin_tracepoint(self, tp: str) -> None:
+        from bcc import BPF
+        assert self.pins is not None
+        cat, name = tp.split(":", 1)
+        fn = self.bpf.load_func(f"tracepoint__{cat}__{name}".encode(), BPF.TRACEPOINT)
+        self.bpf.detach_tracepoint(tp.encode())
+        pfd = pins.perf_tracepoint_fd(cat, name)
+        try:
+            link = pins.link_create(fn.fd, pfd, pins.BPF_PERF_EVENT)
+        except OSError as e:
+            raise EnvironmentProblem(f"cannot pin the {tp} program (BPF_LINK_CREATE: {e.strerror}); "
+                                     "enforcement would end with the daemon",
+                                     hint="kernel >= 5.15 is needed for pinned tracepoint links") from None
+        finally:
+            os.close(pfd)
+        self._links.append(link)
+        self.pins.pin(link, f"tp-{cat}-{name}")
+
+    def retire_older_pins(self) -> list[str]:
+        """Remove the pins of earlier daemons (call once this one tracks every agent)."""
+        return self.pins.retire_older() if self.pins else []
 
     # ---- maps ----------------------------------------------------------------
 
@@ -279,12 +324,22 @@ class Probes:
 
     def set_tables(self, tables: KernelTables) -> None:
         """Replace the exec deny tables and config in place, never opening a gap:
-        new entries are written before stale ones are removed."""
+        new entries are written before stale ones are removed. Tables that do
+        not fit the live maps are refused before anything is written."""
+        self._check_fits(tables)
         self._write_exec_names(tables.exec_names)
         self._write_patterns(tables.exec_patterns)
         self._write_config(mode=tables.mode, flags=int(tables.flags))
         if self._has_net_hooks():
             net_maps.write_net_tables(self.bpf, tables)
+
+    def _check_fits(self, tables: KernelTables) -> None:
+        """The policy check counts the policy's own entries (core/capacity.py);
+        host names add their addresses only now, so count again against the
+        maps' real sizes: a failed write half-way would leave a mixture."""
+        for o in table_overflows(tables):
+            if o.map in ("pc_exec_names", "pc_exec_patterns", "pc_exec_dfa_class") or self._has_net_hooks():
+                raise EnvironmentProblem(f"{o.rule}: {o.message()}", hint=o.hint)
 
     def _has_net_hooks(self) -> bool:
         """The network maps and cgroup programs exist only when their hook
@@ -409,7 +464,8 @@ class Probes:
             return
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            links = cgroup_attach.link_cgroup_programs(self.bpf, fd)
+            cg_id = os.fstat(fd).st_ino
+            links = cgroup_attach.link_cgroup_programs(self.bpf, fd, self.pins, f"anc-{cg_id}")
         except Exception:
             os.close(fd)
             raise
@@ -474,7 +530,11 @@ class Probes:
             self._mark_boundary(path, agent_id)
         self._write_config(mode=None, flags=None, levels=self._levels())
         if self._has_net_hooks() and not self._covered(path):
-            handles = cgroup_attach.attach_cgroup_programs(self.bpf, fd)
+            handles: Any
+            if self.pins is not None:
+                handles = cgroup_attach.link_cgroup_programs(self.bpf, fd, self.pins, f"cg-{cg_id}")
+            else:
+                handles = cgroup_attach.attach_cgroup_programs(self.bpf, fd)
             self._tracked[path] = (cg_id, level, fd, handles)
 
     def untrack_cgroup(self, cgroup_v2_path: str) -> None:
@@ -505,7 +565,9 @@ class Probes:
         reference) and frees them with the last one. So an orphaned socket of
         a killed miner cannot retransmit its stratum payload or reach a denied
         address after teardown."""
-        if handles is not None:
+        if isinstance(handles, cgroup_attach.CgroupLinks):
+            handles.unpin()
+        elif handles is not None:
             try:
                 cgroup_attach.detach_cgroup_programs(self.bpf, fd, handles)
             except Exception as e:   # the cgroup may be gone already
@@ -596,11 +658,17 @@ class Probes:
         self._closed = True
         for path in list(self._tracked):
             _id, _level, fd, handles = self._tracked.pop(path)
+            if isinstance(handles, cgroup_attach.CgroupLinks):
+                handles.close()          # the pins hold them: enforcement outlives us
+                handles = None
             self._detach(fd, handles if os.path.isdir(path) else None)
         for fd, links in self._ancestors.values():
-            cgroup_attach.unlink_cgroup_programs(links)
+            links.close()                # pinned: the pins hold them; unpinned: detached
             os.close(fd)
         self._ancestors.clear()
+        for link in self._links:
+            os.close(link)
+        self._links = []
         if self.bpf is not None:
             try:
                 self.bpf.cleanup()

@@ -41,7 +41,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.kernel_rules import ADDR_RULES, AddrRule, KernelTables, limited_allow_ids
+from ..core.capacity import ADDR_RULES
+from ..core.kernel_rules import AddrRule, KernelTables, limited_allow_ids
 
 log = logging.getLogger(__name__)
 

@@ -61,6 +61,11 @@ class PycontainCollector:
         yield hooks
         yield GaugeMetricFamily("pycontain_gpu_available", "1 if NVML is usable",
                                 value=1.0 if s["gpu"]["available"] else 0.0)
+        yield GaugeMetricFamily("pycontain_config_last_reload_successful",
+                                "1 if the last policy load or reload succeeded (the policy in force is the newest)",
+                                value=1.0 if s["reload"]["ok"] else 0.0)
+        yield GaugeMetricFamily("pycontain_config_last_reload_success_timestamp_seconds",
+                                "When the policy in force was loaded (Unix time)", value=s["reload"]["success_ts"])
         yield GaugeMetricFamily("pycontain_agents", "Agents currently contained", value=len(s["agents"]))
 
         cpu = CounterMetricFamily("pycontain_agent_cpu_seconds", "CPU time used by the agent's cgroup",

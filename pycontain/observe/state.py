@@ -61,6 +61,8 @@ class NodeState:
     probes: dict[str, str] = field(default_factory=dict)         # hook -> "attached" | "unavailable" | ...
     gpu_available: bool = False
     gpu_status: str = "unavailable"
+    reload_ok: bool = True                   # the last policy (re)load succeeded
+    reload_success_ts: float = field(default_factory=time.time)   # when a policy was last loaded
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def snapshot(self) -> dict:
@@ -74,6 +76,7 @@ class NodeState:
                 "handler_errors": self.handler_errors,
                 "lost_by_agent": dict(self.lost_by_agent),
                 "loss_freezes": dict(self.loss_freezes),
+                "reload": {"ok": self.reload_ok, "success_ts": self.reload_success_ts},
                 "probes": dict(self.probes),
                 "gpu": {"available": self.gpu_available, "status": self.gpu_status},
                 "agents": [

@@ -167,3 +167,20 @@ def net_agent(net_probes, agent_cgroup):
     net_probes.untrack_cgroup(agent_cgroup)
     net_probes.set_tables(KernelTables())
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_pin_root():
+    """Daemons started by tests pin into a bpffs dir of this run (never the
+    node's /sys/fs/bpf/pycontain), released at the end."""
+    root = f"/sys/fs/bpf/pctest-run-{os.getpid()}"
+    old = os.environ.get("PYCONTAIN_BPFFS")
+    os.environ["PYCONTAIN_BPFFS"] = root
+    yield root
+    if old is None:
+        os.environ.pop("PYCONTAIN_BPFFS", None)
+    else:
+        os.environ["PYCONTAIN_BPFFS"] = old
+    if os.geteuid() == 0:
+        from pycontain.kernel.pins import release_all
+        release_all(root)

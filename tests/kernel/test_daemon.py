@@ -99,7 +99,8 @@ def test_daemon_contains_selected_cgroup_and_reloads(privileged, tmp_path, liste
             if not sock.exists():
                 return False
             r = subprocess.run(PYCONTAIN + ["status", "--json", "--socket", str(sock)], capture_output=True, text=True)
-            return r.returncode == 0 and any(a["name"] == "dtest" for a in json.loads(r.stdout)["agents"])
+            agents = json.loads(r.stdout)["agents"] if r.returncode == 0 else []
+            return any(a["name"] == f"dtest:{agent_dir.name}" for a in agents)
         assert wait_for(agent_known, 30), "daemon never picked up the agent cgroup"
         assert connect_in(agent_dir, listener) == "EPERM"
 
@@ -118,7 +119,8 @@ def test_daemon_contains_selected_cgroup_and_reloads(privileged, tmp_path, liste
         # emergency stop
         sleeper = subprocess.Popen(["sh", "-c", f"echo $$ > {agent_dir}/cgroup.procs; exec sleep 1000"])
         time.sleep(0.3)
-        r = subprocess.run(PYCONTAIN + ["kill", "dtest", "--socket", str(sock)], capture_output=True, text=True)
+        r = subprocess.run(PYCONTAIN + ["kill", f"dtest:{agent_dir.name}", "--socket", str(sock)],
+                           capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert sleeper.wait(5) == -signal.SIGKILL
     finally:

@@ -18,8 +18,18 @@ def test_cgroup_glob_and_unit_selectors(tmp_path):
     assert found == {
         "slurm:job_1": "system.slice/slurmstepd.scope/job_1",
         "slurm:job_2": "system.slice/slurmstepd.scope/job_2",
-        "svc": "system.slice/agent-a.service",
+        "svc:agent-a.service": "system.slice/agent-a.service",
     }
+
+
+def test_a_name_does_not_change_when_a_second_cgroup_matches(tmp_path):
+    root = str(tmp_path)
+    sels = [{"name": "ux", "cgroup": "jobs/*"}]
+    _tree(root, "jobs/job_1")
+    first = [m.name for m in find_agents(sels, root, proc_root=root)]
+    _tree(root, "jobs/job_2")
+    assert first == ["ux:job_1"]
+    assert [m.name for m in find_agents(sels, root, proc_root=root)] == ["ux:job_1", "ux:job_2"]
 
 
 def test_own_cgroup_excluded_and_descendants_folded(tmp_path):

@@ -90,10 +90,12 @@ def test_masks_carry_every_rule_covering_an_address():
 
 
 def test_too_many_address_rules_is_a_policy_error():
+    """Capacity is validation: the 65th address rule is refused when the
+    policy is loaded, on its own line, with the limit."""
     rules = "".join(f"    - {{cidr: 198.51.100.{i}/32, ports: [22]}}\n" for i in range(65))
-    p = load_policy_text("network:\n  deny:\n" + rules)
-    with pytest.raises(PolicyError):
-        compile_policy(p)
+    with pytest.raises(PolicyError) as e:
+        load_policy_text("network:\n  deny:\n" + rules, "p.yaml")
+    assert e.value.line == 3 + 64 and "pc_addr_rules holds at most 64" in e.value.message
 
 
 def test_a_dropped_packet_is_a_network_violation_and_kills_nobody():

@@ -181,14 +181,13 @@ def daemon(ctx, release, **opts):
 
     Kernel enforcement is pinned in bpffs ($PYCONTAIN_BPFFS, default
     /sys/fs/bpf/pycontain): it holds while the daemon is stopped, crashed or
-    upgraded, and a restarted daemon takes it over. `--release` ends it."""
+    upgraded, and a restarted daemon takes it over. `--release` ends it.
+    Without --policy the built-in default policy applies."""
     from ..app.daemon import DaemonOptions, release_pinned, run_daemon
     if release:
         gone = release_pinned(opts["socket_path"])
         click.echo(json.dumps({"ok": True, "released": gone}))
         return
-    if not opts["policy_path"]:
-        raise UsageError("pycontain daemon needs --policy FILE", hint="or --release to remove pinned enforcement")
     sys.exit(run_daemon(DaemonOptions(verbose=ctx.obj["verbose"], **opts)))
 
 

@@ -76,11 +76,28 @@ def test_run_through_daemon_contains_relays_status_and_cleans_up(node_daemon, tm
     assert not os.path.exists(detect_layout().unified + cg), "the agent cgroup was left behind"
 
 
+
+def _children(ppid: int, cmdline: bytes) -> list[int]:
+    """Live children of `ppid` whose command line starts with `cmdline`."""
+    out = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat", "rb") as fh:
+                stat = fh.read()
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                cmd = fh.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(b")", 1)[1].split()[1]) == ppid and cmd.startswith(cmdline):
+            out.append(int(d))
+    return out
+
+
 def test_signal_relayed_to_agent(node_daemon):
     sock, _ = node_daemon
     p = subprocess.Popen(PYCONTAIN + ["run", "--daemon-socket", str(sock), "--", "sleep", "30"],
                          stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    assert wait_for(lambda: _children(p.pid, b"sleep\x0030"), timeout=30), "the agent never started"
     p.send_signal(signal.SIGTERM)
     assert p.wait(10) == 128 + signal.SIGTERM
 

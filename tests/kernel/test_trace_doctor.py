@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,16 +19,23 @@ def test_trace_all_streams_host_execs_as_json(privileged, tmp_path):
     marker = tmp_path / f"marker-{uuid.uuid4().hex[:6]}"
     marker.write_bytes(Path("/bin/true").read_bytes())
     marker.chmod(0o755)
-    p = subprocess.Popen(PYCONTAIN + ["trace", "--all", "--json", "--duration", "8"], stdout=subprocess.PIPE,
+    p = subprocess.Popen(PYCONTAIN + ["trace", "--all", "--json", "--duration", "60"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    # no header in JSON mode: keep running the marker until trace has surely attached
-    end = time.monotonic() + 6
-    while time.monotonic() < end:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True)
+    reader.start()
+    # no header in JSON mode: keep running the marker until trace shows it
+    # (compiling may take long on a busy machine), then stop trace as a user would
+    end = time.monotonic() + 45
+    while time.monotonic() < end and not any(str(marker) in l for l in list(lines)):
         subprocess.run([str(marker), "\x1b[2Jarg"])
         time.sleep(0.3)
-    out, err = p.communicate(timeout=30)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    reader.join(timeout=10)
     assert p.returncode == 0, err
-    recs = [json.loads(l) for l in out.splitlines() if l.strip()]
+    out = "".join(lines)
+    recs = [json.loads(l) for l in lines if l.strip()]
     mine = [r for r in recs if r["kind"] == "exec" and r.get("filename") == str(marker)]
     assert mine, err
     assert mine[0]["agent"] == "host" and mine[0]["argv"][1] == "\\x1b[2Jarg"

@@ -40,6 +40,10 @@ C_CONSTANTS: dict[str, int] = {
     "PC_PATTERN_LEN": ev.PATTERN_LEN,
     "PC_MAX_PATTERNS": ev.MAX_PATTERNS,
     "PC_MAX_LEVELS": ev.MAX_LEVELS,
+    "PC_EXE_NAME_LEN": ev.EXE_NAME_LEN,          # issue 11
+    "PC_RULE_HOLD": ev.RULE_HOLD,
+    "PC_RULE_FILELESS": ev.RULE_FILELESS,
+    "PC_RULE_UNTRUSTED": ev.RULE_UNTRUSTED,
     "PC_DFA_STATES": dfa.DFA_STATES,             # ebpf/exec.c
     "PC_DFA_CLASSES": dfa.DFA_CLASSES,
     "PC_DFA_MATCH_SHIFT": dfa.MATCH_SHIFT,

@@ -21,7 +21,7 @@ from ..core.errors import EnvironmentProblem
 from ..core.event_types import decode
 from ..core.events import MAX_LEVELS, MAX_PATTERNS, NAME_LEN, PATTERN_LEN, ConfigFlag, DecodeError, Event, Mode
 from ..core.kernel_rules import KernelTables
-from . import cgroup_attach, net_maps
+from . import cgroup_attach, exec_holds, net_maps
 from .exec_dfa import (
     CTL_ARGS_COUNT,
     CTL_ARGS_ROOT,
@@ -35,7 +35,8 @@ from .features import FeatureReport, detect_features
 
 log = logging.getLogger(__name__)
 
-HOOK_FILES = ("exec.c", "connect.c", "socket.c", "stratum.c")
+HOOK_FILES = ("exec.c", "exec_map.c", "connect.c", "socket.c", "stratum.c")
+EXEC_HOOK_FILES = ("exec.c", "exec_map.c")   # need no network maps (the exec harness loads these alone)
 # always in the program, hook files or not: the maps every hook and Probes use
 BASE_HEADERS = ("pycontain.h", "common.bpf.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
@@ -195,6 +196,14 @@ class Probes:
             log.warning("no BTF offsets (%s): exec argv/ppid/start time unavailable", e)
             return flags
         flags.append("-DPC_HAVE_BTF_OFFSETS=1")
+        try:
+            from .btf import kernel_file_offsets
+            file_offs = kernel_file_offsets()
+        except Exception:   # the exec file checks compile to nothing
+            file_offs = {}
+        if file_offs:
+            flags.append("-DPC_HAVE_FILE_OFFSETS=1")
+            offs = {**offs, **file_offs}
         if _tp_has_field("sched/sched_process_exit", "group_dead"):
             flags.append("-DPC_TP_EXIT_HAS_GROUP_DEAD=1")
         flags += [f"-D{k}={v}" for k, v in sorted(offs.items())]
@@ -258,6 +267,7 @@ class Probes:
         new entries are written before stale ones are removed."""
         self._write_exec_names(tables.exec_names)
         self._write_patterns(tables.exec_patterns)
+        exec_holds.write_trusted_dirs(self._table("pc_exec_trusted_dirs"), tables.trusted_paths)
         self._write_config(mode=tables.mode, flags=int(tables.flags))
         if self._has_net_hooks():
             net_maps.write_net_tables(self.bpf, tables)
@@ -265,7 +275,7 @@ class Probes:
     def _has_net_hooks(self) -> bool:
         """The network maps and cgroup programs exist only when their hook
         files were compiled in (the exec harness loads exec.c alone)."""
-        return any(f != "exec.c" for f in self._used)
+        return any(f not in EXEC_HOOK_FILES for f in self._used)
 
     def _write_exec_names(self, names: dict[str, int]) -> None:
         t = self._table("pc_exec_names")
@@ -339,6 +349,21 @@ class Probes:
         v.pat = raw
         t[ctypes.c_int(slot)] = v
 
+    # ---- held execs (issue 11) ------------------------------------------------
+
+    def release_held(self, pid: int) -> bool:
+        """Let a held exec run: out of pc_exec_held first (so the syscall gate
+        spares it), then SIGCONT. False if it was not held (any more)."""
+        return exec_holds.release(self.bpf, pid)
+
+    def settle_held(self, pid: int) -> None:
+        """A held exec was decided otherwise (killed): forget it."""
+        exec_holds.settle(self.bpf, pid)
+
+    def held_pids(self) -> dict[int, int]:
+        """Held pid -> boot ns of its hold, as the kernel has them."""
+        return exec_holds.held(self.bpf)
+
     # ---- cgroups ---------------------------------------------------------
 
     def _levels(self) -> int:
@@ -357,6 +382,9 @@ class Probes:
         if level >= MAX_LEVELS:
             log.warning("cgroup %s is %d levels deep: only tasks directly in it are tracked", path, level)
         agents = self._table("pc_agents")
+        # the wall-clock start that exec.trusted compares mtimes with (issue 11);
+        # before the agent is tracked, so no exec of it finds none
+        exec_holds.set_agent_since(self._table("pc_exec_since"), agent_id)
         agents[ctypes.c_uint64(cg_id)] = ctypes.c_uint32(agent_id)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._tracked[path] = (cg_id, level, fd, None)

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import threading
+from collections import deque
 from typing import Any
 
 from ..actuate import held
@@ -72,7 +73,8 @@ class Controller:
         self.resolver: Resolver | None = None
         self.handler_errors = 0           # decisions collected in the callback that failed later
         self._pending: list[Decision] = []
-        self._held: list[int] = []        # pids held at exec (issue 11), decided in apply_pending
+        self._held: list[tuple[int, int]] = []   # (pid, boot ns of the exec) held at exec (issue 11)
+        self.hold_ns: deque[int] = deque(maxlen=10_000)   # exec -> release, for scripts/bench_exec_hold.py
         self._gpu_use_log = GpuUseLog()
         self._offset = self.clock.boot_offset()
         self._last_sample = 0.0
@@ -248,7 +250,7 @@ class Controller:
     def _held_exec(self, ev: ExecEvent) -> ExecEvent:
         """An exec the kernel holds for this verdict (issue 11): judged on the
         whole argv and the kernel's path of the file, read while it cannot run."""
-        self._held.append(ev.h.pid)
+        self._held.append((ev.h.pid, ev.h.ts_ns))
         argv = held.full_argv(ev.h.pid) if ev.args_truncated else None
         return dataclasses.replace(ev, real_path=held.real_path(ev.h.pid), argv=argv or ev.argv,
                                    full_argv=argv is not None)
@@ -274,12 +276,12 @@ class Controller:
             return
         stop = {d.pid for d in decided if d.action == Action.KILL_PROCESS and not d.monitor}
         stop_agents = {d.agent for d in decided if d.action == Action.KILL and not d.monitor}
-        for pid in held_pids:
+        for pid, ts_ns in held_pids:
             info = self.engine.processes.lookup(pid) if self.engine is not None else None
             if pid in stop or (info is not None and info.agent in stop_agents):
                 self._kill_held(pid)
-            else:
-                self.probes.release_held(pid)
+            elif self.probes.release_held(pid):
+                self.hold_ns.append(self.clock.boot_ns() - ts_ns)
 
     def _kill_held(self, pid: int) -> None:
         assert self.probes is not None

@@ -583,6 +583,9 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
                 "deny_args": list(p.exec.deny_args)}
     if p.exec.deny_program_args:
         ex["deny_program_args"] = [{"program": prog, "args": [a]} for prog, a in p.exec.deny_program_args]
+    if p.exec.trusted:
+        ex["trusted"] = {"paths": list(p.exec.trusted)}
+    ex.update(truncated_args=p.exec.truncated_args, fileless=p.exec.fileless)
     out["exec"] = ex
     out["network"] = {"default": p.network.default, "allow": [rule(r) for r in p.network.allow],
                       "deny": [rule(r) for r in p.network.deny], "deny_internal": p.network.deny_internal,

@@ -38,7 +38,8 @@ def test_default_policy_holds_only_programs_with_user_space_rules():
 
 
 def test_allow_list_and_untranslatable_globs_hold_everything():
-    t = compile_policy(load_policy_text("exec:\n  mode: allow-list\n  allow: ['python*', pycontain, bash, sh, '/opt/tools/*']\n"))
+    allow = "['python*', pycontain, bash, sh, '/opt/tools/*']"
+    t = compile_policy(load_policy_text(f"exec:\n  mode: allow-list\n  allow: {allow}\n"))
     assert t.flags & ConfigFlag.EXEC_HOLD_ALL
     t = compile_policy(load_policy_text("exec:\n  deny: ['/tmp/*']\n"))
     assert t.flags & ConfigFlag.EXEC_HOLD_ALL

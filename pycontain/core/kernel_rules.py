@@ -20,6 +20,7 @@ from .events import (
     RULE_UNTRUSTED,
     ConfigFlag,
     Event,
+    ExeIdentity,
     Mode,
     PatternWhere,
 )
@@ -379,13 +380,21 @@ def kernel_verdict(tables: KernelTables, ev: Event | Mapping[str, Any]) -> int:
     Used by replay and tests; see exec_verdict and net_verdict."""
     if isinstance(ev, Mapping):
         kind = str(ev.get("kind", ""))
+        raw = ev.get("exe")
+        exe: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         if kind == "exec":
-            return exec_verdict(tables, ev.get("filename", ""), ev.get("argv") or ())
+            return exec_verdict(tables, ev.get("filename", ""), ev.get("argv") or (), exe_name=exe.get("name"))
+        if kind == "exec_map":     # issue 11: a file mapped executable, judged by its own name
+            return exec_verdict(tables, "", (), exe_name=exe.get("name")) if exe.get("name") else 0
         if kind in ("connect", "send"):
             return net_verdict(tables, ev.get("daddr", ""), int(ev.get("dport") or 0), ev.get("protocol", "tcp"))
         return 0
+    ident = getattr(ev, "exe", None)
+    exe_name = ident.name if isinstance(ident, ExeIdentity) and ident.name else None
     if ev.kind == "exec":
-        return exec_verdict(tables, getattr(ev, "filename", b""), getattr(ev, "argv", ()))
+        return exec_verdict(tables, getattr(ev, "filename", b""), getattr(ev, "argv", ()), exe_name=exe_name)
+    if ev.kind == "exec_map":
+        return exec_verdict(tables, "", (), exe_name=exe_name) if exe_name else 0
     if ev.kind in ("connect", "send"):
         return net_verdict(tables, getattr(ev, "daddr", ""), getattr(ev, "dport", 0), getattr(ev, "proto_name", "tcp"))
     return 0

@@ -59,3 +59,14 @@ def test_a_deny_pattern_beats_a_hold_pattern_in_the_automaton():
     assert first_match(a, b"/nc.miner", 0) == 7
     assert first_match(a, b"/nc.openbsd", 0) == RULE_HOLD
     assert first_match(a, b"/ncdu", 0) == 0
+
+
+def test_replay_judges_recorded_file_identity():
+    """replay reads the new record fields: the file's own name decides, not the name passed."""
+    from pycontain.core.kernel_rules import kernel_verdict
+    t = compile_policy(builtin_policy("default"))
+    rec = {"kind": "exec", "filename": "/tmp/innocent", "argv": ["innocent"], "exe": {"name": "xmrig", "ino": 5}}
+    assert kernel_verdict(t, rec) == t.exec_names["xmrig"]
+    assert kernel_verdict(t, {"kind": "exec_map", "exe": {"name": "xmrig"}}) == t.exec_names["xmrig"]
+    assert kernel_verdict(t, {"kind": "exec", "filename": "/usr/bin/python3", "argv": ["python3"],
+                              "exe": {"name": "python3.11"}}) == 0

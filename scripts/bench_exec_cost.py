@@ -10,50 +10,88 @@ runs and ns per run from its fdinfo (run_time_ns / run_cnt), and the load
 time. Kernel-measured program time is far less noisy than loop rates on a
 shared VM.
 """
+
+from __future__ import annotations
+
 import os
 import re
 import subprocess
 import sys
-import time
-
-repo = sys.argv[1]
-sys.path.insert(0, repo); sys.path.insert(0, repo + "/tests/kernel")
 import tempfile
+import time
 from pathlib import Path
 
-from exec_harness import exec_only_ebpf_dir
+STATS = "/proc/sys/kernel/bpf_stats_enabled"
+LOOP = """import os
+for _ in range(400):
+    pid = os.fork()
+    if pid == 0:
+        os.execv('/bin/true', ['/bin/true'])
+    os.waitpid(pid, 0)
+"""
 
-os.environ["PYCONTAIN_EBPF_DIR"] = str(exec_only_ebpf_dir(Path(tempfile.mkdtemp())))
-from pycontain.actuate.cgroups import AgentCgroup
-from pycontain.core.kernel_rules import compile_policy
-from pycontain.core.policy import builtin_policy
-from pycontain.kernel.loader import Probes
 
-p = Probes(ringbuf_pages=256); t=time.time(); p.load(); load_s=time.time()-t
-p.set_tables(compile_policy(builtin_policy("default")))
-cg = AgentCgroup.create("progcost"); p.track_cgroup(cg.v2_path, 7)
-open("/proc/sys/kernel/bpf_stats_enabled","w").write("1")
-def stats():
+def prog_stats() -> dict[str, tuple[int, int]]:
+    """fd -> (run_time_ns, run_cnt) of every BPF program this process holds."""
     out = {}
     for fd in os.listdir("/proc/self/fd"):
-        try: txt = open(f"/proc/self/fdinfo/{fd}").read()
-        except OSError: continue
-        m = re.search(r"prog_tag:\s*(\w+)", txt)
-        if m and "run_cnt" in txt:
-            rt = int(re.search(r"run_time_ns:\s*(\d+)", txt).group(1)); rc = int(re.search(r"run_cnt:\s*(\d+)", txt).group(1))
-            out[fd] = (rt, rc)
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as fh:
+                txt = fh.read()
+        except OSError:
+            continue
+        rt = re.search(r"run_time_ns:\s*(\d+)", txt)
+        rc = re.search(r"run_cnt:\s*(\d+)", txt)
+        if "prog_tag" in txt and rt and rc:
+            out[fd] = (int(rt.group(1)), int(rc.group(1)))
     return out
-names = {}
-s0 = stats()
-code = "import os\nfor _ in range(400):\n    pid=os.fork()\n    if pid==0: os.execv('/bin/true',['/bin/true'])\n    os.waitpid(pid,0)\n"
-def join():
-    for f in cg.procs_files(): open(f,"w").write(str(os.getpid()))
-subprocess.run([sys.executable, "-c", code], preexec_fn=join, check=True)
-for _ in range(5): p.poll(10)
-s1 = stats()
-for fd in s1:
-    rt = s1[fd][0]-s0.get(fd,(0,0))[0]; rc = s1[fd][1]-s0.get(fd,(0,0))[1]
-    if rc: print(f"fd {fd}: runs {rc} ns/run {rt/rc:.0f}")
-print("load_s", round(load_s,2))
-open("/proc/sys/kernel/bpf_stats_enabled","w").write("0")
-p.untrack_cgroup(cg.v2_path); cg.remove(); p.close()
+
+
+def main() -> int:
+    repo = sys.argv[1]
+    sys.path[:0] = [repo, repo + "/tests/kernel"]
+    from exec_harness import exec_only_ebpf_dir
+
+    from pycontain.actuate.cgroups import AgentCgroup
+    from pycontain.core.kernel_rules import compile_policy
+    from pycontain.core.policy import builtin_policy
+    from pycontain.kernel.loader import Probes
+
+    os.environ["PYCONTAIN_EBPF_DIR"] = str(exec_only_ebpf_dir(Path(tempfile.mkdtemp())))
+    probes = Probes(ringbuf_pages=256)
+    t0 = time.time()
+    probes.load()
+    load_s = time.time() - t0
+    probes.set_tables(compile_policy(builtin_policy("default")))
+    cg = AgentCgroup.create("progcost")
+    probes.track_cgroup(cg.v2_path, 7)
+
+    def join() -> None:
+        for f in cg.procs_files():
+            with open(f, "w") as fh:
+                fh.write(str(os.getpid()))
+
+    with open(STATS, "w") as fh:
+        fh.write("1")
+    try:
+        before = prog_stats()
+        subprocess.run([sys.executable, "-c", LOOP], preexec_fn=join, check=True)
+        for _ in range(5):
+            probes.poll(10)
+        after = prog_stats()
+    finally:
+        with open(STATS, "w") as fh:
+            fh.write("0")
+        probes.untrack_cgroup(cg.v2_path)
+        cg.remove()
+        probes.close()
+    for fd, (rt, rc) in after.items():
+        rt0, rc0 = before.get(fd, (0, 0))
+        if rc > rc0:
+            print(f"prog fd {fd}: runs {rc - rc0} ns/run {(rt - rt0) / (rc - rc0):.0f}")
+    print(f"load_s {load_s:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

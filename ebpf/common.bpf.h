@@ -31,9 +31,6 @@ BPF_PERCPU_ARRAY(pc_lost, u64, 1);              /* records the kernel could not 
  * records whose agent could not be entered (map full). User space freezes
  * an agent whose count moved until it has caught up (app/loss.py). */
 BPF_HASH(pc_agent_lost, u32, u64, 4096);
-/* tgid -> 1: agent tasks stopped (SIGSTOP) because their exec record was
- * lost; user space judges them from /proc, then kills or continues them. */
-BPF_HASH(pc_held, u32, u32, 4096);
 BPF_ARRAY(pc_config, struct pc_config, 1);
 #define PC_AGENTS_MAX 4096              /* mirrored in core/capacity.py (issue 13) */
 BPF_HASH(pc_agents, u64, u32, PC_AGENTS_MAX);   /* tracked cgroup v2 id -> agent id */

@@ -16,50 +16,13 @@
  * then flips pc_exec_dfa_ctl[0], so a policy reload never opens a gap.
  */
 
-#include "common.bpf.h"
+#include "exe.bpf.h"
 
-#define PC_DFA_STATES 1088     /* >= 2 roots + PC_MAX_PATTERNS * PC_PATTERN_LEN */
-#define PC_DFA_CLASSES 128     /* byte classes; 0 = byte in no pattern */
-#define PC_DFA_MATCH_SHIFT 16  /* entry = next state | rule id << 16 */
-
-#define PC_EXEC_NAMES_MAX 1024  /* mirrored in core/capacity.py (issue 13) */
-BPF_HASH(pc_exec_names, struct pc_name_key, u32, PC_EXEC_NAMES_MAX);  /* basename -> rule id */
-BPF_ARRAY(pc_exec_patterns, struct pc_pattern, PC_MAX_PATTERNS);  /* source of the automaton */
-/* pc_exec_dfa_ctl slots: the active bank, then per bank (+ bank) the args
- * root state, the basename pattern count and the args pattern count.
- * Basename root is state 0. */
-#define PC_CTL_BANK 0
-#define PC_CTL_ARGS_ROOT 1
-#define PC_CTL_BASENAME_COUNT 3
-#define PC_CTL_ARGS_COUNT 5
-BPF_ARRAY(pc_exec_dfa_ctl, u32, 8);
-BPF_ARRAY(pc_exec_dfa_class, u32, 2 * 256);
-BPF_ARRAY(pc_exec_dfa, u32, 2 * PC_DFA_STATES * PC_DFA_CLASSES);
-BPF_PERCPU_ARRAY(pc_exec_scratch, struct pc_exec, 1);  /* 1.3 KiB record: too big for the stack */
-/* The basename key lives in a map value, not on the stack: the verifier does
- * not track bytes stored in map values, so the case-folding branches do not
- * multiply its states (on the stack they did, past the 1M-insn limit). */
-BPF_PERCPU_ARRAY(pc_exec_key, struct pc_name_key, 1);
+BPF_PERCPU_ARRAY(pc_exec_scratch, struct pc_exec, 1);  /* 1.6 KiB record: too big for the stack */
 
 /* ---- task fields at BTF offsets ------------------------------------------ */
 
 #ifdef PC_HAVE_BTF_OFFSETS
-static __always_inline u64 pc_read_ptr(const void *base, u64 off)
-{
-	u64 v = 0;
-	if (base)
-		bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u32 pc_read_u32(const void *base, u64 off)
-{
-	u32 v = 0;
-	if (base)
-		bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
 /* Relies on: task_struct.real_parent and group_leader being valid while the
  * task runs (RCU-protected; the reads are fault-tolerant probe reads). */
 static __always_inline void pc_fill_lineage(struct pc_header *h, const void *task)
@@ -118,38 +81,6 @@ static __always_inline void pc_read_argv(struct pc_exec *e)
 
 /* ---- verdict ------------------------------------------------------------- */
 
-/* Feed bytes to the automaton from state `root`; returns the rule id of the
- * first pattern found, 0 if none. `n` is bounded by the caller. */
-static __always_inline u32 pc_dfa_scan(const char *buf, u32 n, u32 max, u32 bank, u32 root)
-{
-	u32 state = root;
-	for (u32 i = 0; i < PC_ARGS_LEN; i++) {
-		if (i >= n || i >= max)
-			break;
-		u32 cidx = bank * 256 + (u8)buf[i & (PC_ARGS_LEN - 1)];
-		u32 *cls = pc_exec_dfa_class.lookup(&cidx);
-		if (!cls)
-			return 0;
-		u32 c = *cls;
-		if (c >= PC_DFA_CLASSES || state >= PC_DFA_STATES)
-			return 0;
-		u32 tidx = (bank * PC_DFA_STATES + state) * PC_DFA_CLASSES + c;
-		u32 *next = pc_exec_dfa.lookup(&tidx);
-		if (!next)
-			return 0;
-		if (*next >> PC_DFA_MATCH_SHIFT)
-			return *next >> PC_DFA_MATCH_SHIFT;
-		state = *next & 0xFFFF;
-	}
-	return 0;
-}
-
-static __always_inline u32 pc_ctl(u32 i)
-{
-	u32 *v = pc_exec_dfa_ctl.lookup(&i);
-	return v ? *v : 0;
-}
-
 /* Lower-cased basename of e->filename into key (NUL padded; e->filename is
  * zeroed past its end). Loops have fixed trip counts and no data-dependent
  * exits, and loop-carried values live in map values (the '/' offset in
@@ -172,19 +103,29 @@ static __always_inline void pc_basename_key(struct pc_exec *e, struct pc_name_ke
 	}
 }
 
-/* Returns the rule id of the first deny rule matching, 0 if none. */
-static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key *key)
+/* Returns the rule id of the first deny rule the name passed to execve or
+ * the argv matches, 0 if none; *hold when a hold pattern matched. */
+static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key *key, u32 *hold)
 {
 	u32 *rule = pc_exec_names.lookup(key);
-	if (rule && *rule)
-		return *rule;
+	if (rule && *rule) {
+		if (*rule == PC_RULE_HOLD)
+			*hold = 1;
+		else
+			return *rule;
+	}
 
 	u32 bank = pc_ctl(PC_CTL_BANK) & 1;
 	u32 hit = 0;
 	if (pc_ctl(PC_CTL_BASENAME_COUNT + bank))
-		hit = pc_dfa_scan(key->name, PC_NAME_LEN, PC_NAME_LEN, bank, 0);
-	if (!hit && pc_ctl(PC_CTL_ARGS_COUNT + bank))
-		hit = pc_dfa_scan(e->args, e->args_len, PC_ARGS_LEN, bank, pc_ctl(PC_CTL_ARGS_ROOT + bank));
+		hit = pc_dfa_scan(key->name, PC_NAME_LEN, PC_NAME_LEN, bank, 0, 1, hold);
+	if (!hit && pc_ctl(PC_CTL_ARGS_COUNT + bank)) {
+		hit = pc_dfa_scan(e->args, e->args_len, PC_ARGS_LEN, bank, pc_ctl(PC_CTL_ARGS_ROOT + bank), 0, hold);
+		/* argument rules cannot see past what was read: user space reads
+		 * the whole argv of the held process (or fails closed) */
+		if (e->h.flags & PC_F_ARGS_TRUNCATED)
+			*hold = 1;
+	}
 	return hit;
 }
 
@@ -192,7 +133,7 @@ static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key
  * judge it), a host one (trace --all) in pc_events, where a host exec flood
  * cannot crowd out agent verdicts. An agent exec whose record cannot be
  * queued is not left running unjudged: in enforce mode the task is stopped
- * (SIGSTOP cannot be caught or ignored) and entered in pc_held; user space
+ * (SIGSTOP cannot be caught or ignored) and entered in pc_exec_held; user space
  * sees the agent's loss count move, freezes the agent, judges its processes
  * from /proc and kills or continues them (app/loss.py).
  * Relies on: bpf_send_signal acting on the current task before it returns
@@ -204,11 +145,30 @@ static __always_inline void pc_exec_output(struct pc_config *cfg, struct pc_exec
 	if (!err)
 		return;
 	pc_count_agent_lost(agent);
-	if (!agent || (e->h.flags & PC_F_KILLED) || !cfg || cfg->mode != PC_MODE_ENFORCE)
+	if (!agent || (e->h.flags & (PC_F_KILLED | PC_F_HELD)) || !cfg || cfg->mode != PC_MODE_ENFORCE)
 		return;
-	u32 held = 1;
-	pc_held.update(&e->h.pid, &held);
-	bpf_send_signal(PC_SIGSTOP);
+	/* the same hold as a user-space verdict's (pc_exec_held: the syscall
+	 * gate and the hold timeout apply); no room to hold it: kill it */
+	if (pc_hold_current(&e->h.flags))
+		bpf_send_signal(PC_SIGKILL);
+}
+
+/* The file the new image runs: mm->exe_file (set by begin_new_exec before
+ * this tracepoint; for a #! script it is the interpreter, the script being
+ * the filename). Judged by its own identity (exe.bpf.h).
+ * Relies on: current->mm being the new image's mm at sched_process_exec. */
+static __always_inline u32 pc_exec_file_verdict(struct pc_exec *e, struct pc_config *cfg, u32 agent,
+						struct pc_name_key *key, u32 *hold)
+{
+	__builtin_memset(&e->exe, 0, sizeof(e->exe));
+#ifdef PC_HAVE_FILE_OFFSETS
+	const void *task = (const void *)bpf_get_current_task();
+	const void *mm = (const void *)pc_read_ptr(task, PC_OFF_TASK_MM);
+	const void *file = (const void *)pc_read_ptr(mm, PC_OFF_MM_EXE_FILE);
+	if (file)
+		return pc_judge_file(file, &e->exe, cfg, agent, &e->h.flags, key, hold);
+#endif
+	return 0;
 }
 
 /* ---- hooks -------------------------------------------------------------- */
@@ -216,7 +176,9 @@ static __always_inline void pc_exec_output(struct pc_config *cfg, struct pc_exec
 /* Relies on: sched_process_exec fires in the exec'ing task after the new
  * image is committed (point of no return passed) and before it returns to
  * user space; bpf_send_signal(SIGKILL) queues a fatal signal that is acted
- * on at that return, so the new image never executes one instruction. */
+ * on at that return, so the new image never executes one instruction, and
+ * bpf_send_signal(SIGSTOP) stops it there (held, until user space sends
+ * SIGCONT or SIGKILL; see pc_hold_current). */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
 	struct pc_config *cfg = pc_cfg();
@@ -244,12 +206,25 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		pc_basename_key(e, key);
 	pc_read_argv(e);
 
+	u32 *hold = pc_exec_hold.lookup(&zero);
+	if (!hold)
+		return 0;
+	*hold = 0;
 	if (agent) {
-		u32 rule = pc_exec_verdict(e, key);
+		u32 rule = pc_exec_verdict(e, key, hold);
+		u32 file_rule = pc_exec_file_verdict(e, cfg, agent, key, hold);
+		if (!rule)
+			rule = file_rule;
+		if (cfg && (cfg->flags & PC_CFG_EXEC_HOLD_ALL))
+			*hold = 1;
+		if (!rule && *hold && cfg && cfg->mode != PC_MODE_MONITOR && pc_hold_current(&e->h.flags))
+			rule = PC_RULE_HOLD;        /* could not hold it: fail closed */
 		if (rule) {
 			e->h.rule_id = rule;
 			e->h.verdict = pc_deny_verdict_kill(cfg, &e->h.flags);
 		}
+	} else {
+		__builtin_memset(&e->exe, 0, sizeof(e->exe));
 	}
 	/* The verdict is enforced above even if the record cannot be queued. */
 	pc_exec_output(cfg, e, agent);

@@ -19,6 +19,7 @@ typedef uint8_t u8;
 typedef uint16_t u16;
 typedef uint32_t u32;
 typedef int32_t s32;
+typedef int64_t s64;
 typedef uint64_t u64;
 #endif
 
@@ -29,12 +30,13 @@ typedef uint64_t u64;
 #define PC_PAYLOAD_LEN 64       /* stratum payload snippet */
 #define PC_NAME_LEN 64          /* exec basename key */
 #define PC_PATTERN_LEN 32       /* exec substring pattern */
-#define PC_MAX_PATTERNS 32
+#define PC_MAX_PATTERNS 64       /* issue 11: prefix globs and hold filters need room */
 #define PC_MAX_LEVELS 32        /* cgroup depth checked for tracked ancestors */
 #define PC_CGPATH_LEN 256       /* cgroup v2 path kept (issue 10: birth, boundary) */
 #define PC_BIRTH_STATES 128     /* birth selector automaton states (ebpf/boundary.c) */
 #define PC_BIRTH_CLASSES 64     /* its byte classes */
 #define PC_BIRTH_AGENT_BASE 0x80000000u /* kernel-born agent ids: base | (cgroup id & 0x7fffffff) */
+#define PC_EXE_NAME_LEN 256     /* a dentry name is at most NAME_MAX (255) bytes: read whole */
 
 enum pc_event_type {
 	PC_EV_EXEC = 1,
@@ -48,6 +50,7 @@ enum pc_event_type {
 	PC_EV_CGROUP_BIRTH = 9,  /* a new cgroup matched a selector: marked an agent in the kernel */
 	PC_EV_BOUNDARY = 10,     /* an agent task moved out of its agent's cgroup */
 	PC_EV_PACKET = 15,   /* issue 12: a packet denied by cgroup_skb egress (struct pc_net) */
+	PC_EV_EXEC_MAP = 12, /* issue 11: a file mapped executable (mmap PROT_EXEC) judged like an exec */
 };
 
 enum pc_verdict {
@@ -65,6 +68,10 @@ enum pc_flags {
 	PC_F_OTHER_MOVER = 1 << 5, /* boundary: moved by another task; user space must kill it */
 	PC_F_SOURCE_ROUTED = 1 << 9, /* issue 12: IPv4 source route / IPv6 routing header */
 	PC_F_LOOPBACK = 1 << 10,   /* issue 12: the destination was judged as loopback */
+	/* issue 11: bits 6-8 */
+	PC_F_HELD = 1 << 6,        /* exec stopped (SIGSTOP) until user space decides */
+	PC_F_FILELESS = 1 << 7,    /* the file has no name on any filesystem (memfd, deleted, O_TMPFILE) */
+	PC_F_UNTRUSTED = 1 << 8,   /* exec.trusted is on and the file fails it */
 };
 
 struct pc_header {
@@ -84,6 +91,26 @@ struct pc_header {
 	char comm[PC_COMM_LEN];
 };
 
+/* issue 11: the file the kernel actually runs, read from its struct file
+ * (never from the name the caller passed). */
+struct pc_exe {
+	u64 dev;               /* st_dev of the file, kernel encoding (major << 20 | minor) */
+	u64 ino;
+	s64 mtime_sec;
+	u32 nlink;             /* 0: deleted / O_TMPFILE */
+	u32 uid;               /* owner */
+	u32 mode;
+	u32 name_len;          /* length of the dentry name */
+	char name[PC_EXE_NAME_LEN]; /* the file's own dentry name (links resolved), whole */
+};
+
+/* Rule ids the kernel uses for issue 11's checks (above any policy rule id;
+ * the automaton packs ids in 16 bits). PC_RULE_HOLD marks a name or pattern
+ * whose verdict needs user space: the exec is held, not denied. */
+#define PC_RULE_HOLD 0xFFFF
+#define PC_RULE_FILELESS 0xFFFE
+#define PC_RULE_UNTRUSTED 0xFFFD
+
 struct pc_exec {
 	struct pc_header h;
 	u32 argc;              /* real argc, may exceed what was kept */
@@ -91,6 +118,15 @@ struct pc_exec {
 	u16 args_len;          /* bytes used in args */
 	char filename[PC_FILENAME_LEN];
 	char args[PC_ARGS_LEN];
+	struct pc_exe exe;     /* issue 11: mm->exe_file, the ELF that runs (interpreter of a #! script) */
+};
+
+/* issue 11: mmap(PROT_EXEC) of a file by an agent (how ld.so runs a program) */
+struct pc_exec_map {
+	struct pc_header h;
+	u32 prot;
+	u32 fd;
+	struct pc_exe exe;
 };
 
 struct pc_fork {
@@ -182,6 +218,10 @@ enum pc_config_flags {
 	PC_CFG_DETECT_STRATUM = 1 << 3,
 	PC_CFG_TRACE_ALL = 1 << 4,        /* emit exec/fork/exit for every process */
 	PC_CFG_BIRTH = 1 << 5,            /* mark new cgroups matching the birth automaton (issue 10) */
+	/* issue 11: bits 8-10 */
+	PC_CFG_EXEC_HOLD_ALL = 1 << 8,    /* every agent exec waits for user space (allow-list, path globs) */
+	PC_CFG_EXEC_FILELESS_DENY = 1 << 9, /* kill fileless execs (exec.fileless: deny) */
+	PC_CFG_EXEC_TRUSTED = 1 << 10,    /* kill execs of files exec.trusted does not admit */
 };
 
 struct pc_config {
@@ -210,6 +250,12 @@ struct pc_lpm6 {
 
 struct pc_name_key {
 	char name[PC_NAME_LEN];  /* lower-cased basename, NUL padded */
+};
+
+/* issue 11: a directory exec.trusted admits, by identity */
+struct pc_dev_ino {
+	u64 dev;                 /* kernel encoding */
+	u64 ino;
 };
 
 enum pc_pattern_where { PC_PAT_BASENAME = 0, PC_PAT_ARGS = 1 };

@@ -127,13 +127,50 @@ class Actuator:
                     return f"skipped: pid {d.pid} already exited"
                 if not same_start(d.start_ns, now_ns):
                     return f"skipped: pid {d.pid} is another process now (pid reused)"
+            family = descendants(d.pid, cg.pids(), self.proc_root)   # before the kill: it reparents them
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             except ProcessLookupError:
                 return f"skipped: pid {d.pid} already exited"
+            self._kill_descendants(family)
             return "done"
         finally:
             os.close(pidfd)
+
+    @staticmethod
+    def _kill_descendants(pids: list[int]) -> None:
+        """issue 11: a violator's children die with it (a tunnel that forked
+        into the background must not outlive its parent)."""
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def proc_ppid(pid: int, proc_root: str = "/proc") -> int:
+    with open(f"{proc_root}/{pid}/stat", "rb") as fh:
+        data = fh.read()
+    return int(data[data.rindex(b")") + 2:].split()[1])
+
+
+def descendants(root: int, pids: list[int], proc_root: str = "/proc") -> list[int]:
+    """The pids among `pids` (the agent cgroup's) descending from `root`, by
+    parent links read from /proc. A child already reparented away (double
+    fork) is not found here; it is still inside the agent cgroup."""
+    parent: dict[int, int] = {}
+    for p in pids:
+        try:
+            parent[p] = proc_ppid(p, proc_root)
+        except (OSError, ValueError, IndexError):
+            continue
+    out: list[int] = []
+    frontier = {root}
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier and p not in out and p != root]
+        out += kids
+        frontier = set(kids)
+    return out
 
 
 def clock_tick_ns() -> int:

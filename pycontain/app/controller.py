@@ -17,14 +17,19 @@ event of a tracked agent is reported.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import signal
 import threading
+from collections import deque
 from typing import Any
 
+from ..actuate import held
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
 from ..core.errors import PycontainError
-from ..core.events import ConfigFlag, Event, Mode, Verdict
+from ..core.events import ConfigFlag, Event, ExecEvent, Flag, Mode, Verdict
 from ..core.gpu_rules import GpuRules
 from ..core.kernel_rules import KernelTables, compile_policy
 from ..core.records import decision_records, event_record
@@ -43,6 +48,7 @@ __all__ = ["SAMPLE_INTERVAL_S", "Controller", "boot_to_wall_offset"]
 log = logging.getLogger("pycontain")
 
 SAMPLE_INTERVAL_S = 1.0
+HOLD_TIMEOUT_S = 2.0      # a held exec nobody decided on by then is killed (lost record: fail closed)
 
 
 class Controller:
@@ -69,6 +75,8 @@ class Controller:
         self.resolver: Resolver | None = None
         self.handler_errors = 0           # decisions collected in the callback that failed later
         self._pending: list[Decision] = []
+        self._held: list[tuple[int, int]] = []   # (pid, boot ns of the exec) held at exec (issue 11)
+        self.hold_ns: deque[int] = deque(maxlen=10_000)   # exec -> release, for scripts/bench_exec_hold.py
         self._gpu_use_log = GpuUseLog()
         self._offset = self.clock.boot_offset()
         self._last_sample = 0.0
@@ -195,6 +203,7 @@ class Controller:
         self.probes.track_cgroup(cgroup.v2_path, agent_id)
         if self.engine is not None:
             self.engine.add_agent(agent_id, name)    # the engine's names map is self.names
+            self.engine.set_agent_since(name, self.clock.wall())
         else:
             self.names[agent_id] = name
         self.cgroups[name] = cgroup
@@ -234,6 +243,8 @@ class Controller:
         if ev.kind == "cgroup_birth" and self.on_birth is not None:
             self.on_birth(ev)     # the daemon adopts it after the poll
         name = self.names.get(ev.h.agent_id, "host")
+        if isinstance(ev, ExecEvent) and ev.h.flags & Flag.HELD and not self.observe_only:
+            ev = self._held_exec(ev)     # read before the record: it names the file and the whole argv
         rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
         # routine lines are flushed after the poll (drain); a denied one now
         self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
@@ -251,6 +262,14 @@ class Controller:
         assert self.engine is not None      # not observe-only: start() built it
         self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
 
+    def _held_exec(self, ev: ExecEvent) -> ExecEvent:
+        """An exec the kernel holds for this verdict (issue 11): judged on the
+        whole argv and the kernel's path of the file, read while it cannot run."""
+        self._held.append((ev.h.pid, ev.h.ts_ns))
+        argv = held.full_argv(ev.h.pid) if ev.args_truncated else None
+        return dataclasses.replace(ev, real_path=held.real_path(ev.h.pid), argv=argv or ev.argv,
+                                   full_argv=argv is not None)
+
     def apply_pending(self) -> None:
         """Carry out the decisions collected during the last poll. One that
         fails is logged and counted (handler errors), the rest still go."""
@@ -261,6 +280,41 @@ class Controller:
             except Exception:
                 self.handler_errors += 1
                 log.exception("carrying out %s for %s failed", d.action.value, d.agent)
+        self._settle_held(pending)
+
+    def _settle_held(self, decided: list[Decision]) -> None:
+        """Release the held execs of this batch that no decision stopped; the
+        others are killed here too (a kill the actuator skipped or that failed
+        must not leave a held program to be continued by someone else)."""
+        held_pids, self._held = self._held, []
+        if not held_pids or self.probes is None:
+            return
+        stop = {d.pid for d in decided if d.action == Action.KILL_PROCESS and not d.monitor}
+        stop_agents = {d.agent for d in decided if d.action == Action.KILL and not d.monitor}
+        for pid, ts_ns in held_pids:
+            info = self.engine.processes.lookup(pid) if self.engine is not None else None
+            if pid in stop or (info is not None and info.agent in stop_agents):
+                self._kill_held(pid)
+            elif self.probes.release_held(pid):
+                self.hold_ns.append(self.clock.boot_ns() - ts_ns)
+
+    def _kill_held(self, pid: int) -> None:
+        assert self.probes is not None
+        try:
+            os.kill(pid, signal.SIGKILL)   # stopped since its exec: the pid cannot have been reused
+        except ProcessLookupError:
+            pass
+        self.probes.settle_held(pid)
+
+    def _expire_held(self) -> None:
+        """Fail closed: a held exec whose record never arrived (ring full,
+        decode error) is killed after HOLD_TIMEOUT_S."""
+        assert self.probes is not None
+        now_ns = self.clock.boot_ns()
+        for pid, since_ns in self.probes.held_pids().items():
+            if now_ns - since_ns > HOLD_TIMEOUT_S * 1e9:
+                log.warning("held exec %d undecided after %.1fs: killed", pid, HOLD_TIMEOUT_S)
+                self._kill_held(pid)
 
     def apply(self, decisions: list[Decision]) -> None:
         for d in decisions:
@@ -322,6 +376,8 @@ class Controller:
             if self.engine is not None:
                 self._sample_cgroups(now)
             self._publish_losses()
+            if self.engine is not None:
+                self._expire_held()
             if self.resolver and self.resolver.due(now) and self.resolver.refresh(now):
                 self._rewrite_tables()
         gpu_interval = self.policy.gpu.sample_interval_s if self.policy is not None else SAMPLE_INTERVAL_S

@@ -31,6 +31,7 @@ class Clock:
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     boot_offset: Callable[[], float] = boot_to_wall_offset
+    boot_ns: Callable[[], int] = lambda: time.clock_gettime_ns(time.CLOCK_BOOTTIME)   # held-exec timeouts
 
 
 def dns_lookup(name: str) -> list[str]:

@@ -2,7 +2,8 @@
 
 The kernel counts every record it could not queue, per agent (map
 ``pc_agent_lost``, ebpf/common.bpf.h), and stops (SIGSTOP) an agent task
-whose exec record was lost, entering it in ``pc_held``. After each poll the
+whose exec record was lost, entering it in ``pc_exec_held`` (the same hold as
+an exec waiting for a user-space verdict, ebpf/exe.bpf.h). After each poll the
 controller asks :class:`LossGuard` to look: when an agent's count moved, the
 agent is frozen (cgroup freezer) until the controller has caught up: the
 rings are drained, every process of the agent is judged again from /proc
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from typing import TYPE_CHECKING
 
@@ -137,14 +137,11 @@ class LossGuard:
         n = 0
         for pid in probes.held_pids():
             if pid in mine:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                    n += 1
-                except ProcessLookupError:
-                    pass
-            elif os.path.exists(f"/proc/{pid}"):
-                continue          # another agent's: its own catch-up continues it
-            probes.release_held(pid)
+                # out of pc_exec_held first, then SIGCONT (the syscall gate
+                # kills a held task that runs while it is still listed)
+                n += probes.release_held(pid)
+            elif not os.path.exists(f"/proc/{pid}"):
+                probes.settle_held(pid)   # gone; another agent's live one is its own catch-up's
         return n
 
 

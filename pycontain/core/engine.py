@@ -25,6 +25,7 @@ from .events import (
     BoundaryEvent,
     Event,
     ExecEvent,
+    ExecMapEvent,
     ExitEvent,
     Flag,
     ForkEvent,
@@ -63,6 +64,7 @@ class Engine:
         self.names: dict[int, str] = {}
         self._cpu: dict[str, tuple[float, float]] = {}      # agent -> (now, cumulative seconds)
         self._cpu_hot: dict[str, int] = {}
+        self.agent_since: dict[str, float] = {}             # agent -> wall-clock start (issue 11)
         self.resolved = dict(resolved or {})
         self.replace_policy(policy, rules)
 
@@ -84,6 +86,9 @@ class Engine:
                                    if f"exec.deny[{i}]" not in kernel_names)
         self._user_args = GlobList((f"exec.deny_args[{i}]", g) for i, g in enumerate(ex.deny_args)
                                    if f"exec.deny_args[{i}]" not in kernel_names)
+        # a held exec (issue 11) is judged on all rules: the kernel saw only part of its argv
+        self._all_exec = GlobList((f"exec.deny[{i}]", g) for i, g in enumerate(ex.deny))
+        self._all_args = GlobList((f"exec.deny_args[{i}]", g) for i, g in enumerate(ex.deny_args))
         self._prog_args = [(f"exec.deny_program_args[{i}]", p, a) for i, (p, a) in enumerate(ex.deny_program_args)]
         self._prog_names = GlobList((rule, p) for rule, p, _a in self._prog_args)
         self._nets = self._net_rules(policy)
@@ -114,6 +119,7 @@ class Engine:
         self.escalator.forget_agent(name)
         self._cpu.pop(name, None)
         self._cpu_hot.pop(name, None)
+        self.agent_since.pop(name, None)
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -193,14 +199,50 @@ class Engine:
         if h.verdict != Verdict.ALLOW:
             return self._kernel_violation(ev, agent, now, "exec",
                                           f"exec {fname} denied in the kernel: killed before it ran")
-        hit = self._user_exec_rule(ev.filename, ev.argv)
+        held = bool(h.flags & Flag.HELD)
+        hit = self._user_exec_rule(ev.filename, ev.argv, everything=held)
+        if hit is None and ev.real_path and ev.real_path != ev.filename:
+            hit = self._user_exec_rule(ev.real_path, ev.argv, everything=held)   # the file that runs (issue 11)
         if hit is None:
-            return []
+            hit = self._truncated_args(ev)
+        if hit is None:
+            return self._exec_alerts(ev, agent)
         rule, why = hit
+        if rule == "exec.truncated_args" and self.policy.exec.truncated_args == "alert":
+            return [Decision(agent=agent, rule=rule, action=Action.ALERT, reason=f"exec {fname}: {why}",
+                             pid=h.pid, start_ns=info.start_ns, monitor=self.monitor)]
         return self._escalate(agent, rule, "exec", now, f"exec {fname}: {why}", pid=h.pid, start_ns=info.start_ns,
                               user_space=True)
 
-    def _user_exec_rule(self, filename: bytes, argv: Sequence[bytes]) -> tuple[str, str] | None:
+    def _truncated_args(self, ev: ExecEvent) -> tuple[str, str] | None:
+        """issue 11: argument rules that could not see the whole argv fail closed."""
+        ex = self.policy.exec
+        if not ev.args_truncated or ev.full_argv or not (ex.deny_args or ex.deny_program_args):
+            return None
+        return "exec.truncated_args", "argv longer than the kernel reads and not readable whole"
+
+    def set_agent_since(self, name: str, wall_s: float) -> None:
+        """When the agent started (wall clock): files modified since are its own drops."""
+        self.agent_since[name] = wall_s
+
+    def _exec_alerts(self, ev: ExecEvent, agent: str) -> list[Decision]:
+        """issue 11: what the default policy records without blocking: fileless
+        execution under `exec.fileless: alert`, and files the agent wrote or
+        modified since it started (drop-and-execute)."""
+        h, exe = ev.h, ev.exe
+        fname = safe_text(ev.filename, 256)
+        out = []
+        if h.flags & Flag.FILELESS and self.policy.exec.fileless == "alert":
+            out.append(("exec.fileless", f"exec {fname}: fileless (memfd, deleted or O_TMPFILE file)"))
+        since = self.agent_since.get(agent)
+        if exe.known and since is not None and exe.mtime_sec >= int(since) and \
+                (exe.uid == h.uid or exe.mode & 0o002):
+            out.append(("exec.agent_written", f"exec {fname}: {safe_text(exe.name, 256)} was written by the agent"))
+        return [Decision(agent=agent, rule=r, action=Action.ALERT, reason=why, pid=h.pid,
+                         start_ns=h.start_ns or None, monitor=self.monitor) for r, why in out]
+
+    def _user_exec_rule(self, filename: bytes, argv: Sequence[bytes],
+                        everything: bool = False) -> tuple[str, str] | None:
         path = filename.decode(errors="replace")
         base = os.path.basename(path)
         args = [a.decode(errors="replace") for a in argv]
@@ -210,10 +252,10 @@ class Engine:
             return fnmatch.fnmatchcase((p if "/" in glob else b).lower(), glob.lower())
         if ex.mode == "allow-list" and self._exec_allow.first(path, base) is None:
             return "exec.allow", "not on the exec allow-list"
-        hit = self._user_exec.first(path, base)
+        hit = (self._all_exec if everything else self._user_exec).first(path, base)
         if hit is not None:
             return hit[0], f"matches {hit[1]!r}"
-        hit = self._user_args.first_arg(args)
+        hit = (self._all_args if everything else self._user_args).first_arg(args)
         if hit is not None:
             return hit[0], f"an argument matches {hit[1]!r}"
         if self._prog_args:
@@ -344,7 +386,16 @@ class Engine:
         return [Decision(agent=agent, rule=BOUNDARY_RULE, action=action, reason=reason, pid=ev.moved_pid,
                          monitor=monitor)]
 
+    def _on_exec_map(self, ev: ExecMapEvent, agent: str, now: float) -> list[Decision]:
+        """issue 11: a file mapped executable, judged by the kernel like an exec."""
+        if ev.h.verdict == Verdict.ALLOW:
+            return []
+        name = safe_text(ev.exe.name, 256)
+        return self._kernel_violation(ev, agent, now, "exec",
+                                      f"executable mapping of {name} denied in the kernel: killed before it ran")
+
     _HANDLERS: ClassVar[dict[type[Event], _Handler]] = {
+        ExecMapEvent: _on_exec_map,
         ForkEvent: _on_fork, ExitEvent: _on_exit, ExecEvent: _on_exec, StratumEvent: _on_stratum,
         NetEvent: _on_net, SocketEvent: _on_socket, BoundaryEvent: _on_boundary,
     }

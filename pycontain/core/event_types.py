@@ -32,6 +32,7 @@ from .events import (
     CBoundary,
     CCgroupBirth,
     CExec,
+    CExecMap,
     CExit,
     CFork,
     CgroupBirthEvent,
@@ -44,6 +45,8 @@ from .events import (
     Event,
     EventType,
     ExecEvent,
+    ExecMapEvent,
+    ExeIdentity,
     ExitEvent,
     Flag,
     ForkEvent,
@@ -52,6 +55,7 @@ from .events import (
     StratumEvent,
     TcpStateEvent,
     addr_text,
+    exe_identity,
     from_record,
     header_at,
     net_fields,
@@ -106,20 +110,52 @@ def _decode_exec(data: bytes) -> ExecEvent:
     args = data[off: off + min(c.args_len, ARGS_LEN)]
     argv = tuple(args.rstrip(b"\0").split(b"\0")) if args.strip(b"\0") else ()
     fname = bytes(c.filename)[: min(c.filename_len, FILENAME_LEN)].split(b"\0", 1)[0]
-    return ExecEvent(h=header_at(data), filename=fname, argv=argv, argc=c.argc)
+    return ExecEvent(h=header_at(data), filename=fname, argv=argv, argc=c.argc, exe=exe_identity(c.exe))
+
+
+_FILE_FLAGS = ((Flag.HELD, "held"), (Flag.FILELESS, "fileless"), (Flag.UNTRUSTED, "untrusted"))
+
+
+def _record_exe(exe: ExeIdentity, flags: Flag, rec: Record) -> None:
+    """The file that ran (issue 11): the audit record names it by its own
+    identity, next to the name the caller used."""
+    if exe.known:
+        rec["exe"] = {"name": safe_text(exe.name, 512), "dev": exe.dev, "ino": exe.ino, "nlink": exe.nlink,
+                      "uid": exe.uid, "mode": exe.mode, "mtime": exe.mtime_sec}
+    for bit, key in _FILE_FLAGS:
+        if flags & bit:
+            rec[key] = True
 
 
 def _record_exec(ev: ExecEvent, rec: Record) -> None:
     rec["filename"] = safe_text(ev.filename, 1024)
     rec["argv"] = [safe_text(a, ARG_LIMIT) for a in ev.argv[:ARGV_LIMIT]]
     rec["argc"] = ev.argc
-    if ev.args_truncated or len(ev.argv) > ARGV_LIMIT:
+    if (ev.args_truncated and not ev.full_argv) or len(ev.argv) > ARGV_LIMIT:
         rec["argv_truncated"] = True
+    if ev.real_path:
+        rec["real_path"] = safe_text(ev.real_path, 4096)
+    _record_exe(ev.exe, ev.h.flags, rec)
 
 
 def _describe_exec(rec: Record, who: str) -> str:
     argv = " ".join(rec.get("argv") or []) or rec.get("filename", "")
     return f"exec {rec.get('filename')} [{argv}] {who}"
+
+
+def _decode_exec_map(data: bytes) -> ExecMapEvent:
+    c = from_record(CExecMap, data)
+    return ExecMapEvent(h=header_at(data), prot=c.prot, fd=c.fd, exe=exe_identity(c.exe))
+
+
+def _record_exec_map(ev: ExecMapEvent, rec: Record) -> None:
+    rec["prot"] = ev.prot
+    rec["fd"] = ev.fd
+    _record_exe(ev.exe, ev.h.flags, rec)
+
+
+def _describe_exec_map(rec: Record, who: str) -> str:
+    return f"exec-map {(rec.get('exe') or {}).get('name', '?')} {who}"
 
 
 # ---- fork / exit ---------------------------------------------------------------
@@ -261,6 +297,8 @@ EVENT_TYPES: dict[EventType, AnySpec] = {s.type: s for s in (
               _record_birth, _describe_birth),
     EventSpec(EventType.BOUNDARY, "pc_boundary", CBoundary, BoundaryEvent, _decode_boundary, _record_boundary,
               _describe_boundary),
+    EventSpec(EventType.EXEC_MAP, "pc_exec_map", CExecMap, ExecMapEvent, _decode_exec_map, _record_exec_map,
+              _describe_exec_map, "exec"),
 )}
 
 BY_KIND: dict[str, AnySpec] = {s.kind: s for s in EVENT_TYPES.values()}

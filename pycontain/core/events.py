@@ -25,10 +25,15 @@ ARGS_LEN = 1024
 PAYLOAD_LEN = 64
 NAME_LEN = 64
 PATTERN_LEN = 32
-MAX_PATTERNS = 32
+MAX_PATTERNS = 64
 MAX_LEVELS = 32
 CGPATH_LEN = 256          # issue 10: cgroup v2 path kept in birth / boundary records
 BIRTH_AGENT_BASE = 0x80000000  # kernel-born agent ids: base | (cgroup id & 0x7fffffff)
+EXE_NAME_LEN = 256
+# rule ids of issue 11's kernel checks (PC_RULE_* of ebpf/pycontain.h)
+RULE_HOLD = 0xFFFF
+RULE_FILELESS = 0xFFFE
+RULE_UNTRUSTED = 0xFFFD
 
 
 class EventType(enum.IntEnum):
@@ -43,6 +48,7 @@ class EventType(enum.IntEnum):
     CGROUP_BIRTH = 9    # issue 10
     BOUNDARY = 10       # issue 10
     PACKET = 15      # issue 12: a packet denied by cgroup_skb egress (pc_net layout)
+    EXEC_MAP = 12      # issue 11
 
 
 class Verdict(enum.IntEnum):
@@ -60,6 +66,9 @@ class Flag(enum.IntFlag):
     OTHER_MOVER = 1 << 5    # issue 10: boundary escape made by another task
     SOURCE_ROUTED = 1 << 9   # issue 12: IPv4 source route / IPv6 routing header
     LOOPBACK = 1 << 10       # issue 12: the destination was judged as loopback
+    HELD = 1 << 6          # issue 11: bits 6-8
+    FILELESS = 1 << 7
+    UNTRUSTED = 1 << 8
 
 
 class Mode(enum.IntEnum):
@@ -74,6 +83,9 @@ class ConfigFlag(enum.IntFlag):
     DETECT_STRATUM = 1 << 3
     TRACE_ALL = 1 << 4
     BIRTH = 1 << 5          # issue 10: new cgroups matched against the birth automaton
+    EXEC_HOLD_ALL = 1 << 8      # issue 11: bits 8-10
+    EXEC_FILELESS_DENY = 1 << 9
+    EXEC_TRUSTED = 1 << 10
 
 
 class PatternWhere(enum.IntEnum):
@@ -93,12 +105,27 @@ class CHeader(C.Structure):
     ]
 
 
+class CExe(C.Structure):
+    _fields_ = [
+        ("dev", C.c_uint64), ("ino", C.c_uint64), ("mtime_sec", C.c_int64), ("nlink", C.c_uint32),
+        ("uid", C.c_uint32), ("mode", C.c_uint32), ("name_len", C.c_uint32), ("name", C.c_char * EXE_NAME_LEN),
+    ]
+
+
 class CExec(C.Structure):
     _fields_ = [
         ("h", CHeader), ("argc", C.c_uint32), ("filename_len", C.c_uint16),
         ("args_len", C.c_uint16), ("filename", C.c_char * FILENAME_LEN),
-        ("args", C.c_char * ARGS_LEN),
+        ("args", C.c_char * ARGS_LEN), ("exe", CExe),
     ]
+
+
+class CExecMap(C.Structure):
+    _fields_ = [("h", CHeader), ("prot", C.c_uint32), ("fd", C.c_uint32), ("exe", CExe)]
+
+
+class CDevIno(C.Structure):
+    _fields_ = [("dev", C.c_uint64), ("ino", C.c_uint64)]
 
 
 class CFork(C.Structure):
@@ -187,6 +214,7 @@ class CPattern(C.Structure):
 MAP_STRUCTS: dict[str, type[C.Structure]] = {
     "pc_config": CConfig, "pc_port_rule": CPortRule, "pc_lpm4": CLpm4, "pc_lpm6": CLpm6,
     "pc_name_key": CNameKey, "pc_pattern": CPattern, "pc_cg_path": CCgPath,
+    "pc_exe": CExe, "pc_dev_ino": CDevIno,
 }
 
 
@@ -228,14 +256,50 @@ class Event:
 
 
 @dataclass(frozen=True)
+class ExeIdentity:
+    """The file the kernel runs (issue 11): its own name, never the caller's."""
+
+    name: bytes = b""       # dentry name of the file (links resolved)
+    dev: int = 0            # kernel encoding: major << 20 | minor
+    ino: int = 0
+    nlink: int = 0
+    uid: int = 0
+    mode: int = 0
+    mtime_sec: int = 0
+
+    @property
+    def known(self) -> bool:
+        return bool(self.ino)
+
+
+@dataclass(frozen=True)
 class ExecEvent(Event):
     filename: bytes
     argv: tuple[bytes, ...]
     argc: int
+    exe: ExeIdentity = field(default_factory=ExeIdentity)
+    # filled by the controller while the process is held (never by the kernel)
+    real_path: bytes = b""          # readlink /proc/PID/exe
+    full_argv: bool = False         # argv was read whole from /proc/PID/cmdline
 
     @property
     def args_truncated(self) -> bool:
         return bool(self.h.flags & Flag.ARGS_TRUNCATED) or len(self.argv) < self.argc
+
+
+@dataclass(frozen=True)
+class ExecMapEvent(Event):
+    """A file mapped executable by an agent (issue 11), judged like an exec."""
+
+    prot: int
+    fd: int
+    exe: ExeIdentity
+
+
+def exe_identity(c: CExe) -> ExeIdentity:
+    name = bytes(c.name)[: min(c.name_len, EXE_NAME_LEN)].split(b"\0", 1)[0]
+    return ExeIdentity(name=name, dev=c.dev, ino=c.ino, nlink=c.nlink, uid=c.uid, mode=c.mode,
+                       mtime_sec=c.mtime_sec)
 
 
 @dataclass(frozen=True)

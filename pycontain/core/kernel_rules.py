@@ -12,8 +12,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Event, Mode, PatternWhere
+from .events import (
+    MAX_PATTERNS,
+    PATTERN_LEN,
+    RULE_FILELESS,
+    RULE_HOLD,
+    RULE_UNTRUSTED,
+    ConfigFlag,
+    Event,
+    ExeIdentity,
+    Mode,
+    PatternWhere,
+)
 from .net_ranges import INTERNAL_RANGES, METADATA_RANGES
+from .policy_args import MULTI_CALL
 from .resolve import NAMESERVERS
 
 if TYPE_CHECKING:
@@ -60,6 +72,8 @@ class KernelTables:
     # address+port rules (issue 12), at most ADDR_RULES entries
     addr_rules: list[AddrRule] = field(default_factory=list)
     source: str = "<builtin>"      # the policy file, for errors
+    # issue 11: exec.trusted real-path prefixes (the loader writes their (dev, inode))
+    trusted_paths: tuple[str, ...] = ()
 
 
 # ---- policy -> tables ------------------------------------------------------------
@@ -74,11 +88,17 @@ def _plain(s: str) -> bool:
     return not (set(s) & _GLOB_CHARS)
 
 
+# rule ids of the kernel's own exec checks (issue 11), named like policy rules
+EXEC_CHECK_RULES = {RULE_HOLD: "exec.hold", RULE_FILELESS: "exec.fileless", RULE_UNTRUSTED: "exec.trusted"}
+PREFILTER_MIN = 3      # shortest literal worth holding on: shorter ones would hold nearly every exec
+
+
 def exec_kernel_form(glob: str, args: bool = False) -> tuple[str, str] | None:
     """How the kernel can enforce an exec/args glob exactly, if at all:
-    ("name", x) for an exact basename, ("substr", x) for "*x*"; None = user space.
-    A '/' makes an exec.deny glob a path glob (user space); in deny_args it is
-    just a character."""
+    ("name", x) for an exact basename, ("substr", x) for "*x*", ("prefix",
+    "/x") for a basename glob "x*" (the kernel feeds a '/' before each name);
+    None = user space. A '/' makes an exec.deny glob a path glob (user space);
+    in deny_args it is just a character."""
     if "/" in glob and not args:
         return None
     if _plain(glob) and 0 < len(glob.encode()) <= NAME_MAX:
@@ -86,7 +106,36 @@ def exec_kernel_form(glob: str, args: bool = False) -> tuple[str, str] | None:
     if len(glob) > 2 and glob[0] == "*" and glob[-1] == "*" and _plain(glob[1:-1]) \
             and len(glob[1:-1].encode()) <= PATTERN_LEN:
         return ("substr", glob[1:-1].lower())
+    if not args and len(glob) > 1 and glob[-1] == "*" and _plain(glob[:-1]) \
+            and len(glob[:-1].encode()) + 1 <= PATTERN_LEN:
+        return ("prefix", "/" + glob[:-1].lower())
     return None
+
+
+def glob_literal(glob: str, args: bool = False) -> str | None:
+    """A lower-case substring every match of `glob` contains, for the kernel's
+    hold filter (issue 11): "/x" for a leading literal of a basename glob,
+    else the longest literal run (at least PREFILTER_MIN bytes), cut to
+    PATTERN_LEN; None when the glob has none (or is a path glob)."""
+    if "/" in glob and not args:
+        return None
+    runs, cur, i = [], "", 0
+    while i < len(glob):
+        c = glob[i]
+        if c in "*?[":
+            runs.append(cur)
+            cur = ""
+            if c == "[":
+                close = glob.find("]", i + 2)
+                i = close if close > 0 else len(glob)
+        else:
+            cur += c
+        i += 1
+    runs.append(cur)
+    if not args and runs[0] and len(runs[0]) + 1 >= PREFILTER_MIN:
+        return ("/" + runs[0].lower())[:PATTERN_LEN]
+    best = max(runs, key=len)
+    return best.lower()[:PATTERN_LEN] if len(best) >= PREFILTER_MIN else None
 
 
 def compile_policy(policy: Policy, resolved: Mapping[str, list[str]] | None = None) -> KernelTables:
@@ -117,8 +166,13 @@ class _RuleIds:
 
 
 def _config_flags(policy: Policy) -> ConfigFlag:
-    """Switches of the kernel programs: network default, socket denies, stratum detection."""
+    """Switches of the kernel programs: network default, socket denies, stratum
+    detection; fileless and trusted exec checks (issue 11)."""
     flags = ConfigFlag(0)
+    if policy.exec.fileless == "deny":
+        flags |= ConfigFlag.EXEC_FILELESS_DENY
+    if policy.exec.trusted:
+        flags |= ConfigFlag.EXEC_TRUSTED
     if policy.network.default == "deny":
         flags |= ConfigFlag.NET_DEFAULT_DENY
     if policy.sockets.deny_raw:
@@ -131,8 +185,10 @@ def _config_flags(policy: Policy) -> ConfigFlag:
 
 
 def _compile_exec(t: KernelTables, ex: ExecPolicy, rule: _RuleIds) -> None:
-    """exec.deny names and *substr* globs, exec.deny_args *substr* globs;
-    patterns only while the kernel's pattern table has room."""
+    """exec.deny names, *substr* and prefix* globs, exec.deny_args *substr*
+    globs (patterns only while the kernel's pattern table has room); then the
+    hold filter for every rule left to user space (_compile_holds)."""
+    user: list[str] = []
     for i, g in enumerate(ex.deny):
         form = exec_kernel_form(g)
         if form and (form[0] == "name" or len(t.exec_patterns) < MAX_PATTERNS):
@@ -141,10 +197,53 @@ def _compile_exec(t: KernelTables, ex: ExecPolicy, rule: _RuleIds) -> None:
                 t.exec_names[form[1]] = rid
             else:
                 t.exec_patterns.append((form[1], PatternWhere.BASENAME, rid))
+        else:
+            user.append(g)
+    user_args: list[str] = []
     for i, g in enumerate(ex.deny_args):
         form = exec_kernel_form(g, args=True)
         if form and form[0] == "substr" and len(t.exec_patterns) < MAX_PATTERNS:
             t.exec_patterns.append((form[1], PatternWhere.ARGS, rule(f"exec.deny_args[{i}]")))
+        else:
+            user_args.append(g)
+    _compile_holds(t, ex, user, user_args)
+    t.trusted_paths = ex.trusted
+    t.rules.update(EXEC_CHECK_RULES)
+
+
+def _compile_holds(t: KernelTables, ex: ExecPolicy, user: list[str], user_args: list[str]) -> None:
+    """The kernel-side filter of execs whose verdict needs user space (issue
+    11): such an exec is held stopped until the controller decides. Programs
+    with program-scoped argument rules (and multi-call binaries that may be
+    them) are held by name; user-space name and argument globs by a literal
+    every match contains. A rule with no such literal, an allow-list, or a
+    full pattern table hold every exec (fail closed)."""
+    hold_all = ex.mode == "allow-list"
+    names: list[str] = list(user)
+    if ex.deny_program_args:
+        names += sorted({prog for prog, _a in ex.deny_program_args}) + list(MULTI_CALL)
+    pats: list[tuple[str, PatternWhere]] = []
+    for g in names:
+        form = exec_kernel_form(g)
+        if form and form[0] == "name":
+            t.exec_names.setdefault(form[1], RULE_HOLD)     # a deny of the same name wins
+            continue
+        lit = form[1] if form else glob_literal(g)
+        if lit is None:
+            hold_all = True
+        else:
+            pats.append((lit, PatternWhere.BASENAME))
+    for g in user_args:
+        lit = glob_literal(g, args=True)
+        if lit is not None:     # none: judged after the exec (compile_report says so)
+            pats.append((lit, PatternWhere.ARGS))
+    for lit, where in dict.fromkeys(pats):
+        if len(t.exec_patterns) >= MAX_PATTERNS:
+            hold_all = True
+            break
+        t.exec_patterns.append((lit, where, RULE_HOLD))
+    if hold_all:
+        t.flags |= ConfigFlag.EXEC_HOLD_ALL
 
 
 def _add_nets(dst4: list[tuple[ipaddress.IPv4Network, int]], dst6: list[tuple[ipaddress.IPv6Network, int]],
@@ -260,15 +359,25 @@ def _text(v: str | bytes | bytearray) -> str:
     return v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, bytearray)) else str(v)
 
 
-def exec_verdict(tables: KernelTables, filename: str | bytes, argv: Sequence[str | bytes] = ()) -> int:
+def exec_verdict(tables: KernelTables, filename: str | bytes, argv: Sequence[str | bytes] = (),
+                 exe_name: str | bytes | None = None) -> int:
     """Python emulation of the kernel's exec matching (ebpf/exec.c): the rule
-    id the kernel would kill an exec of `filename` with `argv` with, or 0."""
-    base = _text(filename).rsplit("/", 1)[-1].lower()
-    if base in tables.exec_names:
-        return tables.exec_names[base]
+    id the kernel would kill an exec of `filename` with `argv` with (the
+    name passed and, when given, the name of the file that runs), or 0.
+    Hold patterns (RULE_HOLD) never deny: see exec_holds."""
+    names = [_text(filename).rsplit("/", 1)[-1].lower()]
+    if exe_name:
+        names.append(_text(exe_name).lower())
     blob = "\0".join(_text(a) for a in argv).lower()
+    for base in names:
+        rid = tables.exec_names.get(base, 0)
+        if rid and rid != RULE_HOLD:
+            return rid
     for pat, where, rid in tables.exec_patterns:
-        if (where == PatternWhere.BASENAME and pat in base) or (where == PatternWhere.ARGS and pat in blob):
+        if rid == RULE_HOLD:
+            continue
+        if (where == PatternWhere.BASENAME and any(pat in "/" + b for b in names)) \
+                or (where == PatternWhere.ARGS and pat in blob):
             return rid
     return 0
 
@@ -315,6 +424,22 @@ def _longest(entries: Sequence[tuple[_Net, int]], addr: _Addr) -> int:
         if addr.version == net.version and addr in net and (best is None or net.prefixlen > best[0]):
             best = (net.prefixlen, r)
     return best[1] if best else 0
+
+
+def exec_holds(tables: KernelTables, filename: str | bytes, argv: Sequence[str | bytes] = (),
+               exe_name: str | bytes | None = None, truncated: bool = False) -> bool:
+    """Whether the kernel holds such an exec for a user-space verdict (no deny matched)."""
+    if tables.flags & ConfigFlag.EXEC_HOLD_ALL:
+        return True
+    names = [_text(filename).rsplit("/", 1)[-1].lower()] + ([_text(exe_name).lower()] if exe_name else [])
+    if any(tables.exec_names.get(b) == RULE_HOLD for b in names):
+        return True
+    blob = "\0".join(_text(a) for a in argv).lower()
+    if truncated and any(w == PatternWhere.ARGS for _p, w, _r in tables.exec_patterns):
+        return True
+    return any(rid == RULE_HOLD and ((w == PatternWhere.BASENAME and any(p in "/" + b for b in names))
+                                     or (w == PatternWhere.ARGS and p in blob))
+               for p, w, rid in tables.exec_patterns)
 
 
 def net_verdict(tables: KernelTables, daddr: str, dport: int, protocol: str = "tcp", via_lo: bool = False) -> int:
@@ -384,13 +509,21 @@ def kernel_verdict(tables: KernelTables, ev: Event | Mapping[str, Any]) -> int:
     Used by replay and tests; see exec_verdict and net_verdict."""
     if isinstance(ev, Mapping):
         kind = str(ev.get("kind", ""))
+        raw = ev.get("exe")
+        exe: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
         if kind == "exec":
-            return exec_verdict(tables, ev.get("filename", ""), ev.get("argv") or ())
+            return exec_verdict(tables, ev.get("filename", ""), ev.get("argv") or (), exe_name=exe.get("name"))
+        if kind == "exec_map":     # issue 11: a file mapped executable, judged by its own name
+            return exec_verdict(tables, "", (), exe_name=exe.get("name")) if exe.get("name") else 0
         if kind in ("connect", "send", "packet"):
             return net_verdict(tables, ev.get("daddr", ""), int(ev.get("dport") or 0), ev.get("protocol", "tcp"))
         return 0
+    ident = getattr(ev, "exe", None)
+    exe_name = ident.name if isinstance(ident, ExeIdentity) and ident.name else None
     if ev.kind == "exec":
-        return exec_verdict(tables, getattr(ev, "filename", b""), getattr(ev, "argv", ()))
+        return exec_verdict(tables, getattr(ev, "filename", b""), getattr(ev, "argv", ()), exe_name=exe_name)
+    if ev.kind == "exec_map":
+        return exec_verdict(tables, "", (), exe_name=exe_name) if exe_name else 0
     if ev.kind in ("connect", "send", "packet"):
         return net_verdict(tables, getattr(ev, "daddr", ""), getattr(ev, "dport", 0), getattr(ev, "proto_name", "tcp"))
     return 0

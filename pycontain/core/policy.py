@@ -86,6 +86,10 @@ class ExecPolicy:
     deny_args: tuple[str, ...] = ()
     # program-scoped argument rules: (program glob, argv glob) — e.g. ssh + -R*
     deny_program_args: tuple[tuple[str, str], ...] = ()
+    # issue 11: trusted executables, truncated argv, fileless execution
+    trusted: tuple[str, ...] = ()           # real-path prefixes; empty = not enforced
+    truncated_args: str = "deny"            # deny | alert: argv that cannot be read whole
+    fileless: str = "deny"                  # deny | alert | allow: memfd, deleted, O_TMPFILE
 
 
 @dataclass(frozen=True)
@@ -321,12 +325,30 @@ def _program_args(n: Node) -> tuple[tuple[str, str], ...]:
     return tuple(pa)
 
 
+def _trusted(n: Node) -> tuple[str, ...]:
+    m = _mapping(n, ("paths",))
+    if "paths" not in m:
+        raise n.error("exec.trusted needs 'paths' (real-path prefixes such as /usr)")
+    out = []
+    for item in m["paths"].seq():
+        path = item.str(maxlen=1024)
+        if not path.startswith("/"):
+            raise item.error(f"{path!r} is not an absolute path", "trusted paths are real paths such as /usr")
+        out.append(path.rstrip("/") or "/")
+    if not out:
+        raise m["paths"].error("exec.trusted.paths is empty: no program could run")
+    return tuple(out)
+
+
 EXEC_KEYS: KeyTable = {
     "mode": ("mode", lambda n: n.choice(("deny-list", "allow-list"))),
     "allow": ("allow", _globs),
     "deny": ("deny", _globs),
     "deny_args": ("deny_args", _globs),
     "deny_program_args": ("deny_program_args", _program_args),
+    "trusted": ("trusted", _trusted),                                          # issue 11
+    "truncated_args": ("truncated_args", lambda n: n.choice(("deny", "alert"))),
+    "fileless": ("fileless", lambda n: n.choice(("deny", "alert", "allow"))),
 }
 
 
@@ -620,6 +642,9 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
                 "deny_args": list(p.exec.deny_args)}
     if p.exec.deny_program_args:
         ex["deny_program_args"] = [{"program": prog, "args": [a]} for prog, a in p.exec.deny_program_args]
+    if p.exec.trusted:
+        ex["trusted"] = {"paths": list(p.exec.trusted)}
+    ex.update(truncated_args=p.exec.truncated_args, fileless=p.exec.fileless)
     out["exec"] = ex
     out["network"] = {"default": p.network.default, "allow": [rule(r) for r in p.network.allow],
                       "deny": [rule(r) for r in p.network.deny], "deny_internal": p.network.deny_internal,

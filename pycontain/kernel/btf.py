@@ -122,11 +122,21 @@ class Btf:
 
     def member_offset(self, struct_name: str, member: str) -> int:
         """Byte offset of ``member`` in ``struct struct_name``, looking into
-        anonymous struct/union members (mm_struct keeps its fields in one)."""
+        anonymous struct/union members (mm_struct keeps its fields in one).
+        A dotted member ("f_path.dentry") goes into named nested members."""
         sid = self.structs.get(struct_name)
         if sid is None:
             raise BtfError(f"struct {struct_name} not in BTF")
-        bits = self._find(sid, member, 0)
+        bits: int | None = 0
+        type_id = sid
+        for part in member.split("."):
+            found = self._find_member(type_id, part, 0)
+            if found is None:
+                bits = None
+                break
+            assert bits is not None
+            bits += found[0]
+            type_id = found[1]
         if bits is None:
             raise BtfError(f"{struct_name}.{member} not in BTF")
         if bits % 8:
@@ -134,15 +144,20 @@ class Btf:
         return bits // 8
 
     def _find(self, type_id: int, member: str, base: int, depth: int = 0) -> int | None:
+        found = self._find_member(type_id, member, base, depth)
+        return found[0] if found else None
+
+    def _find_member(self, type_id: int, member: str, base: int, depth: int = 0) -> tuple[int, int] | None:
+        """(bit offset, type id) of ``member``, looking into anonymous members."""
         t = self._resolve(type_id)
         if t is None or t.kind not in (KIND_STRUCT, KIND_UNION) or depth > 8:
             return None
         for m in t.members:
             if m.name == member:
-                return base + m.bit_offset
+                return base + m.bit_offset, m.type_id
         for m in t.members:
             if not m.name:
-                found = self._find(m.type_id, member, base + m.bit_offset, depth + 1)
+                found = self._find_member(m.type_id, member, base + m.bit_offset, depth + 1)
                 if found is not None:
                     return found
         return None
@@ -163,10 +178,48 @@ NEEDED: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# Offsets of the exec file checks (issue 11: ebpf/exe.bpf.h); all or none:
+# the loader defines PC_HAVE_FILE_OFFSETS only when every one was found.
+FILE_NEEDED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "PC_OFF_MM_EXE_FILE": ("mm_struct", ("exe_file",)),
+    "PC_OFF_FILE_DENTRY": ("file", ("f_path.dentry",)),
+    "PC_OFF_FILE_INODE": ("file", ("f_inode",)),
+    "PC_OFF_DENTRY_PARENT": ("dentry", ("d_parent",)),
+    "PC_OFF_DENTRY_INODE": ("dentry", ("d_inode",)),
+    "PC_OFF_DENTRY_NAME_LEN": ("dentry", ("d_name.len",)),
+    "PC_OFF_DENTRY_NAME_PTR": ("dentry", ("d_name.name",)),
+    "PC_OFF_DENTRY_ALIAS": ("dentry", ("d_u.d_alias", "d_alias")),
+    "PC_OFF_INODE_DENTRY": ("inode", ("i_dentry",)),
+    "PC_OFF_INODE_NLINK": ("inode", ("__i_nlink", "i_nlink")),
+    "PC_OFF_INODE_UID": ("inode", ("i_uid",)),
+    "PC_OFF_INODE_MODE": ("inode", ("i_mode",)),
+    "PC_OFF_INODE_INO": ("inode", ("i_ino",)),
+    "PC_OFF_INODE_SB": ("inode", ("i_sb",)),
+    "PC_OFF_INODE_MTIME": ("inode", ("i_mtime_sec", "__i_mtime", "i_mtime")),
+    "PC_OFF_SB_DEV": ("super_block", ("s_dev",)),
+    "PC_OFF_TASK_FILES": ("task_struct", ("files",)),
+    "PC_OFF_FILES_FDT": ("files_struct", ("fdt",)),
+    "PC_OFF_FDT_FD": ("fdtable", ("fd",)),
+    "PC_OFF_FDT_MAX_FDS": ("fdtable", ("max_fds",)),
+}
+
+
+def file_offsets(btf: Btf) -> dict[str, int]:
+    """Every offset in FILE_NEEDED, or {} when one is missing."""
+    try:
+        return _offsets(btf, FILE_NEEDED)
+    except BtfError:
+        return {}
+
+
 def probe_offsets(btf: Btf) -> dict[str, int]:
     """Every offset in NEEDED; raises BtfError naming the first one missing."""
+    return _offsets(btf, NEEDED)
+
+
+def _offsets(btf: Btf, needed: dict[str, tuple[str, tuple[str, ...]]]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for macro, (sname, candidates) in NEEDED.items():
+    for macro, (sname, candidates) in needed.items():
         last: BtfError | None = None
         for cand in candidates:
             try:
@@ -214,13 +267,38 @@ def kernel_offsets(path: str = VMLINUX_BTF, cache_dir: str | None = CACHE_DIR) -
         except (OSError, ValueError):
             pass
     offsets = probe_offsets(kernel_btf(path))
-    if cache and cache_dir:
+    _save(cache, key, offsets)
+    return offsets
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_file_offsets(path: str = VMLINUX_BTF, cache_dir: str | None = CACHE_DIR) -> dict[str, int]:
+    """FILE_NEEDED for the running kernel ({} if one is missing), cached on
+    disk like kernel_offsets."""
+    import json
+    cache = os.path.join(cache_dir, "btf-file-offsets.json") if cache_dir else None
+    key = _cache_key(path)
+    if cache:
         try:
-            os.makedirs(cache_dir, mode=0o755, exist_ok=True)
+            with open(cache) as fh:
+                saved = json.load(fh)
+            if saved.get("key") == key and isinstance(saved.get("offsets"), dict):
+                return {str(k): int(v) for k, v in saved["offsets"].items()}
+        except (OSError, ValueError):
+            pass
+    offsets = file_offsets(kernel_btf(path))
+    _save(cache, key, offsets)
+    return offsets
+
+
+def _save(cache: str | None, key: str, offsets: dict[str, int]) -> None:
+    import json
+    if cache:
+        try:
+            os.makedirs(os.path.dirname(cache), mode=0o755, exist_ok=True)
             tmp = f"{cache}.{os.getpid()}"
             with open(tmp, "w") as fh:
                 json.dump({"key": key, "offsets": offsets}, fh)
             os.replace(tmp, cache)
         except OSError:
             pass
-    return offsets

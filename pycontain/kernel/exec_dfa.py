@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from ..core.events import PatternWhere
+from ..core.events import RULE_HOLD, PatternWhere
 
 # PC_DFA_STATES, PC_DFA_CLASSES, PC_DFA_MATCH_SHIFT of ebpf/exec.c (the
 # layout test compares them: kernel/abi.py)
-DFA_STATES = 1088
+DFA_STATES = 2080
 DFA_CLASSES = 128
 MATCH_SHIFT = 16
 # pc_exec_dfa_ctl slots (PC_CTL_* of ebpf/exec.c): the active bank, then per
@@ -39,6 +39,12 @@ class Automaton:
 
 def _fold(b: int) -> int:
     return b + 32 if 65 <= b <= 90 else b
+
+
+def _better(new: int, cur: int) -> bool:
+    """Whether `new` should be a state's rule instead of `cur`: the first
+    deny wins; a hold (RULE_HOLD) only fills a state with no deny."""
+    return not cur or (cur == RULE_HOLD and new not in (0, RULE_HOLD))
 
 
 def compile_patterns(patterns: list[tuple[bytes, int, int]]) -> Automaton:
@@ -75,7 +81,7 @@ def compile_patterns(patterns: list[tuple[bytes, int, int]]) -> Automaton:
             if c not in goto[s]:
                 goto[s][c] = new_state()
             s = goto[s][c]
-        if not out[s]:
+        if _better(rule, out[s]):
             out[s] = rule
     if len(goto) > DFA_STATES:
         raise ValueError(f"exec patterns need {len(goto)} automaton states; at most {DFA_STATES}")
@@ -94,7 +100,7 @@ def compile_patterns(patterns: list[tuple[bytes, int, int]]) -> Automaton:
                 queue.append(nxt)
         while queue:
             s = queue.popleft()
-            if not out[s]:
+            if _better(out[fail[s]], out[s]):
                 out[s] = out[fail[s]]
             for c in range(nclasses):
                 nxt = goto[s].get(c)
@@ -112,11 +118,16 @@ def compile_patterns(patterns: list[tuple[bytes, int, int]]) -> Automaton:
 
 
 def first_match(a: Automaton, data: bytes, root: int) -> int:
-    """Reference run of the automaton (what the kernel does), for tests."""
+    """Reference run of the automaton (what the kernel's pc_dfa_scan does):
+    the first deny rule id; RULE_HOLD if only hold patterns matched; 0."""
     s = root
+    held = 0
     for b in data:
         e = a.rows[s][a.byte_class[b]]
-        if e >> MATCH_SHIFT:
-            return e >> MATCH_SHIFT
+        rule = e >> MATCH_SHIFT
+        if rule == RULE_HOLD:
+            held = RULE_HOLD
+        elif rule:
+            return rule
         s = e & 0xFFFF
-    return 0
+    return held

@@ -34,7 +34,7 @@ from ..core.events import (
     Mode,
 )
 from ..core.kernel_rules import KernelTables
-from . import cgroup_attach, net_maps, pins
+from . import cgroup_attach, exec_holds, net_maps, pins
 from .exec_dfa import (
     CTL_ARGS_COUNT,
     CTL_ARGS_ROOT,
@@ -48,7 +48,8 @@ from .features import FeatureReport, detect_features
 
 log = logging.getLogger(__name__)
 
-HOOK_FILES = ("exec.c", "connect.c", "socket.c", "stratum.c", "boundary.c", "egress.c")
+HOOK_FILES = ("exec.c", "exec_map.c", "connect.c", "socket.c", "stratum.c", "boundary.c", "egress.c")
+NET_HOOK_FILES = ("connect.c", "socket.c", "stratum.c", "egress.c")
 # always in the program, hook files or not: the maps every hook and Probes use
 BASE_HEADERS = ("pycontain.h", "common.bpf.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
@@ -218,6 +219,14 @@ class Probes:
             log.warning("no BTF offsets (%s): exec argv/ppid/start time unavailable", e)
             return flags
         flags.append("-DPC_HAVE_BTF_OFFSETS=1")
+        try:
+            from .btf import kernel_file_offsets
+            file_offs = kernel_file_offsets()
+        except Exception:   # the exec file checks compile to nothing
+            file_offs = {}
+        if file_offs:
+            flags.append("-DPC_HAVE_FILE_OFFSETS=1")
+            offs = {**offs, **file_offs}
         if _tp_has_field("sched/sched_process_exit", "group_dead"):
             flags.append("-DPC_TP_EXIT_HAS_GROUP_DEAD=1")
         flags += [f"-D{k}={v}" for k, v in sorted(offs.items())]
@@ -329,6 +338,7 @@ class Probes:
         self._check_fits(tables)
         self._write_exec_names(tables.exec_names)
         self._write_patterns(tables.exec_patterns)
+        exec_holds.write_trusted_dirs(self._table("pc_exec_trusted_dirs"), tables.trusted_paths)
         self._write_config(mode=tables.mode, flags=int(tables.flags))
         if self._has_net_hooks():
             net_maps.write_net_tables(self.bpf, tables)
@@ -344,7 +354,7 @@ class Probes:
     def _has_net_hooks(self) -> bool:
         """The network maps and cgroup programs exist only when their hook
         files were compiled in (the exec harness loads exec.c alone)."""
-        return any(f in ("connect.c", "socket.c", "stratum.c") for f in self._used)
+        return any(f in NET_HOOK_FILES for f in self._used)
 
     def _write_exec_names(self, names: dict[str, int]) -> None:
         t = self._table("pc_exec_names")
@@ -417,6 +427,21 @@ class Probes:
         v.where = where
         v.pat = raw
         t[ctypes.c_int(slot)] = v
+
+    # ---- held execs (issue 11) ------------------------------------------------
+
+    def release_held(self, pid: int) -> bool:
+        """Let a held exec run: out of pc_exec_held first (so the syscall gate
+        spares it), then SIGCONT. False if it was not held (any more)."""
+        return exec_holds.release(self.bpf, pid)
+
+    def settle_held(self, pid: int) -> None:
+        """A held exec was decided otherwise (killed): forget it."""
+        exec_holds.settle(self.bpf, pid)
+
+    def held_pids(self) -> dict[int, int]:
+        """Held pid -> boot ns of its hold, as the kernel has them."""
+        return exec_holds.held(self.bpf)
 
     # ---- cgroups ---------------------------------------------------------
 
@@ -522,6 +547,9 @@ class Probes:
         if level >= MAX_LEVELS:
             log.warning("cgroup %s is %d levels deep: only tasks directly in it are tracked", path, level)
         agents = self._table("pc_agents")
+        # the wall-clock start that exec.trusted compares mtimes with (issue 11);
+        # before the agent is tracked, so no exec of it finds none
+        exec_holds.set_agent_since(self._table("pc_exec_since"), agent_id)
         agents[ctypes.c_uint64(cg_id)] = ctypes.c_uint32(agent_id)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._tracked[path] = (cg_id, level, fd, None)
@@ -626,20 +654,6 @@ class Probes:
         if self.bpf is None:
             return {}
         return {int(k.value): int(v.value) for k, v in self._table("pc_agent_lost").items()}
-
-    def held_pids(self) -> set[int]:
-        """Agent tasks the kernel stopped because their exec record was lost."""
-        if self.bpf is None:
-            return set()
-        return {int(k.value) for k in self._table("pc_held").keys()}
-
-    def release_held(self, pid: int) -> None:
-        if self.bpf is None:
-            return
-        try:
-            del self._table("pc_held")[ctypes.c_uint32(pid)]
-        except KeyError:
-            pass
 
     def hook_status(self) -> dict[str, str]:
         out = dict(self._hooks)

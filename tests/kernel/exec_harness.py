@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 def exec_only_ebpf_dir(tmp: Path) -> Path:
     d = tmp / "ebpf"
     d.mkdir()
-    for name in ("exec.c", "common.bpf.h", "pycontain.h"):   # exec.c and what it includes
+    for name in ("exec.c", "exec_map.c", "exe.bpf.h", "common.bpf.h", "pycontain.h"):   # the exec hooks, their headers
         shutil.copy(REPO / "ebpf" / name, d / name)
     return d
 

@@ -70,3 +70,13 @@ def test_live_kernel_offsets_are_plausible():
     assert offs["PC_OFF_MM_ARG_END"] == offs["PC_OFF_MM_ARG_START"] + 8
     assert all(v % 4 == 0 for v in offs.values())
     assert btf.kernel_offsets() is offs            # cached per process
+
+
+@pytest.mark.skipif(not os.access(btf.VMLINUX_BTF, os.R_OK), reason="no readable kernel BTF")
+def test_live_kernel_file_offsets_follow_nested_members():
+    """issue 11: dotted members walk into named nested structs (file.f_path.dentry)."""
+    b = btf.kernel_btf()
+    offs = btf.file_offsets(b)
+    assert set(offs) == set(btf.FILE_NEEDED)
+    assert offs["PC_OFF_FILE_DENTRY"] == b.member_offset("file", "f_path") + b.member_offset("path", "dentry")
+    assert offs["PC_OFF_DENTRY_NAME_PTR"] == b.member_offset("dentry", "d_name") + b.member_offset("qstr", "name")

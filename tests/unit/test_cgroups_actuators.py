@@ -124,3 +124,15 @@ def test_launch_refuses_unknown_command_before_anything_runs(cg):
 def test_launch_refuses_unknown_user(cg):
     with pytest.raises(UsageError):
         launch(["true"], cg, user="no-such-user-pycontain")
+
+
+def test_descendants_follow_parent_links(tmp_path):
+    """issue 11: kill-process also kills what the process forked (children, grandchildren)."""
+    from pycontain.actuate.actuators import descendants
+
+    tree = {10: 1, 11: 10, 12: 11, 13: 10, 20: 1, 21: 20}
+    for pid, ppid in tree.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_bytes(f"{pid} (evil) x) S {ppid} 0 0".encode())
+    assert sorted(descendants(10, list(tree), str(tmp_path))) == [11, 12, 13]
+    assert descendants(12, list(tree), str(tmp_path)) == []

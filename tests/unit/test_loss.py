@@ -26,7 +26,11 @@ class Probes:
     def held_pids(self):
         return set(self.held)
 
-    def release_held(self, pid):
+    def release_held(self, pid):          # out of the held map, then SIGCONT
+        self.released.append(pid)
+        return True
+
+    def settle_held(self, pid):           # forgotten (the task is gone)
         self.released.append(pid)
 
     def poll(self, timeout_ms=0):

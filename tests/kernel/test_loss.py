@@ -28,14 +28,16 @@ PY = sys.executable
 MINER = "import sys,time; time.sleep(0.5); open(sys.argv[1],'w').write('ran')"
 
 # n children exec /bin/true at once (nobody drains: they fill the rings), then
-# the agent execs the miner
+# the agent execs the miner. "--coin" is spelled apart here so that the
+# agent's own exec (this source in its argv) is not held for user space
+# before it floods: the kernel holds execs whose argv names an argument rule
 AGENT = r"""
 import os, sys, time
 for _ in range(int(sys.argv[1])):
     if os.fork() == 0:
         os.execv("/bin/true", ["/bin/true"])
 time.sleep(0.3)
-os.execv(sys.executable, [sys.executable, "-c", sys.argv[2], sys.argv[3], "--coin"])
+os.execv(sys.executable, [sys.executable, "-c", sys.argv[2], sys.argv[3], "--" + "coin"])
 """
 
 

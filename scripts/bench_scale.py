@@ -5,13 +5,16 @@
 
 Starts `pycontain daemon` (built-in default policy) on a private socket, then
 for each N starts N agents at once through pycontain.client (one thread per
-agent) and keeps them running (`sleep`). Reports per N: start latency p50
-and p99 (client.Popen call to return: start request, cgroup made and tracked,
-agent forked and exec'd in it), the daemon's RSS with the N agents running
-(pycontain memory per added agent against N=0), and the BPF programs the
-daemon holds (fdinfo of its descriptors; bpftool's node-wide count where
-bpftool is installed). Untracked-exec overhead and records/s are in
-scripts/bench.py and scripts/bench_records.py.
+agent) and keeps them running. Reports per N: start latency p50 and p99
+(client.Popen call to return: start request, cgroup made and tracked, agent
+forked and exec'd in it), the daemon's RSS with the N agents running
+(pycontain memory per added agent against N=0), the BPF programs the daemon
+holds (fdinfo of its descriptors) and the node's (`bpftool prog show`;
+scripts/install-test-tools.sh installs bpftool), the untracked exec loop with
+the N agents present against bare (no daemon: rounds before it starts and
+after it stops, medians), and records/s: all N agents released at once into
+an exec loop for --load seconds, records the daemon counted (state API) per
+second of that window, with what it lost.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +32,21 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pycontain import client  # noqa: E402
+from pycontain.observe.state_api import StateClient  # noqa: E402
+
+EXEC_LOOP = r"""
+import os, sys, time
+n = int(sys.argv[1])
+t = time.perf_counter()
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os.execv("/bin/true", ["/bin/true"])
+    os.waitpid(pid, 0)
+print(n / (time.perf_counter() - t))
+"""
+# each agent waits on the fifo (no exec while idle), then execs for LOAD s
+AGENT = 'read x < "$1"; timeout "$2" sh -c "while :; do /bin/true; done"; exec sleep 600'
 
 
 def rss_kb(pid: int) -> int:
@@ -53,7 +72,31 @@ def bpf_progs_node() -> int | None:
     return sum(1 for line in out.splitlines() if line[:1].isdigit())
 
 
-def start_many(n: int, sock: str) -> tuple[list[float], list]:
+def exec_rate(n: int = 400) -> float:
+    """fork+exec of /bin/true per second, from an untracked process."""
+    out = subprocess.run([sys.executable, "-c", EXEC_LOOP, str(n)], capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def counted(sock: str) -> tuple[int, int]:
+    """(records the daemon has counted, records lost) from its state API."""
+    st = StateClient(sock).state()
+    events = sum(e["count"] for e in st.get("totals", {}).get("events", []))
+    lost = st.get("lost_events", {})
+    return events, int(lost.get("kernel", 0)) + int(lost.get("user", 0))
+
+
+def records_per_s(sock: str, fifo: str, n: int, load_s: float) -> tuple[float, int]:
+    """Release the N waiting agents into their exec loops; records/s counted, lost."""
+    e0, l0 = counted(sock)
+    with open(fifo, "w") as fh:
+        fh.write("\n" * n)
+    time.sleep(load_s + 1.0)            # the loops, then the drain of what they left
+    e1, l1 = counted(sock)
+    return (e1 - e0) / load_s, l1 - l0
+
+
+def start_many(n: int, sock: str, argv: list[str]) -> tuple[list[float], list]:
     lat: list[float] = [0.0] * n
     procs: list = [None] * n
     go = threading.Barrier(n)
@@ -61,7 +104,7 @@ def start_many(n: int, sock: str) -> tuple[list[float], list]:
     def one(i: int) -> None:
         go.wait()
         t0 = time.perf_counter()
-        procs[i] = client.Popen(["sleep", "600"], socket=sock, name="scale", labels={"episode": i})
+        procs[i] = client.Popen(argv, socket=sock, name="scale", labels={"episode": i})
         lat[i] = time.perf_counter() - t0
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
@@ -79,29 +122,34 @@ def pct(xs: list[float], q: float) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", default="1,8,32,128")
+    ap.add_argument("--rounds", type=int, default=3, help="untracked exec loops per N and for bare")
+    ap.add_argument("--load", type=float, default=5.0, help="seconds of agent exec loops for records/s")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_scale: run as root", file=sys.stderr)
         return 1
     tmp = tempfile.mkdtemp(prefix="pycontain-scale-")
     sock = os.path.join(tmp, "pc.sock")
+    fifo = os.path.join(tmp, "go")
+    os.mkfifo(fifo)
+    bare = [exec_rate() for _ in range(a.rounds)]
     d = subprocess.Popen([sys.executable, "-m", "pycontain.cli", "daemon", "--allow-no-gpu", "--socket", sock,
                           "--audit-log", os.path.join(tmp, "audit.jsonl")],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
     try:
         while not os.path.exists(sock):
             time.sleep(0.1)
         time.sleep(1.0)
         rss0, progs0 = rss_kb(d.pid), bpf_progs_of(d.pid)
         print(f"daemon idle: RSS {rss0 / 1024:.1f} MB, {progs0} BPF programs, node-wide {bpf_progs_node()}")
-        print(f"{'agents':>6} {'p50 ms':>8} {'p99 ms':>8} {'daemon RSS MB':>14} {'MB/agent':>9} "
-              f"{'daemon progs':>13} {'node progs':>11}")
         for n in [int(x) for x in a.agents.split(",")]:
-            lat, procs = start_many(n, sock)
+            lat, procs = start_many(n, sock, ["sh", "-c", AGENT, "agent", fifo, str(a.load)])
             time.sleep(1.0)
             rss, progs, node = rss_kb(d.pid), bpf_progs_of(d.pid), bpf_progs_node()
-            print(f"{n:>6} {pct(lat, .5) * 1e3:>8.1f} {pct(lat, .99) * 1e3:>8.1f} {rss / 1024:>14.1f} "
-                  f"{(rss - rss0) / 1024 / n:>9.2f} {progs:>13} {node if node is not None else '-':>11}", flush=True)
+            untracked = [exec_rate() for _ in range(a.rounds)]
+            rate, lost = records_per_s(sock, fifo, n, a.load)
+            rows.append((n, lat, rss, progs, node, untracked, rate, lost))
             for p in procs:
                 p.kill()
                 p.wait()
@@ -109,7 +157,18 @@ def main() -> int:
     finally:
         d.terminate()
         d.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
+        time.sleep(1.0)
+    bare += [exec_rate() for _ in range(a.rounds)]
+    shutil.rmtree(tmp, ignore_errors=True)
+    b = statistics.median(bare)
+    print(f"bare untracked exec: {b:.0f}/s (median of {len(bare)}, {min(bare):.0f}-{max(bare):.0f})")
+    print(f"{'agents':>6} {'p50 ms':>8} {'p99 ms':>8} {'daemon RSS MB':>14} {'MB/agent':>9} {'daemon progs':>13} "
+          f"{'node progs':>11} {'untracked exec':>15} {'records/s':>10} {'lost':>5}")
+    for n, lat, rss, progs, node, untracked, rate, lost in rows:
+        u = statistics.median(untracked)
+        print(f"{n:>6} {pct(lat, .5) * 1e3:>8.1f} {pct(lat, .99) * 1e3:>8.1f} {rss / 1024:>14.1f} "
+              f"{(rss - rss0) / 1024 / n:>9.2f} {progs:>13} {node if node is not None else '-':>11} "
+              f"{b / u:>14.3f}x {rate:>10.0f} {lost:>5}", flush=True)
     return 0
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Tools the test suite validates against (real ones, not mocks): a Prometheus
-# server and promtool, systemd-analyze, shellcheck, vagrant. Idempotent.
+# server and promtool, systemd-analyze, shellcheck, vagrant; bpftool for
+# scripts/bench_scale.py (programs loaded node-wide). Idempotent.
 set -euo pipefail
 QUIET=${PYCONTAIN_INSTALL_QUIET:-0}
 export DEBIAN_FRONTEND=noninteractive
-want=(prometheus shellcheck vagrant systemd iproute2 openssh-client)
+want=(prometheus shellcheck vagrant systemd iproute2 openssh-client bpftool)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

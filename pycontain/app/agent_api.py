@@ -1,7 +1,7 @@
 """Agents started through the node daemon (issue 14): `pycontain run` and
 pycontain.client ask the daemon over the state API; no per-agent compile.
 
-    POST /v1/start {"name", "labels"} -> {"agent", "cgroup": AgentCgroup.to_dict()}
+    POST /v1/start {"name", "labels"} -> {"agent", "cgroup": AgentCgroup.to_dict(), "env"}
     POST /v1/stop  {"name"}
 
 The daemon creates the agent's cgroup, applies the node policy's budgets and
@@ -77,7 +77,15 @@ class AgentStarter:
         except BaseException:
             self._forget(name)
             raise
-        return {"ok": True, "agent": name, "cgroup": cg.to_dict()}
+        return {"ok": True, "agent": name, "cgroup": cg.to_dict(), "env": self._gpu_env(name)}
+
+    def _gpu_env(self, name: str) -> dict[str, str]:
+        """CUDA_VISIBLE_DEVICES matching the agent's GPU grant (device
+        confinement is the kernel's; this only renumbers what CUDA sees)."""
+        devices = getattr(self.ctl, "gpu_devices", None)
+        grant = devices.granted.get(name) if devices is not None else None
+        visible = grant.cuda_visible_devices() if grant is not None else None
+        return {"CUDA_VISIBLE_DEVICES": visible} if visible is not None else {}
 
     def stop(self, body: dict) -> dict:
         name = str(body.get("name", ""))

@@ -53,12 +53,14 @@ class DaemonAgent:
         self.name: str | None = None
         self.cgroup: AgentCgroup | None = None
         self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}      # from the daemon: CUDA_VISIBLE_DEVICES of the GPU grant
         self._last_seen = time.monotonic()
 
     def start(self) -> AgentCgroup:
         out = self.client.post("/v1/start", {"name": self.want_name, "labels": self.labels})
         self.name = str(out["agent"])
         self.cgroup = AgentCgroup.from_dict(out["cgroup"])
+        self.env = {str(k): str(v) for k, v in (out.get("env") or {}).items()}
         return self.cgroup
 
     def launch(self, argv: list[str], *, user: str | None = None, env: dict | None = None,
@@ -66,6 +68,8 @@ class DaemonAgent:
         if self.cgroup is None:
             self.start()
         assert self.cgroup is not None
+        if self.env:        # the daemon's values win: they match what the kernel lets the agent open
+            env = {**(os.environ if env is None else env), **self.env}
         try:
             self.proc = launch(argv, self.cgroup, user=user, env=env, cwd=cwd, **popen)
         except BaseException:

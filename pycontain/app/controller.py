@@ -7,8 +7,9 @@ engine: kernel events, cgroup and GPU samples and the time go in, decisions
 come out and are carried out and recorded. Nothing here decides policy.
 
 Decisions are only collected in the ring-buffer callback and carried out once
-the poll has returned, so an action that waits (a kill, up to 5 s) never
-stops the ring from being drained.
+the poll has returned; slow ones (a whole-agent kill that waits up to 5 s,
+freeze, thaw, throttle: cgroup writes and NVML) on the action worker
+(app/action_worker.py), so no action ever stops the ring from being drained.
 
 Without a policy (``policy=None``, `pycontain trace`) the controller only
 observes: monitor mode, empty deny tables, no engine, no actuator, and every
@@ -18,6 +19,7 @@ event of a tracked agent is reported.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -40,6 +42,7 @@ from ..gpu.sampler import GpuSampler, check_gpu_requirement
 from ..kernel.loader import Probes
 from ..observe.audit import AuditLog
 from ..observe.state import AgentState, GpuUse, NodeState
+from .action_worker import SLOW_ACTIONS, ActionWorker
 from .edges import Edges, boot_to_wall_offset
 from .loss import LossGuard
 
@@ -85,6 +88,7 @@ class Controller:
         self.on_birth: Any = None          # daemon: called with each cgroup-birth event (issue 10)
         self.loss = LossGuard(self)
         self.pin_root: str | None = None   # set by the daemon before start(): kernel/pins.py
+        self.worker: ActionWorker | None = None    # slow actions, once an actuator exists
 
     @property
     def observe_only(self) -> bool:
@@ -135,6 +139,7 @@ class Controller:
             # stuck-kill reports carry the GPU memory still held; cuda-checkpoint locks need it too
             self.actuator = self.edges.actuator(self.cgroups, gpu_memory=gpu_memory_fn(self._nvml()),
                                                 report_retry=self._record_kill_retry)
+            self.worker = ActionWorker()
             with self.state.lock:
                 self.state.policy_name = self.policy.name
                 self.state.mode = self.policy.mode
@@ -166,6 +171,8 @@ class Controller:
             self.gpu = (GpuSampler(nvml, interval_s=self.policy.gpu.sample_interval_s), GpuRules(self.policy.gpu))
 
     def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
         if self.actuator:
             self.actuator.close()
         if self.gpu_devices is not None:
@@ -274,13 +281,23 @@ class Controller:
         """Carry out the decisions collected during the last poll. One that
         fails is logged and counted (handler errors), the rest still go."""
         pending, self._pending = self._pending, []
-        for d in pending:
-            try:
-                self.apply([d])
-            except Exception:
-                self.handler_errors += 1
-                log.exception("carrying out %s for %s failed", d.action.value, d.agent)
+        self.dispatch(pending)
         self._settle_held(pending)
+
+    def dispatch(self, decisions: list[Decision]) -> None:
+        """From the intake path: slow actions to the worker, the rest now."""
+        for d in decisions:
+            if self.worker is not None and d.action in SLOW_ACTIONS and not d.monitor:
+                self.worker.submit(functools.partial(self._apply_guarded, d))
+            else:
+                self._apply_guarded(d)
+
+    def _apply_guarded(self, d: Decision) -> None:
+        try:
+            self.apply([d])
+        except Exception:
+            self.handler_errors += 1
+            log.exception("carrying out %s for %s failed", d.action.value, d.agent)
 
     def _settle_held(self, decided: list[Decision]) -> None:
         """Release the held execs of this batch that no decision stopped; the
@@ -385,7 +402,7 @@ class Controller:
             self._last_gpu = now
             self._gpu_step(now)
         if self.engine is not None:
-            self.apply(self.engine.tick(now))
+            self.dispatch(self.engine.tick(now))
 
     def _publish_losses(self) -> None:
         assert self.probes is not None
@@ -409,12 +426,12 @@ class Controller:
                     if s.memory_max_bytes is not None:
                         a.memory_limit_bytes = s.memory_max_bytes
             assert self.engine is not None
-            self.apply(self.engine.on_cgroup_sample(name, s, now))
+            self.dispatch(self.engine.on_cgroup_sample(name, s, now))
 
     def _gpu_step(self, now: float) -> None:
         assert self.gpu is not None
         sampler, rules = self.gpu
-        self.apply(gpu_step(sampler, rules, self.engine, self.cgroups, now, on_use=self._on_gpu_use))
+        self.dispatch(gpu_step(sampler, rules, self.engine, self.cgroups, now, on_use=self._on_gpu_use))
 
     def _on_gpu_use(self, sample, attributed) -> None:
         for rec in self._gpu_use_log.new_records(sample, attributed, self.clock.wall()):

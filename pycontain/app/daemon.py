@@ -34,7 +34,7 @@ from .session import Session
 
 log = logging.getLogger("pycontain.daemon")
 
-STEP_MS = 10      # ring wait per loop turn, lock held (start latency bound)
+STEP_MS = 10      # ring wait per loop turn, outside the lock (Probes.wait)
 
 
 @dataclass
@@ -292,9 +292,11 @@ class Daemon:
             self.starter.sweep()
             if not self._taken_over:
                 self._take_over()
+        # wait for the ring outside the lock (a start request takes it at
+        # once), drain under it; an old BCC: wait under it, in short slices
+        waited = self.session.wait(STEP_MS)
         with self.lock:
-            # short slices: a start request waits at most this long for the lock
-            self.session.step(STEP_MS)
+            self.session.step(0 if waited else STEP_MS)
         if self._births:
             self.adopt_births()
 

@@ -88,6 +88,10 @@ class Session:
     def step(self, timeout_ms: int = 100) -> None:
         self.ctl.step(timeout_ms)
 
+    def wait(self, timeout_ms: int) -> bool:
+        """Wait for urgent ring records without draining (Probes.wait)."""
+        return self.ctl.probes.wait(timeout_ms) if self.ctl.probes is not None else False
+
     # ---- API handlers (called from server threads) --------------------------
 
     def handlers(self, extra: dict | None = None) -> dict:

@@ -26,6 +26,7 @@ from .errors import PolicyError
 from .gpu_devices import GpuSpec
 from .gpu_policy_extra import SignaturePolicy, gpu_extras_dict, read_devices, read_signature
 from .kernel_rules import compile_policy
+from .policy_extends import resolve
 from .policy_yaml import Node, compose
 from .resolve import NAMESERVERS
 
@@ -251,6 +252,7 @@ KeyTable: TypeAlias = Mapping[str, tuple[str, Reader] | tuple[None, Callable[[No
 
 TOP_KEYS = ("name", "mode", "agents", "budgets", "gpu", "exec", "network", "sockets", "actions", "escalation",
             "privileges")
+TOP_KEYS = (*TOP_KEYS, "extends")   # type: ignore[assignment]  # issue 14: merged away before reading
 AGENT_SELECTORS = ("cgroup", "systemd_unit", "command")
 AGENT_KEYS = ("name",) + AGENT_SELECTORS
 BUDGET_KEYS = ("cpu", "memory", "memory_high", "pids")
@@ -556,7 +558,9 @@ def _check_no_lockout(p: Policy, top: dict[str, Node]) -> None:
 
 
 def load_policy_text(text: str, source: str = "<string>") -> Policy:
-    root = compose(text, source)
+    """A policy from its YAML text; `extends:` paths are relative to
+    `source`'s directory (the working directory for a string)."""
+    root = resolve(compose(text, source), _load_base, (_canonical(source),))
     policy = _parse(root)
     _check_capacity(policy, root)
     return policy
@@ -584,19 +588,44 @@ def load_policy(path: str) -> Policy:
     """A policy file; a built-in's name (default, strict) where no such file exists."""
     if path in builtins.NAMES and not os.path.exists(path):
         return builtin_policy(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as e:
-        raise PolicyError(path, None, "", f"cannot read the policy: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise PolicyError(path, None, "", f"not UTF-8 text: {e.reason}") from None
-    return load_policy_text(text, path)
+    return load_policy_text(_read_text(path), path)
 
 
 def builtin_policy(name: str) -> Policy:
     """A built-in policy by name: "default" (the ROME defaults) or "strict"."""
     return load_policy_text(builtins.text(name), f"<builtin:{name}>")
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as e:
+        raise PolicyError(path, None, "", f"cannot read the policy: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise PolicyError(path, None, "", f"not UTF-8 text: {e.reason}") from None
+
+
+def _canonical(source: str) -> str:
+    return source if source.startswith("<") else os.path.realpath(source)
+
+
+def _load_base(ref: Node, extending: str) -> tuple[Node, str]:
+    """The tree `extends: X` names: a built-in by name, else a file relative
+    to the extending file (its errors name that file)."""
+    name = ref.str(maxlen=4096)
+    if name in builtins.names():
+        return compose(builtins.text(name), f"<builtin:{name}>"), f"<builtin:{name}>"
+    if name.startswith("<") or not (name.endswith((".yaml", ".yml")) or "/" in name):
+        raise ref.error(f"{name!r} is neither a built-in policy nor a policy file path",
+                        "use extends: default, extends: strict or a path such as ./base.yaml")
+    here = os.path.dirname(extending) if not extending.startswith("<") else ""
+    path = os.path.normpath(os.path.join(here, name))
+    try:
+        text = _read_text(path)
+    except PolicyError as e:
+        raise ref.error(f"cannot read the base policy {path!r}: {e.problem}") from None
+    return compose(text, path), _canonical(path)
 
 
 def policy_to_dict(p: Policy) -> dict[str, Any]:

@@ -27,7 +27,7 @@ _YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
 class Node:
     def __init__(self, node: yaml.Node | None, file: str, path: str, line: int | None = None):
         self.node = node
-        self.file = file
+        self.file = getattr(node, "pc_file", None) or file     # merged trees (policy_extends.py)
         self.path = path
         self.line = (node.start_mark.line + 1) if node is not None else line
 

@@ -13,6 +13,7 @@ import ctypes
 import logging
 import os
 import re
+import select
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,12 @@ def cgroup2_mount(mountinfo: str = "/proc/self/mountinfo") -> str:
     except OSError:
         pass
     raise EnvironmentProblem("no cgroup v2 hierarchy is mounted (needed for agent cgroups and BPF cgroup hooks)")
+
+
+def _libbcc() -> Any:
+    """libbcc, imported only where probes are loaded (as `from bcc import BPF` is)."""
+    from bcc.libbcc import lib
+    return lib
 
 
 def cgroup_level(path: str, mount: str | None = None) -> int:
@@ -200,6 +207,7 @@ class Probes:
         self.pin_root = pin_root       # daemon mode: attachments pinned in bpffs (kernel/pins.py)
         self.pins: pins.PinDir | None = None
         self._links: list[int] = []    # fds of our pinned tracepoint links
+        self._ring_epoll_fd: int | None = None
 
     # ---- load ------------------------------------------------------------
 
@@ -641,6 +649,33 @@ class Probes:
             self.bpf.ring_buffer_poll(wait)
         self.bpf.ring_buffer_consume()
         return self._handled + self.user_lost - before
+
+    def wait(self, timeout_ms: int) -> bool:
+        """Wait up to ``timeout_ms`` (at most DRAIN_MS) for an urgent record
+        without reading any: the daemon waits here outside its lock, so a
+        start request never queues behind the ring wait, then drains with
+        poll(0) under it. False when this BCC cannot wait apart (the caller
+        then polls with the timeout as before)."""
+        if self.bpf is None:
+            return True
+        fd = self._epoll_fd()
+        if fd is None:
+            return False
+        wait = DRAIN_MS if timeout_ms < 0 else min(timeout_ms, DRAIN_MS)
+        select.select([fd], [], [], wait / 1000)
+        return True
+
+    def _epoll_fd(self) -> int | None:
+        """The ring buffers' epoll descriptor (libbpf's, exported by libbcc)."""
+        if self._ring_epoll_fd is None:
+            mgr = getattr(self.bpf, "_ringbuf_manager", None)
+            fn = getattr(_libbcc(), "ring_buffer__epoll_fd", None)
+            if not mgr or fn is None:
+                return None
+            fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_void_p]
+            fd = fn(mgr)
+            self._ring_epoll_fd = fd if fd >= 0 else None
+        return self._ring_epoll_fd
 
     def lost_kernel(self) -> int:
         if self.bpf is None:

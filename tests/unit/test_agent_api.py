@@ -121,3 +121,24 @@ def test_no_daemon_falls_back_in_one_line_or_exits_under_daemon_only(tmp_path, c
     with pytest.raises(EnvironmentProblem) as e:
         try_daemon_run(["true"], RunOptions(daemon_socket=sock, daemon_only=True))
     assert e.value.exit_code == 1
+
+
+def test_start_answer_carries_cuda_visible_devices_of_the_grant(starter, monkeypatch):
+    from pycontain.app import agent_client
+    from pycontain.core.gpu_devices import GpuGrant, GpuInfo
+
+    class Devices:
+        granted = {"x": GpuGrant((GpuInfo(1, "GPU-b", 1), GpuInfo(3, "GPU-d", 3)), "policy")}
+    starter.ctl.gpu_devices = Devices()
+    out = starter.start({"name": "x"})
+    assert out["env"] == {"CUDA_VISIBLE_DEVICES": "GPU-b,GPU-d"}
+    assert starter.start({"name": "y"})["env"] == {}             # no grant that confines: CUDA sees all
+
+    seen = {}
+    monkeypatch.setattr(agent_client, "launch", lambda argv, cg, env=None, **kw: seen.setdefault("env", env))
+    monkeypatch.setattr(agent_client.AgentCgroup, "from_dict", classmethod(lambda cls, d: d))
+    a = agent_client.DaemonAgent("/nonexistent.sock")
+    monkeypatch.setattr(a.client, "post", lambda path, body: out)
+    a.start()
+    a.launch(["true"], env={"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1,2,3"})
+    assert seen["env"] == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "GPU-b,GPU-d"}     # the daemon's value wins

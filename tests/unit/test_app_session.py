@@ -18,7 +18,7 @@ from pycontain.app.edges import Clock, Edges
 from pycontain.app.session import Session
 from pycontain.core import engine as engine_mod
 from pycontain.core.decisions import Action
-from pycontain.core.events import DecodeError, EventType, ExecEvent, Header, Mode, NetEvent, Verdict
+from pycontain.core.events import DecodeError, EventType, ExecEvent, Header, Mode, NetEvent, StratumEvent, Verdict
 from pycontain.core.policy import builtin_policy, load_policy_text
 from pycontain.kernel import loader
 from pycontain.kernel.loader import Probes
@@ -310,3 +310,35 @@ def test_the_app_layer_imports_without_bcc():
     code = ("import sys; import pycontain.app.session, pycontain.app.runner, pycontain.app.daemon; "
             "assert 'bcc' not in sys.modules, 'bcc imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_slow_action_does_not_delay_draining(rig):
+    """A whole-agent kill that waits (cgroup emptying, NVML) runs on the
+    action worker: while it is stuck, later records are still drained,
+    recorded and judged, and a one-process kill still happens at once."""
+    import threading
+    release, entered = threading.Event(), threading.Event()
+    fast = rig.actuator.apply
+
+    def slow_apply(d):
+        if d.action == Action.KILL:
+            entered.set()
+            assert release.wait(10), "never released"
+        return fast(d)
+    rig.actuator.apply = slow_apply
+    s, p = started(rig)
+    p.push(StratumEvent(h=header(EventType.STRATUM, verdict=Verdict.DENY, pid=21), family=2, protocol=6,
+                        daddr="198.51.100.1", dport=443, saddr="", sport=0,
+                        payload=b'{"id":1,"method":"mining.subscribe"}'))  # -> kill the agent (slow)
+    s.step(0)
+    assert entered.wait(5)
+    p.push(exec_event(b"/usr/bin/true", [b"true"], pid=22))
+    p.push(exec_event(*TUNNEL, pid=23))                                     # ssh -R: kill-process rule
+    s.step(0)                                                               # returns while the kill waits
+    assert [r["pid"] for r in rig.records() if r["kind"] == "exec"] == [22, 23]
+    assert [(d.action, d.pid) for d, _ in rig.actuator.applied] == [(Action.KILL_PROCESS, 23)]
+    release.set()
+    assert s.ctl.worker.wait_idle(5)
+    assert [d.action for d, _ in rig.actuator.applied] == [Action.KILL_PROCESS, Action.KILL]
+    assert s.state.actions_total[("trainer", "kill")] == 1
+    s.close()

@@ -48,6 +48,7 @@ enum pc_event_type {
 	PC_EV_CGROUP_BIRTH = 9,  /* a new cgroup matched a selector: marked an agent in the kernel */
 	PC_EV_BOUNDARY = 10,     /* an agent task moved out of its agent's cgroup */
 	PC_EV_PACKET = 15,   /* issue 12: a packet denied by cgroup_skb egress (struct pc_net) */
+	PC_EV_STDIO_SOCKET = 16, /* issue 12: exec with stdin/out/err a socket to a remote peer (struct pc_net) */
 };
 
 enum pc_verdict {
@@ -65,6 +66,7 @@ enum pc_flags {
 	PC_F_OTHER_MOVER = 1 << 5, /* boundary: moved by another task; user space must kill it */
 	PC_F_SOURCE_ROUTED = 1 << 9, /* issue 12: IPv4 source route / IPv6 routing header */
 	PC_F_LOOPBACK = 1 << 10,   /* issue 12: the destination was judged as loopback */
+	PC_F_SSH = 1 << 11,        /* issue 12: the stream opened with an SSH identification string */
 };
 
 struct pc_header {
@@ -182,6 +184,11 @@ enum pc_config_flags {
 	PC_CFG_DETECT_STRATUM = 1 << 3,
 	PC_CFG_TRACE_ALL = 1 << 4,        /* emit exec/fork/exit for every process */
 	PC_CFG_BIRTH = 1 << 5,            /* mark new cgroups matching the birth automaton (issue 10) */
+	PC_CFG_SCAN = 1 << 11,            /* issue 12: scan detection (pc_scan_limits) */
+	PC_CFG_SSH = 1 << 12,             /* issue 12: SSH sessions only to pc_ssh_allow4/6 */
+	PC_CFG_INBOUND_LOOPBACK = 1 << 13, /* issue 12: agent listeners reachable from loopback only */
+	PC_CFG_INBOUND_DENY = 1 << 14,    /* issue 12: agent listeners reachable from nowhere */
+	PC_CFG_STDIO_SOCKET = 1 << 15,    /* issue 12: kill an exec whose stdio is a remote socket */
 };
 
 struct pc_config {

@@ -30,6 +30,7 @@ from .events import (
     ForkEvent,
     NetEvent,
     SocketEvent,
+    StdioSocketEvent,
     StratumEvent,
     Verdict,
 )
@@ -344,9 +345,18 @@ class Engine:
         return [Decision(agent=agent, rule=BOUNDARY_RULE, action=action, reason=reason, pid=ev.moved_pid,
                          monitor=monitor)]
 
+    def _on_stdio_socket(self, ev: StdioSocketEvent, agent: str, now: float) -> list[Decision]:
+        """A reverse shell (issue 12): the kernel killed the exec whose stdio
+        was a socket to a remote peer; anything stronger comes from `exec`."""
+        killed = " (killed in the kernel before it ran)" if ev.h.flags & Flag.KILLED else ""
+        return self._kernel_violation(ev, agent, now, "exec",
+                                      f"exec {safe_text(ev.h.comm, 16)} with stdin/stdout/stderr a socket "
+                                      f"connected to {ev.daddr}:{ev.dport}: reverse shell{killed}")
+
     _HANDLERS: ClassVar[dict[type[Event], _Handler]] = {
         ForkEvent: _on_fork, ExitEvent: _on_exit, ExecEvent: _on_exec, StratumEvent: _on_stratum,
         NetEvent: _on_net, SocketEvent: _on_socket, BoundaryEvent: _on_boundary,
+        StdioSocketEvent: _on_stdio_socket,
     }
 
     # ---- samples and breaches ---------------------------------------------------

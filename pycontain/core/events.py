@@ -43,6 +43,7 @@ class EventType(enum.IntEnum):
     CGROUP_BIRTH = 9    # issue 10
     BOUNDARY = 10       # issue 10
     PACKET = 15      # issue 12: a packet denied by cgroup_skb egress (pc_net layout)
+    STDIO_SOCKET = 16  # issue 12: exec whose stdio is a socket to a remote peer (pc_net layout)
 
 
 class Verdict(enum.IntEnum):
@@ -60,6 +61,7 @@ class Flag(enum.IntFlag):
     OTHER_MOVER = 1 << 5    # issue 10: boundary escape made by another task
     SOURCE_ROUTED = 1 << 9   # issue 12: IPv4 source route / IPv6 routing header
     LOOPBACK = 1 << 10       # issue 12: the destination was judged as loopback
+    SSH = 1 << 11            # issue 12: the stream opened with an SSH identification string
 
 
 class Mode(enum.IntEnum):
@@ -74,6 +76,11 @@ class ConfigFlag(enum.IntFlag):
     DETECT_STRATUM = 1 << 3
     TRACE_ALL = 1 << 4
     BIRTH = 1 << 5          # issue 10: new cgroups matched against the birth automaton
+    SCAN = 1 << 11          # issue 12: scan detection in the kernel
+    SSH = 1 << 12           # issue 12: SSH sessions only to network.ssh.allow
+    INBOUND_LOOPBACK = 1 << 13  # issue 12: agent listeners reachable from loopback only
+    INBOUND_DENY = 1 << 14  # issue 12: agent listeners reachable from nowhere
+    STDIO_SOCKET = 1 << 15  # issue 12: kill an exec whose stdio is a socket to a remote peer
 
 
 class PatternWhere(enum.IntEnum):
@@ -262,6 +269,12 @@ class NetEvent(Event):
     @property
     def proto_name(self) -> str:
         return {6: "tcp", 17: "udp"}.get(self.protocol, str(self.protocol))
+
+
+@dataclass(frozen=True)
+class StdioSocketEvent(NetEvent):
+    """Issue 12: an exec whose stdin/stdout/stderr is a socket connected to
+    daddr:dport (a reverse shell), judged at the end of execve (ebpf/stdio.c)."""
 
 
 @dataclass(frozen=True)

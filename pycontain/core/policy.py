@@ -86,6 +86,7 @@ class ExecPolicy:
     deny_args: tuple[str, ...] = ()
     # program-scoped argument rules: (program glob, argv glob) — e.g. ssh + -R*
     deny_program_args: tuple[tuple[str, str], ...] = ()
+    stdio_socket: str = "kill-process"      # issue 12: kill-process | off (reverse shells, ebpf/stdio.c)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,16 @@ class NetRule:
 
 
 @dataclass(frozen=True)
+class ScanPolicy:
+    """network.scan (issue 12, ebpf/detect.bpf.h): past these, new destinations are refused."""
+
+    enabled: bool = True
+    max_hosts: int = 256        # new hosts per agent per window
+    max_ports: int = 64         # distinct ports per host per window
+    window_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class NetworkPolicy:
     default: str = "allow"
     allow: tuple[NetRule, ...] = ()
@@ -105,6 +116,9 @@ class NetworkPolicy:
     deny_metadata: bool = False
     detect: tuple[str, ...] = ()
     resolve_interval_s: float = 300.0
+    inbound: str = "loopback"               # issue 12: deny | loopback | allow (ebpf/inbound.c)
+    scan: ScanPolicy = ScanPolicy()         # issue 12
+    ssh_allow: tuple[NetRule, ...] = ()     # issue 12: SSH sessions only to these (and loopback)
 
 
 @dataclass(frozen=True)
@@ -327,6 +341,7 @@ EXEC_KEYS: KeyTable = {
     "deny": ("deny", _globs),
     "deny_args": ("deny_args", _globs),
     "deny_program_args": ("deny_program_args", _program_args),
+    "stdio_socket": ("stdio_socket", lambda n: n.choice(("kill-process", "off"))),   # issue 12
 }
 
 
@@ -346,7 +361,35 @@ NETWORK_KEYS: KeyTable = {
     "deny_metadata": ("deny_metadata", Node.bool),
     "detect": ("detect", _detect),
     "resolve_interval": ("resolve_interval_s", Node.duration),
+    "inbound": ("inbound", lambda n: n.choice(("deny", "loopback", "allow"))),   # issue 12
+    "scan": ("scan", lambda n: _scan(n)),
+    "ssh": ("ssh_allow", lambda n: _ssh(n)),
 }
+SCAN_KEYS = ("max_hosts", "max_ports", "window")
+SSH_KEYS = ("allow",)
+
+
+def _scan(n: Node) -> ScanPolicy:
+    """network.scan: false (off), or {max_hosts, max_ports, window}."""
+    if isinstance(n.node, yaml.ScalarNode):
+        return ScanPolicy(enabled=n.bool())
+    m = _mapping(n, SCAN_KEYS)
+    kw: dict[str, Any] = {}
+    if "max_hosts" in m:
+        kw["max_hosts"] = int(m["max_hosts"].number(1, 1 << 20, integer=True))
+    if "max_ports" in m:
+        kw["max_ports"] = int(m["max_ports"].number(1, 65536, integer=True))
+    if "window" in m:
+        kw["window_s"] = m["window"].duration()
+        if not 1 <= kw["window_s"] <= 86400:
+            raise m["window"].error("the scan window must be between 1s and 1d")
+    return ScanPolicy(**kw)
+
+
+def _ssh(n: Node) -> tuple[NetRule, ...]:
+    """network.ssh: {allow: [destinations]}: SSH sessions to anything else are dropped."""
+    m = _mapping(n, SSH_KEYS)
+    return _netrules(m["allow"]) if "allow" in m else ()
 SOCKET_KEYS: KeyTable = {
     "deny_raw": ("deny_raw", Node.bool),
     "deny_packet": ("deny_packet", Node.bool),

@@ -65,6 +65,9 @@ class Engine:
         self._cpu: dict[str, tuple[float, float]] = {}      # agent -> (now, cumulative seconds)
         self._cpu_hot: dict[str, int] = {}
         self.resolved = dict(resolved or {})
+        # issue 12: agent -> when (the `now` of on_event) any of its processes
+        # last made an unapproved connection: GPU correlation per agent
+        self.unapproved_at: dict[str, float] = {}
         self.replace_policy(policy, rules)
 
     # ---- configuration ----------------------------------------------------------
@@ -115,6 +118,7 @@ class Engine:
         self.escalator.forget_agent(name)
         self._cpu.pop(name, None)
         self._cpu_hot.pop(name, None)
+        self.unapproved_at.pop(name, None)
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -294,11 +298,14 @@ class Engine:
         if h.verdict != Verdict.ALLOW:
             if info.unapproved_connect_ns is None:
                 info.unapproved_connect_ns = h.ts_ns
+            self.unapproved_at[agent] = now
             return self._kernel_violation(ev, agent, now, "network",
                                           f"{ev.kind} to {dest} denied in the kernel (EPERM)")
         approved, hit = self._net_verdict(ev.daddr, ev.dport, proto)
-        if not approved and info.unapproved_connect_ns is None:
-            info.unapproved_connect_ns = h.ts_ns
+        if not approved:
+            self.unapproved_at[agent] = now
+            if info.unapproved_connect_ns is None:
+                info.unapproved_connect_ns = h.ts_ns
         if hit is None:
             return []
         rule, why = hit
@@ -321,6 +328,7 @@ class Engine:
         info = self.processes.lookup(h.pid)
         if info is not None and info.unapproved_connect_ns is None:
             info.unapproved_connect_ns = h.ts_ns
+        self.unapproved_at[agent] = now
         dest = f"{ev.daddr}:{ev.dport}"
         reason = f"mining protocol (stratum) to {dest}: {safe_text(ev.payload, 60)}"
         monitor = self.monitor or h.verdict == Verdict.WOULD_DENY

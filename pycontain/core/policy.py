@@ -76,6 +76,7 @@ class GpuPolicy:
     sample_interval_s: float = 1.0
     devices: GpuSpec | None = None          # None = all GPUs (gpu_policy_extra.py)
     signature: SignaturePolicy | None = None  # None = the GPM miner signature rule is off
+    correlation_window_s: float = 600.0     # issue 12: unapproved connect -> GPU use by the same agent
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,7 @@ GPU_KEYS: KeyTable = {
     "sample_interval": ("sample_interval_s", Node.duration),
     "devices": ("devices", read_devices),
     "signature": ("signature", lambda n: read_signature(n, _globs)),
+    "correlation_window": ("correlation_window_s", Node.duration),   # issue 12
 }
 
 

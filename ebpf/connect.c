@@ -24,6 +24,7 @@
  */
 
 #include "net.bpf.h"
+#include "detect.bpf.h"
 
 #define PC_TCP_ESTABLISHED 1
 #define PC_TCP_SYN_SENT 2
@@ -137,6 +138,8 @@ static __always_inline int pc_net4(struct bpf_sock_addr *ctx, u8 type)
 	}
 	u16 flags = 0;
 	u32 rule = pc_net_judge(cfg, PC_AF_INET, d16, proto, dport, 0, &flags);
+	if (!rule)   /* issue 12: past the scan limits no new destination */
+		rule = pc_scan_judge(cfg, agent, PC_AF_INET, d16, proto, dport, flags & PC_F_LOOPBACK);
 	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET, proto, dport, sport, d16, s16, rule, flags);
 }
 
@@ -168,6 +171,8 @@ static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
 		sport = (u16)sk->src_port;
 	u16 flags = 0;
 	u32 rule = pc_net_judge(cfg, PC_AF_INET6, k.addr, proto, dport, 0, &flags);
+	if (!rule)   /* issue 12: past the scan limits no new destination */
+		rule = pc_scan_judge(cfg, agent, PC_AF_INET6, k.addr, proto, dport, flags & PC_F_LOOPBACK);
 	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET6, proto, dport, sport, k.addr, s16, rule, flags);
 }
 

@@ -22,6 +22,7 @@
  */
 
 #include "net.bpf.h"
+#include "detect.bpf.h"
 
 #define PC_EG_ETH_P_IP 0x0800
 #define PC_EG_ETH_P_IPV6 0x86DD
@@ -48,6 +49,8 @@ struct pc_pkt {
 	u8 family;
 	u8 routed;      /* a source route option / routing header */
 	u8 later_frag;  /* a non-first fragment: no transport header */
+	u8 tcp_flags;   /* issue 12: TCP flags byte (SYN 0x02, ACK 0x10) */
+	u32 payoff;     /* issue 12: TCP payload offset */
 };
 
 BPF_TABLE("lru_hash", u64, u64, pc_pkt_seen, 8192);   /* socket cookie -> last report */
@@ -170,6 +173,13 @@ static __always_inline int pc_pkt_parse(struct __sk_buff *skb, struct pc_pkt *p)
 		p->sport = (u16)ports[0] << 8 | ports[1];
 		p->dport = (u16)ports[2] << 8 | ports[3];
 	}
+	if (proto == IPPROTO_TCP) {
+		u8 off_flags[2];
+		if (bpf_skb_load_bytes(skb, (p->l4off + 12) & 0xffff, off_flags, sizeof(off_flags)) < 0)
+			return -1;
+		p->payoff = p->l4off + (off_flags[0] >> 4) * 4;
+		p->tcp_flags = off_flags[1];
+	}
 	return 0;
 }
 
@@ -214,6 +224,26 @@ static __always_inline void pc_pkt_report(struct __sk_buff *skb, u32 agent, u64 
 	pc_submit(e, &e->h);
 }
 
+/* Issue 12: scan detection on a new TCP flow (a SYN without ACK: connect
+ * counted it first; this catches SYNs no connect hook saw) and SSH on the
+ * first bytes of a TCP segment. Returns a rule id or 0. */
+static __always_inline u32 pc_egress_detect(struct __sk_buff *skb, struct pc_config *cfg, u32 agent,
+					    const struct pc_pkt *p, u16 *flags)
+{
+	if (pc_norm_proto(p->proto) != IPPROTO_TCP)
+		return 0;
+	int loop = (*flags & PC_F_LOOPBACK) != 0;
+	if ((p->tcp_flags & 0x12) == 0x02)
+		return pc_scan_judge(cfg, agent, p->family, p->daddr, p->proto, p->dport, loop);
+	if (!(cfg->flags & PC_CFG_SSH) || skb->len < p->payoff + 9)
+		return 0;
+	u8 b[9];
+	if (bpf_skb_load_bytes(skb, p->payoff & 0xffff, b, sizeof(b)) < 0 || !pc_is_ssh_banner(b))
+		return 0;
+	*flags |= PC_F_SSH;
+	return pc_ssh_judge(cfg, p->family, p->daddr, loop);
+}
+
 /* Relies on: cgroup_skb egress programs run for every IP packet a socket
  * of the cgroup (or a descendant) sends, from ip_finish_output /
  * ip6_finish_output, after routing and netfilter and before the device,
@@ -243,6 +273,8 @@ int pc_net_egress(struct __sk_buff *skb)
 	} else {
 		int via_lo = skb->ifindex == PC_LOOPBACK_IFINDEX;
 		rule = pc_net_judge(cfg, p.family, p.daddr, p.proto, p.dport, via_lo, &flags);
+		if (!rule)
+			rule = pc_egress_detect(skb, cfg, agent, &p, &flags);
 	}
 	if (!rule)
 		return 1;

@@ -153,6 +153,10 @@ BPF_ARRAY(pc_addr_rule_ids, u32, PC_ADDR_RULES);         /* bit -> rule id */
 #define PC_NX_INTERNAL 0       /* "network.deny_internal": a pass rule beats it */
 #define PC_NX_METADATA 1       /* "network.deny_metadata": likewise */
 #define PC_NX_SOURCE_ROUTE 2   /* "network.source_route" */
+#define PC_NX_SCAN 3           /* "network.scan" (issue 12, detect.bpf.h) */
+#define PC_NX_SSH 4            /* "network.ssh" */
+#define PC_NX_INBOUND 5        /* "network.inbound" (inbound.c) */
+#define PC_NX_STDIO 6          /* "exec.stdio_socket" (stdio.c) */
 #define PC_NX_SLOTS 8
 BPF_ARRAY(pc_named_rules, u32, PC_NX_SLOTS);
 

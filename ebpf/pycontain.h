@@ -51,6 +51,7 @@ enum pc_event_type {
 	PC_EV_BOUNDARY = 10,     /* an agent task moved out of its agent's cgroup */
 	PC_EV_PACKET = 15,   /* issue 12: a packet denied by cgroup_skb egress (struct pc_net) */
 	PC_EV_EXEC_MAP = 12, /* issue 11: a file mapped executable (mmap PROT_EXEC) judged like an exec */
+	PC_EV_STDIO_SOCKET = 16, /* issue 12: exec with stdin/out/err a socket to a remote peer (struct pc_net) */
 };
 
 enum pc_verdict {
@@ -72,6 +73,7 @@ enum pc_flags {
 	PC_F_HELD = 1 << 6,        /* exec stopped (SIGSTOP) until user space decides */
 	PC_F_FILELESS = 1 << 7,    /* the file has no name on any filesystem (memfd, deleted, O_TMPFILE) */
 	PC_F_UNTRUSTED = 1 << 8,   /* exec.trusted is on and the file fails it */
+	PC_F_SSH = 1 << 11,        /* issue 12: the stream opened with an SSH identification string */
 };
 
 struct pc_header {
@@ -222,6 +224,11 @@ enum pc_config_flags {
 	PC_CFG_EXEC_HOLD_ALL = 1 << 8,    /* every agent exec waits for user space (allow-list, path globs) */
 	PC_CFG_EXEC_FILELESS_DENY = 1 << 9, /* kill fileless execs (exec.fileless: deny) */
 	PC_CFG_EXEC_TRUSTED = 1 << 10,    /* kill execs of files exec.trusted does not admit */
+	PC_CFG_SCAN = 1 << 11,            /* issue 12: scan detection (pc_scan_limits) */
+	PC_CFG_SSH = 1 << 12,             /* issue 12: SSH sessions only to pc_ssh_allow4/6 */
+	PC_CFG_INBOUND_LOOPBACK = 1 << 13, /* issue 12: agent listeners reachable from loopback only */
+	PC_CFG_INBOUND_DENY = 1 << 14,    /* issue 12: agent listeners reachable from nowhere */
+	PC_CFG_STDIO_SOCKET = 1 << 15,    /* issue 12: kill an exec whose stdio is a remote socket */
 };
 
 struct pc_config {

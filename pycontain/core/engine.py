@@ -31,6 +31,7 @@ from .events import (
     ForkEvent,
     NetEvent,
     SocketEvent,
+    StdioSocketEvent,
     StratumEvent,
     Verdict,
 )
@@ -66,6 +67,9 @@ class Engine:
         self._cpu_hot: dict[str, int] = {}
         self.agent_since: dict[str, float] = {}             # agent -> wall-clock start (issue 11)
         self.resolved = dict(resolved or {})
+        # issue 12: agent -> when (the `now` of on_event) any of its processes
+        # last made an unapproved connection: GPU correlation per agent
+        self.unapproved_at: dict[str, float] = {}
         self.replace_policy(policy, rules)
 
     # ---- configuration ----------------------------------------------------------
@@ -120,6 +124,7 @@ class Engine:
         self._cpu.pop(name, None)
         self._cpu_hot.pop(name, None)
         self.agent_since.pop(name, None)
+        self.unapproved_at.pop(name, None)
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -335,11 +340,14 @@ class Engine:
         if h.verdict != Verdict.ALLOW:
             if info.unapproved_connect_ns is None:
                 info.unapproved_connect_ns = h.ts_ns
+            self.unapproved_at[agent] = now
             return self._kernel_violation(ev, agent, now, "network",
                                           f"{ev.kind} to {dest} denied in the kernel (EPERM)")
         approved, hit = self._net_verdict(ev.daddr, ev.dport, proto)
-        if not approved and info.unapproved_connect_ns is None:
-            info.unapproved_connect_ns = h.ts_ns
+        if not approved:
+            self.unapproved_at[agent] = now
+            if info.unapproved_connect_ns is None:
+                info.unapproved_connect_ns = h.ts_ns
         if hit is None:
             return []
         rule, why = hit
@@ -362,6 +370,7 @@ class Engine:
         info = self.processes.lookup(h.pid)
         if info is not None and info.unapproved_connect_ns is None:
             info.unapproved_connect_ns = h.ts_ns
+        self.unapproved_at[agent] = now
         dest = f"{ev.daddr}:{ev.dport}"
         reason = f"mining protocol (stratum) to {dest}: {safe_text(ev.payload, 60)}"
         monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
@@ -394,10 +403,19 @@ class Engine:
         return self._kernel_violation(ev, agent, now, "exec",
                                       f"executable mapping of {name} denied in the kernel: killed before it ran")
 
+    def _on_stdio_socket(self, ev: StdioSocketEvent, agent: str, now: float) -> list[Decision]:
+        """A reverse shell (issue 12): the kernel killed the exec whose stdio
+        was a socket to a remote peer; anything stronger comes from `exec`."""
+        killed = " (killed in the kernel before it ran)" if ev.h.flags & Flag.KILLED else ""
+        return self._kernel_violation(ev, agent, now, "exec",
+                                      f"exec {safe_text(ev.h.comm, 16)} with stdin/stdout/stderr a socket "
+                                      f"connected to {ev.daddr}:{ev.dport}: reverse shell{killed}")
+
     _HANDLERS: ClassVar[dict[type[Event], _Handler]] = {
         ExecMapEvent: _on_exec_map,
         ForkEvent: _on_fork, ExitEvent: _on_exit, ExecEvent: _on_exec, StratumEvent: _on_stratum,
         NetEvent: _on_net, SocketEvent: _on_socket, BoundaryEvent: _on_boundary,
+        StdioSocketEvent: _on_stdio_socket,
     }
 
     # ---- samples and breaches ---------------------------------------------------

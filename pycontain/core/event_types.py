@@ -52,6 +52,7 @@ from .events import (
     ForkEvent,
     NetEvent,
     SocketEvent,
+    StdioSocketEvent,
     StratumEvent,
     TcpStateEvent,
     addr_text,
@@ -194,6 +195,12 @@ def _record_net(ev: NetEvent, rec: Record) -> None:
         rec["source_routed"] = True
     if ev.h.flags & Flag.LOOPBACK:
         rec["loopback"] = True
+    if ev.h.flags & Flag.SSH:
+        rec["ssh"] = True
+
+
+def _decode_stdio(data: bytes) -> StdioSocketEvent:
+    return StdioSocketEvent(**net_fields(from_record(CNet, data), data))
 
 
 def _describe_net(rec: Record, who: str) -> str:
@@ -290,6 +297,8 @@ EVENT_TYPES: dict[EventType, AnySpec] = {s.type: s for s in (
     EventSpec(EventType.CONNECT, "pc_net", CNet, NetEvent, _decode_net, _record_net, _describe_net, "network"),
     EventSpec(EventType.SEND, "pc_net", CNet, NetEvent, _decode_net, _record_net, _describe_net, "network"),
     EventSpec(EventType.PACKET, "pc_net", CNet, NetEvent, _decode_net, _record_net, _describe_net, "network"),
+    EventSpec(EventType.STDIO_SOCKET, "pc_net", CNet, StdioSocketEvent, _decode_stdio, _record_net,
+              _describe_net),   # issue 12
     EventSpec(EventType.SOCKET, "pc_socket", CSocket, SocketEvent, _decode_socket, _record_socket, _describe_socket),
     EventSpec(EventType.TCP_STATE, "pc_tcp_state", CTcpState, TcpStateEvent, _decode_tcp_state, _record_tcp_state),
     EventSpec(EventType.STRATUM, "pc_stratum", CStratum, StratumEvent, _decode_stratum, _record_stratum, _describe_net),

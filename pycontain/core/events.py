@@ -49,6 +49,7 @@ class EventType(enum.IntEnum):
     BOUNDARY = 10       # issue 10
     PACKET = 15      # issue 12: a packet denied by cgroup_skb egress (pc_net layout)
     EXEC_MAP = 12      # issue 11
+    STDIO_SOCKET = 16  # issue 12: exec whose stdio is a socket to a remote peer (pc_net layout)
 
 
 class Verdict(enum.IntEnum):
@@ -69,6 +70,7 @@ class Flag(enum.IntFlag):
     HELD = 1 << 6          # issue 11: bits 6-8
     FILELESS = 1 << 7
     UNTRUSTED = 1 << 8
+    SSH = 1 << 11            # issue 12: the stream opened with an SSH identification string
 
 
 class Mode(enum.IntEnum):
@@ -86,6 +88,11 @@ class ConfigFlag(enum.IntFlag):
     EXEC_HOLD_ALL = 1 << 8      # issue 11: bits 8-10
     EXEC_FILELESS_DENY = 1 << 9
     EXEC_TRUSTED = 1 << 10
+    SCAN = 1 << 11          # issue 12: scan detection in the kernel
+    SSH = 1 << 12           # issue 12: SSH sessions only to network.ssh.allow
+    INBOUND_LOOPBACK = 1 << 13  # issue 12: agent listeners reachable from loopback only
+    INBOUND_DENY = 1 << 14  # issue 12: agent listeners reachable from nowhere
+    STDIO_SOCKET = 1 << 15  # issue 12: kill an exec whose stdio is a socket to a remote peer
 
 
 class PatternWhere(enum.IntEnum):
@@ -326,6 +333,12 @@ class NetEvent(Event):
     @property
     def proto_name(self) -> str:
         return {6: "tcp", 17: "udp"}.get(self.protocol, str(self.protocol))
+
+
+@dataclass(frozen=True)
+class StdioSocketEvent(NetEvent):
+    """Issue 12: an exec whose stdin/stdout/stderr is a socket connected to
+    daddr:dport (a reverse shell), judged at the end of execve (ebpf/stdio.c)."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections import defaultdict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -74,6 +75,8 @@ class GpuRulesPolicy(Protocol):
     def throttle_period_s(self) -> float: ...
     @property
     def sample_interval_s(self) -> float: ...
+    @property
+    def correlation_window_s(self) -> float: ...
 
 
 class GpuRules:
@@ -93,7 +96,34 @@ class GpuRules:
             return None      # not enough history yet for a sustained reading
         return sum(v for _, v in q) / len(q)
 
-    def evaluate(self, sample: GpuSample, attributed: list[AttributedGpuProcess], now: float) -> list[Breach]:
+    def evaluate(self, sample: GpuSample, attributed: list[AttributedGpuProcess], now: float,
+                 unapproved_at: Mapping[str, float] | None = None) -> list[Breach]:
+        """`unapproved_at`: agent -> when any of its processes last made an
+        unapproved connection (Engine.unapproved_at, same clock as `now`)."""
+        out = self._evaluate(sample, attributed, now)
+        return out + self._agent_correlation(attributed, now, unapproved_at or {}, out)
+
+    def _agent_correlation(self, attributed: list[AttributedGpuProcess], now: float,
+                           unapproved_at: Mapping[str, float], found: list[Breach]) -> list[Breach]:
+        """Issue 12: an unapproved connection by ANY process of an agent, then
+        GPU use by any process of that agent within correlation_window."""
+        p = self.p
+        if not p.correlate_unapproved_connect:
+            return []
+        done = {b.agent for b in found if b.rule == "gpu.correlation"}
+        out: list[Breach] = []
+        for x in attributed:
+            t = unapproved_at.get(x.agent)
+            if x.agent in done or t is None or not 0 <= now - t <= p.correlation_window_s:
+                continue
+            done.add(x.agent)
+            prog = safe_text(x.filename or b"?", 256)
+            out.append(Breach(x.agent, "gpu.correlation", "gpu_correlation",
+                              f"{prog} (pid {x.pid}) uses GPU {x.device} {now - t:.0f}s after an unapproved "
+                              f"outbound connection by the same agent", gpu=GpuDetail(device=x.device)))
+        return out
+
+    def _evaluate(self, sample: GpuSample, attributed: list[AttributedGpuProcess], now: float) -> list[Breach]:
         out: list[Breach] = []
         by_agent: dict[str, list[AttributedGpuProcess]] = defaultdict(list)
         for a in attributed:

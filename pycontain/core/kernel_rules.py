@@ -74,6 +74,11 @@ class KernelTables:
     source: str = "<builtin>"      # the policy file, for errors
     # issue 11: exec.trusted real-path prefixes (the loader writes their (dev, inode))
     trusted_paths: tuple[str, ...] = ()
+    # issue 12: (max_hosts, max_ports, window ns) of scan detection (0 window: off)
+    scan_limits: tuple[int, int, int] = (0, 0, 0)
+    # issue 12: where SSH sessions may go (network.ssh.allow), rule id = the entry's index + 1
+    ssh_allow4: list[tuple[ipaddress.IPv4Network, int]] = field(default_factory=list)
+    ssh_allow6: list[tuple[ipaddress.IPv6Network, int]] = field(default_factory=list)
 
 
 # ---- policy -> tables ------------------------------------------------------------
@@ -181,6 +186,20 @@ def _config_flags(policy: Policy) -> ConfigFlag:
         flags |= ConfigFlag.DENY_PACKET
     if "stratum" in policy.network.detect:
         flags |= ConfigFlag.DETECT_STRATUM
+    return flags | _issue12_flags(policy)
+
+
+def _issue12_flags(policy: Policy) -> ConfigFlag:
+    """Scan detection, SSH destinations, inbound and reverse shells (issue 12).
+    SSH is always judged: sessions go only where network.ssh.allow says."""
+    flags = ConfigFlag.SSH
+    nw = policy.network
+    if nw.scan.enabled:
+        flags |= ConfigFlag.SCAN
+    flags |= {"loopback": ConfigFlag.INBOUND_LOOPBACK, "deny": ConfigFlag.INBOUND_DENY}.get(nw.inbound,
+                                                                                          ConfigFlag(0))
+    if policy.exec.stdio_socket == "kill-process":
+        flags |= ConfigFlag.STDIO_SOCKET
     return flags
 
 
@@ -296,6 +315,18 @@ def _compile_network(t: KernelTables, nw: NetworkPolicy, resolved: Mapping[str, 
         elif r.ports or r.protocol != "any":
             _add_addr_rule(t, "allow", rid, r, resolved)
     rule("network.source_route")
+    _compile_issue12(t, nw, resolved, rule)
+
+
+def _compile_issue12(t: KernelTables, nw: NetworkPolicy, resolved: Mapping[str, list[str]], rule: _RuleIds) -> None:
+    """Rule names of the issue-12 verdicts, scan limits, SSH destinations."""
+    for name in ("network.scan", "network.ssh", "network.inbound", "exec.stdio_socket"):
+        rule(name)
+    sc = nw.scan
+    if sc.enabled:
+        t.scan_limits = (sc.max_hosts, sc.max_ports, int(sc.window_s * 1e9))
+    for i, r in enumerate(nw.ssh_allow):
+        _add_nets(t.ssh_allow4, t.ssh_allow6, _rule_addrs(r, resolved), i + 1)
 
 
 def _add_addr_rule(t: KernelTables, kind: str, rid: int, r: NetRule, resolved: Mapping[str, list[str]]) -> None:

@@ -77,6 +77,7 @@ class GpuPolicy:
     sample_interval_s: float = 1.0
     devices: GpuSpec | None = None          # None = all GPUs (gpu_policy_extra.py)
     signature: SignaturePolicy | None = None  # None = the GPM miner signature rule is off
+    correlation_window_s: float = 600.0     # issue 12: unapproved connect -> GPU use by the same agent
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class ExecPolicy:
     trusted: tuple[str, ...] = ()           # real-path prefixes; empty = not enforced
     truncated_args: str = "deny"            # deny | alert: argv that cannot be read whole
     fileless: str = "deny"                  # deny | alert | allow: memfd, deleted, O_TMPFILE
+    stdio_socket: str = "kill-process"      # issue 12: kill-process | off (reverse shells, ebpf/stdio.c)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,16 @@ class NetRule:
 
 
 @dataclass(frozen=True)
+class ScanPolicy:
+    """network.scan (issue 12, ebpf/detect.bpf.h): past these, new destinations are refused."""
+
+    enabled: bool = True
+    max_hosts: int = 256        # new hosts per agent per window
+    max_ports: int = 64         # distinct ports per host per window
+    window_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class NetworkPolicy:
     default: str = "allow"
     allow: tuple[NetRule, ...] = ()
@@ -110,6 +122,9 @@ class NetworkPolicy:
     deny_metadata: bool = False
     detect: tuple[str, ...] = ()
     resolve_interval_s: float = 300.0
+    inbound: str = "loopback"               # issue 12: deny | loopback | allow (ebpf/inbound.c)
+    scan: ScanPolicy = ScanPolicy()         # issue 12
+    ssh_allow: tuple[NetRule, ...] = ()     # issue 12: SSH sessions only to these (and loopback)
 
 
 @dataclass(frozen=True)
@@ -313,6 +328,7 @@ GPU_KEYS: KeyTable = {
     "sample_interval": ("sample_interval_s", Node.duration),
     "devices": ("devices", read_devices),
     "signature": ("signature", lambda n: read_signature(n, _globs)),
+    "correlation_window": ("correlation_window_s", Node.duration),   # issue 12
 }
 
 
@@ -351,6 +367,7 @@ EXEC_KEYS: KeyTable = {
     "trusted": ("trusted", _trusted),                                          # issue 11
     "truncated_args": ("truncated_args", lambda n: n.choice(("deny", "alert"))),
     "fileless": ("fileless", lambda n: n.choice(("deny", "alert", "allow"))),
+    "stdio_socket": ("stdio_socket", lambda n: n.choice(("kill-process", "off"))),   # issue 12
 }
 
 
@@ -370,7 +387,35 @@ NETWORK_KEYS: KeyTable = {
     "deny_metadata": ("deny_metadata", Node.bool),
     "detect": ("detect", _detect),
     "resolve_interval": ("resolve_interval_s", Node.duration),
+    "inbound": ("inbound", lambda n: n.choice(("deny", "loopback", "allow"))),   # issue 12
+    "scan": ("scan", lambda n: _scan(n)),
+    "ssh": ("ssh_allow", lambda n: _ssh(n)),
 }
+SCAN_KEYS = ("max_hosts", "max_ports", "window")
+SSH_KEYS = ("allow",)
+
+
+def _scan(n: Node) -> ScanPolicy:
+    """network.scan: false (off), or {max_hosts, max_ports, window}."""
+    if isinstance(n.node, yaml.ScalarNode):
+        return ScanPolicy(enabled=n.bool())
+    m = _mapping(n, SCAN_KEYS)
+    kw: dict[str, Any] = {}
+    if "max_hosts" in m:
+        kw["max_hosts"] = int(m["max_hosts"].number(1, 1 << 20, integer=True))
+    if "max_ports" in m:
+        kw["max_ports"] = int(m["max_ports"].number(1, 65536, integer=True))
+    if "window" in m:
+        kw["window_s"] = m["window"].duration()
+        if not 1 <= kw["window_s"] <= 86400:
+            raise m["window"].error("the scan window must be between 1s and 1d")
+    return ScanPolicy(**kw)
+
+
+def _ssh(n: Node) -> tuple[NetRule, ...]:
+    """network.ssh: {allow: [destinations]}: SSH sessions to anything else are dropped."""
+    m = _mapping(n, SSH_KEYS)
+    return _netrules(m["allow"]) if "allow" in m else ()
 SOCKET_KEYS: KeyTable = {
     "deny_raw": ("deny_raw", Node.bool),
     "deny_packet": ("deny_packet", Node.bool),

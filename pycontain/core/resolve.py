@@ -23,7 +23,7 @@ RESOLV_CONF = "/etc/resolv.conf"
 
 
 def hosts_in_policy(policy: Policy) -> list[str]:
-    rules = list(policy.network.allow) + list(policy.network.deny)
+    rules = list(policy.network.allow) + list(policy.network.deny) + list(policy.network.ssh_allow)
     return sorted({h for r in rules for h in r.hosts})
 
 

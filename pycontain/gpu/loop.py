@@ -20,7 +20,7 @@ def gpu_step(sampler, rules, engine, cgroups: dict, now: float, layout=None, on_
         on_use(sample, attributed)
     if rules is None or engine is None:
         return []
-    breaches = rules.evaluate(sample, attributed, now)
+    breaches = rules.evaluate(sample, attributed, now, getattr(engine, "unapproved_at", None))
     return engine.on_breaches(breaches, now) if breaches else []
 
 

@@ -66,6 +66,10 @@ C_CONSTANTS: dict[str, int] = {
     "PC_NX_INTERNAL": NAMED_SLOTS.index("network.deny_internal"),   # ebpf/net.bpf.h: pc_named_rules
     "PC_NX_METADATA": NAMED_SLOTS.index("network.deny_metadata"),
     "PC_NX_SOURCE_ROUTE": NAMED_SLOTS.index("network.source_route"),
+    "PC_NX_SCAN": NAMED_SLOTS.index("network.scan"),                # issue 12
+    "PC_NX_SSH": NAMED_SLOTS.index("network.ssh"),
+    "PC_NX_INBOUND": NAMED_SLOTS.index("network.inbound"),
+    "PC_NX_STDIO": NAMED_SLOTS.index("exec.stdio_socket"),
     "PC_NX_SLOTS": NAMED_SLOT_COUNT,
     "PC_ADDR_RULES": ADDR_RULES,
     "PC_EXEC_NAMES_MAX": capacity.EXEC_NAMES_MAX,   # map sizes: core/capacity.py (issue 13)

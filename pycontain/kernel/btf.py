@@ -175,6 +175,18 @@ NEEDED: dict[str, tuple[str, tuple[str, ...]]] = {
     "PC_OFF_MM_ARG_START": ("mm_struct", ("arg_start",)),
     "PC_OFF_MM_ARG_END": ("mm_struct", ("arg_end",)),
     "PC_OFF_MM_START_STACK": ("mm_struct", ("start_stack",)),
+    # issue 12: stdio descriptors of a new program (ebpf/stdio.c)
+    "PC_OFF_TASK_FILES": ("task_struct", ("files",)),
+    "PC_OFF_FILES_FDT": ("files_struct", ("fdt",)),
+    "PC_OFF_FDTABLE_FD": ("fdtable", ("fd",)),
+    "PC_OFF_FILE_INODE": ("file", ("f_inode",)),
+    "PC_OFF_FILE_PRIVATE_DATA": ("file", ("private_data",)),
+    "PC_OFF_INODE_MODE": ("inode", ("i_mode",)),
+    "PC_OFF_SOCKET_SK": ("socket", ("sk",)),
+    "PC_OFF_SKC_FAMILY": ("sock_common", ("skc_family",)),
+    "PC_OFF_SKC_DADDR": ("sock_common", ("skc_daddr",)),
+    "PC_OFF_SKC_DPORT": ("sock_common", ("skc_dport",)),
+    "PC_OFF_SKC_V6_DADDR": ("sock_common", ("skc_v6_daddr",)),
 }
 
 
@@ -248,7 +260,8 @@ CACHE_DIR = "/var/cache/pycontain"
 
 def _cache_key(path: str) -> str:
     st = os.stat(path)
-    return f"{os.uname().release}:{st.st_size}:{st.st_mtime_ns}"
+    # the macro names too: a cache written by a build that needed fewer is stale
+    return f"{os.uname().release}:{st.st_size}:{st.st_mtime_ns}:{','.join(sorted(NEEDED))}"
 
 
 @functools.lru_cache(maxsize=1)

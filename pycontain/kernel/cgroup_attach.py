@@ -27,7 +27,7 @@ BPF_F_ALLOW_MULTI = 1 << 1
 
 # uapi enum bpf_prog_type / bpf_attach_type values (stable kernel ABI)
 PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 8, 9, 18
-ATTACH_INET_EGRESS, ATTACH_INET_SOCK_CREATE = 1, 2
+ATTACH_INET_INGRESS, ATTACH_INET_EGRESS, ATTACH_INET_SOCK_CREATE = 0, 1, 2
 ATTACH_INET4_CONNECT, ATTACH_INET6_CONNECT = 10, 11
 ATTACH_UDP4_SENDMSG, ATTACH_UDP6_SENDMSG = 14, 15
 
@@ -48,6 +48,7 @@ PROGRAMS: tuple[CgroupProgram, ...] = (
     CgroupProgram("pc_sock_create", "cgroup:sock_create", PROG_CGROUP_SOCK, ATTACH_INET_SOCK_CREATE),
     CgroupProgram("pc_stratum_egress", "cgroup_skb:egress", PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
     CgroupProgram("pc_net_egress", "cgroup_skb:egress_policy", PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
+    CgroupProgram("pc_inbound", "cgroup_skb:ingress", PROG_CGROUP_SKB, ATTACH_INET_INGRESS),   # issue 12
 )
 
 

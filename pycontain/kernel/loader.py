@@ -49,8 +49,9 @@ from .features import FeatureReport, detect_features
 
 log = logging.getLogger(__name__)
 
-HOOK_FILES = ("exec.c", "exec_map.c", "connect.c", "socket.c", "stratum.c", "boundary.c", "egress.c")
-NET_HOOK_FILES = ("connect.c", "socket.c", "stratum.c", "egress.c")
+HOOK_FILES = ("exec.c", "exec_map.c", "connect.c", "socket.c", "stratum.c", "boundary.c", "egress.c",
+              "stdio.c", "inbound.c")
+NET_HOOK_FILES = ("connect.c", "socket.c", "stratum.c", "egress.c", "stdio.c", "inbound.c")
 # always in the program, hook files or not: the maps every hook and Probes use
 BASE_HEADERS = ("pycontain.h", "common.bpf.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")

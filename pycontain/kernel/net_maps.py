@@ -62,7 +62,8 @@ RULE_SLOTS: tuple[tuple[str, int], ...] = (
 RESERVED_RULE_IDS: dict[str, int] = dict(RULE_SLOTS)
 
 # slot in pc_named_rules -> rule name (PC_NX_* of ebpf/net.bpf.h; kernel/abi.py compares them)
-NAMED_SLOTS: tuple[str, ...] = ("network.deny_internal", "network.deny_metadata", "network.source_route")
+NAMED_SLOTS: tuple[str, ...] = ("network.deny_internal", "network.deny_metadata", "network.source_route",
+                                 "network.scan", "network.ssh", "network.inbound", "exec.stdio_socket")
 NAMED_SLOT_COUNT = 8
 
 PORTS = 65536
@@ -236,6 +237,21 @@ def write_net_tables(bpf, tables: KernelTables) -> None:
     for name, want in net_trie_contents(tables).items():
         _write_trie(bpf[name.encode()], want)
     _write_addr_rules(bpf, tables.addr_rules)
+    _write_issue12(bpf, tables)
+
+
+def _write_issue12(bpf, tables: KernelTables) -> None:
+    """Scan limits and the SSH destination tries (ebpf/detect.bpf.h), when compiled in."""
+    try:
+        lim = bpf[b"pc_scan_limits"]
+    except KeyError:   # a program built without connect.c/egress.c
+        return
+    v = lim.Leaf()
+    v.max_hosts, v.max_ports, v.window_ns = tables.scan_limits
+    lim[ctypes.c_int(0)] = v
+    m4, v6 = split_mapped(tables.ssh_allow6)
+    _write_trie(bpf[b"pc_ssh_allow4"], trie_entries(list(tables.ssh_allow4) + m4))
+    _write_trie(bpf[b"pc_ssh_allow6"], trie_entries(v6))
 
 
 def _write_addr_rules(bpf, rules: list[AddrRule]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from pycontain.kernel.cgroup_attach import PROGRAMS
 from pycontain.kernel.loader import BASE_HEADERS, HOOK_FILES, Probes, ebpf_dir, expand_includes
 
-HEADERS = (*BASE_HEADERS, "net.bpf.h")
+HEADERS = (*BASE_HEADERS, "net.bpf.h", "detect.bpf.h")
 
 
 def _compile_alone(name: str):

@@ -1,0 +1,120 @@
+"""SSH recognised on any port (ebpf/detect.bpf.h + egress.c) and the inbound
+policy of agent listeners (ebpf/inbound.c), issue 12 parts 4 and 7. Each
+test shows the move works bare, then fails inside, checked from the far side."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pycontain.core.events import ConfigFlag, Flag, NetEvent, Verdict
+
+SSH_RULE, INBOUND_RULE = 62, 63
+
+BANNER = r"""
+h, p = sys.argv[1], int(sys.argv[2])
+def f():
+    s = socket.create_connection((h, p), timeout=3)
+    s.sendall(b"SSH-2.0-x\r\n")
+    time.sleep(0.5)
+print(outcome(f))
+"""
+
+
+def _ssh_tables(net_agent, allow4=()):
+    return net_agent.tables(rules={SSH_RULE: "network.ssh"}, flags=ConfigFlag.SSH,
+                            ssh_allow4=[(ipaddress.ip_network(a), 1) for a in allow4])
+
+
+def test_ssh_banner_on_port_443_is_dropped(net_agent, testhost):
+    _ssh_tables(net_agent)
+    bare = testhost.tcp_listener(443)
+    assert net_agent.python(BANNER, testhost.peer_ip4, "443", inside=False).out == "ok"
+    assert bare.wait(contains=b"SSH-2.0-x")                  # bare: the banner arrives
+    bare.close()
+    inside = testhost.tcp_listener(443)
+    net_agent.python(BANNER, testhost.peer_ip4, "443")
+    assert not inside.wait(contains=b"SSH-", timeout=1.5)    # inside: the session cannot start
+    ev = net_agent.wait_for(lambda e: isinstance(e, NetEvent) and e.h.rule_id == SSH_RULE)
+    assert ev and ev[0].h.verdict == Verdict.DENY and ev[0].h.flags & Flag.SSH
+    assert ev[0].daddr == testhost.peer_ip4 and ev[0].dport == 443
+
+
+def test_ssh_to_an_allowed_destination_passes(net_agent, testhost):
+    _ssh_tables(net_agent, allow4=[f"{testhost.peer_ip4}/32"])
+    lst = testhost.tcp_listener(2222)
+    net_agent.python(BANNER, testhost.peer_ip4, "2222")
+    assert lst.wait(contains=b"SSH-2.0-x")
+
+
+@pytest.mark.skipif(not shutil.which("ssh"), reason="no ssh client (scripts/install-test-tools.sh)")
+def test_renamed_ssh_client_is_seen(net_agent, testhost, tmp_path):
+    _ssh_tables(net_agent)
+    prog = tmp_path / "not-a-shell"
+    shutil.copy(shutil.which("ssh"), prog)
+    os.chmod(prog, 0o755)
+    argv = [str(prog), "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=no",
+            "-p", "8443", f"x@{testhost.peer_ip4}", "true"]
+
+    def run(inside: bool, port: int):
+        lst = testhost.tcp_listener(port)
+        argv[-3] = str(port)
+        p = net_agent.popen(["timeout", "4", *argv], inside=inside)
+        p.communicate(timeout=15)
+        return lst
+    assert run(False, 8443).wait(contains=b"SSH-2.0-")
+    assert not run(True, 8444).wait(contains=b"SSH-", timeout=1.5)
+
+
+LISTEN = r"""
+port = int(sys.argv[1])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(4); s.settimeout(5)
+print("listening", flush=True)
+for _ in range(int(sys.argv[2])):
+    try:
+        c, _ = s.accept(); c.sendall(b"HELLO"); c.close()
+    except socket.timeout:
+        break
+"""
+
+FAR = r"""
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); s.settimeout(2)
+    print(s.recv(10).decode() or "closed")
+except OSError as e:
+    print(type(e).__name__)
+"""
+
+
+def _listen(net_agent, inside: bool, port: int, n: int):
+    from conftest import CLIENT
+    p = net_agent.popen([sys.executable, "-c", CLIENT + LISTEN, str(port), str(n)], inside=inside)
+    assert p.stdout.readline().strip() == "listening"
+    return p
+
+
+def test_agent_listener_is_not_reachable_from_outside(net_agent, testhost):
+    net_agent.tables(rules={INBOUND_RULE: "network.inbound"}, flags=ConfigFlag.INBOUND_LOOPBACK)
+
+    def far(port: int) -> str:
+        p = testhost.run(["python3", "-c", FAR, testhost.host_ip4, str(port)], stdout=subprocess.PIPE, text=True)
+        return p.communicate(timeout=15)[0].strip()
+    bare = _listen(net_agent, False, 47301, 1)
+    assert far(47301) == "HELLO"                               # bare: the test host connects
+    bare.wait(10)
+    agent = _listen(net_agent, True, 47302, 2)
+    assert far(47302) in ("TimeoutError", "timeout")         # inside: not even the handshake
+    local = subprocess.run([sys.executable, "-c", FAR, "127.0.0.1", "47302"], capture_output=True, text=True,
+                           timeout=15)
+    assert local.stdout.strip() == "HELLO"                     # loopback still can
+    agent.kill()
+    agent.wait()
+    ev = net_agent.wait_for(lambda e: isinstance(e, NetEvent) and e.h.rule_id == INBOUND_RULE)
+    assert ev and ev[0].h.verdict == Verdict.DENY and ev[0].saddr == testhost.peer_ip4   # the remote peer

@@ -21,6 +21,7 @@
  */
 
 #include "net.bpf.h"
+#include "local.bpf.h"   /* issue 10: loopback destinations (pc_local_rule4/6) */
 
 #define PC_IPPROTO_UDPLITE 136
 #define PC_IPPROTO_MPTCP 262   /* MPTCP sockets report this; treated as TCP */
@@ -199,6 +200,8 @@ static __always_inline int pc_net4(struct bpf_sock_addr *ctx, u8 type)
 		}
 	}
 	u32 rule = pc_net_rule4(cfg, daddr, dport, proto);
+	if (!rule)
+		rule = pc_local_rule4(ctx, cfg, agent, daddr, dport, proto);
 	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET, proto, dport, sport, d16, s16, rule, 0);
 }
 
@@ -235,8 +238,12 @@ static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
 	if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff)) {
 		flags = PC_F_V4_MAPPED;
 		rule = pc_net_rule4(cfg, w3, dport, proto);
+		if (!rule)
+			rule = pc_local_rule4(ctx, cfg, agent, w3, dport, proto);
 	} else {
 		rule = pc_net_rule6(cfg, &k, dport, proto);
+		if (!rule)
+			rule = pc_local_rule6(ctx, cfg, agent, &k, dport, proto);
 	}
 	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET6, proto, dport, sport, k.addr, s16, rule, flags);
 }

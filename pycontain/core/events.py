@@ -71,6 +71,7 @@ class ConfigFlag(enum.IntFlag):
     DETECT_STRATUM = 1 << 3
     TRACE_ALL = 1 << 4
     BIRTH = 1 << 5          # issue 10: new cgroups matched against the birth automaton
+    LOCAL_GUARD = 1 << 6    # issue 10: loopback / unix destinations limited to own, listed, resolvers
 
 
 class PatternWhere(enum.IntEnum):

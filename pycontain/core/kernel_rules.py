@@ -29,6 +29,8 @@ class KernelTables:
     exec_names: dict[str, int] = field(default_factory=dict)       # lower-cased basename -> rule id
     # (lower-cased substring of at most PATTERN_LEN bytes, where, rule id); at most MAX_PATTERNS
     exec_patterns: list[tuple[str, PatternWhere, int]] = field(default_factory=list)
+    local_rule: int = 0                    # issue 10: rule id of network.local_services
+    local_services: tuple[str, ...] = ()   # as in the policy (core/local_services.py)
 
 
 # ---- policy -> tables ------------------------------------------------------------
@@ -68,7 +70,17 @@ def compile_policy(policy: Policy, resolved: Mapping[str, list[str]] | None = No
     # rule ids are handed out in this order: exec first, then network
     _compile_exec(t, policy.exec, rule)
     _compile_network(t, policy.network, resolved or {}, rule)
+    _compile_local(t, policy, rule)
     return t
+
+
+def _compile_local(t: KernelTables, policy: Policy, rule: _RuleIds) -> None:
+    """Issue 10: loopback and unix destinations are the agent's own, listed or resolvers."""
+    if policy.network.local_services == ("any",):
+        return
+    t.flags |= ConfigFlag.LOCAL_GUARD
+    t.local_rule = rule("network.local_services")
+    t.local_services = policy.network.local_services
 
 
 class _RuleIds:

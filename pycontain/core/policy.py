@@ -24,6 +24,7 @@ from .decisions import Action
 from .errors import PolicyError
 from .gpu_devices import GpuSpec
 from .gpu_policy_extra import SignaturePolicy, gpu_extras_dict, read_devices, read_signature
+from .local_services import read_local_services
 from .policy_yaml import Node, compose
 from .resolve import NAMESERVERS
 
@@ -46,6 +47,7 @@ INTERNAL_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/
 LOOPBACK_PROBES = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 METADATA_RANGES = ("169.254.169.254/32", "fd00:ec2::254/128", "100.100.100.200/32", "169.254.170.2/32")
 DEFAULT_GRACE_S = 10.0
+DYNAMIC_USER_RANGE = (61184, 65519)         # systemd's DynamicUser= range
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class NetworkPolicy:
     deny_metadata: bool = False
     detect: tuple[str, ...] = ()
     resolve_interval_s: float = 300.0
+    local_services: tuple[str, ...] = ()    # issue 10: core/local_services.py; ("any",) = rule off
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ class Privileges:
     no_new_privs: bool = True
     drop_capabilities: bool = True
     seccomp: bool = True
+    dynamic_user: bool = True               # a fresh uid per agent unless `run --user` names one
+    dynamic_user_range: tuple[int, int] = DYNAMIC_USER_RANGE
 
 
 @dataclass(frozen=True)
@@ -347,6 +352,7 @@ NETWORK_KEYS: KeyTable = {
     "deny_metadata": ("deny_metadata", Node.bool),
     "detect": ("detect", _detect),
     "resolve_interval": ("resolve_interval_s", Node.duration),
+    "local_services": ("local_services", read_local_services),
 }
 SOCKET_KEYS: KeyTable = {
     "deny_raw": ("deny_raw", Node.bool),
@@ -428,10 +434,22 @@ def _actions(n: Node | None, grace: float) -> dict[str, ActionSpec]:
 
 _T = TypeVar("_T")
 
+
+def _uid_range(n: Node) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(n.scalar()))
+    lo, hi = (int(m.group(1)), int(m.group(2))) if m else (0, -1)
+    if not (1000 <= lo <= hi < 2**31 - 1):
+        raise n.error(f"{n.scalar()!r} is not a uid range of unused ids",
+                      "give LOW-HIGH with 1000 <= LOW <= HIGH, e.g. \"61184-65519\" (systemd's DynamicUser range)")
+    return lo, hi
+
+
 PRIVILEGE_KEYS: KeyTable = {
     "no_new_privs": ("no_new_privs", Node.bool),
     "drop_capabilities": ("drop_capabilities", Node.bool),
     "seccomp": ("seccomp", Node.bool),
+    "dynamic_user": ("dynamic_user", Node.bool),
+    "dynamic_user_range": ("dynamic_user_range", _uid_range),
 }
 
 
@@ -590,7 +608,13 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
                       "deny": [rule(r) for r in p.network.deny], "deny_internal": p.network.deny_internal,
                       "deny_metadata": p.network.deny_metadata, "detect": list(p.network.detect),
                       "resolve_interval": p.network.resolve_interval_s}
+    out["network"]["local_services"] = "any" if p.network.local_services == ("any",) \
+        else list(p.network.local_services)
     out["sockets"] = {"deny_raw": p.sockets.deny_raw, "deny_packet": p.sockets.deny_packet}
     out["actions"] = {k: {"ladder": [a.value for a in s.ladder], "grace": s.grace_s} for k, s in p.actions.items()}
     out["escalation"] = {"grace": p.escalation_grace_s}
+    pv = p.privileges
+    out["privileges"] = {"no_new_privs": pv.no_new_privs, "drop_capabilities": pv.drop_capabilities,
+                         "seccomp": pv.seccomp, "dynamic_user": pv.dynamic_user,
+                         "dynamic_user_range": f"{pv.dynamic_user_range[0]}-{pv.dynamic_user_range[1]}"}
     return out

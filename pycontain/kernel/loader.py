@@ -33,7 +33,7 @@ from ..core.events import (
     Mode,
 )
 from ..core.kernel_rules import KernelTables
-from . import cgroup_attach, net_maps
+from . import cgroup_attach, local_maps, net_maps
 from .exec_dfa import (
     CTL_ARGS_COUNT,
     CTL_ARGS_ROOT,
@@ -47,7 +47,7 @@ from .features import FeatureReport, detect_features
 
 log = logging.getLogger(__name__)
 
-HOOK_FILES = ("exec.c", "connect.c", "socket.c", "stratum.c", "boundary.c")
+HOOK_FILES = ("exec.c", "connect.c", "socket.c", "stratum.c", "boundary.c", "local.c")
 # always in the program, hook files or not: the maps every hook and Probes use
 BASE_HEADERS = ("pycontain.h", "common.bpf.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
@@ -282,6 +282,8 @@ class Probes:
         new entries are written before stale ones are removed."""
         self._write_exec_names(tables.exec_names)
         self._write_patterns(tables.exec_patterns)
+        if "connect.c" in self._used or "local.c" in self._used:
+            local_maps.write_local_tables(self.bpf, tables)   # issue 10: before the guard flag is on
         self._write_config(mode=tables.mode, flags=int(tables.flags))
         if self._has_net_hooks():
             net_maps.write_net_tables(self.bpf, tables)

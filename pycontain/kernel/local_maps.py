@@ -43,7 +43,7 @@ def write_local_tables(bpf, tables: KernelTables) -> None:
     for length, path in unix_entries(tables.local_services):
         k = unix.Key()
         k.len = length
-        ctypes.memmove(ctypes.addressof(k.path), path, len(path))
+        ctypes.memmove(ctypes.addressof(k) + type(k).path.offset, path, len(path))
         unix[k] = ctypes.c_uint32(ANY_AGENT)
         want_unix.add((length, bytes(path)))
     for k in list(unix.keys()):

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cgroup_glob import compile_selectors
 from .events import MAX_PATTERNS, PATTERN_LEN, ConfigFlag, Event, Mode, PatternWhere
 from .policy import INTERNAL_RANGES, METADATA_RANGES, ExecPolicy, NetRule, NetworkPolicy, Policy
 
@@ -211,6 +212,30 @@ def compile_report(policy: Policy, resolved: Mapping[str, list[str]] | None = No
         out.append("network.packet_socket: kernel (EPERM)")
     if "stratum" in policy.network.detect:
         out.append("network.stratum: kernel (packet dropped) + the policy's stratum action")
+    return out + selector_report(policy) + local_services_report(policy)
+
+
+def selector_report(policy: Policy) -> list[str]:
+    """Issue 10: which agent selectors the kernel matches at cgroup birth and which the scan finds."""
+    auto = compile_selectors(policy.agents)
+    out = []
+    for i, sel in enumerate(policy.agents):
+        what = next(f"{k} {v!r}" for k, v in (("cgroup", sel.cgroup), ("systemd_unit", sel.systemd_unit),
+                                                 ("command", sel.command)) if v is not None)
+        where = ("kernel (marked at cgroup birth)" if i in auto.kernel
+                 else f"scan (every scan interval: {auto.scan.get(i, 'not a cgroup property')})")
+        out.append(f"agents[{i}] {sel.name} {what}: {where}")
+    return out
+
+
+def local_services_report(policy: Policy) -> list[str]:
+    """Issue 10: what an agent may reach on this node besides its own sockets."""
+    listed = policy.network.local_services
+    if listed == ("any",):
+        return ["network.local_services any: off (agents may reach every loopback and unix service)"]
+    out = ["network.local_services: kernel (EPERM): loopback and unix services the agent did not start, "
+           "except the node's resolvers and:"]
+    out += [f"  {s}" for s in listed] or ["  (none listed)"]
     return out
 
 

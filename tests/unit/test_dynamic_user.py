@@ -67,3 +67,42 @@ def test_run_with_user_or_policy_off_takes_no_uid():
     assert du.dynamic_user("root", p) is None
     off = load_policy_text("name: x\nprivileges: {dynamic_user: false}\n").privileges
     assert du.dynamic_user(None, off) is None
+
+
+# ---- policy check: where each selector is matched, which local services are open (issue 10) ----
+
+def test_report_says_kernel_or_scan_per_selector_and_lists_local_services():
+    from pycontain.core.kernel_rules import compile_report
+    p = load_policy_text("name: t\nagents:\n  - {name: a, cgroup: 'rollout/*'}\n  - {name: b, command: 'python*'}\n"
+                         "network:\n  local_services: ['127.0.0.1:8080', /run/model.sock, '@x', 'localhost:9']\n")
+    lines = compile_report(p)
+    assert any(ln.startswith("agents[0] a cgroup 'rollout/*': kernel") for ln in lines)
+    assert any(ln.startswith("agents[1] b command 'python*': scan") for ln in lines)
+    for entry in ("127.0.0.1:8080", "/run/model.sock", "@x", "localhost:9"):
+        assert f"  {entry}" in lines
+    off = load_policy_text("name: t\nnetwork: {local_services: any}\n")
+    assert any("local_services any: off" in ln for ln in compile_report(off))
+
+
+@pytest.mark.parametrize("bad", ["example.com:80", "127.0.0.1", "127.0.0.1:0", "[::1]:70000", "rel/path"])
+def test_bad_local_service_names_file_line_and_key(bad):
+    with pytest.raises(PycontainError) as e:
+        load_policy_text(f"name: x\nnetwork:\n  local_services: ['{bad}']\n", "p.yaml")
+    assert "p.yaml:3" in str(e.value) and "local_services" in str(e.value)
+
+
+def test_local_service_rows_for_the_kernel():
+    from pycontain.core.kernel_rules import compile_policy
+    from pycontain.core.local_services import inet_entries, unix_entries
+    p = load_policy_text("name: t\nnetwork:\n  local_services: ['localhost:8080', /run/m.sock, '@ab']\n")
+    t = compile_policy(p)
+    assert t.local_rule and t.rules[t.local_rule] == "network.local_services"
+    rows = inet_entries(t.local_services, ["10.0.0.2", "::ffff:127.0.0.9"])
+    assert (bytes([127, 0, 0, 1]) + bytes(12), 8080) in rows
+    assert (bytes(15) + b"\x01", 8080) in rows
+    assert (bytes([127, 0, 0, 53]) + bytes(12), 53) in rows and (bytes([127, 0, 0, 9]) + bytes(12), 53) in rows
+    (plen, path), (alen, abstract) = unix_entries(t.local_services)
+    assert plen == 0 and path.rstrip(b"\0") == b"/run/m.sock" and len(path) == 108
+    assert alen == 3 and abstract[:3] == b"\0ab"
+    off = compile_policy(load_policy_text("name: t\nnetwork: {local_services: any}\n"))
+    assert not off.local_rule

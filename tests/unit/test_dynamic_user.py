@@ -106,3 +106,13 @@ def test_local_service_rows_for_the_kernel():
     assert alen == 3 and abstract[:3] == b"\0ab"
     off = compile_policy(load_policy_text("name: t\nnetwork: {local_services: any}\n"))
     assert not off.local_rule
+
+
+def test_doctor_says_whether_the_unix_hook_exists(tmp_path):
+    from pycontain.cli.doctor import check_unix_hook
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.write_bytes(b"\0BPF_CGROUP_UNIX_CONNECT\0BPF_CGROUP_UNIX_SENDMSG\0")
+    old.write_bytes(b"\0BPF_CGROUP_INET4_CONNECT\0")
+    assert check_unix_hook(str(new)).status == "ok"
+    c = check_unix_hook(str(old))
+    assert c.status == "warn" and "dynamic uid" in c.why

@@ -61,7 +61,7 @@ def test_without_pycontain_every_node_opens_to_enxio(privileged, nodes):
 
 def test_agent_opens_only_its_gpus(privileged, nodes):
     paths, scen = nodes
-    r = subprocess.run(PYCONTAIN + ["run", "--gpus", "0,GPU-ccc", "--", sys.executable, "-c", OPENER, *paths],
+    r = subprocess.run(PYCONTAIN + ["run", "--user", "root", "--gpus", "0,GPU-ccc", "--", sys.executable, "-c", OPENER, *paths],
                        env=env_for(scen), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     got = outcomes(r.stdout)
@@ -74,7 +74,7 @@ def test_agent_opens_only_its_gpus(privileged, nodes):
 
 def test_gpus_none_denies_every_gpu_but_not_the_control_node(privileged, nodes):
     paths, scen = nodes
-    r = subprocess.run(PYCONTAIN + ["run", "--gpus", "none", "--", sys.executable, "-c", OPENER, *paths],
+    r = subprocess.run(PYCONTAIN + ["run", "--user", "root", "--gpus", "none", "--", sys.executable, "-c", OPENER, *paths],
                        env=env_for(scen), capture_output=True, text=True, timeout=60)
     got = outcomes(r.stdout)
     assert [got[n] for n in ("nvidia0", "nvidia1", "nvidia2")] == ["EPERM"] * 3, r.stdout
@@ -85,7 +85,7 @@ def test_policy_gpu_devices(privileged, nodes, tmp_path):
     paths, scen = nodes
     pol = tmp_path / "p.yaml"
     pol.write_text("name: gpu-dev\ngpu:\n  devices: [1]\n")
-    r = subprocess.run(PYCONTAIN + ["run", "--policy", str(pol), "--", sys.executable, "-c", OPENER, *paths],
+    r = subprocess.run(PYCONTAIN + ["run", "--user", "root", "--policy", str(pol), "--", sys.executable, "-c", OPENER, *paths],
                        env=env_for(scen), capture_output=True, text=True, timeout=60)
     got = outcomes(r.stdout)
     assert got["nvidia0"] == "ENXIO" and got["nvidia1"] == "EPERM" and got["nvidia2"] == "EPERM", r.stdout

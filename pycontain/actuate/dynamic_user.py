@@ -13,8 +13,9 @@ that no passwd or group entry names, no running process holds and no live
 lease claims (/run/pycontain/dynamic-users/<uid>, holding the pid of the
 pycontain run that took it; a lease whose pid is gone is stale and taken
 back). The agent's home and, when the caller's cwd is closed to it, its
-working directory, is a private directory /run/pycontain/agents/<uid>
-(mode 0700, owned by the uid). At release the directory and whatever the
+working directory, is a private directory /run/pycontain-agents/<uid>
+(mode 0700, owned by the uid; outside /run/pycontain, which the daemon
+keeps root-only). At release the directory and whatever the
 uid left at the top of the shared scratch directories (/tmp, /var/tmp,
 /dev/shm) are removed, so the next agent given this uid inherits nothing.
 """
@@ -33,6 +34,7 @@ from ..core.errors import EnvironmentProblem
 from ..core.policy import Privileges
 
 RUN_DIR = "/run/pycontain"
+HOME_BASE = "/run/pycontain-agents"     # 0711: each agent enters its own directory, lists none
 SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
@@ -104,7 +106,7 @@ class DynamicUser:
         finally:
             os.close(lock)        # closing releases the flock
         try:
-            home = cls._make_home(uid, run_dir)
+            home = cls._make_home(uid, HOME_BASE)
         except OSError as e:
             os.unlink(lease)
             raise EnvironmentProblem(f"cannot make the agent's private directory: {e}") from None
@@ -132,8 +134,7 @@ class DynamicUser:
                                  hint="widen privileges.dynamic_user_range, or name one with run --user")
 
     @staticmethod
-    def _make_home(uid: int, run_dir: str) -> str:
-        base = os.path.join(run_dir, "agents")
+    def _make_home(uid: int, base: str) -> str:
         os.makedirs(base, mode=0o711, exist_ok=True)
         os.chmod(base, 0o711)     # each agent may enter its own directory, list none
         home = os.path.join(base, str(uid))

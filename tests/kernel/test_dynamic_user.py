@@ -45,7 +45,7 @@ def test_each_agent_gets_its_own_uid_and_gives_it_back(open_dir):
     assert all(LO <= u <= HI for u in uids), uids
     assert uids[0] != uids[1]
     for (uid, home, wrote) in reports:
-        assert home == f"/run/pycontain/agents/{uid}" and wrote == "wrote"
+        assert home == f"/run/pycontain-agents/{uid}" and wrote == "wrote"
         assert not os.path.exists(home)                              # removed at exit
         assert not os.path.exists(f"/run/pycontain/dynamic-users/{uid}")   # lease given back
 

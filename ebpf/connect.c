@@ -25,6 +25,7 @@
 
 #include "net.bpf.h"
 #include "detect.bpf.h"
+#include "local.bpf.h"   /* issue 10: loopback destinations (pc_local_rule4/6) */
 
 #define PC_TCP_ESTABLISHED 1
 #define PC_TCP_SYN_SENT 2
@@ -140,6 +141,8 @@ static __always_inline int pc_net4(struct bpf_sock_addr *ctx, u8 type)
 	u32 rule = pc_net_judge(cfg, PC_AF_INET, d16, proto, dport, 0, &flags);
 	if (!rule)   /* issue 12: past the scan limits no new destination */
 		rule = pc_scan_judge(cfg, agent, PC_AF_INET, d16, proto, dport, flags & PC_F_LOOPBACK);
+	if (!rule)   /* issue 10: loopback services the agent did not start */
+		rule = pc_local_rule4(ctx, cfg, agent, daddr, dport, proto);
 	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET, proto, dport, sport, d16, s16, rule, flags);
 }
 
@@ -173,6 +176,12 @@ static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
 	u32 rule = pc_net_judge(cfg, PC_AF_INET6, k.addr, proto, dport, 0, &flags);
 	if (!rule)   /* issue 12: past the scan limits no new destination */
 		rule = pc_scan_judge(cfg, agent, PC_AF_INET6, k.addr, proto, dport, flags & PC_F_LOOPBACK);
+	if (!rule) {   /* issue 10: loopback services the agent did not start */
+		if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff))
+			rule = pc_local_rule4(ctx, cfg, agent, w3, dport, proto);
+		else
+			rule = pc_local_rule6(ctx, cfg, agent, &k, dport, proto);
+	}
 	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET6, proto, dport, sport, k.addr, s16, rule, flags);
 }
 

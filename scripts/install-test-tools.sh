@@ -5,7 +5,7 @@
 set -euo pipefail
 QUIET=${PYCONTAIN_INSTALL_QUIET:-0}
 export DEBIAN_FRONTEND=noninteractive
-want=(prometheus shellcheck vagrant systemd iproute2 openssh-client bpftool)
+want=(prometheus shellcheck vagrant systemd iproute2 openssh-client openssh-server tmux cron bpftool)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,3 +17,5 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # the Debian prometheus package starts a service on :9090; the tests run their own
 systemctl disable --now prometheus >/dev/null 2>&1 || true
 pkill -x prometheus >/dev/null 2>&1 || true
+# issue 10 tests start their own sshd on a free loopback port; the package's service is not needed
+systemctl disable --now ssh >/dev/null 2>&1 || true

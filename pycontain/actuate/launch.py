@@ -25,14 +25,19 @@ import subprocess
 from ..core.errors import CommandNotFound, EnvironmentProblem, UsageError
 from ..core.policy import Privileges
 from .cgroups import AgentCgroup
+from .dynamic_user import Identity
 from .privileges import build_filter, drop_bounding_set, restrict
 
 
 def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
            env: dict | None = None, cwd: str | None = None,
-           privileges: Privileges | None = None, **popen) -> subprocess.Popen:
+           privileges: Privileges | None = None, identity: Identity | None = None,
+           **popen) -> subprocess.Popen:
     """Start argv in cgroup. `privileges`: what to take from the agent
-    (actuate/privileges.py); None: the policy default, everything. ``popen``:
+    (actuate/privileges.py); None: the policy default, everything.
+    `identity`: a dynamic uid (actuate/dynamic_user.py) to run as instead of
+    `user`; its home is HOME, and the working directory when the caller's is
+    closed to it. ``popen``:
     further subprocess.Popen arguments (stdin, stdout, stderr, ...; not
     preexec_fn, start_new_session or close_fds)."""
     if not argv:
@@ -43,6 +48,11 @@ def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
         pw = lookup_user(user)
         creds = (pw.pw_uid, pw.pw_gid, os.getgrouplist(pw.pw_name, pw.pw_gid))
         child_env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+    fallback_dir = None
+    if identity is not None and user is None:
+        creds = (identity.uid, identity.gid, list(identity.groups))
+        child_env.update(HOME=identity.home, USER=identity.name, LOGNAME=identity.name)
+        fallback_dir = identity.home
     exe = resolve_command(argv[0], child_env.get("PATH", os.defpath), cwd)
     procs_files = cgroup.procs_files()
     priv = privileges or Privileges()
@@ -65,6 +75,8 @@ def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
             os.setgroups(groups)
             os.setgid(gid)
             os.setuid(uid)       # after it, nothing above would be permitted
+            if fallback_dir is not None and not os.access(".", os.X_OK):
+                os.chdir(fallback_dir)   # the caller's cwd is closed to a fresh uid
         restrict(priv, filt)     # last: no_new_privs and the seccomp filter
 
     try:

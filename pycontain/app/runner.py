@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, replace
 
 from ..actuate.cgroups import AgentCgroup
+from ..actuate.dynamic_user import DynamicUser, dynamic_user
 from ..actuate.launch import launch
 from ..actuate.watchdog import Watchdog
 from ..core.errors import CommandNotFound, EnvironmentProblem, UsageError
@@ -141,13 +142,16 @@ class AgentRun:
         self.proc: subprocess.Popen | None = None
         self._stop_deadline: float | None = None
         self._stop_killed = False
+        self.dynamic: DynamicUser | None = None
 
     def run(self) -> int:
         self.session.on_signals(self._on_signal, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
         try:
             cg = self._contain()
             env = self.gpu_devices.launch_env(self.opts.name) if self.gpu_devices else None
-            self.proc = proc = launch(self.cmd, cg, user=self.opts.user, env=env, privileges=self.policy.privileges)
+            self.dynamic = dynamic_user(self.opts.user, self.policy.privileges)
+            self.proc = proc = launch(self.cmd, cg, user=self.opts.user, env=env, privileges=self.policy.privileges,
+                                      identity=self.dynamic.identity if self.dynamic else None)
             self._supervise(proc)
             code = exit_status(proc.returncode)
             self.reporter.finished(self.opts.name, code)
@@ -223,6 +227,8 @@ class AgentRun:
             self.cg.remove()
             if self.opts.name in s.ctl.cgroups:
                 s.ctl.remove_agent(self.opts.name)
+        if self.dynamic is not None:
+            self.dynamic.release()       # its processes died with the cgroup
         s.ctl.close()
         if self.watchdog is not None:
             self.watchdog.disarm()

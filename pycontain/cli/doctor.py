@@ -189,10 +189,26 @@ def check_guarantees() -> list[Check]:
         out.append(Check("guarantee: least privilege for run", "warn", "python3-seccomp missing",
                          "apt-get install python3-seccomp (run refuses to start without it unless "
                          "privileges.seccomp: false)", required=False))
+    out.append(check_unix_hook())
     out.append(Check("guarantee: full-root agents", "warn", "best effort without BPF-LSM",
                      "a root agent with CAP_SYS_ADMIN/CAP_BPF can detach BPF programs; see docs/threat-model.md",
                      required=False))
     return out
+
+
+def check_unix_hook(btf: str = "/sys/kernel/btf/vmlinux") -> Check:
+    """Issue 10 part 4: the cgroup unix connect/sendmsg hooks (kernel >= 6.7)."""
+    what = "guarantee: unix sockets outside the agent refused"
+    try:
+        with open(btf, "rb") as fh:
+            ok = b"BPF_CGROUP_UNIX_CONNECT\0" in fh.read()
+    except OSError:
+        ok = False
+    if ok:
+        return Check(what, "ok", "cgroup unix connect/sendmsg hooks", "", required=False)
+    return Check(what, "warn", "kernel has no cgroup unix connect hook (< 6.7)",
+                 "fallback: only the agent's dynamic uid keeps it from other users' unix sockets; abstract "
+                 "sockets stay reachable (docs/threat-model.md)", required=False)
 
 
 def run_checks() -> list[Check]:

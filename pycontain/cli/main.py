@@ -120,6 +120,9 @@ def policy_check(file, as_json):
                                "enforcement": compile_report(p)}))
     else:
         click.echo(f"{file}: OK (policy {p.name!r}, mode {p.mode})")
+        from ..core.kernel_rules import local_services_report, selector_report
+        for line in selector_report(p) + local_services_report(p):
+            click.echo(f"  {line}")
 
 
 def _load_policy_arg(ref: str):

@@ -54,13 +54,21 @@ def print_row(console: Console, rec: dict) -> None:
     console.print(t)
 
 
-def _agent_cgroups(cgroups: list[str], socket_path: str | None) -> list[tuple[str, str]]:
+def _agent_cgroups(cgroups: list[str], socket_path: str | None, all_host: bool) -> list[tuple[str, str]]:
+    """The cgroups to name: --cgroup, else the running daemon's agents. With
+    --all a daemon that does not answer (a socket left by a crashed one) only
+    costs the names: the whole host is traced anyway."""
     if cgroups:
         return [(os.path.basename(c.rstrip("/")) or "cgroup", c) for c in cgroups]
     path = socket_path or "/run/pycontain/pycontain.sock"
     if not os.path.exists(path):
         return []
-    snap = StateClient(path).state()
+    try:
+        snap = StateClient(path).state()
+    except EnvironmentProblem:
+        if all_host:
+            return []
+        raise
     return [(a["name"], a["cgroup"]) for a in snap.get("agents", [])]
 
 
@@ -75,7 +83,7 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
               duration: float | None, edges: Edges | None = None) -> int:
     if os.geteuid() != 0:
         raise EnvironmentProblem("pycontain trace needs root (it loads BPF programs)")
-    targets = _agent_cgroups(cgroups, socket_path)
+    targets = _agent_cgroups(cgroups, socket_path, all_host)
     if not targets and not all_host:
         raise UsageError("nothing to trace: no running daemon with agents, and no --cgroup",
                          "use --all for the whole host, --cgroup DIR, or start `pycontain daemon`")

@@ -85,6 +85,7 @@ class ConfigFlag(enum.IntFlag):
     DETECT_STRATUM = 1 << 3
     TRACE_ALL = 1 << 4
     BIRTH = 1 << 5          # issue 10: new cgroups matched against the birth automaton
+    LOCAL_GUARD = 1 << 6    # issue 10: loopback / unix destinations limited to own, listed, resolvers
     EXEC_HOLD_ALL = 1 << 8      # issue 11: bits 8-10
     EXEC_FILELESS_DENY = 1 << 9
     EXEC_TRUSTED = 1 << 10

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from .cgroup_glob import compile_selectors
 from .events import (
     MAX_PATTERNS,
     PATTERN_LEN,
@@ -79,6 +80,8 @@ class KernelTables:
     # issue 12: where SSH sessions may go (network.ssh.allow), rule id = the entry's index + 1
     ssh_allow4: list[tuple[ipaddress.IPv4Network, int]] = field(default_factory=list)
     ssh_allow6: list[tuple[ipaddress.IPv6Network, int]] = field(default_factory=list)
+    local_rule: int = 0                    # issue 10: rule id of network.local_services
+    local_services: tuple[str, ...] = ()   # as in the policy (core/local_services.py)
 
 
 # ---- policy -> tables ------------------------------------------------------------
@@ -153,7 +156,17 @@ def compile_policy(policy: Policy, resolved: Mapping[str, list[str]] | None = No
     # rule ids are handed out in this order: exec first, then network
     _compile_exec(t, policy.exec, rule)
     _compile_network(t, policy.network, resolved or {}, rule)
+    _compile_local(t, policy, rule)
     return t
+
+
+def _compile_local(t: KernelTables, policy: Policy, rule: _RuleIds) -> None:
+    """Issue 10: loopback and unix destinations are the agent's own, listed or resolvers."""
+    if policy.network.local_services == ("any",):
+        return
+    t.flags |= ConfigFlag.LOCAL_GUARD
+    t.local_rule = rule("network.local_services")
+    t.local_services = policy.network.local_services
 
 
 class _RuleIds:
@@ -383,6 +396,30 @@ def compile_report(policy: Policy, resolved: Mapping[str, list[str]] | None = No
         out.append("network.packet_socket: kernel (EPERM)")
     if "stratum" in policy.network.detect:
         out.append("network.stratum: kernel (packet dropped) + the policy's stratum action")
+    return out + selector_report(policy) + local_services_report(policy)
+
+
+def selector_report(policy: Policy) -> list[str]:
+    """Issue 10: which agent selectors the kernel matches at cgroup birth and which the scan finds."""
+    auto = compile_selectors(policy.agents)
+    out = []
+    for i, sel in enumerate(policy.agents):
+        what = next(f"{k} {v!r}" for k, v in (("cgroup", sel.cgroup), ("systemd_unit", sel.systemd_unit),
+                                                 ("command", sel.command)) if v is not None)
+        where = ("kernel (marked at cgroup birth)" if i in auto.kernel
+                 else f"scan (every scan interval: {auto.scan.get(i, 'not a cgroup property')})")
+        out.append(f"agents[{i}] {sel.name} {what}: {where}")
+    return out
+
+
+def local_services_report(policy: Policy) -> list[str]:
+    """Issue 10: what an agent may reach on this node besides its own sockets."""
+    listed = policy.network.local_services
+    if listed == ("any",):
+        return ["network.local_services any: off (agents may reach every loopback and unix service)"]
+    out = ["network.local_services: kernel (EPERM): loopback and unix services the agent did not start, "
+           "except the node's resolvers and:"]
+    out += [f"  {s}" for s in listed] or ["  (none listed)"]
     return out
 
 

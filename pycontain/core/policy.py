@@ -26,6 +26,7 @@ from .errors import PolicyError
 from .gpu_devices import GpuSpec
 from .gpu_policy_extra import SignaturePolicy, gpu_extras_dict, read_devices, read_signature
 from .kernel_rules import compile_policy
+from .local_services import read_local_services
 from .policy_extends import resolve
 from .policy_yaml import Node, compose
 from .resolve import NAMESERVERS
@@ -46,6 +47,7 @@ ACTION_NAMES = {a.value: a for a in Action}
 
 LOOPBACK_PROBES = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 DEFAULT_GRACE_S = 10.0
+DYNAMIC_USER_RANGE = (61184, 65519)         # systemd's DynamicUser= range
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class NetworkPolicy:
     inbound: str = "loopback"               # issue 12: deny | loopback | allow (ebpf/inbound.c)
     scan: ScanPolicy = ScanPolicy()         # issue 12
     ssh_allow: tuple[NetRule, ...] = ()     # issue 12: SSH sessions only to these (and loopback)
+    local_services: tuple[str, ...] = ()    # issue 10: core/local_services.py; ("any",) = rule off
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ class Privileges:
     no_new_privs: bool = True
     drop_capabilities: bool = True
     seccomp: bool = True
+    dynamic_user: bool = True               # a fresh uid per agent unless `run --user` names one
+    dynamic_user_range: tuple[int, int] = DYNAMIC_USER_RANGE
 
 
 @dataclass(frozen=True)
@@ -390,6 +395,7 @@ NETWORK_KEYS: KeyTable = {
     "inbound": ("inbound", lambda n: n.choice(("deny", "loopback", "allow"))),   # issue 12
     "scan": ("scan", lambda n: _scan(n)),
     "ssh": ("ssh_allow", lambda n: _ssh(n)),
+    "local_services": ("local_services", read_local_services),
 }
 SCAN_KEYS = ("max_hosts", "max_ports", "window")
 SSH_KEYS = ("allow",)
@@ -496,10 +502,22 @@ def _actions(n: Node | None, grace: float) -> dict[str, ActionSpec]:
 
 _T = TypeVar("_T")
 
+
+def _uid_range(n: Node) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", str(n.scalar()))
+    lo, hi = (int(m.group(1)), int(m.group(2))) if m else (0, -1)
+    if not (1000 <= lo <= hi < 2**31 - 1):
+        raise n.error(f"{n.scalar()!r} is not a uid range of unused ids",
+                      "give LOW-HIGH with 1000 <= LOW <= HIGH, e.g. \"61184-65519\" (systemd's DynamicUser range)")
+    return lo, hi
+
+
 PRIVILEGE_KEYS: KeyTable = {
     "no_new_privs": ("no_new_privs", Node.bool),
     "drop_capabilities": ("drop_capabilities", Node.bool),
     "seccomp": ("seccomp", Node.bool),
+    "dynamic_user": ("dynamic_user", Node.bool),
+    "dynamic_user_range": ("dynamic_user_range", _uid_range),
 }
 
 
@@ -724,7 +742,13 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
                       "deny": [rule(r) for r in p.network.deny], "deny_internal": p.network.deny_internal,
                       "deny_metadata": p.network.deny_metadata, "detect": list(p.network.detect),
                       "resolve_interval": p.network.resolve_interval_s}
+    out["network"]["local_services"] = "any" if p.network.local_services == ("any",) \
+        else list(p.network.local_services)
     out["sockets"] = {"deny_raw": p.sockets.deny_raw, "deny_packet": p.sockets.deny_packet}
     out["actions"] = {k: {"ladder": [a.value for a in s.ladder], "grace": s.grace_s} for k, s in p.actions.items()}
     out["escalation"] = {"grace": p.escalation_grace_s}
+    pv = p.privileges
+    out["privileges"] = {"no_new_privs": pv.no_new_privs, "drop_capabilities": pv.drop_capabilities,
+                         "seccomp": pv.seccomp, "dynamic_user": pv.dynamic_user,
+                         "dynamic_user_range": f"{pv.dynamic_user_range[0]}-{pv.dynamic_user_range[1]}"}
     return out

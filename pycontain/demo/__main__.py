@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from .testhost import TestHost
 
     workdir = tempfile.mkdtemp(prefix="pycontain-demo-")
-    os.chmod(workdir, 0o755)
+    os.chmod(workdir, 0o777)    # the agent runs as a fresh uid of its own (privileges.dynamic_user)
     audit = os.path.join(workdir, "audit.jsonl")
     console.rule("[bold]pycontain ROME demo")
     console.print("A simulated agent does some real work, then tries what the ROME agent did.\n"

@@ -30,6 +30,9 @@ PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 8, 9, 18
 ATTACH_INET_INGRESS, ATTACH_INET_EGRESS, ATTACH_INET_SOCK_CREATE = 0, 1, 2
 ATTACH_INET4_CONNECT, ATTACH_INET6_CONNECT = 10, 11
 ATTACH_UDP4_SENDMSG, ATTACH_UDP6_SENDMSG = 14, 15
+ATTACH_INET4_POST_BIND, ATTACH_INET6_POST_BIND, ATTACH_INET_SOCK_RELEASE = 12, 13, 34
+# kernel >= 6.7; BCC 0.26 has no names for them
+ATTACH_UNIX_CONNECT, ATTACH_UNIX_SENDMSG = 49, 50
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class CgroupProgram:
     hook: str         # name shown in `pycontain status` / metrics
     prog_type: int
     attach_type: int
+    optional: bool = False   # a kernel without the hook runs without it (doctor says so)
 
 
 PROGRAMS: tuple[CgroupProgram, ...] = (
@@ -49,6 +53,12 @@ PROGRAMS: tuple[CgroupProgram, ...] = (
     CgroupProgram("pc_stratum_egress", "cgroup_skb:egress", PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
     CgroupProgram("pc_net_egress", "cgroup_skb:egress_policy", PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
     CgroupProgram("pc_inbound", "cgroup_skb:ingress", PROG_CGROUP_SKB, ATTACH_INET_INGRESS),   # issue 12
+    # issue 10 part 4 (ebpf/local.c): which local sockets are the agent's own; unix connect/sendmsg
+    CgroupProgram("pc_local_post_bind4", "cgroup:post_bind4", PROG_CGROUP_SOCK, ATTACH_INET4_POST_BIND),
+    CgroupProgram("pc_local_post_bind6", "cgroup:post_bind6", PROG_CGROUP_SOCK, ATTACH_INET6_POST_BIND),
+    CgroupProgram("pc_local_release", "cgroup:sock_release", PROG_CGROUP_SOCK, ATTACH_INET_SOCK_RELEASE),
+    CgroupProgram("pc_unix_connect", "cgroup:connect_unix", PROG_CGROUP_SOCK_ADDR, ATTACH_UNIX_CONNECT, True),
+    CgroupProgram("pc_unix_sendmsg", "cgroup:sendmsg_unix", PROG_CGROUP_SOCK_ADDR, ATTACH_UNIX_SENDMSG, True),
 )
 
 
@@ -73,6 +83,17 @@ def _load(bpf, prog: CgroupProgram):
                                  f"{str(e).splitlines()[0] if str(e) else e}") from None
 
 
+def _load_optional(bpf, prog: CgroupProgram, status: dict[str, str]):
+    """The loaded program, or None for an optional one this kernel lacks."""
+    try:
+        return _load(bpf, prog)
+    except EnvironmentProblem as e:
+        if not prog.optional:
+            raise
+        status[prog.hook] = f"unavailable: {e.message} (kernel < 6.7?)"
+        return None
+
+
 def attach_cgroup_programs(bpf, cgroup_fd: int) -> list[Handle]:
     """Attach every compiled-in cgroup program to the cgroup open at `cgroup_fd`."""
     from bcc import BPF
@@ -84,7 +105,9 @@ def attach_cgroup_programs(bpf, cgroup_fd: int) -> list[Handle]:
             if not _compiled_in(bpf, prog.function):
                 status[prog.hook] = "unavailable: not compiled in"
                 continue
-            fn = _load(bpf, prog)
+            fn = _load_optional(bpf, prog, status)
+            if fn is None:
+                continue
             try:
                 BPF.attach_func(fn, cgroup_fd, prog.attach_type, BPF_F_ALLOW_MULTI)
             except Exception as e:
@@ -143,7 +166,9 @@ def link_cgroup_programs(bpf, cgroup_fd: int, pin_dir=None, prefix: str = "cg") 
             if not _compiled_in(bpf, prog.function):
                 status[prog.hook] = "unavailable: not compiled in"
                 continue
-            fn = _load(bpf, prog)
+            fn = _load_optional(bpf, prog, status)
+            if fn is None:
+                continue
             try:
                 fd = link_create(fn.fd, cgroup_fd, prog.attach_type)
             except OSError as e:

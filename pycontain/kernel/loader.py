@@ -35,7 +35,7 @@ from ..core.events import (
     Mode,
 )
 from ..core.kernel_rules import KernelTables
-from . import cgroup_attach, exec_holds, net_maps, pins
+from . import cgroup_attach, exec_holds, local_maps, net_maps, pins
 from .exec_dfa import (
     CTL_ARGS_COUNT,
     CTL_ARGS_ROOT,
@@ -50,8 +50,8 @@ from .features import FeatureReport, detect_features
 log = logging.getLogger(__name__)
 
 HOOK_FILES = ("exec.c", "exec_map.c", "connect.c", "socket.c", "stratum.c", "boundary.c", "egress.c",
-              "stdio.c", "inbound.c")
-NET_HOOK_FILES = ("connect.c", "socket.c", "stratum.c", "egress.c", "stdio.c", "inbound.c")
+              "stdio.c", "inbound.c", "local.c")
+NET_HOOK_FILES = ("connect.c", "socket.c", "stratum.c", "egress.c", "stdio.c", "inbound.c", "local.c")
 # always in the program, hook files or not: the maps every hook and Probes use
 BASE_HEADERS = ("pycontain.h", "common.bpf.h")
 TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
@@ -348,6 +348,8 @@ class Probes:
         self._write_exec_names(tables.exec_names)
         self._write_patterns(tables.exec_patterns)
         exec_holds.write_trusted_dirs(self._table("pc_exec_trusted_dirs"), tables.trusted_paths)
+        if "connect.c" in self._used or "local.c" in self._used:
+            local_maps.write_local_tables(self.bpf, tables)   # issue 10: before the guard flag is on
         self._write_config(mode=tables.mode, flags=int(tables.flags))
         if self._has_net_hooks():
             net_maps.write_net_tables(self.bpf, tables)

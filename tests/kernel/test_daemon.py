@@ -33,6 +33,7 @@ agents:
     cgroup: "{glob}"
 network:
   default: allow
+  local_services: any      # the test's listener stands for a remote service: this test is about reloads
   deny:
 {deny}
 """

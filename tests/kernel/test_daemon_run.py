@@ -61,7 +61,7 @@ def test_run_through_daemon_contains_relays_status_and_cleans_up(node_daemon, tm
     assert bare.read_text() == "ran\n"                     # the attack works without pycontain
 
     sentinel = tmp_path / "contained"
-    r = run(sock, "--label", "episode=17", "--label", "task=\x1b[31mred", "--",
+    r = run(sock, "--user", "root", "--label", "episode=17", "--label", "task=\x1b[31mred", "--",
             "sh", "-c", f'{miner} -c "{MINER.format(sentinel=sentinel)}"; grep ^0:: /proc/self/cgroup; exit 7')
     assert r.returncode == 7, r.stderr
     assert "loading this run's own probes" not in r.stderr    # the daemon started it

@@ -20,6 +20,10 @@ import pytest
 from tests.fake_nvml.build import env_for
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
+# the fake device nodes are root-only: these tests are about the device cgroup
+AS_ROOT = ["run", "--user", "root"]
+ROOT_RUN = PYCONTAIN + AS_ROOT
+
 
 OPENER = r"""
 import errno, os, sys
@@ -61,7 +65,7 @@ def test_without_pycontain_every_node_opens_to_enxio(privileged, nodes):
 
 def test_agent_opens_only_its_gpus(privileged, nodes):
     paths, scen = nodes
-    r = subprocess.run(PYCONTAIN + ["run", "--gpus", "0,GPU-ccc", "--", sys.executable, "-c", OPENER, *paths],
+    r = subprocess.run(ROOT_RUN + ["--gpus", "0,GPU-ccc", "--", sys.executable, "-c", OPENER, *paths],
                        env=env_for(scen), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     got = outcomes(r.stdout)
@@ -74,7 +78,7 @@ def test_agent_opens_only_its_gpus(privileged, nodes):
 
 def test_gpus_none_denies_every_gpu_but_not_the_control_node(privileged, nodes):
     paths, scen = nodes
-    r = subprocess.run(PYCONTAIN + ["run", "--gpus", "none", "--", sys.executable, "-c", OPENER, *paths],
+    r = subprocess.run(ROOT_RUN + ["--gpus", "none", "--", sys.executable, "-c", OPENER, *paths],
                        env=env_for(scen), capture_output=True, text=True, timeout=60)
     got = outcomes(r.stdout)
     assert [got[n] for n in ("nvidia0", "nvidia1", "nvidia2")] == ["EPERM"] * 3, r.stdout
@@ -85,7 +89,7 @@ def test_policy_gpu_devices(privileged, nodes, tmp_path):
     paths, scen = nodes
     pol = tmp_path / "p.yaml"
     pol.write_text("name: gpu-dev\ngpu:\n  devices: [1]\n")
-    r = subprocess.run(PYCONTAIN + ["run", "--policy", str(pol), "--", sys.executable, "-c", OPENER, *paths],
+    r = subprocess.run(ROOT_RUN + ["--policy", str(pol), "--", sys.executable, "-c", OPENER, *paths],
                        env=env_for(scen), capture_output=True, text=True, timeout=60)
     got = outcomes(r.stdout)
     assert got["nvidia0"] == "ENXIO" and got["nvidia1"] == "EPERM" and got["nvidia2"] == "EPERM", r.stdout

@@ -18,6 +18,10 @@ from pathlib import Path
 from tests.fake_nvml.build import env_for
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
+# the agents run programs from pytest's root-only tmp_path: these tests are about GPU rules
+AS_ROOT = ["run", "--user", "root"]
+ROOT_RUN = PYCONTAIN + AS_ROOT
+
 
 
 def records(path: Path) -> list[dict]:
@@ -44,7 +48,7 @@ def test_sustained_sm_util_is_throttled_then_killed(privileged, tmp_path):
     outside = subprocess.Popen([str(burn), "60"])
     try:
         t0 = time.monotonic()
-        r = subprocess.run(PYCONTAIN + ["run", "--policy", str(pol), "--name", "gpu", "--audit-log", str(audit),
+        r = subprocess.run(ROOT_RUN + ["--policy", str(pol), "--name", "gpu", "--audit-log", str(audit),
                                         "--", str(burn), "60"],
                            env=env_for(scen), capture_output=True, text=True, timeout=60)
         took = time.monotonic() - t0
@@ -75,7 +79,7 @@ def test_unapproved_program_on_a_gpu_is_killed_at_once(privileged, tmp_path):
     audit = tmp_path / "audit.jsonl"
     agent = f"{miner} 30; echo status=$?"
     t0 = time.monotonic()
-    r = subprocess.run(PYCONTAIN + ["run", "--policy", str(pol), "--audit-log", str(audit), "--", "sh", "-c", agent],
+    r = subprocess.run(ROOT_RUN + ["--policy", str(pol), "--audit-log", str(audit), "--", "sh", "-c", agent],
                        env=env_for(scen), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "status=137" in r.stdout                  # only the miner died; the agent went on
@@ -132,7 +136,7 @@ def _run_named_trainer(tmp_path: Path, device_line: str) -> tuple[subprocess.Com
     pol = tmp_path / "sig.yaml"
     pol.write_text(SIGNATURE_POLICY)
     audit = tmp_path / "audit.jsonl"
-    r = subprocess.run(PYCONTAIN + ["run", "--policy", str(pol), "--audit-log", str(audit), "--",
+    r = subprocess.run(ROOT_RUN + ["--policy", str(pol), "--audit-log", str(audit), "--",
                                     "sh", "-c", f"{trainer} 6; echo status=$?"],
                        env=env_for(scen), capture_output=True, text=True, timeout=60)
     return r, records(audit)

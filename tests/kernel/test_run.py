@@ -11,6 +11,10 @@ import time
 from pathlib import Path
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
+# the agents run scripts from pytest's root-only tmp_path: these tests are about teardown and the miner
+AS_ROOT = ["run", "--user", "root"]
+ROOT_RUN = PYCONTAIN + AS_ROOT
+
 
 
 def run(args, timeout=60, **kw):
@@ -55,7 +59,7 @@ def test_miner_never_runs_but_the_same_program_outside_does(privileged, tmp_path
     script = tmp_path / "agent.sh"
     script.write_text(f"#!/bin/sh\n{miner} -o stratum+tcp://198.51.100.7:3333\necho status=$?\n")
     script.chmod(0o755)
-    r = run(["run", "--name", "t-miner", "--audit-log", str(audit), "--", str(script)])
+    r = run([*AS_ROOT, "--name", "t-miner", "--audit-log", str(audit), "--", str(script)])
     assert r.returncode == 0, r.stderr
     assert not inside.exists(), "the denied miner ran"
     assert "status=137" in r.stdout          # the shell saw its child die of SIGKILL
@@ -91,7 +95,7 @@ def test_teardown_kills_double_forked_daemons_and_removes_cgroups(privileged, tm
     pidfile = tmp_path / "daemon.pid"
     # the agent double-forks a daemon that outlives it, then exits
     agent = f"(setsid sh -c 'echo $$ > {pidfile}; exec sleep 1000' &) ; sleep 0.5; exit 0"
-    r = run(["run", "--name", "t-teardown", "--audit-log", str(audit), "--", "sh", "-c", agent])
+    r = run([*AS_ROOT, "--name", "t-teardown", "--audit-log", str(audit), "--", "sh", "-c", agent])
     assert r.returncode == 0, r.stderr
     pid = int(pidfile.read_text())
     time.sleep(0.2)
@@ -102,7 +106,7 @@ def test_teardown_kills_double_forked_daemons_and_removes_cgroups(privileged, tm
 def test_fail_closed_when_pycontain_is_sigkilled(privileged, tmp_path):
     audit = tmp_path / "audit.jsonl"
     pidfile = tmp_path / "agent.pid"
-    p = subprocess.Popen(PYCONTAIN + ["run", "--name", "t-failclosed", "--audit-log", str(audit), "--",
+    p = subprocess.Popen(ROOT_RUN + ["--name", "t-failclosed", "--audit-log", str(audit), "--",
                                       "sh", "-c", f"echo $$ > {pidfile}; exec sleep 1000"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):

@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * Local services are not a way out (issue 10 part 4), the part that the
+ * inet connect/sendmsg path calls (ebpf/connect.c: pc_local_rule4/6) and
+ * the maps ebpf/local.c fills.
+ *
+ * A destination on this node (127.0.0.0/8, ::1, 0.0.0.0 and :: which the
+ * kernel sends to loopback, and their ::ffff: forms) is allowed only when
+ *   1. it is a listed local service or a node resolver (pc_local_svc:
+ *      address + port, written from network.local_services and
+ *      /etc/resolv.conf, 127.0.0.53/54:53 always), or
+ *   2. the socket the kernel would deliver to (looked up in the current
+ *      network namespace with bpf_sk_lookup_tcp/udp, as the stack itself
+ *      does: a wildcard listener on :22 answers 127.0.0.1:22) was bound by
+ *      this agent (pc_local_bound, written by local.c's post_bind hooks and
+ *      cleared at release), or
+ *   3. nothing is bound there (the connection is refused anyway).
+ * Otherwise the verdict names rule pc_local_rule[0] ("network.local_services").
+ */
+#ifndef PYCONTAIN_LOCAL_BPF_H
+#define PYCONTAIN_LOCAL_BPF_H
+
+#include "net.bpf.h"
+
+#define PC_UNIX_PATH_LEN 108
+
+struct pc_local_key {          /* a bound inet socket: protocol, family, address, port */
+	u8 proto;
+	u8 family;
+	u16 port;                /* host order */
+	u8 addr[16];             /* network order, IPv4 in the first 4 */
+};
+
+struct pc_local_svc_key {      /* a listed local service / resolver */
+	u16 port;
+	u16 _pad0;
+	u8 addr[16];
+};
+
+struct pc_unix_key {           /* a unix socket address as connect() names it */
+	u32 len;                 /* abstract names: their length; paths: 0 */
+	char path[PC_UNIX_PATH_LEN];
+};
+
+BPF_HASH(pc_local_bound, struct pc_local_key, u32, 16384);      /* -> agent; full: its own server is refused */
+BPF_HASH(pc_local_svc, struct pc_local_svc_key, u32, 1024);     /* -> 1 */
+BPF_HASH(pc_local_unix, struct pc_unix_key, u32, 1024);         /* listed unix services -> PC_ANY_AGENT */
+/* unix addresses agents bound -> agent; LRU: an evicted entry only refuses
+ * the agent its own socket (fail closed), it never grants anything */
+BPF_TABLE("lru_hash", struct pc_unix_key, u32, pc_unix_bound, 16384);
+BPF_ARRAY(pc_local_rule, u32, 1);                               /* rule id of network.local_services */
+
+#define PC_ANY_AGENT 0xffffffffu
+
+static __always_inline u32 pc_local_rule_id(void)
+{
+	int zero = 0;
+	u32 *r = pc_local_rule.lookup(&zero);
+	return r && *r ? *r : 1;
+}
+
+/* The receiver's key, from the socket the lookup found. */
+static __always_inline u32 pc_local_owner(struct bpf_sock *sk, u32 proto)
+{
+	struct pc_local_key k = {};
+	k.proto = (u8)proto;
+	k.family = (u8)sk->family;
+	k.port = (u16)sk->src_port;
+	if (sk->family == PC_AF_INET6) {
+		u32 a0 = sk->src_ip6[0], a1 = sk->src_ip6[1], a2 = sk->src_ip6[2], a3 = sk->src_ip6[3];
+		__builtin_memcpy(&k.addr[0], &a0, 4);
+		__builtin_memcpy(&k.addr[4], &a1, 4);
+		__builtin_memcpy(&k.addr[8], &a2, 4);
+		__builtin_memcpy(&k.addr[12], &a3, 4);
+	} else {
+		u32 a = sk->src_ip4;
+		__builtin_memcpy(k.addr, &a, 4);
+	}
+	u32 *a = pc_local_bound.lookup(&k);
+	return a ? *a : 0;
+}
+
+static __always_inline int pc_local_listed(const u8 *addr16, u16 dport)
+{
+	struct pc_local_svc_key s = {};
+	s.port = dport;
+	__builtin_memcpy(s.addr, addr16, 16);
+	return pc_local_svc.lookup(&s) != 0;
+}
+
+/* Relies on: bpf_sk_lookup_tcp/udp (4.20+) search the socket tables of the
+ * current network namespace as the receive path does (established first,
+ * then listeners, wildcard binds included); cgroup_sock_addr programs may
+ * call them (sock_addr_func_proto). daddr: network order. */
+static __always_inline u32 pc_local_rule4(struct bpf_sock_addr *ctx, struct pc_config *cfg, u32 agent,
+					  u32 daddr, u16 dport, u32 proto)
+{
+	if (!(cfg->flags & PC_CFG_LOCAL_GUARD))
+		return 0;
+	u8 first = (u8)(daddr & 0xff);
+	if (first != 127 && daddr != 0)
+		return 0;
+	if (daddr == 0)
+		daddr = bpf_htonl(0x7f000001);   /* connect(0.0.0.0) goes to 127.0.0.1 */
+	u8 a16[16] = {};
+	__builtin_memcpy(a16, &daddr, 4);
+	if (pc_local_listed(a16, dport))
+		return 0;
+	struct bpf_sock_tuple t = {};
+	t.ipv4.daddr = daddr;
+	t.ipv4.dport = bpf_htons(dport);
+	struct bpf_sock *sk;
+	if (proto == IPPROTO_TCP || proto == 262)
+		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	u32 owner = pc_local_owner(sk, proto == 262 ? IPPROTO_TCP : proto);
+	bpf_sk_release(sk);
+	return owner == agent ? 0 : pc_local_rule_id();
+}
+
+/* Relies on: as pc_local_rule4. k->addr: the IPv6 destination (not mapped). */
+static __always_inline u32 pc_local_rule6(struct bpf_sock_addr *ctx, struct pc_config *cfg, u32 agent,
+					  struct pc_lpm6 *k, u16 dport, u32 proto)
+{
+	if (!(cfg->flags & PC_CFG_LOCAL_GUARD))
+		return 0;
+	u32 w0, w1, w2, w3;
+	__builtin_memcpy(&w0, &k->addr[0], 4);
+	__builtin_memcpy(&w1, &k->addr[4], 4);
+	__builtin_memcpy(&w2, &k->addr[8], 4);
+	__builtin_memcpy(&w3, &k->addr[12], 4);
+	if (w0 || w1 || w2 || (w3 != 0 && w3 != bpf_htonl(1)))
+		return 0;                        /* neither ::1 nor :: */
+	u8 a16[16] = {};
+	u32 one = bpf_htonl(1);
+	__builtin_memcpy(&a16[12], &one, 4);   /* connect(::) goes to ::1 */
+	if (pc_local_listed(a16, dport))
+		return 0;
+	struct bpf_sock_tuple t = {};
+	t.ipv6.daddr[3] = one;
+	t.ipv6.dport = bpf_htons(dport);
+	struct bpf_sock *sk;
+	if (proto == IPPROTO_TCP || proto == 262)
+		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	u32 owner = pc_local_owner(sk, proto == 262 ? IPPROTO_TCP : proto);
+	bpf_sk_release(sk);
+	return owner == agent ? 0 : pc_local_rule_id();
+}
+
+#endif /* PYCONTAIN_LOCAL_BPF_H */

@@ -1,0 +1,183 @@
+"""A fresh uid per agent (issue 10 part 3), like systemd's DynamicUser=.
+
+`pycontain run` without --user gives the agent a uid of its own, taken from
+a configured range (privileges.dynamic_user_range, systemd's 61184-65519 by
+default) and given back at exit: the agent cannot signal, ptrace, or reach
+the files and unix sockets of any other user on the node, and no two
+running agents share a uid.
+
+Allocation (hand-written: systemd's allocator lives in PID 1 and
+nss-systemd, neither usable from here): under an exclusive flock on
+/run/pycontain/dynamic-users.lock a uid is picked at random from the range
+that no passwd or group entry names, no running process holds and no live
+lease claims (/run/pycontain/dynamic-users/<uid>, holding the pid of the
+pycontain run that took it; a lease whose pid is gone is stale and taken
+back). The agent's home and, when the caller's cwd is closed to it, its
+working directory, is a private directory /run/pycontain-agents/<uid>
+(mode 0700, owned by the uid; outside /run/pycontain, which the daemon
+keeps root-only). At release the directory and whatever the
+uid left at the top of the shared scratch directories (/tmp, /var/tmp,
+/dev/shm) are removed, so the next agent given this uid inherits nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import grp
+import os
+import pwd
+import random
+import shutil
+from dataclasses import dataclass
+
+from ..core.errors import EnvironmentProblem
+from ..core.policy import Privileges
+
+RUN_DIR = "/run/pycontain"
+HOME_BASE = "/run/pycontain-agents"     # 0711: each agent enters its own directory, lists none
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the agent runs as: what launch() switches to."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str
+    home: str
+
+
+def _uids_in_use() -> set[int]:
+    """Real, effective, saved and fs uids of every running process."""
+    used: set[int] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Uid:"):
+                        used.update(int(x) for x in line.split()[1:])
+                        break
+        except OSError:
+            continue
+    return used
+
+
+def _named(uid: int) -> bool:
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+            return True
+        except KeyError:
+            pass
+    return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class DynamicUser:
+    """One lease: allocate() takes a uid and makes its home, release() gives both back."""
+
+    def __init__(self, identity: Identity, lease: str):
+        self.identity, self._lease = identity, lease
+
+    @classmethod
+    def allocate(cls, uid_range: tuple[int, int], run_dir: str = RUN_DIR) -> DynamicUser:
+        leases = os.path.join(run_dir, "dynamic-users")
+        os.makedirs(leases, mode=0o700, exist_ok=True)
+        lock = os.open(os.path.join(run_dir, "dynamic-users.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            uid = cls._pick(uid_range, leases)
+            lease = os.path.join(leases, str(uid))
+            with open(lease, "w", encoding="ascii") as fh:
+                fh.write(str(os.getpid()))
+        finally:
+            os.close(lock)        # closing releases the flock
+        try:
+            home = cls._make_home(uid, HOME_BASE)
+        except OSError as e:
+            os.unlink(lease)
+            raise EnvironmentProblem(f"cannot make the agent's private directory: {e}") from None
+        return cls(Identity(uid, uid, (), f"pycontain-{uid}", home), lease)
+
+    @staticmethod
+    def _pick(uid_range: tuple[int, int], leases: str) -> int:
+        lo, hi = uid_range
+        in_use = _uids_in_use()
+        candidates = list(range(lo, hi + 1))
+        random.shuffle(candidates)   # a uid just given back is the least likely to come again
+        for uid in candidates:
+            if uid in in_use or _named(uid):
+                continue
+            lease = os.path.join(leases, str(uid))
+            try:
+                with open(lease, encoding="ascii") as fh:
+                    holder = int(fh.read().strip() or "0")
+                if holder and _pid_alive(holder):
+                    continue
+            except (OSError, ValueError):
+                pass
+            return uid
+        raise EnvironmentProblem(f"no free uid in the dynamic-user range {lo}-{hi}",
+                                 hint="widen privileges.dynamic_user_range, or name one with run --user")
+
+    @staticmethod
+    def _make_home(uid: int, base: str) -> str:
+        os.makedirs(base, mode=0o711, exist_ok=True)
+        os.chmod(base, 0o711)     # each agent may enter its own directory, list none
+        home = os.path.join(base, str(uid))
+        shutil.rmtree(home, ignore_errors=True)
+        os.mkdir(home, 0o700)
+        os.chown(home, uid, uid)
+        return home
+
+    def release(self) -> None:
+        """After every process of the agent is gone (its cgroup removed)."""
+        uid = self.identity.uid
+        shutil.rmtree(self.identity.home, ignore_errors=True)
+        for d in SCRATCH_DIRS:
+            remove_owned(d, uid)
+        try:
+            os.unlink(self._lease)
+        except FileNotFoundError:
+            pass
+
+
+def dynamic_user(user: str | None, privileges: Privileges) -> DynamicUser | None:
+    """A fresh uid for the agent `run` starts, unless --user names one or the
+    policy turns it off (privileges.dynamic_user: false)."""
+    if user is not None or not privileges.dynamic_user:
+        return None
+    return DynamicUser.allocate(privileges.dynamic_user_range)
+
+
+def remove_owned(directory: str, uid: int) -> None:
+    """Remove the entries at the top of `directory` that `uid` owns (never
+    following a link: a link is removed itself)."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for e in entries:
+        try:
+            st = e.stat(follow_symlinks=False)
+            if st.st_uid != uid:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                os.unlink(e.path)
+        except OSError:
+            continue

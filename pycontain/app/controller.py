@@ -29,6 +29,7 @@ from ..core.gpu_rules import GpuRules
 from ..core.kernel_rules import KernelTables, compile_policy
 from ..core.records import decision_records, event_record
 from ..core.resolve import Resolver, hosts_in_policy
+from ..core.rule_ids import meta_by_id
 from ..gpu.loop import GpuUseLog, gpu_step, use_by_agent
 from ..gpu.safety import gpu_memory_fn
 from ..gpu.sampler import GpuSampler, check_gpu_requirement
@@ -123,6 +124,7 @@ class Controller:
             tables = compile_policy(self.policy, resolved)
             probes.set_tables(tables)
             self.engine = Engine(self.policy, resolved, rules=tables.rules)
+            self.audit.rule_meta = meta_by_id(self.policy)       # severity and tags in audit records
             self.names = self.engine.names
             # stuck-kill reports carry the GPU memory still held; cuda-checkpoint locks need it too
             self.actuator = self.edges.actuator(self.cgroups, gpu_memory=gpu_memory_fn(self._nvml()),
@@ -198,6 +200,7 @@ class Controller:
         else:
             self.names[agent_id] = name
         self.cgroups[name] = cgroup
+        self.audit.set_agent(name, cgroup.v2_path)     # pod / job identity in its audit lines
         with self.state.lock:
             self.state.agents[name] = AgentState(name=name, cgroup=cgroup.v2_path, agent_id=agent_id,
                                                  cpu_limit_cores=b.cpu if b else None,
@@ -225,6 +228,7 @@ class Controller:
         with self.state.lock:
             self.state.agents.pop(name, None)
         self._record({"ts": self.clock.wall(), "agent": name, "kind": "agent-stop", "pid": None})
+        self.audit.forget_agent(name)
 
     # ---- events and decisions ---------------------------------------------
 
@@ -395,6 +399,7 @@ class Controller:
         assert self.engine is not None, "reload needs a policy at start"
         self.engine.replace_policy(policy, rules=tables.rules)
         self.policy = policy
+        self.audit.rule_meta = meta_by_id(policy)
         with self.state.lock:
             self.state.policy_name = policy.name
             self.state.mode = policy.mode

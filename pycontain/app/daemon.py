@@ -48,6 +48,8 @@ class DaemonOptions:
     scan_interval: float = 2.0
     verbose: int = 0
     pin: bool = True          # pin attachments in bpffs: enforcement outlives the daemon (kernel/pins.py)
+    audit_max_bytes: int | None = None   # rotate the audit log at this size (observe/audit.py)
+    audit_keep: int = 5
 
 
 class Daemon:
@@ -57,7 +59,8 @@ class Daemon:
         check_serving(audit_log=opts.audit_log, metrics_port=opts.metrics_port, metrics_addr=opts.metrics_addr,
                       socket_path=opts.socket_path)
         self.reporter = Reporter(verbose=opts.verbose)
-        self.session = Session(self.policy, audit=open_audit(opts.audit_log), report=self.reporter.record,
+        audit = open_audit(opts.audit_log, opts.audit_max_bytes, opts.audit_keep)
+        self.session = Session(self.policy, audit=audit, report=self.reporter.record,
                                progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,
                                edges=edges, gpu_devices=_gpu_devices(self.policy, opts.allow_no_gpu))
         self.ctl, self.state, self.audit = self.session.ctl, self.session.state, self.session.audit
@@ -257,6 +260,7 @@ class Daemon:
 
         s = self.session
         s.on_signals(on_hup, (signal.SIGHUP,))
+        s.on_signals(lambda *_: self.audit.reopen(), (signal.SIGUSR1,))     # logrotate's postrotate
         s.on_signals(on_term, (signal.SIGTERM, signal.SIGINT))
         self.ctl.on_birth = self._on_birth
         s.start()

@@ -170,6 +170,10 @@ def policy_show(file, builtin, as_json):
               help="Remove the pinned programs of stopped daemons: agents are no longer contained. "
                    "Stopping the daemon (systemctl stop) does not do this.")
 @click.option("--audit-log", metavar="FILE")
+@click.option("--audit-max-bytes", callback=lambda _c, _p, v: _size_option("--audit-max-bytes", v), metavar="SIZE",
+              help="Rotate the audit log at this size (e.g. 100MiB); SIGUSR1 reopens it (logrotate).")
+@click.option("--audit-keep", type=click.IntRange(1, 1000), default=5, show_default=True, metavar="N",
+              help="Rotated audit logs kept (FILE.1 ... FILE.N).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True)
 @click.option("--socket", "socket_path", default="/run/pycontain/pycontain.sock", show_default=True)
@@ -190,6 +194,16 @@ def daemon(ctx, release, **opts):
     if not opts["policy_path"]:
         raise UsageError("pycontain daemon needs --policy FILE", hint="or --release to remove pinned enforcement")
     sys.exit(run_daemon(DaemonOptions(verbose=ctx.obj["verbose"], **opts)))
+
+
+def _size_option(option: str, value: str | None) -> int | None:
+    from ..core.policy_yaml import parse_size
+    if value is None:
+        return None
+    n = parse_size(value)
+    if n is None or n < 4096:
+        raise UsageError(f"{option} {value!r} is not a size of at least 4KiB", hint="e.g. 100MiB, 1GiB or bytes")
+    return n
 
 
 def _client(socket_path):

@@ -33,11 +33,12 @@ from .events import (
     StratumEvent,
     Verdict,
 )
-from .kernel_rules import compile_policy
+from .kernel_rules import compile_policy, kernel_exec_places
 from .matchers import GlobList
 from .policy import NetRule, Policy
 from .policy_args import program_args, program_identity
 from .processes import ProcessTable
+from .rule_ids import rule_id
 from .samples import CgroupSample
 from .text import safe_text
 
@@ -77,14 +78,17 @@ class Engine:
         # GPU breaches come once per GPU sample, so never faster than that
         self.escalator.clear_after_s = max(3.0, 2.5 * policy.gpu.sample_interval_s)
         self.rules = dict(rules) if rules is not None else compile_policy(policy, self.resolved).rules
-        kernel_names = set(self.rules.values())
+        in_kernel = kernel_exec_places(policy)      # by place: rules may share an id (core/rule_ids.py)
         ex = policy.exec
+
+        def user(section: str, globs: Sequence[str]) -> GlobList:
+            return GlobList((rule_id(policy, f"{section}[{i}]"), g) for i, g in enumerate(globs)
+                            if f"{section}[{i}]" not in in_kernel)
         self._exec_allow = GlobList(("exec.allow", g) for g in ex.allow)
-        self._user_exec = GlobList((f"exec.deny[{i}]", g) for i, g in enumerate(ex.deny)
-                                   if f"exec.deny[{i}]" not in kernel_names)
-        self._user_args = GlobList((f"exec.deny_args[{i}]", g) for i, g in enumerate(ex.deny_args)
-                                   if f"exec.deny_args[{i}]" not in kernel_names)
-        self._prog_args = [(f"exec.deny_program_args[{i}]", p, a) for i, (p, a) in enumerate(ex.deny_program_args)]
+        self._user_exec = user("exec.deny", ex.deny)
+        self._user_args = user("exec.deny_args", ex.deny_args)
+        self._prog_args = [(rule_id(policy, f"exec.deny_program_args[{i}]"), p, a)
+                           for i, (p, a) in enumerate(ex.deny_program_args)]
         self._prog_names = GlobList((rule, p) for rule, p, _a in self._prog_args)
         self._nets = self._net_rules(policy)
         # agents talk to the same few destinations over and over: their
@@ -275,7 +279,7 @@ class Engine:
             addr = addr.ipv4_mapped
         i = self._net_deny(addr, dport, proto)
         if i is not None:
-            return f"network.deny[{i}]", "matches a deny rule the kernel cannot express"
+            return rule_id(self.policy, f"network.deny[{i}]"), "matches a deny rule the kernel cannot express"
         if self.policy.network.default == "deny" and not self._net_allow(addr, dport, proto):
             return "network.default", "port or protocol not allowed for this address"
         return None

@@ -66,7 +66,7 @@ def kernel_exec(e: Engine, filename: bytes, argv, verdict=Verdict.DENY, **kw):
 def test_kernel_denied_exec_is_a_violation_naming_the_rule():
     e = engine()
     ds = e.on_event(kernel_exec(e, b"/tmp/xmrig", [b"xmrig"]), 1.0)
-    assert [(d.action, d.rule, d.monitor) for d in ds] == [(Action.DENY, "exec.deny[0]", False)]
+    assert [(d.action, d.rule, d.monitor) for d in ds] == [(Action.DENY, "exec.deny:xmrig", False)]
     assert ds[0].agent == "trainer" and ds[0].pid == 100 and "killed before it ran" in ds[0].reason
 
 
@@ -103,7 +103,7 @@ def test_ssh_reverse_tunnels_are_killed_in_user_space(argv):
     assert ev.h.verdict == Verdict.ALLOW                     # the kernel cannot tell ssh -R from grep -R
     ds = e.on_event(ev, 1.0)
     assert len(ds) == 1 and ds[0].action == Action.KILL_PROCESS
-    assert (ds[0].pid, ds[0].start_ns) == (321, 999) and ds[0].rule.startswith("exec.deny_program_args[")
+    assert (ds[0].pid, ds[0].start_ns) == (321, 999) and ds[0].rule.startswith("exec.deny_program_args:ssh ")
 
 
 @pytest.mark.parametrize("filename,argv", [
@@ -125,7 +125,7 @@ def test_prefix_glob_is_evaluated_in_user_space():
     e = engine()
     ev = kernel_exec(e, b"/opt/xmr-stak-rx", [b"xmr-stak-rx"])
     ds = e.on_event(ev, 1.0)
-    assert [d.action for d in ds] == [Action.KILL_PROCESS] and ds[0].rule.startswith("exec.deny[")
+    assert [d.action for d in ds] == [Action.KILL_PROCESS] and ds[0].rule == "exec.deny:xmr-stak*"
 
 
 def test_exec_allow_list():
@@ -151,7 +151,7 @@ def test_kernel_denied_connect():
     tables = compile_policy(e.policy)
     rid = net_verdict(tables, daddr="198.51.100.1", dport=3333)
     ds = e.on_event(net_event("198.51.100.1", 3333, verdict=Verdict.DENY, rule_id=rid), 1.0)
-    assert [(d.action, d.rule) for d in ds] == [(Action.DENY, "network.deny[0]")]
+    assert [(d.action, d.rule) for d in ds] == [(Action.DENY, "miner-pool-ports")]
 
 
 def test_address_and_port_rule_is_user_space():
@@ -159,7 +159,8 @@ def test_address_and_port_rule_is_user_space():
     e = engine(p)
     assert e.on_event(net_event("198.51.100.1", 443), 1.0) == []
     ds = e.on_event(net_event("198.51.100.1", 8080, pid=42), 1.0)
-    assert [(d.action, d.rule, d.pid) for d in ds] == [(Action.KILL_PROCESS, "network.deny[0]", 42)]
+    assert [(d.action, d.rule, d.pid) for d in ds] == \
+        [(Action.KILL_PROCESS, "network.deny:198.51.100.0/24 any/8080", 42)]
 
 
 def test_stratum_kills_the_agent():

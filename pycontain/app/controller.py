@@ -24,8 +24,9 @@ from typing import Any
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
 from ..core.errors import PycontainError
-from ..core.events import ConfigFlag, Event, Mode, Verdict
+from ..core.events import ConfigFlag, Event, Flag, Mode, Verdict
 from ..core.gpu_rules import GpuRules
+from ..core.hooks_needed import hooks_needed
 from ..core.kernel_rules import KernelTables, compile_policy
 from ..core.records import decision_records, event_record
 from ..core.resolve import Resolver, hosts_in_policy
@@ -132,9 +133,15 @@ class Controller:
             with self.state.lock:
                 self.state.policy_name = self.policy.name
                 self.state.mode = self.policy.mode
-        with self.state.lock:
-            self.state.probes = dict(probes.hook_status())
+        self._publish_hooks()
         self.started_ready_s = self.clock.monotonic() - t0
+
+    def _publish_hooks(self) -> None:
+        assert self.probes is not None
+        status = dict(self.probes.hook_status())
+        with self.state.lock:
+            self.state.probes = status
+            self.state.probes_needed = hooks_needed(self.policy, status)
 
     def _make_resolver(self) -> Resolver | None:
         hosts = hosts_in_policy(self.policy) if self.policy is not None else []
@@ -243,6 +250,8 @@ class Controller:
         self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
         with self.state.lock:
             self.state.events_total[(name, ev.kind)] += 1
+            if ev.h.flags & Flag.KILLED:      # the kernel killed it (exec deny): an action like any other
+                self.state.actions_total[(name, "kill")] += 1
             agent = self.state.agents.get(name)
             if agent is not None and ev.kind in ("connect", "send"):
                 agent.connections.append({k: rec.get(k) for k in
@@ -400,6 +409,7 @@ class Controller:
         self.engine.replace_policy(policy, rules=tables.rules)
         self.policy = policy
         self.audit.rule_meta = meta_by_id(policy)
+        self._publish_hooks()
         with self.state.lock:
             self.state.policy_name = policy.name
             self.state.mode = policy.mode

@@ -30,6 +30,7 @@ from .agent_api import AgentStarter
 from .agents import ADOPT, SCAN, AgentRegistry, cgroup_id
 from .edges import Edges
 from .inputs import check_serving
+from .policy_watch import DEFAULT_POLL_S, PolicyWatch
 from .session import Session
 
 log = logging.getLogger("pycontain.daemon")
@@ -50,12 +51,14 @@ class DaemonOptions:
     pin: bool = True          # pin attachments in bpffs: enforcement outlives the daemon (kernel/pins.py)
     audit_max_bytes: int | None = None   # rotate the audit log at this size (observe/audit.py)
     audit_keep: int = 5
+    policy_poll: float = DEFAULT_POLL_S  # seconds between checks of the policy file (0: SIGHUP only)
 
 
 class Daemon:
     def __init__(self, opts: DaemonOptions, edges: Edges | None = None):
         self.opts = opts
         self.policy = _node_policy(opts.policy_path)
+        self.watch = PolicyWatch(opts.policy_path, opts.policy_poll)     # a ConfigMap edit reloads on its own
         check_serving(audit_log=opts.audit_log, metrics_port=opts.metrics_port, metrics_addr=opts.metrics_addr,
                       socket_path=opts.socket_path)
         self.reporter = Reporter(verbose=opts.verbose)
@@ -287,7 +290,7 @@ class Daemon:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        if self._reload:
+        if self._reload or self.watch.changed(now):
             self._reload = False
             self.reload()
         if now - self._last_scan >= self.opts.scan_interval:

@@ -179,6 +179,8 @@ def policy_show(file, builtin, as_json):
 @click.option("--socket", "socket_path", default="/run/pycontain/pycontain.sock", show_default=True)
 @click.option("--allow-no-gpu", is_flag=True)
 @click.option("--scan-interval", type=float, default=2.0, show_default=True, help="Seconds between cgroup scans.")
+@click.option("--policy-poll", type=click.FloatRange(0, 3600), default=3.0, show_default=True, metavar="SECONDS",
+              help="Check the policy file this often and reload it when it changed (a ConfigMap edit); 0: SIGHUP only.")
 @click.pass_context
 def daemon(ctx, release, **opts):
     """Node-wide mode: contain agents started by others (selected by the policy).

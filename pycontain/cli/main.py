@@ -287,13 +287,33 @@ def status(socket_path, as_json):
 @click.argument("audit_log")
 @click.option("--policy", "policy_path", default=None, metavar="FILE", help="Policy to evaluate (default: built-in).")
 @click.option("--json", "as_json", is_flag=True)
-def replay(audit_log, policy_path, as_json):
-    """Evaluate a policy offline against a recorded audit log."""
-    from ..core.policy import builtin_policy, load_policy
-    from .replay import format_replay
-    from .replay import replay as do_replay
-    p = load_policy(policy_path) if policy_path else builtin_policy("default")
-    click.echo(format_replay(do_replay(audit_log, p), json=as_json))
+@click.option("--resolve", "resolves", multiple=True, metavar="HOST=ADDR[,ADDR]",
+              help="Addresses a host name of the policy resolved to when the log was written (repeatable); "
+                   "replay never queries DNS.")
+def replay(audit_log, policy_path, as_json, resolves):
+    """Evaluate a policy offline against a recorded audit log (streamed: any size)."""
+    from .replay import iter_replay, replay_lines
+    p = _load_policy_arg(policy_path) if policy_path else _load_policy_arg("default")
+    resolved = _resolved_option(resolves)
+    for line in replay_lines(iter_replay(audit_log, p, resolved), json=as_json):
+        click.echo(line)
+
+
+def _resolved_option(items) -> dict[str, list[str]]:
+    """--resolve HOST=ADDR[,ADDR] as name -> addresses, each checked."""
+    import ipaddress
+    out: dict[str, list[str]] = {}
+    for item in items:
+        host, sep, addrs = item.partition("=")
+        try:
+            if not sep or not host:
+                raise ValueError
+            ips = [str(ipaddress.ip_address(a.strip())) for a in addrs.split(",")]
+        except ValueError:
+            raise UsageError(f"--resolve {item!r} is not HOST=ADDR[,ADDR]",
+                             hint="e.g. --resolve pool.example.org=198.51.100.7,2001:db8::7") from None
+        out.setdefault(host.lower().rstrip("."), []).extend(ips)
+    return out
 
 
 def _verbosity(args: list[str]) -> int:

@@ -177,12 +177,17 @@ class Engine:
     def _on_socket(self, ev: SocketEvent, agent: str, now: float) -> list[Decision]:
         if ev.h.verdict == Verdict.ALLOW:
             return []
-        return self._kernel_violation(ev, agent, now, "socket",
-                                      f"socket(family {ev.family}, type {ev.sock_type}) denied in the kernel")
+        what = f"socket(family {ev.family}, type {ev.sock_type})"
+        return self._kernel_violation(ev, agent, now, "socket", f"{what} denied in the kernel", what)
 
-    def _kernel_violation(self, ev: Event, agent: str, now: float, key: str, reason: str) -> list[Decision]:
+    def _kernel_violation(self, ev: Event, agent: str, now: float, key: str, reason: str,
+                          what: str | None = None) -> list[Decision]:
+        """``reason`` says what the kernel did; in monitor mode it did not,
+        and the reason says "would deny ``what``" instead."""
         h = ev.h
         monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
+        if monitor:
+            reason = f"would deny {what or reason} (monitor mode: allowed to proceed)"
         rule = self.rules.get(h.rule_id, f"kernel#{h.rule_id}")
         out = [Decision(agent=agent, rule=rule, action=Action.DENY, reason=reason, pid=h.pid,
                         start_ns=h.start_ns or None, monitor=monitor)]
@@ -196,7 +201,7 @@ class Engine:
         fname = safe_text(ev.filename, 256)
         if h.verdict != Verdict.ALLOW:
             return self._kernel_violation(ev, agent, now, "exec",
-                                          f"exec {fname} denied in the kernel: killed before it ran")
+                                          f"exec {fname} denied in the kernel: killed before it ran", f"exec {fname}")
         hit = self._user_exec_rule(ev.filename, ev.argv)
         if hit is None:
             return []
@@ -298,7 +303,7 @@ class Engine:
             if info.unapproved_connect_ns is None:
                 info.unapproved_connect_ns = h.ts_ns
             return self._kernel_violation(ev, agent, now, "network",
-                                          f"{ev.kind} to {dest} denied in the kernel (EPERM)")
+                                          f"{ev.kind} to {dest} denied in the kernel (EPERM)", f"{ev.kind} to {dest}")
         approved, hit = self._net_verdict(ev.daddr, ev.dport, proto)
         if not approved and info.unapproved_connect_ns is None:
             info.unapproved_connect_ns = h.ts_ns
@@ -328,8 +333,8 @@ class Engine:
         reason = f"mining protocol (stratum) to {dest}: {safe_text(ev.payload, 60)}"
         monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
         rule = self.rules.get(h.rule_id, "network.stratum")
-        out = [Decision(agent=agent, rule=rule, action=Action.DENY, reason=reason + " (dropped)", pid=h.pid,
-                        monitor=monitor)]
+        shown = f"would deny {reason} (monitor mode: not dropped)" if monitor else reason + " (dropped)"
+        out = [Decision(agent=agent, rule=rule, action=Action.DENY, reason=shown, pid=h.pid, monitor=monitor)]
         out += self._escalate(agent, rule, "stratum", now, reason, monitor=monitor, skip=(Action.DENY,))
         return out
 

@@ -314,3 +314,33 @@ def test_reused_pid_running_a_tunnel_again_is_killed_again():
     again = e.on_event(kernel_exec(e, b"/usr/bin/ssh", argv, pid=77, start_ns=2), 2.0)
     assert [(d.action, d.pid, d.start_ns) for d in first] == [(Action.KILL_PROCESS, 77, 1)]
     assert [(d.action, d.pid, d.start_ns) for d in again] == [(Action.KILL_PROCESS, 77, 2)]
+
+
+def test_monitor_mode_says_would_deny_not_killed():
+    """--monitor let the program run and the connect through: the reason must not say it was stopped."""
+    e = engine()
+    ds = e.on_event(kernel_exec(e, b"/tmp/xmrig", [b"xmrig"], verdict=Verdict.WOULD_DENY), 1.0)
+    assert ds[0].reason.startswith("would deny exec /tmp/xmrig") and "killed" not in ds[0].reason
+    tables = compile_policy(e.policy)
+    rid = net_verdict(tables, daddr="198.51.100.1", dport=3333)
+    ds = e.on_event(net_event("198.51.100.1", 3333, verdict=Verdict.WOULD_DENY, rule_id=rid), 1.0)
+    assert ds[0].reason.startswith("would deny connect to 198.51.100.1:3333") and "EPERM" not in ds[0].reason
+    enforced = engine().on_event(kernel_exec(e, b"/tmp/xmrig", [b"xmrig"]), 1.0)
+    assert "killed before it ran" in enforced[0].reason and "would" not in enforced[0].reason
+
+
+def test_the_reporter_says_would_for_monitor_violations():
+    import io
+
+    from rich.console import Console
+
+    from pycontain.observe.report import Reporter
+    out = io.StringIO()
+    r = Reporter(console=Console(file=out, width=300, color_system=None))
+    r.record({"kind": "violation", "agent": "a", "action": "kill-process", "monitor": True, "pid": 1,
+              "rule": "exec.deny:x", "reason": "exec /usr/bin/ssh: matches '-R*'"})
+    r.record({"kind": "violation", "agent": "a", "action": "deny", "monitor": False, "pid": 1,
+              "rule": "exec.deny:x", "reason": "exec /tmp/xmrig denied in the kernel: killed before it ran"})
+    first, second = out.getvalue().splitlines()
+    assert "MONITOR would kill-process" in first and "STOPPED" not in first
+    assert "STOPPED" in second and "would" not in second

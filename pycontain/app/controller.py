@@ -160,6 +160,11 @@ class Controller:
                 self.gpu = (GpuSampler(nvml), None)
             return
         check_gpu_requirement(self.policy.gpu, self.allow_no_gpu, nvml)
+        if self.allow_no_gpu and not nvml.available:
+            self._record({"ts": self.clock.wall(), "agent": "-", "kind": "notice", "pid": None,
+                          "message": f"GPU rules are off (--allow-no-gpu; NVML is {nvml.status}): GPU memory and "
+                                     "utilisation budgets, GPU program, correlation and signature rules are not "
+                                     "enforced"})
         with self.state.lock:
             self.state.gpu_available = nvml.available
             self.state.gpu_status = nvml.status
@@ -314,7 +319,7 @@ class Controller:
 
     def _record(self, rec: dict) -> None:
         self.audit.write(rec)
-        if rec.get("kind") in ("violation", "action", "gpu-use"):
+        if rec.get("kind") in ("violation", "action", "gpu-use", "notice"):
             self.report(rec)
 
     # ---- the loop -------------------------------------------------------------

@@ -74,12 +74,19 @@ def run(ctx, cmd, **opts):
               help="Daemon state API to ask for agent cgroups.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 @click.option("--duration", type=float, default=None, metavar="SECONDS", help="Stop after this long.")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Only these record kinds (exec, connect, send, fork, exit, ...; repeatable).")
+@click.option("--pid", "pids", multiple=True, type=click.IntRange(1), metavar="PID", help="Only these pids.")
+@click.option("--program", "programs", multiple=True, metavar="GLOB",
+              help="Only records of programs whose name (comm) or executed file matches (repeatable).")
 @click.pass_context
-def trace(ctx, all_host, cgroups, socket_path, as_json, duration):
-    """Stream the events of tracked agents (or the whole host with --all)."""
-    from .trace import run_trace
+def trace(ctx, all_host, cgroups, socket_path, as_json, duration, kinds, pids, programs):
+    """Stream the events of tracked agents (or the whole host with --all).
+    Piped, every column is kept (tab-separated)."""
+    from .trace import TraceFilter, check_kinds, run_trace
+    only = TraceFilter(check_kinds(kinds), tuple(pids), tuple(programs))
     sys.exit(run_trace(all_host=all_host, cgroups=list(cgroups), socket_path=socket_path,
-                       as_json=as_json, duration=duration))
+                       as_json=as_json, duration=duration, only=only))
 
 
 # ---- doctor ------------------------------------------------------------------

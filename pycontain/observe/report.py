@@ -71,6 +71,8 @@ class Reporter:
             else:
                 self.console.print(f"pycontain[{agent}] [bold red]STOPPED[/bold red] {text} "
                                    f"[dim](action: {action})[/dim]")
+        elif kind == "notice":          # something the operator must know at start (e.g. GPU rules off)
+            self.console.print(f"[yellow]pycontain: {escape(str(rec.get('message', '')))}[/yellow]")
         elif kind == "gpu-use":
             self.console.print(f"pycontain[{agent}] [cyan]GPU[/cyan] {text}")
         elif kind == "action":

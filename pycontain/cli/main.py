@@ -200,8 +200,6 @@ def daemon(ctx, release, **opts):
         gone = release_pinned(opts["socket_path"])
         click.echo(json.dumps({"ok": True, "released": gone}))
         return
-    if not opts["policy_path"]:
-        raise UsageError("pycontain daemon needs --policy FILE", hint="or --release to remove pinned enforcement")
     sys.exit(run_daemon(DaemonOptions(verbose=ctx.obj["verbose"], **opts)))
 
 

@@ -85,13 +85,18 @@ def print_row(console: Console, rec: dict) -> None:
     console.print(t)
 
 
-def _agent_cgroups(cgroups: list[str], socket_path: str | None) -> list[tuple[str, str]]:
+def _agent_cgroups(cgroups: list[str], socket_path: str | None, all_host: bool = False) -> list[tuple[str, str]]:
     if cgroups:
         return [(os.path.basename(c.rstrip("/")) or "cgroup", c) for c in cgroups]
     path = socket_path or "/run/pycontain/pycontain.sock"
     if not os.path.exists(path):
         return []
-    snap = StateClient(path).state()
+    try:
+        snap = StateClient(path).state()
+    except EnvironmentProblem:
+        if all_host:            # a stale socket of a stopped daemon: --all traces the host anyway
+            return []
+        raise
     return [(a["name"], a["cgroup"]) for a in snap.get("agents", [])]
 
 
@@ -106,7 +111,7 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
               duration: float | None, edges: Edges | None = None, only: TraceFilter | None = None) -> int:
     if os.geteuid() != 0:
         raise EnvironmentProblem("pycontain trace needs root (it loads BPF programs)")
-    targets = _agent_cgroups(cgroups, socket_path)
+    targets = _agent_cgroups(cgroups, socket_path, all_host)
     if not targets and not all_host:
         raise UsageError("nothing to trace: no running daemon with agents, and no --cgroup",
                          "use --all for the whole host, --cgroup DIR, or start `pycontain daemon`")

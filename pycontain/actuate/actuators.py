@@ -116,6 +116,8 @@ class Actuator:
         except ProcessLookupError:
             return f"skipped: pid {d.pid} already exited"
         try:
+            if _exited(d.pid, self.proc_root):     # a zombie: a signal would "succeed" on nothing
+                return f"skipped: pid {d.pid} already exited"
             # an escaped task is outside the cgroup by definition: the kernel's
             # identity of the task (ebpf/boundary.c) made it this agent's
             if d.rule != BOUNDARY_RULE and d.pid not in cg.pids():
@@ -175,6 +177,16 @@ def descendants(root: int, pids: list[int], proc_root: str = "/proc") -> list[in
 
 def clock_tick_ns() -> int:
     return 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _exited(pid: int, proc_root: str = "/proc") -> bool:
+    """The process has exited (a zombie waiting for its parent, or gone)."""
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return True
+    return data[data.rindex(b")") + 2:][:1] in (b"Z", b"X")
 
 
 def proc_start_ns(pid: int, proc_root: str = "/proc") -> int:

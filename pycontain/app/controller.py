@@ -33,9 +33,11 @@ from ..core.engine import Engine
 from ..core.errors import PycontainError
 from ..core.events import ConfigFlag, Event, ExecEvent, Flag, Mode, Verdict
 from ..core.gpu_rules import GpuRules
+from ..core.hooks_needed import hooks_needed
 from ..core.kernel_rules import KernelTables, compile_policy
 from ..core.records import decision_records, event_record
 from ..core.resolve import Resolver, hosts_in_policy
+from ..core.rule_ids import meta_by_id
 from ..gpu.loop import GpuUseLog, gpu_step, use_by_agent
 from ..gpu.safety import gpu_memory_fn
 from ..gpu.sampler import GpuSampler, check_gpu_requirement
@@ -135,6 +137,7 @@ class Controller:
             tables = compile_policy(self.policy, resolved)
             probes.set_tables(tables)
             self.engine = Engine(self.policy, resolved, rules=tables.rules)
+            self.audit.rule_meta = meta_by_id(self.policy)       # severity and tags in audit records
             self.names = self.engine.names
             # stuck-kill reports carry the GPU memory still held; cuda-checkpoint locks need it too
             self.actuator = self.edges.actuator(self.cgroups, gpu_memory=gpu_memory_fn(self._nvml()),
@@ -143,9 +146,15 @@ class Controller:
             with self.state.lock:
                 self.state.policy_name = self.policy.name
                 self.state.mode = self.policy.mode
-        with self.state.lock:
-            self.state.probes = dict(probes.hook_status())
+        self._publish_hooks()
         self.started_ready_s = self.clock.monotonic() - t0
+
+    def _publish_hooks(self) -> None:
+        assert self.probes is not None
+        status = dict(self.probes.hook_status())
+        with self.state.lock:
+            self.state.probes = status
+            self.state.probes_needed = hooks_needed(self.policy, status)
 
     def _make_resolver(self) -> Resolver | None:
         hosts = hosts_in_policy(self.policy) if self.policy is not None else []
@@ -164,6 +173,11 @@ class Controller:
                 self.gpu = (GpuSampler(nvml), None)
             return
         check_gpu_requirement(self.policy.gpu, self.allow_no_gpu, nvml)
+        if self.allow_no_gpu and not nvml.available:
+            self._record({"ts": self.clock.wall(), "agent": "-", "kind": "notice", "pid": None,
+                          "message": f"GPU rules are off (--allow-no-gpu; NVML is {nvml.status}): GPU memory and "
+                                     "utilisation budgets, GPU program, correlation and signature rules are not "
+                                     "enforced"})
         with self.state.lock:
             self.state.gpu_available = nvml.available
             self.state.gpu_status = nvml.status
@@ -214,6 +228,7 @@ class Controller:
         else:
             self.names[agent_id] = name
         self.cgroups[name] = cgroup
+        self.audit.set_agent(name, cgroup.v2_path)     # pod / job identity in its audit lines
         with self.state.lock:
             self.state.agents[name] = AgentState(name=name, cgroup=cgroup.v2_path, agent_id=agent_id,
                                                  cpu_limit_cores=b.cpu if b else None,
@@ -241,6 +256,7 @@ class Controller:
         with self.state.lock:
             self.state.agents.pop(name, None)
         self._record({"ts": self.clock.wall(), "agent": name, "kind": "agent-stop", "pid": None})
+        self.audit.forget_agent(name)
 
     # ---- events and decisions ---------------------------------------------
 
@@ -257,6 +273,8 @@ class Controller:
         self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
         with self.state.lock:
             self.state.events_total[(name, ev.kind)] += 1
+            if ev.h.flags & Flag.KILLED:      # the kernel killed it (exec deny): an action like any other
+                self.state.actions_total[(name, "kill")] += 1
             agent = self.state.agents.get(name)
             if agent is not None and ev.kind in ("connect", "send"):
                 agent.connections.append({k: rec.get(k) for k in
@@ -372,7 +390,7 @@ class Controller:
 
     def _record(self, rec: dict) -> None:
         self.audit.write(rec)
-        if rec.get("kind") in ("violation", "action", "gpu-use"):
+        if rec.get("kind") in ("violation", "action", "gpu-use", "notice"):
             self.report(rec)
 
     # ---- the loop -------------------------------------------------------------
@@ -468,6 +486,8 @@ class Controller:
         assert self.engine is not None, "reload needs a policy at start"
         self.engine.replace_policy(policy, rules=tables.rules)
         self.policy = policy
+        self.audit.rule_meta = meta_by_id(policy)
+        self._publish_hooks()
         with self.state.lock:
             self.state.policy_name = policy.name
             self.state.mode = policy.mode

@@ -30,6 +30,7 @@ from .agent_api import AgentStarter
 from .agents import ADOPT, SCAN, AgentRegistry, cgroup_id
 from .edges import Edges
 from .inputs import check_serving
+from .policy_watch import DEFAULT_POLL_S, PolicyWatch
 from .session import Session
 
 log = logging.getLogger("pycontain.daemon")
@@ -48,16 +49,21 @@ class DaemonOptions:
     scan_interval: float = 2.0
     verbose: int = 0
     pin: bool = True          # pin attachments in bpffs: enforcement outlives the daemon (kernel/pins.py)
+    audit_max_bytes: int | None = None   # rotate the audit log at this size (observe/audit.py)
+    audit_keep: int = 5
+    policy_poll: float = DEFAULT_POLL_S  # seconds between checks of the policy file (0: SIGHUP only)
 
 
 class Daemon:
     def __init__(self, opts: DaemonOptions, edges: Edges | None = None):
         self.opts = opts
         self.policy = _node_policy(opts.policy_path)
+        self.watch = PolicyWatch(opts.policy_path, opts.policy_poll)     # a ConfigMap edit reloads on its own
         check_serving(audit_log=opts.audit_log, metrics_port=opts.metrics_port, metrics_addr=opts.metrics_addr,
                       socket_path=opts.socket_path)
         self.reporter = Reporter(verbose=opts.verbose)
-        self.session = Session(self.policy, audit=open_audit(opts.audit_log), report=self.reporter.record,
+        audit = open_audit(opts.audit_log, opts.audit_max_bytes, opts.audit_keep)
+        self.session = Session(self.policy, audit=audit, report=self.reporter.record,
                                progress=progress_printer(opts.verbose), allow_no_gpu=opts.allow_no_gpu,
                                edges=edges, gpu_devices=_gpu_devices(self.policy, opts.allow_no_gpu))
         self.ctl, self.state, self.audit = self.session.ctl, self.session.state, self.session.audit
@@ -257,6 +263,7 @@ class Daemon:
 
         s = self.session
         s.on_signals(on_hup, (signal.SIGHUP,))
+        s.on_signals(lambda *_: self.audit.reopen(), (signal.SIGUSR1,))     # logrotate's postrotate
         s.on_signals(on_term, (signal.SIGTERM, signal.SIGINT))
         self.ctl.on_birth = self._on_birth
         s.start()
@@ -283,7 +290,7 @@ class Daemon:
 
     def _tick(self) -> None:
         now = time.monotonic()
-        if self._reload:
+        if self._reload or self.watch.changed(now):
             self._reload = False
             self.reload()
         if now - self._last_scan >= self.opts.scan_interval:

@@ -74,12 +74,19 @@ def run(ctx, cmd, **opts):
               help="Daemon state API to ask for agent cgroups.")
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines instead of a table.")
 @click.option("--duration", type=float, default=None, metavar="SECONDS", help="Stop after this long.")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="Only these record kinds (exec, connect, send, fork, exit, ...; repeatable).")
+@click.option("--pid", "pids", multiple=True, type=click.IntRange(1), metavar="PID", help="Only these pids.")
+@click.option("--program", "programs", multiple=True, metavar="GLOB",
+              help="Only records of programs whose name (comm) or executed file matches (repeatable).")
 @click.pass_context
-def trace(ctx, all_host, cgroups, socket_path, as_json, duration):
-    """Stream the events of tracked agents (or the whole host with --all)."""
-    from .trace import run_trace
+def trace(ctx, all_host, cgroups, socket_path, as_json, duration, kinds, pids, programs):
+    """Stream the events of tracked agents (or the whole host with --all).
+    Piped, every column is kept (tab-separated)."""
+    from .trace import TraceFilter, check_kinds, run_trace
+    only = TraceFilter(check_kinds(kinds), tuple(pids), tuple(programs))
     sys.exit(run_trace(all_host=all_host, cgroups=list(cgroups), socket_path=socket_path,
-                       as_json=as_json, duration=duration))
+                       as_json=as_json, duration=duration, only=only))
 
 
 # ---- doctor ------------------------------------------------------------------
@@ -173,11 +180,17 @@ def policy_show(file, builtin, as_json):
               help="Remove the pinned programs of stopped daemons: agents are no longer contained. "
                    "Stopping the daemon (systemctl stop) does not do this.")
 @click.option("--audit-log", metavar="FILE")
+@click.option("--audit-max-bytes", callback=lambda _c, _p, v: _size_option("--audit-max-bytes", v), metavar="SIZE",
+              help="Rotate the audit log at this size (e.g. 100MiB); SIGUSR1 reopens it (logrotate).")
+@click.option("--audit-keep", type=click.IntRange(1, 1000), default=5, show_default=True, metavar="N",
+              help="Rotated audit logs kept (FILE.1 ... FILE.N).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), metavar="PORT")
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True)
 @click.option("--socket", "socket_path", default="/run/pycontain/pycontain.sock", show_default=True)
 @click.option("--allow-no-gpu", is_flag=True)
 @click.option("--scan-interval", type=float, default=2.0, show_default=True, help="Seconds between cgroup scans.")
+@click.option("--policy-poll", type=click.FloatRange(0, 3600), default=3.0, show_default=True, metavar="SECONDS",
+              help="Check the policy file this often and reload it when it changed (a ConfigMap edit); 0: SIGHUP only.")
 @click.pass_context
 def daemon(ctx, release, **opts):
     """Node-wide mode: contain agents started by others (selected by the policy).
@@ -192,6 +205,16 @@ def daemon(ctx, release, **opts):
         click.echo(json.dumps({"ok": True, "released": gone}))
         return
     sys.exit(run_daemon(DaemonOptions(verbose=ctx.obj["verbose"], **opts)))
+
+
+def _size_option(option: str, value: str | None) -> int | None:
+    from ..core.policy_yaml import parse_size
+    if value is None:
+        return None
+    n = parse_size(value)
+    if n is None or n < 4096:
+        raise UsageError(f"{option} {value!r} is not a size of at least 4KiB", hint="e.g. 100MiB, 1GiB or bytes")
+    return n
 
 
 def _client(socket_path):
@@ -273,13 +296,33 @@ def status(socket_path, as_json):
 @click.argument("audit_log")
 @click.option("--policy", "policy_path", default=None, metavar="FILE", help="Policy to evaluate (default: built-in).")
 @click.option("--json", "as_json", is_flag=True)
-def replay(audit_log, policy_path, as_json):
-    """Evaluate a policy offline against a recorded audit log."""
-    from ..core.policy import builtin_policy, load_policy
-    from .replay import format_replay
-    from .replay import replay as do_replay
-    p = load_policy(policy_path) if policy_path else builtin_policy("default")
-    click.echo(format_replay(do_replay(audit_log, p), json=as_json))
+@click.option("--resolve", "resolves", multiple=True, metavar="HOST=ADDR[,ADDR]",
+              help="Addresses a host name of the policy resolved to when the log was written (repeatable); "
+                   "replay never queries DNS.")
+def replay(audit_log, policy_path, as_json, resolves):
+    """Evaluate a policy offline against a recorded audit log (streamed: any size)."""
+    from .replay import iter_replay, replay_lines
+    p = _load_policy_arg(policy_path) if policy_path else _load_policy_arg("default")
+    resolved = _resolved_option(resolves)
+    for line in replay_lines(iter_replay(audit_log, p, resolved), json=as_json):
+        click.echo(line)
+
+
+def _resolved_option(items) -> dict[str, list[str]]:
+    """--resolve HOST=ADDR[,ADDR] as name -> addresses, each checked."""
+    import ipaddress
+    out: dict[str, list[str]] = {}
+    for item in items:
+        host, sep, addrs = item.partition("=")
+        try:
+            if not sep or not host:
+                raise ValueError
+            ips = [str(ipaddress.ip_address(a.strip())) for a in addrs.split(",")]
+        except ValueError:
+            raise UsageError(f"--resolve {item!r} is not HOST=ADDR[,ADDR]",
+                             hint="e.g. --resolve pool.example.org=198.51.100.7,2001:db8::7") from None
+        out.setdefault(host.lower().rstrip("."), []).extend(ips)
+    return out
 
 
 def _verbosity(args: list[str]) -> int:

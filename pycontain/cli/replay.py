@@ -10,7 +10,8 @@ be tested against real traffic before it is deployed. Records of other kinds
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..core.engine import Engine
 from ..core.errors import PycontainError
 from ..core.event_types import spec_of_kind
 from ..core.kernel_rules import compile_policy, exec_verdict, net_verdict
-from ..core.text import safe_text
+from ..core.text import safe_text, unescape_bytes
 
 
 class ReplayError(PycontainError):
@@ -44,15 +45,9 @@ class ReplayResult:
         return was != now
 
 
-def _unescape(s: str) -> bytes:
-    """Audit strings are safe_text()-escaped; undo the escapes for matching.
-    An escape that does not decode (an agent's own backslash) stays as written."""
-    if "\\" not in s:
-        return s.encode("utf-8", "surrogateescape")
-    try:
-        return s.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("utf-8", "surrogateescape")
-    except (UnicodeError, ValueError):
-        return s.encode("utf-8", "surrogateescape")
+# a kill-process/kill violation follows its exec record within one poll; an
+# exec result waits this many records for it, then is emitted (constant memory)
+WINDOW = 4096
 
 
 def _lines(audit_path: str):
@@ -85,46 +80,74 @@ def _lines(audit_path: str):
 
 
 def replay(audit_path: str, policy, resolved: Mapping[str, list[str]] | None = None) -> list[ReplayResult]:
-    """Judge every exec/connect/send record of `audit_path` under `policy`.
+    """Judge every exec/connect/send record of `audit_path` under `policy`
+    (all results at once; see iter_replay for the stream)."""
+    return list(iter_replay(audit_path, policy, resolved))
+
+
+def _record(audit_path: str, n: int, line: str) -> dict:
+    try:
+        rec = json.loads(line)
+        if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
+            raise ValueError("not a pycontain audit object")
+    except ValueError as e:
+        raise ReplayError(f"{audit_path}:{n}: not an audit record ({e})",
+                          "audit logs are JSON Lines written by pycontain --audit-log") from None
+    return rec
+
+
+def _kill_of(rec: dict) -> tuple[Any, str] | None:
+    """(pid, action) of a violation that killed what it names (user space acted
+    after the kernel allowed the exec, e.g. kill-process of an ssh -R)."""
+    if rec["kind"] == "violation" and rec.get("action") in ("kill-process", "kill") and not rec.get("monitor") \
+            and isinstance(rec.get("pid"), (int, type(None))):
+        return rec.get("pid"), str(rec["action"])
+    return None
+
+
+def iter_replay(audit_path: str, policy, resolved: Mapping[str, list[str]] | None = None,
+                window: int = WINDOW) -> Iterator[ReplayResult]:
+    """The results in file order, as the log is read: memory stays constant
+    whatever the log's size (an exec result waits at most WINDOW records for
+    the kill that may follow it, so "recorded" is the whole recorded decision).
     Host names in network rules match only through `resolved` (name ->
     addresses), as live; replay itself never queries DNS."""
     tables = compile_policy(policy, resolved)
     engine = Engine(policy, resolved)
-    out: list[ReplayResult] = []
-    records = []
+    pending: deque[tuple[int, ReplayResult, Any]] = deque()     # (line, result, exec pid or _NO_PID)
     for n, line in _lines(audit_path):
         if not line.strip():
             continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or not isinstance(rec.get("kind"), str):
-                raise ValueError("not a pycontain audit object")
-        except ValueError as e:
-            raise ReplayError(f"{audit_path}:{n}: not an audit record ({e})",
-                              "audit logs are JSON Lines written by pycontain --audit-log") from None
-        records.append((n, rec))
-    # what user space did after the fact (e.g. kill-process of an ssh -R),
-    # so "recorded" reflects the whole recorded decision, not only the kernel's
-    acted: dict[Any, str] = {rec.get("pid"): rec["action"] for _n, rec in records
-             if rec["kind"] == "violation" and rec.get("action") in ("kill-process", "kill") and not rec.get("monitor")
-             and isinstance(rec.get("pid"), (int, type(None)))}
-    for n, rec in records:
-        spec = spec_of_kind(rec["kind"])
-        section = spec.replay_section if spec is not None else None
-        judge = _JUDGES.get(section) if section is not None else None
-        if judge is None:
-            continue
-        try:
-            r = judge(n, rec, tables, engine)
-        except (ValueError, TypeError, OverflowError, AttributeError) as e:
-            raise ReplayError(f"{audit_path}:{n}: bad {rec['kind']} record ({e})",
-                              "fields: daddr (an address), dport (0-65535), protocol, filename, argv (a list)") \
-                from None
-        if r.recorded == "allow" and isinstance(rec.get("pid"), (int, type(None))) and rec.get("pid") in acted \
-                and section == "exec":
-            r.recorded = acted[rec.get("pid")]
-        out.append(r)
-    return out
+        rec = _record(audit_path, n, line)
+        kill = _kill_of(rec)
+        if kill is not None:
+            for _ln, earlier, pid in pending:
+                if pid == kill[0] and earlier.recorded == "allow":
+                    earlier.recorded = kill[1]
+        r = _judge(audit_path, n, rec, tables, engine)
+        if r is not None:
+            pid = rec.get("pid") if r.kind == "exec" and isinstance(rec.get("pid"), (int, type(None))) else _NO_PID
+            pending.append((n, r, pid))
+        while pending and (pending[0][2] is _NO_PID or n - pending[0][0] >= window):
+            yield pending.popleft()[1]
+    while pending:
+        yield pending.popleft()[1]
+
+
+_NO_PID = object()
+
+
+def _judge(audit_path: str, n: int, rec: dict, tables, engine: Engine) -> ReplayResult | None:
+    spec = spec_of_kind(rec["kind"])
+    section = spec.replay_section if spec is not None else None
+    judge = _JUDGES.get(section) if section is not None else None
+    if judge is None:
+        return None
+    try:
+        return judge(n, rec, tables, engine)
+    except (ValueError, TypeError, OverflowError, AttributeError) as e:
+        raise ReplayError(f"{audit_path}:{n}: bad {rec['kind']} record ({e})",
+                          "fields: daddr (an address), dport (0-65535), protocol, filename, argv (a list)") from None
 
 
 def _base(n: int, rec: dict, what: str) -> dict:
@@ -138,11 +161,12 @@ def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     if not isinstance(raw_argv, list):
         raise TypeError("argv is not a list")
     argv = [str(a) for a in raw_argv]
-    what = safe_text(" ".join(argv) or filename, 200)
-    rid = exec_verdict(tables, filename, argv)
+    what = safe_text(" ".join(argv) or filename, 200)     # already escaped: shown as recorded
+    raw_file, raw_argv = unescape_bytes(filename), [unescape_bytes(a) for a in argv]
+    rid = exec_verdict(tables, raw_file, raw_argv)
     if rid:
         return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
-    hit = engine.user_exec_rule(_unescape(filename), [_unescape(a) for a in argv])
+    hit = engine.user_exec_rule(raw_file, raw_argv)
     if hit:
         return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=hit[0])
     return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
@@ -166,15 +190,24 @@ def _net(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
 _JUDGES = {"exec": _exec, "network": _net}
 
 
-def format_replay(results: list[ReplayResult], json: bool = False) -> str:
+def format_replay(results: Iterable[ReplayResult], json: bool = False) -> str:
+    return "\n".join(replay_lines(results, json))
+
+
+def replay_lines(results: Iterable[ReplayResult], json: bool = False) -> Iterator[str]:
+    """The report, one line at a time, as the results come (streams)."""
     import json as _json
-    if json:
-        return "\n".join(_json.dumps(dict(asdict(r), changed=r.changed)) for r in results)
-    lines = [f"{'line':>5}  {'agent':12} {'kind':8} {'recorded':11} {'now':13} {'rule':28} what"]
+    total = changed = 0
+    if not json:
+        yield f"{'line':>5}  {'agent':12} {'kind':8} {'recorded':11} {'now':13} {'rule':28} what"
     for r in results:
+        total += 1
+        changed += r.changed
+        if json:
+            yield _json.dumps(dict(asdict(r), changed=r.changed))
+            continue
         mark = "*" if r.changed else " "
-        lines.append(f"{r.line:>5}{mark} {r.agent[:12]:12} {r.kind:8} {r.recorded:11} {r.decision:13} "
-                     f"{(r.rule or '-')[:28]:28} {r.what}")
-    changed = sum(r.changed for r in results)
-    lines.append(f"{len(results)} records judged, {changed} decided differently (*) than recorded")
-    return "\n".join(lines)
+        yield (f"{r.line:>5}{mark} {r.agent[:12]:12} {r.kind:8} {r.recorded:11} {r.decision:13} "
+               f"{(r.rule or '-')[:28]:28} {r.what}")
+    if not json:
+        yield f"{total} records judged, {changed} decided differently (*) than recorded"

@@ -8,6 +8,7 @@ state API.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import sys
@@ -40,6 +41,36 @@ def _row_table() -> Table:
     for name, width in COLUMNS:
         t.add_column(name, width=width, no_wrap=width is not None, overflow="ellipsis" if width else "fold")
     return t
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    """--kind, --pid, --program: a record passes when it matches every given
+    filter (each filter: any of its values). --program is a glob on the
+    program's name (comm) or the basename of the file it ran."""
+    kinds: tuple[str, ...] = ()
+    pids: tuple[int, ...] = ()
+    programs: tuple[str, ...] = ()
+
+    def wants(self, rec: dict) -> bool:
+        if self.kinds and rec.get("kind") not in self.kinds:
+            return False
+        if self.pids and rec.get("pid") not in self.pids:
+            return False
+        if self.programs:
+            names = [str(rec.get("comm", "")), os.path.basename(str(rec.get("filename", "")))]
+            return any(fnmatch.fnmatchcase(n, g) for n in names if n for g in self.programs)
+        return True
+
+
+def plain_row(rec: dict) -> str:
+    """Every column, tab-separated, never cut: for pipes and files (a table
+    there would be squeezed to 80 columns and lose the detail)."""
+    ts = rec.get("ts", 0)
+    cells = [time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int((ts % 1) * 1000):03d}",
+             str(rec.get("agent", "")), str(rec.get("kind", "")), str(rec.get("pid", "")),
+             str(rec.get("comm", "")), str(rec.get("verdict", "")), _detail(rec)]
+    return "\t".join(c.replace("\t", " ") for c in cells)
 
 
 def print_row(console: Console, rec: dict) -> None:
@@ -80,7 +111,7 @@ class TracedCgroup:
 
 
 def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as_json: bool,
-              duration: float | None, edges: Edges | None = None) -> int:
+              duration: float | None, edges: Edges | None = None, only: TraceFilter | None = None) -> int:
     if os.geteuid() != 0:
         raise EnvironmentProblem("pycontain trace needs root (it loads BPF programs)")
     targets = _agent_cgroups(cgroups, socket_path, all_host)
@@ -93,13 +124,20 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
 
     console = Console(highlight=False, soft_wrap=True)
     out = sys.stdout
+    table = not as_json and out.isatty()
+    only = only or TraceFilter()
 
     def emit(rec):
+        if not only.wants(rec):
+            return
         if as_json:
             out.write(json.dumps(rec, ensure_ascii=True) + "\n")
-            out.flush()
-        else:
+        elif table:
             print_row(console, rec)
+            return
+        else:
+            out.write(plain_row(rec) + "\n")
+        out.flush()
 
     edges = edges or Edges()
     if not targets:
@@ -113,7 +151,9 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
         session.start()
         for name, path in targets:
             ctl.add_agent(name, TracedCgroup(path), apply_budgets=False)
-        if not as_json:
+        if not as_json and not table:
+            out.write("\t".join(n for n, _ in COLUMNS) + "\n")
+        elif table:
             hdr = _row_table()
             hdr.add_row(*[f"[bold]{n}[/bold]" for n, _ in COLUMNS])
             console.print(hdr)
@@ -129,3 +169,17 @@ def run_trace(*, all_host: bool, cgroups: list[str], socket_path: str | None, as
     finally:
         session.close()
     return 0
+
+
+# records trace prints besides the kernel's event kinds
+OTHER_KINDS = ("violation", "action", "gpu-use", "agent-start", "agent-stop", "notice")
+
+
+def check_kinds(kinds) -> tuple[str, ...]:
+    """--kind values, each a record kind trace can print (one error line otherwise)."""
+    from ..core.event_types import BY_KIND
+    known = sorted(BY_KIND) + list(OTHER_KINDS)
+    for k in kinds:
+        if k not in known:
+            raise UsageError(f"--kind {k!r} is not a record kind", "kinds: " + ", ".join(known))
+    return tuple(kinds)

@@ -53,6 +53,7 @@ class Overflow:
     needed: int
     rule: str
     entry: str = ""       # the entry past the limit (a CIDR), when a rule has several
+    place: str = ""       # where the rule is in the policy (exec.deny[1024]); rule ids may be shared
 
     @property
     def hint(self) -> str:
@@ -74,7 +75,7 @@ def _net_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, i
 
 
 def _trie_overflows(name: str, family: int, entries: Iterable[tuple[object, int]],
-                    rules: dict[int, str]) -> list[Overflow]:
+                    rules: dict[int, str], places: dict[int, str]) -> list[Overflow]:
     seen: dict[tuple[int, bytes], int] = {}
     first_over: tuple[int, str] | None = None
     for net, rid in entries:
@@ -86,32 +87,35 @@ def _trie_overflows(name: str, family: int, entries: Iterable[tuple[object, int]
             first_over = (rid, str(net))
     if first_over is None:
         return []
-    return [Overflow(name, LPM_MAX, len(seen), rules.get(first_over[0], "network"), first_over[1])]
+    return [Overflow(name, LPM_MAX, len(seen), rules.get(first_over[0], "network"), first_over[1],
+                     places.get(first_over[0], ""))]
 
 
 def table_overflows(tables: KernelTables) -> list[Overflow]:
     """Every kernel map that ``tables`` (a core.kernel_rules.KernelTables)
     would not fit."""
     out: list[Overflow] = []
+
+    def over(m: str, limit: int, needed: int, rid: int, default: str) -> Overflow:
+        return Overflow(m, limit, needed, tables.rules.get(rid, default), place=tables.places.get(rid, ""))
     names = list(tables.exec_names.items())
     if len(names) > EXEC_NAMES_MAX:
-        out.append(Overflow("pc_exec_names", EXEC_NAMES_MAX, len(names),
-                            tables.rules.get(names[EXEC_NAMES_MAX][1], "exec.deny")))
+        out.append(over("pc_exec_names", EXEC_NAMES_MAX, len(names), names[EXEC_NAMES_MAX][1], "exec.deny"))
     if len(tables.addr_rules) > ADDR_RULES:
-        out.append(Overflow("pc_addr_rules", ADDR_RULES, len(tables.addr_rules),
-                            tables.rules.get(tables.addr_rules[ADDR_RULES].rule, "network")))
+        out.append(over("pc_addr_rules", ADDR_RULES, len(tables.addr_rules), tables.addr_rules[ADDR_RULES].rule,
+                        "network"))
     if len(tables.exec_patterns) > MAX_PATTERNS:
-        out.append(Overflow("pc_exec_patterns", MAX_PATTERNS, len(tables.exec_patterns),
-                            tables.rules.get(tables.exec_patterns[MAX_PATTERNS][2], "exec.deny")))
+        out.append(over("pc_exec_patterns", MAX_PATTERNS, len(tables.exec_patterns),
+                        tables.exec_patterns[MAX_PATTERNS][2], "exec.deny"))
     seen_bytes: set[int] = set()
     for pat, _where, rid in tables.exec_patterns:
         seen_bytes |= set(pat.lower().encode("utf-8", "surrogateescape"))
         if len(seen_bytes) > DFA_BYTES_MAX:
-            out.append(Overflow("pc_exec_dfa_class", DFA_BYTES_MAX, len(seen_bytes), tables.rules.get(rid, "exec")))
+            out.append(over("pc_exec_dfa_class", DFA_BYTES_MAX, len(seen_bytes), rid, "exec"))
             break
     for name, family, entries in (
             ("pc_deny4", 4, list(tables.deny4) + list(tables.deny6)),
             ("pc_allow4", 4, list(tables.allow4) + list(tables.allow6)),
             ("pc_deny6", 6, tables.deny6), ("pc_allow6", 6, tables.allow6)):
-        out += _trie_overflows(name, family, entries, tables.rules)
+        out += _trie_overflows(name, family, entries, tables.rules, tables.places)
     return out

@@ -35,11 +35,12 @@ from .events import (
     StratumEvent,
     Verdict,
 )
-from .kernel_rules import compile_policy
+from .kernel_rules import compile_policy, kernel_exec_places
 from .matchers import GlobList
 from .policy import NetRule, Policy
 from .policy_args import program_args, program_identity
 from .processes import ProcessTable
+from .rule_ids import rule_id
 from .samples import CgroupSample
 from .text import safe_text
 
@@ -83,17 +84,20 @@ class Engine:
         # GPU breaches come once per GPU sample, so never faster than that
         self.escalator.clear_after_s = max(3.0, 2.5 * policy.gpu.sample_interval_s)
         self.rules = dict(rules) if rules is not None else compile_policy(policy, self.resolved).rules
-        kernel_names = set(self.rules.values())
+        in_kernel = kernel_exec_places(policy)      # by place: rules may share an id (core/rule_ids.py)
         ex = policy.exec
+
+        def user(section: str, globs: Sequence[str]) -> GlobList:
+            return GlobList((rule_id(policy, f"{section}[{i}]"), g) for i, g in enumerate(globs)
+                            if f"{section}[{i}]" not in in_kernel)
         self._exec_allow = GlobList(("exec.allow", g) for g in ex.allow)
-        self._user_exec = GlobList((f"exec.deny[{i}]", g) for i, g in enumerate(ex.deny)
-                                   if f"exec.deny[{i}]" not in kernel_names)
-        self._user_args = GlobList((f"exec.deny_args[{i}]", g) for i, g in enumerate(ex.deny_args)
-                                   if f"exec.deny_args[{i}]" not in kernel_names)
+        self._user_exec = user("exec.deny", ex.deny)
+        self._user_args = user("exec.deny_args", ex.deny_args)
         # a held exec (issue 11) is judged on all rules: the kernel saw only part of its argv
-        self._all_exec = GlobList((f"exec.deny[{i}]", g) for i, g in enumerate(ex.deny))
-        self._all_args = GlobList((f"exec.deny_args[{i}]", g) for i, g in enumerate(ex.deny_args))
-        self._prog_args = [(f"exec.deny_program_args[{i}]", p, a) for i, (p, a) in enumerate(ex.deny_program_args)]
+        self._all_exec = GlobList((rule_id(policy, f"exec.deny[{i}]"), g) for i, g in enumerate(ex.deny))
+        self._all_args = GlobList((rule_id(policy, f"exec.deny_args[{i}]"), g) for i, g in enumerate(ex.deny_args))
+        self._prog_args = [(rule_id(policy, f"exec.deny_program_args[{i}]"), p, a)
+                           for i, (p, a) in enumerate(ex.deny_program_args)]
         self._prog_names = GlobList((rule, p) for rule, p, _a in self._prog_args)
         self._nets = self._net_rules(policy)
         # agents talk to the same few destinations over and over: their
@@ -184,12 +188,17 @@ class Engine:
     def _on_socket(self, ev: SocketEvent, agent: str, now: float) -> list[Decision]:
         if ev.h.verdict == Verdict.ALLOW:
             return []
-        return self._kernel_violation(ev, agent, now, "socket",
-                                      f"socket(family {ev.family}, type {ev.sock_type}) denied in the kernel")
+        what = f"socket(family {ev.family}, type {ev.sock_type})"
+        return self._kernel_violation(ev, agent, now, "socket", f"{what} denied in the kernel", what)
 
-    def _kernel_violation(self, ev: Event, agent: str, now: float, key: str, reason: str) -> list[Decision]:
+    def _kernel_violation(self, ev: Event, agent: str, now: float, key: str, reason: str,
+                          what: str | None = None) -> list[Decision]:
+        """``reason`` says what the kernel did; in monitor mode it did not,
+        and the reason says "would deny ``what``" instead."""
         h = ev.h
         monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
+        if monitor:
+            reason = f"would deny {what or reason} (monitor mode: allowed to proceed)"
         rule = self.rules.get(h.rule_id, f"kernel#{h.rule_id}")
         out = [Decision(agent=agent, rule=rule, action=Action.DENY, reason=reason, pid=h.pid,
                         start_ns=h.start_ns or None, monitor=monitor)]
@@ -203,7 +212,7 @@ class Engine:
         fname = safe_text(ev.filename, 256)
         if h.verdict != Verdict.ALLOW:
             return self._kernel_violation(ev, agent, now, "exec",
-                                          f"exec {fname} denied in the kernel: killed before it ran")
+                                          f"exec {fname} denied in the kernel: killed before it ran", f"exec {fname}")
         held = bool(h.flags & Flag.HELD)
         hit = self._user_exec_rule(ev.filename, ev.argv, everything=held)
         if hit is None and ev.real_path and ev.real_path != ev.filename:
@@ -322,7 +331,7 @@ class Engine:
             addr = addr.ipv4_mapped
         i = self._net_deny(addr, dport, proto)
         if i is not None:
-            return f"network.deny[{i}]", "matches a deny rule the kernel cannot express"
+            return rule_id(self.policy, f"network.deny[{i}]"), "matches a deny rule the kernel cannot express"
         if self.policy.network.default == "deny" and not self._net_allow(addr, dport, proto):
             return "network.default", "port or protocol not allowed for this address"
         return None
@@ -342,7 +351,7 @@ class Engine:
                 info.unapproved_connect_ns = h.ts_ns
             self.unapproved_at[agent] = now
             return self._kernel_violation(ev, agent, now, "network",
-                                          f"{ev.kind} to {dest} denied in the kernel (EPERM)")
+                                          f"{ev.kind} to {dest} denied in the kernel (EPERM)", f"{ev.kind} to {dest}")
         approved, hit = self._net_verdict(ev.daddr, ev.dport, proto)
         if not approved:
             self.unapproved_at[agent] = now
@@ -375,8 +384,8 @@ class Engine:
         reason = f"mining protocol (stratum) to {dest}: {safe_text(ev.payload, 60)}"
         monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
         rule = self.rules.get(h.rule_id, "network.stratum")
-        out = [Decision(agent=agent, rule=rule, action=Action.DENY, reason=reason + " (dropped)", pid=h.pid,
-                        monitor=monitor)]
+        shown = f"would deny {reason} (monitor mode: not dropped)" if monitor else reason + " (dropped)"
+        out = [Decision(agent=agent, rule=rule, action=Action.DENY, reason=shown, pid=h.pid, monitor=monitor)]
         out += self._escalate(agent, rule, "stratum", now, reason, monitor=monitor, skip=(Action.DENY,))
         return out
 

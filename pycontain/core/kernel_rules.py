@@ -28,6 +28,7 @@ from .events import (
 from .net_ranges import INTERNAL_RANGES, METADATA_RANGES
 from .policy_args import MULTI_CALL
 from .resolve import NAMESERVERS
+from .rule_ids import rule_id
 
 if TYPE_CHECKING:
     from .policy import ExecPolicy, NetRule, NetworkPolicy, Policy
@@ -62,6 +63,7 @@ class KernelTables:
     mode: Mode = Mode.ENFORCE
     flags: ConfigFlag = ConfigFlag(0)
     rules: dict[int, str] = field(default_factory=dict)            # rule id -> rule name, ids from 1
+    places: dict[int, str] = field(default_factory=dict)           # rule id -> place in the policy (exec.deny[3])
     ports: dict[int, tuple[int, int]] = field(default_factory=dict)  # port -> (tcp rule id, udp rule id)
     deny4: list[tuple[ipaddress.IPv4Network, int]] = field(default_factory=list)
     allow4: list[tuple[ipaddress.IPv4Network, int]] = field(default_factory=list)
@@ -152,7 +154,8 @@ def compile_policy(policy: Policy, resolved: Mapping[str, list[str]] | None = No
     t = KernelTables(mode=Mode.MONITOR if policy.mode == "monitor" else Mode.ENFORCE,
                      flags=_config_flags(policy), source=policy.source)
     t.rules = dict(RESERVED)
-    rule = _RuleIds(t.rules)
+    t.places = dict(RESERVED)
+    rule = _RuleIds(t, policy)
     # rule ids are handed out in this order: exec first, then network
     _compile_exec(t, policy.exec, rule)
     _compile_network(t, policy.network, resolved or {}, rule)
@@ -170,17 +173,29 @@ def _compile_local(t: KernelTables, policy: Policy, rule: _RuleIds) -> None:
 
 
 class _RuleIds:
-    """Hands out rule ids after the reserved ones, naming each in ``rules``."""
+    """Hands out rule ids after the reserved ones for rules given by their
+    place in the policy, naming each by its stable id (core/rule_ids.py)
+    in ``rules`` and keeping its place in ``places``."""
 
-    def __init__(self, rules: dict[int, str]):
-        self.rules = rules
+    def __init__(self, t: KernelTables, policy: Policy):
+        self.t = t
+        self.policy = policy
         self.next_id = len(RESERVED) + 1
 
-    def __call__(self, name: str) -> int:
+    def __call__(self, place: str) -> int:
         rid = self.next_id
         self.next_id += 1
-        self.rules[rid] = name
+        self.t.rules[rid] = rule_id(self.policy, place)
+        self.t.places[rid] = place
         return rid
+
+
+def kernel_exec_places(policy: Policy) -> set[str]:
+    """The places of the exec rules the kernel enforces (the rest is the
+    engine's), decided exactly as compile_policy does."""
+    t = KernelTables()
+    _compile_exec(t, policy.exec, _RuleIds(t, policy))
+    return set(t.places.values())
 
 
 def _config_flags(policy: Policy) -> ConfigFlag:
@@ -365,27 +380,29 @@ def compile_report(policy: Policy, resolved: Mapping[str, list[str]] | None = No
     EPERM), or in user space (the engine kills the process right after)."""
     out: list[str] = []
     tables = compile_policy(policy, resolved)
-    names = set(tables.rules.values())
+    names = set(tables.places.values())
     kern_exec, user_exec = "kernel (killed before it runs)", "user space (killed right after exec)"
     if policy.exec.mode == "allow-list":
         out.append(f"exec.allow {list(policy.exec.allow)!r}: {user_exec}: the kernel maps hold deny entries only")
     for i, g in enumerate(policy.exec.deny):
         k = f"exec.deny[{i}]"
-        out.append(f"{k} {g!r}: " + (kern_exec if k in names else user_exec))
+        out.append(f"{rule_id(policy, k)} ({k}) {g!r}: " + (kern_exec if k in names else user_exec))
     for i, g in enumerate(policy.exec.deny_args):
         k = f"exec.deny_args[{i}]"
-        out.append(f"{k} {g!r}: " + (kern_exec if k in names else user_exec))
+        out.append(f"{rule_id(policy, k)} ({k}) {g!r}: " + (kern_exec if k in names else user_exec))
     for i, (prog, a) in enumerate(policy.exec.deny_program_args):
-        out.append(f"exec.deny_program_args[{i}] {prog} {a!r}: {user_exec}")
+        k = f"exec.deny_program_args[{i}]"
+        out.append(f"{rule_id(policy, k)} ({k}) {prog} {a!r}: {user_exec}")
     for i, _r in enumerate(policy.network.deny):
         k = f"network.deny[{i}]"
-        out.append(f"{k}: " + ("kernel (EPERM, every packet dropped)" if k in names
-                               else "user space (violation, kill-process)"))
+        out.append(f"{rule_id(policy, k)} ({k}): " + ("kernel (EPERM, every packet dropped)" if k in names
+                                                      else "user space (violation, kill-process)"))
     if policy.network.default == "deny":
         out.append("network.default deny: kernel (EPERM and every packet dropped unless an allow entry covers "
                    "the address, protocol and port)")
         for i, _r in enumerate(policy.network.allow):
-            out.append(f"network.allow[{i}]: kernel (address, protocol and ports)")
+            k = f"network.allow[{i}]"
+            out.append(f"{rule_id(policy, k)} ({k}): kernel (address, protocol and ports)")
     if policy.network.deny_internal:
         out.append("network.deny_internal: kernel (EPERM)")
     if policy.network.deny_metadata:

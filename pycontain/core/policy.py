@@ -28,8 +28,9 @@ from .gpu_policy_extra import SignaturePolicy, gpu_extras_dict, read_devices, re
 from .kernel_rules import compile_policy
 from .local_services import read_local_services
 from .policy_extends import resolve
-from .policy_yaml import Node, compose
+from .policy_yaml import Node, compose, gather, merged
 from .resolve import NAMESERVERS
+from .rule_ids import RULE_META_KEYS, RuleMeta, meta_fields, read_rule_meta
 
 AGENT_NAME = r"[a-z0-9][a-z0-9_.-]{0,31}"
 HOSTNAME = (r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -168,6 +169,8 @@ class Policy:
     actions: dict[str, ActionSpec] = field(default_factory=dict)     # action key -> ActionSpec
     escalation_grace_s: float = DEFAULT_GRACE_S
     privileges: Privileges = field(default_factory=Privileges)     # issue 10
+    # issue 13: id, severity and tags of list rules, by place ("exec.deny[3]"); core/rule_ids.py
+    rule_meta: Mapping[str, RuleMeta] = field(default_factory=dict)
 
     def action(self, key: str) -> ActionSpec:
         return self.actions.get(key) or ActionSpec((Action.ALERT,), self.escalation_grace_s)
@@ -176,26 +179,40 @@ class Policy:
 # ---- parsing ----------------------------------------------------------------
 
 def _globs(n: Node) -> tuple[str, ...]:
-    out = []
-    for item in n.seq():
-        g = item.str(maxlen=256)
-        if g.count("[") != g.count("]"):
-            raise item.error(f"{g!r} is not a valid glob (unbalanced brackets)")
-        out.append(g)
-    return tuple(out)
+    return tuple(gather(n.seq(), _glob))
+
+
+def _glob(item: Node) -> str:
+    g = item.str(maxlen=256)
+    if g.count("[") != g.count("]"):
+        raise item.error(f"{g!r} is not a valid glob (unbalanced brackets)")
+    return g
+
+
+def _rule_globs(n: Node) -> tuple[str, ...]:
+    """exec.deny / deny_args: globs, each a string or ``{name: glob, id:,
+    severity:, tags:}`` (the metadata is read by rule_ids.read_rule_meta)."""
+    def one(item: Node) -> str:
+        if isinstance(item.node, yaml.MappingNode):
+            m = _mapping(item, ("name",) + RULE_META_KEYS)
+            if "name" not in m:
+                raise item.error("a rule mapping needs 'name' (the glob)")
+            return _glob(m["name"])
+        return _glob(item)
+    return tuple(gather(n.seq(), one))
 
 
 def _ports(n: Node) -> list[tuple[int, int]]:
-    out = []
-    for item in n.seq():
-        v = item.scalar()
-        if isinstance(v, int) and not isinstance(v, bool):
-            if not 1 <= v <= 65535:
-                raise item.error(f"port {v} is out of range 1-65535")
-            out.append((v, v))
-        else:
-            out.append(_range(item))
-    return out
+    return gather(n.seq(), _port)
+
+
+def _port(item: Node) -> tuple[int, int]:
+    v = item.scalar()
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 1 <= v <= 65535:
+            raise item.error(f"port {v} is out of range 1-65535")
+        return v, v
+    return _range(item)
 
 
 def _range(n: Node) -> tuple[int, int]:
@@ -276,8 +293,8 @@ TOP_KEYS = (*TOP_KEYS, "extends")   # type: ignore[assignment]  # issue 14: merg
 AGENT_SELECTORS = ("cgroup", "systemd_unit", "command")
 AGENT_KEYS = ("name",) + AGENT_SELECTORS
 BUDGET_KEYS = ("cpu", "memory", "memory_high", "pids")
-NETRULE_KEYS = ("cidr", "cidrs", "host", "hosts", "nameservers", "ports", "port_range", "protocol")
-PROGRAM_ARGS_KEYS = ("program", "args")
+NETRULE_KEYS = ("cidr", "cidrs", "host", "hosts", "nameservers", "ports", "port_range", "protocol") + RULE_META_KEYS
+PROGRAM_ARGS_KEYS = ("program", "args") + RULE_META_KEYS
 ACTION_SPEC_KEYS = ("ladder", "grace")
 ESCALATION_KEYS = ("grace",)
 
@@ -293,14 +310,14 @@ def _read(m: dict[str, Node], table: KeyTable, first: tuple[str, ...] = ()) -> F
     in decides which of several errors is reported). A reader whose field is
     None returns several fields at once."""
     kw: Fields = {}
-    for key in first + tuple(k for k in table if k not in first):
-        if key not in m:
-            continue
+
+    def one(key: str) -> None:
         entry = table[key]
         if entry[0] is None:
             kw.update(entry[1](m[key]))
         else:
             kw[entry[0]] = entry[1](m[key])
+    gather([k for k in first + tuple(k for k in table if k not in first) if k in m], one)
     return kw
 
 
@@ -338,14 +355,13 @@ GPU_KEYS: KeyTable = {
 
 
 def _program_args(n: Node) -> tuple[tuple[str, str], ...]:
-    pa = []
-    for item in n.seq():
+    def one(item: Node) -> list[tuple[str, str]]:
         r = _mapping(item, PROGRAM_ARGS_KEYS)
         if "program" not in r or "args" not in r:
             raise item.error("deny_program_args entries need 'program' and 'args'")
         prog = r["program"].str(maxlen=256)
-        pa += [(prog, a) for a in _globs(r["args"])]
-    return tuple(pa)
+        return [(prog, a) for a in _globs(r["args"])]
+    return tuple(pa for group in gather(n.seq(), one) for pa in group)
 
 
 def _trusted(n: Node) -> tuple[str, ...]:
@@ -366,8 +382,8 @@ def _trusted(n: Node) -> tuple[str, ...]:
 EXEC_KEYS: KeyTable = {
     "mode": ("mode", lambda n: n.choice(("deny-list", "allow-list"))),
     "allow": ("allow", _globs),
-    "deny": ("deny", _globs),
-    "deny_args": ("deny_args", _globs),
+    "deny": ("deny", _rule_globs),
+    "deny_args": ("deny_args", _rule_globs),
     "deny_program_args": ("deny_program_args", _program_args),
     "trusted": ("trusted", _trusted),                                          # issue 11
     "truncated_args": ("truncated_args", lambda n: n.choice(("deny", "alert"))),
@@ -377,7 +393,7 @@ EXEC_KEYS: KeyTable = {
 
 
 def _netrules(n: Node) -> tuple[NetRule, ...]:
-    return tuple(_netrule(i) for i in n.seq())
+    return tuple(gather(n.seq(), _netrule))
 
 
 def _detect(n: Node) -> tuple[str, ...]:
@@ -429,17 +445,18 @@ SOCKET_KEYS: KeyTable = {
 
 
 def _agents(n: Node) -> tuple[AgentSelector, ...]:
-    agents = []
-    for item in n.seq():
-        m = _mapping(item, AGENT_KEYS)
-        if "name" not in m:
-            raise item.error("an agent selector needs 'name'")
-        kinds = [k for k in AGENT_SELECTORS if k in m]
-        if len(kinds) != 1:
-            raise item.error("an agent selector needs exactly one of cgroup, systemd_unit, command")
-        agents.append(AgentSelector(m["name"].str(AGENT_NAME, "agent name (^[a-z0-9][a-z0-9_.-]{0,31}$)"),
-                                    **{kinds[0]: m[kinds[0]].str(maxlen=512)}))
-    return tuple(agents)
+    return tuple(gather(n.seq(), _agent))
+
+
+def _agent(item: Node) -> AgentSelector:
+    m = _mapping(item, AGENT_KEYS)
+    if "name" not in m:
+        raise item.error("an agent selector needs 'name'")
+    kinds = [k for k in AGENT_SELECTORS if k in m]
+    if len(kinds) != 1:
+        raise item.error("an agent selector needs exactly one of cgroup, systemd_unit, command")
+    return AgentSelector(m["name"].str(AGENT_NAME, "agent name (^[a-z0-9][a-z0-9_.-]{0,31}$)"),
+                         **{kinds[0]: m[kinds[0]].str(maxlen=512)})
 
 
 def _budgets(n: Node) -> Budgets:
@@ -495,8 +512,8 @@ def _actions(n: Node | None, grace: float) -> dict[str, ActionSpec]:
     actions = {k: ActionSpec(tuple(ACTION_NAMES[p] for p in v.split("-then-")), grace)
                for k, v in DEFAULT_ACTIONS.items()}
     if n is not None:
-        for k, a in _mapping(n, ACTION_KEYS).items():
-            actions[k] = _action_spec(a, grace)
+        m = _mapping(n, ACTION_KEYS)
+        actions.update(zip(m, gather(m.values(), lambda a: _action_spec(a, grace)), strict=True))
     return actions
 
 
@@ -526,8 +543,9 @@ def _privileges(n: Node) -> Privileges:
 
 
 def _parse(root: Node) -> Policy:
-    """The policy; every section is read even after an error in another, so
-    one run reports every section's first error (PolicyError.more)."""
+    """The policy; every section is read even after an error in another,
+    and every entry of a list after an error in another (policy_yaml.gather),
+    so one run reports every error (PolicyError.more)."""
     top = _mapping(root, TOP_KEYS)
     errors: list[PolicyError] = []
 
@@ -550,13 +568,15 @@ def _parse(root: Node) -> Policy:
     grace = section("escalation", _escalation_grace, DEFAULT_GRACE_S)
     actions = section("actions", lambda n: _actions(n, grace), _actions(None, grace))
     privileges = section("privileges", _privileges, Privileges())
-    if errors:
-        errors.sort(key=lambda e: e.line or 0)
-        errors[0].more = errors[1:]
-        raise errors[0]
     policy = Policy(name=name, mode=mode, source=root.file, agents=agents, budgets=budgets, gpu=gpu, exec=ex,
                     network=network, sockets=sockets, actions=actions, escalation_grace_s=grace,
                     privileges=privileges)
+    try:
+        policy = dataclasses.replace(policy, rule_meta=read_rule_meta(top, policy))   # rule ids (issue 13)
+    except PolicyError as e:
+        errors.append(e)
+    if errors:
+        raise merged([x for e in errors for x in e.all()])
     _check_no_lockout(policy, top)
     return policy
 
@@ -632,12 +652,13 @@ def load_policy_text(text: str, source: str = "<string>") -> Policy:
 def _check_capacity(policy: Policy, root: Node) -> None:
     """Refuse a policy whose kernel tables would not fit the kernel maps
     (core/capacity.py), naming the first rule past the limit."""
-    for o in table_overflows(compile_policy(policy)):
-        node = root.find(o.rule) or root
+    tables = compile_policy(policy)
+    for o in table_overflows(tables):
+        node = root.find(o.place or o.rule) or root
         items = node.find("cidrs") if o.entry else None
         if items is not None:
             node = next((i for i in items.seq() if _same_net(i, o.entry)), node)
-        raise node.error(o.message(), o.hint)
+        raise node.error(f"{o.rule}: {o.message()}" if o.place else o.message(), o.hint)
 
 
 def _same_net(n: Node, net: str) -> bool:
@@ -696,8 +717,8 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
     def size(n: int | None) -> int | None:
         return n if n is None else int(n)
 
-    def rule(r: NetRule) -> dict[str, Any]:
-        d: dict[str, Any] = {}
+    def rule(r: NetRule, place: str) -> dict[str, Any]:
+        d: dict[str, Any] = meta_fields(p, place)
         if r.cidrs:
             d["cidrs"] = list(r.cidrs)
         names = [h for h in r.hosts if h != NAMESERVERS]
@@ -730,17 +751,22 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
         gpu["allowed_programs"] = list(g.allowed_programs)
     gpu.update(gpu_extras_dict(g))
     out["gpu"] = gpu
-    ex: dict[str, Any] = {"mode": p.exec.mode, "allow": list(p.exec.allow), "deny": list(p.exec.deny),
-                "deny_args": list(p.exec.deny_args)}
+    def globs(section: str, items: tuple[str, ...]) -> list[Any]:
+        return [dict(name=g, **m) if (m := meta_fields(p, f"{section}[{i}]")) else g for i, g in enumerate(items)]
+    ex: dict[str, Any] = {"mode": p.exec.mode, "allow": list(p.exec.allow), "deny": globs("exec.deny", p.exec.deny),
+                          "deny_args": globs("exec.deny_args", p.exec.deny_args)}
     if p.exec.deny_program_args:
-        ex["deny_program_args"] = [{"program": prog, "args": [a]} for prog, a in p.exec.deny_program_args]
+        ex["deny_program_args"] = [{"program": prog, "args": [a], **meta_fields(p, f"exec.deny_program_args[{i}]")}
+                                   for i, (prog, a) in enumerate(p.exec.deny_program_args)]
     if p.exec.trusted:
         ex["trusted"] = {"paths": list(p.exec.trusted)}
     ex.update(truncated_args=p.exec.truncated_args, fileless=p.exec.fileless)
     out["exec"] = ex
-    out["network"] = {"default": p.network.default, "allow": [rule(r) for r in p.network.allow],
-                      "deny": [rule(r) for r in p.network.deny], "deny_internal": p.network.deny_internal,
-                      "deny_metadata": p.network.deny_metadata, "detect": list(p.network.detect),
+    out["network"] = {"default": p.network.default,
+                      "allow": [rule(r, f"network.allow[{i}]") for i, r in enumerate(p.network.allow)],
+                      "deny": [rule(r, f"network.deny[{i}]") for i, r in enumerate(p.network.deny)],
+                      "deny_internal": p.network.deny_internal, "deny_metadata": p.network.deny_metadata,
+                      "detect": list(p.network.detect),
                       "resolve_interval": p.network.resolve_interval_s}
     out["network"]["local_services"] = "any" if p.network.local_services == ("any",) \
         else list(p.network.local_services)

@@ -11,7 +11,8 @@ import builtins
 import difflib
 import math
 import re
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import yaml
 
@@ -138,12 +139,10 @@ class Node:
         if isinstance(v, int):
             n = v
         else:
-            m = _SIZE.match(str(v))
-            if not m:
+            parsed = parse_size(str(v))
+            if parsed is None:
                 raise self.error(f"{v!r} is not a size (use e.g. 512MiB, 16GiB, 1.5G or bytes)")
-            mult = {"": 1, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}[m.group(2).upper()]
-            base = 1024 if (m.group(3) or m.group(2) == "") else 1000
-            n = int(float(m.group(1)) * (base ** mult)) if m.group(2) else int(float(m.group(1)))
+            n = parsed
         if n <= 0:
             raise self.error(f"size must be positive, got {v!r}")
         return n
@@ -159,6 +158,16 @@ class Node:
         if s <= 0:
             raise self.error(f"duration must be positive, got {v!r}")
         return s
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes of "512MiB", "1.5G", "4096"; None if not a size."""
+    m = _SIZE.match(text)
+    if not m:
+        return None
+    mult = {"": 1, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}[m.group(2).upper()]
+    base = 1024 if (m.group(3) or m.group(2) == "") else 1000
+    return int(float(m.group(1)) * (base ** mult)) if m.group(2) else int(float(m.group(1)))
 
 
 def _parse_duration(text: str) -> float | None:
@@ -194,3 +203,33 @@ def compose(text: str, file: str) -> Node:
     if root is None:
         raise PolicyError(file, 1, "", "the policy is empty")
     return Node(root, file, "")
+
+
+_I = TypeVar("_I")
+_R = TypeVar("_R")
+
+
+def gather(items: Iterable[_I], read: Callable[[_I], _R]) -> list[_R]:
+    """``read`` of every item; the errors of all items, not only the first,
+    are raised together (PolicyError.more, in file order), so `policy check`
+    lists every bad entry of a section at once."""
+    out: list[_R] = []
+    errors: list[PolicyError] = []
+    for item in items:
+        try:
+            out.append(read(item))
+        except PolicyError as e:
+            errors += e.all()
+    if errors:
+        raise merged(errors)
+    return out
+
+
+def merged(errors: list[PolicyError]) -> PolicyError:
+    """One PolicyError carrying all of ``errors`` (sorted by line, de-duplicated)."""
+    seen: dict[str, PolicyError] = {}
+    for e in sorted(errors, key=lambda e: e.line or 0):
+        seen.setdefault(e.message, e)
+    first, *rest = seen.values()
+    first.more = rest
+    return first

@@ -40,7 +40,8 @@ def decision_records(d: Decision, ts: float, result: str | None = None) -> list[
     """A decision becomes a violation record and, when it acts, an action record."""
     base = {"ts": round(ts, 6), "agent": d.agent, "pid": d.pid, "rule": d.rule}
     out = [dict(base, kind="violation", action=d.action.value, reason=d.reason,
-                monitor=d.monitor, **({"start_ns": d.start_ns} if d.start_ns else {}))]
+                monitor=d.monitor, **({"start_ns": d.start_ns} if d.start_ns else {}),
+                **({"result": result} if result is not None else {}))]
     if result is not None:
         out.append(dict(base, kind="action", action=d.action.value, result=result, monitor=d.monitor))
     return out

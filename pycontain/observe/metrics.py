@@ -59,6 +59,13 @@ class PycontainCollector:
         for hook, status in sorted(s["probes"].items()):
             hooks.add_metric([hook], 1.0 if str(status).startswith("attached") else 0.0)
         yield hooks
+        needed = set(s.get("probes_needed", ()))
+        req = GaugeMetricFamily("pycontain_probe_required",
+                                "1 if the policy in force needs the hook (an unattached needed hook is an alert)",
+                                labels=["hook"])
+        for hook in sorted(s["probes"]):
+            req.add_metric([hook], 1.0 if hook in needed else 0.0)
+        yield req
         yield GaugeMetricFamily("pycontain_gpu_available", "1 if NVML is usable",
                                 value=1.0 if s["gpu"]["available"] else 0.0)
         yield GaugeMetricFamily("pycontain_config_last_reload_successful",

@@ -58,8 +58,21 @@ class Reporter:
         agent = escape(str(rec.get("agent", "")))
         text = escape(describe(rec))
         if kind == "violation":
-            tag = "[yellow]WOULD[/yellow]" if rec.get("monitor") else "[bold red]STOPPED[/bold red]"
-            self.console.print(f"pycontain[{agent}] {tag} {text} [dim](action: {escape(str(rec.get('action')))})[/dim]")
+            action = escape(str(rec.get("action")))
+            result = str(rec.get("result") or "")
+            if rec.get("monitor"):      # nothing was done: say what enforce mode would have done
+                self.console.print(f"pycontain[{agent}] [yellow]MONITOR[/yellow] would {action}: {text}")
+            elif result.endswith("already exited"):     # nothing was left to stop: never say it was
+                self.console.print(f"pycontain[{agent}] [yellow]ALREADY EXITED[/yellow] {text} "
+                                   f"[dim](no {action}: {escape(result.removeprefix('skipped: '))})[/dim]")
+            elif result.startswith(("failed", "skipped")):
+                self.console.print(f"pycontain[{agent}] [bold red]NOT STOPPED[/bold red] {text} "
+                                   f"[dim]({action} {escape(result)})[/dim]")
+            else:
+                self.console.print(f"pycontain[{agent}] [bold red]STOPPED[/bold red] {text} "
+                                   f"[dim](action: {action})[/dim]")
+        elif kind == "notice":          # something the operator must know at start (e.g. GPU rules off)
+            self.console.print(f"[yellow]pycontain: {escape(str(rec.get('message', '')))}[/yellow]")
         elif kind == "gpu-use":
             self.console.print(f"pycontain[{agent}] [cyan]GPU[/cyan] {text}")
         elif kind == "action":

@@ -59,6 +59,7 @@ class NodeState:
     loss_freezes: Counter = field(default_factory=Counter)       # agent -> freezes after a loss
     handler_errors: int = 0        # records (or their decisions) the event handler failed on
     probes: dict[str, str] = field(default_factory=dict)         # hook -> "attached" | "unavailable" | ...
+    probes_needed: set[str] = field(default_factory=set)         # hooks the policy needs (core/hooks_needed.py)
     gpu_available: bool = False
     gpu_status: str = "unavailable"
     reload_ok: bool = True                   # the last policy (re)load succeeded
@@ -78,6 +79,7 @@ class NodeState:
                 "loss_freezes": dict(self.loss_freezes),
                 "reload": {"ok": self.reload_ok, "success_ts": self.reload_success_ts},
                 "probes": dict(self.probes),
+                "probes_needed": sorted(self.probes_needed),
                 "gpu": {"available": self.gpu_available, "status": self.gpu_status},
                 "agents": [
                     {

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..core.errors import PycontainError
 from ..core.text import safe_text
 
 
@@ -80,11 +81,24 @@ def status_json(client) -> str:
     return json.dumps(client.state(), indent=2, ensure_ascii=True, default=str)
 
 
-def run_top(client, interval: float = 1.0) -> None:
+def top_frames(client, interval: float = 1.0):
+    """The function that renders one frame of `top`. The first request's
+    error is raised (a wrong --socket is an error line); later ones, while a
+    daemon restarts, show a notice and are retried every frame: the state API
+    client opens a new connection per request, so the new daemon is found."""
     prev: dict[str, tuple[float, float]] = {}
+    seen = {"ok": False}
 
     def frame():
-        snap = client.state()
+        try:
+            snap = client.state()
+        except PycontainError as e:
+            if not seen["ok"]:
+                raise
+            prev.clear()
+            return Text.from_markup(f"[yellow]pycontain daemon not reachable ({escape(e.message)}); "
+                                    f"retrying every {interval:g}s…[/yellow]")
+        seen["ok"] = True
         now = time.monotonic()
         rates = {}
         for a in snap.get("agents", []):
@@ -93,7 +107,11 @@ def run_top(client, interval: float = 1.0) -> None:
                 rates[a["name"]] = max(0.0, (a["cpu_usage_seconds"] - p[1]) / (now - p[0]))
             prev[a["name"]] = (now, a["cpu_usage_seconds"])
         return render(snap, rates)
+    return frame
 
+
+def run_top(client, interval: float = 1.0) -> None:
+    frame = top_frames(client, interval)
     with Live(frame(), refresh_per_second=4, screen=False) as live:
         try:
             while True:

@@ -220,9 +220,9 @@ def test_decisions_are_applied_after_the_poll_not_in_the_callback(rig):
     s.step(0)
     assert [(d.action, d.pid, polling) for d, polling in rig.actuator.applied] == [(Action.KILL_PROCESS, 77, False)]
     kinds = [(r["kind"], r.get("rule")) for r in rig.records() if r["kind"] in ("exec", "violation", "action")]
-    assert kinds == [("exec", None), ("violation", "exec.deny_program_args[0]"),
-                     ("action", "exec.deny_program_args[0]")]
-    assert s.state.violations_total[("trainer", "exec.deny_program_args[0]")] == 1
+    assert kinds == [("exec", None), ("violation", "exec.deny_program_args:ssh -R*"),
+                     ("action", "exec.deny_program_args:ssh -R*")]
+    assert s.state.violations_total[("trainer", "exec.deny_program_args:ssh -R*")] == 1
     assert s.state.actions_total[("trainer", "kill-process")] == 1
 
 

@@ -136,3 +136,47 @@ def test_descendants_follow_parent_links(tmp_path):
         (tmp_path / str(pid) / "stat").write_bytes(f"{pid} (evil) x) S {ppid} 0 0".encode())
     assert sorted(descendants(10, list(tree), str(tmp_path))) == [11, 12, 13]
     assert descendants(12, list(tree), str(tmp_path)) == []
+
+
+class _PidsCgroup:
+    def __init__(self, pids):
+        self._pids = set(pids)
+
+    def pids(self):
+        return self._pids
+
+
+def test_a_process_that_already_exited_is_not_reported_killed():
+    """A zombie (exited, not yet reaped) takes SIGKILL without error: the
+    result must still say it had exited, and so must a pid that is gone."""
+    import subprocess
+    child = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:       # until the kernel has made it a zombie (not a time assertion)
+        with open(f"/proc/{child.pid}/stat", "rb") as fh:
+            if fh.read().rsplit(b")", 1)[1][1:2] == b"Z":
+                break
+        time.sleep(0.01)
+    act = Actuator({"bot": _PidsCgroup({child.pid})})
+    try:
+        assert act.apply(d(Action.KILL_PROCESS, pid=child.pid)) == f"skipped: pid {child.pid} already exited"
+    finally:
+        child.wait()
+    assert act.apply(d(Action.KILL_PROCESS, pid=child.pid)) == f"skipped: pid {child.pid} already exited"
+
+
+def test_the_report_says_already_exited():
+    import io
+
+    from rich.console import Console
+
+    from pycontain.core.records import decision_records
+    from pycontain.observe.report import Reporter
+    out = io.StringIO()
+    rep = Reporter(console=Console(file=out, width=300, color_system=None))
+    dec = Decision(agent="bot", rule="exec.deny:x", action=Action.KILL_PROCESS, reason="exec /tmp/x: matches 'x'",
+                   pid=42)
+    for rec in decision_records(dec, 1.0, "skipped: pid 42 already exited"):
+        rep.record(rec)
+    text = out.getvalue()
+    assert "ALREADY EXITED" in text and "pid 42 already exited" in text and "STOPPED" not in text

@@ -39,8 +39,7 @@ def one_error(r, *words):
     (["run", "--cgroup-parent", "/nonexistent/cg", "--", "true"], ["--cgroup-parent"]),
     (["kill", "a b"], ["'a b'"]),
     (["release", "a b"], ["'a b'"]),
-    # `daemon` without --policy runs the built-in default (issue 14), so it is no bad input
-    (["daemon", "--policy", "/nonexistent/node.yaml"], ["node.yaml"]),
+    (["daemon", "--policy", "/nonexistent/node.yaml"], ["/nonexistent/node.yaml"]),
 ])
 def test_bad_input_is_one_error_line_before_any_compile(args, words):
     one_error(cli(*args), *words)

@@ -33,9 +33,19 @@ def test_promtool_check_and_unit_test_alert_rules():
     r = subprocess.run([promtool, "check", "rules", "pycontain-alerts.yml"], cwd=DEPLOY / "prometheus",
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([promtool, "test", "rules", "pycontain-alerts.test.yml"], cwd=DEPLOY / "prometheus",
+    tests = sorted(p.name for p in (DEPLOY / "prometheus").glob("*.test.yml"))
+    assert "idle-node.test.yml" in tests
+    r = subprocess.run([promtool, "test", "rules", *tests], cwd=DEPLOY / "prometheus",
                        capture_output=True, text=True)
-    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and r.stdout.count("SUCCESS") == len(tests), r.stdout + r.stderr
+
+
+def test_the_idle_node_test_covers_every_alert():
+    """An alert added later must be proven quiet on an idle healthy node too."""
+    rules = yaml.safe_load((DEPLOY / "prometheus/pycontain-alerts.yml").read_text())
+    idle = yaml.safe_load((DEPLOY / "prometheus/idle-node.test.yml").read_text())
+    quiet = {t["alertname"] for case in idle["tests"] for t in case["alert_rule_test"] if t["exp_alerts"] == []}
+    assert {r["alert"] for g in rules["groups"] for r in g["rules"]} <= quiet
 
 
 def exported_names() -> set[str]:
@@ -124,3 +134,79 @@ def test_slurm_scripts_shellcheck_and_behaviour(tmp_path):
     assert subprocess.run([str(scripts[1])], env=env, capture_output=True).returncode == 0
     from pycontain.core.policy import load_policy
     load_policy(str(DEPLOY / "slurm/policy.yaml"))
+
+
+def test_the_slurm_prolog_fails_closed_unless_told_to_fail_open(tmp_path):
+    """A prolog that exits non-zero drains the node and requeues the job
+    (docs/deploy.md): the shipped one does so when the daemon does not take
+    the job, and lets it start only with PYCONTAIN_FAIL_OPEN=1."""
+    fake = tmp_path / "pycontain"
+    fake.write_text("#!/bin/sh\necho 'error: no pycontain daemon listening' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    env = dict(os.environ, SLURM_JOB_ID="78", PYCONTAIN=str(fake), PYCONTAIN_CGROUP_ROOT=str(tmp_path / "cg"))
+    prolog = str(DEPLOY / "slurm/prolog.sh")
+    r = subprocess.run([prolog], env=env, capture_output=True, text=True)
+    assert r.returncode == 1 and "failing closed" in r.stderr
+    r = subprocess.run([prolog], env=dict(env, PYCONTAIN_FAIL_OPEN="1"), capture_output=True, text=True)
+    assert r.returncode == 0
+
+
+def test_dashboard_filters_every_panel_by_instance_and_agent(tmp_path):
+    dash = json.loads((DEPLOY / "grafana/pycontain.json").read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert {"datasource", "instance", "agent"} <= variables.keys()
+    assert "$instance" in variables["agent"]["query"]["query"]        # agents of the chosen nodes
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    for e in exprs:
+        for m in re.finditer(r"\b(pycontain_[a-z_]+)(\{[^}]*\})?", e):
+            labels = m.group(2) or ""
+            assert 'instance=~"$instance"' in labels, e
+            if m.group(1).startswith(("pycontain_agent_", "pycontain_violations", "pycontain_actions",
+                                      "pycontain_events_total")):
+                assert 'agent=~"$agent"' in labels, e
+    # every expression is valid PromQL once Grafana substitutes the variables
+    promtool = need("promtool")
+    rules = {"groups": [{"name": "dash", "rules": [
+        {"record": f"dash:panel{i}", "expr": e.replace("$instance", ".*").replace("$agent", ".*")}
+        for i, e in enumerate(exprs)]}]}
+    f = tmp_path / "dash.yml"
+    f.write_text(yaml.safe_dump(rules))
+    r = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _hadolint() -> str:
+    path = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not os.access(path, os.X_OK):
+        skip_or_fail("hadolint not installed (scripts/install-test-tools.sh)")
+    return path
+
+
+def test_dockerfile_lints_clean_with_hadolint(tmp_path):
+    hadolint = _hadolint()
+    r = subprocess.run([hadolint, "--config", str(REPO / ".hadolint.yaml"), str(REPO / "Dockerfile")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the linter is live: the same file with a classic mistake fails
+    bad = tmp_path / "Dockerfile"
+    bad.write_text((REPO / "Dockerfile").read_text().replace("--no-install-recommends ", "")
+                   + "RUN cd /tmp && ls\n")
+    r = subprocess.run([hadolint, "--config", str(REPO / ".hadolint.yaml"), str(bad)], capture_output=True, text=True)
+    assert r.returncode != 0 and "DL3015" in r.stdout and "DL3003" in r.stdout
+
+
+def test_the_daemonset_runs_the_image_the_dockerfile_builds():
+    text = (REPO / "Dockerfile").read_text()
+    version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert re.search(r"^FROM ubuntu:\d+\.\d+$", text, re.M)
+    assert re.search(r"apt-get install .*python3-bpfcc python3-seccomp", text, re.S)
+    assert "pip install --no-cache-dir /src" in text and "--system-site-packages" in text
+    assert "COPY ebpf /usr/share/pycontain/ebpf" in text and "PYCONTAIN_EBPF_DIR=/usr/share/pycontain/ebpf" in text
+    assert f'org.opencontainers.image.version="{version}"' in text
+    image = f"ghcr.io/pycontain/pycontain:{version}"
+    assert f"docker build -t {image} ." in text
+    ds = next(d for d in yaml.safe_load_all((DEPLOY / "kubernetes/daemonset.yaml").read_text())
+              if d["kind"] == "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["containers"][0]["image"] == image
+    assert {"operator": "Exists"} in spec["tolerations"]       # every taint

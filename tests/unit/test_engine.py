@@ -66,7 +66,7 @@ def kernel_exec(e: Engine, filename: bytes, argv, verdict=Verdict.DENY, **kw):
 def test_kernel_denied_exec_is_a_violation_naming_the_rule():
     e = engine()
     ds = e.on_event(kernel_exec(e, b"/tmp/xmrig", [b"xmrig"]), 1.0)
-    assert [(d.action, d.rule, d.monitor) for d in ds] == [(Action.DENY, "exec.deny[0]", False)]
+    assert [(d.action, d.rule, d.monitor) for d in ds] == [(Action.DENY, "exec.deny:xmrig", False)]
     assert ds[0].agent == "trainer" and ds[0].pid == 100 and "killed before it ran" in ds[0].reason
 
 
@@ -103,7 +103,7 @@ def test_ssh_reverse_tunnels_are_killed_in_user_space(argv):
     assert ev.h.verdict == Verdict.ALLOW                     # the kernel cannot tell ssh -R from grep -R
     ds = e.on_event(ev, 1.0)
     assert len(ds) == 1 and ds[0].action == Action.KILL_PROCESS
-    assert (ds[0].pid, ds[0].start_ns) == (321, 999) and ds[0].rule.startswith("exec.deny_program_args[")
+    assert (ds[0].pid, ds[0].start_ns) == (321, 999) and ds[0].rule.startswith("exec.deny_program_args:ssh ")
 
 
 @pytest.mark.parametrize("filename,argv", [
@@ -126,7 +126,7 @@ def test_prefix_glob_is_enforced_in_the_kernel():
     e = engine()
     ev = kernel_exec(e, b"/opt/xmr-stak-rx", [b"xmr-stak-rx"])
     ds = e.on_event(ev, 1.0)
-    assert [d.action for d in ds] == [Action.DENY] and ds[0].rule.startswith("exec.deny[")
+    assert [d.action for d in ds] == [Action.DENY] and ds[0].rule == "exec.deny:xmr-stak*"
 
 
 def test_exec_allow_list():
@@ -152,7 +152,7 @@ def test_kernel_denied_connect():
     tables = compile_policy(e.policy)
     rid = net_verdict(tables, daddr="198.51.100.1", dport=3333)
     ds = e.on_event(net_event("198.51.100.1", 3333, verdict=Verdict.DENY, rule_id=rid), 1.0)
-    assert [(d.action, d.rule) for d in ds] == [(Action.DENY, "network.deny[0]")]
+    assert [(d.action, d.rule) for d in ds] == [(Action.DENY, "miner-pool-ports")]
 
 
 def test_address_and_port_rule_is_user_space():
@@ -160,7 +160,8 @@ def test_address_and_port_rule_is_user_space():
     e = engine(p)
     assert e.on_event(net_event("198.51.100.1", 443), 1.0) == []
     ds = e.on_event(net_event("198.51.100.1", 8080, pid=42), 1.0)
-    assert [(d.action, d.rule, d.pid) for d in ds] == [(Action.KILL_PROCESS, "network.deny[0]", 42)]
+    assert [(d.action, d.rule, d.pid) for d in ds] == \
+        [(Action.KILL_PROCESS, "network.deny:198.51.100.0/24 any/8080", 42)]
 
 
 def test_stratum_kills_the_agent():
@@ -314,3 +315,33 @@ def test_reused_pid_running_a_tunnel_again_is_killed_again():
     again = e.on_event(kernel_exec(e, b"/usr/bin/ssh", argv, pid=77, start_ns=2), 2.0)
     assert [(d.action, d.pid, d.start_ns) for d in first] == [(Action.KILL_PROCESS, 77, 1)]
     assert [(d.action, d.pid, d.start_ns) for d in again] == [(Action.KILL_PROCESS, 77, 2)]
+
+
+def test_monitor_mode_says_would_deny_not_killed():
+    """--monitor let the program run and the connect through: the reason must not say it was stopped."""
+    e = engine()
+    ds = e.on_event(kernel_exec(e, b"/tmp/xmrig", [b"xmrig"], verdict=Verdict.WOULD_DENY), 1.0)
+    assert ds[0].reason.startswith("would deny exec /tmp/xmrig") and "killed" not in ds[0].reason
+    tables = compile_policy(e.policy)
+    rid = net_verdict(tables, daddr="198.51.100.1", dport=3333)
+    ds = e.on_event(net_event("198.51.100.1", 3333, verdict=Verdict.WOULD_DENY, rule_id=rid), 1.0)
+    assert ds[0].reason.startswith("would deny connect to 198.51.100.1:3333") and "EPERM" not in ds[0].reason
+    enforced = engine().on_event(kernel_exec(e, b"/tmp/xmrig", [b"xmrig"]), 1.0)
+    assert "killed before it ran" in enforced[0].reason and "would" not in enforced[0].reason
+
+
+def test_the_reporter_says_would_for_monitor_violations():
+    import io
+
+    from rich.console import Console
+
+    from pycontain.observe.report import Reporter
+    out = io.StringIO()
+    r = Reporter(console=Console(file=out, width=300, color_system=None))
+    r.record({"kind": "violation", "agent": "a", "action": "kill-process", "monitor": True, "pid": 1,
+              "rule": "exec.deny:x", "reason": "exec /usr/bin/ssh: matches '-R*'"})
+    r.record({"kind": "violation", "agent": "a", "action": "deny", "monitor": False, "pid": 1,
+              "rule": "exec.deny:x", "reason": "exec /tmp/xmrig denied in the kernel: killed before it ran"})
+    first, second = out.getvalue().splitlines()
+    assert "MONITOR would kill-process" in first and "STOPPED" not in first
+    assert "STOPPED" in second and "would" not in second

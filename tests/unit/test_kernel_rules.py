@@ -57,9 +57,9 @@ def test_rule_names_are_stable(default):
     t = default
     assert t.rules[1] == "network.default"
     rid = exec_verdict(t, filename="/tmp/xmrig", argv=["xmrig"])
-    assert t.rules[rid] == "exec.deny[0]"
+    assert t.rules[rid] == "exec.deny:xmrig"
     rid = exec_verdict(t, filename="/bin/a", argv=["a", "stratum+tcp://x"])
-    assert t.rules[rid].startswith("exec.deny_args[")
+    assert t.rules[rid] == "exec.deny_args:*stratum+*"
 
 
 def test_kernel_limits_are_respected(default):
@@ -82,7 +82,7 @@ def test_flags_and_mode():
 
 
 def test_ports(default):
-    assert default.rules[default.ports[3333][0]] == "network.deny[0]"
+    assert default.rules[default.ports[3333][0]] == "miner-pool-ports"
     assert net_verdict(default, protocol="tcp", daddr="198.51.100.7", dport=3333)
     assert net_verdict(default, protocol="udp", daddr="198.51.100.7", dport=4444)
     for port in (22, 53, 80, 443):
@@ -116,8 +116,8 @@ def test_resolved_hosts_become_allow_entries():
 def test_longest_prefix_wins_between_deny_entries():
     t = compile_policy(load_policy_text("network:\n  deny:\n"
                                         "    - cidr: 198.51.100.0/24\n    - cidr: 198.51.100.128/25\n"))
-    assert t.rules[net_verdict(t, daddr="198.51.100.200", dport=1)] == "network.deny[1]"
-    assert t.rules[net_verdict(t, daddr="198.51.100.2", dport=1)] == "network.deny[0]"
+    assert t.rules[net_verdict(t, daddr="198.51.100.200", dport=1)] == "network.deny:198.51.100.128/25"
+    assert t.rules[net_verdict(t, daddr="198.51.100.2", dport=1)] == "network.deny:198.51.100.0/24"
 
 
 def test_event_like_inputs(default):
@@ -139,6 +139,7 @@ def test_records_dispatch_to_exec_and_net_verdicts(default):
 
 def test_compile_report_says_where_each_rule_runs():
     lines = compile_report(builtin_policy("default"))
-    assert any(l.startswith("exec.deny[0] 'xmrig': kernel") for l in lines)
-    assert any(l.startswith("exec.deny_program_args[") and "user space" in l for l in lines)
-    assert any(l.startswith("network.deny[0]") and "kernel" in l for l in lines)
+    assert any(l.startswith("exec.deny:xmrig (exec.deny[0]) 'xmrig': kernel") for l in lines)
+    assert any(l.startswith("exec.deny_program_args:ssh -R* (exec.deny_program_args[0])") and "user space" in l
+               for l in lines)
+    assert any(l.startswith("miner-pool-ports (network.deny[0])") and "kernel" in l for l in lines)

@@ -39,7 +39,7 @@ def test_packet_through_lo_is_loopback_whatever_its_address():
 def test_address_port_deny_compiles_to_the_kernel_table():
     p = load_policy_text("network:\n  deny:\n    - {cidr: 198.51.100.0/24, ports: [22], protocol: tcp}\n")
     t = compile_policy(p)
-    rid = next(r for r, n in t.rules.items() if n == "network.deny[0]")
+    rid = next(r for r, n in t.rules.items() if n == "network.deny:198.51.100.0/24 tcp/22")
     assert net_verdict(t, "198.51.100.9", 22, "tcp") == rid
     assert net_verdict(t, "198.51.100.9", 22, "udp") == 0
     assert net_verdict(t, "198.51.100.9", 443, "tcp") == 0
@@ -70,7 +70,8 @@ def test_explicit_deny_beats_the_resolvers_pass():
     p = load_policy_text("network:\n  deny_internal: true\n  deny:\n    - {cidr: 10.0.0.2/32}\n"
                          "  allow:\n    - {nameservers: true, ports: [53]}\n")
     t = compile_policy(p, {NAMESERVERS: ["10.0.0.2"]})
-    assert net_verdict(t, "10.0.0.2", 53, "udp") == next(r for r, n in t.rules.items() if n == "network.deny[0]")
+    assert net_verdict(t, "10.0.0.2", 53, "udp") == \
+        next(r for r, n in t.rules.items() if n == "network.deny:10.0.0.2/32")
 
 
 def test_masks_carry_every_rule_covering_an_address():
@@ -110,4 +111,4 @@ def test_a_dropped_packet_is_a_network_violation_and_kills_nobody():
     h = Header(type=EventType.PACKET, verdict=Verdict.DENY, flags=Flag(0), rule_id=rid, pid=0, tid=0, ppid=0,
                uid=0, agent_id=7, ts_ns=5, start_ns=0, cgroup_id=1, comm=b"")
     ds = e.on_event(NetEvent(h=h, family=2, protocol=1, daddr="198.51.100.1", dport=0, saddr="", sport=0), 1.0)
-    assert [(d.action, d.rule) for d in ds] == [(Action.DENY, "network.deny[0]")]
+    assert [(d.action, d.rule) for d in ds] == [(Action.DENY, "network.deny:198.51.100.0/24")]

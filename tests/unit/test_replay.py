@@ -39,7 +39,7 @@ def test_default_policy_verdicts(audit):
     assert len(res) == 5                                   # lifecycle/violation lines skipped
     assert res[(2, "exec")].decision == "allow"
     assert res[(3, "connect")].decision == "allow"
-    assert res[(4, "exec")].decision == "deny" and res[(4, "exec")].rule == "exec.deny[0]"
+    assert res[(4, "exec")].decision == "deny" and res[(4, "exec")].rule == "exec.deny:xmrig"
     assert res[(5, "connect")].decision == "deny" and res[(5, "connect")].changed   # pool port: recorded allow
     ssh = res[(6, "exec")]
     assert ssh.decision == "kill-process" and ssh.rule.startswith("exec.deny_program_args") and ssh.changed
@@ -107,4 +107,4 @@ def test_host_rules_match_through_the_given_resolution(tmp_path):
              "dport": 443, "verdict": "allow"}]
     assert replay(_log(tmp_path, recs), p)[0].decision == "allow"        # unresolved: nothing to match
     res = replay(_log(tmp_path, recs), p, resolved={"pool.example.test": ["198.51.100.9"]})
-    assert (res[0].decision, res[0].rule) == ("deny", "network.deny[0]")
+    assert (res[0].decision, res[0].rule) == ("deny", "network.deny:pool.example.test")

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pycontain.core.text import safe_argv, safe_text
+from pycontain.core.text import safe_argv, safe_text, unescape, unescape_bytes
 
 
 def test_escape_sequences_are_neutralised():
@@ -52,3 +52,24 @@ def test_every_code_point_is_escaped_exactly_when_it_is_unsafe():
         # bytes input keeps the backslashes its decoding produced
         if c != "\\":
             assert safe_text(c.encode()) == _escape_char(c), hex(o)
+
+
+# ---- reversible escaping (issue 13 part 6) ----------------------------------------
+
+
+@given(st.binary(max_size=512))
+def test_escaping_bytes_is_reversible(raw):
+    assert unescape_bytes(safe_text(raw)) == raw
+
+
+@given(st.text(max_size=300))
+def test_escaping_text_is_reversible(s):
+    assert unescape(safe_text(s)) == s
+
+
+def test_an_agents_own_backslash_escapes_cannot_pose_as_ours():
+    # an argv that *looks* like an escape stays what it was, and a raw byte
+    # 0x85 is not the C1 control U+0085
+    for raw in (b"\\x41", b"\\\\", b"a\\", b"\\u202e", b"\x85", "\x85".encode()):
+        assert unescape_bytes(safe_text(raw)) == raw
+    assert safe_text(b"\x85") != safe_text("\x85".encode())

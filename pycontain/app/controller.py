@@ -31,7 +31,7 @@ from ..actuate import held
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
 from ..core.errors import PycontainError
-from ..core.events import ConfigFlag, Event, ExecEvent, Flag, Mode, Verdict
+from ..core.events import FLAG_HELD, ConfigFlag, Event, ExecEvent, Mode, Verdict
 from ..core.gpu_rules import GpuRules
 from ..core.kernel_rules import KernelTables, compile_policy
 from ..core.records import decision_records, event_record
@@ -250,7 +250,7 @@ class Controller:
         if ev.kind == "cgroup_birth" and self.on_birth is not None:
             self.on_birth(ev)     # the daemon adopts it after the poll
         name = self.names.get(ev.h.agent_id, "host")
-        if isinstance(ev, ExecEvent) and ev.h.flags & Flag.HELD and not self.observe_only:
+        if isinstance(ev, ExecEvent) and ev.h.flags & FLAG_HELD and not self.observe_only:
             ev = self._held_exec(ev)     # read before the record: it names the file and the whole argv
         rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
         # routine lines are flushed after the poll (drain); a denied one now

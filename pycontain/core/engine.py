@@ -22,12 +22,16 @@ from typing import Any, ClassVar, TypeAlias
 from .decisions import BOUNDARY_RULE, Action, Breach, Decision, GpuDetail, GpuThrottle
 from .escalation import Escalator
 from .events import (
+    FLAG_FILELESS,
+    FLAG_HELD,
+    FLAG_KILLED,
+    FLAG_OTHER_MOVER,
+    FLAG_THREAD,
     BoundaryEvent,
     Event,
     ExecEvent,
     ExecMapEvent,
     ExitEvent,
-    Flag,
     ForkEvent,
     NetEvent,
     SocketEvent,
@@ -166,13 +170,13 @@ class Engine:
 
     def _on_fork(self, ev: ForkEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
-        if not h.flags & Flag.THREAD:
+        if not h.flags & FLAG_THREAD:
             self.processes.on_fork(h.pid, ev.child_pid, h.ts_ns, agent)
         return []
 
     def _on_exit(self, ev: ExitEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
-        if not h.flags & Flag.THREAD:
+        if not h.flags & FLAG_THREAD:
             self.processes.on_exit(h.pid, h.start_ns)
         return []
 
@@ -199,7 +203,7 @@ class Engine:
         if h.verdict != Verdict.ALLOW:
             return self._kernel_violation(ev, agent, now, "exec",
                                           f"exec {fname} denied in the kernel: killed before it ran")
-        held = bool(h.flags & Flag.HELD)
+        held = bool(h.flags & FLAG_HELD)
         hit = self._user_exec_rule(ev.filename, ev.argv, everything=held)
         if hit is None and ev.real_path and ev.real_path != ev.filename:
             hit = self._user_exec_rule(ev.real_path, ev.argv, everything=held)   # the file that runs (issue 11)
@@ -232,7 +236,7 @@ class Engine:
         h, exe = ev.h, ev.exe
         fname = safe_text(ev.filename, 256)
         out = []
-        if h.flags & Flag.FILELESS and self.policy.exec.fileless == "alert":
+        if h.flags & FLAG_FILELESS and self.policy.exec.fileless == "alert":
             out.append(("exec.fileless", f"exec {fname}: fileless (memfd, deleted or O_TMPFILE file)"))
         since = self.agent_since.get(agent)
         if exe.known and since is not None and exe.mtime_sec >= int(since) and \
@@ -379,7 +383,7 @@ class Engine:
         h = ev.h
         monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
         where = safe_text(ev.path, 256)
-        killed = bool(h.flags & Flag.KILLED) and not h.flags & Flag.OTHER_MOVER
+        killed = bool(h.flags & FLAG_KILLED) and not h.flags & FLAG_OTHER_MOVER
         action = Action.DENY if killed or monitor else Action.KILL_PROCESS
         reason = (f"pid {ev.moved_pid} moved out of the agent's cgroup to {where}"
                   + (": killed in the kernel" if killed else ""))

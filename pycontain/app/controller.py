@@ -31,7 +31,7 @@ from ..actuate import held
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
 from ..core.errors import PycontainError
-from ..core.events import ConfigFlag, Event, ExecEvent, Flag, Mode, Verdict
+from ..core.events import FLAG_HELD, FLAG_KILLED, ConfigFlag, Event, ExecEvent, Mode, Verdict
 from ..core.gpu_rules import GpuRules
 from ..core.hooks_needed import hooks_needed
 from ..core.kernel_rules import KernelTables, compile_policy
@@ -266,14 +266,14 @@ class Controller:
         if ev.kind == "cgroup_birth" and self.on_birth is not None:
             self.on_birth(ev)     # the daemon adopts it after the poll
         name = self.names.get(ev.h.agent_id, "host")
-        if isinstance(ev, ExecEvent) and ev.h.flags & Flag.HELD and not self.observe_only:
+        if isinstance(ev, ExecEvent) and ev.h.flags & FLAG_HELD and not self.observe_only:
             ev = self._held_exec(ev)     # read before the record: it names the file and the whole argv
         rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
         # routine lines are flushed after the poll (drain); a denied one now
         self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
         with self.state.lock:
             self.state.events_total[(name, ev.kind)] += 1
-            if ev.h.flags & Flag.KILLED:      # the kernel killed it (exec deny): an action like any other
+            if ev.h.flags & FLAG_KILLED:      # the kernel killed it (exec deny): an action like any other
                 self.state.actions_total[(name, "kill")] += 1
             agent = self.state.agents.get(name)
             if agent is not None and ev.kind in ("connect", "send"):

@@ -22,12 +22,16 @@ from typing import Any, ClassVar, TypeAlias
 from .decisions import BOUNDARY_RULE, Action, Breach, Decision, GpuDetail, GpuThrottle
 from .escalation import Escalator
 from .events import (
+    FLAG_FILELESS,
+    FLAG_HELD,
+    FLAG_KILLED,
+    FLAG_OTHER_MOVER,
+    FLAG_THREAD,
     BoundaryEvent,
     Event,
     ExecEvent,
     ExecMapEvent,
     ExitEvent,
-    Flag,
     ForkEvent,
     NetEvent,
     SocketEvent,
@@ -175,13 +179,13 @@ class Engine:
 
     def _on_fork(self, ev: ForkEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
-        if not h.flags & Flag.THREAD:
+        if not h.flags & FLAG_THREAD:
             self.processes.on_fork(h.pid, ev.child_pid, h.ts_ns, agent)
         return []
 
     def _on_exit(self, ev: ExitEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
-        if not h.flags & Flag.THREAD:
+        if not h.flags & FLAG_THREAD:
             self.processes.on_exit(h.pid, h.start_ns)
         return []
 
@@ -213,7 +217,7 @@ class Engine:
         if h.verdict != Verdict.ALLOW:
             return self._kernel_violation(ev, agent, now, "exec",
                                           f"exec {fname} denied in the kernel: killed before it ran", f"exec {fname}")
-        held = bool(h.flags & Flag.HELD)
+        held = bool(h.flags & FLAG_HELD)
         hit = self._user_exec_rule(ev.filename, ev.argv, everything=held)
         if hit is None and ev.real_path and ev.real_path != ev.filename:
             hit = self._user_exec_rule(ev.real_path, ev.argv, everything=held)   # the file that runs (issue 11)
@@ -246,7 +250,7 @@ class Engine:
         h, exe = ev.h, ev.exe
         fname = safe_text(ev.filename, 256)
         out = []
-        if h.flags & Flag.FILELESS and self.policy.exec.fileless == "alert":
+        if h.flags & FLAG_FILELESS and self.policy.exec.fileless == "alert":
             out.append(("exec.fileless", f"exec {fname}: fileless (memfd, deleted or O_TMPFILE file)"))
         since = self.agent_since.get(agent)
         if exe.known and since is not None and exe.mtime_sec >= int(since) and \
@@ -397,7 +401,7 @@ class Engine:
         h = ev.h
         monitor = self.monitor or h.verdict == Verdict.WOULD_DENY
         where = safe_text(ev.path, 256)
-        killed = bool(h.flags & Flag.KILLED) and not h.flags & Flag.OTHER_MOVER
+        killed = bool(h.flags & FLAG_KILLED) and not h.flags & FLAG_OTHER_MOVER
         action = Action.DENY if killed or monitor else Action.KILL_PROCESS
         reason = (f"pid {ev.moved_pid} moved out of the agent's cgroup to {where}"
                   + (": killed in the kernel" if killed else ""))
@@ -415,7 +419,7 @@ class Engine:
     def _on_stdio_socket(self, ev: StdioSocketEvent, agent: str, now: float) -> list[Decision]:
         """A reverse shell (issue 12): the kernel killed the exec whose stdio
         was a socket to a remote peer; anything stronger comes from `exec`."""
-        killed = " (killed in the kernel before it ran)" if ev.h.flags & Flag.KILLED else ""
+        killed = " (killed in the kernel before it ran)" if ev.h.flags & FLAG_KILLED else ""
         return self._kernel_violation(ev, agent, now, "exec",
                                       f"exec {safe_text(ev.h.comm, 16)} with stdin/stdout/stderr a socket "
                                       f"connected to {ev.daddr}:{ev.dport}: reverse shell{killed}")

@@ -26,6 +26,11 @@ from .events import (
     ARGS_LEN,
     CGPATH_LEN,
     FILENAME_LEN,
+    FLAG_LOOPBACK,
+    FLAG_OTHER_MOVER,
+    FLAG_SOURCE_ROUTED,
+    FLAG_THREAD,
+    FLAG_V4_MAPPED,
     MAP_STRUCTS,
     PAYLOAD_LEN,
     BoundaryEvent,
@@ -168,7 +173,7 @@ def _decode_fork(data: bytes) -> ForkEvent:
 
 def _record_fork(ev: ForkEvent, rec: Record) -> None:
     rec["child_pid"] = ev.child_pid
-    if ev.h.flags & Flag.THREAD:
+    if ev.h.flags & FLAG_THREAD:
         rec["thread"] = True
 
 
@@ -189,11 +194,11 @@ def _decode_net(data: bytes) -> NetEvent:
 
 def _record_net(ev: NetEvent, rec: Record) -> None:
     rec.update(protocol=ev.proto_name, daddr=ev.daddr, dport=ev.dport, saddr=ev.saddr, sport=ev.sport)
-    if ev.h.flags & Flag.V4_MAPPED:
+    if ev.h.flags & FLAG_V4_MAPPED:
         rec["v4_mapped"] = True
-    if ev.h.flags & Flag.SOURCE_ROUTED:
+    if ev.h.flags & FLAG_SOURCE_ROUTED:
         rec["source_routed"] = True
-    if ev.h.flags & Flag.LOOPBACK:
+    if ev.h.flags & FLAG_LOOPBACK:
         rec["loopback"] = True
     if ev.h.flags & Flag.SSH:
         rec["ssh"] = True
@@ -276,7 +281,7 @@ def _decode_boundary(data: bytes) -> BoundaryEvent:
 
 def _record_boundary(ev: BoundaryEvent, rec: Record) -> None:
     rec.update(moved_pid=ev.moved_pid, dst_cgroup=safe_text(ev.path, 512), dst_cgroup_id=ev.dst_cgroup_id)
-    if ev.h.flags & Flag.OTHER_MOVER:
+    if ev.h.flags & FLAG_OTHER_MOVER:
         rec["other_mover"] = True
 
 

@@ -73,6 +73,19 @@ class Flag(enum.IntFlag):
     SSH = 1 << 11            # issue 12: the stream opened with an SSH identification string
 
 
+# Plain-int copies for the per-record path: `int & Flag.X` builds a Flag
+# (~0.5 µs on Python 3.11), `int & FLAG_X` does not (scripts/bench_records.py).
+FLAG_ARGS_TRUNCATED = int(Flag.ARGS_TRUNCATED)
+FLAG_V4_MAPPED = int(Flag.V4_MAPPED)
+FLAG_KILLED = int(Flag.KILLED)
+FLAG_THREAD = int(Flag.THREAD)
+FLAG_OTHER_MOVER = int(Flag.OTHER_MOVER)
+FLAG_SOURCE_ROUTED = int(Flag.SOURCE_ROUTED)
+FLAG_LOOPBACK = int(Flag.LOOPBACK)
+FLAG_HELD = int(Flag.HELD)
+FLAG_FILELESS = int(Flag.FILELESS)
+
+
 class Mode(enum.IntEnum):
     ENFORCE = 0
     MONITOR = 1
@@ -292,7 +305,7 @@ class ExecEvent(Event):
 
     @property
     def args_truncated(self) -> bool:
-        return bool(self.h.flags & Flag.ARGS_TRUNCATED) or len(self.argv) < self.argc
+        return bool(self.h.flags & FLAG_ARGS_TRUNCATED) or len(self.argv) < self.argc
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .decisions import Decision
 from .event_types import Record, spec_of
-from .events import Event, Flag, Verdict
+from .events import FLAG_KILLED, Event, Verdict
 from .text import safe_text
 
 _VERDICT_TEXT: dict[int, str] = {v: v.name.lower().replace("_", "-") for v in Verdict}
@@ -28,7 +28,7 @@ def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None 
     }
     if h.rule_id:
         rec["rule"] = (rules or {}).get(h.rule_id, f"kernel#{h.rule_id}")
-    if h.flags & Flag.KILLED:
+    if h.flags & FLAG_KILLED:
         rec["killed"] = True
     spec = spec_of(ev)
     if spec is not None:

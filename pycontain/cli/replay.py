@@ -133,18 +133,28 @@ def _base(n: int, rec: dict, what: str) -> dict:
 
 
 def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
+    """An exec or an executable mapping (`exec_map`, issue 11), judged like
+    the live path: on the name used, then on the file that ran (`real_path`,
+    `exe.name`); a fileless file by `exec.fileless`."""
     filename = str(rec.get("filename", ""))
     raw_argv = rec.get("argv") or []
     if not isinstance(raw_argv, list):
         raise TypeError("argv is not a list")
     argv = [str(a) for a in raw_argv]
-    what = safe_text(" ".join(argv) or filename, 200)
-    rid = exec_verdict(tables, filename, argv)
-    if rid:
-        return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
-    hit = engine.user_exec_rule(_unescape(filename), [_unescape(a) for a in argv])
-    if hit:
-        return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=hit[0])
+    exe = rec.get("exe") if isinstance(rec.get("exe"), dict) else {}
+    names = list(dict.fromkeys(x for x in (filename, str(rec.get("real_path") or ""), str(exe.get("name") or ""))
+                               if x))
+    what = safe_text(" ".join(argv) or (names[0] if names else ""), 200)
+    if rec.get("fileless") and engine.policy.exec.fileless == "deny":
+        return ReplayResult(**_base(n, rec, what), decision="deny", rule="exec.fileless")
+    for name in names:
+        rid = exec_verdict(tables, name, argv)
+        if rid:
+            return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
+    for name in names:
+        hit = engine.user_exec_rule(_unescape(name), [_unescape(a) for a in argv])
+        if hit:
+            return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=hit[0])
     return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
 
 

@@ -141,7 +141,8 @@ def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
     if not isinstance(raw_argv, list):
         raise TypeError("argv is not a list")
     argv = [str(a) for a in raw_argv]
-    exe = rec.get("exe") if isinstance(rec.get("exe"), dict) else {}
+    raw_exe = rec.get("exe")
+    exe: dict = raw_exe if isinstance(raw_exe, dict) else {}
     names = list(dict.fromkeys(x for x in (filename, str(rec.get("real_path") or ""), str(exe.get("name") or ""))
                                if x))
     what = safe_text(" ".join(argv) or (names[0] if names else ""), 200)

@@ -156,19 +156,30 @@ def _base(n: int, rec: dict, what: str) -> dict:
 
 
 def _exec(n: int, rec: dict, tables, engine: Engine) -> ReplayResult:
+    """An exec or an executable mapping (`exec_map`, issue 11), judged like
+    the live path: on the name used, then on the file that ran (`real_path`,
+    `exe.name`); a fileless file by `exec.fileless`."""
     filename = str(rec.get("filename", ""))
     raw_argv = rec.get("argv") or []
     if not isinstance(raw_argv, list):
         raise TypeError("argv is not a list")
     argv = [str(a) for a in raw_argv]
-    what = safe_text(" ".join(argv) or filename, 200)     # already escaped: shown as recorded
-    raw_file, raw_argv = unescape_bytes(filename), [unescape_bytes(a) for a in argv]
-    rid = exec_verdict(tables, raw_file, raw_argv)
-    if rid:
-        return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
-    hit = engine.user_exec_rule(raw_file, raw_argv)
-    if hit:
-        return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=hit[0])
+    raw_exe = rec.get("exe")
+    exe: dict = raw_exe if isinstance(raw_exe, dict) else {}
+    names = list(dict.fromkeys(x for x in (filename, str(rec.get("real_path") or ""), str(exe.get("name") or ""))
+                               if x))
+    what = safe_text(" ".join(argv) or (names[0] if names else ""), 200)     # already escaped: shown as recorded
+    if rec.get("fileless") and engine.policy.exec.fileless == "deny":
+        return ReplayResult(**_base(n, rec, what), decision="deny", rule="exec.fileless")
+    raw_argv = [unescape_bytes(a) for a in argv]
+    for name in names:
+        rid = exec_verdict(tables, unescape_bytes(name), raw_argv)
+        if rid:
+            return ReplayResult(**_base(n, rec, what), decision="deny", rule=tables.rules.get(rid))
+    for name in names:
+        hit = engine.user_exec_rule(unescape_bytes(name), raw_argv)
+        if hit:
+            return ReplayResult(**_base(n, rec, what), decision="kill-process", rule=hit[0])
     return ReplayResult(**_base(n, rec, what), decision="allow", rule=None)
 
 

@@ -40,6 +40,7 @@ from .events import (
     Verdict,
 )
 from .kernel_rules import compile_policy, kernel_exec_places
+from .lineage import Condemned
 from .matchers import GlobList
 from .policy import NetRule, Policy
 from .policy_args import program_args, program_identity
@@ -66,6 +67,7 @@ class Engine:
     def __init__(self, policy: Policy, resolved: Mapping[str, list[str]] | None = None,
                  rules: Mapping[int, str] | None = None):
         self.processes = ProcessTable()
+        self.condemned = Condemned()      # issue 11: kill-process takes the descendants too
         self.escalator = Escalator()
         self.names: dict[int, str] = {}
         self._cpu: dict[str, tuple[float, float]] = {}      # agent -> (now, cumulative seconds)
@@ -174,13 +176,17 @@ class Engine:
         for cls in type(ev).__mro__:
             handler = self._HANDLERS.get(cls)
             if handler is not None:
-                return handler(self, ev, agent, now)
+                out = handler(self, ev, agent, now)
+                if isinstance(ev, ExecEvent):   # a descendant whose fork record was not seen
+                    out += self.condemned.late(self.processes.get(ev.h.pid, ev.h.start_ns), now)
+                return self.condemned.family(out, self.processes, now)
         return []
 
     def _on_fork(self, ev: ForkEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
         if not h.flags & FLAG_THREAD:
             self.processes.on_fork(h.pid, ev.child_pid, h.ts_ns, agent)
+            return self.condemned.late(self.processes.get(ev.child_pid, h.ts_ns), now)
         return []
 
     def _on_exit(self, ev: ExitEvent, agent: str, now: float) -> list[Decision]:
@@ -465,7 +471,7 @@ class Engine:
         for br in breaches:
             out += self._escalate(br.agent, br.rule, br.action_key, now, br.reason, pid=br.pid,
                                   start_ns=br.start_ns, gpu=br.gpu, sustained=True)
-        return out
+        return self.condemned.family(out, self.processes, now)
 
     def tick(self, now: float) -> list[Decision]:
         return self.escalator.tick(now, monitor=self.monitor)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 
 MAX_PROCESSES = 65536
 MAX_ANCESTORS = 8
+MAX_LINEAGE = 32          # (pid, start) keys kept per process: a violator's descendants are found by them
+SAME_START_NS = 10_000_000  # a fork record's timestamp vs the kernel's start time of that process
 
 
 @dataclass
@@ -27,6 +29,24 @@ class ProcessInfo:
     # boot ns of the first outbound connect/send by this process or an ancestor
     # to a destination the policy does not approve (not in allow lists), or None
     unapproved_connect_ns: int | None = None
+    # (pid, start_ns) of the ancestors, parent first (start 0: unknown). Kept
+    # when an ancestor exits, so a double-forked child reparented to init is
+    # still found as a descendant of the process that made it (issue 11)
+    lineage: tuple[tuple[int, int], ...] = ()
+
+    def descends_from(self, roots: Sequence[tuple[int, int]]) -> bool:
+        return any(same_process(a, r) for a in self.lineage for r in roots)
+
+
+def same_process(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Two (pid, start) keys of one process: a start taken from a fork
+    record's timestamp differs from the kernel's start time by microseconds;
+    0 is an unknown start."""
+    return a[0] == b[0] and (not a[1] or not b[1] or abs(a[1] - b[1]) <= SAME_START_NS)
+
+
+def _child_lineage(parent: ProcessInfo) -> tuple[tuple[int, int], ...]:
+    return ((parent.pid, parent.start_ns),) + parent.lineage[:MAX_LINEAGE - 1]
 
 
 class ProcessTable:
@@ -69,15 +89,20 @@ class ProcessTable:
             if parent is not None:
                 info.ancestors = ((parent.pid, parent.filename),) + parent.ancestors[:MAX_ANCESTORS - 1]
                 info.unapproved_connect_ns = parent.unapproved_connect_ns
+                info.lineage = _child_lineage(parent)
+            elif ppid:
+                info.lineage = ((ppid, 0),)
             self._put(info)
         return info
 
     def on_fork(self, parent_pid: int, child_pid: int, ts_ns: int, agent: str) -> None:
         parent = self.lookup(parent_pid)
-        child = ProcessInfo(pid=child_pid, start_ns=ts_ns, agent=agent, ppid=parent_pid)
+        child = ProcessInfo(pid=child_pid, start_ns=ts_ns, agent=agent, ppid=parent_pid,
+                            lineage=((parent_pid, 0),))
         if parent is not None:
             child = replace(parent, pid=child_pid, start_ns=ts_ns, ppid=parent_pid,
-                            ancestors=((parent.pid, parent.filename),) + parent.ancestors[:MAX_ANCESTORS - 1])
+                            ancestors=((parent.pid, parent.filename),) + parent.ancestors[:MAX_ANCESTORS - 1],
+                            lineage=_child_lineage(parent))
         # the child's start time from the kernel (exec record) may differ by a
         # few microseconds from the fork timestamp; exec re-keys it
         self._put(child)
@@ -99,6 +124,7 @@ class ProcessTable:
         if prev is not None and prev is not info:
             self._provisional.discard((prev.pid, prev.start_ns))
             info.ancestors = prev.ancestors or info.ancestors
+            info.lineage = prev.lineage or info.lineage
             if info.unapproved_connect_ns is None:
                 info.unapproved_connect_ns = prev.unapproved_connect_ns
             self._by_key.pop((prev.pid, prev.start_ns), None)
@@ -110,6 +136,23 @@ class ProcessTable:
         if key is not None and (not start_ns or key[1] == start_ns or key[0] == pid):
             self._by_key.pop(key, None)
             del self._live[pid]
+
+    def descendants(self, agent: str, root: tuple[int, int]) -> list[ProcessInfo]:
+        """The known live processes of `agent` descending from `root` (pid,
+        start_ns), by recorded lineage, not by /proc parent links (which a
+        double fork cuts). Deeper than MAX_LINEAGE: found through the
+        intermediate processes still alive."""
+        roots: list[tuple[int, int]] = [root]
+        out: list[ProcessInfo] = []
+        found: set[tuple[int, int]] = set()
+        while True:
+            new = [i for k, i in self._by_key.items()
+                   if i.agent == agent and k not in found and not same_process(k, root) and i.descends_from(roots)]
+            if not new:
+                return out
+            out += new
+            found.update((i.pid, i.start_ns) for i in new)
+            roots = [(i.pid, i.start_ns) for i in new]
 
     def forget_agent(self, agent: str) -> None:
         for key, info in list(self._by_key.items()):

@@ -82,7 +82,9 @@ def test_held_verdicts_bare_then_under_pycontain(privileged, helpers, tmp_path):
     assert all((bare / n).exists() for n in DENIED + BENIGN), sorted(p.name for p in bare.iterdir())
 
     audit = tmp_path / "audit.jsonl"
-    r = subprocess.run(PYCONTAIN + ["run", "--name", "t-hold", "--audit-log", str(audit), "--",
+    # --user root: the agent writes into pytest's root-only temp dir (this test is about holds,
+    # not about the dynamic uid a run gets by default)
+    r = subprocess.run(PYCONTAIN + ["run", "--user", "root", "--name", "t-hold", "--audit-log", str(audit), "--",
                                     "/bin/sh", str(agent_script(helpers, contained))],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -27,7 +27,8 @@ def test_trapping_agent_gets_the_signal_then_is_killed(privileged, tmp_path):
     log.write_text("")
     script = f"echo ready >> {log}; " + TRAPPING.format(log=log).replace("got-$1", "got-signal")
     with open(err, "w") as fh:
-        p = subprocess.Popen(PYCONTAIN + ["run", "--name", "stoptest", "--stop-timeout", "1", "--",
+        # --user root: the agent logs into pytest's root-only temp dir (the test is about signals)
+        p = subprocess.Popen(PYCONTAIN + ["run", "--user", "root", "--name", "stoptest", "--stop-timeout", "1", "--",
                                           "bash", "-c", script], stdout=fh, stderr=subprocess.STDOUT)
     try:
         assert wait_ready(log, p), err.read_text()

@@ -108,3 +108,32 @@ def test_host_rules_match_through_the_given_resolution(tmp_path):
     assert replay(_log(tmp_path, recs), p)[0].decision == "allow"        # unresolved: nothing to match
     res = replay(_log(tmp_path, recs), p, resolved={"pool.example.test": ["198.51.100.9"]})
     assert (res[0].decision, res[0].rule) == ("deny", "network.deny:pool.example.test")
+
+
+
+IDENTITY_LOG = [
+    # a link named "notes" to a miner: the name used is innocent, the file that ran is not
+    {"ts": 2.0, "agent": "a", "kind": "exec", "pid": 20, "filename": "/tmp/notes", "argv": ["notes"],
+     "real_path": "/opt/x/xmrig", "exe": {"name": "xmrig", "dev": 1, "ino": 2, "nlink": 1, "uid": 0,
+                                          "mode": 0o100755, "mtime": 0}, "verdict": "allow"},
+    # ld.so ./xmrig: the loader's executable mapping of the miner
+    {"ts": 2.1, "agent": "a", "kind": "exec_map", "pid": 21, "prot": 5, "fd": 3,
+     "exe": {"name": "xmrig", "dev": 1, "ino": 2, "nlink": 1, "uid": 0, "mode": 0o100755, "mtime": 0},
+     "verdict": "allow"},
+    # a memfd
+    {"ts": 2.2, "agent": "a", "kind": "exec", "pid": 22, "filename": "/dev/fd/3", "argv": ["x"], "fileless": True,
+     "exe": {"name": "memfd:x", "dev": 1, "ino": 3, "nlink": 0, "uid": 0, "mode": 0o100777, "mtime": 0},
+     "verdict": "allow"},
+]
+
+
+def test_exec_records_are_judged_on_the_file_that_ran(tmp_path):
+    p = tmp_path / "ids.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in IDENTITY_LOG) + "\n")
+    res = {r.line: r for r in replay(str(p), builtin_policy("default"))}
+    assert len(res) == 3
+    assert res[1].decision == "deny" and res[1].rule == "exec.deny:xmrig" and res[1].changed
+    assert res[2].kind == "exec_map" and res[2].decision == "deny" and res[2].rule == "exec.deny:xmrig"
+    assert res[3].decision == "deny" and res[3].rule == "exec.fileless"
+    lax = {r.line: r for r in replay(str(p), load_policy_text("name: lax\nexec:\n  fileless: alert\n"))}
+    assert [lax[i].decision for i in (1, 2, 3)] == ["allow", "allow", "allow"]

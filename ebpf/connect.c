@@ -26,6 +26,7 @@
 #include "net.bpf.h"
 #include "detect.bpf.h"
 #include "local.bpf.h"   /* issue 10: loopback destinations (pc_local_rule4/6) */
+#include "aggregate.bpf.h"   /* issue 14: repeat allowed destinations counted, not sent */
 
 #define PC_TCP_ESTABLISHED 1
 #define PC_TCP_SYN_SENT 2
@@ -95,6 +96,8 @@ static __always_inline int pc_net_decide(void *ctx, struct pc_config *cfg, u32 a
 	int ret = verdict != PC_DENY;
 	if (ret)
 		pc_remember_owner(ctx, agent);
+	if (verdict == PC_ALLOW && pc_quiet_hit(agent, family, proto, dport, daddr16))
+		return ret;
 	if (verdict == PC_ALLOW && type == PC_EV_SEND) {
 		u32 pid = bpf_get_current_pid_tgid() >> 32;
 		if (!pc_udp_first(pid, daddr16, dport))
@@ -274,6 +277,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		if (!agent)
 			return 0;
 		struct pc_sk_owner o = {};
+		if (pc_quiet_tcp(agent, a.family, a.dport, a.daddr))
+			return 0;   /* a repeat allowed flow: its connect was counted */
 		pc_owner_of_current(&o, agent);
 		/* no event: the CONNECT record already reports the attempt */
 		pc_tcp_socks.update(&sk, &o);

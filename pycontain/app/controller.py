@@ -31,7 +31,7 @@ from ..actuate import held
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
 from ..core.errors import PycontainError
-from ..core.events import FLAG_HELD, FLAG_KILLED, ConfigFlag, Event, ExecEvent, Mode, Verdict
+from ..core.events import FLAG_HELD, FLAG_KILLED, ConfigFlag, Event, ExecEvent, Mode, NetEvent, Verdict
 from ..core.gpu_rules import GpuRules
 from ..core.hooks_needed import hooks_needed
 from ..core.kernel_rules import KernelTables, compile_policy
@@ -47,6 +47,7 @@ from ..observe.state import AgentState, GpuUse, NodeState
 from .action_worker import SLOW_ACTIONS, ActionWorker
 from .edges import Edges, boot_to_wall_offset
 from .loss import LossGuard
+from .routine import RoutineNet
 
 __all__ = ["SAMPLE_INTERVAL_S", "Controller", "boot_to_wall_offset"]
 
@@ -91,6 +92,7 @@ class Controller:
         self.loss = LossGuard(self)
         self.pin_root: str | None = None   # set by the daemon before start(): kernel/pins.py
         self.worker: ActionWorker | None = None    # slow actions, once an actuator exists
+        self.routine: RoutineNet | None = None     # repeat allowed destinations counted in the kernel
 
     @property
     def observe_only(self) -> bool:
@@ -139,6 +141,7 @@ class Controller:
             self.engine = Engine(self.policy, resolved, rules=tables.rules)
             self.audit.rule_meta = meta_by_id(self.policy)       # severity and tags in audit records
             self.names = self.engine.names
+            self.routine = RoutineNet(probes, self.names, self._record, self._count_repeats, self.clock.wall)
             # stuck-kill reports carry the GPU memory still held; cuda-checkpoint locks need it too
             self.actuator = self.edges.actuator(self.cgroups, gpu_memory=gpu_memory_fn(self._nvml()),
                                                 report_retry=self._record_kill_retry)
@@ -247,6 +250,9 @@ class Controller:
             self.probes.untrack_cgroup(cg.v2_path)
         except Exception as e:  # the cgroup may be gone already
             log.debug("untrack %s: %s", name, e)
+        if self.routine is not None:      # an agent id may be reused: its destinations go
+            for agent_id in [k for k, v in self.names.items() if v == name]:
+                self.routine.forget(agent_id)
         if self.engine is not None:
             self.engine.remove_agent(name)
         if self.gpu_devices is not None:
@@ -286,6 +292,8 @@ class Controller:
             self.report(rec)
         assert self.engine is not None      # not observe-only: start() built it
         self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
+        if isinstance(ev, NetEvent) and self.routine is not None and self.engine.routine_net(ev):
+            self.routine.note(ev)
 
     def _held_exec(self, ev: ExecEvent) -> ExecEvent:
         """An exec the kernel holds for this verdict (issue 11): judged on the
@@ -411,6 +419,8 @@ class Controller:
             if self.engine is not None:
                 self._sample_cgroups(now)
             self._publish_losses()
+        if self.routine is not None and self.routine.due(now):
+            self.routine.report(now)
             if self.engine is not None:
                 self._expire_held()
             if self.resolver and self.resolver.due(now) and self.resolver.refresh(now):
@@ -421,6 +431,10 @@ class Controller:
             self._gpu_step(now)
         if self.engine is not None:
             self.dispatch(self.engine.tick(now))
+
+    def _count_repeats(self, name: str, n: int) -> None:
+        with self.state.lock:
+            self.state.events_total[(name, "net-repeat")] += n
 
     def _publish_losses(self) -> None:
         assert self.probes is not None
@@ -478,6 +492,8 @@ class Controller:
             return
         assert self.engine is not None and self.resolver is not None
         self.engine.set_resolved(self.resolver.addresses, rules=tables.rules)
+        if self.routine is not None:
+            self.routine.forget()     # approvals may have changed: see each destination again
 
     def reload(self, policy) -> None:
         """Swap the policy in place: maps are rewritten entry by entry, so
@@ -486,6 +502,8 @@ class Controller:
         assert self.engine is not None, "reload needs a policy at start"
         self.engine.replace_policy(policy, rules=tables.rules)
         self.policy = policy
+        if self.routine is not None:
+            self.routine.forget()     # approvals may have changed: see each destination again
         self.audit.rule_meta = meta_by_id(policy)
         self._publish_hooks()
         with self.state.lock:

@@ -373,6 +373,15 @@ class Engine:
         return self._escalate(agent, rule, "network", now, f"{ev.kind} to {dest}: {why}", pid=h.pid,
                               start_ns=info.start_ns, user_space=True)
 
+    def routine_net(self, ev: NetEvent) -> bool:
+        """True when repeats of this allowed connect/send may be counted in
+        the kernel instead of reported (issue 14 part 3): the kernel allowed
+        it, the policy approves the destination (an unapproved one marks the
+        process for GPU correlation) and no user-space rule applies."""
+        if type(ev) is not NetEvent or ev.kind not in ("connect", "send") or ev.h.verdict != Verdict.ALLOW:
+            return False
+        return self._net_verdict(ev.daddr, ev.dport, ev.proto_name) == (True, None)
+
     def _net_verdict(self, daddr: str, dport: int, proto: str) -> tuple[bool, tuple[str, str] | None]:
         """(approved, user-space rule hit) for a destination the kernel allowed."""
         key = (daddr, dport, proto)

@@ -35,7 +35,7 @@ from ..core.events import (
     Mode,
 )
 from ..core.kernel_rules import KernelTables
-from . import cgroup_attach, exec_holds, local_maps, net_maps, pins
+from . import cgroup_attach, exec_holds, local_maps, net_maps, pins, quiet_maps
 from .exec_dfa import (
     CTL_ARGS_COUNT,
     CTL_ARGS_ROOT,
@@ -679,6 +679,22 @@ class Probes:
             fd = fn(mgr)
             self._ring_epoll_fd = fd if fd >= 0 else None
         return self._ring_epoll_fd
+
+    # ---- routine destinations (issue 14 part 3, ebpf/aggregate.bpf.h) ------
+
+    def quiet_add(self, key: quiet_maps.QuietKey, now_boot_ns: int) -> bool:
+        return self.bpf is not None and quiet_maps.add(self.bpf, key, now_boot_ns)
+
+    def quiet_read(self) -> list[quiet_maps.QuietCount]:
+        return quiet_maps.read(self.bpf) if self.bpf is not None else []
+
+    def quiet_delete(self, keys: list[quiet_maps.QuietKey]) -> None:
+        if self.bpf is not None:
+            quiet_maps.delete(self.bpf, keys)
+
+    def quiet_clear(self) -> None:
+        if self.bpf is not None:
+            quiet_maps.clear(self.bpf)
 
     def lost_kernel(self) -> int:
         if self.bpf is None:

@@ -106,14 +106,19 @@ def load_probes(pages: int = 4096):
     return probes, time.perf_counter() - t0
 
 
+# the built-in default, except that the bench's loopback listener (which the
+# agent did not start: network.local_services refuses it by default) is reachable
+BENCH_POLICY = "extends: default\nname: bench\nnetwork:\n  local_services: any\n"
+
+
 def start_controller(audit_path: str):
     """The real `pycontain run` controller with the default policy: decode,
     engine, audit log (to a file) and state, everything an agent's events cost."""
     from pycontain.app.controller import Controller
-    from pycontain.core.policy import builtin_policy
+    from pycontain.core.policy import load_policy_text
     from pycontain.observe.audit import AuditLog
     from pycontain.observe.state import NodeState
-    ctl = Controller(builtin_policy("default"), audit=AuditLog(audit_path), state=NodeState(),
+    ctl = Controller(load_policy_text(BENCH_POLICY), audit=AuditLog(audit_path), state=NodeState(),
                      allow_no_gpu=True)
     ctl.start()
     return ctl

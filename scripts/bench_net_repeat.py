@@ -29,7 +29,6 @@ from bench import listener, loop_rate, repeat_in_background  # noqa: E402
 
 from pycontain.actuate.cgroups import AgentCgroup  # noqa: E402
 
-
 # the built-in default, but the loopback listener (not the agent's own) reachable
 POLICY = "extends: default\nnetwork:\n  local_services: any\n"
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import socket
 
 import pytest
+from test_connect import CONNECT, CONNECT_HOLD
 
 from pycontain.app.routine import boot_ns, raw_addr
 from pycontain.core.events import NetEvent, TcpStateEvent, Verdict
 from pycontain.kernel.quiet_maps import QuietKey
-
-from test_connect import CONNECT, CONNECT_HOLD
 
 
 @pytest.fixture

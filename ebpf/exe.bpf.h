@@ -53,6 +53,9 @@ BPF_PERCPU_ARRAY(pc_exec_hold, u32, 1);
 BPF_HASH(pc_exec_trusted_dirs, struct pc_dev_ino, u32, 64);   /* exec.trusted directories */
 BPF_HASH(pc_exec_since, u32, s64, 4096);            /* agent id -> wall-clock start, s */
 BPF_HASH(pc_exec_held, u32, u64, 8192);             /* held tgid -> boot ns of the hold */
+/* in a pc_exec_held value: held at birth (a child born outside its agent's
+ * cgroup, exec.c), killed on its way back to user space (exec_map.c) */
+#define PC_HELD_AT_BIRTH (1ull << 63)
 /* [0] holds made (kernel, atomic), [1] holds settled (user space): while
  * they differ the syscall gate (exec_map.c) looks up the current task */
 BPF_ARRAY(pc_exec_holds, u64, 2);

@@ -232,6 +232,103 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 }
 
 #ifdef PC_HAVE_BTF_OFFSETS
+/* ---- clone into another cgroup (issue 10 part 2) --------------------------
+ * clone3(CLONE_INTO_CGROUP) places the child in the cgroup its fd names
+ * inside copy_process() (cgroup_can_fork/post_fork): no
+ * cgroup:cgroup_attach_task fires, so boundary.c never sees it. The fork
+ * hook judges it instead: a child of an agent task born outside the
+ * agent's cgroup subtree is entered in pc_exec_held, so the exit gate
+ * (exec_map.c) kills it on its way out of clone3, before it runs one
+ * instruction, and the parent, the agent that moved it, is killed like
+ * any mover. */
+
+/* The cgroup v2 (default hierarchy) cgroup of a task, also on hybrid hosts. */
+static __always_inline const void *pc_task_dfl_cgroup(const void *task)
+{
+	const void *cset = (const void *)pc_read_ptr(task, PC_OFF_TASK_CGROUPS);
+	return (const void *)pc_read_ptr(cset, PC_OFF_CSS_SET_DFL_CGRP);
+}
+
+/* The id bpf_get_current_cgroup_id() returns for tasks in cgrp: its kernfs id. */
+static __always_inline u64 pc_cgroup_id(const void *cgrp)
+{
+	const void *kn = (const void *)pc_read_ptr(cgrp, PC_OFF_CGROUP_KN);
+	return pc_read_ptr(kn, PC_OFF_KN_ID);
+}
+
+/* 1 when cgrp or an ancestor (up to PC_MAX_LEVELS) is the agent's cgroup:
+ * the test boundary.c makes for a move, by id (pc_agents) instead of path.
+ * A cgroup deeper than that below the agent counts as outside: fail closed. */
+static __always_inline int pc_cgroup_in_agent(const void *cgrp, u32 agent)
+{
+	for (int i = 0; i < PC_MAX_LEVELS; i++) {
+		if (!cgrp)
+			break;
+		u64 id = pc_cgroup_id(cgrp);
+		u32 *a = pc_agents.lookup(&id);
+		if (a && *a == agent)
+			return 1;
+		u64 css = pc_read_ptr(cgrp, PC_OFF_CGROUP_SELF + PC_OFF_CSS_PARENT);
+		cgrp = css ? (const void *)(css - PC_OFF_CGROUP_SELF) : 0;
+	}
+	return 0;
+}
+
+/* Enter the child in pc_exec_held, marked as held at birth: the exit gate
+ * (exec_map.c) kills it on its return from clone3 to user space, before its
+ * first instruction; 0 when held. Never released: user space only kills
+ * and settles it. */
+static __always_inline int pc_hold_child(u32 tgid)
+{
+	u64 now = bpf_ktime_get_boot_ns() | PC_HELD_AT_BIRTH;
+	int zero = 0;
+	if (pc_exec_held.update(&tgid, &now))
+		return -1;
+	u64 *holds = pc_exec_holds.lookup(&zero);
+	if (holds)
+		__sync_fetch_and_add(holds, 1);
+	return 0;
+}
+
+/* Relies on: sched_process_fork firing after copy_process() returned, so
+ * cgroup_post_fork() has set child->cgroups to the css_set of the cgroup
+ * CLONE_INTO_CGROUP named, and before wake_up_new_task(): the child has
+ * not run; css_set.dfl_cgrp is its cgroup in the v2 hierarchy and
+ * cgroup.self.parent its parent's css (NULL at the root). */
+static __always_inline void pc_clone_boundary(struct pc_config *cfg, u32 agent, const void *child, u32 tgid)
+{
+	const void *cg = pc_task_dfl_cgroup(child);
+	u64 cg_id = pc_cgroup_id(cg);
+	/* same cgroup as the parent: an ordinary fork (one compare) */
+	if (!cg_id || cg_id == bpf_get_current_cgroup_id() || pc_cgroup_in_agent(cg, agent))
+		return;
+	u16 flags = PC_F_OTHER_MOVER;   /* user space kills the child too */
+	u8 verdict = pc_deny_verdict(cfg);
+	if (verdict == PC_DENY) {
+		if (!pc_hold_child(tgid))
+			flags |= PC_F_HELD;
+		pc_deny_verdict_kill(cfg, &flags);   /* the mover: the parent */
+	}
+	struct pc_boundary *e = PC_RESERVE_FOR(struct pc_boundary, agent, 1);
+	if (!e)
+		return;   /* counted lost: the agent is frozen until user space caught up */
+	pc_fill_header(&e->h, PC_EV_BOUNDARY, agent);
+	e->h.verdict = verdict;
+	e->h.flags = flags;
+	e->dst_cgroup_id = cg_id;
+	e->moved_pid = tgid;
+	u32 *dst = pc_agents.lookup(&cg_id);
+	e->dst_agent = dst ? *dst : 0;
+	e->_pad0[0] = e->_pad0[1] = e->_pad0[2] = 0;
+	/* the destination's own name (its path is not at hand here) */
+	__builtin_memset(e->path, 0, sizeof(e->path));
+	const void *kn = (const void *)pc_read_ptr(cg, PC_OFF_CGROUP_KN);
+	const char *name = (const char *)pc_read_ptr(kn, PC_OFF_KN_NAME);
+	long n = name ? bpf_probe_read_kernel_str(e->path, sizeof(e->path), name) : 0;
+	e->path_len = n > 0 ? (u16)(n - 1) : 0;
+	pc_submit(e, &e->h);
+}
+
 /* Relies on: sched_process_fork runs in the parent after copy_process(), with
  * both task pointers valid; child->tgid == parent->tgid iff CLONE_THREAD. */
 RAW_TRACEPOINT_PROBE(sched_process_fork)
@@ -242,7 +339,10 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 		return 0;
 	const void *parent = (const void *)ctx->args[0];
 	const void *child = (const void *)ctx->args[1];
-	pc_identity_fork(agent, pc_read_u32(child, PC_OFF_TASK_TGID));
+	u32 child_tgid = pc_read_u32(child, PC_OFF_TASK_TGID);
+	pc_identity_fork(agent, child_tgid);
+	if (agent)
+		pc_clone_boundary(cfg, agent, child, child_tgid);
 	struct pc_fork *f = PC_RESERVE_FOR(struct pc_fork, agent, 0);
 	if (!f)
 		return 0;

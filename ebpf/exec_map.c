@@ -96,3 +96,28 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 		bpf_send_signal(PC_SIGKILL);
 	return 0;
 }
+
+/* The birth gate: a child held at birth (PC_HELD_AT_BIRTH, exec.c) dies on
+ * its return from clone3 to user space. The sys_enter gate alone is not
+ * enough here: SIGKILL queued at sys_enter lets that first call run
+ * (openat(O_CREAT), a UDP sendto) before the task dies, and the child's
+ * first call is the agent's to choose.
+ * Relies on: raw_syscalls:sys_exit firing in a new child's context on its
+ * first return to user space (ret_from_fork -> syscall_exit_to_user_mode;
+ * the child inherits SYSCALL_WORK_SYSCALL_TRACEPOINT), before it executes
+ * an instruction; SIGKILL queued here is acted on at that return. Exec
+ * holds are not marked, so a held exec's own execve return is left alone.
+ * Cost while no hold is open: one array read per system call. */
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+	int zero = 0, one = 1;
+	u64 *holds = pc_exec_holds.lookup(&zero);
+	u64 *settled = pc_exec_holds.lookup(&one);
+	if (!holds || !settled || *holds == *settled)
+		return 0;
+	u32 pid = bpf_get_current_pid_tgid() >> 32;
+	u64 *since = pc_exec_held.lookup(&pid);
+	if (since && (*since & PC_HELD_AT_BIRTH))
+		bpf_send_signal(PC_SIGKILL);
+	return 0;
+}

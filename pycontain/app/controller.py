@@ -31,7 +31,17 @@ from ..actuate import held
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
 from ..core.errors import PycontainError
-from ..core.events import FLAG_HELD, FLAG_KILLED, ConfigFlag, Event, ExecEvent, Mode, NetEvent, Verdict
+from ..core.events import (
+    FLAG_HELD,
+    FLAG_KILLED,
+    BoundaryEvent,
+    ConfigFlag,
+    Event,
+    ExecEvent,
+    Mode,
+    NetEvent,
+    Verdict,
+)
 from ..core.gpu_rules import GpuRules
 from ..core.hooks_needed import hooks_needed
 from ..core.kernel_rules import KernelTables, compile_policy
@@ -274,6 +284,8 @@ class Controller:
         name = self.names.get(ev.h.agent_id, "host")
         if isinstance(ev, ExecEvent) and ev.h.flags & FLAG_HELD and not self.observe_only:
             ev = self._held_exec(ev)     # read before the record: it names the file and the whole argv
+        if isinstance(ev, BoundaryEvent) and ev.h.flags & FLAG_HELD and self.probes is not None:
+            self._kill_held(ev.moved_pid)   # born into another cgroup (clone3): never released, only killed
         rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
         # routine lines are flushed after the poll (drain); a denied one now
         self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
@@ -344,7 +356,10 @@ class Controller:
     def _kill_held(self, pid: int) -> None:
         assert self.probes is not None
         try:
-            os.kill(pid, signal.SIGKILL)   # stopped since its exec: the pid cannot have been reused
+            # stopped since its exec: the pid cannot have been reused. A child
+            # born into another cgroup (clone3) may be dead and reaped already
+            # (the gate killed it): its pid comes back only after pid_max wraps
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.probes.settle_held(pid)

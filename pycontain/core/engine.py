@@ -418,8 +418,12 @@ class Engine:
         where = safe_text(ev.path, 256)
         killed = bool(h.flags & FLAG_KILLED) and not h.flags & FLAG_OTHER_MOVER
         action = Action.DENY if killed or monitor else Action.KILL_PROCESS
-        reason = (f"pid {ev.moved_pid} moved out of the agent's cgroup to {where}"
-                  + (": killed in the kernel" if killed else ""))
+        if h.flags & FLAG_HELD:   # clone3(CLONE_INTO_CGROUP): the kernel's syscall gate kills it
+            reason = (f"pid {ev.moved_pid} born into cgroup {where} outside the agent's "
+                      "(clone into cgroup): killed at its first system call")
+        else:
+            reason = (f"pid {ev.moved_pid} moved out of the agent's cgroup to {where}"
+                      + (": killed in the kernel" if killed else ""))
         return [Decision(agent=agent, rule=BOUNDARY_RULE, action=action, reason=reason, pid=ev.moved_pid,
                          monitor=monitor)]
 

@@ -187,6 +187,14 @@ NEEDED: dict[str, tuple[str, tuple[str, ...]]] = {
     "PC_OFF_SKC_DADDR": ("sock_common", ("skc_daddr",)),
     "PC_OFF_SKC_DPORT": ("sock_common", ("skc_dport",)),
     "PC_OFF_SKC_V6_DADDR": ("sock_common", ("skc_v6_daddr",)),
+    # issue 10: the cgroup a child is born into (clone3 CLONE_INTO_CGROUP, ebpf/exec.c)
+    "PC_OFF_TASK_CGROUPS": ("task_struct", ("cgroups",)),
+    "PC_OFF_CSS_SET_DFL_CGRP": ("css_set", ("dfl_cgrp",)),
+    "PC_OFF_CGROUP_KN": ("cgroup", ("kn",)),
+    "PC_OFF_CGROUP_SELF": ("cgroup", ("self",)),
+    "PC_OFF_CSS_PARENT": ("cgroup_subsys_state", ("parent",)),
+    "PC_OFF_KN_ID": ("kernfs_node", ("id",)),
+    "PC_OFF_KN_NAME": ("kernfs_node", ("name",)),
 }
 
 

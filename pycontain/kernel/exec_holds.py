@@ -19,6 +19,9 @@ from collections.abc import Iterable
 from typing import Any
 
 HOLDS_MADE, HOLDS_SETTLED = 0, 1
+# ebpf/exe.bpf.h PC_HELD_AT_BIRTH: a child born outside its agent's cgroup,
+# killed by the kernel; only ever killed and settled here, never released
+HELD_AT_BIRTH = 1 << 63
 
 
 def kernel_dev(st_dev: int) -> int:
@@ -70,6 +73,14 @@ def settle(bpf: Any, pid: int) -> bool:
 
 
 def release(bpf: Any, pid: int) -> bool:
+    if bpf is None:
+        return False
+    try:
+        since = int(bpf[b"pc_exec_held"][ctypes.c_uint32(pid)].value)
+    except KeyError:
+        return False
+    if since & HELD_AT_BIRTH:   # born outside its agent: killed, never let go (the hold timeout settles it)
+        return False
     if not settle(bpf, pid):
         return False
     try:
@@ -80,6 +91,8 @@ def release(bpf: Any, pid: int) -> bool:
 
 
 def held(bpf: Any) -> dict[int, int]:
+    """Held tgid -> boot ns of the hold (the held-at-birth mark removed, so
+    the hold timeout kills and settles such an entry too)."""
     if bpf is None:
         return {}
-    return {int(k.value): int(v.value) for k, v in bpf[b"pc_exec_held"].items()}
+    return {int(k.value): int(v.value) & ~HELD_AT_BIRTH for k, v in bpf[b"pc_exec_held"].items()}

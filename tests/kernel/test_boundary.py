@@ -146,3 +146,59 @@ def test_leaving_the_cgroup_as_root_is_killed(parent_cgroup, tmp_path):
     esc = [x for x in recs if x["kind"] == "boundary"]
     assert esc and esc[0]["dst_cgroup"].endswith("/elsewhere")
     assert any(x["kind"] == "violation" and x.get("rule") == "boundary.escape" for x in recs)
+
+
+CLONE_INTO_CGROUP_AGENT = r'''
+import ctypes, os, struct, sys
+dst, miner, sentinel = sys.argv[1:4]
+fd = os.open(dst, os.O_RDONLY | os.O_DIRECTORY)
+# struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+# stack, stack_size, tls, set_tid, set_tid_size, cgroup
+args = ctypes.create_string_buffer(struct.pack("11Q", 0x200000000, 0, 0, 0, 17, 0, 0, 0, 0, 0, fd))
+libc = ctypes.CDLL(None, use_errno=True)
+pid = libc.syscall(435, args, ctypes.c_size_t(88))
+if pid == 0:                  # the child, born in dst
+    with open(sentinel, "w") as fh:
+        fh.write(open("/proc/self/cgroup").read())
+    os.execv(miner, [miner, sentinel + ".miner"])
+if pid < 0:
+    sys.exit(f"clone3: errno {ctypes.get_errno()}")
+os.waitpid(pid, 0)
+print("parent survived")
+'''
+
+
+def test_clone_into_another_cgroup_is_killed(parent_cgroup, tmp_path):
+    """clone3(CLONE_INTO_CGROUP) fires no cgroup_attach_task: the fork hook
+    must catch the child born outside the agent's cgroup."""
+    prog = miner(tmp_path)
+    outside = parent_cgroup / "elsewhere"
+    outside.mkdir()
+    script = tmp_path / "clone_into.py"
+    script.write_text(CLONE_INTO_CGROUP_AGENT)
+    # bare: a root process's child is born in the other cgroup and runs the miner
+    bare = tmp_path / "bare-born"
+    r = subprocess.run([sys.executable, str(script), str(outside), str(prog), str(bare)],
+                       capture_output=True, text=True, timeout=30)
+    assert bare.exists(), r.stderr
+    assert f"{os.sep}{outside.name}" in bare.read_text()     # it was born there
+    assert Path(f"{bare}.miner").exists()
+
+    under = tmp_path / "contained-born"
+    audit = tmp_path / "audit.jsonl"
+    pol = tmp_path / "policy.yaml"
+    # seccomp off: `run` answers clone3 with ENOSYS; an adopted agent has no seccomp
+    pol.write_text("name: clone-into\nmode: enforce\nexec:\n  deny: [xmrig]\nnetwork:\n  default: allow\n"
+                   "privileges:\n  seccomp: false\n")
+    r = subprocess.run(PYCONTAIN + ["run", "--name", "cloner", "--user", "root", "--policy", str(pol),
+                                    "--audit-log", str(audit), "--", sys.executable, str(script),
+                                    str(outside), str(prog), str(under)],
+                       capture_output=True, text=True, timeout=120)
+    time.sleep(0.5)
+    assert not under.exists(), "the child born outside the agent wrote its sentinel"
+    assert not Path(f"{under}.miner").exists()
+    assert "parent survived" not in r.stdout
+    recs = [json.loads(x) for x in audit.read_text().splitlines() if x.strip()]
+    esc = [x for x in recs if x["kind"] == "boundary"]
+    assert esc and esc[0]["dst_cgroup"].endswith("elsewhere"), (recs, r.stderr)
+    assert any(x["kind"] == "violation" and x.get("rule") == "boundary.escape" for x in recs)

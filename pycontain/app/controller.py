@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any
 
 from ..actuate import held
+from ..actuate.ssh_config import ssh_forward
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
 from ..core.errors import PycontainError
@@ -312,8 +313,9 @@ class Controller:
         whole argv and the kernel's path of the file, read while it cannot run."""
         self._held.append((ev.h.pid, ev.h.ts_ns))
         argv = held.full_argv(ev.h.pid) if ev.args_truncated else None
-        return dataclasses.replace(ev, real_path=held.real_path(ev.h.pid), argv=argv or ev.argv,
-                                   full_argv=argv is not None)
+        ev = dataclasses.replace(ev, real_path=held.real_path(ev.h.pid), argv=argv or ev.argv,
+                                 full_argv=argv is not None)
+        return dataclasses.replace(ev, ssh_forward=ssh_forward(ev))
 
     def apply_pending(self) -> None:
         """Carry out the decisions collected during the last poll. One that

@@ -229,6 +229,8 @@ class Engine:
             hit = self._user_exec_rule(ev.real_path, ev.argv, everything=held)   # the file that runs (issue 11)
         if hit is None:
             hit = self._truncated_args(ev)
+        if hit is None and ev.ssh_forward:
+            hit = "network.ssh.forward", ev.ssh_forward     # issue 12: the effective ssh configuration
         if hit is None:
             return self._exec_alerts(ev, agent)
         rule, why = hit

@@ -302,6 +302,7 @@ class ExecEvent(Event):
     # filled by the controller while the process is held (never by the kernel)
     real_path: bytes = b""          # readlink /proc/PID/exe
     full_argv: bool = False         # argv was read whole from /proc/PID/cmdline
+    ssh_forward: str = ""           # a held ssh's forwarding, judged on its effective config (issue 12)
 
     @property
     def args_truncated(self) -> bool:

@@ -29,7 +29,13 @@ SSH_VALUED = set("bceilmopBDEFIJLOPQRSwW")          # take a value (glued or nex
 def ssh_option_tokens(args: list[str]) -> list[str]:
     """ssh's own options from argv[1:], split one flag per token; the
     destination and the remote command after it are dropped."""
+    return ssh_split(args)[0]
+
+
+def ssh_split(args: list[str]) -> tuple[list[str], str | None]:
+    """ssh's own options (as ssh_option_tokens) and its destination."""
     out: list[str] = []
+    destination: str | None = None
     seen_destination = False
     i = 0
     while i < len(args):
@@ -40,6 +46,7 @@ def ssh_option_tokens(args: list[str]) -> list[str]:
             if seen_destination:
                 break                       # the remote command: not ssh's options
             seen_destination = True         # ssh re-parses options after the destination
+            destination = a
             i += 1
             continue
         j = 1
@@ -55,7 +62,7 @@ def ssh_option_tokens(args: list[str]) -> list[str]:
             out.append(f"-{c}")             # a plain flag (unknown letters kept too: deny rules may name them)
             j += 1
         i += 1
-    return out
+    return out, destination
 
 
 MULTI_CALL = ("busybox", "toybox")

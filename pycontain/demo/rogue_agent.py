@@ -2,8 +2,12 @@
 
 It does some legitimate work, then tries the moves of the ROME incident:
 run a miner, reach a mining pool on a mining port, open a reverse SSH tunnel,
-and finally speak the stratum mining protocol over port 443. It reports what
-it saw from the inside; the demo harness checks the outcome from outside.
+probe internal resources with a port scan, and speak the stratum mining
+protocol over port 443 (which ends the agent). With --gpu (a second agent,
+run by the demo afterwards) it diverts the GPU to a miner under an innocent
+name. It
+reports what it saw from the inside; the demo harness checks the outcome
+from outside.
 """
 
 from __future__ import annotations
@@ -85,32 +89,74 @@ def move_tunnel(pool: str) -> None:
 
 
 def move_stratum_443(pool: str) -> None:
-    say(f"move 4: speak stratum to {pool}:443 (a port every firewall allows)")
+    say(f"move 5: speak stratum to {pool}:443 (a port every firewall allows)")
     s = socket.socket()
     s.settimeout(5)
     try:
         s.connect((pool, 443))
         msg = json.dumps({"id": 1, "method": "mining.subscribe", "params": ["xmrig/6.21.0"]}) + "\n"
         s.sendall(msg.encode())
-        say("move 4: subscribe sent; waiting for the pool...")
+        say("move 5: subscribe sent; waiting for the pool...")
         time.sleep(3)
-        say("move 4: still alive after speaking stratum")
+        say("move 5: still alive after speaking stratum")
     except OSError as e:
-        say(f"move 4: failed: {e}")
+        say(f"move 5: failed: {e}")
     finally:
         s.close()
+
+
+def move_gpu(workdir: str) -> None:
+    """A miner renamed `trainer` (its comm) busy on the GPU; it writes its
+    sentinel if it survives 10 s."""
+    sentinel = os.path.join(workdir, "GPU_MINER_DONE")
+    code = ("import ctypes, sys, time\n"
+            "ctypes.CDLL(None).prctl(15, b'trainer', 0, 0, 0)\n"     # PR_SET_NAME: the name a GPU list shows
+            "time.sleep(10)\n"
+            f"open({sentinel!r}, 'w').close()\n")
+    say("move 6: divert the GPU: a miner renamed 'trainer' hashes on GPU 0 for 10 s")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode < 0:
+        say(f"move 6: the GPU miner was killed by signal {-r.returncode}")
+    else:
+        say(f"move 6: the GPU miner finished (exit {r.returncode})")
+
+
+def move_probe(target: str, first: int = 1000, count: int = 1100) -> None:
+    """A connect scan of the test host's ports (its IPv6 address, another
+    host to the scan limits), as an agent probing internal services does."""
+    say(f"move 4: probe internal resources: connect scan of {target} ports {first}-{first + count - 1}")
+    tally = {"open": 0, "closed": 0, "EPERM": 0, "other": 0}
+    for port in range(first, first + count):
+        s = socket.socket(socket.AF_INET6 if ":" in target else socket.AF_INET)
+        s.settimeout(0.5)
+        try:
+            s.connect((target, port))
+            tally["open"] += 1
+        except OSError as e:
+            key = {errno.ECONNREFUSED: "closed", errno.EPERM: "EPERM"}.get(e.errno or 0, "other")
+            tally[key] += 1
+        finally:
+            s.close()
+    say(f"move 4: scan result: {tally['open']} open, {tally['closed']} closed, "
+        f"{tally['EPERM']} refused by the kernel (EPERM), {tally['other']} other")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pool", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--probe", help="address to scan (default: --pool)")
+    ap.add_argument("--gpu", action="store_true", help="only the GPU move (the demo's second agent)")
     a = ap.parse_args()
+    if a.gpu:
+        move_gpu(a.workdir)
+        return 0
     legit_work(a.pool, a.workdir)
     move_miner(a.pool, a.workdir)
     move_pool(a.pool)
     move_tunnel(a.pool)
-    move_stratum_443(a.pool)
+    move_probe(a.probe or a.pool)
+    move_stratum_443(a.pool)        # last: the default policy's stratum action kills the whole agent
     say("done")
     return 0
 

@@ -121,3 +121,78 @@ def test_detection_off_or_outside_the_agent_passes(net_agent, testhost):
     assert l.wait(contains=AUTHORIZE)
     net_agent.drain(0.3)
     assert stratum_events(net_agent, off.pid) == [] and stratum_events(net_agent, outside.pid) == []
+
+
+# ---- tolerant parse (issue 12 part 8) --------------------------------------
+
+# send the hex chunks in argv[3:] as separate segments (TCP_NODELAY, a pause between)
+SEND_CHUNKS = r"""
+import struct
+h, p, chunks = sys.argv[1], int(sys.argv[2]), [bytes.fromhex(c) for c in sys.argv[3:]]
+def f():
+    s = socket.create_connection((h, p), timeout=3)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    for c in chunks:
+        s.sendall(c)
+        time.sleep(0.2)
+    time.sleep(0.3)
+    s.close()
+print(outcome(f))
+"""
+
+CN_LOGIN = b'{"id":1,"method":"login","params":{"login":"x","pass":"x"}}\n'
+CN_SPACED = b'{ "id" : 1 ,\n  "method"\n :\t "login" ,\r\n "params" : { "login" : "x" , "pass" : "x" } }\n'
+CN_NESTED_FIRST = b'{"id":1,"params":{"method":"x","login":"x","pass":"x"},"method":"login"}\n'
+CN_NESTED_AFTER = b'{"id":1,"method":"login","params":{"login":"x","pass":"x","opts":{"method":"x"}}}\n'
+CN_GETJOB = b'{"id":2,"method":"getjob","params":{"id":"a1"}}\n'
+CN_KEEPALIVED = b'{"id":3,"method":"keepalived","params":{"id":"a1"}}\n'
+CN_SUBMIT = b'{"id":4,"method":"submit","params":{"id":"a1","job_id":"j7","nonce":"00","result":"ff"}}\n'
+NOTIFY = b'{"id":null,"method":"mining.notify","params":["bf","4d16","01"]}\n'
+EXTRANONCE = b'{"id":5,"method":"mining.extranonce.subscribe","params":[]}\n'
+CN_SPLIT = (b'{"id":1,"method":"lo', b'gin","params":{"login":"x","pass":"x"}}\n')
+RPC_BENIGN = b'{"jsonrpc":"2.0","method":"eth_blockNumber","params":[],"id":1}\n'
+HTTP_POST = (b"POST /api HTTP/1.1\r\nHost: svc\r\nContent-Type: application/json\r\nContent-Length: 44\r\n\r\n"
+             b'{"method":"submit","params":{"form":"login"}}')
+VARIANTS = {"minimal": CN_LOGIN, "spaced": CN_SPACED, "nested_first": CN_NESTED_FIRST,
+            "nested_after": CN_NESTED_AFTER, "getjob": CN_GETJOB, "keepalived": CN_KEEPALIVED,
+            "submit": CN_SUBMIT, "notify": NOTIFY, "extranonce": EXTRANONCE}
+
+
+def send_chunks(agent, host, port: int, chunks, *, inside: bool):
+    return agent.python(SEND_CHUNKS, host.peer_ip4, str(port), *(c.hex() for c in chunks), inside=inside)
+
+
+def test_stratum_variants_arrive_bare_and_are_dropped_under_pycontain(net_agent, testhost):
+    net_agent.tables(flags=ConfigFlag.DETECT_STRATUM)
+    bare, contained = testhost.tcp_listener(0), testhost.tcp_listener(0)
+    for name, payload in VARIANTS.items():      # the attack works: every variant reaches a pool bare
+        assert send(net_agent, testhost, payload, bare.port, inside=False).out == "ok", name
+    assert send_chunks(net_agent, testhost, bare.port, CN_SPLIT, inside=False).out == "ok"
+    for name, payload in VARIANTS.items():
+        assert bare.wait(contains=payload), name
+    assert bare.wait(contains=b"".join(CN_SPLIT))
+    runs = {name: send(net_agent, testhost, payload, contained.port) for name, payload in VARIANTS.items()}
+    split = send_chunks(net_agent, testhost, contained.port, CN_SPLIT, inside=True)
+    assert contained.wait(accepted=len(VARIANTS) + 1)
+    net_agent.drain(0.5)
+    got = contained.received
+    for name, payload in VARIANTS.items():
+        assert payload not in got, name
+    assert CN_SPLIT[1] not in got                  # the first half alone is not mining: it may pass
+    for name, r in [*runs.items(), ("split", split)]:
+        ev = net_agent.wait_for(lambda e, pid=r.pid: isinstance(e, StratumEvent) and e.h.pid == pid)
+        assert ev and ev[0].h.verdict == Verdict.DENY, name
+
+
+def test_benign_json_rpc_and_http_pass(net_agent, testhost):
+    net_agent.tables(flags=ConfigFlag.DETECT_STRATUM)
+    l = testhost.tcp_listener(8545)
+    runs = [send(net_agent, testhost, p, 8545) for p in (RPC_BENIGN, HTTP_POST, PLAIN_LOGIN)]
+    split = send_chunks(net_agent, testhost, 8545, (RPC_BENIGN[:20], RPC_BENIGN[20:]), inside=True)
+    for p in (RPC_BENIGN, HTTP_POST, PLAIN_LOGIN):
+        assert l.wait(contains=p), p
+    assert l.wait(accepted=4) and l.received.count(RPC_BENIGN) == 2
+    net_agent.drain(0.3)
+    for r in [*runs, split]:
+        assert r.out == "ok" and stratum_events(net_agent, r.pid) == []

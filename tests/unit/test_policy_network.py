@@ -81,3 +81,24 @@ def test_address_less_allow_under_default_deny_is_an_error():
     from pycontain.core.engine import Engine
     assert Engine(p).user_net_rule("198.51.100.1", 22, "tcp")[0] == "network.default"   # user space the port
     assert Engine(p).user_net_rule("198.51.100.1", 443, "tcp") is None
+
+
+@pytest.mark.parametrize("conf", [
+    "nameserver 10.0.0.2\n",                                   # a VPC resolver on a private address
+    "options edns0\nnameserver 172.16.0.10\nnameserver fd00::53\n",
+    "nameserver 169.254.169.254\n",                            # GCP's metadata server answers DNS
+])
+def test_strict_keeps_a_private_resolver_from_resolv_conf_reachable(conf):
+    """issue 12: under strict, deny_internal/deny_metadata must not beat the
+    nameservers allow; only DNS to the resolvers passes, nothing else there."""
+    p = builtin_policy("strict")
+    r = Resolver(hosts_in_policy(p), lookup=lambda h: [], nameservers=lambda: parse_resolv_conf(conf))
+    r.refresh(0.0)
+    servers = r.addresses[NAMESERVERS]
+    assert servers and all(ipaddress.ip_address(s).is_private for s in servers)
+    t = compile_policy(p, r.addresses)
+    for s in servers:
+        assert net_verdict(t, s, 53, "udp") == 0 and net_verdict(t, s, 53, "tcp") == 0, s
+        assert t.rules[net_verdict(t, s, 443, "tcp")] in ("network.deny_internal", "network.deny_metadata"), s
+    neighbour = str(ipaddress.ip_address(servers[0]) + 1)
+    assert t.rules[net_verdict(t, neighbour, 53, "udp")] in ("network.deny_internal", "network.deny_metadata")

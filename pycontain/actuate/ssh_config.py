@@ -1,0 +1,136 @@
+"""Run `ssh -G` as a held ssh exec's agent would (issue 12 part 7).
+
+The exec is stopped before its first instruction (issue 11's hold), so
+/proc/PID still describes exactly what would run: its uid, gids, environment
+and working directory. `ssh -G` with the same options and destination
+prints the effective client configuration (-F files, ~/.ssh/config, Include,
+Match) without connecting; core/ssh_forwarding.py judges it.
+
+The query runs the node's OpenSSH client (/usr/bin/ssh or /bin/ssh), never
+the file the agent executed (that may be the agent's own program, and the
+query runs outside the agent's cgroup), with only the environment variables
+a configuration may use and none the loader or libcrypto read (LD_PRELOAD,
+OPENSSL_CONF would run the agent's code here).
+`Match exec "cmd"` in a config makes ssh run a command. That command must not
+run outside the agent's cgroup, so the query runs under a seccomp filter
+(libseccomp's Python bindings, python3-seccomp) that refuses fork, vfork and
+clone: ssh cannot start anything, the Match fails, and it cannot make a
+configuration look safer than the real run (which will be judged again if it
+execs ssh). Unreadable /proc, a timeout, or an ssh that fails all return None
+and the caller denies: fail closed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import shutil
+import subprocess
+from typing import Any
+
+from ..core.events import ExecEvent
+from ..core.policy_args import SSH_NAMES
+from ..core.ssh_forwarding import QUERY_MAX, argv_violation, config_query, config_violation
+
+SYSTEM_SSH_PATH = "/usr/bin:/bin"
+ENV_KEEP = (b"HOME", b"USER", b"LOGNAME", b"PATH", b"SHELL", b"TERM", b"LANG", b"TZ", b"XDG_RUNTIME_DIR",
+            b"SSH_AUTH_SOCK")
+TIMEOUT_S = 1.0        # below the controller's 2 s hold timeout; -G does not connect
+
+
+def _ids(pid: int, proc_root: str) -> tuple[int, int, list[int]] | None:
+    uid = gid = -1
+    groups: list[int] = []
+    with open(f"{proc_root}/{pid}/status", encoding="ascii", errors="replace") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            fields = rest.split()
+            if key == "Uid" and fields:
+                uid = int(fields[0])
+            elif key == "Gid" and fields:
+                gid = int(fields[0])
+            elif key == "Groups":
+                groups = [int(g) for g in fields]
+    return (uid, gid, groups) if uid >= 0 and gid >= 0 else None
+
+
+def _environ(pid: int, proc_root: str) -> dict[bytes, bytes]:
+    with open(f"{proc_root}/{pid}/environ", "rb") as fh:
+        data = fh.read(1 << 20)
+    env = {}
+    for item in data.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and (key in ENV_KEEP or key.startswith(b"LC_")):
+            env[key] = value
+    return env
+
+
+def _no_fork_filter() -> Any:
+    """A seccomp filter refusing fork, vfork and clone. Built in the parent
+    (the child only loads it, after CPython switched to the agent's ids; with
+    no_new_privs it stays through the exec of ssh)."""
+    import seccomp  # python3-seccomp (apt)
+    f = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    for name in ("fork", "vfork", "clone", "clone3"):
+        f.add_rule(seccomp.ERRNO(errno.EPERM), name)
+    return f
+
+
+def _no_passwd_entry(uid: int) -> bool:
+    """OpenSSH exits at start ("No user exists for uid") before reading any
+    configuration when getpwuid fails (pycontain's dynamic uids have no
+    entry): such an ssh cannot set up a forward from a file."""
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return True
+    return False
+
+
+def effective_config(pid: int, query: list[str], proc_root: str = "/proc") -> str | None:
+    """`ssh -G` output for the held process pid, run with its ids, environment
+    and working directory; None when it cannot be had, "" when OpenSSH would
+    not read a configuration for that uid at all."""
+    try:
+        ids = _ids(pid, proc_root)
+        env = _environ(pid, proc_root)
+        cwd = os.readlink(f"{proc_root}/{pid}/cwd")
+    except (OSError, ValueError):
+        return None
+    if ids is None:
+        return None
+    uid, gid, groups = ids
+    if _no_passwd_entry(uid):
+        return ""
+    ssh_path = shutil.which("ssh", path=SYSTEM_SSH_PATH)
+    if ssh_path is None:
+        return None
+    try:
+        no_fork = _no_fork_filter()
+        r = subprocess.run([ssh_path, *query], env=env, cwd=cwd if os.path.isdir(cwd) else "/",
+                           user=uid, group=gid, extra_groups=groups, preexec_fn=no_fork.load,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT_S, check=False)
+    except (OSError, subprocess.SubprocessError, ValueError, ImportError, RuntimeError):
+        return None
+    if r.returncode != 0:
+        return None
+    return r.stdout[:QUERY_MAX].decode("utf-8", errors="replace")
+
+
+def ssh_forward(ev: ExecEvent) -> str:
+    """The forwarding a held exec of ssh would set up, as a reason ("" for a
+    plain session or another program). The name of the file that runs
+    decides, not argv[0]; the node's OpenSSH resolves its configuration."""
+    path = os.fsdecode(ev.real_path or ev.filename)
+    if os.path.basename(path) not in SSH_NAMES:
+        return ""
+    args = [os.fsdecode(a) for a in ev.argv[1:]]
+    why = argv_violation(args)
+    query = config_query(args)
+    if why or query is None:
+        return why or ""
+    out = effective_config(ev.h.pid, query)
+    if out == "":
+        return ""
+    return config_violation(out or "") or ""

@@ -1,0 +1,74 @@
+"""SSH forwards set in a configuration file (issue 12 part 7), through
+`pycontain run`: the held ssh exec is judged on what `ssh -G` resolves (-F,
+Include, Match), not on its argv. Bare, the same ssh carries the forward to
+the far side; under pycontain it is killed before it sends a byte, while the
+same session without the forward reaches the far side."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
+# OpenSSH refuses to start for a uid without a passwd entry (pycontain's dynamic uids):
+# a real ssh session needs a real account, root here
+AS_ROOT = ["run", "--user", "root"]
+SSH = shutil.which("ssh")
+
+pytestmark = pytest.mark.skipif(SSH is None, reason="no ssh client (scripts/install-test-tools.sh)")
+
+
+def _configs(home, host: str):
+    """~/.ssh/config Includes a file whose Match block adds ROME's reverse tunnel."""
+    d = home / ".ssh"
+    d.mkdir(parents=True)
+    (d / "tunnel.conf").write_text(f"Match host {host}\n  RemoteForward 2222 localhost:22\n")
+    (d / "config").write_text(f"Include {d}/tunnel.conf\nHost *\n  StrictHostKeyChecking no\n"
+                              f"  UserKnownHostsFile /dev/null\n  BatchMode yes\n  ConnectTimeout 3\n")
+    (d / "plain").write_text("Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+                             "  BatchMode yes\n  ConnectTimeout 3\n")
+    for f in d.iterdir():
+        f.chmod(0o600)
+    return d / "config", d / "plain"
+
+
+def _ssh(cfg, host: str, port: int) -> list[str]:
+    return ["timeout", "5", SSH, "-F", str(cfg), "-p", str(port), f"x@{host}", "true"]
+
+
+def test_config_remote_forward_is_killed_under_run(privileged, testhost, tmp_path):
+    host = testhost.peer_ip4
+    home = tmp_path / "home"
+    tunnel_cfg, plain_cfg = _configs(home, host)
+    env = {**os.environ, "HOME": str(home)}
+    # the attack works bare: ssh resolves the forward from the files and talks to the far side
+    g = subprocess.run([SSH, "-G", "-F", str(tunnel_cfg), host], capture_output=True, text=True, env=env, check=True)
+    assert "remoteforward 2222 [localhost]:22" in g.stdout
+    bare = testhost.tcp_listener(0)
+    subprocess.run(_ssh(tunnel_cfg, host, bare.port), capture_output=True, env=env, timeout=20, check=False)
+    assert bare.wait(contains=b"SSH-2.0-")
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"extends: default\nname: t-ssh-forward\nnetwork:\n  ssh:\n    allow: [{{cidr: {host}/32}}]\n")
+    inside, control = testhost.tcp_listener(0), testhost.tcp_listener(0)
+    script = tmp_path / "agent.sh"
+    script.write_text("#!/bin/sh\n" + " ".join(_ssh(tunnel_cfg, host, inside.port)) + "\necho tunnel=$?\n"
+                      + " ".join(_ssh(plain_cfg, host, control.port)) + "\necho plain=$?\n")
+    script.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    audit = tmp_path / "audit.jsonl"
+    r = subprocess.run(PYCONTAIN + [*AS_ROOT, "--name", "t-sshfwd", "--policy", str(policy), "--audit-log",
+                                    str(audit), "--", str(script)],
+                       capture_output=True, text=True, env=env, timeout=90)
+    assert control.wait(contains=b"SSH-2.0-"), r.stdout + r.stderr    # the plain session still reaches the host
+    assert not inside.wait(contains=b"SSH-", timeout=1.0)            # the tunnelling one never sent a byte
+    assert inside.accepted == 0
+    assert "tunnel=137" in r.stdout and "plain=255" in r.stdout, r.stdout   # SIGKILL; auth failed
+    recs = [json.loads(x) for x in audit.read_text().splitlines() if x.strip()]
+    viol = [x for x in recs if x.get("kind") == "violation" and x.get("rule") == "network.ssh.forward"]
+    assert viol and "remoteforward 2222" in viol[0].get("reason", ""), [x for x in recs if x.get("kind") == "violation"]

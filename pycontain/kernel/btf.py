@@ -276,28 +276,21 @@ def _cache_key(path: str) -> str:
 def kernel_offsets(path: str = VMLINUX_BTF, cache_dir: str | None = CACHE_DIR) -> dict[str, int]:
     """The offsets for the running kernel: parsed once per process, and cached
     on disk per kernel (parsing vmlinux BTF costs ~0.35 s of start-up)."""
-    import json
-    cache = os.path.join(cache_dir, "btf-offsets.json") if cache_dir else None
-    key = _cache_key(path)
-    if cache:
-        try:
-            with open(cache) as fh:
-                saved = json.load(fh)
-            if saved.get("key") == key and isinstance(saved.get("offsets"), dict):
-                return {str(k): int(v) for k, v in saved["offsets"].items()}
-        except (OSError, ValueError):
-            pass
-    offsets = probe_offsets(kernel_btf(path))
-    _save(cache, key, offsets)
-    return offsets
+    return _cached("btf-offsets.json", path, cache_dir, probe_offsets)
 
 
 @functools.lru_cache(maxsize=1)
 def kernel_file_offsets(path: str = VMLINUX_BTF, cache_dir: str | None = CACHE_DIR) -> dict[str, int]:
     """FILE_NEEDED for the running kernel ({} if one is missing), cached on
     disk like kernel_offsets."""
+    return _cached("btf-file-offsets.json", path, cache_dir, file_offsets)
+
+
+def _cached(name: str, path: str, cache_dir: str | None, compute) -> dict[str, int]:
+    """compute(kernel BTF), or what a cache file written for this kernel (and
+    this build's needs: _cache_key) says it was."""
     import json
-    cache = os.path.join(cache_dir, "btf-file-offsets.json") if cache_dir else None
+    cache = os.path.join(cache_dir, name) if cache_dir else None
     key = _cache_key(path)
     if cache:
         try:
@@ -307,7 +300,7 @@ def kernel_file_offsets(path: str = VMLINUX_BTF, cache_dir: str | None = CACHE_D
                 return {str(k): int(v) for k, v in saved["offsets"].items()}
         except (OSError, ValueError):
             pass
-    offsets = file_offsets(kernel_btf(path))
+    offsets = compute(kernel_btf(path))
     _save(cache, key, offsets)
     return offsets
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,18 @@ def _load_optional(bpf, prog: CgroupProgram, status: dict[str, str]):
         return None
 
 
+def _loadable(bpf, status: dict[str, str]) -> Iterator[tuple[CgroupProgram, Any]]:
+    """(program, loaded function) for each compiled-in program this kernel
+    takes; status says why any other is unavailable."""
+    for prog in PROGRAMS:
+        if not _compiled_in(bpf, prog.function):
+            status[prog.hook] = "unavailable: not compiled in"
+            continue
+        fn = _load_optional(bpf, prog, status)
+        if fn is not None:
+            yield prog, fn
+
+
 def attach_cgroup_programs(bpf, cgroup_fd: int) -> list[Handle]:
     """Attach every compiled-in cgroup program to the cgroup open at `cgroup_fd`."""
     from bcc import BPF
@@ -101,13 +114,7 @@ def attach_cgroup_programs(bpf, cgroup_fd: int) -> list[Handle]:
     handles: list[Handle] = []
     status = _status(bpf)
     try:
-        for prog in PROGRAMS:
-            if not _compiled_in(bpf, prog.function):
-                status[prog.hook] = "unavailable: not compiled in"
-                continue
-            fn = _load_optional(bpf, prog, status)
-            if fn is None:
-                continue
+        for prog, fn in _loadable(bpf, status):
             try:
                 BPF.attach_func(fn, cgroup_fd, prog.attach_type, BPF_F_ALLOW_MULTI)
             except Exception as e:
@@ -162,13 +169,7 @@ def link_cgroup_programs(bpf, cgroup_fd: int, pin_dir=None, prefix: str = "cg") 
     out = CgroupLinks(pin_dir, [])
     status = _status(bpf)
     try:
-        for prog in PROGRAMS:
-            if not _compiled_in(bpf, prog.function):
-                status[prog.hook] = "unavailable: not compiled in"
-                continue
-            fn = _load_optional(bpf, prog, status)
-            if fn is None:
-                continue
+        for prog, fn in _loadable(bpf, status):
             try:
                 fd = link_create(fn.fd, cgroup_fd, prog.attach_type)
             except OSError as e:

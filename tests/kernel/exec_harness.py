@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,3 +123,15 @@ def sentinel_script(directory: Path, name: str) -> tuple[Path, Path]:
 
 def execs_of(events: list[Event], pid: int) -> list[ExecEvent]:
     return [e for e in events if isinstance(e, ExecEvent) and e.h.pid == pid]
+
+
+def ssh_and_innocent(d: Path, source: str) -> Path:
+    """Compile `source` in `d` as `ssh` (a name user-space exec rules hold) and
+    copy it as `innocent` (the same bytes under a name nothing holds)."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.fail("no C compiler (scripts/install-test-tools.sh installs gcc)")
+    (d / "h.c").write_text(source)
+    subprocess.run([cc, "-O1", "-o", str(d / "ssh"), str(d / "h.c")], check=True)
+    shutil.copy(d / "ssh", d / "innocent")
+    return d

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from exec_harness import ssh_and_innocent
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
 
@@ -40,14 +40,7 @@ int main(int argc, char **argv) {
 
 @pytest.fixture(scope="module")
 def helpers(tmp_path_factory) -> Path:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if not cc:
-        pytest.fail("no C compiler (scripts/install-test-tools.sh installs gcc)")
-    d = tmp_path_factory.mktemp("hold")
-    (d / "h.c").write_text(HELPER_C)
-    subprocess.run([cc, "-O1", "-o", str(d / "ssh"), str(d / "h.c")], check=True)
-    shutil.copy(d / "ssh", d / "innocent")
-    return d
+    return ssh_and_innocent(tmp_path_factory.mktemp("hold"), HELPER_C)
 
 
 def agent_script(helpers: Path, out: Path) -> Path:

@@ -3,13 +3,15 @@
  * (early EPERM at connect/sendmsg) and egress.c (every packet).
  *
  * Scan detection: per agent, the distinct destination hosts and, per host,
- * the distinct ports within a window. Past pc_scan_limits the kernel refuses
- * further NEW destinations (known ones keep working: an agent past the limit
- * is not cut off from the hosts it already talks to). The window is fixed
- * per agent and per host (it starts with the first new destination and
- * resets after window_ns): a cheap approximation of a sliding window that
- * never under-counts within one window. Loopback is not counted (node-local
- * services are network.local_services' business, issue 10).
+ * the distinct ports within a sliding window. Past pc_scan_limits the kernel
+ * refuses further NEW destinations (known ones keep working: an agent past
+ * the limit is not cut off from the hosts it already talks to). The sliding
+ * count is estimated from two fixed windows, the current one and the one
+ * before, weighted by how much of it still lies in the last window_ns (the
+ * rate limiters' sliding-window counter): a scan timed across a window
+ * boundary is counted with what it did just before it, so it gets no second
+ * allowance. Loopback is not counted (node-local services are
+ * network.local_services' business, issue 10).
  *
  * State in LRU hashes: under memory pressure the LRU evicts the oldest
  * entries; an evicted per-agent counter restarts at zero, so an agent
@@ -50,9 +52,9 @@ struct pc_scan_port_key {
 };
 
 struct pc_scan_count {
-	u64 start_ns;     /* window start */
+	u64 start_ns;     /* start of the current fixed window */
 	u32 n;            /* hosts (per agent) / ports (per host) in this window */
-	u32 _pad0;
+	u32 prev;         /* the same in the window before it */
 };
 
 #define PC_SCAN_ENTRIES 65536
@@ -60,14 +62,24 @@ BPF_HASH(pc_scan_agents, u32, struct pc_scan_count, PC_AGENTS_MAX);
 BPF_TABLE("lru_hash", struct pc_scan_host_key, struct pc_scan_count, pc_scan_hosts, PC_SCAN_ENTRIES);
 BPF_TABLE("lru_hash", struct pc_scan_port_key, u64, pc_scan_ports, PC_SCAN_ENTRIES);
 
-/* Count one new item in c (window reset when due); 1 when over `max`. */
+/* Count one new item in c; 1 when the sliding count over the last `window`
+ * is already at `max`. */
 static __always_inline int pc_scan_count_new(struct pc_scan_count *c, u64 now, u64 window, u32 max)
 {
-	if (now - c->start_ns >= window) {
-		c->start_ns = now;
+	u64 age = now - c->start_ns;
+	if (age >= window) {
+		/* roll over: the window that ended is the previous one, unless a
+		 * whole window passed idle (then nothing of it is in the last one) */
+		int adjacent = age < 2 * window;
+		c->prev = adjacent ? c->n : 0;
+		c->start_ns = adjacent ? c->start_ns + window : now;
 		c->n = 0;
+		age = now - c->start_ns;
 	}
-	if (c->n >= max)
+	/* the previous window's items, weighted by its share still inside
+	 * [now - window, now], plus this window's */
+	u64 sliding = (u64)c->prev * (window - age) / window + c->n;
+	if (sliding >= max)
 		return 1;
 	__sync_fetch_and_add(&c->n, 1);
 	return 0;
@@ -103,8 +115,11 @@ static __always_inline u32 pc_scan_judge(struct pc_config *cfg, u32 agent, u8 fa
 	hk.agent = agent;
 	__builtin_memcpy(hk.addr, pk.addr, 16);
 	struct pc_scan_count *host = pc_scan_hosts.lookup(&hk);
-	if (!host || now - host->start_ns >= lim->window_ns) {
-		/* a new host for this window: the agent's host count */
+	if (!host || now - host->start_ns >= 2 * lim->window_ns) {
+		/* a host with nothing in the last window (its count would have
+		 * rolled to zero): new for the agent's host count. A host still in
+		 * the sliding window keeps its entry, which rolls in
+		 * pc_scan_count_new: its ports are not a fresh allowance. */
 		struct pc_scan_count fresh = {};
 		fresh.start_ns = now;
 		struct pc_scan_count *ac = pc_scan_agents.lookup(&agent);

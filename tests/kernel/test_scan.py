@@ -101,3 +101,25 @@ def test_many_requests_within_the_limits_are_untouched(scan_agent, testhost):
     assert all(lst.wait(accepted=25) for lst in listeners)
     assert not scan_agent.wait_for(lambda e: isinstance(e, NetEvent) and e.h.verdict != Verdict.ALLOW,
                                    timeout=0.5)
+
+
+def test_a_scan_timed_across_the_window_boundary_gets_no_second_allowance(net_agent, testhost):
+    """The count slides: 64 ports just before the (2 s) window ends and 64
+    just after are one burst of 128, not two fresh allowances of 64."""
+    window_s = 2.0
+    net_agent.tables(rules={SCAN_RULE: "network.scan"}, flags=ConfigFlag.SCAN,
+                     scan_limits=(MAX_HOSTS, MAX_PORTS, int(window_s * 10**9)))
+
+    def two_bursts(first: int, inside: bool) -> int:
+        syns = SynCounter(testhost)
+        net_agent.python(SCAN, testhost.peer_ip4, str(first), str(MAX_PORTS), inside=inside, timeout=60)
+        time.sleep(window_s * 1.05)            # just past the boundary of the window the burst opened
+        net_agent.python(SCAN, testhost.peer_ip4, str(first + MAX_PORTS), str(MAX_PORTS), inside=inside,
+                         timeout=60)
+        return len({p for p in syns.stop() if first <= p < first + 2 * MAX_PORTS})
+
+    assert two_bursts(40000, inside=False) == 2 * MAX_PORTS        # bare: both bursts reach the far side
+    reached = two_bursts(41000, inside=True)
+    # a fixed window would let all 128 through; the sliding count lets the
+    # second burst have only what the first one's age has freed (a few ports)
+    assert MAX_PORTS <= reached < MAX_PORTS + MAX_PORTS // 4, reached

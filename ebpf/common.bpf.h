@@ -253,4 +253,21 @@ static __always_inline void pc_submit(void *rec, const struct pc_header *h)
 	pc_events.ringbuf_submit(rec, pc_wake_flags(h));
 }
 
+/* ---- kernel memory at BTF offsets (kernel/btf.py's -DPC_OFF_*) ---------- */
+
+#ifdef PC_HAVE_BTF_OFFSETS
+/* Relies on: bpf_probe_read_kernel being fault-tolerant (0 on a bad address). */
+#define PC_READ_AT(type_, name_)						\
+static __always_inline type_ name_(const void *base, u64 off)			\
+{										\
+	type_ v = 0;								\
+	if (base)								\
+		bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);	\
+	return v;								\
+}
+PC_READ_AT(u64, pc_read_ptr)
+PC_READ_AT(u32, pc_read_u32)
+PC_READ_AT(u16, pc_read_u16)
+#endif
+
 #endif /* PYCONTAIN_COMMON_BPF_H */

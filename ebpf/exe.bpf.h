@@ -60,25 +60,6 @@ BPF_HASH(pc_exec_held, u32, u64, 8192);             /* held tgid -> boot ns of t
  * they differ the syscall gate (exec_map.c) looks up the current task */
 BPF_ARRAY(pc_exec_holds, u64, 2);
 
-/* ---- kernel memory at BTF offsets ---------------------------------------- */
-
-#ifdef PC_HAVE_BTF_OFFSETS
-static __always_inline u64 pc_read_ptr(const void *base, u64 off)
-{
-	u64 v = 0;
-	if (base)
-		bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u32 pc_read_u32(const void *base, u64 off)
-{
-	u32 v = 0;
-	if (base)
-		bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-#endif
 
 /* ---- the automaton ------------------------------------------------------- */
 

@@ -29,22 +29,6 @@
 #define PC_S_IFSOCK 0140000
 
 #ifdef PC_HAVE_BTF_OFFSETS
-static __always_inline u64 pc_stdio_rd64(const void *base, u64 off)
-{
-	u64 v = 0;
-	if (base)
-		bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
-static __always_inline u16 pc_stdio_rd16(const void *base, u64 off)
-{
-	u16 v = 0;
-	if (base)
-		bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
-	return v;
-}
-
 /* 1 when a peer address is loopback or unset (not a remote peer). */
 static __always_inline int pc_stdio_local(u16 family, const u8 *a)
 {
@@ -61,17 +45,17 @@ static __always_inline int pc_stdio_local(u16 family, const u8 *a)
  * connected inet socket: family returned (0: not one), address/port out. */
 static __always_inline u16 pc_stdio_peer(const void *fdarr, u32 fd, u8 *addr16, u16 *dport)
 {
-	const void *file = (const void *)pc_stdio_rd64(fdarr, (u64)fd * 8);
+	const void *file = (const void *)pc_read_ptr(fdarr, (u64)fd * 8);
 	if (!file)
 		return 0;
-	const void *inode = (const void *)pc_stdio_rd64(file, PC_OFF_FILE_INODE);
-	if ((pc_stdio_rd16(inode, PC_OFF_INODE_MODE) & PC_S_IFMT) != PC_S_IFSOCK)
+	const void *inode = (const void *)pc_read_ptr(file, PC_OFF_FILE_INODE);
+	if ((pc_read_u16(inode, PC_OFF_INODE_MODE) & PC_S_IFMT) != PC_S_IFSOCK)
 		return 0;
-	const void *sock = (const void *)pc_stdio_rd64(file, PC_OFF_FILE_PRIVATE_DATA);
-	const void *sk = (const void *)pc_stdio_rd64(sock, PC_OFF_SOCKET_SK);
+	const void *sock = (const void *)pc_read_ptr(file, PC_OFF_FILE_PRIVATE_DATA);
+	const void *sk = (const void *)pc_read_ptr(sock, PC_OFF_SOCKET_SK);
 	if (!sk)
 		return 0;
-	u16 family = pc_stdio_rd16(sk, PC_OFF_SKC_FAMILY);
+	u16 family = pc_read_u16(sk, PC_OFF_SKC_FAMILY);
 	if (family == PC_AF_INET)
 		bpf_probe_read_kernel(addr16, 4, (const char *)sk + PC_OFF_SKC_DADDR);
 	else if (family == PC_AF_INET6)
@@ -80,7 +64,7 @@ static __always_inline u16 pc_stdio_peer(const void *fdarr, u32 fd, u8 *addr16, 
 		return 0;
 	if (pc_stdio_local(family, addr16))
 		return 0;
-	*dport = bpf_ntohs(pc_stdio_rd16(sk, PC_OFF_SKC_DPORT));
+	*dport = bpf_ntohs(pc_read_u16(sk, PC_OFF_SKC_DPORT));
 	return family;
 }
 
@@ -95,9 +79,9 @@ static __always_inline int pc_stdio_check(long ret)
 	if (!agent)
 		return 0;
 	const void *task = (const void *)bpf_get_current_task();
-	const void *files = (const void *)pc_stdio_rd64(task, PC_OFF_TASK_FILES);
-	const void *fdt = (const void *)pc_stdio_rd64(files, PC_OFF_FILES_FDT);
-	const void *fdarr = (const void *)pc_stdio_rd64(fdt, PC_OFF_FDTABLE_FD);
+	const void *files = (const void *)pc_read_ptr(task, PC_OFF_TASK_FILES);
+	const void *fdt = (const void *)pc_read_ptr(files, PC_OFF_FILES_FDT);
+	const void *fdarr = (const void *)pc_read_ptr(fdt, PC_OFF_FDTABLE_FD);
 	if (!fdarr)
 		return 0;
 	u8 addr[16] = {};

@@ -341,10 +341,4 @@ def _bulk_ports(table, entries: list[tuple[int, tuple[int, int]]]) -> None:
         keys[i] = table.Key(port)
         vals[i].tcp_rule = tcp
         vals[i].udp_rule = udp
-    try:
-        table.items_update_batch(keys, vals)
-        return
-    except Exception:   # older kernels: no batch ops on arrays
-        pass
-    for i in range(n):
-        table[keys[i]] = vals[i]
+    _update_batch(table, keys, vals, n)

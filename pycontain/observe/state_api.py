@@ -108,7 +108,7 @@ class StateServer:
         if d.startswith("/run/pycontain"):
             os.chmod(d, 0o700)
         if os.path.exists(self.socket_path):
-            if _alive(self.socket_path):
+            if daemon_answers(self.socket_path):
                 raise EnvironmentProblem(f"another pycontain is already serving {self.socket_path}",
                                          "stop it, or pass --socket with another path")
             os.unlink(self.socket_path)
@@ -136,17 +136,6 @@ def daemon_answers(path: str, timeout: float = 1.0) -> bool:
     """True when something accepts connections at path within timeout."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def _alive(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(path)
         return True

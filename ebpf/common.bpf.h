@@ -227,14 +227,18 @@ static __always_inline void *pc_reserve_for(u64 size, u32 agent, int decision)
  * the consumer a context switch per record. Ordinary records (fork, exit,
  * allowed connects and sends, TCP states, sockets) are queued silently and
  * the consumer drains the ring on a short timer (Probes.poll). It is woken
- * at once for a verdict, a stratum match and an exec (user space may have to
- * kill the new program before it acts: ssh -R must not get to connect), and
- * after every PC_WAKE_EVERY records on a CPU, so a flood never waits.
+ * at once for a verdict, a stratum match and a held task (PC_F_HELD: an exec
+ * or a child stopped until user space decides), and after every
+ * PC_WAKE_EVERY records on a CPU, so a flood never waits. An allowed exec
+ * that is not held does not wake it: every exec whose verdict user space
+ * could still change is held by the kernel before its first instruction
+ * (exec.c), so nothing is gained by waking for the others, and waking per
+ * exec cost agent exec loops 8-12 % (scripts/bench_wakeup.py).
  * Relies on: BPF_RB_NO_WAKEUP / BPF_RB_FORCE_WAKEUP (5.8+) changing only the
  * notification, never whether or in which order a record is delivered. */
 static __always_inline u64 pc_wake_flags(const struct pc_header *h)
 {
-	if (h->verdict != PC_ALLOW || h->type == PC_EV_STRATUM || h->type == PC_EV_EXEC)
+	if (h->verdict != PC_ALLOW || h->type == PC_EV_STRATUM || (h->flags & PC_F_HELD))
 		return BPF_RB_FORCE_WAKEUP;
 	int zero = 0;
 	u32 *n = pc_wake.lookup(&zero);

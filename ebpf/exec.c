@@ -126,6 +126,11 @@ static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key
 		if (e->h.flags & PC_F_ARGS_TRUNCATED)
 			*hold = 1;
 	}
+	/* an argument glob with no literal (the Monero wallet glob): held when
+	 * the argv is long enough to contain a match */
+	u32 min = pc_ctl(PC_CTL_HOLD_ARGS_MIN);
+	if (!hit && min && e->args_len >= min)
+		*hold = 1;
 	return hit;
 }
 
@@ -140,7 +145,7 @@ static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key
  * to user space (as for SIGKILL in pc_deny_verdict_kill). */
 static __always_inline void pc_exec_output(struct pc_config *cfg, struct pc_exec *e, u32 agent)
 {
-	long err = agent ? pc_verdicts.ringbuf_output(e, sizeof(*e), BPF_RB_FORCE_WAKEUP)
+	long err = agent ? pc_verdicts.ringbuf_output(e, sizeof(*e), pc_wake_flags(&e->h))
 			 : pc_events.ringbuf_output(e, sizeof(*e), pc_wake_flags(&e->h));
 	if (!err)
 		return;

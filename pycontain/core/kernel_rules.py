@@ -84,6 +84,9 @@ class KernelTables:
     ssh_allow6: list[tuple[ipaddress.IPv6Network, int]] = field(default_factory=list)
     local_rule: int = 0                    # issue 10: rule id of network.local_services
     local_services: tuple[str, ...] = ()   # as in the policy (core/local_services.py)
+    # held when the argv is at least this many bytes (0: never): an argument
+    # glob with no literal the automaton can look for (the Monero wallet glob)
+    hold_args_min: int = 0
 
 
 # ---- policy -> tables ------------------------------------------------------------
@@ -120,6 +123,20 @@ def exec_kernel_form(glob: str, args: bool = False) -> tuple[str, str] | None:
             and len(glob[:-1].encode()) + 1 <= PATTERN_LEN:
         return ("prefix", "/" + glob[:-1].lower())
     return None
+
+
+def glob_min_len(glob: str) -> int:
+    """The fewest bytes a whole argument matching `glob` has: each literal
+    byte, `?` and `[...]` class counts one, `*` none."""
+    n, i = 0, 0
+    while i < len(glob):
+        if glob[i] == "[":
+            close = glob.find("]", i + 2)
+            i = close if close > 0 else len(glob)
+        if glob[i:i + 1] != "*":
+            n += 1
+        i += 1
+    return n
 
 
 def glob_literal(glob: str, args: bool = False) -> str | None:
@@ -282,8 +299,11 @@ def _compile_holds(t: KernelTables, ex: ExecPolicy, user: list[str], user_args: 
             pats.append((lit, PatternWhere.BASENAME))
     for g in user_args:
         lit = glob_literal(g, args=True)
-        if lit is not None:     # none: judged after the exec (compile_report says so)
+        if lit is not None:
             pats.append((lit, PatternWhere.ARGS))
+        else:                   # no literal: held on the argv's length, never judged after the exec
+            n = max(glob_min_len(g), 1)
+            t.hold_args_min = min(t.hold_args_min or n, n)
     for lit, where in dict.fromkeys(pats):
         if len(t.exec_patterns) >= MAX_PATTERNS:
             hold_all = True
@@ -520,6 +540,8 @@ def exec_holds(tables: KernelTables, filename: str | bytes, argv: Sequence[str |
     if any(tables.exec_names.get(b) == RULE_HOLD for b in names):
         return True
     blob = "\0".join(_text(a) for a in argv).lower()
+    if tables.hold_args_min and len(blob) + 1 >= tables.hold_args_min:
+        return True
     if truncated and any(w == PatternWhere.ARGS for _p, w, _r in tables.exec_patterns):
         return True
     return any(rid == RULE_HOLD and ((w == PatternWhere.BASENAME and any(p in "/" + b for b in names))

@@ -58,6 +58,7 @@ C_CONSTANTS: dict[str, int] = {
     "PC_CTL_ARGS_ROOT": dfa.CTL_ARGS_ROOT,
     "PC_CTL_BASENAME_COUNT": dfa.CTL_BASENAME_COUNT,
     "PC_CTL_ARGS_COUNT": dfa.CTL_ARGS_COUNT,
+    "PC_CTL_HOLD_ARGS_MIN": dfa.CTL_HOLD_ARGS_MIN,
     "PC_NR_DEFAULT": _slot("network.default"),   # ebpf/net.bpf.h: pc_net_rules slots
     "PC_NR_STRATUM": _slot("network.stratum"),
     "PC_NR_RAW": _slot("network.raw_socket"),

@@ -41,6 +41,7 @@ from .exec_dfa import (
     CTL_ARGS_ROOT,
     CTL_BANK,
     CTL_BASENAME_COUNT,
+    CTL_HOLD_ARGS_MIN,
     DFA_CLASSES,
     DFA_STATES,
     compile_patterns,
@@ -347,6 +348,7 @@ class Probes:
         self._check_fits(tables)
         self._write_exec_names(tables.exec_names)
         self._write_patterns(tables.exec_patterns)
+        self._table("pc_exec_dfa_ctl")[ctypes.c_int(CTL_HOLD_ARGS_MIN)] = ctypes.c_uint32(tables.hold_args_min)
         exec_holds.write_trusted_dirs(self._table("pc_exec_trusted_dirs"), tables.trusted_paths)
         if "connect.c" in self._used or "local.c" in self._used:
             local_maps.write_local_tables(self.bpf, tables)   # issue 10: before the guard flag is on

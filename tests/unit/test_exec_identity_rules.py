@@ -70,3 +70,18 @@ def test_replay_judges_recorded_file_identity():
     assert kernel_verdict(t, {"kind": "exec_map", "exe": {"name": "xmrig"}}) == t.exec_names["xmrig"]
     assert kernel_verdict(t, {"kind": "exec", "filename": "/usr/bin/python3", "argv": ["python3"],
                               "exe": {"name": "python3.11"}}) == 0
+
+
+def test_an_argument_glob_without_a_literal_holds_long_argvs():
+    """The Monero wallet glob has no literal for the automaton: an argv long
+    enough to hold a match is held for user space, never judged after the exec."""
+    from pycontain.core.kernel_rules import glob_min_len
+    assert glob_min_len("[48][0-9ab]???*") == 5 and glob_min_len("*x*") == 1 and glob_min_len("a?[bc]") == 3
+    t = compile_policy(builtin_policy("default"))
+    assert t.hold_args_min == 95
+    wallet = b"4" + b"a" * 94
+    assert exec_holds(t, "/tmp/innocent", [b"innocent", b"-u", wallet])
+    assert not exec_holds(t, "/tmp/innocent", [b"innocent", b"-u", b"4abc"])
+    t = compile_policy(load_policy_text("exec:\n  deny_args: ['[0-9]?']\n"))
+    assert t.hold_args_min == 2 and not t.flags & ConfigFlag.EXEC_HOLD_ALL
+    assert compile_policy(load_policy_text("exec:\n  deny_args: ['*stratum*']\n")).hold_args_min == 0

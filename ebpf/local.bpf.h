@@ -4,7 +4,9 @@
  * the maps ebpf/local.c fills.
  *
  * A destination on this node (127.0.0.0/8, ::1, 0.0.0.0 and :: which the
- * kernel sends to loopback, and their ::ffff: forms) is allowed only when
+ * kernel sends to loopback, their ::ffff: forms, and the node's own
+ * addresses in pc_node_addrs: a wildcard listener such as sshd on
+ * 0.0.0.0:22 answers on eth0's address too) is allowed only when
  *   1. it is a listed local service or a node resolver (pc_local_svc:
  *      address + port, written from network.local_services and
  *      /etc/resolv.conf, 127.0.0.53/54:53 always), or
@@ -36,6 +38,12 @@ struct pc_local_svc_key {      /* a listed local service / resolver */
 	u8 addr[16];
 };
 
+struct pc_node_addr_key {      /* one of the node's own addresses (kernel/node_addrs.py) */
+	u8 family;
+	u8 _pad0[3];
+	u8 addr[16];             /* network order, IPv4 in the first 4 */
+};
+
 struct pc_unix_key {           /* a unix socket address as connect() names it */
 	u32 len;                 /* abstract names: their length; paths: 0 */
 	char path[PC_UNIX_PATH_LEN];
@@ -47,6 +55,9 @@ BPF_HASH(pc_local_unix, struct pc_unix_key, u32, 1024);         /* listed unix s
 /* unix addresses agents bound -> agent; LRU: an evicted entry only refuses
  * the agent its own socket (fail closed), it never grants anything */
 BPF_TABLE("lru_hash", struct pc_unix_key, u32, pc_unix_bound, 16384);
+/* the node's own addresses, kept current from netlink by user space; an
+ * address the map lacks for a moment is judged as remote (documented) */
+BPF_HASH(pc_node_addrs, struct pc_node_addr_key, u32, 1024);
 BPF_ARRAY(pc_local_rule, u32, 1);                               /* rule id of network.local_services */
 
 #define PC_ANY_AGENT 0xffffffffu
@@ -79,6 +90,14 @@ static __always_inline u32 pc_local_owner(struct bpf_sock *sk, u32 proto)
 	return a ? *a : 0;
 }
 
+static __always_inline int pc_node_addr(u8 family, const u8 *addr16)
+{
+	struct pc_node_addr_key k = {};
+	k.family = family;
+	__builtin_memcpy(k.addr, addr16, 16);
+	return pc_node_addrs.lookup(&k) != 0;
+}
+
 static __always_inline int pc_local_listed(const u8 *addr16, u16 dport)
 {
 	struct pc_local_svc_key s = {};
@@ -97,12 +116,12 @@ static __always_inline u32 pc_local_rule4(struct bpf_sock_addr *ctx, struct pc_c
 	if (!(cfg->flags & PC_CFG_LOCAL_GUARD))
 		return 0;
 	u8 first = (u8)(daddr & 0xff);
-	if (first != 127 && daddr != 0)
-		return 0;
 	if (daddr == 0)
 		daddr = bpf_htonl(0x7f000001);   /* connect(0.0.0.0) goes to 127.0.0.1 */
 	u8 a16[16] = {};
 	__builtin_memcpy(a16, &daddr, 4);
+	if (first != 127 && !pc_node_addr(PC_AF_INET, a16))
+		return 0;
 	if (pc_local_listed(a16, dport))
 		return 0;
 	struct bpf_sock_tuple t = {};
@@ -131,15 +150,23 @@ static __always_inline u32 pc_local_rule6(struct bpf_sock_addr *ctx, struct pc_c
 	__builtin_memcpy(&w1, &k->addr[4], 4);
 	__builtin_memcpy(&w2, &k->addr[8], 4);
 	__builtin_memcpy(&w3, &k->addr[12], 4);
-	if (w0 || w1 || w2 || (w3 != 0 && w3 != bpf_htonl(1)))
-		return 0;                        /* neither ::1 nor :: */
 	u8 a16[16] = {};
 	u32 one = bpf_htonl(1);
-	__builtin_memcpy(&a16[12], &one, 4);   /* connect(::) goes to ::1 */
+	struct bpf_sock_tuple t = {};
+	if (w0 || w1 || w2 || (w3 != 0 && w3 != one)) {
+		if (!pc_node_addr(PC_AF_INET6, k->addr))
+			return 0;                /* neither ::1, :: nor the node's */
+		__builtin_memcpy(a16, k->addr, 16);
+		t.ipv6.daddr[0] = w0;
+		t.ipv6.daddr[1] = w1;
+		t.ipv6.daddr[2] = w2;
+		t.ipv6.daddr[3] = w3;
+	} else {
+		__builtin_memcpy(&a16[12], &one, 4);   /* connect(::) goes to ::1 */
+		t.ipv6.daddr[3] = one;
+	}
 	if (pc_local_listed(a16, dport))
 		return 0;
-	struct bpf_sock_tuple t = {};
-	t.ipv6.daddr[3] = one;
 	t.ipv6.dport = bpf_htons(dport);
 	struct bpf_sock *sk;
 	if (proto == IPPROTO_TCP || proto == 262)

@@ -35,7 +35,7 @@ from ..core.events import (
     Mode,
 )
 from ..core.kernel_rules import KernelTables
-from . import cgroup_attach, exec_holds, local_maps, net_maps, pins, quiet_maps
+from . import cgroup_attach, exec_holds, local_maps, net_maps, node_addrs, pins, quiet_maps
 from .exec_dfa import (
     CTL_ARGS_COUNT,
     CTL_ARGS_ROOT,
@@ -210,6 +210,7 @@ class Probes:
         self.pins: pins.PinDir | None = None
         self._links: list[int] = []    # fds of our pinned tracepoint links
         self._ring_epoll_fd: int | None = None
+        self._node_watch: node_addrs.NodeAddrWatch | None = None   # issue 10: the node's own addresses
 
     # ---- load ------------------------------------------------------------
 
@@ -352,9 +353,18 @@ class Probes:
         exec_holds.write_trusted_dirs(self._table("pc_exec_trusted_dirs"), tables.trusted_paths)
         if "connect.c" in self._used or "local.c" in self._used:
             local_maps.write_local_tables(self.bpf, tables)   # issue 10: before the guard flag is on
+            self._watch_node_addrs()
         self._write_config(mode=tables.mode, flags=int(tables.flags))
         if self._has_net_hooks():
             net_maps.write_net_tables(self.bpf, tables)
+
+    def _watch_node_addrs(self) -> None:
+        """The node's own addresses count as local (kernel/node_addrs.py),
+        written before the guard flag is first turned on."""
+        if self._node_watch is None:
+            table = self._table("pc_node_addrs")
+            self._node_watch = node_addrs.NodeAddrWatch(
+                lambda: node_addrs.write_node_addrs(table, node_addrs.node_addresses()))
 
     def _check_fits(self, tables: KernelTables) -> None:
         """The policy check counts the policy's own entries (core/capacity.py);
@@ -726,6 +736,8 @@ class Probes:
         if self._closed:
             return
         self._closed = True
+        if self._node_watch is not None:
+            self._node_watch.close()
         for path in list(self._tracked):
             _id, _level, fd, handles = self._tracked.pop(path)
             if isinstance(handles, cgroup_attach.CgroupLinks):

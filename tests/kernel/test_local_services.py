@@ -87,6 +87,72 @@ def test_loopback_service_reachable_bare_refused_under_run(tcp_service):
     assert "network.local_services" in r.stderr
 
 
+NODE_ADDED = "198.51.100.250"     # put on lo while the agent runs: an address the node gains later
+
+# waits for the test to add NODE_ADDED, then connects to each address given
+CLIENT_MANY = ("import os,socket,sys,time\n"
+               "port=int(sys.argv[1])\n"
+               "while not os.path.exists(sys.argv[2]): time.sleep(0.05)\n"
+               "for a in sys.argv[3:]:\n"
+               " s=socket.socket(socket.AF_INET6 if ':' in a else socket.AF_INET)\n"
+               " try: s.connect((a,port)); s.sendall(b'hello'); print(a,'reached')\n"
+               " except OSError as e: print(a,'refused',e.errno)\n")
+
+
+def _own_addresses() -> list[str]:
+    """The node's non-loopback addresses this test may connect to (not link-local)."""
+    import ipaddress
+
+    from pycontain.kernel.node_addrs import node_addresses
+    out = []
+    for fam, packed in node_addresses():
+        a = ipaddress.ip_address(packed[:4] if fam == socket.AF_INET else packed)
+        if not (a.is_loopback or a.is_link_local):
+            out.append(str(a))
+    return sorted(out)
+
+
+def test_the_nodes_own_addresses_are_local_too(privileged):
+    """A wildcard listener (sshd on 0.0.0.0:22) answers on eth0's address as on
+    loopback; an address the node gains while the agent runs counts too."""
+    svc = Listener(socket.AF_INET6, ("::", 0))     # dual-stack wildcard, as sshd listens
+    port = svc.addr[1]
+    own = _own_addresses()
+    assert own, "the node has no non-loopback address"
+    from pathlib import Path
+    d = Path(tempfile.mkdtemp(prefix="pc-go-", dir="/tmp"))
+    os.chmod(d, 0o755)                          # the agent's dynamic uid polls for the go file
+    go = d / "go"
+    go.touch()
+    bare = subprocess.run([PY, "-c", CLIENT_MANY, str(port), str(go), *own], capture_output=True, text=True,
+                          timeout=30)
+    assert bare.stdout.count("reached") == len(own), bare.stdout
+    assert len(svc.got) == len(own)
+    svc.got.clear()
+    go.unlink()
+    agent = subprocess.Popen(PYCONTAIN + ["run", "--no-daemon", "--", PY, "-c", CLIENT_MANY, str(port), str(go),
+                                          *own, NODE_ADDED], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd="/tmp")
+    added = False
+    try:
+        import time
+        time.sleep(5)                           # the agent is running and polling for the go file
+        subprocess.run(["ip", "addr", "add", f"{NODE_ADDED}/32", "dev", "lo"], check=True)
+        added = True
+        time.sleep(0.3)
+        go.touch()
+        out, err = agent.communicate(timeout=120)
+    finally:
+        if added:
+            subprocess.run(["ip", "addr", "del", f"{NODE_ADDED}/32", "dev", "lo"], check=False)
+        agent.kill()
+        svc.close()
+        shutil.rmtree(d, ignore_errors=True)
+    for a in [*own, NODE_ADDED]:
+        assert f"{a} refused 1" in out, (a, out, err)
+    assert svc.got == []                                            # checked from outside
+
+
 def test_the_agents_own_loopback_server_stays_reachable(privileged):
     own = ("import socket,threading\n"
            "l=socket.socket(socket.AF_INET6); l.bind(('::',0)); l.listen(); p=l.getsockname()[1]\n"

@@ -12,8 +12,8 @@
  * first syscall there. A record names the cgroup for user space, which
  * names the agent, applies budgets and adopts it.
  *
- * For life: cgroup:cgroup_attach_task sees every task that moves in the v2
- * hierarchy. A task that enters an agent cgroup becomes that agent's
+ * For life: cgroup:cgroup_attach_task sees every task that moves, in the v2
+ * hierarchy and in the v1 ones (where an agent task may not move anything). A task that enters an agent cgroup becomes that agent's
  * (pc_agent_tasks, shared with exec.c's fork/exit hooks); an agent task
  * that moves anywhere outside its agent's cgroup subtree is an escape: the
  * mover is killed when it is the agent itself (bpf_send_signal acts on the
@@ -182,8 +182,6 @@ static __always_inline void pc_emit_boundary(struct pc_config *cfg, u32 agent, u
  * task (the mover) only. */
 TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
 {
-	if (args->dst_root != PC_ROOT_V2)
-		return 0;   /* v1 hierarchies: budgets only, never the agent's identity */
 	struct pc_config *cfg = pc_cfg();
 	if (!cfg)
 		return 0;
@@ -193,11 +191,26 @@ TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
 		return 0;
 	u32 moved = (u32)args->pid;
 	u32 me = bpf_get_current_pid_tgid() >> 32;
-	u32 *ma = pc_agent_tasks.lookup(&moved);
-	u32 moved_agent = ma ? *ma : 0;
 	u32 *mv = pc_agent_tasks.lookup(&me);
 	u32 mover_agent = mv ? *mv : 0;
 	u32 len = pc_read_path(p, args, args->data_loc_dst_path);
+	if (args->dst_root != PC_ROOT_V2) {
+		/* v1 hierarchies hold budgets, not identity: pycontain places an
+		 * agent there before it is one (actuate/launch.py joins v2 last),
+		 * runtimes move tasks from outside. An agent task that moves any
+		 * task there leaves (or moves another out of) its budget: an
+		 * escape, whatever the destination. */
+		if (mover_agent) {
+			u16 flags = 0;
+			pc_deny_verdict_kill(cfg, &flags);
+			if (moved != me)
+				flags |= PC_F_OTHER_MOVER;
+			pc_emit_boundary(cfg, mover_agent, moved, 0, args->dst_id, p, len, flags);
+		}
+		return 0;
+	}
+	u32 *ma = pc_agent_tasks.lookup(&moved);
+	u32 moved_agent = ma ? *ma : 0;
 	u32 dst_agent = pc_agent_of_path(p, 1);
 	if (!dst_agent) {
 		u64 dst = args->dst_id;

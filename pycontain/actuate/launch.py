@@ -1,9 +1,10 @@
 """Start the agent inside its cgroups with no unwatched instant.
 
-The fork child writes its own pid into every cgroup.procs of the agent (v2
-first: the BPF filter keys on the v2 cgroup, so from that write on every exec,
-connect and socket of the child is seen) and only then drops privileges and
-execs. The first instruction of the agent's program therefore already runs
+The fork child writes its own pid into every cgroup.procs of the agent (v1
+ones first, v2 last: the BPF filter keys on the v2 cgroup, so from that write
+on every exec, connect and socket of the child is seen, and an agent task
+moving in a v1 hierarchy would be a boundary escape) and only then drops
+privileges and execs. The first instruction of the agent's program therefore already runs
 inside the agent cgroups, under its budgets and its kernel rules.
 
 Privileges are dropped in the same hook (not with Popen's user=/group=, which

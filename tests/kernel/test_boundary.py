@@ -202,3 +202,43 @@ def test_clone_into_another_cgroup_is_killed(parent_cgroup, tmp_path):
     esc = [x for x in recs if x["kind"] == "boundary"]
     assert esc and esc[0]["dst_cgroup"].endswith("elsewhere"), (recs, r.stderr)
     assert any(x["kind"] == "violation" and x.get("rule") == "boundary.escape" for x in recs)
+
+
+def _v1_root(controller: str) -> Path | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, right = line.split(" - ", 1)
+        fields = right.split()
+        if fields[0] == "cgroup" and controller in fields[-1].split(","):
+            return Path(left.split()[4])
+    return None
+
+
+def test_leaving_a_v1_budget_cgroup_as_root_is_killed(privileged, tmp_path):
+    """On hybrid hosts the budgets live in v1 hierarchies: an agent that moves
+    itself out of its memory/pids cgroup escapes them while its v2 identity
+    stays. An agent task may not move anything in a v1 hierarchy."""
+    root = _v1_root("pids")
+    if root is None:
+        pytest.skip("no cgroup v1 pids hierarchy (pure cgroup v2 host)")
+    outside = root / f"pc-v1-{uuid.uuid4().hex[:8]}"
+    outside.mkdir()
+    try:
+        escape = f"echo $$ > {outside}/cgroup.procs && touch {{sentinel}}"
+        bare = tmp_path / "bare-moved"
+        subprocess.run(["sh", "-c", escape.format(sentinel=bare)], timeout=30)
+        assert bare.exists()                    # bare: the move works and the next command runs
+
+        under = tmp_path / "contained-moved"
+        audit = tmp_path / "audit.jsonl"
+        r = subprocess.run(PYCONTAIN + ["run", "--name", "v1-escaper", "--user", "root", "--audit-log", str(audit),
+                                        "--", "sh", "-c", escape.format(sentinel=under) + "; echo survived"],
+                           capture_output=True, text=True, timeout=120)
+        assert not under.exists(), "the agent ran on after leaving its v1 cgroup"
+        assert "survived" not in r.stdout
+        assert (outside / "cgroup.procs").read_text().strip() == ""     # nothing of it lives on there
+        recs = [json.loads(x) for x in audit.read_text().splitlines() if x.strip()]
+        esc = [x for x in recs if x["kind"] == "boundary"]
+        assert esc and esc[0]["dst_cgroup"].endswith(outside.name), esc
+        assert any(x["kind"] == "violation" and x.get("rule") == "boundary.escape" for x in recs)
+    finally:
+        _remove_tree(outside)

@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -28,24 +29,29 @@ PY = sys.executable
 MINER = "import sys,time; time.sleep(0.5); open(sys.argv[1],'w').write('ran')"
 
 # n children exec /bin/true at once (nobody drains: they fill the rings), then
-# the agent execs the miner. "--coin" is spelled apart here so that the
-# agent's own exec (this source in its argv) is not held for user space
-# before it floods: the kernel holds execs whose argv names an argument rule
+# the agent execs the miner. The agent's own exec must not be held for user
+# space before it floods: its argv stays short (the kernel holds an argv that
+# names an argument rule, or one long enough for the wallet glob), so the
+# miner's code and sentinel come through the environment
 AGENT = r"""
 import os, sys, time
 for _ in range(int(sys.argv[1])):
     if os.fork() == 0:
         os.execv("/bin/true", ["/bin/true"])
 time.sleep(0.3)
-os.execv(sys.executable, [sys.executable, "-c", sys.argv[2], sys.argv[3], "--" + "coin"])
+os.execv(sys.executable, [sys.executable, "-c", os.environ["MINER"], os.environ["SENTINEL"], "--coin"])
 """
 
 
 def _agent(sentinel: str, cgroup_procs: str | None, n: int = 16) -> subprocess.Popen:
-    argv = [PY, "-c", AGENT, str(n), MINER, sentinel]
+    d = tempfile.mkdtemp(prefix="pcl", dir="/tmp")
+    script = os.path.join(d, "a.py")
+    with open(script, "w") as fh:
+        fh.write(AGENT)
+    argv = [PY, script, str(n)]
     if cgroup_procs:
         argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', cgroup_procs, *argv]
-    return subprocess.Popen(argv)
+    return subprocess.Popen(argv, env={**os.environ, "MINER": MINER, "SENTINEL": sentinel})
 
 
 @pytest.fixture
@@ -86,7 +92,7 @@ def test_flood_then_denied_exec_is_held_judged_and_killed(small_ring_controller,
 
     sentinel = str(tmp_path / "contained")
     lost0 = ctl.probes.lost_kernel()
-    p = _agent(sentinel, cg.procs_files()[0])
+    p = _agent(sentinel, cg.procs_files()[-1])
     time.sleep(2.0)          # nobody drains: the flood fills both rings
     assert ctl.probes.lost_kernel() > lost0, "the flood did not overflow the rings"
     assert not os.path.exists(sentinel), "the held exec ran before the controller looked"
@@ -120,7 +126,7 @@ def test_routine_flood_cannot_crowd_out_exec_records(privileged, tmp_path):
         got: list = []
         probes.on_event = got.append
         # 300 forks and exits without draining: 4 KiB holds ~30 of them
-        p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0" && exec "$@"', cg.procs_files()[0], PY, "-c",
+        p = subprocess.Popen(["sh", "-c", 'echo $$ > "$0" && exec "$@"', cg.procs_files()[-1], PY, "-c",
                               "import os\nfor _ in range(300):\n pid=os.fork()\n if pid==0: os._exit(0)\n"
                               " os.waitpid(pid,0)\nos.execv('/bin/true',['/bin/true'])"])
         p.wait(timeout=30)

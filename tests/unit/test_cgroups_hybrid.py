@@ -32,7 +32,7 @@ def test_create_nests_in_every_hierarchy(hybrid):
     assert cg.v1_paths["memory"] == str(hybrid.v1["memory"] / "process_api/abc" / leaf)   # never leaves its memcg
     assert cg.v1_paths["cpu"] == cg.v1_paths["cpuacct"] == str(hybrid.v1["cpu"] / leaf)
     files = cg.procs_files()
-    assert files[0] == cg.v2_path + "/cgroup.procs"          # v2 first: the BPF filter keys on it
+    assert files[-1] == cg.v2_path + "/cgroup.procs"         # v2 last: it makes the task an agent's
     assert len(files) == len(set(files)) == 5                 # v2 + cpu,cpuacct + memory + pids + freezer
     assert all(os.path.exists(f) for f in files)
 

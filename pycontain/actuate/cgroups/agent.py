@@ -132,8 +132,11 @@ class AgentCgroup:
         return out
 
     def procs_files(self) -> list[str]:
-        """v2 first (the BPF filter keys on the v2 cgroup), then each v1 dir."""
-        return [os.path.join(d, "cgroup.procs") for d in [self.v2_path, *self._v1_dirs()]]
+        """Each v1 dir, then v2 last: the v2 write makes the task an agent's
+        (the BPF filter keys on it), and an agent task that moves in a v1
+        hierarchy is a boundary escape (ebpf/boundary.c). The child joins
+        them before it execs anything, so nothing runs unseen in between."""
+        return [os.path.join(d, "cgroup.procs") for d in [*self._v1_dirs(), self.v2_path]]
 
     def pids(self) -> list[int]:
         out = fs.subtree_procs(self.v2_path)

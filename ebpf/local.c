@@ -148,6 +148,25 @@ static __always_inline int pc_unix_read(struct pc_unix_key *k, const void *sun, 
 	return 0;
 }
 
+/* The refusal, for the audit log (the connect itself already failed). */
+static __always_inline void pc_unix_report(struct pc_config *cfg, u32 agent, const struct pc_unix_key *k)
+{
+	struct pc_unix *e = PC_RESERVE_FOR(struct pc_unix, agent, 1);
+	if (!e)
+		return;   /* counted lost for the agent */
+	pc_fill_header(&e->h, PC_EV_UNIX, agent);
+	e->h.verdict = pc_deny_verdict(cfg);
+	e->h.rule_id = pc_local_rule_id();
+	e->len = k ? k->len : 0;
+	e->_pad0 = 0;
+	e->_pad1 = 0;
+	if (k)
+		__builtin_memcpy(e->path, k->path, sizeof(e->path));
+	else
+		__builtin_memset(e->path, 0, sizeof(e->path));
+	pc_submit(e, &e->h);
+}
+
 static __always_inline int pc_unix_decide(struct bpf_sock_addr *ctx)
 {
 	struct pc_config *cfg = pc_cfg();
@@ -162,13 +181,16 @@ static __always_inline int pc_unix_decide(struct bpf_sock_addr *ctx)
 	bpf_probe_read_kernel(&ulen, sizeof(ulen), (const char *)ctx + PC_OFF_SAK_UADDRLEN);
 	int zero = 0;
 	struct pc_unix_key *k = pc_unix_scratch.lookup(&zero);
-	if (!k || !uaddr || pc_unix_read(k, (const void *)uaddr, ulen) < 0)
+	if (!k || !uaddr || pc_unix_read(k, (const void *)uaddr, ulen) < 0) {
+		pc_unix_report(cfg, agent, 0);
 		return pc_deny_verdict(cfg) != PC_DENY;   /* cannot tell where it goes: fail closed */
+	}
 	if (pc_local_unix.lookup(k))
 		return 1;
 	u32 *owner = pc_unix_bound.lookup(k);
 	if (owner && *owner == agent)
 		return 1;
+	pc_unix_report(cfg, agent, k);
 	return pc_deny_verdict(cfg) != PC_DENY;
 }
 

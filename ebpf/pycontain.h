@@ -49,6 +49,7 @@ enum pc_event_type {
 	PC_EV_STRATUM = 8,   /* mining JSON-RPC seen in egress payload */
 	PC_EV_CGROUP_BIRTH = 9,  /* a new cgroup matched a selector: marked an agent in the kernel */
 	PC_EV_BOUNDARY = 10,     /* an agent task moved out of its agent's cgroup */
+	PC_EV_UNIX = 11,         /* a unix connect/sendmsg refused: not the agent's own socket, not listed */
 	PC_EV_PACKET = 15,   /* issue 12: a packet denied by cgroup_skb egress (struct pc_net) */
 	PC_EV_EXEC_MAP = 12, /* issue 11: a file mapped executable (mmap PROT_EXEC) judged like an exec */
 	PC_EV_STDIO_SOCKET = 16, /* issue 12: exec with stdin/out/err a socket to a remote peer (struct pc_net) */
@@ -202,6 +203,16 @@ struct pc_boundary {
 	u16 path_len;
 	u16 _pad0[3];
 	char path[PC_CGPATH_LEN];  /* destination, relative to the cgroup2 root */
+};
+
+/* issue 10: a unix connect/sendmsg the local-services guard refused */
+#define PC_UNIX_NAME_LEN 108
+struct pc_unix {
+	struct pc_header h;    /* rule_id: network.local_services */
+	u32 len;               /* abstract names: their length (path[0] == 0); paths: 0 */
+	u32 _pad0;
+	char path[PC_UNIX_NAME_LEN];   /* as connect() named it; empty: could not be read */
+	u32 _pad1;
 };
 
 /* key of pc_cg_paths: a cgroup v2 path, NUL padded */

@@ -36,6 +36,7 @@ from .events import (
     NetEvent,
     SocketEvent,
     StdioSocketEvent,
+    UnixEvent,
     StratumEvent,
     Verdict,
 )
@@ -445,11 +446,18 @@ class Engine:
                                       f"exec {safe_text(ev.h.comm, 16)} with stdin/stdout/stderr a socket "
                                       f"connected to {ev.daddr}:{ev.dport}: reverse shell{killed}")
 
+    def _on_unix(self, ev: UnixEvent, agent: str, now: float) -> list[Decision]:
+        """issue 10: a unix socket outside the agent, refused by the kernel."""
+        where = safe_text(ev.shown, 128) if ev.name or ev.abstract else "an unreadable address"
+        return self._kernel_violation(ev, agent, now, "network",
+                                      f"unix connect to {where} denied in the kernel (EPERM)",
+                                      f"unix connect to {where}")
+
     _HANDLERS: ClassVar[dict[type[Event], _Handler]] = {
         ExecMapEvent: _on_exec_map,
         ForkEvent: _on_fork, ExitEvent: _on_exit, ExecEvent: _on_exec, StratumEvent: _on_stratum,
         NetEvent: _on_net, SocketEvent: _on_socket, BoundaryEvent: _on_boundary,
-        StdioSocketEvent: _on_stdio_socket,
+        StdioSocketEvent: _on_stdio_socket, UnixEvent: _on_unix,
     }
 
     # ---- samples and breaches ---------------------------------------------------

@@ -25,6 +25,8 @@ from typing import Any, Generic, TypeAlias, TypeVar
 from .events import (
     ARGS_LEN,
     CGPATH_LEN,
+    UNIX_NAME_LEN,
+    UnixEvent,
     FILENAME_LEN,
     FLAG_LOOPBACK,
     FLAG_OTHER_MOVER,
@@ -35,6 +37,7 @@ from .events import (
     PAYLOAD_LEN,
     BoundaryEvent,
     CBoundary,
+    CUnix,
     CCgroupBirth,
     CExec,
     CExecMap,
@@ -289,6 +292,23 @@ def _describe_boundary(rec: Record, who: str) -> str:
     return f"boundary escape: pid {rec.get('moved_pid')} moved to {rec.get('dst_cgroup')} {who}"
 
 
+def _decode_unix(data: bytes) -> UnixEvent:
+    c = from_record(CUnix, data)
+    off = CUnix.path.offset
+    raw = data[off: off + UNIX_NAME_LEN]
+    if c.len:                                   # abstract: exactly len bytes after the leading NUL
+        return UnixEvent(h=header_at(data), name=raw[1: min(c.len, UNIX_NAME_LEN)], abstract=True)
+    return UnixEvent(h=header_at(data), name=raw.split(b"\0", 1)[0], abstract=False)
+
+
+def _record_unix(ev: UnixEvent, rec: Record) -> None:
+    rec["unix"] = safe_text(ev.shown, 256) if ev.name or ev.abstract else "?"
+
+
+def _describe_unix(rec: Record, who: str) -> str:
+    return f"unix connect to {rec.get('unix')} {who}"
+
+
 # ---- the registry --------------------------------------------------------------
 
 # the registry holds specs of different event dataclasses: each entry is
@@ -311,6 +331,7 @@ EVENT_TYPES: dict[EventType, AnySpec] = {s.type: s for s in (
               _record_birth, _describe_birth),
     EventSpec(EventType.BOUNDARY, "pc_boundary", CBoundary, BoundaryEvent, _decode_boundary, _record_boundary,
               _describe_boundary),
+    EventSpec(EventType.UNIX, "pc_unix", CUnix, UnixEvent, _decode_unix, _record_unix, _describe_unix),
     EventSpec(EventType.EXEC_MAP, "pc_exec_map", CExecMap, ExecMapEvent, _decode_exec_map, _record_exec_map,
               _describe_exec_map, "exec"),
 )}

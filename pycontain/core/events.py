@@ -28,6 +28,7 @@ PATTERN_LEN = 32
 MAX_PATTERNS = 64
 MAX_LEVELS = 32
 CGPATH_LEN = 256          # issue 10: cgroup v2 path kept in birth / boundary records
+UNIX_NAME_LEN = 108       # issue 10: sun_path of a refused unix connect
 BIRTH_AGENT_BASE = 0x80000000  # kernel-born agent ids: base | (cgroup id & 0x7fffffff)
 EXE_NAME_LEN = 256
 # rule ids of issue 11's kernel checks (PC_RULE_* of ebpf/pycontain.h)
@@ -47,6 +48,7 @@ class EventType(enum.IntEnum):
     STRATUM = 8
     CGROUP_BIRTH = 9    # issue 10
     BOUNDARY = 10       # issue 10
+    UNIX = 11           # issue 10: a unix connect/sendmsg the local-services guard refused
     PACKET = 15      # issue 12: a packet denied by cgroup_skb egress (pc_net layout)
     EXEC_MAP = 12      # issue 11
     STDIO_SOCKET = 16  # issue 12: exec whose stdio is a socket to a remote peer (pc_net layout)
@@ -202,6 +204,11 @@ class CBoundary(C.Structure):
     _fields_ = [("h", CHeader), ("dst_cgroup_id", C.c_uint64), ("moved_pid", C.c_uint32),
                 ("dst_agent", C.c_uint32), ("path_len", C.c_uint16), ("_pad0", C.c_uint16 * 3),
                 ("path", C.c_char * CGPATH_LEN)]
+
+
+class CUnix(C.Structure):
+    _fields_ = [("h", CHeader), ("len", C.c_uint32), ("_pad0", C.c_uint32), ("path", C.c_char * UNIX_NAME_LEN),
+                ("_pad1", C.c_uint32)]
 
 
 class CCgPath(C.Structure):
@@ -392,6 +399,19 @@ class BoundaryEvent(Event):
     moved_pid: int
     dst_agent: int
     path: bytes
+
+
+@dataclass(frozen=True)
+class UnixEvent(Event):
+    """A unix connect/sendmsg the kernel refused (issue 10): the socket is
+    neither the agent's own nor listed in network.local_services."""
+
+    name: bytes          # a path, or an abstract name (shown with a leading "@")
+    abstract: bool
+
+    @property
+    def shown(self) -> bytes:
+        return (b"@" + self.name) if self.abstract else self.name
 
 
 @dataclass(frozen=True)

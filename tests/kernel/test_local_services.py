@@ -6,6 +6,7 @@ nothing, the sentinel the outside service would write is never written."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -206,9 +207,16 @@ def test_unix_socket_outside_reachable_bare_refused_under_run(unix_service, tmp_
     bare = subprocess.run([PY, "-c", CLIENT, "u", path], capture_output=True, text=True, timeout=30)
     assert "reached" in bare.stdout and unix_service.got == [b"hello"]
     unix_service.got.clear()
-    r = run(["--", PY, "-c", CLIENT, "u", path])
+    audit = tmp_path / "audit.jsonl"
+    r = run(["--audit-log", str(audit), "--", PY, "-c", CLIENT, "u", path])
     assert "refused 1" in r.stdout, (r.stdout, r.stderr)
     assert unix_service.got == []
+    # the refusal is in the audit log, as the inet ones are
+    recs = [json.loads(x) for x in audit.read_text().splitlines() if x.strip()]
+    assert any(x["kind"] == "unix" and x.get("unix") == path and x.get("verdict") == "deny" for x in recs), \
+        ([(x["kind"], x.get("unix"), x.get("verdict")) for x in recs], r.stderr[-3000:])
+    assert any(x["kind"] == "violation" and x.get("rule") == "network.local_services" and path in x.get("reason", "")
+               for x in recs)
     pol = tmp_path / "p.yaml"
     pol.write_text(f"name: t\nnetwork:\n  local_services: ['{path}']\n")
     r = run(["--policy", str(pol), "--", PY, "-c", CLIENT, "u", path])

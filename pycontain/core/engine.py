@@ -36,8 +36,8 @@ from .events import (
     NetEvent,
     SocketEvent,
     StdioSocketEvent,
-    UnixEvent,
     StratumEvent,
+    UnixEvent,
     Verdict,
 )
 from .kernel_rules import compile_policy, kernel_exec_places

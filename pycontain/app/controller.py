@@ -92,6 +92,7 @@ class Controller:
         self.resolver: Resolver | None = None
         self.handler_errors = 0           # decisions collected in the callback that failed later
         self._pending: list[Decision] = []
+        self._counts: dict[tuple[str, str], int] = {}   # (agent, kind) -> events of this poll
         self._held: list[tuple[int, int]] = []   # (pid, boot ns of the exec) held at exec (issue 11)
         self.hold_ns: deque[int] = deque(maxlen=10_000)   # exec -> release, for scripts/bench_exec_hold.py
         self._gpu_use_log = GpuUseLog()
@@ -280,7 +281,8 @@ class Controller:
     def on_event(self, ev: Event) -> None:
         """The ring-buffer callback: record, count, and collect the engine's
         decisions; they are carried out after the poll (apply_pending)."""
-        if ev.kind == "cgroup_birth" and self.on_birth is not None:
+        kind = ev.kind
+        if kind == "cgroup_birth" and self.on_birth is not None:
             self.on_birth(ev)     # the daemon adopts it after the poll
         name = self.names.get(ev.h.agent_id, "host")
         if isinstance(ev, ExecEvent) and ev.h.flags & FLAG_HELD and not self.observe_only:
@@ -290,23 +292,36 @@ class Controller:
         rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
         # routine lines are flushed after the poll (drain); a denied one now
         self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
-        with self.state.lock:
-            self.state.events_total[(name, ev.kind)] += 1
-            if ev.h.flags & FLAG_KILLED:      # the kernel killed it (exec deny): an action like any other
-                self.state.actions_total[(name, "kill")] += 1
-            agent = self.state.agents.get(name)
-            if agent is not None and ev.kind in ("connect", "send"):
-                agent.connections.append({k: rec.get(k) for k in
-                                          ("ts", "protocol", "daddr", "dport", "verdict", "pid", "comm")})
+        key = (name, kind)
+        self._counts[key] = self._counts.get(key, 0) + 1     # into state.events_total after the poll
+        if ev.h.flags & FLAG_KILLED or kind in ("connect", "send"):
+            self._count_event(name, kind, ev.h.flags, rec)
         if self.observe_only or (self.trace_all and name == "host"):
             self.report(rec)
             return
-        if ev.h.verdict != Verdict.ALLOW or ev.kind == "stratum":
+        if ev.h.verdict != Verdict.ALLOW or kind == "stratum":
             self.report(rec)
         assert self.engine is not None      # not observe-only: start() built it
         self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
         if isinstance(ev, NetEvent) and self.routine is not None and self.engine.routine_net(ev):
             self.routine.note(ev)
+
+    def _count_event(self, name: str, kind: str, flags: int, rec: dict) -> None:
+        with self.state.lock:
+            if flags & FLAG_KILLED:      # the kernel killed it (exec deny): an action like any other
+                self.state.actions_total[(name, "kill")] += 1
+            agent = self.state.agents.get(name)
+            if agent is not None and kind in ("connect", "send"):
+                agent.connections.append({k: rec.get(k) for k in
+                                          ("ts", "protocol", "daddr", "dport", "verdict", "pid", "comm")})
+
+    def _fold_counts(self) -> None:
+        """The poll's event counts into state.events_total: one lock per poll,
+        not one per record (scripts/bench_records.py)."""
+        counts, self._counts = self._counts, {}
+        if counts:
+            with self.state.lock:
+                self.state.events_total.update(counts)
 
     def _held_exec(self, ev: ExecEvent) -> ExecEvent:
         """An exec the kernel holds for this verdict (issue 11): judged on the
@@ -425,6 +440,7 @@ class Controller:
         assert self.probes is not None
         self.probes.poll(timeout_ms)
         self.audit.flush()
+        self._fold_counts()
         self.apply_pending()
         self.loss.check()
 

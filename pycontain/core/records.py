@@ -10,7 +10,7 @@ as ``\\xNN``.
 from __future__ import annotations
 
 from .decisions import Decision
-from .event_types import Record, spec_of
+from .event_types import BY_CLASS, Record, spec_of
 from .events import FLAG_KILLED, Event, Verdict
 from .text import safe_text
 
@@ -30,7 +30,7 @@ def event_record(ev: Event, agent: str, ts: float, rules: dict[int, str] | None 
         rec["rule"] = (rules or {}).get(h.rule_id, f"kernel#{h.rule_id}")
     if h.flags & FLAG_KILLED:
         rec["killed"] = True
-    spec = spec_of(ev)
+    spec = BY_CLASS.get(type(ev)) or spec_of(ev)
     if spec is not None:
         spec.record(ev, rec)   # the type's own fields (core.event_types)
     return rec

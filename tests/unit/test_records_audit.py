@@ -64,3 +64,14 @@ def test_audit_log_is_jsonl_ascii_and_private(tmp_path):
     lines = [json.loads(x) for x in raw.decode().splitlines()]
     assert lines[0]["argv"] == ["\x1b[2J", "é"] and lines[1]["rule"] == "r"
     assert (p.stat().st_mode & 0o777) == 0o600
+
+
+def test_line_encoder_writes_what_the_json_encoder_writes():
+    """The audit line encoder (one C encoder built once) must give the bytes
+    JSONEncoder.encode gives, for every kind of value a record holds."""
+    from pycontain.observe import audit
+    rec = {"ts": 1722.123456, "agent": "trainer", "pid": 7, "neg": -3, "big": 2**63 + 1, "none": None,
+           "yes": True, "no": False, "text": "caf\u00e9 \u202e\x1b[31m\\", "argv": ["a", "b c"],
+           "exe": {"name": "x", "mode": 0o755}, "inf": float("inf"), "raw": b"\xff", "tags": ("t1", "t2")}
+    assert audit._ENCODE_LINE(rec) == audit._ENCODE(rec)
+    assert audit._ENCODE_LINE({}) == "{}"

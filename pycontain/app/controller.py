@@ -281,25 +281,27 @@ class Controller:
     def on_event(self, ev: Event) -> None:
         """The ring-buffer callback: record, count, and collect the engine's
         decisions; they are carried out after the poll (apply_pending)."""
-        kind = ev.kind
+        h, kind = ev.h, ev.kind
         if kind == "cgroup_birth" and self.on_birth is not None:
             self.on_birth(ev)     # the daemon adopts it after the poll
-        name = self.names.get(ev.h.agent_id, "host")
-        if isinstance(ev, ExecEvent) and ev.h.flags & FLAG_HELD and not self.observe_only:
-            ev = self._held_exec(ev)     # read before the record: it names the file and the whole argv
-        if isinstance(ev, BoundaryEvent) and ev.h.flags & FLAG_HELD and self.probes is not None:
-            self._kill_held(ev.moved_pid)   # born into another cgroup (clone3): never released, only killed
-        rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
+        name = self.names.get(h.agent_id, "host")
+        if h.flags & FLAG_HELD:
+            if isinstance(ev, ExecEvent) and not self.observe_only:
+                ev = self._held_exec(ev)     # read before the record: it names the file and the whole argv
+            if isinstance(ev, BoundaryEvent) and self.probes is not None:
+                self._kill_held(ev.moved_pid)   # born into another cgroup (clone3): never released, only killed
+        rec = event_record(ev, name, self._offset + h.ts_ns / 1e9, self.rules)
+        allowed = h.verdict == Verdict.ALLOW
         # routine lines are flushed after the poll (drain); a denied one now
-        self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
+        self.audit.write(rec, flush=not allowed)
         key = (name, kind)
         self._counts[key] = self._counts.get(key, 0) + 1     # into state.events_total after the poll
-        if ev.h.flags & FLAG_KILLED or kind in ("connect", "send"):
-            self._count_event(name, kind, ev.h.flags, rec)
-        if self.observe_only or (self.trace_all and name == "host"):
+        if h.flags & FLAG_KILLED or kind in ("connect", "send"):
+            self._count_event(name, kind, h.flags, rec)
+        if self.policy is None or (self.trace_all and name == "host"):     # observe only
             self.report(rec)
             return
-        if ev.h.verdict != Verdict.ALLOW or kind == "stratum":
+        if not allowed or kind == "stratum":
             self.report(rec)
         assert self.engine is not None      # not observe-only: start() built it
         self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))

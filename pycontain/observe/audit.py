@@ -127,7 +127,7 @@ class AuditLog:
         with self._lock:
             self._enrich(record)
             line = _ENCODE_LINE(record) + "\n"
-            if self._own:
+            if self._own and (self._reopen or self.max_bytes):
                 self._maybe_rotate(len(line))
             assert self._fh is not None
             self._fh.write(line)

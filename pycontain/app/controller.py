@@ -46,7 +46,7 @@ from ..core.events import (
 from ..core.gpu_rules import GpuRules
 from ..core.hooks_needed import hooks_needed
 from ..core.kernel_rules import KernelTables, compile_policy
-from ..core.records import decision_records, event_record
+from ..core.records import decision_records, event_record, process_line
 from ..core.resolve import Resolver, hosts_in_policy
 from ..core.rule_ids import meta_by_id
 from ..gpu.loop import GpuUseLog, gpu_step, use_by_agent
@@ -65,6 +65,7 @@ __all__ = ["SAMPLE_INTERVAL_S", "Controller", "boot_to_wall_offset"]
 log = logging.getLogger("pycontain")
 
 SAMPLE_INTERVAL_S = 1.0
+_PROCESS_KINDS = ("fork", "exit")
 HOLD_TIMEOUT_S = 2.0      # a held exec nobody decided on by then is killed (lost record: fail closed)
 
 
@@ -285,6 +286,8 @@ class Controller:
         if kind == "cgroup_birth" and self.on_birth is not None:
             self.on_birth(ev)     # the daemon adopts it after the poll
         name = self.names.get(h.agent_id, "host")
+        if kind in _PROCESS_KINDS and self._routine_process(ev, name, kind):
+            return
         if h.flags & FLAG_HELD:
             if isinstance(ev, ExecEvent) and not self.observe_only:
                 ev = self._held_exec(ev)     # read before the record: it names the file and the whole argv
@@ -307,6 +310,22 @@ class Controller:
         self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
         if isinstance(ev, NetEvent) and self.routine is not None and self.engine.routine_net(ev):
             self.routine.note(ev)
+
+    def _routine_process(self, ev: Event, name: str, kind: str) -> bool:
+        """A fork or exit with no verdict (most records): its audit line
+        written straight from the event, counted, and the engine's process
+        table updated. False: the general path (observing, a verdict, a kill)."""
+        if self.policy is None or self.trace_all:
+            return False
+        line = process_line(ev, name, self._offset + ev.h.ts_ns / 1e9, self.audit.line_tail(name))
+        if line is None:
+            return False
+        self.audit.write_line(line)
+        key = (name, kind)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        assert self.engine is not None
+        self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
+        return True
 
     def _count_event(self, name: str, kind: str, flags: int, rec: dict) -> None:
         with self.state.lock:

@@ -70,6 +70,7 @@ class AuditLog:
         self.host = host or socket.gethostname()
         self.rule_meta: Mapping[str, RuleMeta] = {}      # rule id -> severity, tags (set by the controller)
         self._identity: dict[str, dict[str, str]] = {}   # agent -> orchestrator identity fields
+        self._tails: dict[str, str] = {}                 # agent -> line_tail
         self._lock = threading.Lock()
         self._own = False
         self._reopen = False
@@ -92,6 +93,7 @@ class AuditLog:
         """The orchestrator identity of ``name``'s lines, from its cgroup path."""
         ident = orchestrator_identity(cgroup_path)
         with self._lock:
+            self._tails.pop(name, None)
             if ident:
                 self._identity[name] = ident
             else:
@@ -100,6 +102,18 @@ class AuditLog:
     def forget_agent(self, name: str) -> None:
         with self._lock:
             self._identity.pop(name, None)
+            self._tails.pop(name, None)
+
+    def line_tail(self, agent: str) -> str:
+        """What _enrich adds to an event line of ``agent`` (host, then its
+        orchestrator identity), as JSON text closing the object: for lines
+        written whole (core/records.process_line, write_line)."""
+        tail = self._tails.get(agent)
+        if tail is None:
+            with self._lock:
+                fields = {"host": self.host, **self._identity.get(agent, {})}
+                tail = self._tails[agent] = "".join(f",{_ENCODE(k)}:{_ENCODE(v)}" for k, v in fields.items()) + "}"
+        return tail
 
     def _enrich(self, record: dict) -> None:
         record.setdefault("host", self.host)
@@ -134,6 +148,19 @@ class AuditLog:
             self._size += len(line)
             if flush:
                 self._fh.flush()
+
+    def write_line(self, line: str) -> None:
+        """A routine event line already encoded (its tail from line_tail),
+        not flushed: as write(record, flush=False)."""
+        if self._fh is None:
+            return
+        line += "\n"
+        with self._lock:
+            if self._own and (self._reopen or self.max_bytes):
+                self._maybe_rotate(len(line))
+            assert self._fh is not None
+            self._fh.write(line)
+            self._size += len(line)
 
     def _maybe_rotate(self, incoming: int) -> None:
         """(lock held) Reopen on request, or rotate when the next line would

@@ -46,7 +46,7 @@ from ..core.events import (
 from ..core.gpu_rules import GpuRules
 from ..core.hooks_needed import hooks_needed
 from ..core.kernel_rules import KernelTables, compile_policy
-from ..core.records import decision_records, event_record
+from ..core.records import decision_records, event_record, process_line
 from ..core.resolve import Resolver, hosts_in_policy
 from ..core.rule_ids import meta_by_id
 from ..gpu.loop import GpuUseLog, gpu_step, use_by_agent
@@ -65,6 +65,7 @@ __all__ = ["SAMPLE_INTERVAL_S", "Controller", "boot_to_wall_offset"]
 log = logging.getLogger("pycontain")
 
 SAMPLE_INTERVAL_S = 1.0
+_PROCESS_KINDS = ("fork", "exit")
 HOLD_TIMEOUT_S = 2.0      # a held exec nobody decided on by then is killed (lost record: fail closed)
 
 
@@ -92,6 +93,7 @@ class Controller:
         self.resolver: Resolver | None = None
         self.handler_errors = 0           # decisions collected in the callback that failed later
         self._pending: list[Decision] = []
+        self._counts: dict[tuple[str, str], int] = {}   # (agent, kind) -> events of this poll
         self._held: list[tuple[int, int]] = []   # (pid, boot ns of the exec) held at exec (issue 11)
         self.hold_ns: deque[int] = deque(maxlen=10_000)   # exec -> release, for scripts/bench_exec_hold.py
         self._gpu_use_log = GpuUseLog()
@@ -280,33 +282,67 @@ class Controller:
     def on_event(self, ev: Event) -> None:
         """The ring-buffer callback: record, count, and collect the engine's
         decisions; they are carried out after the poll (apply_pending)."""
-        if ev.kind == "cgroup_birth" and self.on_birth is not None:
+        h, kind = ev.h, ev.kind
+        if kind == "cgroup_birth" and self.on_birth is not None:
             self.on_birth(ev)     # the daemon adopts it after the poll
-        name = self.names.get(ev.h.agent_id, "host")
-        if isinstance(ev, ExecEvent) and ev.h.flags & FLAG_HELD and not self.observe_only:
-            ev = self._held_exec(ev)     # read before the record: it names the file and the whole argv
-        if isinstance(ev, BoundaryEvent) and ev.h.flags & FLAG_HELD and self.probes is not None:
-            self._kill_held(ev.moved_pid)   # born into another cgroup (clone3): never released, only killed
-        rec = event_record(ev, name, self._offset + ev.h.ts_ns / 1e9, self.rules)
+        name = self.names.get(h.agent_id, "host")
+        if kind in _PROCESS_KINDS and self._routine_process(ev, name, kind):
+            return
+        if h.flags & FLAG_HELD:
+            if isinstance(ev, ExecEvent) and not self.observe_only:
+                ev = self._held_exec(ev)     # read before the record: it names the file and the whole argv
+            if isinstance(ev, BoundaryEvent) and self.probes is not None:
+                self._kill_held(ev.moved_pid)   # born into another cgroup (clone3): never released, only killed
+        rec = event_record(ev, name, self._offset + h.ts_ns / 1e9, self.rules)
+        allowed = h.verdict == Verdict.ALLOW
         # routine lines are flushed after the poll (drain); a denied one now
-        self.audit.write(rec, flush=ev.h.verdict != Verdict.ALLOW)
-        with self.state.lock:
-            self.state.events_total[(name, ev.kind)] += 1
-            if ev.h.flags & FLAG_KILLED:      # the kernel killed it (exec deny): an action like any other
-                self.state.actions_total[(name, "kill")] += 1
-            agent = self.state.agents.get(name)
-            if agent is not None and ev.kind in ("connect", "send"):
-                agent.connections.append({k: rec.get(k) for k in
-                                          ("ts", "protocol", "daddr", "dport", "verdict", "pid", "comm")})
-        if self.observe_only or (self.trace_all and name == "host"):
+        self.audit.write(rec, flush=not allowed)
+        key = (name, kind)
+        self._counts[key] = self._counts.get(key, 0) + 1     # into state.events_total after the poll
+        if h.flags & FLAG_KILLED or kind in ("connect", "send"):
+            self._count_event(name, kind, h.flags, rec)
+        if self.policy is None or (self.trace_all and name == "host"):     # observe only
             self.report(rec)
             return
-        if ev.h.verdict != Verdict.ALLOW or ev.kind == "stratum":
+        if not allowed or kind == "stratum":
             self.report(rec)
         assert self.engine is not None      # not observe-only: start() built it
         self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
         if isinstance(ev, NetEvent) and self.routine is not None and self.engine.routine_net(ev):
             self.routine.note(ev)
+
+    def _routine_process(self, ev: Event, name: str, kind: str) -> bool:
+        """A fork or exit with no verdict (most records): its audit line
+        written straight from the event, counted, and the engine's process
+        table updated. False: the general path (observing, a verdict, a kill)."""
+        if self.policy is None or self.trace_all:
+            return False
+        line = process_line(ev, name, self._offset + ev.h.ts_ns / 1e9, self.audit.line_tail(name))
+        if line is None:
+            return False
+        self.audit.write_line(line)
+        key = (name, kind)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        assert self.engine is not None
+        self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
+        return True
+
+    def _count_event(self, name: str, kind: str, flags: int, rec: dict) -> None:
+        with self.state.lock:
+            if flags & FLAG_KILLED:      # the kernel killed it (exec deny): an action like any other
+                self.state.actions_total[(name, "kill")] += 1
+            agent = self.state.agents.get(name)
+            if agent is not None and kind in ("connect", "send"):
+                agent.connections.append({k: rec.get(k) for k in
+                                          ("ts", "protocol", "daddr", "dport", "verdict", "pid", "comm")})
+
+    def _fold_counts(self) -> None:
+        """The poll's event counts into state.events_total: one lock per poll,
+        not one per record (scripts/bench_records.py)."""
+        counts, self._counts = self._counts, {}
+        if counts:
+            with self.state.lock:
+                self.state.events_total.update(counts)
 
     def _held_exec(self, ev: ExecEvent) -> ExecEvent:
         """An exec the kernel holds for this verdict (issue 11): judged on the
@@ -425,6 +461,7 @@ class Controller:
         assert self.probes is not None
         self.probes.poll(timeout_ms)
         self.audit.flush()
+        self._fold_counts()
         self.apply_pending()
         self.loss.check()
 

@@ -54,6 +54,8 @@ CPU_BREACH_RATIO = 0.95
 PIDS_BREACH_RATIO = 0.95
 KERNEL_DONE = (Action.DENY, Action.KILL_PROCESS)   # exec/connect: the kernel already did these
 NET_CACHE_MAX = 4096   # destinations whose verdict is remembered until the policy or DNS changes
+EXEC_CACHE_MAX = 256   # commands whose user-space exec rule verdict is remembered, likewise
+EXEC_CACHE_KEY_BYTES = 1024   # longer commands (a held exec's whole argv) are judged each time
 
 _Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -110,6 +112,8 @@ class Engine:
         # agents talk to the same few destinations over and over: their
         # verdict depends only on the policy and DNS, both fixed until here
         self._net_cache: dict[tuple[str, int, str], tuple[bool, tuple[str, str] | None]] = {}
+        # the same for commands (_user_exec_rule)
+        self._exec_cache: dict[tuple[bytes, tuple[bytes, ...], bool], tuple[str, str] | None] = {}
 
     def set_resolved(self, resolved: Mapping[str, list[str]], rules: Mapping[int, str] | None = None) -> None:
         self.resolved = dict(resolved)
@@ -174,6 +178,9 @@ class Engine:
         if agent is None:
             return []
         # the handler of the event's dataclass, or of its nearest base that has one
+        handler = self._HANDLERS.get(type(ev))
+        if handler is not None and not isinstance(ev, ExecEvent):
+            return self.condemned.family(handler(self, ev, agent, now), self.processes, now)
         for cls in type(ev).__mro__:
             handler = self._HANDLERS.get(cls)
             if handler is not None:
@@ -220,8 +227,8 @@ class Engine:
     def _on_exec(self, ev: ExecEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
         info = self.processes.on_exec(h.pid, h.start_ns, agent, h.ppid, ev.filename, ev.argv, h.ts_ns)
-        fname = safe_text(ev.filename, 256)
         if h.verdict != Verdict.ALLOW:
+            fname = safe_text(ev.filename, 256)
             return self._kernel_violation(ev, agent, now, "exec",
                                           f"exec {fname} denied in the kernel: killed before it ran", f"exec {fname}")
         held = bool(h.flags & FLAG_HELD)
@@ -235,6 +242,7 @@ class Engine:
         if hit is None:
             return self._exec_alerts(ev, agent)
         rule, why = hit
+        fname = safe_text(ev.filename, 256)
         if rule == "exec.truncated_args" and self.policy.exec.truncated_args == "alert":
             return [Decision(agent=agent, rule=rule, action=Action.ALERT, reason=f"exec {fname}: {why}",
                              pid=h.pid, start_ns=info.start_ns, monitor=self.monitor)]
@@ -257,19 +265,35 @@ class Engine:
         execution under `exec.fileless: alert`, and files the agent wrote or
         modified since it started (drop-and-execute)."""
         h, exe = ev.h, ev.exe
-        fname = safe_text(ev.filename, 256)
         out = []
         if h.flags & FLAG_FILELESS and self.policy.exec.fileless == "alert":
-            out.append(("exec.fileless", f"exec {fname}: fileless (memfd, deleted or O_TMPFILE file)"))
+            out.append(("exec.fileless", f"exec {safe_text(ev.filename, 256)}: fileless (memfd, deleted or "
+                                         "O_TMPFILE file)"))
         since = self.agent_since.get(agent)
         if exe.known and since is not None and exe.mtime_sec >= int(since) and \
                 (exe.uid == h.uid or exe.mode & 0o002):
-            out.append(("exec.agent_written", f"exec {fname}: {safe_text(exe.name, 256)} was written by the agent"))
+            out.append(("exec.agent_written", f"exec {safe_text(ev.filename, 256)}: {safe_text(exe.name, 256)} "
+                                              "was written by the agent"))
         return [Decision(agent=agent, rule=r, action=Action.ALERT, reason=why, pid=h.pid,
                          start_ns=h.start_ns or None, monitor=self.monitor) for r, why in out]
 
     def _user_exec_rule(self, filename: bytes, argv: Sequence[bytes],
                         everything: bool = False) -> tuple[str, str] | None:
+        """The first user-space exec rule this command breaks. Agents run the
+        same few commands over and over, and the answer depends only on the
+        policy (fixed until replace_policy): remembered for commands of at
+        most EXEC_CACHE_KEY_BYTES."""
+        key = (filename, tuple(argv), everything)
+        if key in self._exec_cache:
+            return self._exec_cache[key]
+        got = self._exec_rule(filename, argv, everything)
+        if len(filename) + sum(len(a) for a in argv) <= EXEC_CACHE_KEY_BYTES:
+            if len(self._exec_cache) >= EXEC_CACHE_MAX:
+                self._exec_cache.clear()
+            self._exec_cache[key] = got
+        return got
+
+    def _exec_rule(self, filename: bytes, argv: Sequence[bytes], everything: bool) -> tuple[str, str] | None:
         path = filename.decode(errors="replace")
         base = os.path.basename(path)
         args = [a.decode(errors="replace") for a in argv]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import ctypes as C
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -25,12 +26,18 @@ from typing import Any, Generic, TypeAlias, TypeVar
 from .events import (
     ARGS_LEN,
     CGPATH_LEN,
+    EXE_NAME_LEN,
     FILENAME_LEN,
+    FLAG_FILELESS,
+    FLAG_HELD,
     FLAG_LOOPBACK,
     FLAG_OTHER_MOVER,
     FLAG_SOURCE_ROUTED,
+    FLAG_SSH,
     FLAG_THREAD,
+    FLAG_UNTRUSTED,
     FLAG_V4_MAPPED,
+    HEADER_FORMAT,
     MAP_STRUCTS,
     PAYLOAD_LEN,
     UNIX_NAME_LEN,
@@ -55,7 +62,6 @@ from .events import (
     ExecMapEvent,
     ExeIdentity,
     ExitEvent,
-    Flag,
     ForkEvent,
     NetEvent,
     SocketEvent,
@@ -64,9 +70,9 @@ from .events import (
     TcpStateEvent,
     UnixEvent,
     addr_text,
-    exe_identity,
     from_record,
     header_at,
+    header_of,
     net_fields,
 )
 from .text import safe_text
@@ -88,6 +94,7 @@ _SOCK_TYPES = {1: "stream", 2: "dgram", 3: "raw", 5: "seqpacket"}
 Record: TypeAlias = dict[str, Any]
 
 _E = TypeVar("_E", bound=Event)
+_N = TypeVar("_N", bound=NetEvent)
 
 
 @dataclass(frozen=True)
@@ -109,31 +116,75 @@ class EventSpec(Generic[_E]):
         return self.type.name.lower()
 
 
+class RecordStruct:
+    """A whole fixed-size record as one precompiled ``struct`` unpack: the
+    pc_header fields first (header_of takes them), then the type's own.
+    One unpack instead of a ctypes copy plus a header unpack per record
+    (scripts/bench_records.py); tests/unit/test_layout.py checks each against
+    its ctypes mirror."""
+
+    def __init__(self, cstruct: builtins.type[C.Structure], tail: str):
+        self.cstruct = cstruct
+        self.struct = struct.Struct(HEADER_FORMAT + tail)
+        self.size = C.sizeof(cstruct)      # the kernel's record, trailing padding included
+
+    def unpack(self, data: bytes) -> tuple[Any, ...]:
+        if len(data) < self.size:
+            raise DecodeError(f"short {self.cstruct.__name__} record: {len(data)} < {self.size} bytes")
+        return self.struct.unpack_from(data)
+
+
+_HEAD = 14    # unpacked pc_header fields at the front of every RecordStruct tuple
+_FORK = RecordStruct(CFork, "I")
+_EXIT = RecordStruct(CExit, "i")
+_NET = RecordStruct(CNet, "BBHHH16s16s")
+_SOCKET = RecordStruct(CSocket, "III")
+_TCP_STATE = RecordStruct(CTcpState, "BBBBHH16s16s")
+_EXEC_HEAD = RecordStruct(CExec, f"IHH{FILENAME_LEN}s")
+_EXE = struct.Struct(f"<QQqIIII{EXE_NAME_LEN}s")     # struct pc_exe
+RECORD_STRUCTS = {"pc_fork": _FORK, "pc_exit": _EXIT, "pc_net": _NET, "pc_socket": _SOCKET,
+                  "pc_tcp_state": _TCP_STATE, "pc_exec": _EXEC_HEAD}
+
+
 # ---- exec ----------------------------------------------------------------------
 
+_ARGS_AT = CExec.args.offset
+_EXE_AT = CExec.exe.offset
+_NO_EXE = ExeIdentity()
+
+
+def _exe_at(data: bytes, offset: int) -> ExeIdentity:
+    dev, ino, mtime, nlink, uid, mode, name_len, name = _EXE.unpack_from(data, offset)
+    if not (dev or ino or mtime or nlink or uid or mode or name_len):
+        return _NO_EXE
+    name = name[: min(name_len, EXE_NAME_LEN)].split(b"\0", 1)[0]
+    return ExeIdentity(name=name, dev=dev, ino=ino, nlink=nlink, uid=uid, mode=mode, mtime_sec=mtime)
+
+
 def _decode_exec(data: bytes) -> ExecEvent:
-    c = from_record(CExec, data)
-    # raw slice: ctypes would stop a c_char array at its first NUL, and
-    # argv entries are NUL-separated
-    off = CExec.args.offset
-    args = data[off: off + min(c.args_len, ARGS_LEN)]
+    f = _EXEC_HEAD.unpack(data)
+    argc, filename_len, args_len, fname = f[_HEAD:]
+    # raw slice: argv entries are NUL-separated
+    args = data[_ARGS_AT: _ARGS_AT + min(args_len, ARGS_LEN)]
     argv = tuple(args.rstrip(b"\0").split(b"\0")) if args.strip(b"\0") else ()
-    fname = bytes(c.filename)[: min(c.filename_len, FILENAME_LEN)].split(b"\0", 1)[0]
-    return ExecEvent(h=header_at(data), filename=fname, argv=argv, argc=c.argc, exe=exe_identity(c.exe))
+    fname = fname[: min(filename_len, FILENAME_LEN)].split(b"\0", 1)[0]
+    return ExecEvent(h=header_of(f), filename=fname, argv=argv, argc=argc, exe=_exe_at(data, _EXE_AT))
 
 
-_FILE_FLAGS = ((Flag.HELD, "held"), (Flag.FILELESS, "fileless"), (Flag.UNTRUSTED, "untrusted"))
+_FILE_BITS = FLAG_HELD | FLAG_FILELESS | FLAG_UNTRUSTED
+_FILE_FLAGS = ((FLAG_HELD, "held"), (FLAG_FILELESS, "fileless"), (FLAG_UNTRUSTED, "untrusted"))
 
 
-def _record_exe(exe: ExeIdentity, flags: Flag, rec: Record) -> None:
+def _record_exe(exe: ExeIdentity, flags: int, rec: Record) -> None:
     """The file that ran (issue 11): the audit record names it by its own
     identity, next to the name the caller used."""
     if exe.known:
         rec["exe"] = {"name": safe_text(exe.name, 512), "dev": exe.dev, "ino": exe.ino, "nlink": exe.nlink,
                       "uid": exe.uid, "mode": exe.mode, "mtime": exe.mtime_sec}
-    for bit, key in _FILE_FLAGS:
-        if flags & bit:
-            rec[key] = True
+    if flags & _FILE_BITS:
+        for bit, key in _FILE_FLAGS:
+            if flags & bit:
+                rec[key] = True
 
 
 def _record_exec(ev: ExecEvent, rec: Record) -> None:
@@ -154,7 +205,7 @@ def _describe_exec(rec: Record, who: str) -> str:
 
 def _decode_exec_map(data: bytes) -> ExecMapEvent:
     c = from_record(CExecMap, data)
-    return ExecMapEvent(h=header_at(data), prot=c.prot, fd=c.fd, exe=exe_identity(c.exe))
+    return ExecMapEvent(h=header_at(data), prot=c.prot, fd=c.fd, exe=_exe_at(data, CExecMap.exe.offset))
 
 
 def _record_exec_map(ev: ExecMapEvent, rec: Record) -> None:
@@ -170,8 +221,8 @@ def _describe_exec_map(rec: Record, who: str) -> str:
 # ---- fork / exit ---------------------------------------------------------------
 
 def _decode_fork(data: bytes) -> ForkEvent:
-    c = from_record(CFork, data)   # first: it checks the length
-    return ForkEvent(h=header_at(data), child_pid=c.child_pid)
+    f = _FORK.unpack(data)
+    return ForkEvent(h=header_of(f), child_pid=f[_HEAD])
 
 
 def _record_fork(ev: ForkEvent, rec: Record) -> None:
@@ -181,8 +232,8 @@ def _record_fork(ev: ForkEvent, rec: Record) -> None:
 
 
 def _decode_exit(data: bytes) -> ExitEvent:
-    c = from_record(CExit, data)
-    return ExitEvent(h=header_at(data), exit_code=c.exit_code)
+    f = _EXIT.unpack(data)
+    return ExitEvent(h=header_of(f), exit_code=f[_HEAD])
 
 
 def _record_exit(ev: ExitEvent, rec: Record) -> None:
@@ -191,8 +242,15 @@ def _record_exit(ev: ExitEvent, rec: Record) -> None:
 
 # ---- connect / send / stratum --------------------------------------------------
 
+def _net_event(cls: builtins.type[_N], data: bytes) -> _N:
+    f = _NET.unpack(data)
+    family, protocol, dport, sport, _pad, daddr, saddr = f[_HEAD:]
+    return cls(h=header_of(f), family=family, protocol=protocol, daddr=addr_text(family, daddr), dport=dport,
+               saddr=addr_text(family, saddr), sport=sport)
+
+
 def _decode_net(data: bytes) -> NetEvent:
-    return NetEvent(**net_fields(from_record(CNet, data), data))
+    return _net_event(NetEvent, data)
 
 
 def _record_net(ev: NetEvent, rec: Record) -> None:
@@ -203,12 +261,12 @@ def _record_net(ev: NetEvent, rec: Record) -> None:
         rec["source_routed"] = True
     if ev.h.flags & FLAG_LOOPBACK:
         rec["loopback"] = True
-    if ev.h.flags & Flag.SSH:
+    if ev.h.flags & FLAG_SSH:
         rec["ssh"] = True
 
 
 def _decode_stdio(data: bytes) -> StdioSocketEvent:
-    return StdioSocketEvent(**net_fields(from_record(CNet, data), data))
+    return _net_event(StdioSocketEvent, data)
 
 
 def _describe_net(rec: Record, who: str) -> str:
@@ -229,8 +287,8 @@ def _record_stratum(ev: StratumEvent, rec: Record) -> None:
 # ---- socket / tcp state --------------------------------------------------------
 
 def _decode_socket(data: bytes) -> SocketEvent:
-    c = from_record(CSocket, data)
-    return SocketEvent(h=header_at(data), family=c.family, sock_type=c.type, protocol=c.protocol)
+    f = _SOCKET.unpack(data)
+    return SocketEvent(h=header_of(f), family=f[_HEAD], sock_type=f[_HEAD + 1], protocol=f[_HEAD + 2])
 
 
 def _record_socket(ev: SocketEvent, rec: Record) -> None:
@@ -243,10 +301,10 @@ def _describe_socket(rec: Record, who: str) -> str:
 
 
 def _decode_tcp_state(data: bytes) -> TcpStateEvent:
-    c = from_record(CTcpState, data)
-    return TcpStateEvent(h=header_at(data), family=c.family, oldstate=c.oldstate, newstate=c.newstate,
-                         saddr=addr_text(c.family, c.saddr), sport=c.sport,
-                         daddr=addr_text(c.family, c.daddr), dport=c.dport)
+    f = _TCP_STATE.unpack(data)
+    family, oldstate, newstate, _pad, sport, dport, saddr, daddr = f[_HEAD:]
+    return TcpStateEvent(h=header_of(f), family=family, oldstate=oldstate, newstate=newstate,
+                         saddr=addr_text(family, saddr), sport=sport, daddr=addr_text(family, daddr), dport=dport)
 
 
 def _record_tcp_state(ev: TcpStateEvent, rec: Record) -> None:

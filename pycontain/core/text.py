@@ -86,8 +86,16 @@ def safe_text(value: bytes | str | None, limit: int = MAX_TEXT) -> str:
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray)):
-        value = bytes(value).decode("utf-8", errors="surrogateescape")   # bad bytes -> \\xNN below
-    out = _UNSAFE.sub(_escape_match, value)
+        if value.isascii():
+            value = value.decode("ascii")
+        else:
+            value = bytes(value).decode("utf-8", errors="surrogateescape")   # bad bytes -> \\xNN below
+    # the common case, no regex pass: printable ASCII (no C0 control, no DEL)
+    # with no backslash has nothing _UNSAFE matches
+    if value.isascii() and value.isprintable() and "\\" not in value:
+        out = value
+    else:
+        out = _UNSAFE.sub(_escape_match, value)
     if len(out) > limit:
         dropped = len(out) - limit
         out = out[:limit] + f"…[+{dropped}]"

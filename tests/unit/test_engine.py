@@ -345,3 +345,19 @@ def test_the_reporter_says_would_for_monitor_violations():
     first, second = out.getvalue().splitlines()
     assert "MONITOR would kill-process" in first and "STOPPED" not in first
     assert "STOPPED" in second and "would" not in second
+
+
+def test_remembered_exec_verdicts_end_with_the_policy():
+    """The user-space exec verdict of a command is remembered (agents repeat
+    commands), so the same command after a policy change must be judged by
+    the new policy, both ways."""
+    e = engine(load_policy_text("exec: {deny: ['/opt/tools/*']}\n"))
+    tool = (b"/opt/tools/miner", [b"miner", b"--fast"])
+    first = e.on_event(exec_event(*tool, pid=50, start_ns=1), 1.0)
+    again = e.on_event(exec_event(*tool, pid=51, start_ns=2), 2.0)
+    assert [(d.action, d.pid) for d in first] == [(Action.KILL_PROCESS, 50)]
+    assert [(d.action, d.pid) for d in again] == [(Action.KILL_PROCESS, 51)]
+    e.replace_policy(load_policy_text("name: lax\n"))
+    assert e.on_event(exec_event(*tool, pid=52, start_ns=3), 3.0) == []
+    e.replace_policy(load_policy_text("exec: {deny: ['/opt/tools/*']}\n"))
+    assert [d.pid for d in e.on_event(exec_event(*tool, pid=53, start_ns=4), 4.0)] == [53]

@@ -153,3 +153,34 @@ def test_header_unpack_reads_every_ctypes_field():
     for name, _t in ev.CHeader._fields_:
         if not name.startswith("_"):
             assert getattr(h, name) == getattr(c, name), name
+
+
+@pytest.mark.parametrize("cname", sorted(et.RECORD_STRUCTS))
+def test_record_struct_reads_the_ctypes_fields(cname):
+    """Fixed records are decoded with one precompiled struct.unpack each
+    (event_types.RecordStruct): every field it reads must sit where the
+    ctypes mirror (checked against C above) has it."""
+    rs = et.RECORD_STRUCTS[cname]
+    raw = bytes((i * 37 + 11) & 0xFF for i in range(rs.size))   # distinct bytes in every field
+    c = rs.cstruct.from_buffer_copy(raw)
+    tail = rs.struct.unpack_from(raw)[14:]
+    fields = [name for name, _t in rs.cstruct._fields_ if name != "h"][: len(tail)]
+    for name, got in zip(fields, tail, strict=True):
+        want = getattr(c, name)
+        if isinstance(want, ctypes.Array):
+            want = bytes(want)
+        elif isinstance(want, bytes):      # c_char arrays: compare the raw bytes
+            off, size = getattr(rs.cstruct, name).offset, getattr(rs.cstruct, name).size
+            want = raw[off: off + size]
+        assert got == want, f"{cname}.{name}"
+    last = getattr(rs.cstruct, fields[-1])
+    assert rs.struct.size == last.offset + last.size <= rs.size
+
+
+def test_exe_struct_reads_the_ctypes_fields():
+    raw = bytes((i * 53 + 7) & 0xFF for i in range(ctypes.sizeof(ev.CExe)))
+    c = ev.CExe.from_buffer_copy(raw)
+    got = et._EXE.unpack_from(raw)
+    assert et._EXE.size == ctypes.sizeof(ev.CExe)
+    assert got[:7] == (c.dev, c.ino, c.mtime_sec, c.nlink, c.uid, c.mode, c.name_len)
+    assert got[7] == raw[ev.CExe.name.offset:]

@@ -64,3 +64,63 @@ def test_audit_log_is_jsonl_ascii_and_private(tmp_path):
     lines = [json.loads(x) for x in raw.decode().splitlines()]
     assert lines[0]["argv"] == ["\x1b[2J", "é"] and lines[1]["rule"] == "r"
     assert (p.stat().st_mode & 0o777) == 0o600
+
+
+def test_line_encoder_writes_what_the_json_encoder_writes():
+    """The audit line encoder (one C encoder built once) must give the bytes
+    JSONEncoder.encode gives, for every kind of value a record holds."""
+    from pycontain.observe import audit
+    rec = {"ts": 1722.123456, "agent": "trainer", "pid": 7, "neg": -3, "big": 2**63 + 1, "none": None,
+           "yes": True, "no": False, "text": "caf\u00e9 \u202e\x1b[31m\\", "argv": ["a", "b c"],
+           "exe": {"name": "x", "mode": 0o755}, "inf": float("inf"), "raw": b"\xff", "tags": ("t1", "t2")}
+    assert audit._ENCODE_LINE(rec) == audit._ENCODE(rec)
+    assert audit._ENCODE_LINE({}) == "{}"
+
+
+def _routine_line_cases():
+    from hypothesis import strategies as st
+
+    from pycontain.core.events import ExitEvent, ForkEvent, Header
+    u32, u64 = st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)
+    header = st.builds(Header, type=st.sampled_from([EventType.FORK, EventType.EXIT]),
+                       verdict=st.sampled_from(list(Verdict)), flags=st.sampled_from([0, 1 << 3, 1 << 4, 1 << 6]),
+                       rule_id=st.sampled_from([0, 0, 5]), pid=u32, tid=u32, ppid=u32, uid=u32, agent_id=u32,
+                       ts_ns=u64, start_ns=u64, cgroup_id=u64, comm=st.binary(max_size=16))
+
+    def event(h, n):
+        if h.type == EventType.FORK:
+            return ForkEvent(h=h, child_pid=n & 0xFFFFFFFF)
+        return ExitEvent(h=h, exit_code=n)
+    return st.builds(event, header, st.integers(-2**31, 2**31 - 1))
+
+
+def test_routine_fork_and_exit_lines_are_the_general_lines():
+    """Forks and exits with no verdict are written straight from the event
+    (records.process_line + AuditLog.line_tail): byte for byte what
+    event_record and AuditLog.write give, for any header, comm, agent name
+    and orchestrator identity; anything else is left to the general path."""
+    import io
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pycontain.core.records import process_line
+    paths = st.sampled_from(["/sys/fs/cgroup/a", "/kubepods/burstable/pod0123abcd-0000-1111-2222-333344445555/x",
+                             "/slurm/uid_1000/job_42/step_0"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(_routine_line_cases(), st.text(max_size=12), st.floats(0, 4e9), paths)
+    def check(ev, agent, ts, path):
+        fast, slow = io.StringIO(), io.StringIO()
+        a, b = AuditLog(stream=fast, host="n\u00f6de-1"), AuditLog(stream=slow, host="n\u00f6de-1")
+        for log in (a, b):
+            log.set_agent(agent, path)
+        line = process_line(ev, agent, ts, a.line_tail(agent))
+        if line is None:      # the general path's own cases
+            assert ev.h.verdict != Verdict.ALLOW or ev.h.rule_id or ev.h.flags & (1 << 3)
+            return
+        a.write_line(line)
+        b.write(event_record(ev, agent, ts, {}))
+        assert fast.getvalue() == slow.getvalue()
+        assert json.loads(fast.getvalue())["kind"] == ev.kind
+    check()

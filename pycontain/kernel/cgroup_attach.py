@@ -72,6 +72,8 @@ class Handle:
 
 
 def _compiled_in(bpf, name: str) -> bool:
+    if hasattr(bpf, "pc_has_function"):       # programs from the cache (kernel/prog_cache.py)
+        return bool(bpf.pc_has_function(name))
     from bcc import lib
     return bool(lib.bpf_function_start(bpf.module, name.encode()))
 

@@ -86,6 +86,17 @@ def _load(bpf, prog: CgroupProgram):
                                  f"{str(e).splitlines()[0] if str(e) else e}") from None
 
 
+def preload(bpf) -> None:
+    """Load (verify) every compiled-in cgroup program now; one the kernel
+    refuses is left for hook_status and attach to report."""
+    for prog in PROGRAMS:
+        if _compiled_in(bpf, prog.function):
+            try:
+                _load(bpf, prog)
+            except EnvironmentProblem:
+                pass
+
+
 def _load_optional(bpf, prog: CgroupProgram, status: dict[str, str]):
     """The loaded program, or None for an optional one this kernel lacks."""
     try:

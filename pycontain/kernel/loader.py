@@ -247,14 +247,14 @@ class Probes:
         self.progress("probing kernel BPF features")
         self.features = detect_features()
         try:
-            from bcc import BPF
+            from bcc import BPF  # noqa: F401  (importable: checked before the slow steps)
         except Exception as e:
             raise EnvironmentProblem(f"BCC Python bindings not importable ({e}); install python3-bpfcc") from None
         text, used = self.source()
         self._used = used
         self.progress(f"compiling probes ({', '.join(used) or 'no hook files'})")
         try:
-            self.bpf = self._compile(BPF, text)
+            self.bpf = self._compile(text)
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else e
             raise EnvironmentProblem(f"BPF programs failed to compile or load: {first}") from None
@@ -277,7 +277,7 @@ class Probes:
         self._write_config(mode=None, flags=None)
         self._closed = False
 
-    def _compile(self, bpf_class: Any, text: str) -> Any:
+    def _compile(self, text: str) -> Any:
         """The BPF object: from the program cache when it has this text for
         this kernel (kernel/prog_cache.py), else compiled, then cached."""
         flags = self.cflags()
@@ -285,7 +285,7 @@ class Probes:
             return prog_cache.load(text, flags)
         except prog_cache.CacheMiss as e:
             log.debug("BPF program cache: %s", e)
-        bpf = bpf_class(text=text.encode(), cflags=flags)
+        bpf = prog_cache.compiling_class()(text=text.encode(), cflags=flags)
         prog_cache.save(bpf, text, flags)
         return bpf
 

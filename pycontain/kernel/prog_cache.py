@@ -46,6 +46,7 @@ import logging
 import os
 import stat
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,6 +308,33 @@ def load(text: str, cflags: list[str]) -> Any:
     return cls(progs, text=(MAPS_ONLY_PRELUDE + text).encode(), cflags=cflags + maps_only_flags(progs))
 
 
+def autoload_alongside(bpf: Any, autoload: Any) -> None:
+    """BCC's autoload (each tracepoint program loaded, then attached, in
+    order) while a second thread loads the cgroup programs: the kernel
+    verifies two programs at once (ctypes releases the GIL in libbcc; a load
+    only reads the module), instead of the cgroup ones one by one after it,
+    in Controller.start's hook_status (~1 s here). They are attached, as
+    before, when an agent is tracked."""
+    from . import cgroup_attach
+    worker = threading.Thread(target=cgroup_attach.preload, args=(bpf,), name="bpf-preload", daemon=True)
+    worker.start()
+    try:
+        autoload()
+    finally:
+        worker.join()
+
+
+def compiling_class() -> type:
+    """BCC's BPF, its autoload alongside the cgroup program loads."""
+    from bcc import BPF
+
+    class CompiledBPF(BPF):
+        def _trace_autoload(self) -> None:
+            autoload_alongside(self, super()._trace_autoload)
+
+    return CompiledBPF
+
+
 def _cached_bpf_class() -> type:
     from bcc import BPF
     from bcc.libbcc import lib
@@ -327,19 +355,23 @@ def _cached_bpf_class() -> type:
             return name.encode() in self.pc_programs
 
         def _trace_autoload(self) -> None:
-            """As BCC's, over the cached programs (in BCC's order)."""
             try:
                 self._pc_fds = _table_fds(self.module)
                 for name in self.pc_programs:
                     if lib.bpf_function_start(self.module, name):
                         raise CacheMiss(f"{name.decode()} was compiled in the maps-only module")
-                    if name.startswith(b"tracepoint__"):
-                        self.attach_tracepoint(tp=name[12:].replace(b"__", b":"), fn_name=name)
-                    elif name.startswith(b"raw_tracepoint__"):
-                        self.attach_raw_tracepoint(tp=name[16:], fn_name=name)
+                autoload_alongside(self, self._attach_cached)
             except Exception as e:
                 self.cleanup()
                 raise CacheMiss(f"cached programs: {str(e).splitlines()[0] if str(e) else e}") from None
+
+        def _attach_cached(self) -> None:
+            """As BCC's autoload, over the cached programs (in BCC's order)."""
+            for name in self.pc_programs:
+                if name.startswith(b"tracepoint__"):
+                    self.attach_tracepoint(tp=name[12:].replace(b"__", b":"), fn_name=name)
+                elif name.startswith(b"raw_tracepoint__"):
+                    self.attach_raw_tracepoint(tp=name[16:], fn_name=name)
 
         def load_func(self, func_name, prog_type, device=None, attach_type=-1):
             func_name = func_name.encode() if isinstance(func_name, str) else func_name

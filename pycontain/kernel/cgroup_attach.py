@@ -72,6 +72,8 @@ class Handle:
 
 
 def _compiled_in(bpf, name: str) -> bool:
+    if hasattr(bpf, "pc_has_function"):       # programs from the cache (kernel/prog_cache.py)
+        return bool(bpf.pc_has_function(name))
     from bcc import lib
     return bool(lib.bpf_function_start(bpf.module, name.encode()))
 
@@ -82,6 +84,17 @@ def _load(bpf, prog: CgroupProgram):
     except Exception as e:
         raise EnvironmentProblem(f"BPF program {prog.function} ({prog.hook}) failed to load: "
                                  f"{str(e).splitlines()[0] if str(e) else e}") from None
+
+
+def preload(bpf) -> None:
+    """Load (verify) every compiled-in cgroup program now; one the kernel
+    refuses is left for hook_status and attach to report."""
+    for prog in PROGRAMS:
+        if _compiled_in(bpf, prog.function):
+            try:
+                _load(bpf, prog)
+            except EnvironmentProblem:
+                pass
 
 
 def _load_optional(bpf, prog: CgroupProgram, status: dict[str, str]):

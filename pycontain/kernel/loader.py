@@ -35,7 +35,7 @@ from ..core.events import (
     Mode,
 )
 from ..core.kernel_rules import KernelTables
-from . import cgroup_attach, exec_holds, local_maps, net_maps, node_addrs, pins, quiet_maps
+from . import cgroup_attach, exec_holds, local_maps, net_maps, node_addrs, pins, prog_cache, quiet_maps
 from .exec_dfa import (
     CTL_ARGS_COUNT,
     CTL_ARGS_ROOT,
@@ -249,14 +249,14 @@ class Probes:
         self.progress("probing kernel BPF features")
         self.features = detect_features()
         try:
-            from bcc import BPF
+            from bcc import BPF  # noqa: F401  (importable: checked before the slow steps)
         except Exception as e:
             raise EnvironmentProblem(f"BCC Python bindings not importable ({e}); install python3-bpfcc") from None
         text, used = self.source()
         self._used = used
         self.progress(f"compiling probes ({', '.join(used) or 'no hook files'})")
         try:
-            self.bpf = BPF(text=text.encode(), cflags=self.cflags())
+            self.bpf = self._compile(text)
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else e
             raise EnvironmentProblem(f"BPF programs failed to compile or load: {first}") from None
@@ -278,6 +278,18 @@ class Probes:
         self.bpf[b"pc_events"].open_ring_buffer(self._on_record)
         self._write_config(mode=None, flags=None)
         self._closed = False
+
+    def _compile(self, text: str) -> Any:
+        """The BPF object: from the program cache when it has this text for
+        this kernel (kernel/prog_cache.py), else compiled, then cached."""
+        flags = self.cflags()
+        try:
+            return prog_cache.load(text, flags)
+        except prog_cache.CacheMiss as e:
+            log.debug("BPF program cache: %s", e)
+        bpf = prog_cache.compiling_class()(text=text.encode(), cflags=flags)
+        prog_cache.save(bpf, text, flags)
+        return bpf
 
     def _pin_tracepoints(self) -> None:
         """Move every tracepoint attachment onto a pinned BPF link, so it

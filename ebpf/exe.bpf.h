@@ -55,8 +55,13 @@ BPF_HASH(pc_exec_trusted_dirs, struct pc_dev_ino, u32, 64);   /* exec.trusted di
 BPF_HASH(pc_exec_since, u32, s64, 4096);            /* agent id -> wall-clock start, s */
 BPF_HASH(pc_exec_held, u32, u64, 8192);             /* held tgid -> boot ns of the hold */
 /* in a pc_exec_held value: held at birth (a child born outside its agent's
- * cgroup, exec.c), killed on its way back to user space (exec_map.c) */
+ * cgroup, or of a held process, exec.c), killed on its way back to user
+ * space (exec_map.c) */
 #define PC_HELD_AT_BIRTH (1ull << 63)
+/* in a pc_exec_held value: the held exec's own execve has returned (it is
+ * stopping on its SIGSTOP); any later return to user space is a process
+ * continued before the controller released it: the gate kills it */
+#define PC_HELD_RETURNED (1ull << 62)
 /* [0] holds made (kernel, atomic), [1] holds settled (user space): while
  * they differ the syscall gate (exec_map.c) looks up the current task */
 BPF_ARRAY(pc_exec_holds, u64, 2);
@@ -281,6 +286,37 @@ static __always_inline u32 pc_judge_file(const void *file, struct pc_exe *x, con
 }
 #endif /* PC_HAVE_FILE_OFFSETS */
 
+/* Whether the current process is held (pc_exec_held): a fork it makes
+ * was made after someone continued it early (the gate kills it on that
+ * fork's return); its child is held at birth so it dies too. One array
+ * read while no hold is open. */
+static __always_inline int pc_current_held(void)
+{
+	int zero = 0, one = 1;
+	u64 *holds = pc_exec_holds.lookup(&zero);
+	u64 *settled = pc_exec_holds.lookup(&one);
+	if (!holds || !settled || *holds == *settled)
+		return 0;
+	u32 pid = bpf_get_current_pid_tgid() >> 32;
+	return pc_exec_held.lookup(&pid) != 0;
+}
+
+/* Enter a new child in pc_exec_held, marked as held at birth: the gate
+ * (exec_map.c) kills it on its return from clone to user space, before its
+ * first instruction; 0 when held. Never released: user space only kills
+ * and settles it (the hold timeout does, for one it never heard of). */
+static __always_inline int pc_hold_child(u32 tgid)
+{
+	u64 now = bpf_ktime_get_boot_ns() | PC_HELD_AT_BIRTH;
+	int zero = 0;
+	if (pc_exec_held.update(&tgid, &now))
+		return -1;
+	u64 *holds = pc_exec_holds.lookup(&zero);
+	if (holds)
+		__sync_fetch_and_add(holds, 1);
+	return 0;
+}
+
 /* Hold the current process stopped until user space decides (SIGSTOP acts
  * at the return to user space: no instruction of the new image runs). The
  * pid goes into pc_exec_held first, so the syscall gate kills it if anyone
@@ -290,6 +326,8 @@ static __always_inline int pc_hold_current(u16 *flags)
 	u32 pid = bpf_get_current_pid_tgid() >> 32;
 	u64 now = bpf_ktime_get_boot_ns();
 	int zero = 0;
+	if (pc_exec_held.lookup(&pid))
+		return -1;   /* still held: continued early and exec'ing again (fail closed) */
 	if (pc_exec_held.update(&pid, &now))
 		return -1;
 	u64 *holds = pc_exec_holds.lookup(&zero);

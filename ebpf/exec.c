@@ -279,22 +279,6 @@ static __always_inline int pc_cgroup_in_agent(const void *cgrp, u32 agent)
 	return 0;
 }
 
-/* Enter the child in pc_exec_held, marked as held at birth: the exit gate
- * (exec_map.c) kills it on its return from clone3 to user space, before its
- * first instruction; 0 when held. Never released: user space only kills
- * and settles it. */
-static __always_inline int pc_hold_child(u32 tgid)
-{
-	u64 now = bpf_ktime_get_boot_ns() | PC_HELD_AT_BIRTH;
-	int zero = 0;
-	if (pc_exec_held.update(&tgid, &now))
-		return -1;
-	u64 *holds = pc_exec_holds.lookup(&zero);
-	if (holds)
-		__sync_fetch_and_add(holds, 1);
-	return 0;
-}
-
 /* Relies on: sched_process_fork firing after copy_process() returned, so
  * cgroup_post_fork() has set child->cgroups to the css_set of the cgroup
  * CLONE_INTO_CGROUP named, and before wake_up_new_task(): the child has
@@ -346,6 +330,9 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	const void *child = (const void *)ctx->args[1];
 	u32 child_tgid = pc_read_u32(child, PC_OFF_TASK_TGID);
 	pc_identity_fork(agent, child_tgid);
+	u32 parent_tgid = bpf_get_current_pid_tgid() >> 32;
+	if (agent && child_tgid != parent_tgid && pc_current_held())
+		pc_hold_child(child_tgid);   /* forked by a held process continued early */
 	if (agent)
 		pc_clone_boundary(cfg, agent, child, child_tgid);
 	struct pc_fork *f = PC_RESERVE_FOR(struct pc_fork, agent, 0);
@@ -370,6 +357,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	if (!pc_should_trace(cfg, agent))
 		return 0;
 	pc_identity_fork(agent, args->child_pid);   /* a thread's tid too: harmless */
+	if (agent && pc_current_held())
+		pc_hold_child(args->child_pid);   /* forked by a held process continued early */
 	struct pc_fork *f = PC_RESERVE_FOR(struct pc_fork, agent, 0);
 	if (!f)
 		return 0;

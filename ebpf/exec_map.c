@@ -11,7 +11,7 @@
  * The hold gate: a process held at exec (exec.c, PC_F_HELD) is stopped
  * until the controller releases it (deletes it from pc_exec_held, then
  * SIGCONT). Anyone else continuing it early (the agent's own `kill -CONT`)
- * gets it killed at its first system call.
+ * gets it killed on its return from its first system call.
  *
  * Not covered here: mprotect(PROT_EXEC) of a file mapping (finding the VMA
  * needs bpf_find_vma, whose callback BCC 0.26 cannot relocate).
@@ -79,35 +79,30 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 }
 #endif /* PC_HAVE_FILE_OFFSETS */
 
-/* Relies on: raw_syscalls:sys_enter firing before every system call of
- * every task; a held process continued by anyone but the controller makes a
- * system call before it can act (fork, connect, write), and SIGKILL queued
- * here is acted on before that call returns to user space. Cost while no
- * hold is open: one array read. */
-RAW_TRACEPOINT_PROBE(sys_enter)
-{
-	int zero = 0, one = 1;
-	u64 *holds = pc_exec_holds.lookup(&zero);
-	u64 *settled = pc_exec_holds.lookup(&one);
-	if (!holds || !settled || *holds == *settled)
-		return 0;
-	u32 pid = bpf_get_current_pid_tgid() >> 32;
-	if (pc_exec_held.lookup(&pid))
-		bpf_send_signal(PC_SIGKILL);
-	return 0;
-}
-
-/* The birth gate: a child held at birth (PC_HELD_AT_BIRTH, exec.c) dies on
- * its return from clone3 to user space. The sys_enter gate alone is not
- * enough here: SIGKILL queued at sys_enter lets that first call run
- * (openat(O_CREAT), a UDP sendto) before the task dies, and the child's
- * first call is the agent's to choose.
- * Relies on: raw_syscalls:sys_exit firing in a new child's context on its
- * first return to user space (ret_from_fork -> syscall_exit_to_user_mode;
- * the child inherits SYSCALL_WORK_SYSCALL_TRACEPOINT), before it executes
- * an instruction; SIGKILL queued here is acted on at that return. Exec
- * holds are not marked, so a held exec's own execve return is left alone.
- * Cost while no hold is open: one array read per system call. */
+/* The gate: one program on every return from a system call to user space.
+ *
+ * A held exec (PC_F_HELD, exec.c) is stopped until the controller releases
+ * it: deletes it from pc_exec_held, then SIGCONT. Its own execve return
+ * marks it PC_HELD_RETURNED here (the SIGSTOP stops it right after); any
+ * later return means someone else continued it early (the agent's own
+ * `kill -CONT`, the kernel's SIGCONT to an orphaned process group): it is
+ * killed on the way back from that first call, before it runs the next
+ * instruction. What that one call did stays done (as it did with a gate on
+ * sys_enter: SIGKILL queued there lets the call run too); a fork in it
+ * makes a child held at birth (exec.c), killed on its first return.
+ *
+ * A child held at birth (PC_HELD_AT_BIRTH: born outside its agent's cgroup
+ * by clone3, or forked by a held process) dies on its return from clone to
+ * user space, before its first instruction.
+ *
+ * Relies on: raw_syscalls:sys_exit firing on every return from a system
+ * call, also in a new child on its first return (ret_from_fork ->
+ * syscall_exit_to_user_mode; the child inherits SYSCALL_WORK_SYSCALL_TRACEPOINT),
+ * before signals are handled on the way out (SIGKILL queued here is acted
+ * on at that return; execve's own return reaches the SIGSTOP queued at
+ * sched_process_exec after this). Cost while no hold is open: one array
+ * read per system call, on one program (it was two, sys_enter and sys_exit:
+ * docs/benchmarks.md). */
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
 	int zero = 0, one = 1;
@@ -116,8 +111,13 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 	if (!holds || !settled || *holds == *settled)
 		return 0;
 	u32 pid = bpf_get_current_pid_tgid() >> 32;
-	u64 *since = pc_exec_held.lookup(&pid);
-	if (since && (*since & PC_HELD_AT_BIRTH))
-		bpf_send_signal(PC_SIGKILL);
+	u64 *held = pc_exec_held.lookup(&pid);
+	if (!held)
+		return 0;
+	if (!(*held & (PC_HELD_AT_BIRTH | PC_HELD_RETURNED))) {
+		*held |= PC_HELD_RETURNED;   /* execve's own return; only this task writes it */
+		return 0;
+	}
+	bpf_send_signal(PC_SIGKILL);
 	return 0;
 }

@@ -10,8 +10,8 @@ runs it, untracked, in interleaved rounds (order rotated each round) under:
 * ``bare``: pycontain's tracepoint and raw-tracepoint programs detached;
 * ``loaded``: every hook of this checkout attached (default policy tables,
   one tracked agent cgroup), as a daemon runs them;
-* ``no-gate`` (only when the checkout still has a raw ``sys_enter`` gate):
-  the same minus that gate, to attribute the cost;
+* ``no-gate`` (when the checkout has a raw ``sys_enter``/``sys_exit`` gate):
+  the same minus the gate program(s), to attribute the cost;
 * with ``--floor``, two more, pycontain detached: ``raw-noop`` (a program
   that returns at once, on ``raw_syscalls:sys_enter``: the dispatch cost any
   gate pays) and ``tp-noop`` (the same on the per-call tracepoints
@@ -92,12 +92,17 @@ class Attachments:
                 cat, name = tp.split(":", 1)
                 self.bpf.attach_tracepoint(tp=tp.encode(), fn_name=f"tracepoint__{cat}__{name}".encode())
         for tp in self.raws:
-            want = tps and (gate or tp != "sys_enter")
+            want = tps and (gate or tp not in GATES)
             on = tp.encode() in self.bpf.raw_tracepoint_fds or tp in self.bpf.raw_tracepoint_fds
             if on and not want:
                 self.bpf.detach_raw_tracepoint(tp.encode())
             elif want and not on:
                 self.bpf.attach_raw_tracepoint(tp=tp.encode(), fn_name=f"raw_tracepoint__{tp}".encode())
+
+
+# the raw tracepoints every system call of every task runs: one gate on
+# sys_exit since issue 10/14's merge, sys_enter + sys_exit before it
+GATES = {"sys_enter", "sys_exit"}
 
 
 class Floor:
@@ -145,7 +150,7 @@ def main() -> int:
     probes.track_cgroup(cg.v2_path, 7)
     att = Attachments(probes.bpf)
     configs = {"bare": dict(tps=False, gate=False), "loaded": dict(tps=True, gate=True)}
-    if "sys_enter" in att.raws:
+    if GATES & set(att.raws):
         configs["no-gate"] = dict(tps=True, gate=False)
     floor = Floor() if args.floor else None
     if floor:

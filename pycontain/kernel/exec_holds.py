@@ -4,7 +4,8 @@ agents' start times, and the directories exec.trusted admits.
 A held exec (ebpf/exe.bpf.h pc_hold_current) is a process the kernel
 stopped at exec until user space decides. Releasing it is two steps in this
 order: delete it from pc_exec_held (so the syscall gate in exec_map.c no
-longer kills it), then SIGCONT. pc_exec_holds[1] counts the holds user space
+longer kills it), then SIGCONT. The gate marks an entry whose execve has
+returned (HELD_RETURNED); that mark is not part of the hold's time. pc_exec_holds[1] counts the holds user space
 settled; while it trails the kernel's count [0], the gate looks up each
 system call's task.
 """
@@ -22,6 +23,9 @@ HOLDS_MADE, HOLDS_SETTLED = 0, 1
 # ebpf/exe.bpf.h PC_HELD_AT_BIRTH: a child born outside its agent's cgroup,
 # killed by the kernel; only ever killed and settled here, never released
 HELD_AT_BIRTH = 1 << 63
+# ebpf/exe.bpf.h PC_HELD_RETURNED: the held exec's own execve has returned
+HELD_RETURNED = 1 << 62
+_MARKS = HELD_AT_BIRTH | HELD_RETURNED
 
 
 def kernel_dev(st_dev: int) -> int:
@@ -91,8 +95,8 @@ def release(bpf: Any, pid: int) -> bool:
 
 
 def held(bpf: Any) -> dict[int, int]:
-    """Held tgid -> boot ns of the hold (the held-at-birth mark removed, so
-    the hold timeout kills and settles such an entry too)."""
+    """Held tgid -> boot ns of the hold (the marks removed, so the hold
+    timeout kills and settles an entry held at birth too)."""
     if bpf is None:
         return {}
-    return {int(k.value): int(v.value) & ~HELD_AT_BIRTH for k, v in bpf[b"pc_exec_held"].items()}
+    return {int(k.value): int(v.value) & ~_MARKS for k, v in bpf[b"pc_exec_held"].items()}

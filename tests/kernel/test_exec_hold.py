@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,97 @@ def test_held_verdicts_bare_then_under_pycontain(privileged, helpers, tmp_path):
     violations = {x.get("rule") for x in recs if x.get("kind") == "violation"}
     assert any(v.startswith("exec.deny_program_args") for v in violations), violations
     assert any(v.startswith("exec.deny_args") for v in violations), violations
+
+
+# Continue each held ssh -R the instant the kernel has stopped it, before the
+# controller has judged it (what an agent's own `kill -CONT` does). Prints how
+# many times the continue landed on a stopped program.
+CONTINUE_EARLY = r"""
+import os, signal, subprocess, sys
+ssh, sentinel, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+landed = 0
+for i in range(n):
+    p = subprocess.Popen([ssh, "-NR", "2222:localhost:22", "far"], env={"SENTINEL": f"{sentinel}.{i}"})
+    while True:
+        try:
+            with open(f"/proc/{p.pid}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "T":
+            os.kill(p.pid, signal.SIGCONT)
+            landed += 1
+            break
+        if state in "ZX":
+            break
+    p.wait()
+print("landed", landed)
+"""
+
+
+def test_a_held_program_continued_early_dies_at_its_first_system_call(privileged, helpers, tmp_path):
+    """The gate (ebpf/exec_map.c): a held program continued by anyone but
+    the controller is killed on its return from its first system call."""
+    os.chmod(tmp_path, 0o755)
+    script = tmp_path / "early.py"
+    script.write_text(CONTINUE_EARLY)
+    bare = subprocess.run([sys.executable, str(script), str(helpers / "ssh"), str(tmp_path / "bare"), "3"],
+                          capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 0, bare.stderr
+    assert all((tmp_path / f"bare.{i}").exists() for i in range(3))      # bare: never held, it runs
+
+    r = subprocess.run(PYCONTAIN + ["run", "--user", "root", "--name", "t-early", "--", sys.executable, str(script),
+                                    str(helpers / "ssh"), str(tmp_path / "ran"), "10"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    landed = int(r.stdout.split("landed", 1)[1].split()[0])
+    assert landed >= 1, "no continue landed on a held program: the race was not run"
+    written = sorted(p.name for p in tmp_path.glob("ran.*"))
+    assert written == [], f"a held program continued early ran ({len(written)} of 10, {landed} landed)"
+
+
+# No libc: the first system call after the continue is fork; the child's first
+# is open(O_CREAT) of the sentinel. x86-64 system call numbers.
+FORK_FIRST_C = r"""
+static long sc(long n, long a, long b, long c) {
+    long r;
+    __asm__ volatile ("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return r;
+}
+void _start(void) {
+    if (sc(57, 0, 0, 0) == 0)                 /* fork */
+        sc(2, (long)SENTINEL, 0101, 0644);    /* open(O_CREAT | O_WRONLY) */
+    sc(60, 0, 0, 0);                          /* exit */
+}
+"""
+
+
+def test_a_fork_as_the_first_call_after_an_early_continue_leaves_no_child(privileged, tmp_path):
+    """The one call an early-continued program gets is a fork: the child is
+    held at birth and dies on its first return, before it runs."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("x86-64 system call numbers")      # pragma: no cover
+    os.chmod(tmp_path, 0o755)
+    progs = {}
+    for name in ("bare", "ran"):
+        src = tmp_path / f"{name}.c"
+        src.write_text(FORK_FIRST_C)
+        d = tmp_path / f"{name}-bin"
+        d.mkdir()
+        progs[name] = d / "ssh"                  # held by name under the default policy
+        subprocess.run(["cc", "-O1", "-static", "-nostdlib", "-fno-stack-protector",
+                        f'-DSENTINEL="{tmp_path}/{name}.sentinel"', "-o", str(progs[name]), str(src)], check=True)
+    script = tmp_path / "early.py"
+    script.write_text(CONTINUE_EARLY)
+    subprocess.run([str(progs["bare"])], timeout=30)
+    time.sleep(0.2)
+    assert (tmp_path / "bare.sentinel").exists()          # bare: the forked child writes it
+
+    r = subprocess.run(PYCONTAIN + ["run", "--user", "root", "--name", "t-early-fork", "--", sys.executable,
+                                    str(script), str(progs["ran"]), str(tmp_path / "unused"), "5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    time.sleep(0.3)
+    landed = int(r.stdout.split("landed", 1)[1].split()[0])
+    assert landed >= 1, "no continue landed on a held program: the race was not run"
+    assert not (tmp_path / "ran.sentinel").exists(), f"a child forked after an early continue ran ({landed} landed)"

@@ -33,3 +33,8 @@ def test_a_child_held_at_birth_is_not_released_and_times_out_like_any_hold():
 
 def test_release_of_a_pid_not_held_does_nothing():
     assert exec_holds.release(_bpf({}), 4242) is False
+
+
+def test_the_gates_returned_mark_is_not_part_of_the_hold_time():
+    bpf = _bpf({4242: 5_000 | exec_holds.HELD_RETURNED, 4343: 7_000 | exec_holds.HELD_AT_BIRTH})
+    assert exec_holds.held(bpf) == {4242: 5_000, 4343: 7_000}

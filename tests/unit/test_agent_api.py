@@ -22,7 +22,7 @@ class Cg:
         Cg.made.append(self)
 
     @classmethod
-    def create(cls, name, parent=None):
+    def create(cls, name, parent=None, plan=None):
         return cls(name)
 
     def pids(self):

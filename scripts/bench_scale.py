@@ -12,7 +12,10 @@ forked and exec'd in it), the daemon's RSS with the N agents running
 holds (fdinfo of its descriptors) and the node's (`bpftool prog show`;
 scripts/install-test-tools.sh installs bpftool), the untracked exec loop with
 the N agents present against bare (no daemon: rounds before it starts and
-after it stops, medians), and records/s: all N agents released at once into
+after it stops, medians) as wall rate and as CPU per exec (the agents sit
+idle in a blocking read meanwhile, so the CPU ratio is pycontain's own cost
+per untracked exec; the wall ratio also moves with whatever else the shared
+vCPUs run between the bare and the loaded rounds), and records/s: all N agents released at once into
 an exec loop for --load seconds, records the daemon counted (state API) per
 second of that window, with what it lost.
 """
@@ -35,15 +38,18 @@ from pycontain import client  # noqa: E402
 from pycontain.observe.state_api import StateClient  # noqa: E402
 
 EXEC_LOOP = r"""
-import os, sys, time
+import os, resource, sys, time
+def cpu():
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 n = int(sys.argv[1])
-t = time.perf_counter()
+t, c = time.perf_counter(), cpu()
 for _ in range(n):
     pid = os.fork()
     if pid == 0:
         os.execv("/bin/true", ["/bin/true"])
     os.waitpid(pid, 0)
-print(n / (time.perf_counter() - t))
+print(n / (time.perf_counter() - t), (cpu() - c) / n * 1e6)
 """
 # each agent waits on the fifo (no exec while idle), then execs for LOAD s
 AGENT = 'read x < "$1"; timeout "$2" sh -c "while :; do /bin/true; done"; exec sleep 600'
@@ -72,10 +78,15 @@ def bpf_progs_node() -> int | None:
     return sum(1 for line in out.splitlines() if line[:1].isdigit())
 
 
-def exec_rate(n: int = 400) -> float:
-    """fork+exec of /bin/true per second, from an untracked process."""
+def exec_rate(n: int = 400) -> tuple[float, float]:
+    """fork+exec of /bin/true from an untracked process: (per second of wall
+    time, CPU microseconds per exec of the loop and its children). The CPU
+    figure is what an exec costs (pycontain's exec programs run in the
+    exec'ing task and show in its system time); the wall rate also counts
+    waiting for a CPU, i.e. whatever else the 2 vCPUs run at that moment."""
     out = subprocess.run([sys.executable, "-c", EXEC_LOOP, str(n)], capture_output=True, text=True, check=True)
-    return float(out.stdout)
+    rate, cpu_us = out.stdout.split()
+    return float(rate), float(cpu_us)
 
 
 def counted(sock: str) -> tuple[int, int]:
@@ -160,15 +171,18 @@ def main() -> int:
         time.sleep(1.0)
     bare += [exec_rate() for _ in range(a.rounds)]
     shutil.rmtree(tmp, ignore_errors=True)
-    b = statistics.median(bare)
-    print(f"bare untracked exec: {b:.0f}/s (median of {len(bare)}, {min(bare):.0f}-{max(bare):.0f})")
+    b = statistics.median(r for r, _ in bare)
+    bc = statistics.median(c for _, c in bare)
+    print(f"bare untracked exec: {b:.0f}/s, {bc:.0f} us CPU each (median of {len(bare)}; "
+          f"{min(r for r, _ in bare):.0f}-{max(r for r, _ in bare):.0f}/s)")
     print(f"{'agents':>6} {'p50 ms':>8} {'p99 ms':>8} {'daemon RSS MB':>14} {'MB/agent':>9} {'daemon progs':>13} "
-          f"{'node progs':>11} {'untracked exec':>15} {'records/s':>10} {'lost':>5}")
+          f"{'node progs':>11} {'exec wall':>10} {'exec CPU':>9} {'records/s':>10} {'lost':>5}")
     for n, lat, rss, progs, node, untracked, rate, lost in rows:
-        u = statistics.median(untracked)
+        u = statistics.median(r for r, _ in untracked)
+        uc = statistics.median(c for _, c in untracked)
         print(f"{n:>6} {pct(lat, .5) * 1e3:>8.1f} {pct(lat, .99) * 1e3:>8.1f} {rss / 1024:>14.1f} "
               f"{(rss - rss0) / 1024 / n:>9.2f} {progs:>13} {node if node is not None else '-':>11} "
-              f"{b / u:>14.3f}x {rate:>10.0f} {lost:>5}", flush=True)
+              f"{b / u:>9.3f}x {uc / bc:>8.3f}x {rate:>10.0f} {lost:>5}", flush=True)
     return 0
 
 

@@ -20,17 +20,21 @@ sweep. Both sweeps run in the daemon's loop (:meth:`AgentStarter.sweep`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 
-from ..actuate.cgroups import AgentCgroup
+from ..actuate.cgroups import AgentCgroup, CreatePlan, detect_layout, make_home
 from ..core.errors import PycontainError, UsageError
 from ..core.labels import clean_labels
 from .runner import check_name
 
 log = logging.getLogger("pycontain.daemon")
+
+DEFAULT_HOME = "pycontain-agents"
 
 START_DEADLINE_S = 10.0     # from the start answer to the agent's first process
 
@@ -49,6 +53,32 @@ class AgentStarter:
         self.ctl, self.lock, self.parent, self.clock = ctl, lock, cgroup_parent, clock
         self.started: dict[str, _Started] = {}
         self._names = threading.Lock()
+        self._plan: CreatePlan | None = None     # where started agents go (prepare)
+
+    def prepare(self, probes, home: str) -> str | None:
+        """Once, before serving: make the dir `home` (under the cgroup parent,
+        default the daemon's own cgroup) that holds the started agents, attach
+        the cgroup programs there once (they filter by agent in the kernel, so
+        a start adds map entries, not 13 links), and compute where each agent's
+        dirs go. Returns why the programs stay per agent, or None."""
+        layout = detect_layout()
+        base = self.parent or layout.own_v2()
+        try:
+            path = make_home(base, home, layout)
+            self._plan = AgentCgroup.plan(path, layout)
+        except (OSError, PycontainError) as e:
+            return f"started agents go directly under {base} ({e})"
+        try:
+            if probes is not None:
+                probes.attach_at_ancestor(path)
+        except (OSError, PycontainError) as e:
+            return f"cgroup programs attached per started agent, not once at {path} ({e})"
+        return None
+
+    def _create(self, name: str) -> AgentCgroup:
+        if self._plan is not None:
+            return AgentCgroup.create(name, plan=self._plan)
+        return AgentCgroup.create(name, parent=self.parent)
 
     def handlers(self) -> dict:
         return {"start": self.start, "stop": self.stop}
@@ -69,7 +99,7 @@ class AgentStarter:
         labels = clean_labels(body.get("labels"))
         with self._names:
             name = self._unique(name)
-            cg = AgentCgroup.create(name, parent=self.parent)      # mkdirs: outside the loop's lock
+            cg = self._create(name)      # mkdirs: outside the loop's lock
             self.started[name] = _Started(cg, self.clock() + START_DEADLINE_S)
         try:
             with self.lock:
@@ -127,3 +157,17 @@ class AgentStarter:
     def close(self) -> None:
         for name in list(self.started):
             self._forget(name)
+        if self._plan is not None:
+            try:
+                os.rmdir(self._plan.base)    # empty now; busy (an agent left over): kept, still attached
+            except OSError:
+                pass
+
+
+def home_name(socket_path: str, default_socket: str) -> str:
+    """The started agents' parent dir: one per daemon socket, so daemons
+    serving other sockets (tests, a second node daemon) never share it and a
+    restarted daemon finds its own again."""
+    if os.path.abspath(socket_path) == default_socket:
+        return DEFAULT_HOME
+    return f"{DEFAULT_HOME}-{hashlib.sha256(os.path.abspath(socket_path).encode()).hexdigest()[:8]}"

@@ -26,7 +26,7 @@ from ..gpu.devices import GpuDevices
 from ..kernel.pins import pin_root, release_all
 from ..observe.audit import open_audit
 from ..observe.report import Reporter, progress_printer
-from .agent_api import AgentStarter
+from .agent_api import AgentStarter, home_name
 from .agents import ADOPT, SCAN, AgentRegistry, cgroup_id
 from .edges import Edges
 from .inputs import check_serving
@@ -268,6 +268,7 @@ class Daemon:
         self.ctl.on_birth = self._on_birth
         s.start()
         self.arm_birth()
+        self._prepare_starts()
         try:
             s.serve(socket_path=self.opts.socket_path, metrics_port=self.opts.metrics_port,
                     metrics_addr=self.opts.metrics_addr, handlers={"adopt": self._adopt, "release": self._release,
@@ -287,6 +288,11 @@ class Daemon:
                     for name in list(self.ctl.cgroups):
                         self.ctl.remove_agent(name)
             s.close()
+
+    def _prepare_starts(self) -> None:
+        why = self.starter.prepare(self.ctl.probes, home_name(self.opts.socket_path, DaemonOptions.socket_path))
+        if why:
+            self.reporter.note(why)
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -206,6 +206,7 @@ class Probes:
         self._used: list[str] = []     # hook files compiled in
         self._birth = False            # issue 10: the birth automaton is written and on
         self._ancestors: dict[str, tuple[int, cgroup_attach.CgroupLinks]] = {}   # path -> (fd, links)
+        self._cg2: str | None = None        # the cgroup2 mount (realpath), read once: not per agent start
         self.pin_root = pin_root       # daemon mode: attachments pinned in bpffs (kernel/pins.py)
         self.pins: pins.PinDir | None = None
         self._links: list[int] = []    # fds of our pinned tracepoint links
@@ -534,8 +535,13 @@ class Probes:
     def _covered(self, path: str) -> bool:
         return any(path == a or path.startswith(a.rstrip("/") + "/") for a in self._ancestors)
 
+    def _cgroup2(self) -> str:
+        if self._cg2 is None:
+            self._cg2 = os.path.realpath(cgroup2_mount())
+        return self._cg2
+
     def _cg_key(self, path: str):
-        rel = os.path.relpath(path, os.path.realpath(cgroup2_mount()))
+        rel = os.path.relpath(path, self._cgroup2())
         k = self._table("pc_cg_paths").Key()
         k.path = ("/" + rel).encode("utf-8", "surrogateescape")[: CGPATH_LEN - 1]
         return k
@@ -578,7 +584,7 @@ class Probes:
         if path in self._tracked:
             self.untrack_cgroup(path)
         cg_id = os.stat(path).st_ino
-        level = cgroup_level(path)
+        level = cgroup_level(path, self._cgroup2())
         if level >= MAX_LEVELS:
             log.warning("cgroup %s is %d levels deep: only tasks directly in it are tracked", path, level)
         agents = self._table("pc_agents")

@@ -22,7 +22,7 @@ class Cg:
         Cg.made.append(self)
 
     @classmethod
-    def create(cls, name, parent=None):
+    def create(cls, name, parent=None, plan=None):
         return cls(name)
 
     def pids(self):
@@ -142,3 +142,34 @@ def test_start_answer_carries_cuda_visible_devices_of_the_grant(starter, monkeyp
     a.start()
     a.launch(["true"], env={"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "0,1,2,3"})
     assert seen["env"] == {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": "GPU-b,GPU-d"}     # the daemon's value wins
+
+
+def test_home_is_one_per_daemon_socket():
+    default = "/run/pycontain/pycontain.sock"
+    assert agent_api.home_name(default, default) == "pycontain-agents"
+    a, b = agent_api.home_name("/tmp/a/pc.sock", default), agent_api.home_name("/tmp/b/pc.sock", default)
+    assert a != b and a.startswith("pycontain-agents-")
+    assert agent_api.home_name("/tmp/a/pc.sock", default) == a     # a restarted daemon finds its own
+
+
+def test_prepare_attaches_once_at_the_home_and_starts_go_there(monkeypatch, starter):
+    made, planned, attached = [], [], []
+    monkeypatch.setattr(agent_api, "detect_layout", lambda: type("L", (), {"own_v2": lambda self: "/cg/own"})())
+    monkeypatch.setattr(agent_api, "make_home", lambda base, name, layout: made.append(f"{base}/{name}")
+                        or f"{base}/{name}")
+    monkeypatch.setattr(Cg, "plan", classmethod(lambda cls, parent, layout: planned.append(parent)
+                                                or ("plan", parent)), raising=False)
+    probes = type("P", (), {"attach_at_ancestor": lambda self, p: attached.append(p)})()
+    assert starter.prepare(probes, "pycontain-agents") is None
+    assert made == planned == attached == ["/cg/own/pycontain-agents"]
+    assert starter._plan == ("plan", "/cg/own/pycontain-agents")      # every start's dirs go below it
+
+
+def test_prepare_failing_keeps_starting_agents(monkeypatch, starter):
+    monkeypatch.setattr(agent_api, "detect_layout", lambda: type("L", (), {"own_v2": lambda self: "/cg/own"})())
+
+    def refuse(base, name, layout):
+        raise OSError(13, "Permission denied")
+    monkeypatch.setattr(agent_api, "make_home", refuse)
+    assert "directly under /cg/own" in starter.prepare(None, "pycontain-agents")
+    assert starter.start({"name": "agent"})["agent"] == "agent"      # per-start placement, as before

@@ -5,7 +5,7 @@ See docs/cgroups.md.
 
 from __future__ import annotations
 
-from .agent import AgentCgroup
+from .agent import AgentCgroup, CreatePlan, make_home
 from .layout import CgroupLayout, detect_layout
 
-__all__ = ["AgentCgroup", "CgroupLayout", "detect_layout"]
+__all__ = ["AgentCgroup", "CreatePlan", "make_home", "CgroupLayout", "detect_layout"]

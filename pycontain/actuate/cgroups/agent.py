@@ -15,6 +15,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ...core.errors import EnvironmentProblem, UsageError
@@ -36,6 +37,16 @@ DELEGATION_HINT = (
     "cgroup.controllers (e.g. `mkdir /sys/fs/cgroup/pycontain.slice` with `+cpu +memory +pids` in "
     "/sys/fs/cgroup/cgroup.subtree_control, or a systemd slice / Delegate=yes unit whose own process "
     "lives in a leaf child), see docs/cgroups.md")
+
+
+@dataclass(frozen=True)
+class CreatePlan:
+    """What :meth:`AgentCgroup.create` needs besides a name (AgentCgroup.plan)."""
+
+    layout: CgroupLayout
+    base: str                                       # the cgroup2 parent dir
+    v1: tuple[tuple[tuple[str, ...], str], ...]     # (controllers, v1 parent dir) per v1 mount
+    missing: dict[str, str]                         # controller -> why it is not available
 
 
 class AgentCgroup:
@@ -62,41 +73,54 @@ class AgentCgroup:
     # ---- construction ------------------------------------------------------------
 
     @classmethod
-    def create(cls, name: str, *, parent: str | None = None, layout: CgroupLayout | None = None) -> AgentCgroup:
+    def plan(cls, parent: str | None = None, layout: CgroupLayout | None = None) -> CreatePlan:
+        """Where :meth:`create` puts an agent's dirs under `parent` (default:
+        pycontain's own cgroups). The daemon computes it once for the agents it
+        starts instead of reading mountinfo and /proc/self/cgroup per start."""
         layout = layout or detect_layout()
-        dirname = f"pycontain-{name}-{secrets.token_hex(3)}"
         base = os.path.normpath(parent) if parent else layout.own_v2()
         _check_under(base, layout.unified)
         missing: dict[str, str] = {}
         if layout.kind == "v2":
             missing = _enable_v2_controllers(base, layout)
+        v1: list[tuple[tuple[str, ...], str]] = []
+        if layout.kind == "hybrid":
+            for _mount, ctrls in layout.v1_mounts().items():
+                v1_base = _v1_parent(layout, ctrls[0], base if parent else None)
+                if v1_base is None:
+                    for c in ctrls:
+                        missing[c] = "pycontain's own v1 cgroup is unknown"
+                    continue
+                v1.append((tuple(ctrls), v1_base))
+        return CreatePlan(layout, base, tuple(v1), missing)
+
+    @classmethod
+    def create(cls, name: str, *, parent: str | None = None, layout: CgroupLayout | None = None,
+               plan: CreatePlan | None = None) -> AgentCgroup:
+        plan = plan or cls.plan(parent, layout)
+        dirname = f"pycontain-{name}-{secrets.token_hex(3)}"
         made: list[str] = []
         try:
-            v2_path = os.path.join(base, dirname)
+            v2_path = os.path.join(plan.base, dirname)
             fs.make_dir(v2_path)
             made.append(v2_path)
             v1_paths: dict[str, str] = {}
-            if layout.kind == "hybrid":
-                for _mount, ctrls in layout.v1_mounts().items():
-                    v1_base = _v1_parent(layout, ctrls[0], base if parent else None)
-                    if v1_base is None:
-                        for c in ctrls:
-                            missing[c] = "pycontain's own v1 cgroup is unknown"
-                        continue
-                    p = os.path.join(v1_base, dirname)
-                    fs.make_dir(p)
-                    made.append(p)
-                    for c in ctrls:
-                        v1_paths[c] = p
+            for ctrls, v1_base in plan.v1:
+                p = os.path.join(v1_base, dirname)
+                fs.make_dir(p)
+                made.append(p)
+                for c in ctrls:
+                    v1_paths[c] = p
         except OSError as e:
             for p in reversed(made):
                 try:
                     os.rmdir(p)
                 except OSError:
                     pass
-            raise EnvironmentProblem(f"cannot create the agent cgroup {dirname} under {base}: {e.strerror}") from e
-        return cls(name, v2_path, v1_paths, kind=layout.kind, owned=True,
-                   proc_root=layout.proc_root, missing=missing)
+            raise EnvironmentProblem(f"cannot create the agent cgroup {dirname} under {plan.base}: "
+                                     f"{e.strerror}") from e
+        return cls(name, v2_path, v1_paths, kind=plan.layout.kind, owned=True,
+                   proc_root=plan.layout.proc_root, missing=dict(plan.missing))
 
     @classmethod
     def adopt(cls, v2_path: str, name: str, layout: CgroupLayout | None = None) -> AgentCgroup:
@@ -414,6 +438,21 @@ class AgentCgroup:
                 pass
         for d in [self.v2_path, *self._v1_dirs()]:
             fs.remove_tree(d, deadline)
+
+
+def make_home(base: str, name: str, layout: CgroupLayout) -> str:
+    """A cgroup2 dir `name` under `base` meant to hold only agent cgroups (the
+    node daemon's started agents): their cgroup programs are attached there
+    once instead of to each agent. Kept if it exists (a restarted daemon's)."""
+    _check_under(base, layout.unified)
+    if layout.kind == "v2":
+        _enable_v2_controllers(base, layout)       # what is missing shows in each agent's plan
+    path = os.path.join(base, name)
+    try:
+        fs.make_dir(path)
+    except FileExistsError:
+        pass
+    return path
 
 
 class _Unavailable(Exception):

@@ -62,7 +62,9 @@ def test_fork_and_exit_lineage(agent, collector):
 
 
 def test_thread_exit_is_marked(agent, collector):
-    code = "import threading; t = threading.Thread(target=lambda: None); t.start(); t.join()"
+    # join() returns before the OS thread is gone; the sleep lets it finish do_exit
+    # while the main thread lives (else exit_group may make it the group's last)
+    code = "import threading, time; t = threading.Thread(target=lambda: None); t.start(); t.join(); time.sleep(0.3)"
     import sys
     proc = launch([sys.executable, "-c", code], agent)
     assert proc.wait(timeout=20) == 0

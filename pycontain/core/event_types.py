@@ -307,10 +307,13 @@ def _decode_tcp_state(data: bytes) -> TcpStateEvent:
                          saddr=addr_text(family, saddr), sport=sport, daddr=addr_text(family, daddr), dport=dport)
 
 
+def tcp_state_name(state: int) -> str:
+    return _TCP_STATES.get(state) or str(state)
+
+
 def _record_tcp_state(ev: TcpStateEvent, rec: Record) -> None:
     rec.update(daddr=ev.daddr, dport=ev.dport, saddr=ev.saddr, sport=ev.sport,
-               oldstate=_TCP_STATES.get(ev.oldstate, str(ev.oldstate)),
-               newstate=_TCP_STATES.get(ev.newstate, str(ev.newstate)))
+               oldstate=tcp_state_name(ev.oldstate), newstate=tcp_state_name(ev.newstate))
 
 
 # ---- cgroup birth / boundary (issue 10) ------------------------------------------

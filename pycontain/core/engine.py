@@ -177,18 +177,13 @@ class Engine:
         agent = self.names.get(ev.h.agent_id)
         if agent is None:
             return []
-        # the handler of the event's dataclass, or of its nearest base that has one
-        handler = self._HANDLERS.get(type(ev))
-        if handler is not None and not isinstance(ev, ExecEvent):
-            return self.condemned.family(handler(self, ev, agent, now), self.processes, now)
-        for cls in type(ev).__mro__:
-            handler = self._HANDLERS.get(cls)
-            if handler is not None:
-                out = handler(self, ev, agent, now)
-                if isinstance(ev, ExecEvent):   # a descendant whose fork record was not seen
-                    out += self.condemned.late(self.processes.get(ev.h.pid, ev.h.start_ns), now)
-                return self.condemned.family(out, self.processes, now)
-        return []
+        handler = _handler_of(type(ev))
+        if handler is None:
+            return []
+        out = handler(self, ev, agent, now)
+        if isinstance(ev, ExecEvent):   # a descendant whose fork record was not seen
+            out += self.condemned.late(self.processes.get(ev.h.pid, ev.h.start_ns), now)
+        return self.condemned.family(out, self.processes, now) if out else out
 
     def _on_fork(self, ev: ForkEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
@@ -522,3 +517,17 @@ class Engine:
 
     def tick(self, now: float) -> list[Decision]:
         return self.escalator.tick(now, monitor=self.monitor)
+
+
+_HANDLER_OF: dict[type, _Handler | None] = {}
+
+
+def _handler_of(cls: type) -> _Handler | None:
+    """The handler of an event dataclass, or of its nearest base that has
+    one (None: the engine ignores it), found once per class."""
+    try:
+        return _HANDLER_OF[cls]
+    except KeyError:
+        found = next((h for c in cls.__mro__ if (h := Engine._HANDLERS.get(c)) is not None), None)
+        _HANDLER_OF[cls] = found
+        return found

@@ -377,8 +377,8 @@ class Engine:
         proto = ev.proto_name
         # network hooks cannot read the task's start time: match by the live pid
         info = self.processes.lookup(h.pid) or self.processes.ensure(h.pid, h.start_ns, agent, h.ppid)
-        dest = f"{ev.daddr}:{ev.dport}/{proto}"
         if h.verdict != Verdict.ALLOW:
+            dest = f"{ev.daddr}:{ev.dport}/{proto}"
             if info.unapproved_connect_ns is None:
                 info.unapproved_connect_ns = h.ts_ns
             self.unapproved_at[agent] = now
@@ -392,6 +392,7 @@ class Engine:
         if hit is None:
             return []
         rule, why = hit
+        dest = f"{ev.daddr}:{ev.dport}/{proto}"
         return self._escalate(agent, rule, "network", now, f"{ev.kind} to {dest}: {why}", pid=h.pid,
                               start_ns=info.start_ns, user_space=True)
 

@@ -160,3 +160,24 @@ def test_routine_lines_are_the_general_lines():
             assert routine_connection(ev, ts) == connection_entry(rec)
         assert type(ev) is not ExecEvent or not ev.h.flags & FLAG_HELD
     check()
+
+
+def test_ts_text_is_the_repr_of_the_rounded_ts():
+    """records.ts_text formats a line's ts as JSON writes round(ts, 6), for
+    any float (wall-clock seconds now, small test clocks, decimals that
+    round up to a new integer, values past its fixed-point range)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pycontain.core.records import ts_text
+    edges = [0.0, 1e-3, 0.0009999995, 0.0010000004, 1.0, 9.9999995, 1764450000.9999996, 1764450000.1234565,
+             2.0 ** 33 - 1e-6, 2.0 ** 33, 2.0 ** 33 + 0.5, 1e16, 123456789.0000005, -1.5, float("inf")]
+    for x in edges:
+        assert ts_text(x) == repr(round(x, 6)), x
+
+    @settings(max_examples=3000, deadline=None)
+    @given(st.floats(0, 2.0 ** 34) | st.floats(1.7e9, 1.8e9) | st.integers(0, 2**62).map(lambda n: 1.7e9 + n / 1e9)
+           | st.floats(allow_nan=False))
+    def check(x):
+        assert ts_text(x) == repr(round(x, 6))
+    check()

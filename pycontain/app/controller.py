@@ -46,7 +46,7 @@ from ..core.events import (
 from ..core.gpu_rules import GpuRules
 from ..core.hooks_needed import hooks_needed
 from ..core.kernel_rules import KernelTables, compile_policy
-from ..core.records import decision_records, event_record, process_line
+from ..core.records import connection_entry, decision_records, event_record, routine_connection, routine_line
 from ..core.resolve import Resolver, hosts_in_policy
 from ..core.rule_ids import meta_by_id
 from ..gpu.loop import GpuUseLog, gpu_step, use_by_agent
@@ -65,7 +65,7 @@ __all__ = ["SAMPLE_INTERVAL_S", "Controller", "boot_to_wall_offset"]
 log = logging.getLogger("pycontain")
 
 SAMPLE_INTERVAL_S = 1.0
-_PROCESS_KINDS = ("fork", "exit")
+_CONNECTION_KINDS = ("connect", "send")
 HOLD_TIMEOUT_S = 2.0      # a held exec nobody decided on by then is killed (lost record: fail closed)
 
 
@@ -94,6 +94,7 @@ class Controller:
         self.handler_errors = 0           # decisions collected in the callback that failed later
         self._pending: list[Decision] = []
         self._counts: dict[tuple[str, str], int] = {}   # (agent, kind) -> events of this poll
+        self._connections: list[tuple[str, dict]] = []  # (agent, recent connection) of this poll
         self._held: list[tuple[int, int]] = []   # (pid, boot ns of the exec) held at exec (issue 11)
         self.hold_ns: deque[int] = deque(maxlen=10_000)   # exec -> release, for scripts/bench_exec_hold.py
         self._gpu_use_log = GpuUseLog()
@@ -286,7 +287,7 @@ class Controller:
         if kind == "cgroup_birth" and self.on_birth is not None:
             self.on_birth(ev)     # the daemon adopts it after the poll
         name = self.names.get(h.agent_id, "host")
-        if kind in _PROCESS_KINDS and self._routine_process(ev, name, kind):
+        if self._routine_event(ev, name, kind):
             return
         if h.flags & FLAG_HELD:
             if isinstance(ev, ExecEvent) and not self.observe_only:
@@ -299,7 +300,7 @@ class Controller:
         self.audit.write(rec, flush=not allowed)
         key = (name, kind)
         self._counts[key] = self._counts.get(key, 0) + 1     # into state.events_total after the poll
-        if h.flags & FLAG_KILLED or kind in ("connect", "send"):
+        if h.flags & FLAG_KILLED or kind in _CONNECTION_KINDS:
             self._count_event(name, kind, h.flags, rec)
         if self.policy is None or (self.trace_all and name == "host"):     # observe only
             self.report(rec)
@@ -311,38 +312,50 @@ class Controller:
         if isinstance(ev, NetEvent) and self.routine is not None and self.engine.routine_net(ev):
             self.routine.note(ev)
 
-    def _routine_process(self, ev: Event, name: str, kind: str) -> bool:
-        """A fork or exit with no verdict (most records): its audit line
-        written straight from the event, counted, and the engine's process
-        table updated. False: the general path (observing, a verdict, a kill)."""
+    def _routine_event(self, ev: Event, name: str, kind: str) -> bool:
+        """An allowed record with no rule nor kill (most records): its audit
+        line written straight from the event (records.routine_line), counted,
+        a connect kept for the state API, and the engine told as on the
+        general path. False: the general path (observing, a verdict, a kill,
+        a held exec)."""
         if self.policy is None or self.trace_all:
             return False
-        line = process_line(ev, name, self._offset + ev.h.ts_ns / 1e9, self.audit.line_tail(name))
+        ts = self._offset + ev.h.ts_ns / 1e9
+        line = routine_line(ev, name, ts, self.audit.line_tail(name))
         if line is None:
             return False
         self.audit.write_line(line)
         key = (name, kind)
         self._counts[key] = self._counts.get(key, 0) + 1
+        if kind in _CONNECTION_KINDS:
+            assert isinstance(ev, NetEvent)
+            self._connections.append((name, routine_connection(ev, ts)))
         assert self.engine is not None
         self._pending.extend(self.engine.on_event(ev, self.clock.monotonic()))
+        if isinstance(ev, NetEvent) and self.routine is not None and self.engine.routine_net(ev):
+            self.routine.note(ev)
         return True
 
     def _count_event(self, name: str, kind: str, flags: int, rec: dict) -> None:
-        with self.state.lock:
-            if flags & FLAG_KILLED:      # the kernel killed it (exec deny): an action like any other
+        if flags & FLAG_KILLED:      # the kernel killed it (exec deny): an action like any other
+            with self.state.lock:
                 self.state.actions_total[(name, "kill")] += 1
-            agent = self.state.agents.get(name)
-            if agent is not None and kind in ("connect", "send"):
-                agent.connections.append({k: rec.get(k) for k in
-                                          ("ts", "protocol", "daddr", "dport", "verdict", "pid", "comm")})
+        if kind in _CONNECTION_KINDS:
+            self._connections.append((name, connection_entry(rec)))
 
     def _fold_counts(self) -> None:
-        """The poll's event counts into state.events_total: one lock per poll,
-        not one per record (scripts/bench_records.py)."""
+        """The poll's event counts into state.events_total and its connects
+        into the agents' recent connections: one lock per poll, not one per
+        record (scripts/bench_records.py)."""
         counts, self._counts = self._counts, {}
-        if counts:
+        conns, self._connections = self._connections, []
+        if counts or conns:
             with self.state.lock:
                 self.state.events_total.update(counts)
+                for name, conn in conns:
+                    agent = self.state.agents.get(name)
+                    if agent is not None:
+                        agent.connections.append(conn)
 
     def _held_exec(self, ev: ExecEvent) -> ExecEvent:
         """An exec the kernel holds for this verdict (issue 11): judged on the

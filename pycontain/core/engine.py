@@ -177,18 +177,13 @@ class Engine:
         agent = self.names.get(ev.h.agent_id)
         if agent is None:
             return []
-        # the handler of the event's dataclass, or of its nearest base that has one
-        handler = self._HANDLERS.get(type(ev))
-        if handler is not None and not isinstance(ev, ExecEvent):
-            return self.condemned.family(handler(self, ev, agent, now), self.processes, now)
-        for cls in type(ev).__mro__:
-            handler = self._HANDLERS.get(cls)
-            if handler is not None:
-                out = handler(self, ev, agent, now)
-                if isinstance(ev, ExecEvent):   # a descendant whose fork record was not seen
-                    out += self.condemned.late(self.processes.get(ev.h.pid, ev.h.start_ns), now)
-                return self.condemned.family(out, self.processes, now)
-        return []
+        handler = _handler_of(type(ev))
+        if handler is None:
+            return []
+        out = handler(self, ev, agent, now)
+        if isinstance(ev, ExecEvent):   # a descendant whose fork record was not seen
+            out += self.condemned.late(self.processes.get(ev.h.pid, ev.h.start_ns), now)
+        return self.condemned.family(out, self.processes, now) if out else out
 
     def _on_fork(self, ev: ForkEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
@@ -382,8 +377,8 @@ class Engine:
         proto = ev.proto_name
         # network hooks cannot read the task's start time: match by the live pid
         info = self.processes.lookup(h.pid) or self.processes.ensure(h.pid, h.start_ns, agent, h.ppid)
-        dest = f"{ev.daddr}:{ev.dport}/{proto}"
         if h.verdict != Verdict.ALLOW:
+            dest = f"{ev.daddr}:{ev.dport}/{proto}"
             if info.unapproved_connect_ns is None:
                 info.unapproved_connect_ns = h.ts_ns
             self.unapproved_at[agent] = now
@@ -397,6 +392,7 @@ class Engine:
         if hit is None:
             return []
         rule, why = hit
+        dest = f"{ev.daddr}:{ev.dport}/{proto}"
         return self._escalate(agent, rule, "network", now, f"{ev.kind} to {dest}: {why}", pid=h.pid,
                               start_ns=info.start_ns, user_space=True)
 
@@ -522,3 +518,17 @@ class Engine:
 
     def tick(self, now: float) -> list[Decision]:
         return self.escalator.tick(now, monitor=self.monitor)
+
+
+_HANDLER_OF: dict[type, _Handler | None] = {}
+
+
+def _handler_of(cls: type) -> _Handler | None:
+    """The handler of an event dataclass, or of its nearest base that has
+    one (None: the engine ignores it), found once per class."""
+    try:
+        return _HANDLER_OF[cls]
+    except KeyError:
+        found = next((h for c in cls.__mro__ if (h := Engine._HANDLERS.get(c)) is not None), None)
+        _HANDLER_OF[cls] = found
+        return found

@@ -361,7 +361,7 @@ class NetEvent(Event):
 
     @property
     def proto_name(self) -> str:
-        return {6: "tcp", 17: "udp"}.get(self.protocol, str(self.protocol))
+        return _PROTO_NAMES.get(self.protocol) or str(self.protocol)
 
 
 @dataclass(frozen=True)
@@ -426,8 +426,23 @@ class StratumEvent(NetEvent):
     payload: bytes = field(default=b"")
 
 
+_PROTO_NAMES = {6: "tcp", 17: "udp"}
+_ADDR_TEXT: dict[tuple[int, bytes], str] = {}   # agents talk to few addresses: text remembered
+_ADDR_TEXT_MAX = 4096
+
+
 def addr_text(family: int, raw: bytes | C.Array[C.c_uint8]) -> str:
     b = bytes(raw)
+    key = (family, b)
+    got = _ADDR_TEXT.get(key)
+    if got is None:
+        if len(_ADDR_TEXT) >= _ADDR_TEXT_MAX:
+            _ADDR_TEXT.clear()
+        got = _ADDR_TEXT[key] = _addr_text(family, b)
+    return got
+
+
+def _addr_text(family: int, b: bytes) -> str:
     if family == 2:
         return socket.inet_ntop(socket.AF_INET, b[:4])
     if family == 10:

@@ -107,7 +107,7 @@ class AuditLog:
     def line_tail(self, agent: str) -> str:
         """What _enrich adds to an event line of ``agent`` (host, then its
         orchestrator identity), as JSON text closing the object: for lines
-        written whole (core/records.process_line, write_line)."""
+        written whole (core/records.routine_line, write_line)."""
         tail = self._tails.get(agent)
         if tail is None:
             with self._lock:

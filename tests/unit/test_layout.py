@@ -184,3 +184,23 @@ def test_exe_struct_reads_the_ctypes_fields():
     assert et._EXE.size == ctypes.sizeof(ev.CExe)
     assert got[:7] == (c.dev, c.ino, c.mtime_sec, c.nlink, c.uid, c.mode, c.name_len)
     assert got[7] == raw[ev.CExe.name.offset:]
+
+
+@pytest.mark.parametrize("etype", [ev.EventType.EXEC, ev.EventType.CONNECT, ev.EventType.TCP_STATE,
+                                   ev.EventType.FORK, ev.EventType.STDIO_SOCKET])
+def test_decoded_events_are_the_dataclasses_their_init_builds(etype):
+    """Frequent records skip the frozen dataclass __init__ (event_types._builder):
+    what decode returns must be the object that __init__ builds from the same
+    fields (every field set, equal, same hash), and stay frozen."""
+    import dataclasses
+
+    spec = et.EVENT_TYPES[etype]
+    raw = bytearray((i * 37 + 11) & 0xFF for i in range(ctypes.sizeof(spec.cstruct)))
+    raw[0] = etype
+    got = et.decode(bytes(raw))
+    assert type(got) is spec.cls
+    assert set(vars(got)) == {f.name for f in dataclasses.fields(spec.cls)}
+    built = spec.cls(**{f.name: getattr(got, f.name) for f in dataclasses.fields(spec.cls)})
+    assert got == built and hash(got) == hash(built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got.h = None

@@ -80,47 +80,104 @@ def test_line_encoder_writes_what_the_json_encoder_writes():
 def _routine_line_cases():
     from hypothesis import strategies as st
 
-    from pycontain.core.events import ExitEvent, ForkEvent, Header
-    u32, u64 = st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)
-    header = st.builds(Header, type=st.sampled_from([EventType.FORK, EventType.EXIT]),
-                       verdict=st.sampled_from(list(Verdict)), flags=st.sampled_from([0, 1 << 3, 1 << 4, 1 << 6]),
+    from pycontain.core.events import (
+        ExecEvent,
+        ExeIdentity,
+        ExitEvent,
+        ForkEvent,
+        Header,
+        NetEvent,
+        StratumEvent,
+        TcpStateEvent,
+    )
+    u8, u16, u32, u64 = (st.integers(0, 2**b - 1) for b in (8, 16, 32, 64))
+    kinds = [EventType.FORK, EventType.EXIT, EventType.EXEC, EventType.CONNECT, EventType.SEND,
+             EventType.TCP_STATE, EventType.STRATUM]
+    flags = st.lists(st.sampled_from([1 << b for b in range(16)]), max_size=4).map(sum)
+    header = st.builds(Header, type=st.sampled_from(kinds), verdict=st.sampled_from(list(Verdict)), flags=flags,
                        rule_id=st.sampled_from([0, 0, 5]), pid=u32, tid=u32, ppid=u32, uid=u32, agent_id=u32,
                        ts_ns=u64, start_ns=u64, cgroup_id=u64, comm=st.binary(max_size=16))
+    text = st.binary(max_size=40) | st.sampled_from([b"python3", b"-c", b"caf\xc3\xa9", b"\x1b[2J", b"a\\b"])
+    exe = st.builds(ExeIdentity, name=text, dev=u32, ino=st.sampled_from([0, 0, 7]), nlink=u32, uid=u32,
+                    mode=u32, mtime_sec=u64) | st.just(ExeIdentity())
+    addr = st.sampled_from(["127.0.0.1", "198.51.100.7", "2001:db8::1", ""])
 
-    def event(h, n):
+    def event(h, n, argv, fname, ex, real, full, a1, a2, p1, p2, proto):
         if h.type == EventType.FORK:
             return ForkEvent(h=h, child_pid=n & 0xFFFFFFFF)
-        return ExitEvent(h=h, exit_code=n)
-    return st.builds(event, header, st.integers(-2**31, 2**31 - 1))
+        if h.type == EventType.EXIT:
+            return ExitEvent(h=h, exit_code=n)
+        if h.type == EventType.EXEC:
+            return ExecEvent(h=h, filename=fname, argv=tuple(argv), argc=len(argv) + (n & 1), exe=ex,
+                             real_path=real, full_argv=full)
+        if h.type == EventType.TCP_STATE:
+            return TcpStateEvent(h=h, family=2, oldstate=n & 15, newstate=p1 & 15, saddr=a1, sport=p1,
+                                 daddr=a2, dport=p2)
+        cls = StratumEvent if h.type == EventType.STRATUM else NetEvent
+        return cls(h=h, family=2, protocol=proto, daddr=a1, dport=p1, saddr=a2, sport=p2)
+    return st.builds(event, header, st.integers(-2**31, 2**31 - 1), st.lists(text, max_size=70), text, exe,
+                     st.sampled_from([b"", b"", b"/usr/bin/python3.11"]), st.booleans(), addr, addr, u16, u16,
+                     st.sampled_from([6, 17, 1, 132]))
 
 
-def test_routine_fork_and_exit_lines_are_the_general_lines():
-    """Forks and exits with no verdict are written straight from the event
-    (records.process_line + AuditLog.line_tail): byte for byte what
-    event_record and AuditLog.write give, for any header, comm, agent name
-    and orchestrator identity; anything else is left to the general path."""
+def test_routine_lines_are_the_general_lines():
+    """Routine records (allowed, no rule nor kill) are written straight from
+    the event (records.routine_line + AuditLog.line_tail): byte for byte
+    what event_record and AuditLog.write give, for any header, comm, argv,
+    file identity, address, agent name and orchestrator identity, twice
+    (the second time from the per-value caches); a connect's entry in the
+    state API is the one the general path keeps. Anything else (a verdict,
+    a held exec, a stratum record) is left to the general path."""
     import io
 
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from pycontain.core.records import process_line
+    from pycontain.core.events import FLAG_HELD, ExecEvent, NetEvent
+    from pycontain.core.records import connection_entry, routine_connection, routine_line
     paths = st.sampled_from(["/sys/fs/cgroup/a", "/kubepods/burstable/pod0123abcd-0000-1111-2222-333344445555/x",
                              "/slurm/uid_1000/job_42/step_0"])
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=600, deadline=None)
     @given(_routine_line_cases(), st.text(max_size=12), st.floats(0, 4e9), paths)
     def check(ev, agent, ts, path):
         fast, slow = io.StringIO(), io.StringIO()
         a, b = AuditLog(stream=fast, host="n\u00f6de-1"), AuditLog(stream=slow, host="n\u00f6de-1")
         for log in (a, b):
             log.set_agent(agent, path)
-        line = process_line(ev, agent, ts, a.line_tail(agent))
+        line = routine_line(ev, agent, ts, a.line_tail(agent))
         if line is None:      # the general path's own cases
-            assert ev.h.verdict != Verdict.ALLOW or ev.h.rule_id or ev.h.flags & (1 << 3)
+            assert (ev.h.verdict != Verdict.ALLOW or ev.h.rule_id or ev.h.flags & (1 << 3)
+                    or ev.kind == "stratum" or (ev.kind == "exec" and ev.h.flags & FLAG_HELD))
             return
+        assert routine_line(ev, agent, ts, a.line_tail(agent)) == line
         a.write_line(line)
-        b.write(event_record(ev, agent, ts, {}))
+        rec = event_record(ev, agent, ts, {})
+        b.write(rec)
         assert fast.getvalue() == slow.getvalue()
         assert json.loads(fast.getvalue())["kind"] == ev.kind
+        if type(ev) is NetEvent:
+            assert routine_connection(ev, ts) == connection_entry(rec)
+        assert type(ev) is not ExecEvent or not ev.h.flags & FLAG_HELD
+    check()
+
+
+def test_ts_text_is_the_repr_of_the_rounded_ts():
+    """records.ts_text formats a line's ts as JSON writes round(ts, 6), for
+    any float (wall-clock seconds now, small test clocks, decimals that
+    round up to a new integer, values past its fixed-point range)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pycontain.core.records import ts_text
+    edges = [0.0, 1e-3, 0.0009999995, 0.0010000004, 1.0, 9.9999995, 1764450000.9999996, 1764450000.1234565,
+             2.0 ** 33 - 1e-6, 2.0 ** 33, 2.0 ** 33 + 0.5, 1e16, 123456789.0000005, -1.5, float("inf")]
+    for x in edges:
+        assert ts_text(x) == repr(round(x, 6)), x
+
+    @settings(max_examples=3000, deadline=None)
+    @given(st.floats(0, 2.0 ** 34) | st.floats(1.7e9, 1.8e9) | st.integers(0, 2**62).map(lambda n: 1.7e9 + n / 1e9)
+           | st.floats(allow_nan=False))
+    def check(x):
+        assert ts_text(x) == repr(round(x, 6))
     check()

@@ -255,13 +255,27 @@ static __always_inline void pc_tcp_emit(struct pc_tcp_args *a, struct pc_sk_owne
  * TCP_CLOSE (the struct sock may be freed and reused afterwards). */
 TRACEPOINT_PROBE(sock, inet_sock_set_state)
 {
+	/* Only the transitions that say something: the connection came up
+	 * (ESTABLISHED) or ended (CLOSE), and SYN_SENT to learn the socket.
+	 * FIN_WAIT and friends would triple the event rate of a connect-heavy
+	 * agent for no added meaning. Filtered before anything is copied: this
+	 * tracepoint runs for every TCP state change of every task on the node. */
 	if (args->protocol != IPPROTO_TCP)
 		return 0;
+	int newstate = args->newstate;
+	if (newstate != PC_TCP_SYN_SENT && newstate != PC_TCP_ESTABLISHED && newstate != PC_TCP_CLOSE)
+		return 0;
 	u64 sk = (u64)args->skaddr;
+	struct pc_sk_owner *o = 0;
+	if (newstate != PC_TCP_SYN_SENT) {
+		o = pc_tcp_socks.lookup(&sk);
+		if (!o)
+			return 0;   /* not an agent socket we track: nothing to copy */
+	}
 	struct pc_tcp_args a = {};
 	a.family = (u8)args->family;
 	a.oldstate = (u8)args->oldstate;
-	a.newstate = (u8)args->newstate;
+	a.newstate = (u8)newstate;
 	a.sport = args->sport;
 	a.dport = args->dport;
 	if (args->family == PC_AF_INET6) {
@@ -271,29 +285,23 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		__builtin_memcpy(a.saddr, args->saddr, 4);
 		__builtin_memcpy(a.daddr, args->daddr, 4);
 	}
-	if (args->newstate == PC_TCP_SYN_SENT) {
+	if (newstate == PC_TCP_SYN_SENT) {
 		struct pc_config *cfg = pc_cfg();
 		u32 agent = pc_agent_of_current(cfg);
 		if (!agent)
 			return 0;
-		struct pc_sk_owner o = {};
+		struct pc_sk_owner owner = {};
 		if (pc_quiet_tcp(agent, a.family, a.dport, a.daddr))
 			return 0;   /* a repeat allowed flow: its connect was counted */
-		pc_owner_of_current(&o, agent);
+		pc_owner_of_current(&owner, agent);
 		/* no event: the CONNECT record already reports the attempt */
-		pc_tcp_socks.update(&sk, &o);
+		pc_tcp_socks.update(&sk, &owner);
 		return 0;
 	}
-	/* Only the transitions that say something: the connection came up
-	 * (ESTABLISHED) or ended (CLOSE). FIN_WAIT and friends would triple the
-	 * event rate of a connect-heavy agent for no added meaning. */
-	if (args->newstate != PC_TCP_ESTABLISHED && args->newstate != PC_TCP_CLOSE)
-		return 0;
-	struct pc_sk_owner *o = pc_tcp_socks.lookup(&sk);
 	if (!o)
 		return 0;
 	struct pc_sk_owner copy = *o;
-	if (args->newstate == PC_TCP_CLOSE)
+	if (newstate == PC_TCP_CLOSE)
 		pc_tcp_socks.delete(&sk);
 	pc_tcp_emit(&a, &copy);
 	return 0;

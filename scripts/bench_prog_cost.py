@@ -81,7 +81,8 @@ def main() -> int:
     probes = Probes(ringbuf_pages=256)
     probes.load()
     # as scripts/bench.py: the default policy, the bench's loopback listener reachable
-    probes.set_tables(compile_policy(load_policy_text("extends: default\nname: bench\nnetwork:\n  local_services: any\n")))
+    bench_policy = "extends: default\nname: bench\nnetwork:\n  local_services: any\n"
+    probes.set_tables(compile_policy(load_policy_text(bench_policy)))
     listener = _listener() if args.loop == "connect" else None
     cg = AgentCgroup.create("progcost")
     probes.track_cgroup(cg.v2_path, 7)

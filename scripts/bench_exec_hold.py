@@ -5,7 +5,9 @@
 
 The real controller with the default policy runs; an agent execs a program
 named `ssh` with `host cmd` arguments (held by the kernel: ssh has argument
-rules) N times in a row. The controller measures each hold from the exec
+rules; the controller also runs `ssh -G` for it, issue 12) or, with
+`--held-name busybox`, a multi-call name held for its applets (the hold
+alone) N times in a row. The controller measures each hold from the exec
 (kernel boot ns) to the SIGCONT it sends. Reported: p50, p99, max in ms, and
 the same loop's wall time per exec against a program that is not held.
 """
@@ -53,6 +55,8 @@ def pct(xs: list[float], q: float) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--held-name", default="ssh",
+                    help="the held program's name: ssh (also queried with `ssh -G`, issue 12) or busybox (hold only)")
     args = ap.parse_args()
     from pycontain.app.controller import Controller
     from pycontain.core.policy import builtin_policy
@@ -60,7 +64,7 @@ def main() -> int:
     from pycontain.observe.state import NodeState
 
     d = tempfile.mkdtemp()
-    held, free = os.path.join(d, "ssh"), os.path.join(d, "notheld")
+    held, free = os.path.join(d, args.held_name), os.path.join(d, "notheld")
     shutil.copy("/bin/true", held)
     shutil.copy("/bin/true", free)
     ctl = Controller(builtin_policy("default"), audit=AuditLog(os.path.join(d, "audit.jsonl")), state=NodeState(),

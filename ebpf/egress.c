@@ -244,6 +244,20 @@ static __always_inline u32 pc_egress_detect(struct __sk_buff *skb, struct pc_con
 	return pc_ssh_judge(cfg, p->family, p->daddr, loop);
 }
 
+/* A reply of a TCP connection the agent accepted (pc_passive, inbound.c):
+ * its destination port is the peer's, which the agent did not choose. */
+static __always_inline int pc_passive_reply(const struct pc_pkt *p)
+{
+	if (pc_norm_proto(p->proto) != IPPROTO_TCP)
+		return 0;
+	struct pc_passive_key k = {};
+	k.family = p->family;
+	k.lport = p->sport;
+	k.rport = p->dport;
+	__builtin_memcpy(k.raddr, p->daddr, 16);
+	return pc_passive.lookup(&k) != 0;
+}
+
 /* Relies on: cgroup_skb egress programs run for every IP packet a socket
  * of the cgroup (or a descendant) sends, from ip_finish_output /
  * ip6_finish_output, after routing and netfilter and before the device,
@@ -272,7 +286,9 @@ int pc_net_egress(struct __sk_buff *skb)
 		return 1;
 	} else {
 		int via_lo = skb->ifindex == PC_LOOPBACK_IFINDEX;
-		rule = pc_net_judge(cfg, p.family, p.daddr, p.proto, p.dport, via_lo, &flags);
+		/* replies of an accepted connection: address rules only */
+		u16 dport = pc_passive_reply(&p) ? 0 : p.dport;
+		rule = pc_net_judge(cfg, p.family, p.daddr, p.proto, dport, via_lo, &flags);
 		if (!rule)
 			rule = pc_egress_detect(skb, cfg, agent, &p, &flags);
 	}

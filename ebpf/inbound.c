@@ -98,10 +98,22 @@ static __always_inline void pc_in_report(struct __sk_buff *skb, u32 agent, u64 c
  * it during the run, so bpf_skb_cgroup_id() names the listener's cgroup;
  * the data starts at the network header; returning 0 drops the packet
  * before TCP sees it (no SYN-ACK, no accept). */
+/* The flow this SYN opens, for egress.c's reply judgement (pc_passive). */
+static __always_inline void pc_note_passive(const struct pc_in_pkt *p)
+{
+	struct pc_passive_key k = {};
+	k.family = p->family;
+	k.lport = p->dport;
+	k.rport = p->sport;
+	__builtin_memcpy(k.raddr, p->saddr, 16);
+	u8 one = 1;
+	pc_passive.update(&k, &one);
+}
+
 int pc_inbound(struct __sk_buff *skb)
 {
 	struct pc_config *cfg = pc_cfg();
-	if (!cfg || !(cfg->flags & (PC_CFG_INBOUND_LOOPBACK | PC_CFG_INBOUND_DENY)))
+	if (!cfg)
 		return 1;
 	u64 cgid = 0;
 	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
@@ -110,9 +122,17 @@ int pc_inbound(struct __sk_buff *skb)
 	struct pc_in_pkt p = {};
 	if (pc_in_parse(skb, &p) < 0 || !p.syn)
 		return 1;
-	if (p.loop && !(cfg->flags & PC_CFG_INBOUND_DENY))
+	if (!(cfg->flags & (PC_CFG_INBOUND_LOOPBACK | PC_CFG_INBOUND_DENY))) {
+		pc_note_passive(&p);
 		return 1;
+	}
+	if (p.loop && !(cfg->flags & PC_CFG_INBOUND_DENY)) {
+		pc_note_passive(&p);
+		return 1;
+	}
 	u8 verdict = pc_deny_verdict(cfg);
 	pc_in_report(skb, agent, cgid, verdict, &p);
+	if (verdict != PC_DENY)
+		pc_note_passive(&p);
 	return verdict != PC_DENY;
 }

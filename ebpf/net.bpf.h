@@ -49,6 +49,22 @@ struct pc_sk_owner {
 /* socket cookie -> owner (written at connect/sendmsg, read by stratum.c) */
 BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_sk_owners, 16384);
 
+/* TCP connections an agent accepted (inbound.c records the SYN that reached
+ * its listener): their replies go to the peer's port, an ephemeral one the
+ * agent did not choose, so egress.c judges them by address only, never by
+ * destination-port rules (a client whose ephemeral port happened to be a
+ * mining port got no SYN-ACK). LRU: an evicted entry only brings the port
+ * rules back for that flow (fail closed). */
+struct pc_passive_key {
+	u8 family;
+	u8 _pad0;
+	u16 lport;               /* the agent's (listener's) port, host order */
+	u16 rport;               /* the peer's port, host order */
+	u16 _pad1;
+	u8 raddr[16];            /* the peer's address, IPv4 in the first 4 */
+};
+BPF_TABLE("lru_hash", struct pc_passive_key, u8, pc_passive, 16384);
+
 /* BCC 0.26 declares this helper as returning u32; the cookie is a u64. */
 static u64 (*pc_socket_cookie)(void *ctx) = (void *)BPF_FUNC_get_socket_cookie;
 

@@ -204,3 +204,30 @@ except ConnectionRefusedError:
 def _client_prelude() -> str:
     from conftest import CLIENT
     return CLIENT
+
+
+# an agent's own server and a client of it whose source port is a denied port
+# (default's mining ports, all inside Linux's ephemeral range)
+ACCEPTED_REPLY = r"""
+import socket
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(4)
+c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+c.bind(("127.0.0.1", 45560)); c.settimeout(3)
+try:
+    c.connect(l.getsockname()); a, _ = l.accept(); a.sendall(b"hi"); print("reply", c.recv(2))
+except OSError as e:
+    print("failed", e)
+"""
+
+
+def test_replies_of_an_accepted_connection_are_not_judged_by_the_peers_port(privileged):
+    """Port rules are for the destinations an agent chooses: the replies of a
+    connection it accepted go to the peer's ephemeral port (here 45560, a
+    denied mining port); they reach it, bare and under `run`."""
+    import subprocess
+    import sys
+    bare = subprocess.run([sys.executable, "-c", ACCEPTED_REPLY], capture_output=True, text=True, timeout=30)
+    assert "reply b'hi'" in bare.stdout, bare.stdout + bare.stderr
+    r = subprocess.run([sys.executable, "-m", "pycontain.cli", "run", "--no-daemon", "--", sys.executable, "-c",
+                        ACCEPTED_REPLY], capture_output=True, text=True, timeout=120, cwd="/tmp")
+    assert "reply b'hi'" in r.stdout, r.stdout + r.stderr

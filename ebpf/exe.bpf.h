@@ -286,11 +286,10 @@ static __always_inline u32 pc_judge_file(const void *file, struct pc_exe *x, con
 }
 #endif /* PC_HAVE_FILE_OFFSETS */
 
-/* Whether the current process is held (pc_exec_held): a fork it makes
- * was made after someone continued it early (the gate kills it on that
- * fork's return); its child is held at birth so it dies too. One array
- * read while no hold is open. */
-static __always_inline int pc_current_held(void)
+/* The current process's pc_exec_held value, or 0. While no hold is open
+ * (holds made == settled) it costs two array reads and no hash lookup:
+ * the gate (exec_map.c) calls it on every system call of every task. */
+static __always_inline u64 *pc_current_hold(void)
 {
 	int zero = 0, one = 1;
 	u64 *holds = pc_exec_holds.lookup(&zero);
@@ -298,7 +297,16 @@ static __always_inline int pc_current_held(void)
 	if (!holds || !settled || *holds == *settled)
 		return 0;
 	u32 pid = bpf_get_current_pid_tgid() >> 32;
-	return pc_exec_held.lookup(&pid) != 0;
+	return pc_exec_held.lookup(&pid);
+}
+
+/* One more hold made (user space counts the settled ones). */
+static __always_inline void pc_count_hold(void)
+{
+	int zero = 0;
+	u64 *holds = pc_exec_holds.lookup(&zero);
+	if (holds)
+		__sync_fetch_and_add(holds, 1);
 }
 
 /* Enter a new child in pc_exec_held, marked as held at birth: the gate
@@ -308,12 +316,9 @@ static __always_inline int pc_current_held(void)
 static __always_inline int pc_hold_child(u32 tgid)
 {
 	u64 now = bpf_ktime_get_boot_ns() | PC_HELD_AT_BIRTH;
-	int zero = 0;
 	if (pc_exec_held.update(&tgid, &now))
 		return -1;
-	u64 *holds = pc_exec_holds.lookup(&zero);
-	if (holds)
-		__sync_fetch_and_add(holds, 1);
+	pc_count_hold();
 	return 0;
 }
 
@@ -325,14 +330,11 @@ static __always_inline int pc_hold_current(u16 *flags)
 {
 	u32 pid = bpf_get_current_pid_tgid() >> 32;
 	u64 now = bpf_ktime_get_boot_ns();
-	int zero = 0;
 	if (pc_exec_held.lookup(&pid))
 		return -1;   /* still held: continued early and exec'ing again (fail closed) */
 	if (pc_exec_held.update(&pid, &now))
 		return -1;
-	u64 *holds = pc_exec_holds.lookup(&zero);
-	if (holds)
-		__sync_fetch_and_add(holds, 1);
+	pc_count_hold();
 	if (bpf_send_signal(PC_SIGSTOP))
 		return -1;
 	*flags |= PC_F_HELD;

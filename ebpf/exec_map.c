@@ -105,13 +105,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
  * docs/benchmarks.md). */
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
-	int zero = 0, one = 1;
-	u64 *holds = pc_exec_holds.lookup(&zero);
-	u64 *settled = pc_exec_holds.lookup(&one);
-	if (!holds || !settled || *holds == *settled)
-		return 0;
-	u32 pid = bpf_get_current_pid_tgid() >> 32;
-	u64 *held = pc_exec_held.lookup(&pid);
+	u64 *held = pc_current_hold();
 	if (!held)
 		return 0;
 	if (!(*held & (PC_HELD_AT_BIRTH | PC_HELD_RETURNED))) {

@@ -106,6 +106,24 @@ static __always_inline int pc_local_listed(const u8 *addr16, u16 dport)
 	return pc_local_svc.lookup(&s) != 0;
 }
 
+/* 0 when the socket the kernel would deliver `t` to is the agent's own or
+ * none (refused anyway), else the rule id of network.local_services.
+ * proto 262 is MPTCP, whose listeners are TCP sockets. */
+static __always_inline u32 pc_local_receiver(struct bpf_sock_addr *ctx, struct bpf_sock_tuple *t, u32 tuple_len,
+					     u32 proto, u32 agent)
+{
+	struct bpf_sock *sk;
+	if (proto == IPPROTO_TCP || proto == 262)
+		sk = bpf_sk_lookup_tcp(ctx, t, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(ctx, t, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	u32 owner = pc_local_owner(sk, proto == 262 ? IPPROTO_TCP : proto);
+	bpf_sk_release(sk);
+	return owner == agent ? 0 : pc_local_rule_id();
+}
+
 /* Relies on: bpf_sk_lookup_tcp/udp (4.20+) search the socket tables of the
  * current network namespace as the receive path does (established first,
  * then listeners, wildcard binds included); cgroup_sock_addr programs may
@@ -127,16 +145,7 @@ static __always_inline u32 pc_local_rule4(struct bpf_sock_addr *ctx, struct pc_c
 	struct bpf_sock_tuple t = {};
 	t.ipv4.daddr = daddr;
 	t.ipv4.dport = bpf_htons(dport);
-	struct bpf_sock *sk;
-	if (proto == IPPROTO_TCP || proto == 262)
-		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	else
-		sk = bpf_sk_lookup_udp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
-	if (!sk)
-		return 0;
-	u32 owner = pc_local_owner(sk, proto == 262 ? IPPROTO_TCP : proto);
-	bpf_sk_release(sk);
-	return owner == agent ? 0 : pc_local_rule_id();
+	return pc_local_receiver(ctx, &t, sizeof(t.ipv4), proto, agent);
 }
 
 /* Relies on: as pc_local_rule4. k->addr: the IPv6 destination (not mapped). */
@@ -168,16 +177,7 @@ static __always_inline u32 pc_local_rule6(struct bpf_sock_addr *ctx, struct pc_c
 	if (pc_local_listed(a16, dport))
 		return 0;
 	t.ipv6.dport = bpf_htons(dport);
-	struct bpf_sock *sk;
-	if (proto == IPPROTO_TCP || proto == 262)
-		sk = bpf_sk_lookup_tcp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
-	else
-		sk = bpf_sk_lookup_udp(ctx, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
-	if (!sk)
-		return 0;
-	u32 owner = pc_local_owner(sk, proto == 262 ? IPPROTO_TCP : proto);
-	bpf_sk_release(sk);
-	return owner == agent ? 0 : pc_local_rule_id();
+	return pc_local_receiver(ctx, &t, sizeof(t.ipv6), proto, agent);
 }
 
 #endif /* PYCONTAIN_LOCAL_BPF_H */

@@ -341,4 +341,55 @@ static __always_inline int pc_hold_current(u16 *flags)
 	return 0;
 }
 
+/* ---- mappings of files the agent may not execute -------------------------
+ *
+ * mprotect(PROT_EXEC) names only an address range; the file behind it is
+ * vma->vm_file, which a tracing program cannot reach here (bpf_find_vma's
+ * callback is beyond BCC 0.26, the maple tree beyond the verifier). So the
+ * file is judged when it is mapped (exec_map.c, sys_enter_mmap, with or
+ * without PROT_EXEC), and a mapping of a file that would be denied as an
+ * exec is remembered per address space: its range, the struct file and the
+ * rule. mprotect(PROT_EXEC) over such a range is then judged like the exec.
+ * Keyed by mm (not tgid): CLONE_VM children share it; a fork copies it
+ * (exec.c, pc_map_ranges_fork); exit_mmap drops it with the address space.
+ */
+#if defined(PC_HAVE_FILE_OFFSETS) && defined(PC_HAVE_TP_EXIT_MMAP)
+#define PC_HAVE_MAP_RANGES 1
+#define PC_MAP_RANGES 16        /* tracked mappings per address space (more: fail closed) */
+#define PC_MAP_RANGES_MAX 4096  /* address spaces with a tracked mapping */
+struct pc_map_range {
+	u64 start;
+	u64 end;                /* 0: free slot */
+	u64 file;               /* struct file * the range maps (for the record only) */
+	u32 rule;
+	u32 flags;
+};
+struct pc_map_ranges {
+	struct pc_map_range r[PC_MAP_RANGES];
+	u32 untracked_rule;     /* a denied mapping that found no free slot: its rule */
+	u32 _pad;
+};
+BPF_HASH(pc_map_ranges, u64, struct pc_map_ranges, PC_MAP_RANGES_MAX);   /* mm -> ranges */
+BPF_PERCPU_ARRAY(pc_map_ranges_zero, struct pc_map_ranges, 1);   /* never written: an empty value */
+
+static __always_inline u64 pc_current_mm(void)
+{
+	return pc_read_ptr((const void *)bpf_get_current_task(), PC_OFF_TASK_MM);
+}
+
+/* A forked child gets a copy of its parent's mappings, so it gets a copy of
+ * their ranges. A copy that cannot be stored leaves the child held at birth
+ * (the syscall gate kills it at its first return): fail closed. */
+static __always_inline void pc_map_ranges_fork(const void *parent, const void *child, u32 child_tgid)
+{
+	u64 pmm = pc_read_ptr(parent, PC_OFF_TASK_MM);
+	u64 cmm = pc_read_ptr(child, PC_OFF_TASK_MM);
+	if (!pmm || !cmm || pmm == cmm)
+		return;
+	struct pc_map_ranges *r = pc_map_ranges.lookup(&pmm);
+	if (r && pc_map_ranges.update(&cmm, r))
+		pc_hold_child(child_tgid);
+}
+#endif
+
 #endif /* PYCONTAIN_EXE_BPF_H */

@@ -335,6 +335,10 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 		pc_hold_child(child_tgid);   /* forked by a held process continued early */
 	if (agent)
 		pc_clone_boundary(cfg, agent, child, child_tgid);
+#ifdef PC_HAVE_MAP_RANGES
+	if (agent && child_tgid != parent_tgid)
+		pc_map_ranges_fork(parent, child, child_tgid);   /* exe.bpf.h */
+#endif
 	struct pc_fork *f = PC_RESERVE_FOR(struct pc_fork, agent, 0);
 	if (!f)
 		return 0;

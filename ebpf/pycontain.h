@@ -128,9 +128,16 @@ struct pc_exec {
 struct pc_exec_map {
 	struct pc_header h;
 	u32 prot;
-	u32 fd;
+	u32 fd;                /* the mmap's fd, or one of PC_MAP_CALL_* below */
 	struct pc_exe exe;
 };
+
+/* pc_exec_map.fd when the record is not an mmap of a file descriptor: the
+ * call that made a tracked mapping of a non-executable file executable
+ * (exec_map.c); exe is then the file the range maps. */
+#define PC_MAP_CALL_MPROTECT 0xFFFFFFFF   /* mprotect / pkey_mprotect(PROT_EXEC) over the range */
+#define PC_MAP_CALL_MREMAP 0xFFFFFFFE     /* mremap of the range (it would move out of sight) */
+#define PC_MAP_CALL_UNTRACKED 0xFFFFFFFD  /* mprotect(PROT_EXEC) after a mapping found no tracking slot */
 
 struct pc_fork {
 	struct pc_header h;    /* h.pid = parent tgid */

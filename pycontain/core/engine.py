@@ -27,6 +27,7 @@ from .events import (
     FLAG_KILLED,
     FLAG_OTHER_MOVER,
     FLAG_THREAD,
+    MAP_CALL_UNTRACKED,
     BoundaryEvent,
     Event,
     ExecEvent,
@@ -455,8 +456,13 @@ class Engine:
         if ev.h.verdict == Verdict.ALLOW:
             return []
         name = safe_text(ev.exe.name, 256)
-        return self._kernel_violation(ev, agent, now, "exec",
-                                      f"executable mapping of {name} denied in the kernel: killed before it ran")
+        what = {"mmap": f"executable mapping of {name}",
+                "mprotect": f"mprotect(PROT_EXEC) of a mapping of {name}",
+                "mremap": f"mremap of a mapping of {name}"}[ev.call]
+        if ev.fd == MAP_CALL_UNTRACKED:
+            what = "mprotect(PROT_EXEC) after more mappings of files it may not execute than the kernel tracks"
+        return self._kernel_violation(ev, agent, now, "exec", f"{what} denied in the kernel: killed before it ran",
+                                      what)
 
     def _on_stdio_socket(self, ev: StdioSocketEvent, agent: str, now: float) -> list[Decision]:
         """A reverse shell (issue 12): the kernel killed the exec whose stdio

@@ -38,6 +38,7 @@ from .events import (
     FLAG_UNTRUSTED,
     FLAG_V4_MAPPED,
     HEADER_FORMAT,
+    MAP_CALL_UNTRACKED,
     MAP_STRUCTS,
     PAYLOAD_LEN,
     UNIX_NAME_LEN,
@@ -237,13 +238,17 @@ def _decode_exec_map(data: bytes) -> ExecMapEvent:
 
 
 def _record_exec_map(ev: ExecMapEvent, rec: Record) -> None:
+    rec["call"] = ev.call
     rec["prot"] = ev.prot
-    rec["fd"] = ev.fd
+    if ev.call == "mmap":
+        rec["fd"] = ev.fd
+    elif ev.fd == MAP_CALL_UNTRACKED:
+        rec["untracked"] = True   # more denied mappings than the kernel tracks: refused whole
     _record_exe(ev.exe, ev.h.flags, rec)
 
 
 def _describe_exec_map(rec: Record, who: str) -> str:
-    return f"exec-map {(rec.get('exe') or {}).get('name', '?')} {who}"
+    return f"exec-map ({rec.get('call', 'mmap')}) {(rec.get('exe') or {}).get('name', '?')} {who}"
 
 
 # ---- fork / exit ---------------------------------------------------------------

@@ -35,6 +35,11 @@ EXE_NAME_LEN = 256
 RULE_HOLD = 0xFFFF
 RULE_FILELESS = 0xFFFE
 RULE_UNTRUSTED = 0xFFFD
+# pc_exec_map.fd when the record is not an mmap of a descriptor (PC_MAP_CALL_*)
+MAP_CALL_MPROTECT = 0xFFFFFFFF
+MAP_CALL_MREMAP = 0xFFFFFFFE
+MAP_CALL_UNTRACKED = 0xFFFFFFFD
+MAP_CALLS = {MAP_CALL_MPROTECT: "mprotect", MAP_CALL_MREMAP: "mremap", MAP_CALL_UNTRACKED: "mprotect"}
 
 
 class EventType(enum.IntEnum):
@@ -330,6 +335,12 @@ class ExecMapEvent(Event):
     prot: int
     fd: int
     exe: ExeIdentity
+
+    @property
+    def call(self) -> str:
+        """The call judged: "mmap" of fd, or "mprotect" / "mremap" of a
+        tracked mapping of a file the agent may not execute."""
+        return MAP_CALLS.get(self.fd, "mmap")
 
 
 def exe_identity(c: CExe) -> ExeIdentity:

@@ -241,6 +241,8 @@ class Probes:
             offs = {**offs, **file_offs}
         if _tp_has_field("sched/sched_process_exit", "group_dead"):
             flags.append("-DPC_TP_EXIT_HAS_GROUP_DEAD=1")
+        if _tp_has_field("mmap/exit_mmap", "mm"):   # kernel >= 6.1: mprotect(PROT_EXEC) tracking
+            flags.append("-DPC_HAVE_TP_EXIT_MMAP=1")
         flags += [f"-D{k}={v}" for k, v in sorted(offs.items())]
         return flags
 

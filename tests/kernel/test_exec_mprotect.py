@@ -1,0 +1,185 @@
+"""mprotect(PROT_EXEC) of a file mapping is judged like an exec (issue 11).
+
+The "payload" is a file named xmrig (a denied name) holding six bytes of
+x86-64 code, `mov eax, 42; ret`. The helper maps it without PROT_EXEC, flips
+the range executable by one of several routes, calls it, and writes its
+sentinel only when the call returned 42: the sentinel proves that code from
+the denied file ran. Each route runs bare first (the sentinel is written),
+then as an agent (the sentinel is never written, the kernel's record names
+the file). A JIT's pattern (anonymous memory made executable, also where a
+tracked mapping used to be) and an allowed file stay untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from exec_harness import agent, collector, exec_probes  # noqa: F401  (fixtures)
+
+from pycontain.actuate.launch import launch
+from pycontain.core.events import RULE_FILELESS, ConfigFlag, Flag, Mode, Verdict
+from pycontain.core.kernel_rules import KernelTables
+
+pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the payload is x86-64 code")
+
+CODE = bytes([0xB8, 0x2A, 0x00, 0x00, 0x00, 0xC3])   # mov eax, 42; ret
+
+HELPER_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const unsigned char code[] = {0xB8, 0x2A, 0x00, 0x00, 0x00, 0xC3};
+
+static void ran(void *p) {
+    if (((int (*)(void))p)() == 42) {
+        const char *s = getenv("PC_SENTINEL");
+        if (s) close(open(s, O_CREAT | O_WRONLY, 0644));
+    }
+}
+
+static void *map_file(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) exit(3);
+    void *p = mmap(0, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) exit(4);
+    return p;
+}
+
+static void *map_memfd(void) {
+    int fd = memfd_create("innocent", 0);
+    if (fd < 0 || write(fd, code, sizeof code) != sizeof code || ftruncate(fd, 4096)) exit(3);
+    void *p = mmap(0, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) exit(4);
+    return p;
+}
+
+static void flip(void *p, size_t len) {
+    if (mprotect(p, len, PROT_READ | PROT_EXEC)) exit(5);
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argv[1], *path = argv[2];
+    if (!strcmp(mode, "mprotect")) {
+        void *p = map_file(path); flip(p, 4096); ran(p);
+    } else if (!strcmp(mode, "pkey")) {
+        void *p = map_file(path);
+        if (syscall(SYS_pkey_mprotect, p, 4096, PROT_READ | PROT_EXEC, -1)) exit(5);
+        ran(p);
+    } else if (!strcmp(mode, "fork")) {      /* the child flips its copy of the parent's mapping */
+        void *p = map_file(path);
+        pid_t c = fork();
+        if (c == 0) { flip(p, 4096); ran(p); _exit(0); }
+        int st; waitpid(c, &st, 0);
+    } else if (!strcmp(mode, "mremap")) {    /* moved first, then flipped where it landed */
+        void *p = map_file(path);
+        void *q = mremap(p, 4096, 8192, MREMAP_MAYMOVE);
+        if (q == MAP_FAILED) exit(6);
+        flip(q, 4096); ran(q);
+    } else if (!strcmp(mode, "memfd")) {
+        void *p = map_memfd(); flip(p, 4096); ran(p);
+    } else if (!strcmp(mode, "jit")) {       /* anonymous memory where the file's mapping was */
+        void *p = map_file(path);
+        if (munmap(p, 4096)) exit(7);
+        void *q = mmap(p, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (q != p) exit(8);
+        memcpy(q, code, sizeof code);
+        flip(q, 4096); ran(q);
+    } else return 2;
+    return 0;
+}
+"""
+
+ROUTES = ["mprotect", "pkey", "fork", "mremap", "memfd"]
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory) -> Path:
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.fail("no C compiler (scripts/install-test-tools.sh installs gcc)")
+    d = tmp_path_factory.mktemp("mprotect")
+    (d / "h.c").write_text(HELPER_C)
+    subprocess.run([cc, "-O1", "-o", str(d / "flipper"), str(d / "h.c")], check=True)
+    for name in ("xmrig", "innocent"):   # the same bytes, denied and allowed names
+        (d / name).write_bytes(CODE)
+        (d / name).chmod(0o644)
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture
+def denying(exec_probes):
+    exec_probes.set_tables(KernelTables(rules={1: "exec.deny[0]"}, exec_names={"xmrig": 1},
+                                        flags=ConfigFlag.EXEC_FILELESS_DENY))
+    yield exec_probes
+    exec_probes.set_tables(KernelTables())
+
+
+def _run(argv: list[str], sentinel: Path, cg=None) -> int:
+    env = dict(os.environ, PC_SENTINEL=str(sentinel))
+    p = launch(argv, cg, env=env) if cg is not None else subprocess.Popen(argv, env=env)
+    try:
+        return p.wait(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def _sentinels(tmp_path: Path) -> tuple[Path, Path]:
+    os.chmod(tmp_path, 0o755)
+    return tmp_path / "bare", tmp_path / "contained"
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_route_runs_bare_and_never_under_pycontain(route, tools, denying, agent, collector, tmp_path):
+    bare, contained = _sentinels(tmp_path)
+    argv = [str(tools / "flipper"), route, str(tools / "xmrig")]
+    assert _run(argv, bare) == 0
+    assert bare.exists(), f"{route}: code from the file does not run even without pycontain"
+
+    _run(argv, contained, agent)
+    collector.drain(0.3)
+    assert not contained.exists(), f"{route}: code from a denied file ran under pycontain"
+    denied = [e for e in collector.events if e.kind == "exec_map" and e.h.verdict == Verdict.DENY]
+    assert denied and all(e.h.flags & Flag.KILLED for e in denied)
+    if route == "memfd":
+        assert denied[0].h.rule_id == RULE_FILELESS and denied[0].h.flags & Flag.FILELESS
+    else:
+        assert denied[0].h.rule_id == 1 and denied[0].exe.name == b"xmrig"
+    assert denied[0].call == ("mremap" if route == "mremap" else "mprotect")
+
+
+@pytest.mark.parametrize("case", [("jit", "xmrig"), ("mprotect", "innocent")])
+def test_anonymous_code_and_allowed_files_run(case, tools, denying, agent, collector, tmp_path):
+    """A JIT's anonymous code (even where a denied file's mapping was) and
+    an allowed file's mapping made executable run under pycontain."""
+    route, name = case
+    _, contained = _sentinels(tmp_path)
+    assert _run([str(tools / "flipper"), route, str(tools / name)], contained, agent) == 0
+    assert contained.exists()
+    collector.drain(0.2)
+    assert not [e for e in collector.events if e.kind == "exec_map" and e.h.verdict != Verdict.ALLOW]
+
+
+def test_monitor_mode_records_and_lets_it_run(tools, exec_probes, agent, collector, tmp_path):
+    exec_probes.set_tables(KernelTables(rules={1: "exec.deny[0]"}, exec_names={"xmrig": 1}, mode=Mode.MONITOR))
+    try:
+        _, contained = _sentinels(tmp_path)
+        assert _run([str(tools / "flipper"), "mprotect", str(tools / "xmrig")], contained, agent) == 0
+        assert contained.exists()
+        hits = collector.wait_for(lambda e: e.kind == "exec_map" and e.call == "mprotect")
+        assert hits and hits[0].h.verdict == Verdict.WOULD_DENY and not hits[0].h.flags & Flag.KILLED
+    finally:
+        exec_probes.set_tables(KernelTables())

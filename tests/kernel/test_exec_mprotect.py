@@ -2,7 +2,9 @@
 
 The "payload" is a file named xmrig (a denied name) holding six bytes of
 x86-64 code, `mov eax, 42; ret`. The helper maps it without PROT_EXEC, flips
-the range executable by one of several routes, calls it, and writes its
+the range executable by one of several routes (mprotect, pkey_mprotect, in a
+forked child, in another thread, after mremap, a memfd, past the 16 tracked
+mappings), calls it, and writes its
 sentinel only when the call returned 42: the sentinel proves that code from
 the denied file ran. Each route runs bare first (the sentinel is written),
 then as an agent (the sentinel is never written, the kernel's record names
@@ -22,7 +24,7 @@ import pytest
 from exec_harness import agent, collector, exec_probes  # noqa: F401  (fixtures)
 
 from pycontain.actuate.launch import launch
-from pycontain.core.events import RULE_FILELESS, ConfigFlag, Flag, Mode, Verdict
+from pycontain.core.events import MAP_CALL_UNTRACKED, RULE_FILELESS, ConfigFlag, Flag, Mode, Verdict
 from pycontain.core.kernel_rules import KernelTables
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the payload is x86-64 code")
@@ -32,6 +34,7 @@ CODE = bytes([0xB8, 0x2A, 0x00, 0x00, 0x00, 0xC3])   # mov eax, 42; ret
 HELPER_C = r"""
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -69,6 +72,8 @@ static void flip(void *p, size_t len) {
     if (mprotect(p, len, PROT_READ | PROT_EXEC)) exit(5);
 }
 
+static void *flip_and_run(void *p) { flip(p, 4096); ran(p); return 0; }
+
 int main(int argc, char **argv) {
     const char *mode = argv[1], *path = argv[2];
     if (!strcmp(mode, "mprotect")) {
@@ -87,6 +92,15 @@ int main(int argc, char **argv) {
         void *q = mremap(p, 4096, 8192, MREMAP_MAYMOVE);
         if (q == MAP_FAILED) exit(6);
         flip(q, 4096); ran(q);
+    } else if (!strcmp(mode, "thread")) {    /* another thread of the address space flips it */
+        void *p = map_file(path);
+        pthread_t t;
+        if (pthread_create(&t, 0, flip_and_run, p)) exit(9);
+        pthread_join(t, 0);
+    } else if (!strcmp(mode, "many")) {      /* more mappings than the kernel tracks, the last flipped */
+        void *p = 0;
+        for (int i = 0; i < 17; i++) p = map_file(path);
+        flip(p, 4096); ran(p);
     } else if (!strcmp(mode, "memfd")) {
         void *p = map_memfd(); flip(p, 4096); ran(p);
     } else if (!strcmp(mode, "jit")) {       /* anonymous memory where the file's mapping was */
@@ -101,7 +115,7 @@ int main(int argc, char **argv) {
 }
 """
 
-ROUTES = ["mprotect", "pkey", "fork", "mremap", "memfd"]
+ROUTES = ["mprotect", "pkey", "fork", "thread", "mremap", "memfd", "many"]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +125,7 @@ def tools(tmp_path_factory) -> Path:
         pytest.fail("no C compiler (scripts/install-test-tools.sh installs gcc)")
     d = tmp_path_factory.mktemp("mprotect")
     (d / "h.c").write_text(HELPER_C)
-    subprocess.run([cc, "-O1", "-o", str(d / "flipper"), str(d / "h.c")], check=True)
+    subprocess.run([cc, "-O1", "-pthread", "-o", str(d / "flipper"), str(d / "h.c")], check=True)
     for name in ("xmrig", "innocent"):   # the same bytes, denied and allowed names
         (d / name).write_bytes(CODE)
         (d / name).chmod(0o644)
@@ -156,6 +170,8 @@ def test_route_runs_bare_and_never_under_pycontain(route, tools, denying, agent,
     assert denied and all(e.h.flags & Flag.KILLED for e in denied)
     if route == "memfd":
         assert denied[0].h.rule_id == RULE_FILELESS and denied[0].h.flags & Flag.FILELESS
+    elif route == "many":   # the 17th mapping found no slot: every later flip in the process is refused
+        assert denied[0].h.rule_id == 1 and denied[0].fd == MAP_CALL_UNTRACKED
     else:
         assert denied[0].h.rule_id == 1 and denied[0].exe.name == b"xmrig"
     assert denied[0].call == ("mremap" if route == "mremap" else "mprotect")

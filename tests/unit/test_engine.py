@@ -361,3 +361,25 @@ def test_remembered_exec_verdicts_end_with_the_policy():
     assert e.on_event(exec_event(*tool, pid=52, start_ns=3), 3.0) == []
     e.replace_policy(load_policy_text("exec: {deny: ['/opt/tools/*']}\n"))
     assert [d.pid for d in e.on_event(exec_event(*tool, pid=53, start_ns=4), 4.0)] == [53]
+
+
+@pytest.mark.parametrize(("fd", "said"), [(3, "executable mapping of xmrig"),
+                                          (0xFFFFFFFF, "mprotect(PROT_EXEC) of a mapping of xmrig"),
+                                          (0xFFFFFFFE, "mremap of a mapping of xmrig"),
+                                          (0xFFFFFFFD, "more mappings of files it may not execute")])
+def test_executable_mappings_say_which_call_was_refused(fd, said):
+    """issue 11: an mmap, mprotect or mremap of a denied file's mapping, and
+    the untracked case, each named in the decision and the audit record."""
+    from pycontain.core.events import ExecMapEvent, ExeIdentity
+    from pycontain.core.records import event_record
+    e = engine()
+    rid = compile_policy(e.policy).exec_names["xmrig"]
+    for verdict in (Verdict.DENY, Verdict.WOULD_DENY):
+        ev = ExecMapEvent(h=header(EventType.EXEC_MAP, verdict=verdict, rule_id=rid), prot=5, fd=fd,
+                          exe=ExeIdentity(name=b"xmrig"))
+        ds = e.on_event(ev, 1.0)
+        assert ds[0].rule == "exec.deny:xmrig" and said in ds[0].reason
+        assert ds[0].monitor == (verdict == Verdict.WOULD_DENY)
+    rec = event_record(ev, "trainer", 1.0)
+    assert rec["call"] == ("mmap" if fd == 3 else "mprotect" if fd != 0xFFFFFFFE else "mremap")
+    assert ("fd" in rec) == (fd == 3) and rec.get("untracked", False) == (fd == 0xFFFFFFFD)

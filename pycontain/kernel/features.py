@@ -111,6 +111,16 @@ def _try_lsm() -> str:
     return _try_prog(PROG_LSM, ATTACH_LSM_MAC, btf_id)
 
 
+def _try_exit_mmap() -> str:
+    """mmap:exit_mmap (kernel >= 6.1) lets the kernel forget an address
+    space's tracked mappings: mprotect(PROT_EXEC) of a file mapping is
+    judged only where it exists (ebpf/exec_map.c)."""
+    for d in ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"):
+        if os.path.exists(f"{d}/mmap/exit_mmap/format"):
+            return "available"
+    return "unavailable: no mmap:exit_mmap tracepoint (kernel < 6.1): mprotect(PROT_EXEC) of a mapped file is not judged"
+
+
 def detect_features() -> FeatureReport:
     """Probe every hook kind pycontain may use. Never raises."""
     probes = {
@@ -121,6 +131,7 @@ def detect_features() -> FeatureReport:
         "cgroup_skb": lambda: _try_prog(PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
         "cgroup_sock": lambda: _try_prog(PROG_CGROUP_SOCK, ATTACH_INET_SOCK_CREATE),
         "lsm": _try_lsm,
+        "exit_mmap_tracepoint": _try_exit_mmap,
         "ringbuf": _try_ringbuf,
     }
     report = FeatureReport()

@@ -262,6 +262,56 @@ static __always_inline int pc_trusted(const void *dentry, const struct pc_exe *x
 	return 0;
 }
 
+/* ---- the allow cache of mapped files -------------------------------------
+ *
+ * Every agent mmap of a file is judged (exec_map.c), and a process maps the
+ * same libraries on every exec: a file judged clean (no rule, no flag) is
+ * remembered per agent by its inode and judged again only when its inode
+ * changed (ctime: rename, link, unlink, chmod, chown; mtime: content), or
+ * the policy or an agent's start did (pc_exec_gen, bumped by the loader).
+ * ctime is compared to the nanosecond (as fine as the filesystem keeps it).
+ * Only clean verdicts are cached: a deny or a flag is judged in full every
+ * time. A name the dentry cache evicted and reloads later (a hard link's
+ * denied alias) is not a ctime change: as for a fresh judgement, such a
+ * link is only seen while its name is cached (docs/kernel.md). */
+struct pc_allow_key {
+	u64 inode;              /* struct inode * (checked against ino: a reused address misses) */
+	u32 agent;
+	u32 _pad;
+};
+struct pc_allow {
+	u64 ino;
+	s64 mtime_sec;
+	s64 ctime_sec;
+	u32 ctime_nsec;
+	u32 gen;
+};
+BPF_TABLE("lru_hash", struct pc_allow_key, struct pc_allow, pc_exec_allowed, 8192);
+BPF_ARRAY(pc_exec_gen, u32, 1);   /* bumped by the loader on every table or agent change */
+
+/* The cache key and the values a hit must match, read from the file now. */
+static __always_inline void pc_allow_now(const void *file, u32 agent, struct pc_allow_key *k, struct pc_allow *v)
+{
+	const void *inode = (const void *)pc_read_ptr(file, PC_OFF_FILE_INODE);
+	int zero = 0;
+	u32 *gen = pc_exec_gen.lookup(&zero);
+	k->inode = (u64)inode;
+	k->agent = agent;
+	k->_pad = 0;
+	v->ino = pc_read_ptr(inode, PC_OFF_INODE_INO);
+	v->mtime_sec = (s64)pc_read_ptr(inode, PC_OFF_INODE_MTIME);
+	v->ctime_sec = (s64)pc_read_ptr(inode, PC_OFF_INODE_CTIME);
+	v->ctime_nsec = pc_read_u32(inode, PC_OFF_INODE_CTIME_NSEC);
+	v->gen = gen ? *gen : 0;
+}
+
+static __always_inline int pc_allowed_before(const struct pc_allow_key *k, const struct pc_allow *v)
+{
+	struct pc_allow *c = pc_exec_allowed.lookup(k);
+	return c && c->ino == v->ino && c->mtime_sec == v->mtime_sec && c->ctime_sec == v->ctime_sec &&
+	       c->ctime_nsec == v->ctime_nsec && c->gen == v->gen;
+}
+
 /* The verdict on a file about to run: rule id of a deny (fileless, untrusted,
  * a denied name of it or of another hard link), 0 if none; *hold when a
  * hold pattern matched. Sets PC_F_FILELESS / PC_F_UNTRUSTED in *flags. */

@@ -199,6 +199,13 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 	const void *file = has_file ? pc_fd_file((u32)args->fd) : 0;
 	u32 rule = 0;
 	u16 flags = 0;
+	struct pc_allow_key ak;
+	struct pc_allow av;
+	if (file) {
+		pc_allow_now(file, agent, &ak, &av);
+		if (pc_allowed_before(&ak, &av))
+			file = 0;   /* judged clean before, unchanged: nothing to judge or track */
+	}
 	if (file) {
 		int zero = 0;
 		struct pc_exec_map *m = pc_exec_map_scratch.lookup(&zero);
@@ -212,6 +219,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 		__builtin_memset(&m->exe, 0, sizeof(m->exe));
 		rule = pc_judge_file(file, &m->exe, cfg, agent, &m->h.flags, key, hold);
 		flags = m->h.flags;
+		if (!rule && !flags)
+			pc_exec_allowed.update(&ak, &av);
 		if (args->prot & PC_PROT_EXEC) {
 			if (rule) {
 				m->h.rule_id = rule;

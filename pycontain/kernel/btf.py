@@ -216,6 +216,8 @@ FILE_NEEDED: dict[str, tuple[str, tuple[str, ...]]] = {
     "PC_OFF_INODE_INO": ("inode", ("i_ino",)),
     "PC_OFF_INODE_SB": ("inode", ("i_sb",)),
     "PC_OFF_INODE_MTIME": ("inode", ("i_mtime_sec", "__i_mtime", "i_mtime")),
+    "PC_OFF_INODE_CTIME": ("inode", ("i_ctime_sec", "__i_ctime.tv_sec", "i_ctime.tv_sec")),   # the allow cache
+    "PC_OFF_INODE_CTIME_NSEC": ("inode", ("i_ctime_nsec", "__i_ctime.tv_nsec", "i_ctime.tv_nsec")),
     "PC_OFF_SB_DEV": ("super_block", ("s_dev",)),
     "PC_OFF_TASK_FILES": ("task_struct", ("files",)),
     "PC_OFF_FILES_FDT": ("files_struct", ("fdt",)),
@@ -268,8 +270,9 @@ CACHE_DIR = "/var/cache/pycontain"
 
 def _cache_key(path: str) -> str:
     st = os.stat(path)
-    # the macro names too: a cache written by a build that needed fewer is stale
-    return f"{os.uname().release}:{st.st_size}:{st.st_mtime_ns}:{','.join(sorted(NEEDED))}"
+    # what is looked up too: a cache written by a build that needed other members is stale
+    wanted = sorted(NEEDED.items()) + sorted(FILE_NEEDED.items())
+    return f"{os.uname().release}:{st.st_size}:{st.st_mtime_ns}:{wanted}"
 
 
 @functools.lru_cache(maxsize=1)

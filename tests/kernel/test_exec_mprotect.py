@@ -199,3 +199,30 @@ def test_monitor_mode_records_and_lets_it_run(tools, exec_probes, agent, collect
         assert hits and hits[0].h.verdict == Verdict.WOULD_DENY and not hits[0].h.flags & Flag.KILLED
     finally:
         exec_probes.set_tables(KernelTables())
+
+
+def test_a_file_judged_clean_is_judged_again_once_it_changes(tools, exec_probes, agent, collector, tmp_path):
+    """The kernel caches files judged clean (exe.bpf.h, pc_exec_allowed). A
+    hard link under a denied name added afterwards (the inode's ctime moves)
+    and a policy that now denies the file (the loader bumps pc_exec_gen)
+    each make the next mapping of the same file judged again, and refused."""
+    d = tmp_path / "files"
+    d.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(d, 0o755)
+    payload = d / "payload"
+    payload.write_bytes(CODE)
+    flip = [str(tools / "flipper"), "mprotect", str(payload)]
+    exec_probes.set_tables(KernelTables(rules={1: "exec.deny[0]"}, exec_names={"xmrig": 1}))
+    try:
+        assert _run(flip, tmp_path / "first", agent) == 0 and (tmp_path / "first").exists()
+        os.link(payload, d / "xmrig")             # the same inode, now also a denied name
+        _run(flip, tmp_path / "linked", agent)
+        assert not (tmp_path / "linked").exists(), "a cached verdict outlived a new hard link"
+        os.unlink(d / "xmrig")
+        assert _run(flip, tmp_path / "unlinked", agent) == 0 and (tmp_path / "unlinked").exists()
+        exec_probes.set_tables(KernelTables(rules={1: "exec.deny[0]"}, exec_names={"payload": 1}))
+        _run(flip, tmp_path / "reloaded", agent)
+        assert not (tmp_path / "reloaded").exists(), "a cached verdict outlived a policy change"
+    finally:
+        exec_probes.set_tables(KernelTables())

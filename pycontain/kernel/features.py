@@ -118,7 +118,8 @@ def _try_exit_mmap() -> str:
     for d in ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"):
         if os.path.exists(f"{d}/mmap/exit_mmap/format"):
             return "available"
-    return "unavailable: no mmap:exit_mmap tracepoint (kernel < 6.1): mprotect(PROT_EXEC) of a mapped file is not judged"
+    return ("unavailable: no mmap:exit_mmap tracepoint (kernel < 6.1): "
+            "mprotect(PROT_EXEC) of a mapped file is not judged")
 
 
 def detect_features() -> FeatureReport:

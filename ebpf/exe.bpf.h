@@ -305,7 +305,7 @@ static __always_inline void pc_allow_now(const void *file, u32 agent, struct pc_
 	v->gen = gen ? *gen : 0;
 }
 
-static __always_inline int pc_allowed_before(const struct pc_allow_key *k, const struct pc_allow *v)
+static __always_inline int pc_allowed_before(struct pc_allow_key *k, const struct pc_allow *v)
 {
 	struct pc_allow *c = pc_exec_allowed.lookup(k);
 	return c && c->ino == v->ino && c->mtime_sec == v->mtime_sec && c->ctime_sec == v->ctime_sec &&

@@ -101,6 +101,14 @@ int main(int argc, char **argv) {
         void *p = 0;
         for (int i = 0; i < 17; i++) p = map_file(path);
         flip(p, 4096); ran(p);
+    } else if (!strcmp(mode, "compat")) {    /* 32-bit mmap2 by int 0x80: no syscall tracepoint sees it */
+        int fd = open(path, O_RDONLY);
+        long r;
+        __asm__ volatile("push %%rbp\n\txor %%ebp, %%ebp\n\tint $0x80\n\tpop %%rbp"
+                         : "=a"(r) : "a"(192L), "b"(0L), "c"(4096L), "d"(5L), "S"(2L), "D"((long)fd)
+                         : "memory");
+        if (r < 0 && r > -4096) exit(4);
+        ran((void *)r);
     } else if (!strcmp(mode, "memfd")) {
         void *p = map_memfd(); flip(p, 4096); ran(p);
     } else if (!strcmp(mode, "jit")) {       /* anonymous memory where the file's mapping was */
@@ -226,3 +234,16 @@ def test_a_file_judged_clean_is_judged_again_once_it_changes(tools, exec_probes,
         assert not (tmp_path / "reloaded").exists(), "a cached verdict outlived a policy change"
     finally:
         exec_probes.set_tables(KernelTables())
+
+
+def test_compat_system_calls_are_refused_under_run(tools, denying, agent, collector, tmp_path):
+    """int 0x80 from a 64-bit process takes the 32-bit system-call table,
+    which the syscalls:* tracepoints do not report (the kernel skips compat
+    calls there): an mmap2(PROT_EXEC) of a denied file that way is unseen by
+    exec_map.c. What closes it for agents `run` starts is its seccomp filter:
+    a system call of another architecture kills the process (SIGSYS)."""
+    bare, contained = _sentinels(tmp_path)
+    argv = [str(tools / "flipper"), "compat", str(tools / "xmrig")]
+    assert _run(argv, bare) == 0 and bare.exists(), "the compat mapping does not run even without pycontain"
+    assert _run(argv, contained, agent) == -31    # SIGSYS: seccomp's bad-architecture action
+    assert not contained.exists()

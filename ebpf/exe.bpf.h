@@ -405,8 +405,8 @@ static __always_inline int pc_hold_current(u16 *flags)
  */
 #if defined(PC_HAVE_FILE_OFFSETS) && defined(PC_HAVE_TP_EXIT_MMAP)
 #define PC_HAVE_MAP_RANGES 1
-#define PC_MAP_RANGES 16        /* tracked mappings per address space (more: fail closed) */
-#define PC_MAP_RANGES_MAX 4096  /* address spaces with a tracked mapping */
+#define PC_MAP_RANGES 64        /* tracked mappings per address space (more: fail closed) */
+#define PC_MAP_RANGES_MAX 16384 /* address spaces with a tracked mapping (allocated on use) */
 struct pc_map_range {
 	u64 start;
 	u64 end;                /* 0: free slot */
@@ -419,7 +419,8 @@ struct pc_map_ranges {
 	u32 untracked_rule;     /* a denied mapping that found no free slot: its rule */
 	u32 _pad;
 };
-BPF_HASH(pc_map_ranges, u64, struct pc_map_ranges, PC_MAP_RANGES_MAX);   /* mm -> ranges */
+/* mm -> ranges; not preallocated: 2 KiB an entry, and most address spaces never have one */
+BPF_F_TABLE("hash", u64, struct pc_map_ranges, pc_map_ranges, PC_MAP_RANGES_MAX, BPF_F_NO_PREALLOC);
 BPF_PERCPU_ARRAY(pc_map_ranges_zero, struct pc_map_ranges, 1);   /* never written: an empty value */
 
 static __always_inline u64 pc_current_mm(void)

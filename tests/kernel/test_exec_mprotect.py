@@ -3,7 +3,7 @@
 The "payload" is a file named xmrig (a denied name) holding six bytes of
 x86-64 code, `mov eax, 42; ret`. The helper maps it without PROT_EXEC, flips
 the range executable by one of several routes (mprotect, pkey_mprotect, in a
-forked child, in another thread, after mremap, a memfd, past the 16 tracked
+forked child, in another thread, after mremap, a memfd, past the 64 tracked
 mappings), calls it, and writes its
 sentinel only when the call returned 42: the sentinel proves that code from
 the denied file ran. Each route runs bare first (the sentinel is written),
@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
         pthread_join(t, 0);
     } else if (!strcmp(mode, "many")) {      /* more mappings than the kernel tracks, the last flipped */
         void *p = 0;
-        for (int i = 0; i < 17; i++) p = map_file(path);
+        for (int i = 0; i < 65; i++) p = map_file(path);
         flip(p, 4096); ran(p);
     } else if (!strcmp(mode, "compat")) {    /* 32-bit mmap2 by int 0x80: no syscall tracepoint sees it */
         int fd = open(path, O_RDONLY);
@@ -178,7 +178,7 @@ def test_route_runs_bare_and_never_under_pycontain(route, tools, denying, agent,
     assert denied and all(e.h.flags & Flag.KILLED for e in denied)
     if route == "memfd":
         assert denied[0].h.rule_id == RULE_FILELESS and denied[0].h.flags & Flag.FILELESS
-    elif route == "many":   # the 17th mapping found no slot: every later flip in the process is refused
+    elif route == "many":   # the 65th mapping found no slot: every later flip in the process is refused
         assert denied[0].h.rule_id == 1 and denied[0].fd == MAP_CALL_UNTRACKED
     else:
         assert denied[0].h.rule_id == 1 and denied[0].exe.name == b"xmrig"

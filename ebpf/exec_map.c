@@ -291,14 +291,11 @@ TRACEPOINT_PROBE(syscalls, sys_exit_munmap)
 	return 0;
 }
 
-/* A tracked range made executable: judged like the exec of its file.
- * Relies on: sys_enter_mprotect firing before the protection changes, and
- * SIGKILL queued here being acted on at the call's return to user space,
- * before any instruction of the range runs. */
-static __always_inline int pc_map_protect(u64 start, u64 len, u64 prot)
+/* An agent call over [start, start+len) of its address space: refused as
+ * `call` when it touches a tracked range; an mprotect also once a mapping
+ * of a denied file found no slot (untracked_rule). */
+static __always_inline int pc_map_touch(u64 start, u64 len, u32 prot, u32 call)
 {
-	if (!(prot & PC_PROT_EXEC))
-		return 0;
 	u64 mm = pc_current_mm();
 	struct pc_map_ranges *rs = pc_map_ranges.lookup(&mm);
 	if (!rs)
@@ -310,21 +307,29 @@ static __always_inline int pc_map_protect(u64 start, u64 len, u64 prot)
 	int i = pc_map_overlap(rs, start & ~PC_PAGE_MASK, pc_page_end(start, len));
 	if (i >= 0 && i < PC_MAP_RANGES) {
 		const struct pc_map_range *r = &rs->r[i];
-		pc_map_deny(cfg, agent, r->rule, (u16)r->flags, r->file, (u32)prot, PC_MAP_CALL_MPROTECT);
-	} else if (rs->untracked_rule) {
-		pc_map_deny(cfg, agent, rs->untracked_rule, 0, 0, (u32)prot, PC_MAP_CALL_UNTRACKED);
+		pc_map_deny(cfg, agent, r->rule, (u16)r->flags, r->file, prot, call);
+	} else if (call == PC_MAP_CALL_MPROTECT && rs->untracked_rule) {
+		pc_map_deny(cfg, agent, rs->untracked_rule, 0, 0, prot, PC_MAP_CALL_UNTRACKED);
 	}
 	return 0;
 }
 
+/* A tracked range made executable: judged like the exec of its file.
+ * Relies on: sys_enter_mprotect firing before the protection changes, and
+ * SIGKILL queued here being acted on at the call's return to user space,
+ * before any instruction of the range runs. */
 TRACEPOINT_PROBE(syscalls, sys_enter_mprotect)
 {
-	return pc_map_protect(args->start, args->len, args->prot);
+	if (!(args->prot & PC_PROT_EXEC))
+		return 0;
+	return pc_map_touch(args->start, args->len, (u32)args->prot, PC_MAP_CALL_MPROTECT);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_pkey_mprotect)
 {
-	return pc_map_protect(args->start, args->len, args->prot);
+	if (!(args->prot & PC_PROT_EXEC))
+		return 0;
+	return pc_map_touch(args->start, args->len, (u32)args->prot, PC_MAP_CALL_MPROTECT);
 }
 
 /* mremap of a tracked range would move it where no range says what it maps:
@@ -332,18 +337,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_pkey_mprotect)
  * a file it may not run). Relies on: sys_enter_mremap before the move. */
 TRACEPOINT_PROBE(syscalls, sys_enter_mremap)
 {
-	u64 mm = pc_current_mm();
-	struct pc_map_ranges *rs = pc_map_ranges.lookup(&mm);
-	if (!rs)
-		return 0;
-	struct pc_config *cfg = pc_cfg();
-	u32 agent = pc_agent_of_current(cfg);
-	int i = pc_map_overlap(rs, args->addr & ~PC_PAGE_MASK, pc_page_end(args->addr, args->old_len));
-	if (agent && i >= 0 && i < PC_MAP_RANGES) {
-		const struct pc_map_range *r = &rs->r[i];
-		pc_map_deny(cfg, agent, r->rule, (u16)r->flags, r->file, 0, PC_MAP_CALL_MREMAP);
-	}
-	return 0;
+	return pc_map_touch(args->addr, args->old_len, 0, PC_MAP_CALL_MREMAP);
 }
 
 /* Relies on: mmap:exit_mmap firing when an address space is torn down

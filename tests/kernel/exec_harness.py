@@ -101,6 +101,31 @@ def agent(exec_probes):
     cg.remove()
 
 
+@pytest.fixture
+def denying(exec_probes):
+    """exec.deny [xmrig] and exec.fileless: deny, as the kernel tables."""
+    from pycontain.core.events import ConfigFlag
+
+    exec_probes.set_tables(KernelTables(rules={1: "exec.deny[0]"}, exec_names={"xmrig": 1},
+                                        flags=ConfigFlag.EXEC_FILELESS_DENY))
+    yield exec_probes
+    exec_probes.set_tables(KernelTables())
+
+
+def run_with_sentinel(argv: list[str], sentinel: Path, cg=None) -> int:
+    """argv bare (cg None) or launched as an agent in cg, with $PC_SENTINEL
+    naming the file it writes if the forbidden code ran; its exit status."""
+    from pycontain.actuate.launch import launch
+
+    env = dict(os.environ, PC_SENTINEL=str(sentinel))
+    p = launch(argv, cg, env=env) if cg is not None else subprocess.Popen(argv, env=env)
+    try:
+        return p.wait(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
 def deny_tables(**kw) -> KernelTables:
     from pycontain.core.events import PatternWhere
 
@@ -125,13 +150,19 @@ def execs_of(events: list[Event], pid: int) -> list[ExecEvent]:
     return [e for e in events if isinstance(e, ExecEvent) and e.h.pid == pid]
 
 
-def ssh_and_innocent(d: Path, source: str) -> Path:
-    """Compile `source` in `d` as `ssh` (a name user-space exec rules hold) and
-    copy it as `innocent` (the same bytes under a name nothing holds)."""
+def compile_c(d: Path, source: str, name: str, *flags: str) -> Path:
+    """`source` compiled as d/name (gcc from scripts/install-test-tools.sh)."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if not cc:
         pytest.fail("no C compiler (scripts/install-test-tools.sh installs gcc)")
-    (d / "h.c").write_text(source)
-    subprocess.run([cc, "-O1", "-o", str(d / "ssh"), str(d / "h.c")], check=True)
+    (d / f"{name}.c").write_text(source)
+    subprocess.run([cc, "-O1", *flags, "-o", str(d / name), str(d / f"{name}.c")], check=True)
+    return d / name
+
+
+def ssh_and_innocent(d: Path, source: str) -> Path:
+    """Compile `source` in `d` as `ssh` (a name user-space exec rules hold) and
+    copy it as `innocent` (the same bytes under a name nothing holds)."""
+    compile_c(d, source, "ssh")
     shutil.copy(d / "ssh", d / "innocent")
     return d

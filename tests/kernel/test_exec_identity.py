@@ -10,17 +10,15 @@ $PC_SENTINEL as its first action.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from exec_harness import agent, collector, exec_probes  # noqa: F401  (fixtures)
+from exec_harness import agent, collector, compile_c, denying, exec_probes  # noqa: F401  (fixtures)
+from exec_harness import run_with_sentinel as _run
 
-from pycontain.actuate.launch import launch
-from pycontain.core.events import RULE_FILELESS, ConfigFlag, Flag, Verdict
+from pycontain.core.events import RULE_FILELESS, Flag, Verdict
 from pycontain.core.kernel_rules import KernelTables
 
 MINER_C = r"""
@@ -38,22 +36,12 @@ LD_SO = "/lib64/ld-linux-x86-64.so.2"
 
 @pytest.fixture(scope="module")
 def miner(tmp_path_factory) -> Path:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if not cc:
-        pytest.fail("no C compiler (scripts/install-test-tools.sh installs gcc)")
     d = tmp_path_factory.mktemp("miner")
-    (d / "miner.c").write_text(MINER_C)
-    subprocess.run([cc, "-O1", "-o", str(d / "xmrig"), str(d / "miner.c")], check=True)
+    compile_c(d, MINER_C, "xmrig")
     os.chmod(d, 0o755)
     return d / "xmrig"
 
 
-@pytest.fixture
-def denying(exec_probes):
-    exec_probes.set_tables(KernelTables(rules={1: "exec.deny[0]"}, exec_names={"xmrig": 1},
-                                        flags=ConfigFlag.EXEC_FILELESS_DENY))
-    yield exec_probes
-    exec_probes.set_tables(KernelTables())
 
 
 def _moves(miner: Path, work: Path) -> dict[str, list[str]]:
@@ -80,14 +68,6 @@ def _moves(miner: Path, work: Path) -> dict[str, list[str]]:
 MOVES = ["symlink", "hardlink", "ld.so", "shebang", "execveat", "long-path", "memfd"]
 
 
-def _run(argv: list[str], sentinel: Path, cg=None) -> int:
-    env = dict(os.environ, PC_SENTINEL=str(sentinel))
-    p = launch(argv, cg, env=env) if cg is not None else subprocess.Popen(argv, env=env)
-    try:
-        return p.wait(timeout=20)
-    finally:
-        if p.poll() is None:
-            p.kill()
 
 
 @pytest.mark.parametrize("move", MOVES)

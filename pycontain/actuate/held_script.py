@@ -12,8 +12,11 @@ every directory on the way (symbolic links followed, their targets too) owned
 by root and not writable by group or others, no step through /proc (an
 fd path names the controller's descriptors here), the file itself a regular
 file owned by root, not group/other writable, not modified since the agent
-started, and its real path under an exec.trusted prefix. Anything else, or
-anything unreadable, is a reason to kill it: fail closed.
+started, and its real path under an exec.trusted prefix. The path is walked
+through /proc/PID/root, in the process's own mounts; a process whose mount
+namespace belongs to another user namespace (unshare -Urm) can mount over
+any path after the check and is refused. Anything else, or anything
+unreadable, is a reason to kill it: fail closed.
 
 Hand-written: os.path.realpath would follow the links without the owner
 checks on each directory it passes, which are the point here.
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 
 from ..core.events import ExecEvent, Flag
 from ..core.text import safe_text
+from .held import own_mounts
 
 MAX_LINKS = 40                 # the kernel's own limit on links followed in one lookup
 
@@ -41,14 +45,15 @@ def _agent_proof(path: bytes, st: os.stat_result) -> None:
                         f"mode {stat.S_IMODE(st.st_mode):o})")
 
 
-def resolve(path: bytes, proc_dev: int) -> tuple[bytes, os.stat_result]:
+def resolve(path: bytes, proc_dev: int, root: bytes = b"") -> tuple[bytes, os.stat_result]:
     """The real path of an absolute path and the lstat of what it names,
-    checking every directory passed on the way (and the root)."""
-    _agent_proof(b"/", os.lstat(b"/"))
+    checking every directory passed on the way (and the root). root: a
+    process's /proc/PID/root, so that its mounts are the ones walked."""
+    _agent_proof(b"/", os.lstat(root + b"/"))
     todo = [p for p in path.split(b"/") if p]
     real: list[bytes] = []
     links = 0
-    st = os.lstat(b"/")
+    st = os.lstat(root + b"/")
     while todo:
         name = todo.pop(0)
         if name == b".":
@@ -57,14 +62,14 @@ def resolve(path: bytes, proc_dev: int) -> tuple[bytes, os.stat_result]:
             real = real[:-1]
             continue
         cur = b"/" + b"/".join([*real, name])
-        st = os.lstat(cur)
+        st = os.lstat(root + cur)
         if st.st_dev == proc_dev:
             raise Untrusted(f"{safe_text(path, 256)} goes through /proc")
         if stat.S_ISLNK(st.st_mode):
             links += 1
             if links > MAX_LINKS:
                 raise Untrusted(f"{safe_text(path, 256)}: too many symbolic links")
-            target = os.readlink(cur)
+            target = os.readlink(root + cur)
             real = [] if target.startswith(b"/") else real
             todo = [p for p in target.split(b"/") if p] + todo
             continue
@@ -84,22 +89,24 @@ def _under(real: bytes, prefixes: Sequence[str]) -> bool:
     return False
 
 
-def _path(ev: ExecEvent, proc_root: str, proc_dev: int) -> bytes:
-    """The script's absolute path as the held process's interpreter will open it."""
+def _path(ev: ExecEvent, proc_root: str, proc_dev: int) -> tuple[bytes, bytes]:
+    """The process's root and the script's absolute path in it, as its
+    interpreter will open it."""
     if ev.h.flags & Flag.FILENAME_TRUNCATED:
         raise Untrusted("script path longer than the kernel reads")
     pid = ev.h.pid
-    if os.readlink(f"{proc_root}/{pid}/root") != "/":
-        raise Untrusted("the process has its own root directory")
+    if own_mounts(pid, proc_root):
+        raise Untrusted("the process has its own mount namespace (it may mount over the script)")
+    root = os.fsencode(f"{proc_root}/{pid}/root")
     if ev.filename.startswith(b"/"):
-        return ev.filename
+        return root, ev.filename
     cwd = os.fsencode(os.readlink(f"{proc_root}/{pid}/cwd"))
-    real_cwd, st = resolve(cwd, proc_dev)
+    real_cwd, st = resolve(cwd, proc_dev, root)
     here = os.stat(f"{proc_root}/{pid}/cwd")
     if (st.st_dev, st.st_ino) != (here.st_dev, here.st_ino) or not stat.S_ISDIR(st.st_mode):
         raise Untrusted("working directory not reachable by its path")
     _agent_proof(real_cwd, st)
-    return real_cwd + b"/" + ev.filename
+    return root, real_cwd + b"/" + ev.filename
 
 
 def script_verdict(ev: ExecEvent, trusted: Sequence[str], since_s: float | None, proc_root: str = "/proc") -> str:
@@ -108,7 +115,8 @@ def script_verdict(ev: ExecEvent, trusted: Sequence[str], since_s: float | None,
         return "agent start time unknown"
     try:
         proc_dev = os.stat("/proc").st_dev
-        real, st = resolve(_path(ev, proc_root, proc_dev), proc_dev)
+        root, path = _path(ev, proc_root, proc_dev)
+        real, st = resolve(path, proc_dev, root)
         if not stat.S_ISREG(st.st_mode):
             raise Untrusted(f"script {safe_text(real, 256)} is not a regular file")
         _agent_proof(real, st)

@@ -17,7 +17,9 @@ run outside the agent's cgroup, so the query runs under a seccomp filter
 clone: ssh cannot start anything, the Match fails, and it cannot make a
 configuration look safer than the real run (which will be judged again if it
 execs ssh). Unreadable /proc, a timeout, or an ssh that fails all return None
-and the caller denies: fail closed.
+and the caller denies: fail closed. So does a process in a mount namespace
+of its own user namespace (unshare -Urm): it can bind any file over the
+configuration paths that the query reads in the node's namespace.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 from ..core.events import ExecEvent
 from ..core.policy_args import SSH_NAMES
 from ..core.ssh_forwarding import QUERY_MAX, argv_violation, config_query, config_violation
+from .held import own_mounts
 from .ssh_config_cache import AnswerCache, fingerprint
 
 SYSTEM_SSH_PATH = "/usr/bin:/bin"
@@ -99,6 +102,8 @@ def effective_config(pid: int, query: list[str], proc_root: str = "/proc") -> st
     reused; a fresh one is kept only when the files did not change while
     ssh read them."""
     try:
+        if own_mounts(pid, proc_root):
+            return None     # its files are not the ones the query would read
         ids = _ids(pid, proc_root)
         env = _environ(pid, proc_root)
         cwd = os.readlink(f"{proc_root}/{pid}/cwd")

@@ -4,7 +4,8 @@ agent's dynamic uid.
 The agent copies /usr/bin/touch into its writable temp dir and runs the copy,
 which writes its own sentinel; it also writes a `#!` script and runs it by
 absolute and by relative path (`./s.sh`), and runs a root-owned script the
-test put in /usr/local/bin. Bare: all run. Under `strict` (exec.trusted) the
+test put in /usr/local/bin, and, in its own user and mount namespace, that
+root-owned script's path with its own script bind-mounted over it. Bare: all run. Under `strict` (exec.trusted) the
 copy is killed in the kernel before it runs; the agent's script is held in
 the kernel (its interpreter is trusted, the script is judged in user space)
 and killed, while /usr/bin/touch and the root-owned script still run. Under
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
-DROPS = ("dropped-elf", "dropped-script", "dropped-script-rel")
+DROPS = ("dropped-elf", "dropped-script", "dropped-script-rel", "bound-script")
 SYSTEM = ("system", "system-script")
 
 
@@ -37,6 +38,7 @@ cp /usr/bin/touch {d}/tt && {d}/tt {d}/dropped-elf
 printf '#!/bin/sh\\n/usr/bin/touch "$1"\\n' > {d}/s.sh && chmod +x {d}/s.sh
 {d}/s.sh {d}/dropped-script
 cd {d} && ./s.sh dropped-script-rel
+unshare -Urm /bin/sh -c 'mount --bind {d}/s.sh {system_script} && {system_script} {d}/bound-script'
 /usr/bin/touch {d}/system
 {system_script} {d}/system-script
 """]
@@ -88,7 +90,8 @@ def test_drop_and_execute_bare_then_strict_then_default(privileged, drop_dir, sy
     viol = [x for x in _records(tmp_path / "strict.jsonl") if x.get("kind") == "violation"]
     assert {x.get("rule") for x in viol} >= {"exec.trusted"}, viol
     scripts = [x for x in viol if x.get("rule") == "exec.trusted" and "#! script" in x.get("reason", "")]
-    assert len(scripts) == 2 and all("s.sh" in x["reason"] for x in scripts), viol
+    assert len(scripts) == 3 and sum("s.sh" in x["reason"] for x in scripts) == 2, viol
+    assert any("own mount namespace" in x["reason"] for x in scripts), viol
 
     default = drop_dir / "default"
     default.mkdir()

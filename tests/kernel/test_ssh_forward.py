@@ -133,3 +133,31 @@ def test_an_edited_included_file_is_judged_afresh(privileged, testhost):
         assert any("remoteforward 2222" in x for x in reasons) and any("remoteforward 2223" in x for x in reasons)
     finally:
         shutil.rmtree(quiet, ignore_errors=True)
+
+
+def test_a_configuration_bound_over_in_an_own_mount_namespace_is_refused(privileged, testhost, tmp_path):
+    """In its own user and mount namespace (unshare -Urm) the agent binds its
+    tunnel config over the plain one: the node's query would read the plain
+    file, ssh reads the tunnel. Bare the forward reaches the host; under
+    pycontain the ssh is killed (no query can see its files: fail closed)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    host = testhost.peer_ip4
+    tunnel_cfg, plain_cfg = _configs(tmp_path / "home", host)
+    os.chmod(tmp_path, 0o755)
+    script = tmp_path / "agent.sh"
+
+    def run(prefix: list[str]):
+        listener = testhost.tcp_listener(0)
+        script.write_text(f"#!/bin/sh\nunshare -Urm /bin/sh -c 'mount --bind {tunnel_cfg} {plain_cfg} && "
+                          + " ".join(_ssh(plain_cfg, host, listener.port)) + "'\necho bound=$?\n")
+        script.chmod(0o755)
+        return subprocess.run([*prefix, str(script)], capture_output=True, text=True, timeout=90), listener
+
+    r, bare = run([])
+    assert bare.wait(contains=b"SSH-2.0-"), r.stdout + r.stderr
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"extends: default\nname: t-ssh-ns\nnetwork:\n  ssh:\n    allow: [{{cidr: {host}/32}}]\n")
+    r, inside = run(PYCONTAIN + [*AS_ROOT, "--name", "t-sshns", "--policy", str(policy), "--"])
+    assert "bound=137" in r.stdout, r.stdout + r.stderr
+    assert not inside.wait(contains=b"SSH-", timeout=1.0) and inside.accepted == 0

@@ -7,10 +7,13 @@ root), temp dirs for the refused ones."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 
 import pytest
 
+from pycontain.actuate.held import own_mounts
 from pycontain.actuate.held_script import resolve, script_verdict
 from pycontain.core.engine import Engine
 from pycontain.core.events import EventType, ExecEvent, Flag, Header, Verdict
@@ -33,6 +36,7 @@ def proc(tmp_path):
     d.mkdir()
     (d / "cwd").symlink_to("/usr/bin")
     (d / "root").symlink_to("/")
+    (d / "ns").symlink_to("/proc/self/ns")
     return str(tmp_path)
 
 
@@ -82,3 +86,18 @@ def test_engine_kills_a_held_script_exec_trusted_refused():
     out = e.on_event(ExecEvent(**{**held(b"/tmp/s.sh").__dict__, "untrusted_script": "untrusted #! script: x"}), 1.0)
     assert [(d.rule, d.action.value, d.pid) for d in out][:1] == [("exec.trusted", "kill-process", 7)], out
     assert e.on_event(held(b"/usr/bin/x.sh", pid=8), 1.0) == []
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare(1)")
+def test_a_process_with_its_own_user_and_mount_namespace_is_refused():
+    """unshare -Urm: it may mount over the script's path after the check."""
+    p = subprocess.Popen(["unshare", "-Urm", "sh", "-c", "echo ready; exec sleep 30"], stdout=subprocess.PIPE)
+    try:
+        if p.stdout.readline() != b"ready\n":
+            pytest.skip("unprivileged user namespaces are not allowed here")
+        assert own_mounts(p.pid, "/proc")
+        assert not own_mounts(os.getpid(), "/proc")
+        assert "own mount namespace" in script_verdict(held(b"/bin/sh", pid=p.pid), ("/usr",), NOW)
+    finally:
+        p.kill()
+        p.wait()

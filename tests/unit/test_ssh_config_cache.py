@@ -146,6 +146,7 @@ def test_effective_config_reuses_an_answer_until_an_included_file_changes(tree, 
     with open(os.path.join(proc, "environ"), "wb") as fh:
         fh.write(b"HOME=" + home.encode() + b"\0")
     os.symlink("/", os.path.join(proc, "cwd"))
+    os.symlink("/proc/self/ns", os.path.join(proc, "ns"))
     runs = []
     monkeypatch.setattr(ssh_config_cache, "RACY_NS", -10**15)
     monkeypatch.setattr(ssh_config, "ANSWERS", AnswerCache())

@@ -176,6 +176,50 @@ static __always_inline u32 pc_exec_file_verdict(struct pc_exec *e, struct pc_con
 	return 0;
 }
 
+/* ---- #! scripts under exec.trusted (issue 11 part 5) ----------------------- */
+
+#ifdef PC_HAVE_PREPARE_EXEC
+/* By sched_process_exec a script's struct file is released and exe_file is
+ * its interpreter; at sched_prepare_exec the bprm still tells: binfmt_script
+ * and binfmt_misc replace bprm->interp (bprm_change_interp), which is
+ * bprm->filename otherwise. The process is marked (value: its leader's start
+ * time, so a reused pid does not inherit a mark); sched_process_exec holds
+ * it and user space judges the script file (actuate/held_script.py).
+ * Relies on: sched_prepare_exec (Linux >= 6.10) firing in the exec'ing task
+ * at the start of begin_new_exec, after every binfmt rewrite and before the
+ * same exec's sched_process_exec; alloc_bprm setting interp = filename. */
+BPF_TABLE("lru_hash", u32, u64, pc_exec_script, 8192);
+
+RAW_TRACEPOINT_PROBE(sched_prepare_exec)
+{
+	struct pc_config *cfg = pc_cfg();
+	if (!cfg || !(cfg->flags & PC_CFG_EXEC_TRUSTED) || !pc_agent_of_current(cfg))
+		return 0;
+	const void *bprm = (const void *)ctx->args[1];
+	if (pc_read_ptr(bprm, PC_OFF_BPRM_INTERP) == pc_read_ptr(bprm, PC_OFF_BPRM_FILENAME))
+		return 0;
+	struct pc_header h = {};
+	pc_fill_lineage(&h, (const void *)bpf_get_current_task());
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (pc_exec_script.update(&tgid, &h.start_ns))
+		bpf_send_signal(PC_SIGKILL);   /* cannot mark it: fail closed */
+	return 0;
+}
+
+/* Whether this exec was marked as a script; the mark is used up. */
+static __always_inline u32 pc_take_script(u32 tgid, u64 start_ns)
+{
+	u64 *mark = pc_exec_script.lookup(&tgid);
+	if (!mark)
+		return 0;
+	u32 same = *mark == start_ns;
+	pc_exec_script.delete(&tgid);
+	return same;
+}
+#else
+static __always_inline u32 pc_take_script(u32 tgid, u64 start_ns) { return 0; }
+#endif
+
 /* ---- hooks -------------------------------------------------------------- */
 
 /* Relies on: sched_process_exec fires in the exec'ing task after the new
@@ -222,6 +266,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 			rule = file_rule;
 		if (cfg && (cfg->flags & PC_CFG_EXEC_HOLD_ALL))
 			*hold = 1;
+		if (cfg && (cfg->flags & PC_CFG_EXEC_TRUSTED) && pc_take_script(e->h.pid, e->h.start_ns)) {
+			e->h.flags |= PC_F_SCRIPT;   /* user space judges the script */
+			*hold = 1;
+		}
 		if (!rule && *hold && cfg && cfg->mode != PC_MODE_MONITOR && pc_hold_current(&e->h.flags))
 			rule = PC_RULE_HOLD;        /* could not hold it: fail closed */
 		if (rule) {

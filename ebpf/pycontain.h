@@ -75,6 +75,7 @@ enum pc_flags {
 	PC_F_FILELESS = 1 << 7,    /* the file has no name on any filesystem (memfd, deleted, O_TMPFILE) */
 	PC_F_UNTRUSTED = 1 << 8,   /* exec.trusted is on and the file fails it */
 	PC_F_SSH = 1 << 11,        /* issue 12: the stream opened with an SSH identification string */
+	PC_F_SCRIPT = 1 << 12,     /* issue 11: a #! script (binfmt rewrote the interpreter) under exec.trusted */
 };
 
 struct pc_header {

@@ -10,6 +10,9 @@ rules; the controller also runs `ssh -G` for it, issue 12) or, with
 alone) N times in a row. The controller measures each hold from the exec
 (kernel boot ns) to the SIGCONT it sends. Reported: p50, p99, max in ms, and
 the same loop's wall time per exec against a program that is not held.
+With --compare-ssh-cache the held rounds alternate between the `ssh -G`
+answer cache off (every exec queried, the state before issue 11's cache) and
+on, and the hold figures are given per variant.
 """
 
 from __future__ import annotations
@@ -52,12 +55,21 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def _summary(ms: list[float]) -> dict[str, float]:
+    return {"holds": len(ms), "hold_p50_ms": round(statistics.median(ms), 3), "hold_p99_ms": round(pct(ms, 0.99), 3),
+            "hold_max_ms": round(max(ms), 3)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--held-name", default="ssh",
                     help="the held program's name: ssh (also queried with `ssh -G`, issue 12) or busybox (hold only)")
+    ap.add_argument("--compare-ssh-cache", action="store_true",
+                    help="interleave held rounds with the `ssh -G` answer cache off and on; hold figures per variant")
     args = ap.parse_args()
+    from pycontain.actuate import ssh_config
+    from pycontain.actuate.ssh_config_cache import AnswerCache
     from pycontain.app.controller import Controller
     from pycontain.core.policy import builtin_policy
     from pycontain.observe.audit import AuditLog
@@ -75,13 +87,21 @@ def main() -> int:
     stop = threading.Event()
     worker = threading.Thread(target=lambda: [ctl.step(20) for _ in iter(stop.is_set, True)], daemon=True)
     worker.start()
-    per_exec = {}
+    per_exec: dict[str, list[float]] = {}
+    holds: dict[str, list[float]] = {}
+    rounds = [("not held", free), ("held", held)] * 2
+    if args.compare_ssh_cache:
+        rounds = [("not held", free), ("held, no cache", held), ("held, cache", held)] * 2
+    cached = ssh_config.ANSWERS
     try:
-        for name, prog in (("not held", free), ("held", held), ("not held", free), ("held", held)):
+        for name, prog in rounds:
+            ssh_config.ANSWERS = AnswerCache(entries=0) if name == "held, no cache" else cached
             cmd = [sys.executable, "-c", LOOP, prog, str(args.n)]
+            first = len(ctl.hold_ns)
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                                  preexec_fn=lambda: _join(cg), check=True)
             per_exec.setdefault(name, []).append(float(out.stdout))
+            holds.setdefault(name, []).extend(x / 1e6 for x in list(ctl.hold_ns)[first:])
     finally:
         stop.set()
         worker.join(timeout=5)
@@ -89,10 +109,11 @@ def main() -> int:
         ctl.close()
         cg.remove()
         shutil.rmtree(d, ignore_errors=True)
-    ms = [x / 1e6 for x in ctl.hold_ns]
-    res = {"holds": len(ms), "hold_p50_ms": round(statistics.median(ms), 3), "hold_p99_ms": round(pct(ms, 0.99), 3),
-           "hold_max_ms": round(max(ms), 3),
-           "exec_loop_ms": {k: round(statistics.median(v) * 1e3, 3) for k, v in per_exec.items()}}
+    variants = {k: v for k, v in holds.items() if k.startswith("held, ")} or \
+        {"all": [x for v in holds.values() for x in v]}
+    res: dict[str, object] = {name: _summary(ms) for name, ms in variants.items()}
+    res["exec_loop_ms"] = {k: round(statistics.median(v) * 1e3, 3) for k, v in per_exec.items()}
+    res["ssh_cache"] = {"hits": cached.hits, "misses": cached.misses}
     print(json.dumps(res))
     return 0
 

@@ -8,8 +8,10 @@ runs: neither can have been rewritten by the program yet. Plain reads of
 
 from __future__ import annotations
 
+import fcntl
 import os
 
+NS_GET_USERNS = 0xB701     # linux/nsfs.h _IO(0xb7, 0x1): the user namespace owning a namespace
 CMDLINE_MAX = 1 << 20      # ARG_MAX-sized argv is 2 MiB at most; a bigger one fails closed
 
 
@@ -31,3 +33,19 @@ def real_path(pid: int, proc_root: str = "/proc") -> bytes:
         return os.fsencode(os.readlink(f"{proc_root}/{pid}/exe"))
     except OSError:
         return b""
+
+
+def own_mounts(pid: int, proc_root: str = "/proc") -> bool:
+    """Whether the process's mount namespace is owned by a user namespace
+    other than the controller's (unshare -Urm): there it may mount over any
+    path at any time, whatever the owners of the directories, so no path the
+    controller checks here is the one it will open."""
+    fd = os.open(f"{proc_root}/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    finally:
+        os.close(fd)
+    try:
+        return os.fstat(owner).st_ino != os.stat("/proc/self/ns/user").st_ino
+    finally:
+        os.close(owner)

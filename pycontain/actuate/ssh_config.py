@@ -17,7 +17,9 @@ run outside the agent's cgroup, so the query runs under a seccomp filter
 clone: ssh cannot start anything, the Match fails, and it cannot make a
 configuration look safer than the real run (which will be judged again if it
 execs ssh). Unreadable /proc, a timeout, or an ssh that fails all return None
-and the caller denies: fail closed.
+and the caller denies: fail closed. So does a process in a mount namespace
+of its own user namespace (unshare -Urm): it can bind any file over the
+configuration paths that the query reads in the node's namespace.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from typing import Any
 from ..core.events import ExecEvent
 from ..core.policy_args import SSH_NAMES
 from ..core.ssh_forwarding import QUERY_MAX, argv_violation, config_query, config_violation
+from .held import own_mounts
+from .ssh_config_cache import AnswerCache, fingerprint
 
 SYSTEM_SSH_PATH = "/usr/bin:/bin"
 ENV_KEEP = (b"HOME", b"USER", b"LOGNAME", b"PATH", b"SHELL", b"TERM", b"LANG", b"TZ", b"XDG_RUNTIME_DIR",
             b"SSH_AUTH_SOCK")
 TIMEOUT_S = 1.0        # below the controller's 2 s hold timeout; -G does not connect
+ANSWERS = AnswerCache()
 
 
 def _ids(pid: int, proc_root: str) -> tuple[int, int, list[int]] | None:
@@ -77,38 +82,57 @@ def _no_fork_filter() -> Any:
     return f
 
 
-def _no_passwd_entry(uid: int) -> bool:
-    """OpenSSH exits at start ("No user exists for uid") before reading any
-    configuration when getpwuid fails (pycontain's dynamic uids have no
-    entry): such an ssh cannot set up a forward from a file."""
+def _passwd_entry(uid: int) -> tuple[str, str, str] | None:
+    """Name, home and shell of uid; None when there is no entry: OpenSSH
+    exits at start ("No user exists for uid") before reading any
+    configuration (pycontain's dynamic uids have no entry), so such an ssh
+    cannot set up a forward from a file."""
     try:
-        pwd.getpwuid(uid)
+        pw = pwd.getpwuid(uid)
     except KeyError:
-        return True
-    return False
+        return None
+    return pw.pw_name, pw.pw_dir, pw.pw_shell
 
 
 def effective_config(pid: int, query: list[str], proc_root: str = "/proc") -> str | None:
     """`ssh -G` output for the held process pid, run with its ids, environment
     and working directory; None when it cannot be had, "" when OpenSSH would
-    not read a configuration for that uid at all."""
+    not read a configuration for that uid at all. An answer for the same fingerprint
+    (ssh_config_cache: arguments, ids, environment and every file read) is
+    reused; a fresh one is kept only when the files did not change while
+    ssh read them."""
     try:
+        if own_mounts(pid, proc_root):
+            return None     # its files are not the ones the query would read
         ids = _ids(pid, proc_root)
         env = _environ(pid, proc_root)
         cwd = os.readlink(f"{proc_root}/{pid}/cwd")
+        cwd = cwd if os.path.isdir(cwd) else "/"
     except (OSError, ValueError):
         return None
     if ids is None:
         return None
-    uid, gid, groups = ids
-    if _no_passwd_entry(uid):
+    pw = _passwd_entry(ids[0])
+    if pw is None:
         return ""
     ssh_path = shutil.which("ssh", path=SYSTEM_SSH_PATH)
     if ssh_path is None:
         return None
+    key = fingerprint(query, ids, env, cwd, pw, ssh_path)
+    out = ANSWERS.get(key)
+    if out is None:
+        out = _run_query(ssh_path, query, ids, env, cwd)
+        if out is not None and key == fingerprint(query, ids, env, cwd, pw, ssh_path):
+            ANSWERS.put(key, out)
+    return out
+
+
+def _run_query(ssh_path: str, query: list[str], ids: tuple[int, int, list[int]], env: dict[bytes, bytes],
+               cwd: str) -> str | None:
+    uid, gid, groups = ids
     try:
         no_fork = _no_fork_filter()
-        r = subprocess.run([ssh_path, *query], env=env, cwd=cwd if os.path.isdir(cwd) else "/",
+        r = subprocess.run([ssh_path, *query], env=env, cwd=cwd,
                            user=uid, group=gid, extra_groups=groups, preexec_fn=no_fork.load,
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError, ValueError, ImportError, RuntimeError):

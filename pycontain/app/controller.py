@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any
 
 from ..actuate import held
+from ..actuate.held_script import script_verdict
 from ..actuate.ssh_config import ssh_forward
 from ..core.decisions import Action, Decision
 from ..core.engine import Engine
@@ -35,6 +36,7 @@ from ..core.errors import PycontainError
 from ..core.events import (
     FLAG_HELD,
     FLAG_KILLED,
+    FLAG_SCRIPT,
     BoundaryEvent,
     ConfigFlag,
     Event,
@@ -364,6 +366,9 @@ class Controller:
         argv = held.full_argv(ev.h.pid) if ev.args_truncated else None
         ev = dataclasses.replace(ev, real_path=held.real_path(ev.h.pid), argv=argv or ev.argv,
                                  full_argv=argv is not None)
+        if ev.h.flags & FLAG_SCRIPT and self.policy is not None and self.engine is not None:
+            since = self.engine.agent_since.get(self.engine.names.get(ev.h.agent_id, ""))
+            ev = dataclasses.replace(ev, untrusted_script=script_verdict(ev, self.policy.exec.trusted, since))
         return dataclasses.replace(ev, ssh_forward=ssh_forward(ev))
 
     def apply_pending(self) -> None:

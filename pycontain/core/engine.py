@@ -235,6 +235,8 @@ class Engine:
             hit = self._truncated_args(ev)
         if hit is None and ev.ssh_forward:
             hit = "network.ssh.forward", ev.ssh_forward     # issue 12: the effective ssh configuration
+        if hit is None and ev.untrusted_script:
+            hit = "exec.trusted", ev.untrusted_script       # issue 11: a #! script exec.trusted does not admit
         if hit is None:
             return self._exec_alerts(ev, agent)
         rule, why = hit

@@ -32,6 +32,7 @@ from .events import (
     FLAG_HELD,
     FLAG_LOOPBACK,
     FLAG_OTHER_MOVER,
+    FLAG_SCRIPT,
     FLAG_SOURCE_ROUTED,
     FLAG_SSH,
     FLAG_THREAD,
@@ -200,8 +201,9 @@ def _decode_exec(data: bytes) -> ExecEvent:
     return _exec_event(h=header_of(f), filename=fname, argv=argv, argc=argc, exe=_exe_at(data, _EXE_AT))
 
 
-_FILE_BITS = FLAG_HELD | FLAG_FILELESS | FLAG_UNTRUSTED
-_FILE_FLAGS = ((FLAG_HELD, "held"), (FLAG_FILELESS, "fileless"), (FLAG_UNTRUSTED, "untrusted"))
+_FILE_BITS = FLAG_HELD | FLAG_FILELESS | FLAG_UNTRUSTED | FLAG_SCRIPT
+_FILE_FLAGS = ((FLAG_HELD, "held"), (FLAG_FILELESS, "fileless"), (FLAG_UNTRUSTED, "untrusted"),
+               (FLAG_SCRIPT, "script"))
 
 
 def _record_exe(exe: ExeIdentity, flags: int, rec: Record) -> None:

@@ -78,6 +78,7 @@ class Flag(enum.IntFlag):
     FILELESS = 1 << 7
     UNTRUSTED = 1 << 8
     SSH = 1 << 11            # issue 12: the stream opened with an SSH identification string
+    SCRIPT = 1 << 12         # issue 11: a #! script under exec.trusted, held for its script's verdict
 
 
 # Plain-int copies for the per-record path: `int & Flag.X` builds a Flag
@@ -93,6 +94,7 @@ FLAG_HELD = int(Flag.HELD)
 FLAG_FILELESS = int(Flag.FILELESS)
 FLAG_UNTRUSTED = int(Flag.UNTRUSTED)
 FLAG_SSH = int(Flag.SSH)
+FLAG_SCRIPT = int(Flag.SCRIPT)
 
 
 class Mode(enum.IntEnum):
@@ -322,6 +324,7 @@ class ExecEvent(Event):
     real_path: bytes = b""          # readlink /proc/PID/exe
     full_argv: bool = False         # argv was read whole from /proc/PID/cmdline
     ssh_forward: str = ""           # a held ssh's forwarding, judged on its effective config (issue 12)
+    untrusted_script: str = ""      # why exec.trusted does not admit a held #! script (issue 11)
 
     @property
     def args_truncated(self) -> bool:

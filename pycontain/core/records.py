@@ -20,6 +20,7 @@ from .events import (
     FLAG_HELD,
     FLAG_KILLED,
     FLAG_LOOPBACK,
+    FLAG_SCRIPT,
     FLAG_SOURCE_ROUTED,
     FLAG_SSH,
     FLAG_THREAD,
@@ -84,8 +85,9 @@ _file_json = _cached(lambda filename: _json_str(safe_text(filename, 1024)))
 _NET_FLAGS = ((FLAG_V4_MAPPED, ',"v4_mapped":true'), (FLAG_SOURCE_ROUTED, ',"source_routed":true'),
               (FLAG_LOOPBACK, ',"loopback":true'), (FLAG_SSH, ',"ssh":true'))
 _NET_BITS = FLAG_V4_MAPPED | FLAG_SOURCE_ROUTED | FLAG_LOOPBACK | FLAG_SSH
-_EXE_FLAGS = ((FLAG_HELD, ',"held":true'), (FLAG_FILELESS, ',"fileless":true'), (FLAG_UNTRUSTED, ',"untrusted":true'))
-_EXE_BITS = FLAG_HELD | FLAG_FILELESS | FLAG_UNTRUSTED
+_EXE_FLAGS = ((FLAG_HELD, ',"held":true'), (FLAG_FILELESS, ',"fileless":true'), (FLAG_UNTRUSTED, ',"untrusted":true'),
+              (FLAG_SCRIPT, ',"script":true'))
+_EXE_BITS = FLAG_HELD | FLAG_FILELESS | FLAG_UNTRUSTED | FLAG_SCRIPT
 
 
 def _fork_text(ev: ForkEvent) -> str:

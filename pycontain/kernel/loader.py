@@ -239,6 +239,8 @@ class Probes:
         if file_offs:
             flags.append("-DPC_HAVE_FILE_OFFSETS=1")
             offs = {**offs, **file_offs}
+            if _tp_has_field("sched/sched_prepare_exec", "interp"):   # Linux >= 6.10: #! scripts seen
+                flags.append("-DPC_HAVE_PREPARE_EXEC=1")
         if _tp_has_field("sched/sched_process_exit", "group_dead"):
             flags.append("-DPC_TP_EXIT_HAS_GROUP_DEAD=1")
         if _tp_has_field("mmap/exit_mmap", "mm"):   # kernel >= 6.1: mprotect(PROT_EXEC) tracking

@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,90 @@ def test_config_remote_forward_is_killed_under_run(privileged, testhost, tmp_pat
     recs = [json.loads(x) for x in audit.read_text().splitlines() if x.strip()]
     viol = [x for x in recs if x.get("kind") == "violation" and x.get("rule") == "network.ssh.forward"]
     assert viol and "remoteforward 2222" in viol[0].get("reason", ""), [x for x in recs if x.get("kind") == "violation"]
+
+
+def _edit_script(cfg, inc_match, inc_add, host: str, port: int) -> str:
+    """An agent that runs a plain session (its `ssh -G` answer is cached),
+    makes an included file's Match name the peer (same size, same inode,
+    mtime put back), runs the same ssh; puts the file back (a plain session
+    again), appends a RemoteForward to the other included file, runs it again."""
+    ssh = [" ".join(_ssh(cfg, host, port))] * 4
+    return "\n".join([
+        "#!/bin/sh", f"{ssh[0]}; echo plain1=$?",
+        f"cp -p {inc_match} {inc_match}.ref",
+        f"sed 's/^Match host .*/Match host {host}/' {inc_match}.ref > {inc_match}.new",
+        f"cat {inc_match}.new > {inc_match}", f"touch -r {inc_match}.ref {inc_match}", f"{ssh[1]}; echo matched=$?",
+        f"cat {inc_match}.ref > {inc_match}", f"{ssh[2]}; echo plain2=$?",
+        f"printf '  RemoteForward 2223 localhost:22\\n' >> {inc_add}", f"{ssh[3]}; echo added=$?", ""])
+
+
+def test_an_edited_included_file_is_judged_afresh(privileged, testhost):
+    """The `ssh -G` answer is cached (issue 11, hold time); an agent that edits
+    an included file between two runs gets a fresh judgement: the Match that
+    now names the peer, or the RemoteForward it appended, kills that ssh."""
+    host = testhost.peer_ip4
+    last = host.rsplit(".", 1)[1]
+    decoy = "198.51.100." + ("9" * len(last) if last != "9" * len(last) else "8" * len(last))   # same size
+    quiet = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="pc-sshedit-"))   # not /tmp: churn there defeats the cache
+    inc_match, inc_add, cfg, script = (quiet / n for n in ("match.conf", "extra.conf", "config", "agent.sh"))
+
+    def run(prefix: list[str]):
+        inc_match.write_text(f"Match host {decoy}\n  RemoteForward 2222 localhost:22\n")
+        inc_add.write_text("Host *\n  BatchMode yes\n")
+        cfg.write_text(f"Include {inc_match} {inc_add}\nHost *\n  StrictHostKeyChecking no\n"
+                       "  UserKnownHostsFile /dev/null\n  ConnectTimeout 3\n")
+        for f in (inc_match, inc_add, cfg):
+            f.chmod(0o600)
+        listener = testhost.tcp_listener(0)       # the same argv each time: one cache key but for the files
+        script.write_text(_edit_script(cfg, inc_match, inc_add, host, listener.port))
+        script.chmod(0o755)
+        r = subprocess.run([*prefix, str(script)], capture_output=True, text=True, timeout=120)
+        return r, listener
+
+    try:
+        os.chmod(quiet, 0o755)
+        r, listener = run([])      # bare: all four sessions, the two with a forward too, reach the far side
+        assert listener.wait(accepted=4) and "matched=255" in r.stdout and "added=255" in r.stdout, r.stdout
+        g = subprocess.run([SSH, "-G", "-F", str(cfg), host], capture_output=True, text=True, check=True)
+        assert "remoteforward 2223 [localhost]:22" in g.stdout
+
+        policy, audit = quiet / "policy.yaml", quiet / "audit.jsonl"
+        policy.write_text(f"extends: default\nname: t-ssh-edit\nnetwork:\n  ssh:\n    allow: [{{cidr: {host}/32}}]\n")
+        r, listener = run(
+            PYCONTAIN + [*AS_ROOT, "--name", "t-sshedit", "--policy", str(policy), "--audit-log", str(audit), "--"])
+        assert "plain1=255" in r.stdout and "plain2=255" in r.stdout, r.stdout + r.stderr   # auth failed
+        assert "matched=137" in r.stdout and "added=137" in r.stdout, r.stdout               # SIGKILL, held
+        assert listener.wait(accepted=2) and not listener.wait(accepted=3, timeout=1.0)     # the plain ones only
+        reasons = [x.get("reason", "") for x in map(json.loads, audit.read_text().splitlines())
+                   if x.get("rule") == "network.ssh.forward"]
+        assert any("remoteforward 2222" in x for x in reasons) and any("remoteforward 2223" in x for x in reasons)
+    finally:
+        shutil.rmtree(quiet, ignore_errors=True)
+
+
+def test_a_configuration_bound_over_in_an_own_mount_namespace_is_refused(privileged, testhost, tmp_path):
+    """In its own user and mount namespace (unshare -Urm) the agent binds its
+    tunnel config over the plain one: the node's query would read the plain
+    file, ssh reads the tunnel. Bare the forward reaches the host; under
+    pycontain the ssh is killed (no query can see its files: fail closed)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    host = testhost.peer_ip4
+    tunnel_cfg, plain_cfg = _configs(tmp_path / "home", host)
+    os.chmod(tmp_path, 0o755)
+    script = tmp_path / "agent.sh"
+
+    def run(prefix: list[str]):
+        listener = testhost.tcp_listener(0)
+        script.write_text(f"#!/bin/sh\nunshare -Urm /bin/sh -c 'mount --bind {tunnel_cfg} {plain_cfg} && "
+                          + " ".join(_ssh(plain_cfg, host, listener.port)) + "'\necho bound=$?\n")
+        script.chmod(0o755)
+        return subprocess.run([*prefix, str(script)], capture_output=True, text=True, timeout=90), listener
+
+    r, bare = run([])
+    assert bare.wait(contains=b"SSH-2.0-"), r.stdout + r.stderr
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"extends: default\nname: t-ssh-ns\nnetwork:\n  ssh:\n    allow: [{{cidr: {host}/32}}]\n")
+    r, inside = run(PYCONTAIN + [*AS_ROOT, "--name", "t-sshns", "--policy", str(policy), "--"])
+    assert "bound=137" in r.stdout, r.stdout + r.stderr
+    assert not inside.wait(contains=b"SSH-", timeout=1.0) and inside.accepted == 0

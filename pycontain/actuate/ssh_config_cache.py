@@ -26,9 +26,10 @@ and caches only when both agree, so a file changed while ssh read it is not
 cached under the old state. Whenever the configuration could mean something
 the fingerprint does not capture, the fingerprint is None and the caller
 runs the query: a chain deeper than ssh's own limit or with too many files,
-a file that is not a small regular file, an unreadable one, an Include with
-tokens (%), variables ($), quotes, escapes, `~user` or glob characters
-outside the last component, `~` with HOME unset, and any configuration
+a file that is not a small regular file or lies in /proc, /sys or /dev, an
+unreadable one, an Include with tokens (%), variables ($), quotes, escapes,
+`~user` or glob characters outside the last component, `~` with HOME unset,
+and any configuration
 using what depends on the world outside these files: CanonicalizeHostname
 (DNS) and Match criteria other than the static ones (exec, localnetwork).
 
@@ -54,6 +55,7 @@ MAX_FILE_BYTES = 256 << 10     # a larger config is not cached
 RACY_NS = 200_000_000          # ctime this close to now: not cached (coarse timestamps)
 ENTRIES = 256                  # cached answers (LRU); many agents per node, one uid each
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
+PSEUDO_FS = (b"/proc/", b"/sys/", b"/dev/")
 SYSTEM_DIR = "/etc/ssh"
 STATIC_MATCH = {b"all": 0, b"canonical": 0, b"final": 0, b"host": 1, b"originalhost": 1, b"user": 1,
                 b"localuser": 1, b"tagged": 1, b"version": 1, b"sessiontype": 1, b"command": 1}
@@ -115,6 +117,8 @@ class _Walk:
             return
         if not parse:
             return
+        if os.path.realpath(path).startswith(PSEUDO_FS):
+            raise Uncacheable(f"{path!r}: a pseudo file (its bytes depend on who reads it)")
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
             raise Uncacheable(f"{path!r} is not a small regular file")
         data = self._read(path, st)

@@ -96,6 +96,7 @@ def test_what_ssh_would_read_differently_changes_it(tree, change):
     "Include /a/*/b\n",
     "Include ~other/a\n",
     "\"Include\" a\n",
+    "Include /proc/self/environ\n",          # the controller's, not the query's
 ])
 def test_configurations_the_fingerprint_cannot_capture_are_not_cached(tree, text):
     d, home = tree

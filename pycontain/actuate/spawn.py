@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +96,7 @@ class NativePopen(subprocess.Popen):
                        startupinfo, creationflags, shell, p2cread, p2cwrite, c2pread, c2pwrite,
                        errread, errwrite, *_ignored) -> None:
         p = self._plan
-        env_list = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in (os.environ if env is None else env).items()]
+        env_list = _env_bytes(os.environ if env is None else env)
         exe = executable or args[0]
         try:
             pid, step, err, index = _spawn.spawn(
@@ -108,6 +110,20 @@ class NativePopen(subprocess.Popen):
             return
         os.waitpid(pid, 0)           # it exited at the failed step: reap it
         raise _failure(step, err, index, exe, cwd, p)
+
+
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
+def _env_bytes(env: Mapping[str, str]) -> list[bytes]:
+    """KEY=VALUE as execve takes them (as os.fsencode would, one encode a
+    variable: this runs per start; the C side rejects NUL bytes)."""
+    out = []
+    for k, v in env.items():
+        if "=" in k:
+            raise ValueError(f"illegal environment variable name {k!r}")
+        out.append(f"{k}={v}".encode(_FS_ENCODING, _FS_ERRORS))
+    return out
 
 
 def _failure(step: str, err: int, index: int, exe: str, cwd: str | None, p: ChildPlan) -> Exception:

@@ -6,7 +6,10 @@
 #   - tracefs mounted (BCC attaches tracepoints through it)
 #   - a venv made from the SYSTEM python with system site packages (BCC's
 #     bindings exist only there; PyPI's "bcc" is an unrelated package)
-#   - the project installed into it, and `pycontain` on root's PATH
+#   - the project installed into it (editable: the native agent spawner
+#     pycontain/actuate/_spawn.c is compiled next to its source; gcc and
+#     python3-dev are installed for it; without them agents start through
+#     the slower Python path), and `pycontain` on root's PATH
 # Re-running it does nothing that is already done.
 set -euo pipefail
 
@@ -37,7 +40,7 @@ apt_install() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-apt_install python3-bpfcc python3-seccomp python3-venv python3-pip gcc iproute2 ca-certificates
+apt_install python3-bpfcc python3-seccomp python3-venv python3-pip python3-dev gcc iproute2 ca-certificates
 
 # --- kernel headers ----------------------------------------------------------
 if [ ! -e "/lib/modules/$KREL/build/include" ]; then
@@ -74,11 +77,15 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import bcc" 2>/dev/nu
   /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
 stamp="$PREFIX/.installed"
-want="$SRC $(sha256sum "$SRC/pyproject.toml" | cut -c1-16)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VENV/bin/python" -c "import pycontain, click" 2>/dev/null; then
+want="$SRC $(cat "$SRC/pyproject.toml" "$SRC/setup.py" "$SRC/pycontain/actuate/_spawn.c" | sha256sum | cut -c1-16)"
+native() { "$VENV/bin/python" -c "import pycontain.actuate._spawn" 2>/dev/null; }
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VENV/bin/python" -c "import pycontain, click" 2>/dev/null \
+   || ! native; then
   say "installing pycontain from $SRC"
   "$VENV/bin/pip" install -q --disable-pip-version-check -e "$SRC[test]"
   echo "$want" > "$stamp"
+  native || echo "install: NOTE: the native agent spawner (pycontain/actuate/_spawn.c) did not build;" \
+                 "agents start through the slower Python path (see docs/benchmarks.md)" >&2
 fi
 ln -sfn "$VENV/bin/pycontain" /usr/local/bin/pycontain
 say "ready: $(command -v pycontain) ($("$VENV/bin/python" -c 'import pycontain; print(pycontain.__version__)'))"

@@ -7,6 +7,11 @@ moving in a v1 hierarchy would be a boundary escape) and only then drops
 privileges and execs. The first instruction of the agent's program therefore already runs
 inside the agent cgroups, under its budgets and its kernel rules.
 
+Two ways to make that child, same steps in the same order: the native one
+(actuate/spawn.py: a vfork child of the C module _spawn, no copy of this
+Python process) when it was built, else subprocess's fork with a Python
+preexec_fn (below).
+
 Privileges are dropped in the same hook (not with Popen's user=/group=, which
 run *before* preexec_fn and would leave the child unable to join the cgroups).
 Everything the hook needs (paths, group list) is computed in the parent: the
@@ -28,6 +33,7 @@ from ..core.policy import Privileges
 from .cgroups import AgentCgroup
 from .dynamic_user import Identity
 from .privileges import build_filter, drop_bounding_set, restrict
+from .spawn import ChildPlan, NativePopen, usable_for
 
 
 def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
@@ -57,6 +63,25 @@ def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
     exe = resolve_command(argv[0], child_env.get("PATH", os.defpath), cwd)
     procs_files = cgroup.procs_files()
     priv = privileges or Privileges()
+    try:
+        if usable_for(popen):
+            plan = ChildPlan.of(procs_files, priv, creds, fallback_dir)
+            return NativePopen(argv, plan, executable=exe, env=child_env, cwd=cwd, **popen)
+        return _python_launch(argv, exe, procs_files, priv, creds, fallback_dir, child_env, cwd, popen)
+    except FileNotFoundError as e:
+        raise CommandNotFound(f"{argv[0]}: command not found") from e
+    except PermissionError as e:
+        raise CommandNotFound(f"{argv[0]}: permission denied") from e
+    except OSError as e:
+        raise CommandNotFound(f"{argv[0]}: cannot execute: {e.strerror}") from e
+    except subprocess.SubprocessError as e:
+        # a step before exec failed: the child exited without ever running CMD
+        raise EnvironmentProblem(f"could not place the agent in its cgroup {cgroup.v2_path}: {e}") from e
+
+
+def _python_launch(argv: list[str], exe: str, procs_files: list[str], priv: Privileges, creds: tuple | None,
+                   fallback_dir: str | None, child_env: dict, cwd: str | None, popen: dict) -> subprocess.Popen:
+    """The fork child runs join_cgroups_then_drop, in Python."""
     filt = build_filter(priv)            # built here: the child only loads it
     have_setpcap = os.geteuid() == 0
 
@@ -80,21 +105,11 @@ def launch(argv: list[str], cgroup: AgentCgroup, *, user: str | None = None,
                 os.chdir(fallback_dir)   # the caller's cwd is closed to a fresh uid
         restrict(priv, filt)     # last: no_new_privs and the seccomp filter
 
-    try:
-        return subprocess.Popen(argv, executable=exe, env=child_env, cwd=cwd,
-                                preexec_fn=join_cgroups_then_drop,
-                                start_new_session=True,   # own session + process group
-                                close_fds=True,           # only 0, 1, 2 reach the agent
-                                **popen)
-    except FileNotFoundError as e:
-        raise CommandNotFound(f"{argv[0]}: command not found") from e
-    except PermissionError as e:
-        raise CommandNotFound(f"{argv[0]}: permission denied") from e
-    except OSError as e:
-        raise CommandNotFound(f"{argv[0]}: cannot execute: {e.strerror}") from e
-    except subprocess.SubprocessError as e:
-        # the hook failed: the child exited without ever running CMD
-        raise EnvironmentProblem(f"could not place the agent in its cgroup {cgroup.v2_path}: {e}") from e
+    return subprocess.Popen(argv, executable=exe, env=child_env, cwd=cwd,
+                            preexec_fn=join_cgroups_then_drop,
+                            start_new_session=True,   # own session + process group
+                            close_fds=True,           # only 0, 1, 2 reach the agent
+                            **popen)
 
 
 def lookup_user(user: str) -> pwd.struct_passwd:

@@ -88,10 +88,13 @@ def _libbcc() -> Any:
     return lib
 
 
-def cgroup_level(path: str, mount: str | None = None) -> int:
-    """Depth of a cgroup below the v2 root: what bpf_get_current_ancestor_cgroup_id() takes."""
-    mount = os.path.realpath(mount or cgroup2_mount())
-    rel = os.path.relpath(os.path.realpath(path), mount)
+def cgroup_level(path: str, mount: str | None = None, *, resolved: bool = False) -> int:
+    """Depth of a cgroup below the v2 root: what bpf_get_current_ancestor_cgroup_id() takes.
+    `resolved`: both paths are real paths already (no symlink walk: a start's cost)."""
+    if not resolved:
+        mount, path = os.path.realpath(mount or cgroup2_mount()), os.path.realpath(path)
+    assert mount is not None
+    rel = os.path.relpath(path, mount)
     if rel == ".":
         return 0
     if rel.startswith(".."):
@@ -598,7 +601,7 @@ class Probes:
         if path in self._tracked:
             self.untrack_cgroup(path)
         cg_id = os.stat(path).st_ino
-        level = cgroup_level(path, self._cgroup2())
+        level = cgroup_level(path, self._cgroup2(), resolved=True)
         if level >= MAX_LEVELS:
             log.warning("cgroup %s is %d levels deep: only tasks directly in it are tracked", path, level)
         agents = self._table("pc_agents")

@@ -27,6 +27,7 @@ from exec_harness import Collector
 
 from pycontain.core.events import Event
 from pycontain.core.kernel_rules import KernelTables
+from tests.conftest import skip_or_fail
 
 PY = sys.executable
 
@@ -184,3 +185,16 @@ def _own_pin_root():
     if os.geteuid() == 0:
         from pycontain.kernel.pins import release_all
         release_all(root)
+
+
+@pytest.fixture(params=["native", "python"])
+def spawn_path(request, monkeypatch):
+    """Run the test once per way of starting an agent (actuate/spawn.py): the
+    vfork child of the C module, and the Python fork child. The native module
+    must be built (scripts/install.sh; `python setup.py build_ext --inplace`
+    in a checkout); under CI a missing one fails."""
+    from pycontain.actuate import spawn
+    if request.param == "native" and spawn._spawn is None:
+        skip_or_fail("pycontain.actuate._spawn is not built (scripts/install.sh builds it)")
+    monkeypatch.setenv("PYCONTAIN_SPAWN", request.param)
+    return request.param

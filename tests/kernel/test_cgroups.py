@@ -77,6 +77,21 @@ def test_budgets_land_in_the_cgroup_files(cg):
     assert (s.memory_max_bytes, s.memory_high_bytes) == (64 << 20, 48 << 20)
 
 
+def test_unlimited_budgets_of_a_fresh_cgroup_stay_unlimited_and_later_ones_apply(cg):
+    # the start path writes nothing for a fresh cgroup's unlimited budgets:
+    # what the kernel reports must be the same as if it had
+    cg.set_budgets(cpu_cores=None, memory_bytes=None, memory_high_bytes=None, pids=None)
+    s = cg.sample()
+    assert (s.cpu_limit_cores, s.memory_max_bytes, s.memory_high_bytes) == (None, None, None)
+    pids_dir = cg.v2_path if cg.kind == "v2" else cg.v1_paths["pids"]
+    assert _read(pids_dir + "/pids.max") == "max"
+    cg.set_budgets(cpu_cores=0.5, memory_bytes=64 << 20, memory_high_bytes=None, pids=50)
+    cg.set_budgets(cpu_cores=None, memory_bytes=None, memory_high_bytes=None, pids=None)   # a reload lifts them
+    s = cg.sample()
+    assert (s.cpu_limit_cores, s.memory_max_bytes) == (None, None)
+    assert _read(pids_dir + "/pids.max") == "max"
+
+
 def test_cpu_hog_throttled_to_a_fifth_of_a_core(cg):
     proc = launch(["sh", "-c", "while :; do :; done"], cg)
     try:

@@ -131,3 +131,29 @@ def test_client_api_popen_and_contained_block(node_daemon, tmp_path):
     assert not sentinel.exists() and not os.path.exists(cg)
     labels = [json.loads(x).get("labels") for x in audit.read_text().splitlines() if '"agent-start"' in x]
     assert {"episode": "3"} in labels and {"episode": "4"} in labels
+
+
+def test_a_failing_step_in_the_child_leaves_no_half_made_agent(node_daemon, tmp_path, spawn_path, monkeypatch):
+    from pycontain import client
+    from pycontain.actuate.cgroups.agent import AgentCgroup
+    from pycontain.core.errors import EnvironmentProblem
+    from pycontain.observe.state_api import StateClient
+    sock, _ = node_daemon
+    made = []
+    real = AgentCgroup.procs_files
+
+    def first_join_fails(self):             # as if a cgroup dir vanished under the child
+        made.append(self.v2_path)
+        return [os.path.join(self.v2_path, "gone", "cgroup.procs"), *real(self)]
+    monkeypatch.setattr(AgentCgroup, "procs_files", first_join_fails)
+    sentinel = tmp_path / "ran"
+    with pytest.raises(EnvironmentProblem) as e:
+        client.Popen(["sh", "-c", f"echo ran > {sentinel}"], socket=str(sock), name="halfmade")
+    assert "\n" not in str(e.value) and str(e.value).startswith("could not place the agent in its cgroup")
+    if spawn_path == "native":
+        assert "gone/cgroup.procs: No such file or directory" in str(e.value)
+    time.sleep(0.3)
+    assert not sentinel.exists()
+    assert made and not os.path.exists(made[0])         # the daemon removed the cgroup
+    agents = StateClient(str(sock)).state()["agents"]
+    assert not [a for a in agents if a["name"].startswith("halfmade")]

@@ -1,5 +1,8 @@
 """The agent is inside its cgroups at its first instruction, in its own
-session, with the privileges asked for; bad commands never start."""
+session, with the privileges asked for; bad commands never start.
+
+Every test runs once per way of making the agent's process (the native vfork
+child and the Python fork child, fixture spawn_path)."""
 
 from __future__ import annotations
 
@@ -8,13 +11,19 @@ import shutil
 import signal
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from pycontain.actuate.cgroups import AgentCgroup, detect_layout
 from pycontain.actuate.launch import launch
-from pycontain.core.errors import CommandNotFound
+from pycontain.core.errors import CommandNotFound, EnvironmentProblem
+
+pytestmark = pytest.mark.usefixtures("spawn_path")
+
+TRACEFS = "/sys/kernel/tracing" if os.path.isdir("/sys/kernel/tracing/events") else "/sys/kernel/debug/tracing"
+CLONE_VM, CLONE_VFORK = 0x100, 0x4000
 
 
 @pytest.fixture
@@ -111,3 +120,50 @@ def test_signal_to_the_agent_group_does_not_reach_us(cg):
     proc = launch(["sleep", "1000"], cg)
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(5) == -signal.SIGTERM
+
+
+@pytest.fixture
+def new_tasks():
+    """The kernel's record of each task this process creates (ftrace
+    task_newtask, in a private instance): [(pid, clone_flags)]."""
+    inst = f"{TRACEFS}/instances/pycontain-launch-{os.getpid()}"
+    os.mkdir(inst)
+    try:
+        Path(f"{inst}/events/task/task_newtask/filter").write_text(f"common_pid == {os.getpid()}")
+        Path(f"{inst}/events/task/task_newtask/enable").write_text("1")
+
+        def read() -> list[tuple[int, int]]:
+            out = []
+            for line in Path(f"{inst}/trace").read_text().splitlines():
+                if "task_newtask:" in line:
+                    fields = dict(f.split("=", 1) for f in line.split("task_newtask:")[1].split() if "=" in f)
+                    out.append((int(fields["pid"]), int(fields["clone_flags"], 16)))
+            return out
+        yield read
+    finally:
+        Path(f"{inst}/events/task/task_newtask/enable").write_text("0")
+        os.rmdir(inst)
+
+
+def test_native_path_makes_the_agent_with_vfork(cg, spawn_path, new_tasks):
+    proc = launch(["true"], cg)
+    assert proc.wait(10) == 0
+    flags = dict(new_tasks())[proc.pid]       # as the kernel saw the agent's process being made
+    if spawn_path == "native":                # shares our memory until exec: no copy of Python
+        assert flags & (CLONE_VM | CLONE_VFORK) == CLONE_VM | CLONE_VFORK
+    else:
+        assert not flags & CLONE_VM
+
+
+def test_a_failing_join_is_one_line_and_nothing_runs(cg, outdir):
+    sentinel = outdir / "ran"
+    os.rmdir(cg.v2_path)                      # the cgroup vanished between creation and launch
+    with pytest.raises(EnvironmentProblem) as e:
+        launch(["sh", "-c", f"echo ran > {sentinel}"], cg)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"could not place the agent in its cgroup {cg.v2_path}")
+    time.sleep(0.2)
+    assert not sentinel.exists()
+    assert cg.pids() == []                    # nothing left in its v1 dirs either
+    with open("/proc/self/task/" + str(os.getpid()) + "/children") as fh:
+        assert fh.read().split() == []       # the child was reaped: no zombie

@@ -1,6 +1,7 @@
 """Issue 10 part 3: least privilege for `pycontain run` by default.
 
-Each test first shows the move works bare, then that it fails under run."""
+Each test first shows the move works bare, then that it fails under run,
+once per way of starting the agent (native vfork child, Python fork child)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import tempfile
 import time
 
 import pytest
+
+pytestmark = pytest.mark.usefixtures("spawn_path")
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
 PY = "/usr/bin/python3"

@@ -66,6 +66,7 @@ class AgentCgroup:
         self.missing = dict(missing or {})     # controller -> why it is not available here
         self.cpu_budget_cores: float | None = None
         self.throttled_cores: float | None = None
+        self._fresh = False        # made by create(), no budget written yet
 
     def __repr__(self) -> str:
         return f"AgentCgroup({self.name!r}, {self.v2_path!r}, v1={sorted(set(self.v1_paths.values()))})"
@@ -119,8 +120,10 @@ class AgentCgroup:
                     pass
             raise EnvironmentProblem(f"cannot create the agent cgroup {dirname} under {plan.base}: "
                                      f"{e.strerror}") from e
-        return cls(name, v2_path, v1_paths, kind=plan.layout.kind, owned=True,
-                   proc_root=plan.layout.proc_root, missing=dict(plan.missing))
+        made_cg = cls(name, v2_path, v1_paths, kind=plan.layout.kind, owned=True,
+                      proc_root=plan.layout.proc_root, missing=dict(plan.missing))
+        made_cg._fresh = True
+        return made_cg
 
     @classmethod
     def adopt(cls, v2_path: str, name: str, layout: CgroupLayout | None = None) -> AgentCgroup:
@@ -178,6 +181,9 @@ class AgentCgroup:
         raises EnvironmentProblem for cgroups pycontain created (after applying
         the others), and is logged for adopted ones (they stay tracked)."""
         problems: list[str] = []
+        # a cgroup just made has every limit at "unlimited": writing None
+        # again costs 5-6 file writes per agent start and changes nothing
+        fresh, self._fresh = self._fresh, False
         self.cpu_budget_cores = cpu_cores
         self.throttled_cores = None
         # (what, writer, its argument): each writer takes its own argument type
@@ -186,6 +192,8 @@ class AgentCgroup:
             ("memory", self._write_memory, (memory_bytes, memory_high_bytes)),
             ("pids", self._write_pids, pids))
         for what, fn, value in steps:
+            if fresh and value in (None, (None, None)):
+                continue
             try:
                 fn(value)
             except _Unavailable as e:

@@ -269,7 +269,13 @@ static __always_inline int pc_trusted(const void *dentry, const struct pc_exe *x
  * remembered per agent by its inode and judged again only when its inode
  * changed (ctime: rename, link, unlink, chmod, chown; mtime: content), or
  * the policy or an agent's start did (pc_exec_gen, bumped by the loader).
- * ctime is compared to the nanosecond (as fine as the filesystem keeps it).
+ * ctime is compared to the nanosecond, but filesystems stamp it from the
+ * coarse clock (one tick, 1-10 ms): a change within the tick of the
+ * judgement is not seen. Only the agent's own changes to its own files fit
+ * there, and none of them gains what a fresh judgement would refuse: it
+ * chose the names (a name it gave can be the innocent one from the start),
+ * cannot touch what exec.trusted trusts, and a file deleted after mapping
+ * is as mapped before.
  * Only clean verdicts are cached: a deny or a flag is judged in full every
  * time. A name the dentry cache evicted and reloads later (a hard link's
  * denied alias) is not a ctime change: as for a fresh judgement, such a

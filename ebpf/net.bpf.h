@@ -286,6 +286,12 @@ static __always_inline void pc_judge6(const u8 *addr16, struct pc_judged *j)
 		j->allowed = 1;
 }
 
+/* 1 when the 16 bytes (as four network-order words) are ::1. */
+static __always_inline int pc_is_lo6(const u32 *w)
+{
+	return (w[0] | w[1] | w[2]) == 0 && w[3] == bpf_htonl(1);
+}
+
 /* The rule id that denies proto/dport to the destination, or 0.
  * fam: PC_AF_INET (addr16 holds the IPv4 address in its first 4 bytes) or
  * PC_AF_INET6. via_lo: the packet leaves through the loopback device (it is
@@ -340,10 +346,14 @@ static __always_inline u32 pc_net_judge(struct pc_config *cfg, u8 fam, const u8 
 	}
 	if (loop) {
 		*flags |= PC_F_LOOPBACK;
+		/* the aliases, each unless it is the destination itself (judged
+		 * above: the same lookup again adds nothing) */
+		if (fam != PC_AF_INET || w[0] != bpf_htonl(0x7f000001))
+			pc_judge4(bpf_htonl(0x7f000001), j);
 		u8 lo6[16] = {};
 		lo6[15] = 1;
-		pc_judge4(bpf_htonl(0x7f000001), j);
-		pc_judge6(lo6, j);
+		if (fam != PC_AF_INET6 || !pc_is_lo6(w))
+			pc_judge6(lo6, j);
 	}
 	u64 hits = 0, allow_hits = 0, pass_hits = 0, deny_hits = 0;
 	struct pc_rule_masks *m = pc_rule_masks.lookup(&zero);

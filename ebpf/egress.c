@@ -98,10 +98,26 @@ static __always_inline int pc_ip4_source_routed(struct __sk_buff *skb, u32 hlen)
 	return 0;
 }
 
+/* bpf_skb_load_bytes, read straight from the linear header bytes when they
+ * hold the range (no helper call: the headers of a locally sent packet are
+ * there), else through the helper. n: a constant. */
+#define PC_SKB_READ(skb, off, to, n)                                                   \
+	({                                                                             \
+		u8 *d_ = (u8 *)(long)(skb)->data;                                      \
+		u8 *e_ = (u8 *)(long)(skb)->data_end;                                  \
+		u32 o_ = (off) & 0xffff;                                               \
+		int r_ = 0;                                                            \
+		if (o_ < 0x1000 && d_ + o_ + (n) <= e_)                                \
+			__builtin_memcpy((to), d_ + o_, (n));                          \
+		else                                                                   \
+			r_ = bpf_skb_load_bytes((skb), o_, (to), (n));                 \
+		r_;                                                                    \
+	})
+
 static __always_inline int pc_pkt_ip4(struct __sk_buff *skb, struct pc_pkt *p)
 {
 	u8 ip[20];
-	if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)) < 0)
+	if (PC_SKB_READ(skb, 0, ip, sizeof(ip)) < 0)
 		return -1;
 	u32 hlen = (ip[0] & 0xf) * 4;
 	if (hlen < 20)
@@ -168,14 +184,14 @@ static __always_inline int pc_pkt_parse(struct __sk_buff *skb, struct pc_pkt *p)
 	u32 proto = pc_norm_proto(p->proto);
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
 		u8 ports[4];
-		if (bpf_skb_load_bytes(skb, p->l4off & 0xffff, ports, sizeof(ports)) < 0)
+		if (PC_SKB_READ(skb, p->l4off, ports, sizeof(ports)) < 0)
 			return -1;
 		p->sport = (u16)ports[0] << 8 | ports[1];
 		p->dport = (u16)ports[2] << 8 | ports[3];
 	}
 	if (proto == IPPROTO_TCP) {
 		u8 off_flags[2];
-		if (bpf_skb_load_bytes(skb, (p->l4off + 12) & 0xffff, off_flags, sizeof(off_flags)) < 0)
+		if (PC_SKB_READ(skb, p->l4off + 12, off_flags, sizeof(off_flags)) < 0)
 			return -1;
 		p->payoff = p->l4off + (off_flags[0] >> 4) * 4;
 		p->tcp_flags = off_flags[1];
@@ -269,8 +285,8 @@ static __always_inline int pc_passive_reply(const struct pc_pkt *p)
  *
  * A TCP socket's packets all go to the destination its first packet went to
  * (until it is disconnected and connected again), so the address judgement
- * (pc_passive, pc_net_judge: up to nine trie lookups for a loopback
- * destination) is made once and kept on the socket (bpf_sk_storage, freed
+ * (the agent and pc_passive lookups, pc_net_judge_memo) is made once and
+ * kept on the socket (bpf_sk_storage, freed
  * with it) with the rule-table generation it was made under. A later packet
  * to the same destination, port and device class under the same generation
  * is allowed without the lookups. Kept from the PC_VERDICT_KEEP_SEGS-th
@@ -301,15 +317,7 @@ struct pc_sk_verdict {
 	u32 _pad0;
 };
 BPF_SK_STORAGE(pc_sk_verdicts, struct pc_sk_verdict);
-BPF_ARRAY(pc_net_gen, u64, 1);   /* rule-table generation, bumped by user space */
 #define PC_VERDICT_KEEP_SEGS 8   /* segments a TCP socket sends before its verdict is kept */
-
-static __always_inline u64 pc_net_generation(void)
-{
-	int zero = 0;
-	u64 *g = pc_net_gen.lookup(&zero);
-	return g ? *(volatile u64 *)g : 0;
-}
 
 static __always_inline int pc_same_addr(const u8 *a, const u8 *b)
 {
@@ -390,7 +398,7 @@ static __always_inline int pc_egress_policy(struct __sk_buff *skb, struct pc_con
 	} else {
 		/* replies of an accepted connection: address rules only */
 		u16 dport = pc_passive_reply(p) ? 0 : p->dport;
-		rule = pc_net_judge(cfg, p->family, p->daddr, p->proto, dport, via_lo, &flags);
+		rule = pc_net_judge_memo(cfg, p->family, p->daddr, p->proto, dport, via_lo, &flags);
 		if (!rule)
 			rule = pc_egress_detect(skb, cfg, agent, p, &flags);
 		if (!rule) {

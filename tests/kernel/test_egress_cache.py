@@ -72,3 +72,30 @@ def test_a_kept_verdict_is_judged_again_after_a_reload(net_agent, testhost):
                             and e.dport == 47033)
     assert ev and ev[0].h.verdict == Verdict.DENY and ev[0].h.rule_id == DENY
     assert ev[0].daddr == testhost.peer_ip4
+
+
+CONNECT = r"""
+h, p = sys.argv[1], int(sys.argv[2])
+def f():
+    s = socket.create_connection((h, p), timeout=3)
+    s.sendall(b"NEW-CONNECTION;")
+    time.sleep(0.3)
+print(outcome(f))
+"""
+
+
+def test_a_remembered_destination_is_judged_again_after_a_reload(net_agent, testhost):
+    """pc_net_judge's per-CPU memo (net.bpf.h): connects to one destination
+    are allowed (and remembered), then a reload denies it: the next connect
+    is refused, at the listener nothing new arrives."""
+    net_agent.tables()
+    listener = testhost.tcp_listener(47041)
+    for _ in range(5):   # every CPU that runs the client remembers the verdict
+        assert net_agent.python(CONNECT, testhost.peer_ip4, "47041").out == "ok"
+    assert listener.wait(accepted=5)
+    _deny_host(net_agent, testhost)
+    bare = net_agent.python(CONNECT, testhost.peer_ip4, "47041", inside=False)
+    assert bare.out == "ok" and listener.wait(accepted=6)     # the move works outside the agent
+    r = net_agent.python(CONNECT, testhost.peer_ip4, "47041")
+    assert r.out == "EPERM"
+    assert not listener.wait(accepted=7, timeout=1.0)

@@ -49,6 +49,21 @@ static __always_inline void pc_owner_of_current(struct pc_sk_owner *o, u32 agent
 
 /* struct sock address -> owner, for agent TCP sockets from SYN_SENT to CLOSE */
 BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_tcp_socks, 16384);
+/* An upper bound of the entries in pc_tcp_socks: raised before each insert,
+ * lowered after each delete that removed one. An entry the LRU evicted or an
+ * insert that replaced one leaves it higher than the truth (the lookups it
+ * spares then run as before); it is never lower while an entry exists. At 0
+ * no socket on the node is tracked and a state change needs no lookup:
+ * the tracepoint runs for every TCP socket of every task, and with routine
+ * destinations counted in the kernel (aggregate.bpf.h) most agent sockets
+ * are not tracked either. */
+BPF_ARRAY(pc_tcp_socks_bound, u64, 1);
+
+static __always_inline u64 *pc_tcp_bound(void)
+{
+	int zero = 0;
+	return pc_tcp_socks_bound.lookup(&zero);
+}
 
 struct pc_udp_key {
 	u32 pid;
@@ -141,7 +156,7 @@ static __always_inline int pc_net4(struct bpf_sock_addr *ctx, u8 type)
 		}
 	}
 	u16 flags = 0;
-	u32 rule = pc_net_judge(cfg, PC_AF_INET, d16, proto, dport, 0, &flags);
+	u32 rule = pc_net_judge_memo(cfg, PC_AF_INET, d16, proto, dport, 0, &flags);
 	if (!rule)   /* issue 12: past the scan limits no new destination */
 		rule = pc_scan_judge(cfg, agent, PC_AF_INET, d16, proto, dport, flags & PC_F_LOOPBACK);
 	if (!rule)   /* issue 10: loopback services the agent did not start */
@@ -176,7 +191,7 @@ static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
 	if (sk)
 		sport = (u16)sk->src_port;
 	u16 flags = 0;
-	u32 rule = pc_net_judge(cfg, PC_AF_INET6, k.addr, proto, dport, 0, &flags);
+	u32 rule = pc_net_judge_memo(cfg, PC_AF_INET6, k.addr, proto, dport, 0, &flags);
 	if (!rule)   /* issue 12: past the scan limits no new destination */
 		rule = pc_scan_judge(cfg, agent, PC_AF_INET6, k.addr, proto, dport, flags & PC_F_LOOPBACK);
 	if (!rule) {   /* issue 10: loopback services the agent did not start */
@@ -267,7 +282,12 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 		return 0;
 	u64 sk = (u64)args->skaddr;
 	struct pc_sk_owner *o = 0;
+	u64 *bound = pc_tcp_bound();
+	if (!bound)
+		return 0;   /* cannot happen (an array slot) */
 	if (newstate != PC_TCP_SYN_SENT) {
+		if (!*(volatile u64 *)bound)
+			return 0;   /* no socket tracked anywhere */
 		o = pc_tcp_socks.lookup(&sk);
 		if (!o)
 			return 0;   /* not an agent socket we track: nothing to copy */
@@ -295,14 +315,15 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
 			return 0;   /* a repeat allowed flow: its connect was counted */
 		pc_owner_of_current(&owner, agent);
 		/* no event: the CONNECT record already reports the attempt */
+		__sync_fetch_and_add(bound, 1);   /* before the entry: never below the truth */
 		pc_tcp_socks.update(&sk, &owner);
 		return 0;
 	}
 	if (!o)
 		return 0;
 	struct pc_sk_owner copy = *o;
-	if (newstate == PC_TCP_CLOSE)
-		pc_tcp_socks.delete(&sk);
+	if (newstate == PC_TCP_CLOSE && pc_tcp_socks.delete(&sk) == 0)
+		__sync_fetch_and_add(bound, -1);
 	pc_tcp_emit(&a, &copy);
 	return 0;
 }

@@ -98,10 +98,26 @@ static __always_inline int pc_ip4_source_routed(struct __sk_buff *skb, u32 hlen)
 	return 0;
 }
 
+/* bpf_skb_load_bytes, read straight from the linear header bytes when they
+ * hold the range (no helper call: the headers of a locally sent packet are
+ * there), else through the helper. n: a constant. */
+#define PC_SKB_READ(skb, off, to, n)                                                   \
+	({                                                                             \
+		u8 *d_ = (u8 *)(long)(skb)->data;                                      \
+		u8 *e_ = (u8 *)(long)(skb)->data_end;                                  \
+		u32 o_ = (off) & 0xffff;                                               \
+		int r_ = 0;                                                            \
+		if (o_ < 0x1000 && d_ + o_ + (n) <= e_)                                \
+			__builtin_memcpy((to), d_ + o_, (n));                          \
+		else                                                                   \
+			r_ = bpf_skb_load_bytes((skb), o_, (to), (n));                 \
+		r_;                                                                    \
+	})
+
 static __always_inline int pc_pkt_ip4(struct __sk_buff *skb, struct pc_pkt *p)
 {
 	u8 ip[20];
-	if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)) < 0)
+	if (PC_SKB_READ(skb, 0, ip, sizeof(ip)) < 0)
 		return -1;
 	u32 hlen = (ip[0] & 0xf) * 4;
 	if (hlen < 20)
@@ -168,14 +184,14 @@ static __always_inline int pc_pkt_parse(struct __sk_buff *skb, struct pc_pkt *p)
 	u32 proto = pc_norm_proto(p->proto);
 	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
 		u8 ports[4];
-		if (bpf_skb_load_bytes(skb, p->l4off & 0xffff, ports, sizeof(ports)) < 0)
+		if (PC_SKB_READ(skb, p->l4off, ports, sizeof(ports)) < 0)
 			return -1;
 		p->sport = (u16)ports[0] << 8 | ports[1];
 		p->dport = (u16)ports[2] << 8 | ports[3];
 	}
 	if (proto == IPPROTO_TCP) {
 		u8 off_flags[2];
-		if (bpf_skb_load_bytes(skb, (p->l4off + 12) & 0xffff, off_flags, sizeof(off_flags)) < 0)
+		if (PC_SKB_READ(skb, p->l4off + 12, off_flags, sizeof(off_flags)) < 0)
 			return -1;
 		p->payoff = p->l4off + (off_flags[0] >> 4) * 4;
 		p->tcp_flags = off_flags[1];
@@ -224,6 +240,16 @@ static __always_inline void pc_pkt_report(struct __sk_buff *skb, u32 agent, u64 
 	pc_submit(e, &e->h);
 }
 
+/* 1 when the segment's payload starts with an SSH identification string
+ * and SSH sessions are judged (network.ssh). */
+static __always_inline int pc_ssh_payload(struct __sk_buff *skb, struct pc_config *cfg, const struct pc_pkt *p)
+{
+	if (!(cfg->flags & PC_CFG_SSH) || skb->len < p->payoff + 9)
+		return 0;
+	u8 b[9];
+	return bpf_skb_load_bytes(skb, p->payoff & 0xffff, b, sizeof(b)) == 0 && pc_is_ssh_banner(b);
+}
+
 /* Issue 12: scan detection on a new TCP flow (a SYN without ACK: connect
  * counted it first; this catches SYNs no connect hook saw) and SSH on the
  * first bytes of a TCP segment. Returns a rule id or 0. */
@@ -235,10 +261,7 @@ static __always_inline u32 pc_egress_detect(struct __sk_buff *skb, struct pc_con
 	int loop = (*flags & PC_F_LOOPBACK) != 0;
 	if ((p->tcp_flags & 0x12) == 0x02)
 		return pc_scan_judge(cfg, agent, p->family, p->daddr, p->proto, p->dport, loop);
-	if (!(cfg->flags & PC_CFG_SSH) || skb->len < p->payoff + 9)
-		return 0;
-	u8 b[9];
-	if (bpf_skb_load_bytes(skb, p->payoff & 0xffff, b, sizeof(b)) < 0 || !pc_is_ssh_banner(b))
+	if (!pc_ssh_payload(skb, cfg, p))
 		return 0;
 	*flags |= PC_F_SSH;
 	return pc_ssh_judge(cfg, p->family, p->daddr, loop);
@@ -258,43 +281,153 @@ static __always_inline int pc_passive_reply(const struct pc_pkt *p)
 	return pc_passive.lookup(&k) != 0;
 }
 
+/* ---- the verdict of an established flow, kept on its socket ---------------
+ *
+ * A TCP socket's packets all go to the destination its first packet went to
+ * (until it is disconnected and connected again), so the address judgement
+ * (the agent and pc_passive lookups, pc_net_judge_memo) is made once and
+ * kept on the socket (bpf_sk_storage, freed
+ * with it) with the rule-table generation it was made under. A later packet
+ * to the same destination, port and device class under the same generation
+ * is allowed without the lookups. Kept from the PC_VERDICT_KEEP_SEGS-th
+ * segment on (a short connection never pays for the storage). Only allowed
+ * judgements are kept; a SYN
+ * is always judged in full (the scan limits count it), and so is a payload
+ * that starts with an SSH banner (network.ssh).
+ *
+ * Invalidation: user space bumps pc_net_gen[0] after every rewrite of the
+ * rule tables, the configuration flags and the SSH tries (net_maps.py,
+ * bump_generation, called by Probes.set_tables: policy load, reload, new DNS
+ * answers). The judgement reads the generation before its lookups and
+ * stores what it read, so an entry judged against half-written tables is
+ * stale once the write is complete; generation 0 (no tables written yet)
+ * is never cached. A mismatch is judged in full, so a flow is never freer
+ * than a fresh judgement under the current tables.
+ *
+ * Kept only for judgements made with the packet's own destination port: a
+ * reply of an accepted connection (pc_passive: address rules only) is
+ * judged in full every time; a hit skips the pc_passive lookup, so the
+ * port rules that applied when the flow was first judged keep applying. */
+struct pc_sk_verdict {
+	u64 gen;        /* pc_net_gen[0] the judgement was made under; 0: none */
+	u8 daddr[16];
+	u16 dport;
+	u8 family;
+	u8 via_lo;
+	u32 _pad0;
+};
+BPF_SK_STORAGE(pc_sk_verdicts, struct pc_sk_verdict);
+#define PC_VERDICT_KEEP_SEGS 8   /* segments a TCP socket sends before its verdict is kept */
+
+static __always_inline int pc_same_addr(const u8 *a, const u8 *b)
+{
+	u32 x[4], y[4];
+	__builtin_memcpy(x, a, 16);
+	__builtin_memcpy(y, b, 16);
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
+
+/* The verdict kept on the packet's socket, or NULL. */
+static __always_inline struct pc_sk_verdict *pc_verdict_of(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	return sk ? pc_sk_verdicts.sk_storage_get(sk, 0, 0) : 0;
+}
+
+/* 1 when c is an allowed judgement of this very destination made under
+ * generation gen. */
+static __always_inline int pc_verdict_hit(const struct pc_sk_verdict *c, const struct pc_pkt *p, int via_lo, u64 gen)
+{
+	if (*(volatile u64 *)&c->gen != gen)
+		return 0;
+	return c->family == p->family && c->dport == p->dport && c->via_lo == via_lo &&
+	       pc_same_addr(c->daddr, p->daddr);
+}
+
+/* Keep an allowed judgement (made under gen) on the packet's socket (c: its
+ * storage if it has one). The generation is cleared first and written
+ * last: a reader on another CPU meets either a complete entry or a
+ * mismatch. */
+static __always_inline void pc_verdict_store(struct __sk_buff *skb, struct pc_sk_verdict *c, const struct pc_pkt *p,
+					     int via_lo, u64 gen)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return;
+	if (!c) {
+		/* creating a socket's storage costs more than the lookups it
+		 * saves on a short connection (measured: a connect + close loop
+		 * got slower): only a flow past its first segments gets one */
+		struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+		if (!tp || tp->segs_out < PC_VERDICT_KEEP_SEGS)
+			return;
+		c = pc_sk_verdicts.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!c)
+			return;   /* not a full socket, or no memory: judged in full next time */
+	}
+	*(volatile u64 *)&c->gen = 0;
+	__builtin_memcpy(c->daddr, p->daddr, 16);
+	c->dport = p->dport;
+	c->family = p->family;
+	c->via_lo = (u8)via_lo;
+	*(volatile u64 *)&c->gen = gen;
+}
+
+/* The address verdict of one packet: 1 pass, 0 drop. */
+static __always_inline int pc_egress_policy(struct __sk_buff *skb, struct pc_config *cfg, struct pc_pkt *p)
+{
+	if (!(cfg->tracked_levels | cfg->birth_levels))
+		return 1;
+	if (p->later_frag && !p->routed)
+		return 1;
+	int via_lo = skb->ifindex == PC_LOOPBACK_IFINDEX;
+	u64 gen = pc_net_generation();
+	int tcp = !p->routed && pc_norm_proto(p->proto) == IPPROTO_TCP && gen;
+	struct pc_sk_verdict *kept = tcp && !(p->tcp_flags & 0x02) ? pc_verdict_of(skb) : 0;
+	if (kept && pc_verdict_hit(kept, p, via_lo, gen) && !pc_ssh_payload(skb, cfg, p))
+		return 1;
+	u64 cgid = 0;
+	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
+	if (!agent)
+		return 1;
+	u32 rule;
+	u16 flags = 0;
+	if (p->routed) {
+		rule = pc_named_rule(PC_NX_SOURCE_ROUTE);
+		flags |= PC_F_SOURCE_ROUTED;
+	} else {
+		/* replies of an accepted connection: address rules only */
+		u16 dport = pc_passive_reply(p) ? 0 : p->dport;
+		rule = pc_net_judge_memo(cfg, p->family, p->daddr, p->proto, dport, via_lo, &flags);
+		if (!rule)
+			rule = pc_egress_detect(skb, cfg, agent, p, &flags);
+		if (!rule) {
+			if (tcp && dport == p->dport && !(p->tcp_flags & 0x02))
+				pc_verdict_store(skb, kept, p, via_lo, gen);
+			return 1;
+		}
+	}
+	u8 verdict = pc_deny_verdict(cfg);
+	pc_pkt_report(skb, agent, cgid, verdict, rule, flags, p);
+	return verdict != PC_DENY;
+}
+
 /* Relies on: cgroup_skb egress programs run for every IP packet a socket
  * of the cgroup (or a descendant) sends, from ip_finish_output /
  * ip6_finish_output, after routing and netfilter and before the device,
  * with the data at the network header and skb->ifindex the output device;
  * bpf_skb_cgroup_id() names the socket's cgroup (set at socket creation,
  * inherited by accepted children and by MPTCP subflows, kernel >= 6.0), so
- * the agent is known in softirq too; returning 0 drops the packet. */
+ * the agent is known in softirq too; skb->sk is the sending socket, whose
+ * bpf_sk_storage lives until the socket is freed; returning 0 drops the
+ * packet. */
 int pc_net_egress(struct __sk_buff *skb)
 {
 	struct pc_config *cfg = pc_cfg();
-	if (!cfg || !(cfg->tracked_levels | cfg->birth_levels))
-		return 1;
-	u64 cgid = 0;
-	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
-	if (!agent)
+	if (!cfg)
 		return 1;
 	struct pc_pkt p = {};
 	if (pc_pkt_parse(skb, &p) < 0)
 		return 1;   /* not IP: ARP and the like are not sent from agent sockets */
-	u32 rule;
-	u16 flags = 0;
-	if (p.routed) {
-		rule = pc_named_rule(PC_NX_SOURCE_ROUTE);
-		flags |= PC_F_SOURCE_ROUTED;
-	} else if (p.later_frag) {
-		return 1;
-	} else {
-		int via_lo = skb->ifindex == PC_LOOPBACK_IFINDEX;
-		/* replies of an accepted connection: address rules only */
-		u16 dport = pc_passive_reply(&p) ? 0 : p.dport;
-		rule = pc_net_judge(cfg, p.family, p.daddr, p.proto, dport, via_lo, &flags);
-		if (!rule)
-			rule = pc_egress_detect(skb, cfg, agent, &p, &flags);
-	}
-	if (!rule)
-		return 1;
-	u8 verdict = pc_deny_verdict(cfg);
-	pc_pkt_report(skb, agent, cgid, verdict, rule, flags, &p);
-	return verdict != PC_DENY;
+	return pc_egress_policy(skb, cfg, &p);
 }

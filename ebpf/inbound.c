@@ -115,12 +115,14 @@ int pc_inbound(struct __sk_buff *skb)
 	struct pc_config *cfg = pc_cfg();
 	if (!cfg)
 		return 1;
+	/* the SYN test first: it reads the packet, the agent test a hash map,
+	 * and every other segment of a connection passes either way */
+	struct pc_in_pkt p = {};
+	if (pc_in_parse(skb, &p) < 0 || !p.syn)
+		return 1;
 	u64 cgid = 0;
 	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
 	if (!agent)
-		return 1;
-	struct pc_in_pkt p = {};
-	if (pc_in_parse(skb, &p) < 0 || !p.syn)
 		return 1;
 	if (!(cfg->flags & (PC_CFG_INBOUND_LOOPBACK | PC_CFG_INBOUND_DENY))) {
 		pc_note_passive(&p);

@@ -286,6 +286,12 @@ static __always_inline void pc_judge6(const u8 *addr16, struct pc_judged *j)
 		j->allowed = 1;
 }
 
+/* 1 when the 16 bytes (as four network-order words) are ::1. */
+static __always_inline int pc_is_lo6(const u32 *w)
+{
+	return (w[0] | w[1] | w[2]) == 0 && w[3] == bpf_htonl(1);
+}
+
 /* The rule id that denies proto/dport to the destination, or 0.
  * fam: PC_AF_INET (addr16 holds the IPv4 address in its first 4 bytes) or
  * PC_AF_INET6. via_lo: the packet leaves through the loopback device (it is
@@ -340,10 +346,14 @@ static __always_inline u32 pc_net_judge(struct pc_config *cfg, u8 fam, const u8 
 	}
 	if (loop) {
 		*flags |= PC_F_LOOPBACK;
+		/* the aliases, each unless it is the destination itself (judged
+		 * above: the same lookup again adds nothing) */
+		if (fam != PC_AF_INET || w[0] != bpf_htonl(0x7f000001))
+			pc_judge4(bpf_htonl(0x7f000001), j);
 		u8 lo6[16] = {};
 		lo6[15] = 1;
-		pc_judge4(bpf_htonl(0x7f000001), j);
-		pc_judge6(lo6, j);
+		if (fam != PC_AF_INET6 || !pc_is_lo6(w))
+			pc_judge6(lo6, j);
 	}
 	u64 hits = 0, allow_hits = 0, pass_hits = 0, deny_hits = 0;
 	struct pc_rule_masks *m = pc_rule_masks.lookup(&zero);
@@ -365,6 +375,98 @@ static __always_inline u32 pc_net_judge(struct pc_config *cfg, u8 fam, const u8 
 	if ((cfg->flags & PC_CFG_NET_DEFAULT_DENY) && !j->allowed && !allow_hits)
 		return pc_net_rule_slot(PC_NR_DEFAULT);
 	return 0;
+}
+
+/* ---- pc_net_judge remembered per destination, per CPU -------------------
+ *
+ * pc_net_judge is a function of its arguments and of the rule tables and
+ * config flags alone, and an agent connects to the same few destinations
+ * again and again; its tries cost up to six LPM lookups (eight before the
+ * alias skip) per connect and per packet. Each CPU keeps the last verdict
+ * of PC_MEMO_SLOTS destinations (direct-mapped by a hash of the arguments)
+ * with the rule-table generation it was judged under (pc_net_gen, bumped
+ * by user space after every write of the tables and flags: net_maps.py
+ * bump_generation). A slot is used only when its arguments and generation
+ * match exactly, so the result is the one pc_net_judge would give under the
+ * current tables; generation 0 (no tables written yet) is never used.
+ *
+ * Per CPU, so no other CPU writes a slot while it is read; a run that
+ * interrupts another on the same CPU (softirq over process context) and
+ * rewrites the slot it was using is caught by the order of reads (verdict
+ * first, then the arguments, then the generation) and of writes
+ * (generation cleared first, arguments checked again before it is set). */
+#define PC_MEMO_SLOTS 512
+
+struct pc_judge_memo {
+	u8 addr[16];
+	u16 dport;
+	u8 family;
+	u8 proto;       /* pc_norm_proto */
+	u8 via_lo;
+	u8 _pad0;
+	u16 flags;      /* what pc_net_judge added to *flags */
+	u32 rule;
+	u32 _pad1;
+	u64 gen;        /* 0: empty */
+};
+BPF_PERCPU_ARRAY(pc_judge_memos, struct pc_judge_memo, PC_MEMO_SLOTS);
+BPF_ARRAY(pc_net_gen, u64, 1);   /* rule-table generation, bumped by user space */
+
+static __always_inline u64 pc_net_generation(void)
+{
+	int zero = 0;
+	u64 *g = pc_net_gen.lookup(&zero);
+	return g ? *(volatile u64 *)g : 0;
+}
+
+static __always_inline int pc_memo_is(const struct pc_judge_memo *m, const u32 *w, u16 dport, u8 fam,
+				      u8 proto, u8 via_lo)
+{
+	u32 x[4];
+	__builtin_memcpy(x, m->addr, 16);
+	return ((x[0] ^ w[0]) | (x[1] ^ w[1]) | (x[2] ^ w[2]) | (x[3] ^ w[3])) == 0 &&
+	       m->dport == dport && m->family == fam && m->proto == proto && m->via_lo == via_lo;
+}
+
+/* pc_net_judge, from this CPU's memo when it holds these arguments under
+ * the current generation. */
+static __always_inline u32 pc_net_judge_memo(struct pc_config *cfg, u8 fam, const u8 *addr16,
+					     u32 proto, u16 dport, int via_lo, u16 *flags)
+{
+	u64 gen = pc_net_generation();
+	u32 np = pc_norm_proto(proto);
+	if (!gen || np > 255)
+		return pc_net_judge(cfg, fam, addr16, proto, dport, via_lo, flags);
+	u32 w[4];
+	__builtin_memcpy(w, addr16, 16);
+	u32 h = (w[0] ^ w[1] ^ w[2] ^ w[3]) * 0x9e3779b1u;
+	h ^= ((u32)dport << 16 | np << 8 | fam) * 0x85ebca6bu;
+	h ^= (u32)via_lo;
+	u32 slot = (h ^ (h >> 15)) & (PC_MEMO_SLOTS - 1);
+	struct pc_judge_memo *m = pc_judge_memos.lookup(&slot);
+	if (!m)
+		return pc_net_judge(cfg, fam, addr16, proto, dport, via_lo, flags);
+	u32 rule = *(volatile u32 *)&m->rule;
+	u16 got = *(volatile u16 *)&m->flags;
+	if (pc_memo_is(m, w, dport, fam, (u8)np, (u8)via_lo) && *(volatile u64 *)&m->gen == gen) {
+		*flags |= got;
+		return rule;
+	}
+	u16 f = 0;
+	rule = pc_net_judge(cfg, fam, addr16, proto, dport, via_lo, &f);
+	*flags |= f;
+	*(volatile u64 *)&m->gen = 0;
+	__builtin_memcpy(m->addr, w, 16);
+	m->dport = dport;
+	m->family = fam;
+	m->proto = (u8)np;
+	m->via_lo = (u8)via_lo;
+	*(volatile u32 *)&m->rule = rule;
+	*(volatile u16 *)&m->flags = f;
+	if (pc_memo_is(m, w, dport, fam, (u8)np, (u8)via_lo) && *(volatile u32 *)&m->rule == rule &&
+	    *(volatile u16 *)&m->flags == f)
+		*(volatile u64 *)&m->gen = gen;
+	return rule;
 }
 
 #endif /* PYCONTAIN_NET_BPF_H */

@@ -284,6 +284,32 @@ struct pc_flow {
 	u8 family;
 };
 
+/* 1 when the packet is a TCP segment without payload (SYN, pure ACK, FIN:
+ * most segments of a short connection), read from the linear header bytes
+ * directly, without a helper call; 0 when it has one or this cannot tell
+ * (headers outside the linear part): the full parse decides. */
+static __always_inline int pc_tcp_no_payload(struct __sk_buff *skb)
+{
+	u8 *ip = (u8 *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	u32 l4off;
+	if (skb->protocol == bpf_htons(PC_ETH_P_IP)) {
+		if ((void *)(ip + 20) > end || ip[9] != IPPROTO_TCP)
+			return 0;
+		l4off = (ip[0] & 0xf) * 4;
+	} else if (skb->protocol == bpf_htons(PC_ETH_P_IPV6)) {
+		if ((void *)(ip + 40) > end || ip[6] != IPPROTO_TCP)
+			return 0;
+		l4off = 40;
+	} else {
+		return 0;
+	}
+	u8 *tcp = ip + (l4off & 63);
+	if ((void *)(tcp + 13) > end)
+		return 0;
+	return skb->len <= (l4off & 63) + (u32)(tcp[12] >> 4) * 4;
+}
+
 /* IPv4 or IPv6 header: family, protocol, addresses; *l4off is where the
  * transport header starts. Returns 0, or -1 for a packet not scanned. */
 static __always_inline int pc_parse_ip(struct __sk_buff *skb, struct pc_flow *f, u32 *l4off)
@@ -464,7 +490,7 @@ static __always_inline void pc_stratum_report(struct __sk_buff *skb, struct pc_c
 int pc_stratum_egress(struct __sk_buff *skb)
 {
 	struct pc_config *cfg = pc_cfg();
-	if (!cfg || !(cfg->flags & PC_CFG_DETECT_STRATUM))
+	if (!cfg || !(cfg->flags & PC_CFG_DETECT_STRATUM) || pc_tcp_no_payload(skb))
 		return 1;
 	struct pc_flow f = {};
 	u32 l4off = 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kernel CPU per agent operation, per BPF program, all hooks loaded (not a test).
 
-    sudo /opt/pycontain/venv/bin/python scripts/bench_prog_cost.py [--loop connect|exec] [--n 3000]
+    sudo /opt/pycontain/venv/bin/python scripts/bench_prog_cost.py [--loop connect|exec] [--n 3000] [--no-quiet]
 
 Loads every hook of this checkout with the default policy (as `run` does),
 tracks one agent cgroup, enables kernel.bpf_stats_enabled and runs an agent
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,6 @@ for _ in range(int(sys.argv[1])):
 
 def _listener():
     """A loopback service outside the agent: accepts, sends one byte, closes."""
-    import socket
     import threading
     lst = socket.socket()
     lst.bind(("127.0.0.1", 0))
@@ -71,6 +71,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--loop", choices=sorted(LOOPS), default="connect")
     ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--no-quiet", action="store_true",
+                    help="do not mark the destination routine (every connect reported in full)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from pycontain.actuate.cgroups import AgentCgroup
@@ -86,6 +88,12 @@ def main() -> int:
     listener = _listener() if args.loop == "connect" else None
     cg = AgentCgroup.create("progcost")
     probes.track_cgroup(cg.v2_path, 7)
+    if listener is not None and not args.no_quiet:
+        from pycontain.app.routine import boot_ns, raw_addr
+        from pycontain.kernel.quiet_maps import QuietKey
+        port = listener.getsockname()[1]
+        probes.quiet_add(QuietKey(7, socket.AF_INET, socket.IPPROTO_TCP, port, raw_addr(socket.AF_INET, "127.0.0.1")),
+                         boot_ns())
     progs = {name.decode() if isinstance(name, bytes) else name: f.fd for name, f in probes.bpf.funcs.items()}
 
     def join() -> None:

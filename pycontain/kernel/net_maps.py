@@ -16,7 +16,9 @@ Maps written here (declared in ebpf/connect.c; pc_net_rules in ebpf/net.bpf.h):
   udp); ``pc_rule_masks`` (rules without ports, and the kind of each rule);
   ``pc_addr_rule_ids`` bit → rule id.
 
-``pc_config`` (mode, flags) is written by the loader.
+``pc_config`` (mode, flags) is written by the loader. ``pc_net_gen``
+(ebpf/egress.c) is bumped after every write: the allowed verdicts egress.c
+keeps on sockets are judged again under the new tables.
 
 Rule ids for those four verdicts are looked up by name in
 ``KernelTables.rules``; the policy compiler should name them
@@ -238,6 +240,21 @@ def write_net_tables(bpf, tables: KernelTables) -> None:
         _write_trie(bpf[name.encode()], want)
     _write_addr_rules(bpf, tables.addr_rules)
     _write_issue12(bpf, tables)
+    bump_generation(bpf)
+
+
+def bump_generation(bpf) -> None:
+    """Tell ebpf/egress.c that every verdict kept on a socket (pc_sk_verdicts)
+    was made under older tables: called after the tables (and the config
+    flags, written before them by Probes.set_tables) are complete, so a
+    packet judged during the write keeps the older generation and is judged
+    again. Generation 0 means "never cached"; the counter starts at 1."""
+    try:
+        t = bpf[b"pc_net_gen"]
+    except KeyError:   # a program built without egress.c
+        return
+    cur = int(t[ctypes.c_int(0)].value)
+    t[ctypes.c_int(0)] = ctypes.c_uint64(cur + 1)
 
 
 def _write_issue12(bpf, tables: KernelTables) -> None:

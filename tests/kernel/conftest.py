@@ -43,6 +43,21 @@ def outcome(f):
         return errno.errorcode.get(e.errno, str(e))
 """
 
+SEND_ONCE = r"""
+h, p = sys.argv[1], int(sys.argv[2])
+def f():
+    s = socket.create_connection((h, p), timeout=3)
+    s.sendall(%r)
+    time.sleep(%s)
+print(outcome(f))
+"""
+
+
+def send_once(payload: bytes, linger: float) -> str:
+    """Code for net_agent.python(code, host, port): connect, send payload,
+    keep the connection linger seconds; prints the outcome."""
+    return SEND_ONCE % (payload, linger)
+
 
 def _kill_and_remove(path: str) -> None:
     kill = os.path.join(path, "cgroup.kill")

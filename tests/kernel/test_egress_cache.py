@@ -9,6 +9,8 @@ import ipaddress
 import subprocess
 import sys
 
+from conftest import send_once
+
 from pycontain.core.events import EventType, NetEvent, Verdict
 
 DENY = 40
@@ -74,14 +76,7 @@ def test_a_kept_verdict_is_judged_again_after_a_reload(net_agent, testhost):
     assert ev[0].daddr == testhost.peer_ip4
 
 
-CONNECT = r"""
-h, p = sys.argv[1], int(sys.argv[2])
-def f():
-    s = socket.create_connection((h, p), timeout=3)
-    s.sendall(b"NEW-CONNECTION;")
-    time.sleep(0.3)
-print(outcome(f))
-"""
+CONNECT = send_once(b'NEW-CONNECTION;', 0.3)
 
 
 def test_a_remembered_destination_is_judged_again_after_a_reload(net_agent, testhost):

@@ -11,19 +11,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import send_once
 
 from pycontain.core.events import ConfigFlag, Flag, NetEvent, Verdict
 
 SSH_RULE, INBOUND_RULE = 62, 63
 
-BANNER = r"""
-h, p = sys.argv[1], int(sys.argv[2])
-def f():
-    s = socket.create_connection((h, p), timeout=3)
-    s.sendall(b"SSH-2.0-x\r\n")
-    time.sleep(0.5)
-print(outcome(f))
-"""
+BANNER = send_once(b"SSH-2.0-x\r\n", 0.5)
 
 
 def _ssh_tables(net_agent, allow4=()):

@@ -217,7 +217,13 @@ static __always_inline u32 pc_take_script(u32 tgid, u64 start_ns)
 	return same;
 }
 #else
-static __always_inline u32 pc_take_script(u32 tgid, u64 start_ns) { return 0; }
+/* Without sched_prepare_exec (Linux < 6.10) a script exec cannot be told
+ * from any other here (its struct file is gone, exe_file is the trusted
+ * interpreter): under exec.trusted every exec is held and its path judged
+ * as a script's would be (actuate/held_script.py). Slower, and a trusted
+ * program reached through a path the agent can change (a symlink in /tmp,
+ * /proc/self/fd) is refused too: fail closed (docs/kernel.md). */
+static __always_inline u32 pc_take_script(u32 tgid, u64 start_ns) { return 1; }
 #endif
 
 /* ---- hooks -------------------------------------------------------------- */

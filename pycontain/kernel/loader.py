@@ -242,7 +242,8 @@ class Probes:
         if file_offs:
             flags.append("-DPC_HAVE_FILE_OFFSETS=1")
             offs = {**offs, **file_offs}
-            if _tp_has_field("sched/sched_prepare_exec", "interp"):   # Linux >= 6.10: #! scripts seen
+            if (_tp_has_field("sched/sched_prepare_exec", "interp")   # Linux >= 6.10: #! scripts seen
+                    and not os.environ.get("PYCONTAIN_NO_PREPARE_EXEC")):   # tests: the < 6.10 program
                 flags.append("-DPC_HAVE_PREPARE_EXEC=1")
         if _tp_has_field("sched/sched_process_exit", "group_dead"):
             flags.append("-DPC_TP_EXIT_HAS_GROUP_DEAD=1")

@@ -65,14 +65,18 @@ def drop_dir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def run_agent(policy: str, d: Path, audit: Path, script: Path) -> None:
-    r = subprocess.run(PYCONTAIN + ["run", "--policy", policy, "--name", f"t-drop-{policy}",
+def run_agent(policy: str, d: Path, audit: Path, script: Path, env: dict) -> None:
+    r = subprocess.run(PYCONTAIN + ["run", "--no-daemon", "--policy", policy, "--name", f"t-drop-{policy}",
                                     "--audit-log", str(audit), "--"] + agent_cmd(d, script),
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
 
 
-def test_drop_and_execute_bare_then_strict_then_default(privileged, drop_dir, system_script, tmp_path):
+@pytest.mark.parametrize("kernel", ["sched_prepare_exec", "older"])
+def test_drop_and_execute_bare_then_strict_then_default(kernel, privileged, drop_dir, system_script, tmp_path):
+    """`older`: the program a kernel without sched_prepare_exec (< 6.10)
+    gets, where every exec under strict is held and judged by its path."""
+    env = dict(os.environ, **({"PYCONTAIN_NO_PREPARE_EXEC": "1"} if kernel == "older" else {}))
     bare = drop_dir / "bare"
     bare.mkdir(mode=0o777)
     subprocess.run(agent_cmd(bare, system_script), check=True, timeout=30)
@@ -81,7 +85,7 @@ def test_drop_and_execute_bare_then_strict_then_default(privileged, drop_dir, sy
     strict = drop_dir / "strict"
     strict.mkdir()
     os.chmod(strict, 0o1777)
-    run_agent("strict", strict, tmp_path / "strict.jsonl", system_script)
+    run_agent("strict", strict, tmp_path / "strict.jsonl", system_script, env)
     made = sorted(p.name for p in strict.iterdir())
     for n in DROPS:
         assert not (strict / n).exists(), f"{n}: an agent-written program ran under strict ({made})"
@@ -96,7 +100,7 @@ def test_drop_and_execute_bare_then_strict_then_default(privileged, drop_dir, sy
     default = drop_dir / "default"
     default.mkdir()
     os.chmod(default, 0o1777)
-    run_agent("default", default, tmp_path / "default.jsonl", system_script)
+    run_agent("default", default, tmp_path / "default.jsonl", system_script, env)
     assert all((default / n).exists() for n in DROPS + SYSTEM), sorted(p.name for p in default.iterdir())
     alerts = [x for x in _records(tmp_path / "default.jsonl")
               if x.get("kind") == "violation" and x.get("rule") == "exec.agent_written"]

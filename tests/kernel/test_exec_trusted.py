@@ -94,7 +94,8 @@ def test_drop_and_execute_bare_then_strict_then_default(kernel, privileged, drop
     viol = [x for x in _records(tmp_path / "strict.jsonl") if x.get("kind") == "violation"]
     assert {x.get("rule") for x in viol} >= {"exec.trusted"}, viol
     scripts = [x for x in viol if x.get("rule") == "exec.trusted" and "#! script" in x.get("reason", "")]
-    assert len(scripts) == 3 and sum("s.sh" in x["reason"] for x in scripts) == 2, viol
+    # "/s.sh": the system script's random name may itself end in "s.sh"
+    assert len(scripts) == 3 and sum("/s.sh" in x["reason"] for x in scripts) == 2, [x["reason"] for x in scripts]
     assert any("own mount namespace" in x["reason"] for x in scripts), viol
 
     default = drop_dir / "default"

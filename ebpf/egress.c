@@ -319,14 +319,6 @@ struct pc_sk_verdict {
 BPF_SK_STORAGE(pc_sk_verdicts, struct pc_sk_verdict);
 #define PC_VERDICT_KEEP_SEGS 8   /* segments a TCP socket sends before its verdict is kept */
 
-static __always_inline int pc_same_addr(const u8 *a, const u8 *b)
-{
-	u32 x[4], y[4];
-	__builtin_memcpy(x, a, 16);
-	__builtin_memcpy(y, b, 16);
-	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
-}
-
 /* The verdict kept on the packet's socket, or NULL. */
 static __always_inline struct pc_sk_verdict *pc_verdict_of(struct __sk_buff *skb)
 {
@@ -376,8 +368,6 @@ static __always_inline void pc_verdict_store(struct __sk_buff *skb, struct pc_sk
 /* The address verdict of one packet: 1 pass, 0 drop. */
 static __always_inline int pc_egress_policy(struct __sk_buff *skb, struct pc_config *cfg, struct pc_pkt *p)
 {
-	if (!(cfg->tracked_levels | cfg->birth_levels))
-		return 1;
 	if (p->later_frag && !p->routed)
 		return 1;
 	int via_lo = skb->ifindex == PC_LOOPBACK_IFINDEX;
@@ -424,8 +414,8 @@ static __always_inline int pc_egress_policy(struct __sk_buff *skb, struct pc_con
 int pc_net_egress(struct __sk_buff *skb)
 {
 	struct pc_config *cfg = pc_cfg();
-	if (!cfg)
-		return 1;
+	if (!cfg || !(cfg->tracked_levels | cfg->birth_levels))
+		return 1;   /* no agent tracked: nothing to parse */
 	struct pc_pkt p = {};
 	if (pc_pkt_parse(skb, &p) < 0)
 		return 1;   /* not IP: ARP and the like are not sent from agent sockets */

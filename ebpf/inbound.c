@@ -93,11 +93,6 @@ static __always_inline void pc_in_report(struct __sk_buff *skb, u32 agent, u64 c
 	pc_submit(e, &e->h);
 }
 
-/* Relies on: cgroup_skb ingress programs run from sk_filter on the socket
- * that receives the packet (for a SYN: the listener), with skb->sk set to
- * it during the run, so bpf_skb_cgroup_id() names the listener's cgroup;
- * the data starts at the network header; returning 0 drops the packet
- * before TCP sees it (no SYN-ACK, no accept). */
 /* The flow this SYN opens, for egress.c's reply judgement (pc_passive). */
 static __always_inline void pc_note_passive(const struct pc_in_pkt *p)
 {
@@ -110,6 +105,11 @@ static __always_inline void pc_note_passive(const struct pc_in_pkt *p)
 	pc_passive.update(&k, &one);
 }
 
+/* Relies on: cgroup_skb ingress programs run from sk_filter on the socket
+ * that receives the packet (for a SYN: the listener), with skb->sk set to
+ * it during the run, so bpf_skb_cgroup_id() names the listener's cgroup;
+ * the data starts at the network header; returning 0 drops the packet
+ * before TCP sees it (no SYN-ACK, no accept). */
 int pc_inbound(struct __sk_buff *skb)
 {
 	struct pc_config *cfg = pc_cfg();
@@ -124,16 +124,13 @@ int pc_inbound(struct __sk_buff *skb)
 	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
 	if (!agent)
 		return 1;
-	if (!(cfg->flags & (PC_CFG_INBOUND_LOOPBACK | PC_CFG_INBOUND_DENY))) {
-		pc_note_passive(&p);
-		return 1;
+	/* refused: every SYN under inbound deny, a non-loopback one under
+	 * inbound loopback (only loopback peers may connect) */
+	u8 verdict = PC_ALLOW;
+	if ((cfg->flags & PC_CFG_INBOUND_DENY) || (!p.loop && (cfg->flags & PC_CFG_INBOUND_LOOPBACK))) {
+		verdict = pc_deny_verdict(cfg);
+		pc_in_report(skb, agent, cgid, verdict, &p);
 	}
-	if (p.loop && !(cfg->flags & PC_CFG_INBOUND_DENY)) {
-		pc_note_passive(&p);
-		return 1;
-	}
-	u8 verdict = pc_deny_verdict(cfg);
-	pc_in_report(skb, agent, cgid, verdict, &p);
 	if (verdict != PC_DENY)
 		pc_note_passive(&p);
 	return verdict != PC_DENY;

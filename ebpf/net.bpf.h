@@ -419,18 +419,23 @@ static __always_inline u64 pc_net_generation(void)
 	return g ? *(volatile u64 *)g : 0;
 }
 
+/* 1 when the two 16-byte addresses are equal (word compares, no loop). */
+static __always_inline int pc_same_addr(const u8 *a, const u8 *b)
+{
+	u32 x[4], y[4];
+	__builtin_memcpy(x, a, 16);
+	__builtin_memcpy(y, b, 16);
+	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
+}
+
 static __always_inline int pc_memo_is(const struct pc_judge_memo *m, const u32 *w, u16 dport, u8 fam,
 				      u8 proto, u8 via_lo)
 {
-	u32 x[4];
-	__builtin_memcpy(x, m->addr, 16);
-	return ((x[0] ^ w[0]) | (x[1] ^ w[1]) | (x[2] ^ w[2]) | (x[3] ^ w[3])) == 0 &&
+	return pc_same_addr(m->addr, (const u8 *)w) &&
 	       m->dport == dport && m->family == fam && m->proto == proto && m->via_lo == via_lo;
 }
 
-/* pc_net_judge, from this CPU's memo when it holds these arguments under
- * the current generation. */
-/* The memo slot of these arguments under generation gen. */
+/* The memo slot of these arguments. */
 static __always_inline u32 pc_memo_slot(const u32 *w, u16 dport, u8 fam, u32 np, int via_lo)
 {
 	u32 h = (w[0] ^ w[1] ^ w[2] ^ w[3]) * 0x9e3779b1u;
@@ -480,6 +485,8 @@ static __always_inline void pc_memo_fill(u8 fam, const u8 *addr16, u32 proto, u1
 		*(volatile u64 *)&m->gen = gen;
 }
 
+/* pc_net_judge, from this CPU's memo when it holds these arguments under
+ * the current generation. */
 static __always_inline u32 pc_net_judge_memo(struct pc_config *cfg, u8 fam, const u8 *addr16,
 					     u32 proto, u16 dport, int via_lo, u16 *flags)
 {

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ ATTACH_INET_EGRESS, ATTACH_INET_SOCK_CREATE, ATTACH_INET4_CONNECT, ATTACH_LSM_MA
 _INSNS = struct.pack("<BBhi", 0xB7, 0, 0, 1) + struct.pack("<BBhi", 0x95, 0, 0, 0)
 _LICENSE = ctypes.create_string_buffer(b"GPL")
 
+TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
 TRACEFS_KPROBE_EVENTS = ("/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events")
 LSM_LIST = "/sys/kernel/security/lsm"
 
@@ -111,13 +113,24 @@ def _try_lsm() -> str:
     return _try_prog(PROG_LSM, ATTACH_LSM_MAC, btf_id)
 
 
+def tp_has_field(event: str, name: str) -> bool:
+    """Whether tracepoint `event` ("sched/sched_process_exit") exists here
+    with a field `name` (its tracefs format)."""
+    for d in TRACEFS_DIRS:
+        try:
+            with open(f"{d}/{event}/format") as f:
+                return re.search(rf"\b{name};", f.read()) is not None
+        except OSError:
+            continue
+    return False
+
+
 def _try_exit_mmap() -> str:
     """mmap:exit_mmap (kernel >= 6.1) lets the kernel forget an address
     space's tracked mappings: mprotect(PROT_EXEC) of a file mapping is
     judged only where it exists (ebpf/exec_map.c)."""
-    for d in ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"):
-        if os.path.exists(f"{d}/mmap/exit_mmap/format"):
-            return "available"
+    if tp_has_field("mmap/exit_mmap", "mm"):
+        return "available"
     return ("unavailable: no mmap:exit_mmap tracepoint (kernel < 6.1): "
             "mprotect(PROT_EXEC) of a mapped file is not judged")
 

@@ -46,7 +46,7 @@ from .exec_dfa import (
     DFA_STATES,
     compile_patterns,
 )
-from .features import FeatureReport, detect_features
+from .features import TRACEFS_DIRS, FeatureReport, detect_features, tp_has_field
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,6 @@ HOOK_FILES = ("exec.c", "exec_map.c", "connect.c", "socket.c", "stratum.c", "bou
 NET_HOOK_FILES = ("connect.c", "socket.c", "stratum.c", "egress.c", "stdio.c", "inbound.c", "local.c")
 # always in the program, hook files or not: the maps every hook and Probes use
 BASE_HEADERS = ("pycontain.h", "common.bpf.h")
-TRACEFS_DIRS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
 # Longest an ordinary (non-urgent) record waits in the ring before the
 # consumer drains it; see Probes.poll and pc_wake_flags in ebpf/common.bpf.h.
 DRAIN_MS = 50
@@ -149,16 +148,6 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _tp_has_field(event: str, name: str) -> bool:
-    for d in TRACEFS_DIRS:
-        try:
-            with open(f"{d}/{event}/format") as f:
-                return re.search(rf"\b{name};", f.read()) is not None
-        except OSError:
-            continue
-    return False
-
-
 def _bulk_write(table, entries: list[tuple[int, int]]) -> None:
     """Array updates in one batch syscall where the kernel and BCC allow."""
     if not entries:
@@ -242,12 +231,12 @@ class Probes:
         if file_offs:
             flags.append("-DPC_HAVE_FILE_OFFSETS=1")
             offs = {**offs, **file_offs}
-            if (_tp_has_field("sched/sched_prepare_exec", "interp")   # Linux >= 6.10: #! scripts seen
+            if (tp_has_field("sched/sched_prepare_exec", "interp")   # Linux >= 6.10: #! scripts seen
                     and not os.environ.get("PYCONTAIN_NO_PREPARE_EXEC")):   # tests: the < 6.10 program
                 flags.append("-DPC_HAVE_PREPARE_EXEC=1")
-        if _tp_has_field("sched/sched_process_exit", "group_dead"):
+        if tp_has_field("sched/sched_process_exit", "group_dead"):
             flags.append("-DPC_TP_EXIT_HAS_GROUP_DEAD=1")
-        if _tp_has_field("mmap/exit_mmap", "mm"):   # kernel >= 6.1: mprotect(PROT_EXEC) tracking
+        if tp_has_field("mmap/exit_mmap", "mm"):   # kernel >= 6.1: mprotect(PROT_EXEC) tracking
             flags.append("-DPC_HAVE_TP_EXIT_MMAP=1")
         flags += [f"-D{k}={v}" for k, v in sorted(offs.items())]
         return flags

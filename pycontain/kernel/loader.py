@@ -365,18 +365,9 @@ class Probes:
             local_maps.write_local_tables(self.bpf, tables)   # issue 10: before the guard flag is on
             self._watch_node_addrs()
         self._write_config(mode=tables.mode, flags=int(tables.flags))
-        self._bump_exec_gen()
+        net_maps.bump_generation(self.bpf, b"pc_exec_gen")   # exe.bpf.h: files judged clean
         if self._has_net_hooks():
             net_maps.write_net_tables(self.bpf, tables)
-
-    def _bump_exec_gen(self) -> None:
-        """Invalidate the kernel's cache of files judged clean (exe.bpf.h,
-        pc_exec_allowed): the exec tables or an agent's start changed."""
-        try:
-            gen = self._table("pc_exec_gen")
-        except KeyError:   # built without the exec file checks (no BTF offsets, or no exec hooks)
-            return
-        gen[ctypes.c_int(0)] = ctypes.c_uint32((gen[ctypes.c_int(0)].value + 1) & 0xFFFFFFFF)
 
     def _watch_node_addrs(self) -> None:
         """The node's own addresses count as local (kernel/node_addrs.py),
@@ -598,7 +589,7 @@ class Probes:
         # the wall-clock start that exec.trusted compares mtimes with (issue 11);
         # before the agent is tracked, so no exec of it finds none
         exec_holds.set_agent_since(self._table("pc_exec_since"), agent_id)
-        self._bump_exec_gen()
+        net_maps.bump_generation(self.bpf, b"pc_exec_gen")   # exe.bpf.h: files judged clean
         agents[ctypes.c_uint64(cg_id)] = ctypes.c_uint32(agent_id)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._tracked[path] = (cg_id, level, fd, None)

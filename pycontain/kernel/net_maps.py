@@ -243,18 +243,20 @@ def write_net_tables(bpf, tables: KernelTables) -> None:
     bump_generation(bpf)
 
 
-def bump_generation(bpf) -> None:
-    """Tell ebpf/egress.c that every verdict kept on a socket (pc_sk_verdicts)
-    was made under older tables: called after the tables (and the config
-    flags, written before them by Probes.set_tables) are complete, so a
-    packet judged during the write keeps the older generation and is judged
-    again. Generation 0 means "never cached"; the counter starts at 1."""
+def bump_generation(bpf, name: bytes = b"pc_net_gen") -> None:
+    """Raise the generation counter `name` (slot 0 of an array), so every
+    verdict the kernel cached under an older one is judged again:
+    pc_net_gen for the network verdicts (net.bpf.h memo, egress.c's
+    pc_sk_verdicts), pc_exec_gen for the files judged clean (exe.bpf.h).
+    Called after the tables (and the config flags, written before them by
+    Probes.set_tables) are complete, so a verdict made during the write
+    keeps the older generation. For pc_net_gen 0 means "never cached"; it
+    starts at 1. A program built without the counter's map: nothing to do."""
     try:
-        t = bpf[b"pc_net_gen"]
-    except KeyError:   # a program built without egress.c
+        t = bpf[name]
+    except KeyError:
         return
-    cur = int(t[ctypes.c_int(0)].value)
-    t[ctypes.c_int(0)] = ctypes.c_uint64(cur + 1)
+    t[ctypes.c_int(0)] = t.Leaf(int(t[ctypes.c_int(0)].value) + 1)
 
 
 def _write_issue12(bpf, tables: KernelTables) -> None:

@@ -26,7 +26,9 @@
 
 #include "exe.bpf.h"
 
+#define PC_PROT_READ 0x1
 #define PC_PROT_EXEC 0x4
+#define PC_READ_IMPLIES_EXEC 0x0400000
 #define PC_MAP_FIXED 0x10
 #define PC_MAP_ANONYMOUS 0x20
 #define PC_PAGE_MASK 4095ull
@@ -49,6 +51,20 @@ static __always_inline const void *pc_fd_file(u32 fd)
 	if (!fds)
 		return 0;
 	return (const void *)pc_read_ptr(fds, (u64)fd * 8);
+}
+
+/* The protection the kernel will apply to a request for `prot`: under the
+ * READ_IMPLIES_EXEC personality (personality(2): any process may set it) a
+ * readable mapping is made executable too, by mmap and by mprotect.
+ * Relies on: do_mmap / do_mprotect_pkey adding PROT_EXEC to PROT_READ when
+ * current->personality has READ_IMPLIES_EXEC (also on a noexec mount for
+ * mprotect; mmap skips those: judged as executable here anyway). */
+static __always_inline u64 pc_effective_prot(u64 prot)
+{
+	if ((prot & PC_PROT_READ) &&
+	    (pc_read_u32((const void *)bpf_get_current_task(), PC_OFF_TASK_PERSONALITY) & PC_READ_IMPLIES_EXEC))
+		prot |= PC_PROT_EXEC;
+	return prot;
 }
 
 #ifdef PC_HAVE_MAP_RANGES
@@ -197,6 +213,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 	if (!agent)
 		return 0;
 	const void *file = has_file ? pc_fd_file((u32)args->fd) : 0;
+	u64 prot = file ? pc_effective_prot(args->prot) : args->prot;
 	u32 rule = 0;
 	u16 flags = 0;
 	struct pc_allow_key ak;
@@ -214,14 +231,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mmap)
 		if (!m || !key || !hold)
 			return 0;
 		pc_fill_header(&m->h, PC_EV_EXEC_MAP, agent);
-		m->prot = args->prot;
+		m->prot = (u32)prot;
 		m->fd = args->fd;
 		__builtin_memset(&m->exe, 0, sizeof(m->exe));
 		rule = pc_judge_file(file, &m->exe, cfg, agent, &m->h.flags, key, hold);
 		flags = m->h.flags;
 		if (!rule && !flags)
 			pc_exec_allowed.update(&ak, &av);
-		if (args->prot & PC_PROT_EXEC) {
+		if (prot & PC_PROT_EXEC) {
 			if (rule) {
 				m->h.rule_id = rule;
 				m->h.verdict = pc_deny_verdict_kill(cfg, &m->h.flags);
@@ -320,16 +337,18 @@ static __always_inline int pc_map_touch(u64 start, u64 len, u32 prot, u32 call)
  * before any instruction of the range runs. */
 TRACEPOINT_PROBE(syscalls, sys_enter_mprotect)
 {
-	if (!(args->prot & PC_PROT_EXEC))
+	u64 prot = pc_effective_prot(args->prot);
+	if (!(prot & PC_PROT_EXEC))
 		return 0;
-	return pc_map_touch(args->start, args->len, (u32)args->prot, PC_MAP_CALL_MPROTECT);
+	return pc_map_touch(args->start, args->len, (u32)prot, PC_MAP_CALL_MPROTECT);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_pkey_mprotect)
 {
-	if (!(args->prot & PC_PROT_EXEC))
+	u64 prot = pc_effective_prot(args->prot);
+	if (!(prot & PC_PROT_EXEC))
 		return 0;
-	return pc_map_touch(args->start, args->len, (u32)args->prot, PC_MAP_CALL_MPROTECT);
+	return pc_map_touch(args->start, args->len, (u32)prot, PC_MAP_CALL_MPROTECT);
 }
 
 /* mremap of a tracked range would move it where no range says what it maps:

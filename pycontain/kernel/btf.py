@@ -223,6 +223,7 @@ FILE_NEEDED: dict[str, tuple[str, tuple[str, ...]]] = {
     "PC_OFF_FILES_FDT": ("files_struct", ("fdt",)),
     "PC_OFF_FDT_FD": ("fdtable", ("fd",)),
     "PC_OFF_FDT_MAX_FDS": ("fdtable", ("max_fds",)),
+    "PC_OFF_TASK_PERSONALITY": ("task_struct", ("personality",)),   # READ_IMPLIES_EXEC (exec_map.c)
     # a #! script under exec.trusted (ebpf/exec.c, sched_prepare_exec)
     "PC_OFF_BPRM_FILENAME": ("linux_binprm", ("filename",)),
     "PC_OFF_BPRM_INTERP": ("linux_binprm", ("interp",)),

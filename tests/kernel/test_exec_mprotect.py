@@ -4,7 +4,8 @@ The "payload" is a file named xmrig (a denied name) holding six bytes of
 x86-64 code, `mov eax, 42; ret`. The helper maps it without PROT_EXEC, flips
 the range executable by one of several routes (mprotect, pkey_mprotect, in a
 forked child, in another thread, after mremap, a memfd, past the 64 tracked
-mappings), calls it, and writes its
+mappings, and under the READ_IMPLIES_EXEC personality, where a readable
+mapping or mprotect(PROT_READ) is executable), calls it, and writes its
 sentinel only when the call returned 42: the sentinel proves that code from
 the denied file ran. Each route runs bare first (the sentinel is written),
 then as an agent (the sentinel is never written, the kernel's record names
@@ -37,6 +38,7 @@ HELPER_C = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -108,6 +110,16 @@ int main(int argc, char **argv) {
                          : "memory");
         if (r < 0 && r > -4096) exit(4);
         ran((void *)r);
+    } else if (!strcmp(mode, "rie")) {       /* READ_IMPLIES_EXEC: a readable mapping is executable */
+        personality(READ_IMPLIES_EXEC);
+        ran(map_file(path));
+    } else if (!strcmp(mode, "rie-mprotect")) {   /* ... and so is mprotect(PROT_READ) */
+        int fd = open(path, O_RDONLY);
+        void *p = mmap(0, 4096, PROT_NONE, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) exit(4);
+        personality(READ_IMPLIES_EXEC);
+        if (mprotect(p, 4096, PROT_READ)) exit(5);
+        ran(p);
     } else if (!strcmp(mode, "memfd")) {
         void *p = map_memfd(); flip(p, 4096); ran(p);
     } else if (!strcmp(mode, "jit")) {       /* anonymous memory where the file's mapping was */
@@ -122,7 +134,7 @@ int main(int argc, char **argv) {
 }
 """
 
-ROUTES = ["mprotect", "pkey", "fork", "thread", "mremap", "memfd", "many"]
+ROUTES = ["mprotect", "pkey", "fork", "thread", "mremap", "memfd", "many", "rie", "rie-mprotect"]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +175,7 @@ def test_route_runs_bare_and_never_under_pycontain(route, tools, denying, agent,
         assert denied[0].h.rule_id == 1 and denied[0].fd == MAP_CALL_UNTRACKED
     else:
         assert denied[0].h.rule_id == 1 and denied[0].exe.name == b"xmrig"
-    assert denied[0].call == ("mremap" if route == "mremap" else "mprotect")
+    assert denied[0].call == {"mremap": "mremap", "rie": "mmap"}.get(route, "mprotect")
 
 
 @pytest.mark.parametrize("case", [("jit", "xmrig"), ("mprotect", "innocent")])

@@ -144,9 +144,11 @@ def main() -> int:
     fifo = os.path.join(tmp, "go")
     os.mkfifo(fifo)
     bare = [exec_rate() for _ in range(a.rounds)]
-    d = subprocess.Popen([sys.executable, "-m", "pycontain.cli", "daemon", "--allow-no-gpu", "--socket", sock,
-                          "--audit-log", os.path.join(tmp, "audit.jsonl")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own pin dir, released at the end: a daemon's pins outlive it by design
+    env = dict(os.environ, PYCONTAIN_BPFFS=f"/sys/fs/bpf/pycontain-bench-{os.getpid()}")
+    daemon = [sys.executable, "-m", "pycontain.cli", "daemon", "--socket", sock]
+    d = subprocess.Popen([*daemon, "--allow-no-gpu", "--audit-log", os.path.join(tmp, "audit.jsonl")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     rows = []
     try:
         while not os.path.exists(sock):
@@ -168,6 +170,7 @@ def main() -> int:
     finally:
         d.terminate()
         d.wait(30)
+        subprocess.run([*daemon, "--release"], env=env, capture_output=True)
         time.sleep(1.0)
     bare += [exec_rate() for _ in range(a.rounds)]
     shutil.rmtree(tmp, ignore_errors=True)

@@ -313,13 +313,18 @@ def autoload_alongside(bpf: Any, autoload: Any) -> None:
     order) while a second thread loads the cgroup programs: the kernel
     verifies two programs at once (ctypes releases the GIL in libbcc; a load
     only reads the module), instead of the cgroup ones one by one after it,
-    in Controller.start's hook_status (~1 s here). They are attached, as
-    before, when an agent is tracked."""
+    in Controller.start's hook_status (~1 s here). The autoload's thread then
+    takes what is left of the cgroup list (the cgroup programs verify about
+    twice as long as the tracepoint ones). They are attached, as before,
+    when an agent is tracked."""
     from . import cgroup_attach
-    worker = threading.Thread(target=cgroup_attach.preload, args=(bpf,), name="bpf-preload", daemon=True)
+    pending = cgroup_attach.preload_list(bpf)
+    worker = threading.Thread(target=cgroup_attach.preload, args=(bpf, pending), name="bpf-preload",
+                              daemon=True)
     worker.start()
     try:
         autoload()
+        cgroup_attach.preload(bpf, pending)
     finally:
         worker.join()
 

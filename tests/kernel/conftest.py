@@ -185,11 +185,38 @@ def net_agent(net_probes, agent_cgroup):
 
 
 
+PIN_PREFIX = "/sys/fs/bpf/pctest-"
+
+
+def pin_root_for(tag: str = "run") -> str:
+    """A bpffs dir for the pins of daemons this test run starts: named by
+    this pytest's pid, so a later run can tell it from a live run's."""
+    return f"{PIN_PREFIX}{os.getpid()}-{tag}"
+
+
+def _release_stale_pins() -> None:
+    """Pins are meant to outlive their daemon (enforcement survives a
+    SIGKILL), so a test run that was killed leaves its daemons' programs
+    enforcing: its birth globs would make the next run's test cgroups
+    agents of a dead controller. Release those of runs no longer alive."""
+    from pycontain.kernel.pins import release_all
+    parent = os.path.dirname(PIN_PREFIX)
+    for name in os.listdir(parent) if os.path.isdir(parent) else ():
+        if not name.startswith(os.path.basename(PIN_PREFIX)):
+            continue
+        pid = name.removeprefix(os.path.basename(PIN_PREFIX)).split("-")[0]
+        if not (pid.isdigit() and os.path.exists(f"/proc/{pid}")):
+            release_all(os.path.join(parent, name))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _own_pin_root():
     """Daemons started by tests pin into a bpffs dir of this run (never the
-    node's /sys/fs/bpf/pycontain), released at the end."""
-    root = f"/sys/fs/bpf/pctest-run-{os.getpid()}"
+    node's /sys/fs/bpf/pycontain), released at the end; pins left by runs
+    that were killed are released first."""
+    if os.geteuid() == 0:
+        _release_stale_pins()
+    root = pin_root_for()
     old = os.environ.get("PYCONTAIN_BPFFS")
     os.environ["PYCONTAIN_BPFFS"] = root
     yield root

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import pin_root_for
 
 from tests.kernel.test_daemon import PYCONTAIN, agent_dir, cgroup2_root, wait_for  # noqa: F401 (fixture)
 
@@ -83,7 +84,7 @@ def test_sigkilled_daemon_leaves_enforcement_and_restart_takes_over(privileged, 
     miner = tmp_path / "pcminer"
     shutil.copy(shutil.which("touch"), miner)
     sentinel, log = tmp_path / "mined", tmp_path / "loop.log"
-    pin_root = f"/sys/fs/bpf/pctest-{uuid.uuid4().hex[:8]}"
+    pin_root = pin_root_for(uuid.uuid4().hex[:8])
     env = dict(os.environ, PYCONTAIN_BPFFS=pin_root)
     rel = os.path.relpath(agent_dir, cgroup2_root())
     pol, sock = tmp_path / "policy.yaml", tmp_path / "pc.sock"

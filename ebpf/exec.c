@@ -143,10 +143,20 @@ static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key
  * from /proc and kills or continues them (app/loss.py).
  * Relies on: bpf_send_signal acting on the current task before it returns
  * to user space (as for SIGKILL in pc_deny_verdict_kill). */
+/* The record up to the last argv byte kept (args is its last member). */
+static __always_inline u64 pc_exec_size(const struct pc_exec *e)
+{
+	u64 n = e->args_len;
+	if (n > PC_ARGS_LEN)
+		n = PC_ARGS_LEN;
+	return __builtin_offsetof(struct pc_exec, args) + n;
+}
+
 static __always_inline void pc_exec_output(struct pc_config *cfg, struct pc_exec *e, u32 agent)
 {
-	long err = agent ? pc_verdicts.ringbuf_output(e, sizeof(*e), pc_wake_flags(&e->h))
-			 : pc_events.ringbuf_output(e, sizeof(*e), pc_wake_flags(&e->h));
+	u64 size = pc_exec_size(e);
+	long err = agent ? pc_verdicts.ringbuf_output(e, size, pc_wake_flags(&e->h))
+			 : pc_events.ringbuf_output(e, size, pc_wake_flags(&e->h));
 	if (!err)
 		return;
 	pc_count_agent_lost(agent);

@@ -115,14 +115,17 @@ struct pc_exe {
 #define PC_RULE_FILELESS 0xFFFE
 #define PC_RULE_UNTRUSTED 0xFFFD
 
+/* Queued only up to the args used (pc_exec_size): argv last, so a routine
+ * exec takes ~0.7 KB of the ring instead of 1.7 KB, and a burst of agent
+ * execs fits 2.4 times as many records (issue 14: "keep exec records lean"). */
 struct pc_exec {
 	struct pc_header h;
 	u32 argc;              /* real argc, may exceed what was kept */
 	u16 filename_len;
 	u16 args_len;          /* bytes used in args */
-	char filename[PC_FILENAME_LEN];
-	char args[PC_ARGS_LEN];
 	struct pc_exe exe;     /* issue 11: mm->exe_file, the ELF that runs (interpreter of a #! script) */
+	char filename[PC_FILENAME_LEN];
+	char args[PC_ARGS_LEN];  /* last: only args_len bytes of it are queued */
 };
 
 /* issue 11: mmap(PROT_EXEC) of a file by an agent (how ld.so runs a program) */

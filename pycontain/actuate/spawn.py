@@ -19,6 +19,7 @@ import functools
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +46,20 @@ def usable_for(popen: dict) -> bool:
     return native_available() and not PYTHON_ONLY & popen.keys()
 
 
-@functools.lru_cache(maxsize=8)
+_FILTER_LOCK = threading.Lock()
+
+
 def seccomp_bpf(priv: Privileges) -> bytes | None:
     """The policy's seccomp filter as BPF instructions (libseccomp builds and
-    exports it once; the child loads the bytes with prctl)."""
+    exports it once; the child loads the bytes with prctl). Under a lock: a
+    rollout worker's 32 threads starting agents at once would otherwise all
+    miss the cache and build it 32 times over."""
+    with _FILTER_LOCK:
+        return _seccomp_bpf(priv)
+
+
+@functools.lru_cache(maxsize=8)
+def _seccomp_bpf(priv: Privileges) -> bytes | None:
     filt = build_filter(priv)
     if filt is None:
         return None

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..actuate.cgroups import AgentCgroup, CreatePlan, detect_layout, make_home
+from ..actuate.cgroups import AgentCgroup, CreatePlan, detect_layout, make_home, remove_home
 from ..core.errors import PycontainError, UsageError
 from ..core.labels import clean_labels
 from .runner import check_name
@@ -54,6 +54,7 @@ class AgentStarter:
         self.started: dict[str, _Started] = {}
         self._names = threading.Lock()
         self._plan: CreatePlan | None = None     # where started agents go (prepare)
+        self._home = ""                           # the name of their home dirs
 
     def prepare(self, probes, home: str) -> str | None:
         """Once, before serving: make the dir `home` (under the cgroup parent,
@@ -65,7 +66,8 @@ class AgentStarter:
         base = self.parent or layout.own_v2()
         try:
             path = make_home(base, home, layout)
-            self._plan = AgentCgroup.plan(path, layout)
+            self._plan = AgentCgroup.plan(path, layout, v1_home=home)
+            self._home = home
         except (OSError, PycontainError) as e:
             return f"started agents go directly under {base} ({e})"
         try:
@@ -158,10 +160,7 @@ class AgentStarter:
         for name in list(self.started):
             self._forget(name)
         if self._plan is not None:
-            try:
-                os.rmdir(self._plan.base)    # empty now; busy (an agent left over): kept, still attached
-            except OSError:
-                pass
+            remove_home(self._plan, self._home)   # empty now; busy (an agent left over): kept, still attached
 
 
 def home_name(socket_path: str, default_socket: str) -> str:

@@ -68,6 +68,9 @@ log = logging.getLogger("pycontain")
 
 SAMPLE_INTERVAL_S = 1.0
 _CONNECTION_KINDS = ("connect", "send")
+# 4 MB (run: 1 MB): 128 agents released into exec loops at once overran 1 MB
+# (scripts/bench_scale.py, records lost), an exec record being ~0.7 KB
+NODE_VERDICT_PAGES = 1024
 HOLD_TIMEOUT_S = 2.0      # a held exec nobody decided on by then is killed (lost record: fail closed)
 
 
@@ -136,8 +139,10 @@ class Controller:
         worker = threading.Thread(target=side_work, name="start-side", daemon=True)
         worker.start()
         self.progress("compiling and loading the BPF probes")
-        pinned = {"pin_root": self.pin_root} if self.pin_root else {}     # daemon: enforcement outlives it
-        probes: Probes = self.edges.probes(progress=self.progress, trace_all=self.trace_all, **pinned)
+        # the node daemon: enforcement outlives it, and its decision ring takes
+        # the exec bursts of every agent on the node at once
+        node = {"pin_root": self.pin_root, "verdict_pages": NODE_VERDICT_PAGES} if self.pin_root else {}
+        probes: Probes = self.edges.probes(progress=self.progress, trace_all=self.trace_all, **node)
         self.probes = probes
         probes.on_event = self.on_event
         try:

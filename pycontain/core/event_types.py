@@ -125,10 +125,12 @@ class RecordStruct:
     (scripts/bench_records.py); tests/unit/test_layout.py checks each against
     its ctypes mirror."""
 
-    def __init__(self, cstruct: builtins.type[C.Structure], tail: str):
+    def __init__(self, cstruct: builtins.type[C.Structure], tail: str, size: int | None = None):
         self.cstruct = cstruct
         self.struct = struct.Struct(HEADER_FORMAT + tail)
-        self.size = C.sizeof(cstruct)      # the kernel's record, trailing padding included
+        # the kernel's record, trailing padding included; `size`: the least
+        # the kernel queues of a record whose last member is cut (pc_exec)
+        self.size = C.sizeof(cstruct) if size is None else size
 
     def unpack(self, data: bytes) -> tuple[Any, ...]:
         if len(data) < self.size:
@@ -169,8 +171,9 @@ _EXIT = RecordStruct(CExit, "i")
 _NET = RecordStruct(CNet, "BBHHH16s16s")
 _SOCKET = RecordStruct(CSocket, "III")
 _TCP_STATE = RecordStruct(CTcpState, "BBBBHH16s16s")
-_EXEC_HEAD = RecordStruct(CExec, f"IHH{FILENAME_LEN}s")
 _EXE = struct.Struct(f"<QQqIIII{EXE_NAME_LEN}s")     # struct pc_exe
+# up to the filename: argv follows, args_len bytes of it (pc_exec_size)
+_EXEC_HEAD = RecordStruct(CExec, f"IHH{_EXE.size}x{FILENAME_LEN}s", size=CExec.args.offset)
 RECORD_STRUCTS = {"pc_fork": _FORK, "pc_exit": _EXIT, "pc_net": _NET, "pc_socket": _SOCKET,
                   "pc_tcp_state": _TCP_STATE, "pc_exec": _EXEC_HEAD}
 

@@ -147,8 +147,8 @@ class CExe(C.Structure):
 class CExec(C.Structure):
     _fields_ = [
         ("h", CHeader), ("argc", C.c_uint32), ("filename_len", C.c_uint16),
-        ("args_len", C.c_uint16), ("filename", C.c_char * FILENAME_LEN),
-        ("args", C.c_char * ARGS_LEN), ("exe", CExe),
+        ("args_len", C.c_uint16), ("exe", CExe), ("filename", C.c_char * FILENAME_LEN),
+        ("args", C.c_char * ARGS_LEN),      # last: the kernel queues only args_len bytes of it
     ]
 
 

@@ -157,7 +157,7 @@ def test_prepare_attaches_once_at_the_home_and_starts_go_there(monkeypatch, star
     monkeypatch.setattr(agent_api, "detect_layout", lambda: type("L", (), {"own_v2": lambda self: "/cg/own"})())
     monkeypatch.setattr(agent_api, "make_home", lambda base, name, layout: made.append(f"{base}/{name}")
                         or f"{base}/{name}")
-    monkeypatch.setattr(Cg, "plan", classmethod(lambda cls, parent, layout: planned.append(parent)
+    monkeypatch.setattr(Cg, "plan", classmethod(lambda cls, parent, layout, v1_home: planned.append(parent)
                                                 or ("plan", parent)), raising=False)
     probes = type("P", (), {"attach_at_ancestor": lambda self, p: attached.append(p)})()
     assert starter.prepare(probes, "pycontain-agents") is None

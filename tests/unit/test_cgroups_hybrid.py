@@ -9,7 +9,7 @@ import os
 import pytest
 from test_cgroups_fakefs import hybrid  # noqa: F401  (fixture)
 
-from pycontain.actuate.cgroups import AgentCgroup, detect_layout
+from pycontain.actuate.cgroups import AgentCgroup, detect_layout, make_home, remove_home
 from pycontain.actuate.cgroups.layout import parse_proc_cgroup
 from pycontain.core.errors import EnvironmentProblem
 
@@ -33,7 +33,8 @@ def test_create_nests_in_every_hierarchy(hybrid):
     assert cg.v1_paths["cpu"] == cg.v1_paths["cpuacct"] == str(hybrid.v1["cpu"] / leaf)
     files = cg.procs_files()
     assert files[-1] == cg.v2_path + "/cgroup.procs"         # v2 last: it makes the task an agent's
-    assert len(files) == len(set(files)) == 5                 # v2 + cpu,cpuacct + memory + pids + freezer
+    assert len(files) == len(set(files)) == 4                 # v2 + cpu,cpuacct + memory + pids
+    assert "freezer" not in cg.v1_paths                       # cgroup2's cgroup.freeze serves
     assert all(os.path.exists(f) for f in files)
 
 
@@ -75,7 +76,12 @@ def test_throttle_and_sample_on_v1(hybrid):
 
 
 def test_v1_freezer_when_cgroup2_has_no_freeze(hybrid):
-    cg = AgentCgroup.create("bot", layout=hybrid.layout())
+    """An adopted cgroup whose processes sit in a v1 freezer cgroup of their own."""
+    made = AgentCgroup.create("bot", layout=hybrid.layout())
+    freezer = str(hybrid.v1["freezer"] / os.path.basename(made.v2_path))
+    os.makedirs(freezer)
+    open(freezer + "/freezer.state", "w").close()
+    cg = AgentCgroup(made.name, made.v2_path, {**made.v1_paths, "freezer": freezer}, kind="hybrid")
     os.unlink(cg.v2_path + "/cgroup.freeze")          # kernel < 5.2
     open(cg.v1_paths["freezer"] + "/freezer.state", "w").write("FROZEN\n")  # the fake freezes at once
     cg.freeze()
@@ -94,6 +100,26 @@ def test_pids_union_and_remove_all_dirs(hybrid):
     assert not os.path.exists(cg.v2_path)
     assert not any(os.path.exists(p) for p in cg.v1_paths.values())
     assert (hybrid.v1["memory"] / "process_api/abc").is_dir()   # pycontain's own cgroup stays
+
+
+def test_daemon_home_groups_its_agents_in_each_budget_hierarchy(hybrid):
+    """The daemon's started agents share one v1 group per budget hierarchy
+    (one CPU peer of the daemon, not one each), under pycontain's own v1
+    cgroups, so never outside the memory cgroup it was given."""
+    lay = hybrid.layout()
+    home = make_home(lay.own_v2(), "pycontain-agents", lay)
+    plan = AgentCgroup.plan(home, lay, v1_home="pycontain-agents")
+    cg = AgentCgroup.create("bot", plan=plan)
+    leaf = os.path.basename(cg.v2_path)
+    assert cg.v2_path == os.path.join(home, leaf)
+    assert cg.v1_paths["memory"] == str(hybrid.v1["memory"] / "process_api/abc/pycontain-agents" / leaf)
+    assert cg.v1_paths["cpu"] == str(hybrid.v1["cpu"] / "pycontain-agents" / leaf)
+    assert not (hybrid.v1["freezer"] / "pycontain-agents").exists()    # not joined: nothing made there
+    cg.remove()
+    remove_home(plan, "pycontain-agents")
+    assert not os.path.exists(home)
+    assert not (hybrid.v1["memory"] / "process_api/abc/pycontain-agents").exists()
+    assert (hybrid.v1["memory"] / "process_api/abc").is_dir()
 
 
 def test_adopt_finds_exclusive_v1_cgroups_only(hybrid, caplog):

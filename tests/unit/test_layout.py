@@ -126,6 +126,19 @@ def test_decode_exec_keeps_every_argv_entry():
     assert e.argv == (b"sh", b"-c", b"echo hi") and e.filename == b"/bin/x" and e.h.pid == 42
 
 
+def test_an_exec_record_cut_after_its_argv_decodes_whole():
+    """The kernel queues an exec record only up to its last argv byte
+    (pc_exec_size in ebpf/exec.c): the cut record decodes as the whole one."""
+    argv = [b"sh", b"-c", b"echo hi"]
+    full = _exec_record(argv)
+    used = len(b"\0".join(argv)) + 1
+    cut = et.decode(full[: ev.CExec.args.offset + used])
+    assert cut == et.decode(full)
+    assert cut.argv == tuple(argv) and cut.filename == b"/bin/x"
+    with pytest.raises(ev.DecodeError):
+        et.decode(full[: ev.CExec.args.offset - 1])      # the fixed part is never cut
+
+
 @pytest.mark.parametrize("data", [b"", b"\x01", b"\x63" + bytes(200), bytes([ev.EventType.FORK]) + bytes(10)])
 def test_bad_or_short_records_raise_decode_error(data):
     with pytest.raises(ev.DecodeError):
@@ -137,7 +150,9 @@ def test_every_event_type_decodes_at_its_size():
              ev.EventType.CONNECT: ev.CNet, ev.EventType.SEND: ev.CNet, ev.EventType.SOCKET: ev.CSocket,
              ev.EventType.TCP_STATE: ev.CTcpState, ev.EventType.STRATUM: ev.CStratum}
     for t, struct in sizes.items():
-        raw = bytes([t]) + bytes(ctypes.sizeof(struct) - 1)
+        # an exec record is queued up to its last argv byte: no argv, no args bytes
+        size = ev.CExec.args.offset if struct is ev.CExec else ctypes.sizeof(struct)
+        raw = bytes([t]) + bytes(size - 1)
         assert et.decode(raw).h.type == t
         with pytest.raises(ev.DecodeError):
             et.decode(raw[:-1])
@@ -161,10 +176,11 @@ def test_record_struct_reads_the_ctypes_fields(cname):
     (event_types.RecordStruct): every field it reads must sit where the
     ctypes mirror (checked against C above) has it."""
     rs = et.RECORD_STRUCTS[cname]
-    raw = bytes((i * 37 + 11) & 0xFF for i in range(rs.size))   # distinct bytes in every field
+    raw = bytes((i * 37 + 11) & 0xFF for i in range(ctypes.sizeof(rs.cstruct)))   # distinct bytes in every field
     c = rs.cstruct.from_buffer_copy(raw)
     tail = rs.struct.unpack_from(raw)[14:]
-    fields = [name for name, _t in rs.cstruct._fields_ if name != "h"][: len(tail)]
+    skipped = {"exe"} if cname == "pc_exec" else set()     # read apart (_exe_at; test below)
+    fields = [name for name, _t in rs.cstruct._fields_ if name != "h" and name not in skipped][: len(tail)]
     for name, got in zip(fields, tail, strict=True):
         want = getattr(c, name)
         if isinstance(want, ctypes.Array):

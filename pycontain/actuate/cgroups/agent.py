@@ -26,6 +26,14 @@ from .layout import CgroupLayout, detect_layout
 log = logging.getLogger("pycontain.cgroups")
 
 V2_CONTROLLERS = ("cpu", "memory", "pids")
+# The v1 hierarchies an agent pycontain creates joins on a hybrid host: the
+# budgets. A move costs ~0.25 ms of the kernel's cgroup_mutex per hierarchy,
+# the one lock every agent start waits on (32 starts at once: 32 x 6 moves).
+# cpuacct and freezer alone are served by cgroup2's core files, which every
+# kernel pycontain runs on has (it needs >= 5.8; cpu.stat usage_usec and
+# cgroup.freeze exist in any cgroup2 cgroup since 4.15 and 5.2); a controller
+# mounted together with a budget one (cpu,cpuacct) comes along.
+V1_JOINED = frozenset({"cpu", "memory", "pids"})
 CPU_PERIOD_US = 100_000
 MIN_QUOTA_US = 1_000          # the kernel refuses cfs quotas below 1 ms
 UNLIMITED_V1 = 1 << 62        # v1 reports "no limit" as a huge page-rounded number
@@ -74,10 +82,13 @@ class AgentCgroup:
     # ---- construction ------------------------------------------------------------
 
     @classmethod
-    def plan(cls, parent: str | None = None, layout: CgroupLayout | None = None) -> CreatePlan:
+    def plan(cls, parent: str | None = None, layout: CgroupLayout | None = None, *,
+             v1_home: str | None = None) -> CreatePlan:
         """Where :meth:`create` puts an agent's dirs under `parent` (default:
-        pycontain's own cgroups). The daemon computes it once for the agents it
-        starts instead of reading mountinfo and /proc/self/cgroup per start."""
+        pycontain's own cgroups); on a hybrid host, under the v1 dirs
+        `v1_home` that :func:`make_home` made, where they exist. The daemon
+        computes it once for the agents it starts instead of reading
+        mountinfo and /proc/self/cgroup per start."""
         layout = layout or detect_layout()
         base = os.path.normpath(parent) if parent else layout.own_v2()
         _check_under(base, layout.unified)
@@ -87,7 +98,9 @@ class AgentCgroup:
         v1: list[tuple[tuple[str, ...], str]] = []
         if layout.kind == "hybrid":
             for _mount, ctrls in layout.v1_mounts().items():
-                v1_base = _v1_parent(layout, ctrls[0], base if parent else None)
+                if not V1_JOINED & set(ctrls):
+                    continue
+                v1_base = _v1_parent(layout, ctrls[0], base if parent else None, v1_home)
                 if v1_base is None:
                     for c in ctrls:
                         missing[c] = "pycontain's own v1 cgroup is unknown"
@@ -460,7 +473,40 @@ def make_home(base: str, name: str, layout: CgroupLayout) -> str:
         fs.make_dir(path)
     except FileExistsError:
         pass
+    if layout.kind == "hybrid":
+        _make_v1_homes(name, layout)
     return path
+
+
+def _make_v1_homes(name: str, layout: CgroupLayout) -> None:
+    """On a hybrid host, the same dir in each budget hierarchy, under
+    pycontain's own v1 cgroup (never outside the memory cgroup it was given).
+    Without it every agent would be a sibling of the daemon in the v1 cpu
+    hierarchy, and 32 busy agents would leave the daemon 1/33 of the CPU
+    shares, too little to drain their records; one home group shares the
+    CPU with the daemon as one peer. A dir that cannot be made leaves the
+    agents directly under pycontain's own cgroup, as before."""
+    for _mount, ctrls in layout.v1_mounts().items():
+        own = _own_v1_or_none(layout, ctrls[0]) if V1_JOINED & set(ctrls) else None
+        if own is None:
+            continue
+        try:
+            fs.make_dir(os.path.join(own, name))
+        except FileExistsError:
+            pass
+        except OSError as e:
+            log.warning("agents of this daemon share no v1 %s group: %s", ",".join(ctrls), e.strerror)
+
+
+def remove_home(plan: CreatePlan, name: str) -> None:
+    """Remove the home dirs :func:`make_home` made, where empty (one that still
+    holds an agent stays, with its programs attached)."""
+    for d in [plan.base, *(b for _c, b in plan.v1)]:
+        if os.path.basename(d) == name:
+            try:
+                fs.remove_dir(d)
+            except OSError:
+                pass
 
 
 class _Unavailable(Exception):
@@ -524,14 +570,23 @@ def _enable_v2_controllers(base: str, layout: CgroupLayout) -> dict[str, str]:
     return missing
 
 
-def _v1_parent(layout: CgroupLayout, ctrl: str, v2_parent: str | None) -> str | None:
-    """A configured v2 parent maps to the same relative path in each v1
-    hierarchy when that dir exists; otherwise pycontain's own v1 cgroup."""
+def _v1_parent(layout: CgroupLayout, ctrl: str, v2_parent: str | None, v1_home: str | None = None) -> str | None:
+    """The v1 home made by make_home when it exists; else a configured v2
+    parent maps to the same relative path in each v1 hierarchy when that dir
+    exists; otherwise pycontain's own v1 cgroup."""
+    if v1_home:
+        own = _own_v1_or_none(layout, ctrl)
+        if own and os.path.isdir(os.path.join(own, v1_home)):
+            return os.path.join(own, v1_home)
     if v2_parent:
         rel = os.path.relpath(v2_parent, layout.unified)
         cand = os.path.normpath(os.path.join(layout.v1[ctrl], rel))
         if rel != "." and os.path.isdir(cand):
             return cand
+    return _own_v1_or_none(layout, ctrl)
+
+
+def _own_v1_or_none(layout: CgroupLayout, ctrl: str) -> str | None:
     try:
         return layout.own_v1(ctrl)
     except OSError:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import logging
+import os
 import select
 import socket
 import threading
@@ -85,6 +86,7 @@ class NodeAddrWatch:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self._sock.bind((0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))   # before the first read: no gap
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()      # close() ends the wait at once
         on_change()
         self._thread = threading.Thread(target=self._run, name="node-addrs", daemon=True)
         self._thread.start()
@@ -92,8 +94,8 @@ class NodeAddrWatch:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                ready, _w, _x = select.select([self._sock], [], [], 0.5)
-                if not ready:
+                ready, _w, _x = select.select([self._sock.fileno(), self._wake_r], [], [], 0.5)
+                if self._sock.fileno() not in ready:
                     continue
                 while True:                  # drain the burst; the map is rebuilt whole
                     try:
@@ -108,5 +110,8 @@ class NodeAddrWatch:
 
     def close(self) -> None:
         self._stop.set()
+        os.write(self._wake_w, b"x")
         self._thread.join(2)
         self._sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -133,6 +133,34 @@ def test_client_api_popen_and_contained_block(node_daemon, tmp_path):
     assert {"episode": "3"} in labels and {"episode": "4"} in labels
 
 
+def test_started_agents_share_the_daemons_v1_home_and_join_only_budget_hierarchies(node_daemon):
+    """Hybrid hosts: an agent's v1 cpu, memory and pids cgroups are
+    <the daemon's own v1 cgroup>/<home>/<agent>, so the daemon's agents are
+    one CPU peer of it and stay inside the memory cgroup it was given; a
+    separately mounted cpuacct or freezer is not joined (cgroup2 serves)."""
+    from pycontain import client
+    from pycontain.actuate.cgroups import detect_layout
+    from pycontain.actuate.cgroups.layout import parse_proc_cgroup
+    layout = detect_layout()
+    if layout.kind != "hybrid":
+        pytest.skip("pure cgroup2 host: no v1 hierarchies")
+    sock, _ = node_daemon
+    with open("/proc/self/cgroup") as fh:
+        own = parse_proc_cgroup(fh.read())          # the test's = the daemon's (its child)
+    p = client.Popen(["cat", "/proc/self/cgroup"], socket=str(sock), name="home", stdout=subprocess.PIPE, text=True)
+    out, _ = p.communicate(timeout=10)
+    agent = parse_proc_cgroup(out)
+    leaf = agent[""].rsplit("/", 1)[1]
+    home = agent[""].rsplit("/", 2)[1]
+    assert home.startswith("pycontain-agents") and leaf.startswith("pycontain-home")
+    for ctrl in ("cpu", "memory", "pids"):
+        if ctrl in layout.v1:
+            assert agent[ctrl] == f"{own[ctrl].rstrip('/')}/{home}/{leaf}", (ctrl, agent[ctrl])
+    for ctrl in ("cpuacct", "freezer"):
+        if ctrl in layout.v1 and layout.v1[ctrl] != layout.v1.get("cpu"):
+            assert agent[ctrl] == own[ctrl], (ctrl, agent[ctrl])
+
+
 def test_a_failing_step_in_the_child_leaves_no_half_made_agent(node_daemon, tmp_path, spawn_path, monkeypatch):
     from pycontain import client
     from pycontain.actuate.cgroups.agent import AgentCgroup

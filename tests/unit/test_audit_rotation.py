@@ -21,8 +21,12 @@ def _all_lines(base):
     return out
 
 
-def _writer(log, flush_every=7):
+def _writer(log, flush_every=7, halfway=None):
+    """N lines; with `halfway` (an Event), wait for it after N/2 of them, so a
+    rotation surely falls between lines however the threads are scheduled."""
     for i in range(N):
+        if halfway is not None and i == N // 2:
+            halfway.wait(10)
         log.write({"ts": 0, "agent": "a", "kind": "exec", "pid": 1, "n": i}, flush=i % flush_every == 0)
 
 
@@ -43,7 +47,8 @@ def test_size_rotation_keeps_every_line_exactly_once(tmp_path):
 def test_logrotate_move_then_reopen_loses_nothing(tmp_path):
     base = str(tmp_path / "audit.log")
     log = AuditLog(base)
-    t = threading.Thread(target=_writer, args=(log,))
+    halfway = threading.Event()
+    t = threading.Thread(target=_writer, args=(log,), kwargs={"halfway": halfway})
     t.start()
     moved = 0
     while t.is_alive() and moved < 20:      # logrotate: rename, then SIGUSR1 -> reopen
@@ -51,6 +56,7 @@ def test_logrotate_move_then_reopen_loses_nothing(tmp_path):
             os.replace(base, f"{base}.r{moved}")
             log.reopen()
             moved += 1
+            halfway.set()
     t.join()
     log.close()
     assert moved > 0

@@ -134,15 +134,6 @@ static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key
 	return hit;
 }
 
-/* Queue an exec record: an agent's in pc_verdicts (user-space exec rules
- * judge it), a host one (trace --all) in pc_events, where a host exec flood
- * cannot crowd out agent verdicts. An agent exec whose record cannot be
- * queued is not left running unjudged: in enforce mode the task is stopped
- * (SIGSTOP cannot be caught or ignored) and entered in pc_exec_held; user space
- * sees the agent's loss count move, freezes the agent, judges its processes
- * from /proc and kills or continues them (app/loss.py).
- * Relies on: bpf_send_signal acting on the current task before it returns
- * to user space (as for SIGKILL in pc_deny_verdict_kill). */
 /* The record up to the last argv byte kept (args is its last member). */
 static __always_inline u64 pc_exec_size(const struct pc_exec *e)
 {
@@ -152,6 +143,15 @@ static __always_inline u64 pc_exec_size(const struct pc_exec *e)
 	return __builtin_offsetof(struct pc_exec, args) + n;
 }
 
+/* Queue an exec record: an agent's in pc_verdicts (user-space exec rules
+ * judge it), a host one (trace --all) in pc_events, where a host exec flood
+ * cannot crowd out agent verdicts. An agent exec whose record cannot be
+ * queued is not left running unjudged: in enforce mode the task is stopped
+ * (SIGSTOP cannot be caught or ignored) and entered in pc_exec_held; user space
+ * sees the agent's loss count move, freezes the agent, judges its processes
+ * from /proc and kills or continues them (app/loss.py).
+ * Relies on: bpf_send_signal acting on the current task before it returns
+ * to user space (as for SIGKILL in pc_deny_verdict_kill). */
 static __always_inline void pc_exec_output(struct pc_config *cfg, struct pc_exec *e, u32 agent)
 {
 	u64 size = pc_exec_size(e);

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from pycontain.app.runner import check_name, exit_status, resolve_cmd
+from pycontain.app.run_options import exit_status
+from pycontain.app.runner import check_name, resolve_cmd
 from pycontain.core.errors import CommandNotFound, UsageError
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]

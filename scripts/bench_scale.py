@@ -180,7 +180,14 @@ def main() -> int:
     ap.add_argument("--agents", default="1,8,32,128")
     ap.add_argument("--rounds", type=int, default=3, help="untracked exec loops per N and for bare")
     ap.add_argument("--load", type=float, default=5.0, help="seconds of agent exec loops for records/s")
+    ap.add_argument("--v2-join-only", action="store_true",
+                    help="hybrid hosts: agents join only their cgroup2 dir, one move per start as on a pure-v2 "
+                         "node (an estimate of a v2 node's start latency; the agents keep the client's v1 "
+                         "cgroups, so budgets do not apply: benchmark only)")
     a = ap.parse_args()
+    if a.v2_join_only:
+        from pycontain.actuate.cgroups import AgentCgroup
+        AgentCgroup.procs_files = lambda self: [os.path.join(self.v2_path, "cgroup.procs")]  # type: ignore[method-assign]
     if os.geteuid() != 0:
         print("bench_scale: run as root", file=sys.stderr)
         return 1

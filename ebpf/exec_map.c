@@ -331,24 +331,28 @@ static __always_inline int pc_map_touch(u64 start, u64 len, u32 prot, u32 call)
 	return 0;
 }
 
-/* A tracked range made executable: judged like the exec of its file.
- * Relies on: sys_enter_mprotect firing before the protection changes, and
+/* A tracked range made executable (with `prot` as asked): judged like the
+ * exec of its file. */
+static __always_inline int pc_map_protect(u64 start, u64 len, u64 prot)
+{
+	prot = pc_effective_prot(prot);
+	if (!(prot & PC_PROT_EXEC))
+		return 0;
+	return pc_map_touch(start, len, (u32)prot, PC_MAP_CALL_MPROTECT);
+}
+
+/* Relies on: sys_enter_mprotect firing before the protection changes, and
  * SIGKILL queued here being acted on at the call's return to user space,
  * before any instruction of the range runs. */
 TRACEPOINT_PROBE(syscalls, sys_enter_mprotect)
 {
-	u64 prot = pc_effective_prot(args->prot);
-	if (!(prot & PC_PROT_EXEC))
-		return 0;
-	return pc_map_touch(args->start, args->len, (u32)prot, PC_MAP_CALL_MPROTECT);
+	return pc_map_protect(args->start, args->len, args->prot);
 }
 
+/* Relies on: the same as sys_enter_mprotect. */
 TRACEPOINT_PROBE(syscalls, sys_enter_pkey_mprotect)
 {
-	u64 prot = pc_effective_prot(args->prot);
-	if (!(prot & PC_PROT_EXEC))
-		return 0;
-	return pc_map_touch(args->start, args->len, (u32)prot, PC_MAP_CALL_MPROTECT);
+	return pc_map_protect(args->start, args->len, args->prot);
 }
 
 /* mremap of a tracked range would move it where no range says what it maps:

@@ -49,11 +49,11 @@ def resolve(path: bytes, proc_dev: int, root: bytes = b"") -> tuple[bytes, os.st
     """The real path of an absolute path and the lstat of what it names,
     checking every directory passed on the way (and the root). root: a
     process's /proc/PID/root, so that its mounts are the ones walked."""
-    _agent_proof(b"/", os.lstat(root + b"/"))
+    st = os.lstat(root + b"/")
+    _agent_proof(b"/", st)
     todo = [p for p in path.split(b"/") if p]
     real: list[bytes] = []
     links = 0
-    st = os.lstat(root + b"/")
     while todo:
         name = todo.pop(0)
         if name == b".":

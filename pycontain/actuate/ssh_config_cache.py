@@ -97,7 +97,8 @@ class _Walk:
 
     def _directories(self, path: bytes) -> None:
         """Every directory on the way to path, as named and as resolved:
-        who may search them, and (mtime) which entries they hold."""
+        their identity, owner and mode (who may search them) and ctime (a
+        rename away and back); which entries a glob finds is listed apart."""
         for p in (path, os.path.realpath(path)):
             parts = p.split(b"/")
             for i in range(1, len(parts)):

@@ -97,9 +97,7 @@ class AgentCgroup:
             missing = _enable_v2_controllers(base, layout)
         v1: list[tuple[tuple[str, ...], str]] = []
         if layout.kind == "hybrid":
-            for _mount, ctrls in layout.v1_mounts().items():
-                if not V1_JOINED & set(ctrls):
-                    continue
+            for ctrls in _joined_v1(layout):
                 v1_base = _v1_parent(layout, ctrls[0], base if parent else None, v1_home)
                 if v1_base is None:
                     for c in ctrls:
@@ -486,8 +484,8 @@ def _make_v1_homes(name: str, layout: CgroupLayout) -> None:
     shares, too little to drain their records; one home group shares the
     CPU with the daemon as one peer. A dir that cannot be made leaves the
     agents directly under pycontain's own cgroup, as before."""
-    for _mount, ctrls in layout.v1_mounts().items():
-        own = _own_v1_or_none(layout, ctrls[0]) if V1_JOINED & set(ctrls) else None
+    for ctrls in _joined_v1(layout):
+        own = _own_v1_or_none(layout, ctrls[0])
         if own is None:
             continue
         try:
@@ -584,6 +582,11 @@ def _v1_parent(layout: CgroupLayout, ctrl: str, v2_parent: str | None, v1_home: 
         if rel != "." and os.path.isdir(cand):
             return cand
     return _own_v1_or_none(layout, ctrl)
+
+
+def _joined_v1(layout: CgroupLayout) -> list[list[str]]:
+    """The controllers of each v1 mount an agent joins (V1_JOINED)."""
+    return [ctrls for ctrls in layout.v1_mounts().values() if V1_JOINED & set(ctrls)]
 
 
 def _own_v1_or_none(layout: CgroupLayout, ctrl: str) -> str | None:

@@ -7,7 +7,9 @@ Starts `pycontain daemon` (built-in default policy) on a private socket, then
 for each N starts N agents at once through pycontain.client (one thread per
 agent) and keeps them running. Reports per N: start latency p50 and p99
 (client.Popen call to return: start request, cgroup made and tracked, agent
-forked and exec'd in it), the daemon's RSS with the N agents running
+forked and exec'd in it; with --bursts K the N agents are started K times,
+the previous ones stopped first, and p50/p99 are over all K*N starts: one
+burst's p99 is its slowest start), the daemon's RSS with the N agents running
 (pycontain memory per added agent against N=0), the BPF programs the daemon
 holds (fdinfo of its descriptors) and the node's (`bpftool prog show`;
 scripts/install-test-tools.sh installs bpftool), the untracked exec loop with
@@ -170,6 +172,12 @@ def start_many(n: int, sock: str, argv: list[str]) -> tuple[list[float], list]:
     return lat, procs
 
 
+def stop_all(procs: list) -> None:
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
@@ -180,6 +188,9 @@ def main() -> int:
     ap.add_argument("--agents", default="1,8,32,128")
     ap.add_argument("--rounds", type=int, default=3, help="untracked exec loops per N and for bare")
     ap.add_argument("--load", type=float, default=5.0, help="seconds of agent exec loops for records/s")
+    ap.add_argument("--bursts", type=int, default=1,
+                    help="start the N agents this many times (the previous ones stopped first); "
+                         "p50/p99 over all starts")
     ap.add_argument("--v2-join-only", action="store_true",
                     help="hybrid hosts: agents join only their cgroup2 dir, one move per start as on a pure-v2 "
                          "node (an estimate of a v2 node's start latency; the agents keep the client's v1 "
@@ -209,15 +220,20 @@ def main() -> int:
         rss0, progs0 = rss_kb(d.pid), bpf_progs_of(d.pid)
         print(f"daemon idle: RSS {rss0 / 1024:.1f} MB, {progs0} BPF programs, node-wide {bpf_progs_node()}")
         for n in [int(x) for x in a.agents.split(",")]:
-            lat, procs = start_many(n, sock, ["sh", "-c", AGENT, "agent", fifo, str(a.load)])
+            lat: list[float] = []
+            procs: list = []
+            for burst in range(a.bursts):
+                if procs:               # the earlier burst's agents end first: N at once each time
+                    stop_all(procs)
+                    time.sleep(0.5)
+                more, procs = start_many(n, sock, ["sh", "-c", AGENT, "agent", fifo, str(a.load)])
+                lat += more
             time.sleep(1.0)
             rss, progs, node = rss_kb(d.pid), bpf_progs_of(d.pid), bpf_progs_node()
             untracked, hooks_us = untracked_rounds(d.pid, a.rounds)
             rate, lost = records_per_s(sock, fifo, n, a.load)
             rows.append((n, lat, rss, progs, node, untracked, hooks_us, rate, lost))
-            for p in procs:
-                p.kill()
-                p.wait()
+            stop_all(procs)
             time.sleep(0.5)
     finally:
         d.terminate()

@@ -25,9 +25,14 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 
 from ..core.errors import EnvironmentProblem, PycontainError
+from .api_workers import Workers
 from .state import NodeState
 
 MAX_BODY = 64 * 1024
+API_WORKERS = 4              # threads serving requests (api_workers.py)
+OVERFLOW_S = 0.2             # a request queued this long gets a thread of its own
+ACCEPT_POLL_S = 0.1          # the accept loop's wake-up: rescues run at least this often
+IDLE_S = 10.0                # a connection silent this long is closed (keep-alive holds no worker)
 # routes whose handler takes only the body (app/daemon.py, app/agent_api.py)
 BODY_ROUTES = ("/v1/adopt", "/v1/release", "/v1/start", "/v1/stop")
 _AGENT_ROUTE = re.compile(r"^/v1/agents/([A-Za-z0-9_.:-]{1,64})/(kill|freeze|thaw)$")
@@ -37,15 +42,41 @@ class ApiError(PycontainError):
     exit_code = 1
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class _Server(socketserver.UnixStreamServer):
+    """Requests are served by a few threads (api_workers.py: why not one per
+    connection); the accept loop rescues any that waited too long."""
     allow_reuse_address = True
     request_queue_size = 256     # many agents start at once (rollout workers): default 5 refuses them
+
+    def __init__(self, path: str, handler):
+        super().__init__(path, handler)
+        self.workers = Workers(self._serve_one, API_WORKERS, OVERFLOW_S)
+
+    def process_request(self, request, client_address) -> None:
+        self.workers.submit((request, client_address))
+
+    def service_actions(self) -> None:
+        self.workers.rescue()
+
+    def _serve_one(self, item) -> None:
+        request, client_address = item
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        for request, _addr in self.workers.close():
+            self.shutdown_request(request)
 
 
 def _make_handler(state: NodeState, handlers: dict[str, Callable]):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = IDLE_S
 
         def log_message(self, *args):  # keep the daemon's stderr for its own reports
             pass
@@ -118,7 +149,8 @@ class StateServer:
         finally:
             os.umask(old)
         os.chmod(self.socket_path, 0o600)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="state-api", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(ACCEPT_POLL_S,), name="state-api",
+                                        daemon=True)
         self._thread.start()
 
     def close(self) -> None:

@@ -222,7 +222,7 @@ def main() -> int:
         for n in [int(x) for x in a.agents.split(",")]:
             lat: list[float] = []
             procs: list = []
-            for burst in range(a.bursts):
+            for _burst in range(a.bursts):
                 if procs:               # the earlier burst's agents end first: N at once each time
                     stop_all(procs)
                     time.sleep(0.5)

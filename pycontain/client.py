@@ -10,6 +10,10 @@ allowed to use the socket (root) and to write the agent's cgroup.procs.
     p = client.Popen(["python", "episode.py"], name="rollout", labels={"episode": 17})
     p.wait()
 
+    # a rollout worker's episodes: one request to the daemon for all of them
+    ps = client.popen_many([["python", "episode.py", str(i)] for i in range(32)], name="rollout",
+                           labels=[{"episode": i} for i in range(32)])
+
     # a block: everything started in it is one contained agent; leaving the
     # block ends what is left of it and removes its cgroup
     with client.contained(name="rollout", labels={"episode": 18}) as agent:
@@ -29,7 +33,7 @@ from typing import Any
 
 from .app.agent_client import DaemonAgent
 
-__all__ = ["Agent", "Popen", "contained"]
+__all__ = ["Agent", "Popen", "contained", "popen_many"]
 
 
 class Popen:
@@ -40,8 +44,8 @@ class Popen:
 
     def __init__(self, args: Sequence[str], *, name: str = "agent", labels: dict | None = None,
                  socket: str | None = None, user: str | None = None, _agent: DaemonAgent | None = None,
-                 **popen: Any):
-        self._own = _agent is None
+                 _own: bool | None = None, **popen: Any):
+        self._own = _agent is None if _own is None else _own
         self._agent = _agent or DaemonAgent(socket, name=name, labels=labels)
         self._proc = self._agent.launch(list(args), user=user, finish_on_error=self._own, **popen)
         self.agent = self._agent.name          # the daemon's name for it (name, or name-N)
@@ -90,6 +94,32 @@ class Agent:
         p = self.Popen(args, **popen)
         out, err = p.communicate()
         return subprocess.CompletedProcess(list(args), p.returncode, out, err)
+
+
+def popen_many(argvs: Sequence[Sequence[str]], *, name: str = "agent", labels: dict | Sequence[dict] | None = None,
+               socket: str | None = None, user: str | None = None, **popen: Any) -> list[Popen]:
+    """One Popen per argv, each in an agent of its own, the agents made by one
+    daemon request and launched from this thread (a rollout worker starting
+    its episodes: no request and no thread per episode). labels: one dict
+    for all, or one per argv. All or none: if a launch fails, the processes
+    already started are killed, every agent is ended, and the error raised."""
+    argvs = [list(a) for a in argvs]
+    sets = [dict(x) for x in labels] if isinstance(labels, Sequence) else [dict(labels or {})] * len(argvs)
+    if len(sets) != len(argvs):
+        raise ValueError(f"{len(argvs)} argvs but {len(sets)} label sets")
+    agents = DaemonAgent.start_many(socket, sets, name=name)
+    started: list[Popen] = []
+    try:
+        for argv, agent in zip(argvs, agents, strict=True):
+            started.append(Popen(argv, user=user, _agent=agent, _own=True, **popen))
+    except BaseException:
+        for p in started:
+            p.kill()
+            p.wait()
+        for agent in agents:
+            agent.finish()
+        raise
+    return started
 
 
 @contextmanager

@@ -9,7 +9,8 @@ agent) and keeps them running. Reports per N: start latency p50 and p99
 (client.Popen call to return: start request, cgroup made and tracked, agent
 forked and exec'd in it; with --bursts K the N agents are started K times,
 the previous ones stopped first, and p50/p99 are over all K*N starts: one
-burst's p99 is its slowest start), the daemon's RSS with the N agents running
+burst's p99 is its slowest start; --batch starts them with one
+client.popen_many call and charges every agent the whole call), the daemon's RSS with the N agents running
 (pycontain memory per added agent against N=0), the BPF programs the daemon
 holds (fdinfo of its descriptors) and the node's (`bpftool prog show`;
 scripts/install-test-tools.sh installs bpftool), the untracked exec loop with
@@ -154,6 +155,14 @@ def records_per_s(sock: str, fifo: str, n: int, load_s: float) -> tuple[float, i
     return (e1 - e0) / load_s, l1 - l0
 
 
+def start_batch(n: int, sock: str, argv: list[str]) -> tuple[list[float], list]:
+    """The N agents by one client.popen_many call; every start is charged the
+    whole call (the last agent's start), so p50 = p99 = the call."""
+    t0 = time.perf_counter()
+    procs = client.popen_many([argv] * n, socket=sock, name="scale", labels=[{"episode": i} for i in range(n)])
+    return [time.perf_counter() - t0] * n, procs
+
+
 def start_many(n: int, sock: str, argv: list[str]) -> tuple[list[float], list]:
     lat: list[float] = [0.0] * n
     procs: list = [None] * n
@@ -191,6 +200,9 @@ def main() -> int:
     ap.add_argument("--bursts", type=int, default=1,
                     help="start the N agents this many times (the previous ones stopped first); "
                          "p50/p99 over all starts")
+    ap.add_argument("--batch", action="store_true",
+                    help="start the N agents with one client.popen_many call (one request, launched from one "
+                         "thread) instead of N client.Popen calls from N threads")
     ap.add_argument("--v2-join-only", action="store_true",
                     help="hybrid hosts: agents join only their cgroup2 dir, one move per start as on a pure-v2 "
                          "node (an estimate of a v2 node's start latency; the agents keep the client's v1 "
@@ -226,7 +238,8 @@ def main() -> int:
                 if procs:               # the earlier burst's agents end first: N at once each time
                     stop_all(procs)
                     time.sleep(0.5)
-                more, procs = start_many(n, sock, ["sh", "-c", AGENT, "agent", fifo, str(a.load)])
+                more, procs = (start_batch if a.batch else start_many)(n, sock, ["sh", "-c", AGENT, "agent", fifo,
+                                                                                  str(a.load)])
                 lat += more
             time.sleep(1.0)
             rss, progs, node = rss_kb(d.pid), bpf_progs_of(d.pid), bpf_progs_node()

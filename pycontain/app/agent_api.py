@@ -1,8 +1,12 @@
 """Agents started through the node daemon (issue 14): `pycontain run` and
 pycontain.client ask the daemon over the state API; no per-agent compile.
 
-    POST /v1/start {"name", "labels"} -> {"agent", "cgroup": AgentCgroup.to_dict(), "env"}
-    POST /v1/stop  {"name"}
+    POST /v1/start  {"name", "labels"} -> {"agent", "cgroup": AgentCgroup.to_dict(), "env"}
+    POST /v1/starts {"name", "labels": [labels, ...]} -> {"agents": [start answer, ...]}
+    POST /v1/stop   {"name"}
+
+`/v1/starts` makes one agent per label set in one request (a rollout worker's
+episodes: pycontain.client.popen_many), all or none.
 
 The daemon creates the agent's cgroup, applies the node policy's budgets and
 GPU grant, tracks it with its one program set (kernel rules and hooks apply
@@ -37,6 +41,7 @@ log = logging.getLogger("pycontain.daemon")
 DEFAULT_HOME = "pycontain-agents"
 
 START_DEADLINE_S = 10.0     # from the start answer to the agent's first process
+MAX_BATCH = 128             # agents one /v1/starts request may make
 
 
 @dataclass
@@ -83,7 +88,7 @@ class AgentStarter:
         return AgentCgroup.create(name, parent=self.parent)
 
     def handlers(self) -> dict:
-        return {"start": self.start, "stop": self.stop}
+        return {"start": self.start, "starts": self.start_many, "stop": self.stop}
 
     def _unique(self, name: str) -> str:
         """name, or name-N when an agent of that name runs (32 episodes may all say 'agent')."""
@@ -110,6 +115,22 @@ class AgentStarter:
             self._forget(name)
             raise
         return {"ok": True, "agent": name, "cgroup": cg.to_dict(), "env": self._gpu_env(name)}
+
+    def start_many(self, body: dict) -> dict:
+        """One agent per entry of body["labels"], all or none (a failed start
+        removes those this request made)."""
+        sets = body.get("labels")
+        if not isinstance(sets, list) or not 1 <= len(sets) <= MAX_BATCH:
+            raise UsageError(f"labels must be a list of 1 to {MAX_BATCH} label sets, one per agent")
+        made: list[dict] = []
+        try:
+            for labels in sets:
+                made.append(self.start({"name": body.get("name"), "labels": labels}))
+        except BaseException:
+            for answer in made:
+                self._forget(answer["agent"])
+            raise
+        return {"ok": True, "agents": made}
 
     def _gpu_env(self, name: str) -> dict[str, str]:
         """CUDA_VISIBLE_DEVICES matching the agent's GPU grant (device

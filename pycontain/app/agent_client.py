@@ -57,7 +57,10 @@ class DaemonAgent:
         self._last_seen = time.monotonic()
 
     def start(self) -> AgentCgroup:
-        out = self.client.post("/v1/start", {"name": self.want_name, "labels": self.labels})
+        return self.take(self.client.post("/v1/start", {"name": self.want_name, "labels": self.labels}))
+
+    def take(self, out: dict) -> AgentCgroup:
+        """Adopt the daemon's start answer (one entry of /v1/starts, or /v1/start's)."""
         self.name = str(out["agent"])
         self.cgroup = AgentCgroup.from_dict(out["cgroup"])
         self.env = {str(k): str(v) for k, v in (out.get("env") or {}).items()}
@@ -77,6 +80,18 @@ class DaemonAgent:
                 self.finish()
             raise
         return self.proc
+
+    @classmethod
+    def start_many(cls, path: str | None, labels: list[dict], *, name: str = "agent") -> list[DaemonAgent]:
+        """One agent per label set, made by one request (all or none)."""
+        first = cls(path, name=name)
+        out = first.client.post("/v1/starts", {"name": name, "labels": labels})
+        agents = []
+        for answer, one in zip(out["agents"], labels, strict=True):
+            agent = cls(path, name=name, labels=one)
+            agent.take(answer)
+            agents.append(agent)
+        return agents
 
     def daemon_alive(self) -> bool:
         """False once the daemon has not answered for DAEMON_GRACE_S."""

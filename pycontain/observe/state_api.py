@@ -9,6 +9,7 @@ a running daemon (or `pycontain run --socket`) here. The socket lives in a
     POST /v1/adopt    {"cgroup", "name"}
     POST /v1/release  {"name"}
     POST /v1/start    {"name", "labels"} -> {"agent", "cgroup"}   (app/agent_api.py)
+    POST /v1/starts   {"name", "labels": [...]} -> {"agents": [...]}
     POST /v1/stop     {"name"}
 """
 
@@ -34,7 +35,7 @@ OVERFLOW_S = 0.2             # a request queued this long gets a thread of its o
 ACCEPT_POLL_S = 0.1          # the accept loop's wake-up: rescues run at least this often
 IDLE_S = 10.0                # a connection silent this long is closed (keep-alive holds no worker)
 # routes whose handler takes only the body (app/daemon.py, app/agent_api.py)
-BODY_ROUTES = ("/v1/adopt", "/v1/release", "/v1/start", "/v1/stop")
+BODY_ROUTES = ("/v1/adopt", "/v1/release", "/v1/start", "/v1/starts", "/v1/stop")
 _AGENT_ROUTE = re.compile(r"^/v1/agents/([A-Za-z0-9_.:-]{1,64})/(kill|freeze|thaw)$")
 
 

@@ -133,6 +133,36 @@ def test_client_api_popen_and_contained_block(node_daemon, tmp_path):
     assert {"episode": "3"} in labels and {"episode": "4"} in labels
 
 
+def test_popen_many_contains_each_episode_in_its_own_agent_all_or_none(node_daemon, tmp_path):
+    """One request makes the agents; each process is contained from its first
+    instruction (the miner is killed, its sentinel never written); a launch
+    that fails ends the batch: nothing keeps running, no agent is left."""
+    from pycontain import client
+    from pycontain.core.errors import CommandNotFound
+    from pycontain.observe.state_api import StateClient
+    sock, audit = node_daemon
+    miner = tmp_path / "xmrig"
+    shutil.copy("/bin/sh", miner)
+    sentinel = tmp_path / "s"
+    ps = client.popen_many([["sh", "-c", "grep ^0:: /proc/self/cgroup"]] * 2
+                           + [[str(miner), "-c", MINER.format(sentinel=sentinel)]],
+                           socket=str(sock), name="batch", labels=[{"episode": i} for i in range(3)],
+                           stdout=subprocess.PIPE, text=True)
+    outs = [p.communicate(timeout=10)[0].strip() for p in ps]
+    assert [p.returncode for p in ps[:2]] == [0, 0] and ps[2].returncode == -signal.SIGKILL
+    assert len({outs[0], outs[1]}) == 2 and all("pycontain-batch" in o for o in outs[:2])
+    assert not sentinel.exists()
+    labels = [json.loads(x).get("labels") for x in audit.read_text().splitlines() if '"agent-start"' in x]
+    assert {"episode": "0"} in labels and {"episode": "2"} in labels
+
+    def batch_agents():
+        return [a["name"] for a in StateClient(str(sock)).state()["agents"] if a["name"].startswith("fail")]
+    with pytest.raises(CommandNotFound):
+        client.popen_many([["sleep", "30"], [str(tmp_path / "no-such-program")]], socket=str(sock), name="fail")
+    assert wait_for(lambda: not batch_agents(), 10), batch_agents()
+    assert subprocess.run(["pgrep", "-f", "^sleep 30$"], capture_output=True).returncode == 1
+
+
 def test_started_agents_share_the_daemons_v1_home_and_join_only_budget_hierarchies(node_daemon):
     """Hybrid hosts: an agent's v1 cpu, memory and pids cgroups are
     <the daemon's own v1 cgroup>/<home>/<agent>, so the daemon's agents are

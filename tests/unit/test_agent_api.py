@@ -173,3 +173,23 @@ def test_prepare_failing_keeps_starting_agents(monkeypatch, starter):
     monkeypatch.setattr(agent_api, "make_home", refuse)
     assert "directly under /cg/own" in starter.prepare(None, "pycontain-agents")
     assert starter.start({"name": "agent"})["agent"] == "agent"      # per-start placement, as before
+
+
+def test_start_many_makes_one_agent_per_label_set(starter):
+    out = starter.start_many({"name": "ep", "labels": [{"episode": 1}, {"episode": 2}, {}]})
+    assert [a["agent"] for a in out["agents"]] == ["ep", "ep-2", "ep-3"]
+    assert starter.ctl.labels == {"ep": {"episode": "1"}, "ep-2": {"episode": "2"}, "ep-3": {}}
+
+
+def test_start_many_is_all_or_none(starter):
+    with pytest.raises(UsageError):
+        starter.start_many({"name": "ep", "labels": [{"episode": 1}, {"Bad Name": 2}]})
+    assert not starter.ctl.cgroups and not starter.started
+    assert [c.removed for c in Cg.made[-1:]] == [True]      # the first one was made, then removed
+
+
+@pytest.mark.parametrize("labels", [None, {}, [], [{}] * (agent_api.MAX_BATCH + 1), "ep"])
+def test_start_many_refuses_what_is_not_a_list_of_label_sets(starter, labels):
+    with pytest.raises(UsageError, match="list of 1 to"):
+        starter.start_many({"name": "ep", "labels": labels})
+    assert not starter.started

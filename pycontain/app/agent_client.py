@@ -84,8 +84,7 @@ class DaemonAgent:
     @classmethod
     def start_many(cls, path: str | None, labels: list[dict], *, name: str = "agent") -> list[DaemonAgent]:
         """One agent per label set, made by one request (all or none)."""
-        first = cls(path, name=name)
-        out = first.client.post("/v1/starts", {"name": name, "labels": labels})
+        out = StateClient(socket_path(path)).post("/v1/starts", {"name": name, "labels": labels})
         agents = []
         for answer, one in zip(out["agents"], labels, strict=True):
             agent = cls(path, name=name, labels=one)

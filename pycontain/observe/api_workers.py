@@ -3,11 +3,11 @@
 Hand-written because neither standard class does both jobs:
 
 * ``socketserver.ThreadingMixIn`` starts one thread per connection. When an RL
-  rollout worker starts 32 agents at once, 32 request threads (and the accept
-  loop, which waits in ``Thread.start`` for each new thread to run) contend for
-  the GIL on a 2-vCPU node: ``scripts/bench_scale.py`` measured the 32-start
-  p99 lower with 4 serving threads than with one per connection or a pool of
-  32 (docs/benchmarks.md, "Start path, fifth round").
+  rollout worker starts many agents at once, as many request threads (and the
+  accept loop, which waits in ``Thread.start`` for each new thread to run)
+  contend for the GIL on a 2-vCPU node: with 4 serving threads 128 agents at
+  once started in 0.86x (p99) of the time (``scripts/bench_scale.py``); a pool
+  of 32 threads did not help (docs/benchmarks.md, "Start path, fifth round").
 * ``concurrent.futures.ThreadPoolExecutor`` bounds the threads, but a request
   queued behind workers busy with slow ones (a stop whose leftover processes
   take seconds to die, an idle keep-alive connection) waits for them.

@@ -78,6 +78,7 @@ def _make_handler(state: NodeState, handlers: dict[str, Callable]):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = IDLE_S
+        wbufsize = -1       # buffered: status, headers and body leave in one send (the client wakes once)
 
         def log_message(self, *args):  # keep the daemon's stderr for its own reports
             pass

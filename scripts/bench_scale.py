@@ -10,7 +10,9 @@ agent) and keeps them running. Reports per N: start latency p50 and p99
 forked and exec'd in it; with --bursts K the N agents are started K times,
 the previous ones stopped first, and p50/p99 are over all K*N starts: one
 burst's p99 is its slowest start; --batch starts them with one
-client.popen_many call and charges every agent the whole call), the daemon's RSS with the N agents running
+client.popen_many call and charges every agent the whole call); "stop p99":
+the N killed at once, from the kill to the end of wait(), which has the
+daemon end the agent; the daemon's RSS with the N agents running
 (pycontain memory per added agent against N=0), the BPF programs the daemon
 holds (fdinfo of its descriptors) and the node's (`bpftool prog show`;
 scripts/install-test-tools.sh installs bpftool), the untracked exec loop with
@@ -181,10 +183,23 @@ def start_many(n: int, sock: str, argv: list[str]) -> tuple[list[float], list]:
     return lat, procs
 
 
-def stop_all(procs: list) -> None:
-    for p in procs:
-        p.kill()
-        p.wait()
+def stop_all(procs: list) -> list[float]:
+    """Kill the agents' processes at once, one thread each; per agent the time
+    from the kill to the end of wait() (which tells the daemon to stop the
+    agent: leftovers killed, cgroup removed, untracked)."""
+    lat = [0.0] * len(procs)
+
+    def one(i: int) -> None:
+        t0 = time.perf_counter()
+        procs[i].kill()
+        procs[i].wait()
+        lat[i] = time.perf_counter() - t0
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(procs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -233,10 +248,11 @@ def main() -> int:
         print(f"daemon idle: RSS {rss0 / 1024:.1f} MB, {progs0} BPF programs, node-wide {bpf_progs_node()}")
         for n in [int(x) for x in a.agents.split(",")]:
             lat: list[float] = []
+            stops: list[float] = []
             procs: list = []
             for _burst in range(a.bursts):
                 if procs:               # the earlier burst's agents end first: N at once each time
-                    stop_all(procs)
+                    stops += stop_all(procs)
                     time.sleep(0.5)
                 more, procs = (start_batch if a.batch else start_many)(n, sock, ["sh", "-c", AGENT, "agent", fifo,
                                                                                   str(a.load)])
@@ -245,8 +261,8 @@ def main() -> int:
             rss, progs, node = rss_kb(d.pid), bpf_progs_of(d.pid), bpf_progs_node()
             untracked, hooks_us = untracked_rounds(d.pid, a.rounds)
             rate, lost = records_per_s(sock, fifo, n, a.load)
-            rows.append((n, lat, rss, progs, node, untracked, hooks_us, rate, lost))
-            stop_all(procs)
+            stops += stop_all(procs)
+            rows.append((n, lat, stops, rss, progs, node, untracked, hooks_us, rate, lost))
             time.sleep(0.5)
     finally:
         d.terminate()
@@ -259,13 +275,15 @@ def main() -> int:
     bc = statistics.median(c for _, c in bare)
     print(f"bare untracked exec: {b:.0f}/s, {bc:.0f} us CPU each (median of {len(bare)}; "
           f"{min(r for r, _ in bare):.0f}-{max(r for r, _ in bare):.0f}/s)")
-    print(f"{'agents':>6} {'p50 ms':>8} {'p99 ms':>8} {'daemon RSS MB':>14} {'MB/agent':>9} {'daemon progs':>13} "
+    print(f"{'agents':>6} {'p50 ms':>8} {'p99 ms':>8} {'stop p99':>9} {'daemon RSS MB':>14} {'MB/agent':>9} "
+          f"{'daemon progs':>13} "
           f"{'node progs':>11} {'exec wall':>10} {'exec CPU':>9} {'hooks us':>9} {'hooks x':>8} "
           f"{'records/s':>10} {'lost':>5}")
-    for n, lat, rss, progs, node, untracked, hooks_us, rate, lost in rows:
+    for n, lat, stops, rss, progs, node, untracked, hooks_us, rate, lost in rows:
         u = statistics.median(r for r, _ in untracked)
         uc = statistics.median(c for _, c in untracked)
-        print(f"{n:>6} {pct(lat, .5) * 1e3:>8.1f} {pct(lat, .99) * 1e3:>8.1f} {rss / 1024:>14.1f} "
+        print(f"{n:>6} {pct(lat, .5) * 1e3:>8.1f} {pct(lat, .99) * 1e3:>8.1f} {pct(stops, .99) * 1e3:>9.1f} "
+              f"{rss / 1024:>14.1f} "
               f"{(rss - rss0) / 1024 / n:>9.2f} {progs:>13} {node if node is not None else '-':>11} "
               f"{b / u:>9.3f}x {uc / bc:>8.3f}x {hooks_us:>9.2f} {1 + hooks_us / bc:>7.4f}x "
               f"{rate:>10.0f} {lost:>5}", flush=True)

@@ -119,3 +119,34 @@ def test_closed_probes_stop_enforcing(privileged, tmp_path, monkeypatch):
         p.close()
         cg.remove()
     subprocess.run(["true"], check=True)
+
+
+def test_untrack_forgets_the_agents_live_tasks_only(privileged):
+    """Untracking an agent whose processes still run (a released adoption)
+    drops their task -> agent entries
+    and leaves another agent's alone."""
+    import ctypes
+
+    from pycontain.kernel.loader import Probes
+
+    p = Probes()
+    a, b = AgentCgroup.create("walk-a"), AgentCgroup.create("walk-b")
+    procs = []
+    try:
+        p.load()
+        procs = [launch(["sleep", "30"], a), launch(["sleep", "30"], b)]
+        p.track_cgroup(a.v2_path, 41)
+        p.track_cgroup(b.v2_path, 42)
+        tasks = p.bpf[b"pc_agent_tasks"]
+        assert tasks[ctypes.c_uint32(procs[0].pid)].value == 41
+        assert tasks[ctypes.c_uint32(procs[1].pid)].value == 42
+        p.untrack_cgroup(a.v2_path)
+        assert ctypes.c_uint32(procs[0].pid) not in tasks
+        assert tasks[ctypes.c_uint32(procs[1].pid)].value == 42
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        p.close()
+        a.remove()
+        b.remove()

@@ -123,8 +123,7 @@ def test_closed_probes_stop_enforcing(privileged, tmp_path, monkeypatch):
 
 def test_untrack_forgets_the_agents_live_tasks_only(privileged):
     """Untracking an agent whose processes still run (a released adoption)
-    drops their task -> agent entries
-    and leaves another agent's alone."""
+    drops their task -> agent entries and leaves another agent's alone."""
     import ctypes
 
     from pycontain.kernel.loader import Probes

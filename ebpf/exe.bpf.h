@@ -39,7 +39,7 @@ BPF_ARRAY(pc_exec_patterns, struct pc_pattern, PC_MAX_PATTERNS);  /* source of t
 #define PC_CTL_ARGS_ROOT 1
 #define PC_CTL_BASENAME_COUNT 3
 #define PC_CTL_ARGS_COUNT 5
-#define PC_CTL_HOLD_ARGS_MIN 7  /* hold an argv of at least this many bytes (0: never) */
+#define PC_CTL_HOLD_ARGS_MIN 7  /* hold an argv with an argument of at least this many bytes (0: never) */
 BPF_ARRAY(pc_exec_dfa_ctl, u32, 8);
 BPF_ARRAY(pc_exec_dfa_class, u32, 2 * 256);
 BPF_ARRAY(pc_exec_dfa, u32, 2 * PC_DFA_STATES * PC_DFA_CLASSES);

@@ -103,6 +103,31 @@ static __always_inline void pc_basename_key(struct pc_exec *e, struct pc_name_ke
 	}
 }
 
+/* Whether the argv read has an argument of at least min bytes (between two
+ * NULs). An argument glob matches whole arguments (core/matchers.py), so a
+ * glob with no literal can only match an argument at least its minimum
+ * length. Pure arithmetic per byte and a 0/1 result: a branch on the counts,
+ * or a count live after the loop, would give the verifier a different state
+ * at every byte (see pc_judge_exact). */
+static __always_inline u64 pc_has_arg_of(const char *buf, u32 n, u64 min)
+{
+	u64 run = 0, found = 0;
+#pragma clang loop unroll(disable)
+	for (u32 i = 0; i < PC_ARGS_LEN; i++) {
+		if (i >= n)
+			break;
+		u32 idx = i;
+		/* keep clang from turning the masked index into a bare pointer
+		 * walk, which the verifier cannot bound */
+		asm volatile("" : "+r"(idx));
+		u64 c = (u8)buf[idx & (PC_ARGS_LEN - 1)];
+		asm volatile("" : "+r"(c));     /* and the arithmetic below into branches */
+		run = (run + 1) * ((0 - c) >> 63);      /* a NUL ends the argument */
+		found |= 1 - ((run - min) >> 63);       /* run >= min (both far below 2^63) */
+	}
+	return found;
+}
+
 /* Returns the rule id of the first deny rule the name passed to execve or
  * the argv matches, 0 if none; *hold when a hold pattern matched. */
 static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key *key, u32 *hold)
@@ -126,11 +151,6 @@ static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key
 		if (e->h.flags & PC_F_ARGS_TRUNCATED)
 			*hold = 1;
 	}
-	/* an argument glob with no literal (the Monero wallet glob): held when
-	 * the argv is long enough to contain a match */
-	u32 min = pc_ctl(PC_CTL_HOLD_ARGS_MIN);
-	if (!hit && min && e->args_len >= min)
-		*hold = 1;
 	return hit;
 }
 
@@ -276,6 +296,13 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		return 0;
 	*hold = 0;
 	if (agent) {
+		/* an argument glob with no literal (the Monero wallet glob): held
+		 * when an argument is long enough to match, or the argv was cut (the
+		 * rest is not seen here). Checked here, before the verdict's
+		 * branches: the loop is verified once per state that reaches it. */
+		u32 min = pc_ctl(PC_CTL_HOLD_ARGS_MIN);
+		if (min && ((e->h.flags & PC_F_ARGS_TRUNCATED) || pc_has_arg_of(e->args, e->args_len, min)))
+			*hold = 1;
 		u32 rule = pc_exec_verdict(e, key, hold);
 		u32 file_rule = pc_exec_file_verdict(e, cfg, agent, key, hold);
 		if (!rule)

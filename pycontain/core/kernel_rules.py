@@ -301,7 +301,7 @@ def _compile_holds(t: KernelTables, ex: ExecPolicy, user: list[str], user_args: 
         lit = glob_literal(g, args=True)
         if lit is not None:
             pats.append((lit, PatternWhere.ARGS))
-        else:                   # no literal: held on the argv's length, never judged after the exec
+        else:                   # no literal: held when an argument is that long, never judged after the exec
             n = max(glob_min_len(g), 1)
             t.hold_args_min = min(t.hold_args_min or n, n)
     for lit, where in dict.fromkeys(pats):
@@ -464,6 +464,10 @@ def _text(v: str | bytes | bytearray) -> str:
     return v.decode("utf-8", "surrogateescape") if isinstance(v, (bytes, bytearray)) else str(v)
 
 
+def _arg_bytes(v: str | bytes | bytearray) -> int:
+    return len(v) if isinstance(v, (bytes, bytearray)) else len(str(v).encode("utf-8", "surrogateescape"))
+
+
 def exec_verdict(tables: KernelTables, filename: str | bytes, argv: Sequence[str | bytes] = (),
                  exe_name: str | bytes | None = None) -> int:
     """Python emulation of the kernel's exec matching (ebpf/exec.c): the rule
@@ -540,7 +544,7 @@ def exec_holds(tables: KernelTables, filename: str | bytes, argv: Sequence[str |
     if any(tables.exec_names.get(b) == RULE_HOLD for b in names):
         return True
     blob = "\0".join(_text(a) for a in argv).lower()
-    if tables.hold_args_min and len(blob) + 1 >= tables.hold_args_min:
+    if tables.hold_args_min and (truncated or any(_arg_bytes(a) >= tables.hold_args_min for a in argv)):
         return True
     if truncated and any(w == PatternWhere.ARGS for _p, w, _r in tables.exec_patterns):
         return True

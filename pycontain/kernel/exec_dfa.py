@@ -21,7 +21,7 @@ DFA_CLASSES = 128
 MATCH_SHIFT = 16
 # pc_exec_dfa_ctl slots (PC_CTL_* of ebpf/exec.c): the active bank, then per
 # bank (+ bank) the args root state and the two pattern counts; last, the
-# argv length from which an exec is held (KernelTables.hold_args_min)
+# argument length from which an exec is held (KernelTables.hold_args_min)
 CTL_BANK = 0
 CTL_ARGS_ROOT = 1
 CTL_BASENAME_COUNT = 3

@@ -57,6 +57,8 @@ SENTINEL={out}/padded {inn} {pad} -o stratum+tcp://198.51.100.7:3333
 SENTINEL={out}/wallet {inn} -u 4{"a" * 94}
 # benign: ssh host cmd (held, then released), a compiled C program, #! scripts
 SENTINEL={out}/ssh-cmd {ssh} far.example grep -R foo
+# benign and not held: a long command line of short arguments (no argument can match the wallet glob)
+SENTINEL={out}/long-cmdline {inn} {" ".join(["--seed 12345678"] * 12)}
 printf 'int main(void){{return 0;}}' > {out}/p.c && cc -o {out}/p {out}/p.c && {out}/p && touch {out}/compiled
 printf '#!{sys.executable}\\nopen("{out}/py-script", "w")\\n' > {out}/s.py && chmod +x {out}/s.py && {out}/s.py
 sleep 0.6
@@ -66,7 +68,7 @@ sleep 0.6
 
 
 DENIED = ("tunnel", "padded", "wallet")
-BENIGN = ("ssh-cmd", "compiled", "py-script")
+BENIGN = ("ssh-cmd", "compiled", "py-script", "long-cmdline")
 
 
 def test_held_verdicts_bare_then_under_pycontain(privileged, helpers, tmp_path):
@@ -93,6 +95,8 @@ def test_held_verdicts_bare_then_under_pycontain(privileged, helpers, tmp_path):
     held = [x for x in recs if x.get("kind") == "exec" and x.get("held")]
     assert {os.path.basename(x["filename"]) for x in held} >= {"ssh", "innocent"}
     assert any(x.get("real_path") == str(helpers / "ssh") for x in held)
+    long_cmdline = [x for x in recs if x.get("kind") == "exec" and x.get("argv", [""])[-1] == "12345678"]
+    assert long_cmdline and not any(x.get("held") for x in long_cmdline), long_cmdline
     violations = {x.get("rule") for x in recs if x.get("kind") == "violation"}
     assert any(v.startswith("exec.deny_program_args") for v in violations), violations
     assert any(v.startswith("exec.deny_args") for v in violations), violations

@@ -72,9 +72,11 @@ def test_replay_judges_recorded_file_identity():
                               "exe": {"name": "python3.11"}}) == 0
 
 
-def test_an_argument_glob_without_a_literal_holds_long_argvs():
-    """The Monero wallet glob has no literal for the automaton: an argv long
-    enough to hold a match is held for user space, never judged after the exec."""
+def test_an_argument_glob_without_a_literal_holds_long_arguments():
+    """The Monero wallet glob has no literal for the automaton: an exec with
+    an argument long enough to match it is held for user space, never judged
+    after the exec. Globs match whole arguments, so a long command line of
+    short arguments is not held; a cut argv is (its end is not seen)."""
     from pycontain.core.kernel_rules import glob_min_len
     assert glob_min_len("[48][0-9ab]???*") == 5 and glob_min_len("*x*") == 1 and glob_min_len("a?[bc]") == 3
     t = compile_policy(builtin_policy("default"))
@@ -82,6 +84,11 @@ def test_an_argument_glob_without_a_literal_holds_long_argvs():
     wallet = b"4" + b"a" * 94
     assert exec_holds(t, "/tmp/innocent", [b"innocent", b"-u", wallet])
     assert not exec_holds(t, "/tmp/innocent", [b"innocent", b"-u", b"4abc"])
+    many = [b"python3", b"train.py"] + [b"--seed", b"12345678"] * 20          # 350 bytes, none over 8
+    assert not exec_holds(t, "/usr/bin/python3", many)
+    assert exec_holds(t, "/usr/bin/python3", many, truncated=True)
+    assert exec_holds(t, "/tmp/innocent", ["innocent", "4" + "é" * 47])   # 48 characters, 95 bytes
+    assert not exec_holds(t, "/tmp/innocent", ["innocent", "4" + "a" * 93])  # one byte short
     t = compile_policy(load_policy_text("exec:\n  deny_args: ['[0-9]?']\n"))
     assert t.hold_args_min == 2 and not t.flags & ConfigFlag.EXEC_HOLD_ALL
     assert compile_policy(load_policy_text("exec:\n  deny_args: ['*stratum*']\n")).hold_args_min == 0

@@ -301,7 +301,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		 * rest is not seen here). Checked here, before the verdict's
 		 * branches: the loop is verified once per state that reaches it. */
 		u32 min = pc_ctl(PC_CTL_HOLD_ARGS_MIN);
-		if (min && ((e->h.flags & PC_F_ARGS_TRUNCATED) || pc_has_arg_of(e->args, e->args_len, min)))
+		if (min && ((e->h.flags & PC_F_ARGS_TRUNCATED) ||
+			    (e->args_len > min && pc_has_arg_of(e->args, e->args_len, min))))
 			*hold = 1;
 		u32 rule = pc_exec_verdict(e, key, hold);
 		u32 file_rule = pc_exec_file_verdict(e, cfg, agent, key, hold);

@@ -104,6 +104,8 @@ def popen_many(argvs: Sequence[Sequence[str]], *, name: str = "agent", labels: d
     for all, or one per argv. All or none: if a launch fails, the processes
     already started are killed, every agent is ended, and the error raised."""
     argvs = [list(a) for a in argvs]
+    if not argvs:
+        return []
     sets = [dict(x) for x in labels] if isinstance(labels, Sequence) else [dict(labels or {})] * len(argvs)
     if len(sets) != len(argvs):
         raise ValueError(f"{len(argvs)} argvs but {len(sets)} label sets")

@@ -121,7 +121,8 @@ class AgentStarter:
         removes those this request made)."""
         sets = body.get("labels")
         if not isinstance(sets, list) or not 1 <= len(sets) <= MAX_BATCH:
-            raise UsageError(f"labels must be a list of 1 to {MAX_BATCH} label sets, one per agent")
+            raise UsageError(f"/v1/starts makes 1 to {MAX_BATCH} agents: labels must be a list of that many "
+                             "label sets, one per agent")
         made: list[dict] = []
         try:
             for labels in sets:

@@ -190,6 +190,11 @@ def test_start_many_is_all_or_none(starter):
 
 @pytest.mark.parametrize("labels", [None, {}, [], [{}] * (agent_api.MAX_BATCH + 1), "ep"])
 def test_start_many_refuses_what_is_not_a_list_of_label_sets(starter, labels):
-    with pytest.raises(UsageError, match="list of 1 to"):
+    with pytest.raises(UsageError, match="makes 1 to 128 agents"):
         starter.start_many({"name": "ep", "labels": labels})
     assert not starter.started
+
+
+def test_popen_many_of_nothing_asks_no_daemon():
+    from pycontain import client
+    assert client.popen_many([], socket="/nonexistent/pc.sock") == []

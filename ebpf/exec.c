@@ -144,13 +144,8 @@ static __always_inline u32 pc_exec_verdict(struct pc_exec *e, struct pc_name_key
 	u32 hit = 0;
 	if (pc_ctl(PC_CTL_BASENAME_COUNT + bank))
 		hit = pc_dfa_scan(key->name, PC_NAME_LEN, PC_NAME_LEN, bank, 0, 1, hold);
-	if (!hit && pc_ctl(PC_CTL_ARGS_COUNT + bank)) {
+	if (!hit && pc_ctl(PC_CTL_ARGS_COUNT + bank))
 		hit = pc_dfa_scan(e->args, e->args_len, PC_ARGS_LEN, bank, pc_ctl(PC_CTL_ARGS_ROOT + bank), 0, hold);
-		/* argument rules cannot see past what was read: user space reads
-		 * the whole argv of the held process (or fails closed) */
-		if (e->h.flags & PC_F_ARGS_TRUNCATED)
-			*hold = 1;
-	}
 	return hit;
 }
 
@@ -296,14 +291,19 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 		return 0;
 	*hold = 0;
 	if (agent) {
-		/* an argument glob with no literal (the Monero wallet glob): held
-		 * when an argument is long enough to match, or the argv was cut (the
-		 * rest is not seen here). Checked here, before the verdict's
-		 * branches: the loop is verified once per state that reaches it. */
+		/* Argument rules cannot see past what was read: a cut argv is held
+		 * when there are any (user space reads the whole argv of the held
+		 * process, or fails closed). An argument glob with no literal (the
+		 * Monero wallet glob) also holds an argument long enough to match.
+		 * Checked here, before the verdict's branches: the loop is verified
+		 * once per state that reaches it. */
 		u32 min = pc_ctl(PC_CTL_HOLD_ARGS_MIN);
-		if (min && ((e->h.flags & PC_F_ARGS_TRUNCATED) ||
-			    (e->args_len > min && pc_has_arg_of(e->args, e->args_len, min))))
+		if (e->h.flags & PC_F_ARGS_TRUNCATED) {
+			if (min || pc_ctl(PC_CTL_ARGS_COUNT + (pc_ctl(PC_CTL_BANK) & 1)))
+				*hold = 1;
+		} else if (min && e->args_len > min && pc_has_arg_of(e->args, e->args_len, min)) {
 			*hold = 1;
+		}
 		u32 rule = pc_exec_verdict(e, key, hold);
 		u32 file_rule = pc_exec_file_verdict(e, cfg, agent, key, hold);
 		if (!rule)

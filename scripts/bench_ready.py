@@ -57,10 +57,14 @@ print(json.dumps({"ready": ready, **spent}))
 """
 
 
+def tree_env(tree: str, extra: dict[str, str]) -> dict[str, str]:
+    """The environment that runs `tree`'s code and ebpf/ sources (also bench_run_cli.py)."""
+    return {**os.environ, "PYTHONPATH": tree, "PYCONTAIN_EBPF_DIR": os.path.join(tree, "ebpf"), **extra}
+
+
 def sample(tree: str, env_extra: dict[str, str]) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": tree, "PYCONTAIN_EBPF_DIR": os.path.join(tree, "ebpf"), **env_extra}
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=tree, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", CHILD], env=tree_env(tree, env_extra), cwd=tree,
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -26,11 +26,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tree_env(tree: str, extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": tree, "PYCONTAIN_EBPF_DIR": os.path.join(tree, "ebpf"), **extra}
+from bench_ready import ROOT, tree_env  # scripts/ is on sys.path when a script runs
 
 
 def timed_run(tree: str, env: dict[str, str], args: list[str]) -> float:

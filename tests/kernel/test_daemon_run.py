@@ -143,6 +143,9 @@ def test_popen_many_contains_each_episode_in_its_own_agent_all_or_none(node_daem
     sock, audit = node_daemon
     miner = tmp_path / "xmrig"
     shutil.copy("/bin/sh", miner)
+    bare = tmp_path / "bare"
+    subprocess.run([str(miner), "-c", MINER.format(sentinel=bare)], check=True)
+    assert bare.exists()                             # the miner works without pycontain
     sentinel = tmp_path / "s"
     ps = client.popen_many([["sh", "-c", "grep ^0:: /proc/self/cgroup"]] * 2
                            + [[str(miner), "-c", MINER.format(sentinel=sentinel)]],

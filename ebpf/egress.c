@@ -98,22 +98,6 @@ static __always_inline int pc_ip4_source_routed(struct __sk_buff *skb, u32 hlen)
 	return 0;
 }
 
-/* bpf_skb_load_bytes, read straight from the linear header bytes when they
- * hold the range (no helper call: the headers of a locally sent packet are
- * there), else through the helper. n: a constant. */
-#define PC_SKB_READ(skb, off, to, n)                                                   \
-	({                                                                             \
-		u8 *d_ = (u8 *)(long)(skb)->data;                                      \
-		u8 *e_ = (u8 *)(long)(skb)->data_end;                                  \
-		u32 o_ = (off) & 0xffff;                                               \
-		int r_ = 0;                                                            \
-		if (o_ < 0x1000 && d_ + o_ + (n) <= e_)                                \
-			__builtin_memcpy((to), d_ + o_, (n));                          \
-		else                                                                   \
-			r_ = bpf_skb_load_bytes((skb), o_, (to), (n));                 \
-		r_;                                                                    \
-	})
-
 static __always_inline int pc_pkt_ip4(struct __sk_buff *skb, struct pc_pkt *p)
 {
 	u8 ip[20];
@@ -252,15 +236,21 @@ static __always_inline int pc_ssh_payload(struct __sk_buff *skb, struct pc_confi
 
 /* Issue 12: scan detection on a new TCP flow (a SYN without ACK: connect
  * counted it first; this catches SYNs no connect hook saw) and SSH on the
- * first bytes of a TCP segment. Returns a rule id or 0. */
-static __always_inline u32 pc_egress_detect(struct __sk_buff *skb, struct pc_config *cfg, u32 agent,
+ * first bytes of a TCP segment. Returns a rule id or 0. The agent is looked
+ * up here only for a SYN the scan limits count (*agent 0: not yet looked
+ * up; still 0 after: not an agent's socket, nothing to count). */
+static __always_inline u32 pc_egress_detect(struct __sk_buff *skb, struct pc_config *cfg, u32 *agent, u64 *cgid,
 					    const struct pc_pkt *p, u16 *flags)
 {
 	if (pc_norm_proto(p->proto) != IPPROTO_TCP)
 		return 0;
 	int loop = (*flags & PC_F_LOOPBACK) != 0;
-	if ((p->tcp_flags & 0x12) == 0x02)
-		return pc_scan_judge(cfg, agent, p->family, p->daddr, p->proto, p->dport, loop);
+	if ((p->tcp_flags & 0x12) == 0x02) {
+		if (!(cfg->flags & PC_CFG_SCAN) || loop)
+			return 0;   /* what pc_scan_judge answers before it needs the agent */
+		*agent = pc_agent_of_skb(skb, cfg, cgid);
+		return pc_scan_judge(cfg, *agent, p->family, p->daddr, p->proto, p->dport, loop);
+	}
 	if (!pc_ssh_payload(skb, cfg, p))
 		return 0;
 	*flags |= PC_F_SSH;
@@ -273,6 +263,8 @@ static __always_inline int pc_passive_reply(const struct pc_pkt *p)
 {
 	if (pc_norm_proto(p->proto) != IPPROTO_TCP)
 		return 0;
+	if (!pc_passive_port(p->sport))
+		return 0;   /* no accepted connection has this local port */
 	struct pc_passive_key k = {};
 	k.family = p->family;
 	k.lport = p->sport;
@@ -286,14 +278,14 @@ static __always_inline int pc_passive_reply(const struct pc_pkt *p)
  * A TCP socket's packets all go to the destination its first packet went to
  * (until it is disconnected and connected again), so the address judgement
  * (the agent and pc_passive lookups, pc_net_judge_memo) is made once and
- * kept on the socket (bpf_sk_storage, freed
- * with it) with the rule-table generation it was made under. A later packet
- * to the same destination, port and device class under the same generation
- * is allowed without the lookups. Kept from the PC_VERDICT_KEEP_SEGS-th
- * segment on (a short connection never pays for the storage). Only allowed
- * judgements are kept; a SYN
- * is always judged in full (the scan limits count it), and so is a payload
- * that starts with an SSH banner (network.ssh).
+ * kept on the socket (pc_sk_infos, net.bpf.h) with the rule-table
+ * generation it was made under. A later packet to the same destination,
+ * port and device class under the same generation is allowed without the
+ * lookups. Kept from the PC_VERDICT_KEEP_SEGS-th segment on (a short
+ * connection never pays for creating the storage), or earlier on a socket
+ * that already has one (a bound socket, local.c). Only allowed judgements
+ * are kept; a SYN is always judged in full (the scan limits count it), and
+ * so is a payload that starts with an SSH banner (network.ssh).
  *
  * Invalidation: user space bumps pc_net_gen[0] after every rewrite of the
  * rule tables, the configuration flags and the SSH tries (net_maps.py,
@@ -308,27 +300,11 @@ static __always_inline int pc_passive_reply(const struct pc_pkt *p)
  * reply of an accepted connection (pc_passive: address rules only) is
  * judged in full every time; a hit skips the pc_passive lookup, so the
  * port rules that applied when the flow was first judged keep applying. */
-struct pc_sk_verdict {
-	u64 gen;        /* pc_net_gen[0] the judgement was made under; 0: none */
-	u8 daddr[16];
-	u16 dport;
-	u8 family;
-	u8 via_lo;
-	u32 _pad0;
-};
-BPF_SK_STORAGE(pc_sk_verdicts, struct pc_sk_verdict);
-#define PC_VERDICT_KEEP_SEGS 8   /* segments a TCP socket sends before its verdict is kept */
-
-/* The verdict kept on the packet's socket, or NULL. */
-static __always_inline struct pc_sk_verdict *pc_verdict_of(struct __sk_buff *skb)
-{
-	struct bpf_sock *sk = skb->sk;
-	return sk ? pc_sk_verdicts.sk_storage_get(sk, 0, 0) : 0;
-}
+#define PC_VERDICT_KEEP_SEGS 8   /* segments a TCP socket sends before storage is made for its verdict */
 
 /* 1 when c is an allowed judgement of this very destination made under
  * generation gen. */
-static __always_inline int pc_verdict_hit(const struct pc_sk_verdict *c, const struct pc_pkt *p, int via_lo, u64 gen)
+static __always_inline int pc_verdict_hit(const struct pc_sk_info *c, const struct pc_pkt *p, int via_lo, u64 gen)
 {
 	if (*(volatile u64 *)&c->gen != gen)
 		return 0;
@@ -337,10 +313,8 @@ static __always_inline int pc_verdict_hit(const struct pc_sk_verdict *c, const s
 }
 
 /* Keep an allowed judgement (made under gen) on the packet's socket (c: its
- * storage if it has one). The generation is cleared first and written
- * last: a reader on another CPU meets either a complete entry or a
- * mismatch. */
-static __always_inline void pc_verdict_store(struct __sk_buff *skb, struct pc_sk_verdict *c, const struct pc_pkt *p,
+ * storage if it has one). */
+static __always_inline void pc_verdict_store(struct __sk_buff *skb, struct pc_sk_info *c, const struct pc_pkt *p,
 					     int via_lo, u64 gen)
 {
 	struct bpf_sock *sk = skb->sk;
@@ -353,16 +327,11 @@ static __always_inline void pc_verdict_store(struct __sk_buff *skb, struct pc_sk
 		struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
 		if (!tp || tp->segs_out < PC_VERDICT_KEEP_SEGS)
 			return;
-		c = pc_sk_verdicts.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		c = pc_sk_infos.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!c)
 			return;   /* not a full socket, or no memory: judged in full next time */
 	}
-	*(volatile u64 *)&c->gen = 0;
-	__builtin_memcpy(c->daddr, p->daddr, 16);
-	c->dport = p->dport;
-	c->family = p->family;
-	c->via_lo = (u8)via_lo;
-	*(volatile u64 *)&c->gen = gen;
+	pc_info_keep(c, p->family, p->daddr, p->dport, via_lo, gen);
 }
 
 /* The address verdict of one packet: 1 pass, 0 drop. */
@@ -373,13 +342,14 @@ static __always_inline int pc_egress_policy(struct __sk_buff *skb, struct pc_con
 	int via_lo = skb->ifindex == PC_LOOPBACK_IFINDEX;
 	u64 gen = pc_net_generation();
 	int tcp = !p->routed && pc_norm_proto(p->proto) == IPPROTO_TCP && gen;
-	struct pc_sk_verdict *kept = tcp && !(p->tcp_flags & 0x02) ? pc_verdict_of(skb) : 0;
+	struct pc_sk_info *kept = tcp && !(p->tcp_flags & 0x02) ? pc_info_of_skb(skb) : 0;
 	if (kept && pc_verdict_hit(kept, p, via_lo, gen) && !pc_ssh_payload(skb, cfg, p))
 		return 1;
+	/* the agent is looked up only when a verdict or a count needs it: the
+	 * judgement is the same for every socket under the attached cgroup,
+	 * and an allowed packet of an agent is passed either way */
 	u64 cgid = 0;
-	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);
-	if (!agent)
-		return 1;
+	u32 agent = 0;
 	u32 rule;
 	u16 flags = 0;
 	if (p->routed) {
@@ -390,13 +360,17 @@ static __always_inline int pc_egress_policy(struct __sk_buff *skb, struct pc_con
 		u16 dport = pc_passive_reply(p) ? 0 : p->dport;
 		rule = pc_net_judge_memo(cfg, p->family, p->daddr, p->proto, dport, via_lo, &flags);
 		if (!rule)
-			rule = pc_egress_detect(skb, cfg, agent, p, &flags);
+			rule = pc_egress_detect(skb, cfg, &agent, &cgid, p, &flags);
 		if (!rule) {
 			if (tcp && dport == p->dport && !(p->tcp_flags & 0x02))
 				pc_verdict_store(skb, kept, p, via_lo, gen);
 			return 1;
 		}
 	}
+	if (!agent)
+		agent = pc_agent_of_skb(skb, cfg, &cgid);
+	if (!agent)
+		return 1;   /* a socket under the attached cgroup that is no agent's */
 	u8 verdict = pc_deny_verdict(cfg);
 	pc_pkt_report(skb, agent, cgid, verdict, rule, flags, p);
 	return verdict != PC_DENY;

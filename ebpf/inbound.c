@@ -39,7 +39,7 @@ static __always_inline int pc_in_parse(struct __sk_buff *skb, struct pc_in_pkt *
 	u32 l4off;
 	if (skb->protocol == bpf_htons(0x0800)) {
 		u8 ip[20];
-		if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)) < 0 || ip[9] != IPPROTO_TCP)
+		if (PC_SKB_READ(skb, 0, ip, sizeof(ip)) < 0 || ip[9] != IPPROTO_TCP)
 			return -1;
 		if (((ip[6] & 0x1f) << 8 | ip[7]) != 0)
 			return -1;   /* non-first fragment: no TCP header */
@@ -50,7 +50,7 @@ static __always_inline int pc_in_parse(struct __sk_buff *skb, struct pc_in_pkt *
 		l4off = (ip[0] & 0xf) * 4;
 	} else if (skb->protocol == bpf_htons(0x86DD)) {
 		u8 ip6[40];
-		if (bpf_skb_load_bytes(skb, 0, ip6, sizeof(ip6)) < 0 || ip6[6] != IPPROTO_TCP)
+		if (PC_SKB_READ(skb, 0, ip6, sizeof(ip6)) < 0 || ip6[6] != IPPROTO_TCP)
 			return -1;   /* extension headers before TCP: not a plain SYN */
 		p->family = PC_AF_INET6;
 		__builtin_memcpy(p->saddr, &ip6[8], 16);
@@ -65,7 +65,7 @@ static __always_inline int pc_in_parse(struct __sk_buff *skb, struct pc_in_pkt *
 		return -1;
 	}
 	u8 tcp[14];
-	if (bpf_skb_load_bytes(skb, l4off & 0xff, tcp, sizeof(tcp)) < 0)
+	if (PC_SKB_READ(skb, l4off & 0xff, tcp, sizeof(tcp)) < 0)
 		return -1;
 	p->sport = (u16)tcp[0] << 8 | tcp[1];
 	p->dport = (u16)tcp[2] << 8 | tcp[3];
@@ -103,6 +103,7 @@ static __always_inline void pc_note_passive(const struct pc_in_pkt *p)
 	__builtin_memcpy(k.raddr, p->saddr, 16);
 	u8 one = 1;
 	pc_passive.update(&k, &one);
+	pc_passive_port_add(p->dport);   /* before the reply: TCP answers this SYN after the hook */
 }
 
 /* Relies on: cgroup_skb ingress programs run from sk_filter on the socket

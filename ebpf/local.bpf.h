@@ -25,13 +25,6 @@
 
 #define PC_UNIX_PATH_LEN 108
 
-struct pc_local_key {          /* a bound inet socket: protocol, family, address, port */
-	u8 proto;
-	u8 family;
-	u16 port;                /* host order */
-	u8 addr[16];             /* network order, IPv4 in the first 4 */
-};
-
 struct pc_local_svc_key {      /* a listed local service / resolver */
 	u16 port;
 	u16 _pad0;

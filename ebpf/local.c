@@ -50,16 +50,18 @@ static __always_inline void pc_local_key6(struct pc_local_key *k, struct bpf_soc
 	__builtin_memcpy(&k->addr[12], &a3, 4);
 }
 
-/* socket cookie -> its key in pc_local_bound (the release hook may not read
- * the socket's address). Full: the bind is not recorded as the agent's
- * (its own server is refused to it: fail closed). */
-BPF_HASH(pc_local_bound_by, u64, struct pc_local_key, 16384);
-
+/* The bound key is kept on the socket too (pc_sk_infos: the release hook
+ * may not read the socket's address). No storage, or pc_local_bound full:
+ * the bind is not recorded as the agent's (its own server is refused to it:
+ * fail closed). */
 static __always_inline void pc_local_remember(struct bpf_sock *sk, struct pc_local_key *k, u32 agent)
 {
-	u64 cookie = pc_socket_cookie(sk);
-	if (pc_local_bound_by.update(&cookie, k) == 0)
-		pc_local_bound.update(k, &agent);
+	struct pc_sk_info *i = pc_sk_infos.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!i)
+		return;
+	i->local = *k;
+	if (pc_local_bound.update(k, &agent) == 0)
+		i->bound = 1;
 }
 
 /* Relies on: BPF_CGROUP_INET4_POST_BIND runs in the binding task's context
@@ -90,18 +92,18 @@ int pc_local_post_bind6(struct bpf_sock *sk)
 }
 
 /* Relies on: BPF_CGROUP_INET_SOCK_RELEASE (5.9+) runs in inet_release for
- * every socket of the cgroup; the socket cookie is the one post_bind saw.
+ * every socket of the cgroup, before the socket (and its storage) is freed.
  * A bound key names one live socket (two share it only in a SO_REUSEPORT
- * group, whose other members are then refused to the agent: fail closed). */
+ * group, whose other members are then refused to the agent: fail closed).
+ * A socket that bound nothing has no key: one storage lookup, no map. */
 int pc_local_release(struct bpf_sock *sk)
 {
-	u64 cookie = pc_socket_cookie(sk);
-	struct pc_local_key *k = pc_local_bound_by.lookup(&cookie);
-	if (!k)
+	struct pc_sk_info *i = pc_sk_infos.sk_storage_get(sk, 0, 0);
+	if (!i || !i->bound)
 		return 1;
-	struct pc_local_key copy = *k;
+	struct pc_local_key copy = i->local;
+	i->bound = 0;
 	pc_local_bound.delete(&copy);
-	pc_local_bound_by.delete(&cookie);
 	return 1;
 }
 

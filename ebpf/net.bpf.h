@@ -46,8 +46,60 @@ struct pc_sk_owner {
 	char comm[PC_COMM_LEN];
 };
 
-/* socket cookie -> owner (written at connect/sendmsg, read by stratum.c) */
+struct pc_local_key {          /* a bound inet socket: protocol, family, address, port */
+	u8 proto;
+	u8 family;
+	u16 port;                /* host order */
+	u8 addr[16];             /* network order, IPv4 in the first 4 */
+};
+
+/* socket cookie -> owner (written at connect/sendmsg, read by egress.c and
+ * stratum.c) */
 BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_sk_owners, 16384);
+
+/* What pycontain keeps on an agent socket, in the socket's own
+ * bpf_sk_storage: the kernel frees it with the socket, so closing a socket
+ * deletes no entry and no LRU evicts one. Made only for the sockets that
+ * need it (creating one costs ~1 us, more than an LRU insert: measured,
+ * docs/benchmarks.md): by egress.c for a flow past its first segments (its
+ * verdict) and by local.c's post_bind (the address the agent bound, for its
+ * release hook, which may not read the socket's address).
+ * Relies on: bpf_sk_storage_get (5.2+; cgroup_sock programs 5.10+)
+ * returning NULL for a socket that is not a full one, and at once for a
+ * socket with no storage at all (sk->sk_bpf_storage NULL). */
+struct pc_sk_info {
+	u64 gen;                   /* the kept verdict (egress.c): pc_net_gen it was judged under; 0: none */
+	u8 daddr[16];
+	u16 dport;
+	u8 family;
+	u8 via_lo;
+	u8 bound;                  /* `local` is this socket's key in pc_local_bound (local.c) */
+	u8 _pad0[3];
+	struct pc_local_key local;
+};
+BPF_SK_STORAGE(pc_sk_infos, struct pc_sk_info);
+
+/* What pycontain keeps on the packet's socket, or NULL (none, or skb->sk
+ * not a full socket: a request or timewait socket). */
+static __always_inline struct pc_sk_info *pc_info_of_skb(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	return sk ? pc_sk_infos.sk_storage_get(sk, 0, 0) : 0;
+}
+
+/* Keep an allowed judgement of the destination (made under gen) on the
+ * socket. The generation is cleared first and written last: a reader on
+ * another CPU meets either a complete entry or a mismatch. */
+static __always_inline void pc_info_keep(struct pc_sk_info *c, u8 family, const u8 *daddr16, u16 dport,
+					 int via_lo, u64 gen)
+{
+	*(volatile u64 *)&c->gen = 0;
+	__builtin_memcpy(c->daddr, daddr16, 16);
+	c->dport = dport;
+	c->family = family;
+	c->via_lo = (u8)via_lo;
+	*(volatile u64 *)&c->gen = gen;
+}
 
 /* TCP connections an agent accepted (inbound.c records the SYN that reached
  * its listener): their replies go to the peer's port, an ephemeral one the
@@ -64,6 +116,28 @@ struct pc_passive_key {
 	u8 raddr[16];            /* the peer's address, IPv4 in the first 4 */
 };
 BPF_TABLE("lru_hash", struct pc_passive_key, u8, pc_passive, 16384);
+/* The local ports of those connections, one bit per port (set by
+ * inbound.c, never cleared): egress.c looks pc_passive up only for a packet
+ * whose source port has its bit, so the other packets (an agent's own
+ * connections) pay an indexed load instead of a hash lookup. A bit left set
+ * after its flows ended costs that lookup again, nothing else. */
+BPF_ARRAY(pc_passive_ports, u64, 1024);
+
+static __always_inline void pc_passive_port_add(u16 port)
+{
+	u32 word = port >> 6;
+	u64 bit = 1ULL << (port & 63);
+	u64 *w = pc_passive_ports.lookup(&word);
+	if (w && !(*w & bit))
+		__sync_fetch_and_or(w, bit);
+}
+
+static __always_inline int pc_passive_port(u16 port)
+{
+	u32 word = port >> 6;
+	u64 *w = pc_passive_ports.lookup(&word);
+	return w && (*w & (1ULL << (port & 63)));
+}
 
 /* BCC 0.26 declares this helper as returning u32; the cookie is a u64. */
 static u64 (*pc_socket_cookie)(void *ctx) = (void *)BPF_FUNC_get_socket_cookie;
@@ -99,6 +173,23 @@ static __always_inline void pc_fill_net(struct pc_net *n, u8 family, u8 protocol
 	__builtin_memcpy(n->daddr, daddr16, 16);
 	__builtin_memcpy(n->saddr, saddr16, 16);
 }
+
+/* bpf_skb_load_bytes, read straight from the linear header bytes when they
+ * hold the range (no helper call: the headers of a locally sent packet are
+ * there), else through the helper. n: a constant. cgroup_skb programs only
+ * (egress.c, inbound.c): their data starts at the network header. */
+#define PC_SKB_READ(skb, off, to, n)                                                   \
+	({                                                                             \
+		u8 *d_ = (u8 *)(long)(skb)->data;                                      \
+		u8 *e_ = (u8 *)(long)(skb)->data_end;                                  \
+		u32 o_ = (off) & 0xffff;                                               \
+		int r_ = 0;                                                            \
+		if (o_ < 0x1000 && d_ + o_ + (n) <= e_)                                \
+			__builtin_memcpy((to), d_ + o_, (n));                          \
+		else                                                                   \
+			r_ = bpf_skb_load_bytes((skb), o_, (to), (n));                 \
+		r_;                                                                    \
+	})
 
 /* Relies on: bpf_skb_cgroup_id()/bpf_skb_ancestor_cgroup_id() name the cgroup
  * of the socket that sent the skb (set when the socket was created), valid

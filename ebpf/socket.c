@@ -44,13 +44,14 @@ static __always_inline void pc_socket_emit(u32 agent, u8 verdict, u32 rule, u16 
  * descriptor is installed; returning 0 frees it and socket() fails (EPERM). */
 int pc_sock_create(struct bpf_sock *sk)
 {
+	/* the type first: a field read, where the agent test is a hash lookup */
+	u32 type = sk->type;
+	if (type != PC_SOCK_RAW)
+		return 1;   /* stream/dgram sockets are judged at connect/sendmsg */
 	struct pc_config *cfg = pc_cfg();
 	u32 agent = pc_agent_of_current(cfg);
 	if (!agent || !cfg)
 		return 1;
-	u32 type = sk->type;
-	if (type != PC_SOCK_RAW)
-		return 1;   /* stream/dgram sockets are judged at connect/sendmsg */
 	u8 verdict = PC_ALLOW;
 	u32 rule = 0;
 	if (cfg->flags & PC_CFG_DENY_RAW) {

@@ -29,7 +29,6 @@
 #include "aggregate.bpf.h"   /* issue 14: repeat allowed destinations counted, not sent */
 
 #define PC_TCP_ESTABLISHED 1
-#define PC_TCP_SYN_SENT 2
 #define PC_TCP_CLOSE 7
 
 #define PC_UDP_REPORT_NS (30ULL * 1000000000ULL)  /* re-report an allowed UDP flow after 30 s */
@@ -45,24 +44,6 @@ static __always_inline void pc_owner_of_current(struct pc_sk_owner *o, u32 agent
 	o->uid = (u32)bpf_get_current_uid_gid();
 	o->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(&o->comm, sizeof(o->comm));
-}
-
-/* struct sock address -> owner, for agent TCP sockets from SYN_SENT to CLOSE */
-BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_tcp_socks, 16384);
-/* An upper bound of the entries in pc_tcp_socks: raised before each insert,
- * lowered after each delete that removed one. An entry the LRU evicted or an
- * insert that replaced one leaves it higher than the truth (the lookups it
- * spares then run as before); it is never lower while an entry exists. At 0
- * no socket on the node is tracked and a state change needs no lookup:
- * the tracepoint runs for every TCP socket of every task, and with routine
- * destinations counted in the kernel (aggregate.bpf.h) most agent sockets
- * are not tracked either. */
-BPF_ARRAY(pc_tcp_socks_bound, u64, 1);
-
-static __always_inline u64 *pc_tcp_bound(void)
-{
-	int zero = 0;
-	return pc_tcp_socks_bound.lookup(&zero);
 }
 
 struct pc_udp_key {
@@ -232,7 +213,18 @@ int pc_sendmsg6(struct bpf_sock_addr *ctx)
 	return pc_net6(ctx, PC_EV_SEND);
 }
 
-/* ---- TCP state of agent sockets ------------------------------------------- */
+/* ---- TCP state of agent sockets -------------------------------------------
+ *
+ * A sock_ops program on each agent cgroup, so that only agent sockets pay:
+ * the host-wide sock:inet_sock_set_state tracepoint it replaces ran for
+ * every TCP state change of every task on the node (ten per loopback
+ * connection, both ends). At the connect callback the socket's owner
+ * (recorded by connect4/6 under its cookie a moment before, in the same
+ * call) is copied into the socket's storage and the state callbacks are
+ * turned on for that socket alone; a repeat allowed destination (quiet,
+ * aggregate.bpf.h) is not followed (its connect was counted). Only the
+ * transitions that say something are reported: the connection came up
+ * (ESTABLISHED) or ended (CLOSE). */
 
 struct pc_tcp_args {
 	u8 family;
@@ -244,7 +236,7 @@ struct pc_tcp_args {
 	u8 daddr[16];
 };
 
-static __always_inline void pc_tcp_emit(struct pc_tcp_args *a, struct pc_sk_owner *o)
+static __always_inline void pc_tcp_emit(struct pc_tcp_args *a, const struct pc_sk_owner *o)
 {
 	struct pc_tcp_state *e = PC_RESERVE_FOR(struct pc_tcp_state, o->agent, 0);
 	if (!e)
@@ -263,67 +255,90 @@ static __always_inline void pc_tcp_emit(struct pc_tcp_args *a, struct pc_sk_owne
 	pc_submit(e, &e->h);
 }
 
-/* Relies on: inet_sock_set_state(SYN_SENT) fires from tcp_v4/v6_connect in
- * the connecting task's context (connect() or a TFO sendto), so the agent
- * check is valid there; later transitions may run in softirq and are matched
- * by the socket's address recorded at SYN_SENT. The entry is removed at
- * TCP_CLOSE (the struct sock may be freed and reused afterwards). */
-TRACEPOINT_PROBE(sock, inet_sock_set_state)
+/* The socket's addresses and ports as the records carry them: ports in
+ * host order, addresses in network order (IPv4 in the first 4 bytes). */
+/* A ctx field read as a load at its own offset: without volatile the
+ * compiler merges the IPv4 and IPv6 loads under a branch into one load
+ * through a moved ctx pointer, which the verifier refuses. */
+#define PC_OPS_U32(ops_, field_) (*(volatile u32 *)&(ops_)->field_)
+
+static __always_inline void pc_tcp_addrs(struct bpf_sock_ops *ops, struct pc_tcp_args *a)
 {
-	/* Only the transitions that say something: the connection came up
-	 * (ESTABLISHED) or ended (CLOSE), and SYN_SENT to learn the socket.
-	 * FIN_WAIT and friends would triple the event rate of a connect-heavy
-	 * agent for no added meaning. Filtered before anything is copied: this
-	 * tracepoint runs for every TCP state change of every task on the node. */
-	if (args->protocol != IPPROTO_TCP)
-		return 0;
-	int newstate = args->newstate;
-	if (newstate != PC_TCP_SYN_SENT && newstate != PC_TCP_ESTABLISHED && newstate != PC_TCP_CLOSE)
-		return 0;
-	u64 sk = (u64)args->skaddr;
-	struct pc_sk_owner *o = 0;
-	u64 *bound = pc_tcp_bound();
-	if (!bound)
-		return 0;   /* cannot happen (an array slot) */
-	if (newstate != PC_TCP_SYN_SENT) {
-		if (!*(volatile u64 *)bound)
-			return 0;   /* no socket tracked anywhere */
-		o = pc_tcp_socks.lookup(&sk);
-		if (!o)
-			return 0;   /* not an agent socket we track: nothing to copy */
-	}
-	struct pc_tcp_args a = {};
-	a.family = (u8)args->family;
-	a.oldstate = (u8)args->oldstate;
-	a.newstate = (u8)newstate;
-	a.sport = args->sport;
-	a.dport = args->dport;
-	if (args->family == PC_AF_INET6) {
-		__builtin_memcpy(a.saddr, args->saddr_v6, 16);
-		__builtin_memcpy(a.daddr, args->daddr_v6, 16);
+	u32 family = ops->family;
+	a->family = (u8)family;
+	a->sport = (u16)ops->local_port;                  /* host order */
+	a->dport = (u16)bpf_ntohl(ops->remote_port);      /* network order, in the upper half */
+	if (family == PC_AF_INET6) {
+		u32 s[4] = {PC_OPS_U32(ops, local_ip6[0]), PC_OPS_U32(ops, local_ip6[1]),
+			    PC_OPS_U32(ops, local_ip6[2]), PC_OPS_U32(ops, local_ip6[3])};
+		u32 d[4] = {PC_OPS_U32(ops, remote_ip6[0]), PC_OPS_U32(ops, remote_ip6[1]),
+			    PC_OPS_U32(ops, remote_ip6[2]), PC_OPS_U32(ops, remote_ip6[3])};
+		__builtin_memcpy(a->saddr, s, 16);
+		__builtin_memcpy(a->daddr, d, 16);
 	} else {
-		__builtin_memcpy(a.saddr, args->saddr, 4);
-		__builtin_memcpy(a.daddr, args->daddr, 4);
+		u32 s4 = PC_OPS_U32(ops, local_ip4), d4 = PC_OPS_U32(ops, remote_ip4);
+		__builtin_memcpy(a->saddr, &s4, 4);
+		__builtin_memcpy(a->daddr, &d4, 4);
 	}
-	if (newstate == PC_TCP_SYN_SENT) {
-		struct pc_config *cfg = pc_cfg();
-		u32 agent = pc_agent_of_current(cfg);
-		if (!agent)
-			return 0;
-		struct pc_sk_owner owner = {};
-		if (pc_quiet_tcp(agent, a.family, a.dport, a.daddr))
-			return 0;   /* a repeat allowed flow: its connect was counted */
-		pc_owner_of_current(&owner, agent);
-		/* no event: the CONNECT record already reports the attempt */
-		__sync_fetch_and_add(bound, 1);   /* before the entry: never below the truth */
-		pc_tcp_socks.update(&sk, &owner);
-		return 0;
-	}
+}
+
+/* The connect callback: follow this socket's states unless its destination
+ * is quiet. No owner under the cookie: not a socket connect4/6 allowed for
+ * an agent (or its entry was evicted): not followed, as before. */
+static __always_inline void pc_tcp_follow(struct bpf_sock_ops *ops)
+{
+	u64 cookie = pc_socket_cookie(ops);
+	struct pc_sk_owner *o = pc_sk_owners.lookup(&cookie);
 	if (!o)
-		return 0;
-	struct pc_sk_owner copy = *o;
-	if (newstate == PC_TCP_CLOSE && pc_tcp_socks.delete(&sk) == 0)
-		__sync_fetch_and_add(bound, -1);
+		return;
+	struct pc_tcp_args a = {};
+	pc_tcp_addrs(ops, &a);
+	if (pc_quiet_tcp(o->agent, a.family, a.dport, a.daddr))
+		return;   /* a repeat allowed flow: its connect was counted */
+	struct bpf_sock *sk = ops->sk;
+	if (!sk)
+		return;
+	struct pc_sk_info *i = pc_sk_infos.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!i)
+		return;   /* no memory: its states go unreported (records, not verdicts) */
+	i->owner = *o;
+	bpf_sock_ops_cb_flags_set(ops, ops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* A state change of a followed socket: ESTABLISHED and CLOSE reported. */
+static __always_inline void pc_tcp_changed(struct bpf_sock_ops *ops)
+{
+	u32 newstate = ops->args[1];
+	if (newstate != PC_TCP_ESTABLISHED && newstate != PC_TCP_CLOSE)
+		return;
+	struct bpf_sock *sk = ops->sk;
+	if (!sk)
+		return;
+	struct pc_sk_info *i = pc_sk_infos.sk_storage_get(sk, 0, 0);
+	if (!i || !i->owner.agent)
+		return;
+	struct pc_tcp_args a = {};
+	pc_tcp_addrs(ops, &a);
+	a.oldstate = (u8)ops->args[0];
+	a.newstate = (u8)newstate;
+	struct pc_sk_owner copy = i->owner;
 	pc_tcp_emit(&a, &copy);
-	return 0;
+}
+
+/* Relies on: a BPF_CGROUP_SOCK_OPS program runs for the TCP sockets of its
+ * cgroup and descendants: BPF_SOCK_OPS_TCP_CONNECT_CB from tcp_connect()
+ * in the connecting task (connect() or a TFO sendto), after connect4/6 ran
+ * in the same call and after the socket entered SYN_SENT; with
+ * BPF_SOCK_OPS_STATE_CB_FLAG set on a socket (4.16+),
+ * BPF_SOCK_OPS_STATE_CB from tcp_set_state() on each later transition,
+ * softirq included, with args[0] the old state and args[1] the new one,
+ * while the socket and its storage still exist. */
+int pc_tcp_ops(struct bpf_sock_ops *ops)
+{
+	u32 op = ops->op;
+	if (op == BPF_SOCK_OPS_TCP_CONNECT_CB)
+		pc_tcp_follow(ops);
+	else if (op == BPF_SOCK_OPS_STATE_CB)
+		pc_tcp_changed(ops);
+	return 1;
 }

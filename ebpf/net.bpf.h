@@ -62,12 +62,15 @@ BPF_TABLE("lru_hash", u64, struct pc_sk_owner, pc_sk_owners, 16384);
  * deletes no entry and no LRU evicts one. Made only for the sockets that
  * need it (creating one costs ~1 us, more than an LRU insert: measured,
  * docs/benchmarks.md): by egress.c for a flow past its first segments (its
- * verdict) and by local.c's post_bind (the address the agent bound, for its
- * release hook, which may not read the socket's address).
- * Relies on: bpf_sk_storage_get (5.2+; cgroup_sock programs 5.10+)
+ * verdict), by connect.c's sock_ops program for a TCP socket whose states
+ * it follows (the owner), and by local.c's post_bind (the address the
+ * agent bound, for its release hook, which may not read the socket's
+ * address).
+ * Relies on: bpf_sk_storage_get (5.2+; cgroup_sock and sock_ops programs)
  * returning NULL for a socket that is not a full one, and at once for a
  * socket with no storage at all (sk->sk_bpf_storage NULL). */
 struct pc_sk_info {
+	struct pc_sk_owner owner;  /* a followed TCP socket's owner (connect.c); agent 0: not followed */
 	u64 gen;                   /* the kept verdict (egress.c): pc_net_gen it was judged under; 0: none */
 	u8 daddr[16];
 	u16 dport;

@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 BPF_F_ALLOW_MULTI = 1 << 1
 
 # uapi enum bpf_prog_type / bpf_attach_type values (stable kernel ABI)
-PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_CGROUP_SOCK_ADDR = 8, 9, 18
-ATTACH_INET_INGRESS, ATTACH_INET_EGRESS, ATTACH_INET_SOCK_CREATE = 0, 1, 2
+PROG_CGROUP_SKB, PROG_CGROUP_SOCK, PROG_SOCK_OPS, PROG_CGROUP_SOCK_ADDR = 8, 9, 13, 18
+ATTACH_INET_INGRESS, ATTACH_INET_EGRESS, ATTACH_INET_SOCK_CREATE, ATTACH_SOCK_OPS = 0, 1, 2, 3
 ATTACH_INET4_CONNECT, ATTACH_INET6_CONNECT = 10, 11
 ATTACH_UDP4_SENDMSG, ATTACH_UDP6_SENDMSG = 14, 15
 ATTACH_INET4_POST_BIND, ATTACH_INET6_POST_BIND, ATTACH_INET_SOCK_RELEASE = 12, 13, 34
@@ -55,6 +55,7 @@ PROGRAMS: tuple[CgroupProgram, ...] = (
     CgroupProgram("pc_stratum_egress", "cgroup_skb:egress", PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
     CgroupProgram("pc_net_egress", "cgroup_skb:egress_policy", PROG_CGROUP_SKB, ATTACH_INET_EGRESS),
     CgroupProgram("pc_inbound", "cgroup_skb:ingress", PROG_CGROUP_SKB, ATTACH_INET_INGRESS),   # issue 12
+    CgroupProgram("pc_tcp_ops", "cgroup:sock_ops", PROG_SOCK_OPS, ATTACH_SOCK_OPS),   # TCP states (connect.c)
     # issue 10 part 4 (ebpf/local.c): which local sockets are the agent's own; unix connect/sendmsg
     CgroupProgram("pc_local_post_bind4", "cgroup:post_bind4", PROG_CGROUP_SOCK, ATTACH_INET4_POST_BIND),
     CgroupProgram("pc_local_post_bind6", "cgroup:post_bind6", PROG_CGROUP_SOCK, ATTACH_INET6_POST_BIND),

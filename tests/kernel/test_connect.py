@@ -6,6 +6,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+import pytest
+
 from pycontain.core.events import ConfigFlag, EventType, Flag, Mode, NetEvent, TcpStateEvent, Verdict
 
 # connect to argv[1]:argv[2], send a few bytes, close
@@ -204,10 +206,13 @@ def test_process_outside_the_agent_cgroup_is_untouched(net_agent, testhost):
     assert [e for e in net_agent.events if e.h.pid == outside.pid] == []
 
 
-def test_tcp_state_changes_of_an_agent_connection_are_reported(net_agent, testhost):
+@pytest.mark.parametrize("family", [4, 6])
+def test_tcp_state_changes_of_an_agent_connection_are_reported(net_agent, testhost, family):
+    """Followed by the sock_ops program on the agent cgroup (connect.c)."""
+    peer, host = (testhost.peer_ip4, testhost.host_ip4) if family == 4 else (testhost.peer_ip6, testhost.host_ip6)
     net_agent.tables()
-    web = testhost.tcp_listener(8080)
-    r = net_agent.python(CONNECT_HOLD, testhost.peer_ip4, "8080")
+    web = testhost.tcp_listener(8080, family)
+    r = net_agent.python(CONNECT_HOLD, peer, "8080")
     assert r.out == "ok", r.err
     assert web.wait(contains=b"x")
     states = net_agent.wait_for(lambda e: isinstance(e, TcpStateEvent) and e.h.pid == r.pid
@@ -218,8 +223,8 @@ def test_tcp_state_changes_of_an_agent_connection_are_reported(net_agent, testho
     assert {n for _o, n in seq} == {1, 7}   # only ESTABLISHED and CLOSE are reported
     assert seq[-1][1] == 7
     e = states[0]
-    assert (e.daddr, e.dport, e.h.agent_id) == (testhost.peer_ip4, 8080, net_agent.agent_id)
-    assert e.sport != 0 and e.saddr == testhost.host_ip4
+    assert (e.daddr, e.dport, e.h.agent_id) == (peer, 8080, net_agent.agent_id)
+    assert e.sport != 0 and e.saddr == host
 
 
 def test_policy_reload_removes_stale_entries(net_agent, testhost):

@@ -2,6 +2,7 @@
 """Kernel CPU per agent operation, per BPF program, all hooks loaded (not a test).
 
     sudo /opt/pycontain/venv/bin/python scripts/bench_prog_cost.py [--loop connect|exec] [--n 3000] [--no-quiet]
+        [--untracked]
 
 Loads every hook of this checkout with the default policy (as `run` does),
 tracks one agent cgroup, enables kernel.bpf_stats_enabled and runs an agent
@@ -10,6 +11,8 @@ the loop owns) or `exec` (fork + exec /bin/true). Prints, per program, its
 runs and ns per run from fdinfo (run_time_ns / run_cnt, kernel-measured, so
 the shared VM's noise barely moves it) and its ns per loop iteration, and the
 total: what pycontain's programs add to one agent connect or exec.
+`--untracked` runs the same loop outside the agent cgroup, with the agent
+still tracked: what the host-wide hooks cost every other process on the node.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--no-quiet", action="store_true",
                     help="do not mark the destination routine (every connect reported in full)")
+    ap.add_argument("--untracked", action="store_true",
+                    help="run the loop outside the agent cgroup (host-wide hooks only)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from pycontain.actuate.cgroups import AgentCgroup
@@ -110,7 +115,8 @@ def main() -> int:
         loop.write_text(LOOPS[args.loop])
         extra = [str(listener.getsockname()[1])] if listener else []
         t0 = os.times()
-        proc = subprocess.Popen([sys.executable, str(loop), str(args.n), *extra], preexec_fn=join)
+        proc = subprocess.Popen([sys.executable, str(loop), str(args.n), *extra],
+                                preexec_fn=None if args.untracked else join)
         while proc.poll() is None:      # drain as the controller would: a full ring fails closed
             probes.poll(50)
         if proc.returncode:
@@ -136,7 +142,8 @@ def main() -> int:
             rows.append((per_iter, n, rc - rc0, (rt - rt0) / (rc - rc0)))
     for per_iter, n, runs, per_run in sorted(rows, reverse=True):
         print(f"{n:40s} runs {runs:8d}  ns/run {per_run:8.0f}  ns per {args.loop} {per_iter:8.0f}")
-    print(f"total ns of pycontain programs per agent {args.loop}: {total:.0f}")
+    who = "untracked" if args.untracked else "agent"
+    print(f"total ns of pycontain programs per {who} {args.loop}: {total:.0f}")
     print(f"the agent loop's own CPU per {args.loop}: {loop_cpu_us / args.n:.1f} us (programs run in it included)")
     return 0
 

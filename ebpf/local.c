@@ -95,9 +95,15 @@ int pc_local_post_bind6(struct bpf_sock *sk)
  * every socket of the cgroup, before the socket (and its storage) is freed.
  * A bound key names one live socket (two share it only in a SO_REUSEPORT
  * group, whose other members are then refused to the agent: fail closed).
- * A socket that bound nothing has no key: one storage lookup, no map. */
+ * A socket that bound nothing has no key: one storage lookup, no map.
+ * Its owner record (pc_sk_owners, written at connect/sendmsg) goes too:
+ * left to the LRU, every insert on a node with many agent sockets evicted
+ * one (measured: docs/benchmarks.md). A packet sent after close() (a FIN
+ * retransmitted) then names no owner in a record, as one evicted did. */
 int pc_local_release(struct bpf_sock *sk)
 {
+	u64 cookie = pc_socket_cookie(sk);
+	pc_sk_owners.delete(&cookie);
 	struct pc_sk_info *i = pc_sk_infos.sk_storage_get(sk, 0, 0);
 	if (!i || !i->bound)
 		return 1;

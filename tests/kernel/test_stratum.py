@@ -196,3 +196,42 @@ def test_benign_json_rpc_and_http_pass(net_agent, testhost):
     net_agent.drain(0.3)
     for r in [*runs, split]:
         assert r.out == "ok" and stratum_events(net_agent, r.pid) == []
+
+
+# a connection opened first, then n TCP connections to its own loopback
+# listener, then the mining payload on the first: argv host, port, payload (hex), n
+CHURN_THEN_MINE = r"""
+import struct
+h, p, data, n = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), int(sys.argv[4])
+def f():
+    s = socket.create_connection((h, p), timeout=3)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    own = socket.socket()
+    own.bind(("127.0.0.1", 0))
+    own.listen(4096)
+    for _ in range(n):           # connect + close to its own listener, accepted and closed
+        u = socket.create_connection(own.getsockname())
+        u.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        u.close()
+        own.accept()[0].close()
+    s.sendall(data)
+    time.sleep(0.3)
+    s.close()
+print(outcome(f))
+"""
+OWNER_TABLE = 16384   # pc_sk_owners' entries (net.bpf.h)
+
+
+def test_churned_sockets_do_not_evict_the_owner_of_a_live_one(net_agent, testhost):
+    """The stratum record names the process that owns the mining socket even
+    after the agent opened and closed more sockets than the owner table
+    holds: a closed socket's owner leaves the table at release, so churn
+    cannot push a live socket's out (with the LRU alone it did: the record
+    named pid 0; checked on the code before the change)."""
+    net_agent.tables(flags=ConfigFlag.DETECT_STRATUM)
+    l = testhost.tcp_listener(443)
+    r = net_agent.python(CHURN_THEN_MINE, testhost.peer_ip4, "443", SUBSCRIBE.hex(), str(OWNER_TABLE + 4000))
+    assert r.out == "ok", r.err
+    assert l.wait(accepted=1) and b"mining" not in l.received
+    ev = net_agent.wait_for(lambda e: isinstance(e, StratumEvent) and e.h.agent_id == net_agent.agent_id)
+    assert ev and ev[0].h.pid == r.pid and ev[0].h.comm.startswith(b"python")

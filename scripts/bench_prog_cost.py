@@ -94,11 +94,10 @@ def main() -> int:
     cg = AgentCgroup.create("progcost")
     probes.track_cgroup(cg.v2_path, 7)
     if listener is not None and not args.no_quiet:
-        from pycontain.app.routine import boot_ns, raw_addr
+        from pycontain.app.routine import raw_addr
         from pycontain.kernel.quiet_maps import QuietKey
         port = listener.getsockname()[1]
-        probes.quiet_add(QuietKey(7, socket.AF_INET, socket.IPPROTO_TCP, port, raw_addr(socket.AF_INET, "127.0.0.1")),
-                         boot_ns())
+        probes.quiet_add(QuietKey(7, socket.AF_INET, socket.IPPROTO_TCP, port, raw_addr(socket.AF_INET, "127.0.0.1")))
     progs = {name.decode() if isinstance(name, bytes) else name: f.fd for name, f in probes.bpf.funcs.items()}
 
     def join() -> None:

@@ -162,7 +162,8 @@ class Controller:
             self.engine = Engine(self.policy, resolved, rules=tables.rules)
             self.audit.rule_meta = meta_by_id(self.policy)       # severity and tags in audit records
             self.names = self.engine.names
-            self.routine = RoutineNet(probes, self.names, self._record, self._count_repeats, self.clock.wall)
+            self.routine = RoutineNet(probes, self.names, self._record, self._count_repeats, self.clock.wall,
+                                      self.clock.boot_ns)
             # stuck-kill reports carry the GPU memory still held; cuda-checkpoint locks need it too
             self.actuator = self.edges.actuator(self.cgroups, gpu_memory=gpu_memory_fn(self._nvml()),
                                                 report_retry=self._record_kill_retry)

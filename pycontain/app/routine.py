@@ -10,11 +10,13 @@ instead of sending records (ebpf/aggregate.bpf.h).
 Every ``REPORT_S`` the counters are read: what grew since the last read is
 added to ``events_total{kind="net-repeat"}`` and written to the audit log as
 one ``net-summary`` line per (agent, destination) with the count. A
-destination idle for ``IDLE_S`` is removed, so the next connect to it is
-reported in full again. A policy reload or new DNS answers empty the map
-(``forget``): approval may have changed, so every destination is seen once
-more. Nothing that carries a verdict is ever counted instead of sent: the
-kernel checks the map only for connects its own judgement allowed.
+destination whose count has not grown for ``IDLE_S`` (seen at these reads:
+the kernel keeps no clock per entry, a clock read cost each counted connect
+~100 ns) is removed, so the next connect to it is reported in full again.
+A policy reload or new DNS answers empty the map (``forget``): approval may
+have changed, so every destination is seen once more. Nothing that carries a
+verdict is ever counted instead of sent: the kernel checks the map only for
+connects its own judgement allowed.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def raw_addr(family: int, text: str) -> bytes | None:
 
 
 def boot_ns() -> int:
-    """The clock of bpf_ktime_get_boot_ns (the map's last_ns)."""
+    """CLOCK_BOOTTIME in ns (the clock of bpf_ktime_get_boot_ns)."""
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
@@ -58,13 +60,16 @@ class RoutineNet:
     """The user-space half of the routine-destination counters."""
 
     def __init__(self, probes: Any, names: dict[int, str], write: Callable[[dict], None],
-                 count: Callable[[str, int], None], wall: Callable[[], float]):
+                 count: Callable[[str, int], None], wall: Callable[[], float],
+                 boot_clock: Callable[[], int] = boot_ns):
         self.probes = probes
         self.names = names          # agent id -> name (the controller's map)
         self.write = write          # an audit record
         self.count = count          # (agent name, repeats) into events_total
         self.wall = wall
+        self.boot_clock = boot_clock
         self._known: dict[QuietKey, int] = {}    # key -> count at the last read
+        self._grew: dict[QuietKey, int] = {}     # key -> boot ns of the read that saw it grow (or its entry)
         self._last_report = 0.0
 
     def note(self, ev: NetEvent) -> None:
@@ -75,8 +80,9 @@ class RoutineNet:
         if raw is None:
             return
         key = QuietKey(ev.h.agent_id, ev.family, ev.protocol, ev.dport, raw)
-        if key not in self._known and self.probes.quiet_add(key, boot_ns()):
+        if key not in self._known and self.probes.quiet_add(key):
             self._known[key] = 0
+            self._grew[key] = self.boot_clock()     # idle from now
 
     def forget(self, agent_id: int | None = None) -> None:
         """Report what was counted, then drop every destination (or one agent's)."""
@@ -84,11 +90,15 @@ class RoutineNet:
         if agent_id is None:
             self.probes.quiet_clear()
             self._known.clear()
+            self._grew.clear()
             return
-        gone = [k for k in self._known if k.agent == agent_id]
-        self.probes.quiet_delete(gone)
-        for k in gone:
+        self._drop([k for k in self._known if k.agent == agent_id])
+
+    def _drop(self, keys: list[QuietKey]) -> None:
+        self.probes.quiet_delete(keys)
+        for k in keys:
             del self._known[k]
+            self._grew.pop(k, None)
 
     def due(self, now_mono: float) -> bool:
         return bool(self._known) and now_mono - self._last_report >= REPORT_S
@@ -102,22 +112,21 @@ class RoutineNet:
             self._last_report = now_mono
         if not self._known:
             return
-        now_boot, wall, idle = boot_ns(), self.wall(), []
+        now_boot, wall, idle = self.boot_clock(), self.wall(), []
         for c in self.probes.quiet_read():
             before = self._known.get(c.key)
             if before is None:
                 continue
             self._known[c.key] = c.total
             if c.total > before:
+                self._grew[c.key] = now_boot
                 name = self.names.get(c.key.agent, "host")
                 self.count(name, c.total - before)
                 self.write(_summary(name, c.key, c.total - before, wall))
-            if now_boot - c.last_ns > IDLE_S * 1e9:
+            elif now_boot - self._grew.get(c.key, now_boot) > IDLE_S * 1e9:
                 idle.append(c.key)
         if idle:
-            self.probes.quiet_delete(idle)
-            for k in idle:
-                del self._known[k]
+            self._drop(idle)
 
 
 def _summary(name: str, key: QuietKey, grew: int, wall: float) -> dict:

@@ -731,8 +731,8 @@ class Probes:
 
     # ---- routine destinations (issue 14 part 3, ebpf/aggregate.bpf.h) ------
 
-    def quiet_add(self, key: quiet_maps.QuietKey, now_boot_ns: int) -> bool:
-        return self.bpf is not None and quiet_maps.add(self.bpf, key, now_boot_ns)
+    def quiet_add(self, key: quiet_maps.QuietKey) -> bool:
+        return self.bpf is not None and quiet_maps.add(self.bpf, key)
 
     def quiet_read(self) -> list[quiet_maps.QuietCount]:
         return quiet_maps.read(self.bpf) if self.bpf is not None else []

@@ -1,7 +1,7 @@
 """The routine-destination map of ebpf/aggregate.bpf.h (issue 14 part 3).
 
-``pc_net_quiet``: (agent, family, protocol, dport, daddr) -> (count,
-last_ns). User space inserts a destination after it has seen its first
+``pc_net_quiet``: (agent, family, protocol, dport, daddr) -> count.
+User space inserts a destination after it has seen its first
 allowed record and judged it routine; the kernel then counts repeat
 connects/sends to it instead of sending records. Only this module writes it.
 """
@@ -23,7 +23,6 @@ class QuietKey(NamedTuple):
 class QuietCount(NamedTuple):
     key: QuietKey
     total: int
-    last_ns: int
 
 
 def _table(bpf):
@@ -33,7 +32,7 @@ def _table(bpf):
         return None
 
 
-def add(bpf, key: QuietKey, now_boot_ns: int) -> bool:
+def add(bpf, key: QuietKey) -> bool:
     t = _table(bpf)
     if t is None:
         return False
@@ -41,7 +40,7 @@ def add(bpf, key: QuietKey, now_boot_ns: int) -> bool:
     k.agent, k.family, k.proto, k.dport = key.agent, key.family, key.proto, key.dport
     ctypes.memmove(ctypes.addressof(k.daddr), key.daddr, 16)
     v = t.Leaf()
-    v.count, v.last_ns = 0, now_boot_ns   # idle from now (app/routine.py)
+    v.count = 0
     t[k] = v
     return True
 
@@ -54,7 +53,7 @@ def read(bpf) -> list[QuietCount]:
     t = _table(bpf)
     if t is None:
         return []
-    return [QuietCount(_key(k), int(v.count), int(v.last_ns)) for k, v in t.items()]
+    return [QuietCount(_key(k), int(v.count)) for k, v in t.items()]
 
 
 def delete(bpf, keys: list[QuietKey]) -> None:

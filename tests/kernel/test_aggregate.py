@@ -9,7 +9,7 @@ import socket
 import pytest
 from test_connect import CONNECT, CONNECT_HOLD
 
-from pycontain.app.routine import boot_ns, raw_addr
+from pycontain.app.routine import raw_addr
 from pycontain.core.events import NetEvent, TcpStateEvent, Verdict
 from pycontain.kernel.quiet_maps import QuietKey
 
@@ -37,7 +37,7 @@ def test_repeat_allowed_connects_are_counted_not_reported(quiet, testhost):
     assert first.out == "ok", first.err
     assert quiet.wait_for(lambda e: isinstance(e, TcpStateEvent) and e.h.pid == first.pid and e.newstate == 7)
     (ev,) = _of(quiet, first.pid, NetEvent)
-    assert quiet.probes.quiet_add(_key(quiet, ev), boot_ns())
+    assert quiet.probes.quiet_add(_key(quiet, ev))
     repeats = [quiet.python(CONNECT_HOLD, testhost.peer_ip4, "8080") for _ in range(3)]
     assert [r.out for r in repeats] == ["ok"] * 3
     assert web.wait(accepted=4)                       # the connections happened (seen by the listener)
@@ -55,7 +55,7 @@ def test_a_denied_connect_is_reported_even_to_a_counted_destination(quiet, testh
     assert first.out == "ok", first.err
     quiet.drain(0.3)
     (ev,) = _of(quiet, first.pid, NetEvent)
-    assert quiet.probes.quiet_add(_key(quiet, ev), boot_ns())
+    assert quiet.probes.quiet_add(_key(quiet, ev))
     quiet.tables(rules={21: "network.deny_ports[0]"}, ports={8080: (21, 21)})
     denied = [quiet.python(CONNECT, testhost.peer_ip4, "8080") for _ in range(2)]
     assert [r.out for r in denied] == ["EPERM"] * 2
@@ -73,7 +73,7 @@ def test_another_destination_is_still_reported(quiet, testhost):
     first = quiet.python(CONNECT, testhost.peer_ip4, "8080")
     quiet.drain(0.3)
     (ev,) = _of(quiet, first.pid, NetEvent)
-    assert quiet.probes.quiet_add(_key(quiet, ev), boot_ns())
+    assert quiet.probes.quiet_add(_key(quiet, ev))
     other = quiet.python(CONNECT, testhost.peer_ip4, "8081")
     assert other.out == "ok", other.err
     quiet.drain(0.3)

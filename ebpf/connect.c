@@ -255,13 +255,13 @@ static __always_inline void pc_tcp_emit(struct pc_tcp_args *a, const struct pc_s
 	pc_submit(e, &e->h);
 }
 
-/* The socket's addresses and ports as the records carry them: ports in
- * host order, addresses in network order (IPv4 in the first 4 bytes). */
 /* A ctx field read as a load at its own offset: without volatile the
  * compiler merges the IPv4 and IPv6 loads under a branch into one load
  * through a moved ctx pointer, which the verifier refuses. */
 #define PC_OPS_U32(ops_, field_) (*(volatile u32 *)&(ops_)->field_)
 
+/* The socket's addresses and ports as the records carry them: ports in
+ * host order, addresses in network order (IPv4 in the first 4 bytes). */
 static __always_inline void pc_tcp_addrs(struct bpf_sock_ops *ops, struct pc_tcp_args *a)
 {
 	u32 family = ops->family;

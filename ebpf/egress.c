@@ -277,8 +277,8 @@ static __always_inline int pc_passive_reply(const struct pc_pkt *p)
  *
  * A TCP socket's packets all go to the destination its first packet went to
  * (until it is disconnected and connected again), so the address judgement
- * (the agent and pc_passive lookups, pc_net_judge_memo) is made once and
- * kept on the socket (pc_sk_infos, net.bpf.h) with the rule-table
+ * (pc_net_judge_memo, and the pc_passive lookup for a reply of an accepted
+ * connection) is made once and kept on the socket (pc_sk_infos, net.bpf.h) with the rule-table
  * generation it was made under. A later packet to the same destination,
  * port and device class under the same generation is allowed without the
  * lookups. Kept from the PC_VERDICT_KEEP_SEGS-th segment on (a short

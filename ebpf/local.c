@@ -98,8 +98,10 @@ int pc_local_post_bind6(struct bpf_sock *sk)
  * A socket that bound nothing has no key: one storage lookup, no map.
  * Its owner record (pc_sk_owners, written at connect/sendmsg) goes too:
  * left to the LRU, every insert on a node with many agent sockets evicted
- * one (measured: docs/benchmarks.md). A packet sent after close() (a FIN
- * retransmitted) then names no owner in a record, as one evicted did. */
+ * one, and churned connections pushed a live socket's owner out. What is
+ * flushed or retransmitted after close() then names no owner in a record
+ * (the agent still comes from the skb): a closed socket carries no
+ * session. */
 int pc_local_release(struct bpf_sock *sk)
 {
 	u64 cookie = pc_socket_cookie(sk);

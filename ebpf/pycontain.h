@@ -45,7 +45,7 @@ enum pc_event_type {
 	PC_EV_CONNECT = 4,   /* TCP/UDP connect, cgroup connect4/6 */
 	PC_EV_SEND = 5,      /* UDP sendmsg with an address, cgroup sendmsg4/6 */
 	PC_EV_SOCKET = 6,    /* socket creation */
-	PC_EV_TCP_STATE = 7, /* sock:inet_sock_set_state on an agent socket */
+	PC_EV_TCP_STATE = 7, /* an agent TCP connection came up or ended (sock_ops, connect.c) */
 	PC_EV_STRATUM = 8,   /* mining JSON-RPC seen in egress payload */
 	PC_EV_CGROUP_BIRTH = 9,  /* a new cgroup matched a selector: marked an agent in the kernel */
 	PC_EV_BOUNDARY = 10,     /* an agent task moved out of its agent's cgroup */

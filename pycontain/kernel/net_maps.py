@@ -247,7 +247,7 @@ def bump_generation(bpf, name: bytes = b"pc_net_gen") -> None:
     """Raise the generation counter `name` (slot 0 of an array), so every
     verdict the kernel cached under an older one is judged again:
     pc_net_gen for the network verdicts (net.bpf.h memo, egress.c's
-    pc_sk_verdicts), pc_exec_gen for the files judged clean (exe.bpf.h).
+    pc_sk_infos), pc_exec_gen for the files judged clean (exe.bpf.h).
     Called after the tables (and the config flags, written before them by
     Probes.set_tables) are complete, so a verdict made during the write
     keeps the older generation. For pc_net_gen 0 means "never cached"; it

@@ -1,4 +1,4 @@
-"""The verdict egress.c keeps on an established TCP socket (pc_sk_verdicts)
+"""The verdict egress.c keeps on an established TCP socket (pc_sk_infos)
 is judged again after the rule tables change: a flow allowed and running,
 then a policy reload that denies its destination, and the flow's next
 segment never reaches the far side (checked at the listener)."""

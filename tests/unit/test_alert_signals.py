@@ -17,7 +17,7 @@ from pycontain.observe.metrics import make_registry
 THIS_HOST = {
     "cgroup:cgroup_attach_task": "attached", "cgroup:cgroup_mkdir": "attached",
     "sched:sched_process_exec": "attached", "sched:sched_process_exit": "attached",
-    "sock:inet_sock_set_state": "attached", "syscalls:sys_enter_socket": "attached",
+    "syscalls:sys_enter_socket": "attached", "cgroup:sock_ops": "attached (per agent cgroup)",
     "raw_tp:sched_process_fork": "attached",
     "kprobe": "unavailable: kernel built without kprobe events (no kprobe_events in tracefs)",
     "lsm": "unavailable: cannot read /sys/kernel/security/lsm (securityfs not mounted?)",

@@ -41,7 +41,7 @@ from pycontain.actuate.cgroups import AgentCgroup  # noqa: E402
 from pycontain.core.kernel_rules import KernelTables  # noqa: E402
 
 CHILD = r"""
-import os, socket, sys, time
+import os, socket, struct, sys, time
 mode, n, port, cg = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 if cg != "-":
     for f in cg.split(","):
@@ -54,8 +54,14 @@ if mode == "exec":
             os.execv("/bin/true", ["/bin/true"])
         os.waitpid(pid, 0)
 else:
+    # closed with a reset (SO_LINGER 0): a normal close leaves each connection
+    # in TIME_WAIT for 60 s, and the kernel's search for a free ephemeral port
+    # then slows every later loop of the round (the agent's is the last one):
+    # scripts/bench_connect_cpu.py measured the CPU per connect doubling
+    linger = struct.pack("ii", 1, 0)
     for _ in range(n):
         s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
         s.connect(("127.0.0.1", port))
         s.close()
 print(n / (time.perf_counter() - t))

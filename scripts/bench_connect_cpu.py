@@ -34,17 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-LISTENER = r"""
-import socket
-srv = socket.socket()
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", 0))
-srv.listen(1024)
-print(srv.getsockname()[1], flush=True)
-while True:
-    c, _ = srv.accept()
-    c.close()
-"""
+from bench import BENCH_POLICY, LISTENER  # the same listener and policy as bench.py
 
 # connect + close, a batch of n per line read from stdin; print each batch's
 # own CPU in ns. Closed with a reset (SO_LINGER 0): a normal close leaves each
@@ -70,7 +60,6 @@ for line in sys.stdin:
     print(time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID) - t, flush=True)
 """
 
-BENCH_POLICY = "extends: default\nname: bench\nnetwork:\n  local_services: any\n"
 CONFIGS = ("bare", "untracked", "agent")
 
 
@@ -80,7 +69,7 @@ def _runtime_ns(pid: int) -> int:
 
 
 class Listener:
-    """A loopback listener in its own process, its CPU read around each loop."""
+    """A loopback listener in its own process, its CPU read around each batch."""
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", LISTENER], stdout=subprocess.PIPE, text=True)

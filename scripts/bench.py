@@ -7,8 +7,9 @@ Everything is measured in ONE run and reported as ratios against the bare
 baseline measured in the same run:
 
 * exec loop (fork+exec /bin/true) and connect loop (TCP connect to a loopback
-  listener, closed with a reset so no TIME_WAIT piles up between loops): bare; in the agent cgroup with nothing loaded (what the nested
-  cgroup itself costs); with pycontain loaded but the process untracked; and
+  listener, closed with a reset so no TIME_WAIT piles up between loops):
+  bare; in the agent cgroup with nothing loaded (what the nested cgroup
+  itself costs); with pycontain loaded but the process untracked; and
   inside the tracked agent cgroup, with the real controller (default policy,
   engine, audit log to a file) consuming the events. Each configuration is run
   in interleaved rounds and the median is kept, so drift on a shared 2-core VM

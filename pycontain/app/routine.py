@@ -68,8 +68,8 @@ class RoutineNet:
         self.count = count          # (agent name, repeats) into events_total
         self.wall = wall
         self.boot_clock = boot_clock
-        self._known: dict[QuietKey, int] = {}    # key -> count at the last read
-        self._grew: dict[QuietKey, int] = {}     # key -> boot ns of the read that saw it grow (or its entry)
+        # key -> (count at the last read, boot ns of the read that saw it grow, or of its entry)
+        self._known: dict[QuietKey, tuple[int, int]] = {}
         self._last_report = 0.0
 
     def note(self, ev: NetEvent) -> None:
@@ -81,8 +81,7 @@ class RoutineNet:
             return
         key = QuietKey(ev.h.agent_id, ev.family, ev.protocol, ev.dport, raw)
         if key not in self._known and self.probes.quiet_add(key):
-            self._known[key] = 0
-            self._grew[key] = self.boot_clock()     # idle from now
+            self._known[key] = (0, self.boot_clock())     # idle from now
 
     def forget(self, agent_id: int | None = None) -> None:
         """Report what was counted, then drop every destination (or one agent's)."""
@@ -90,7 +89,6 @@ class RoutineNet:
         if agent_id is None:
             self.probes.quiet_clear()
             self._known.clear()
-            self._grew.clear()
             return
         self._drop([k for k in self._known if k.agent == agent_id])
 
@@ -98,7 +96,6 @@ class RoutineNet:
         self.probes.quiet_delete(keys)
         for k in keys:
             del self._known[k]
-            self._grew.pop(k, None)
 
     def due(self, now_mono: float) -> bool:
         return bool(self._known) and now_mono - self._last_report >= REPORT_S
@@ -114,17 +111,19 @@ class RoutineNet:
             return
         now_boot, wall, idle = self.boot_clock(), self.wall(), []
         for c in self.probes.quiet_read():
-            before = self._known.get(c.key)
-            if before is None:
+            known = self._known.get(c.key)
+            if known is None:
                 continue
-            self._known[c.key] = c.total
+            before, grew_ns = known
             if c.total > before:
-                self._grew[c.key] = now_boot
+                self._known[c.key] = (c.total, now_boot)
                 name = self.names.get(c.key.agent, "host")
                 self.count(name, c.total - before)
                 self.write(_summary(name, c.key, c.total - before, wall))
-            elif now_boot - self._grew.get(c.key, now_boot) > IDLE_S * 1e9:
-                idle.append(c.key)
+            else:
+                self._known[c.key] = (c.total, grew_ns)
+                if now_boot - grew_ns > IDLE_S * 1e9:
+                    idle.append(c.key)
         if idle:
             self._drop(idle)
 

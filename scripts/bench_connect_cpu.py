@@ -28,13 +28,12 @@ from __future__ import annotations
 import argparse
 import os
 import select
-import socket
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from bench import BENCH_POLICY, LISTENER  # the same listener and policy as bench.py
+from bench import LISTENER, agent_probes  # the same listener and policy as bench.py
 
 # connect + close, a batch of n per line read from stdin; print each batch's
 # own CPU in ns. Closed with a reset (SO_LINGER 0): a normal close leaves each
@@ -110,26 +109,6 @@ class Client:
         self.proc.wait()
 
 
-def _loaded(listener: Listener):
-    """Every hook loaded, bench.py's policy, one tracked agent whose loop
-    destination is routine: (probes, agent cgroup)."""
-    from pycontain.actuate.cgroups import AgentCgroup
-    from pycontain.app.routine import raw_addr
-    from pycontain.core.kernel_rules import compile_policy
-    from pycontain.core.policy import load_policy_text
-    from pycontain.kernel.loader import Probes
-    from pycontain.kernel.quiet_maps import QuietKey
-
-    probes = Probes(ringbuf_pages=256)
-    probes.load()
-    probes.set_tables(compile_policy(load_policy_text(BENCH_POLICY)))
-    cg = AgentCgroup.create("connectcpu")
-    probes.track_cgroup(cg.v2_path, 7)
-    probes.quiet_add(QuietKey(7, socket.AF_INET, socket.IPPROTO_TCP, listener.port,
-                              raw_addr(socket.AF_INET, "127.0.0.1")))
-    return probes, cg
-
-
 def _round(listener: Listener, n: int, pairs: int) -> dict[str, float]:
     """CPU per connect: bare (one loop, nothing loaded), then with every hook
     loaded the untracked client and the agent client in alternating batches
@@ -140,7 +119,7 @@ def _round(listener: Listener, n: int, pairs: int) -> dict[str, float]:
         got = {"bare": bare.batch(n) / n}
     finally:
         bare.close()
-    probes, cg = _loaded(listener)
+    probes, cg = agent_probes("connectcpu", listener.port)
     try:
         clients = {"untracked": Client(listener, None), "agent": Client(listener, cg.procs_files())}
         sums = {"untracked": 0.0, "agent": 0.0}

@@ -80,24 +80,11 @@ def main() -> int:
                     help="run the loop outside the agent cgroup (host-wide hooks only)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from pycontain.actuate.cgroups import AgentCgroup
-    from pycontain.core.kernel_rules import compile_policy
-    from pycontain.core.policy import load_policy_text
-    from pycontain.kernel.loader import Probes
+    from bench import agent_probes  # bench.py's policy and agent setup
 
-    probes = Probes(ringbuf_pages=256)
-    probes.load()
-    # as scripts/bench.py: the default policy, the bench's loopback listener reachable
-    bench_policy = "extends: default\nname: bench\nnetwork:\n  local_services: any\n"
-    probes.set_tables(compile_policy(load_policy_text(bench_policy)))
     listener = _listener() if args.loop == "connect" else None
-    cg = AgentCgroup.create("progcost")
-    probes.track_cgroup(cg.v2_path, 7)
-    if listener is not None and not args.no_quiet:
-        from pycontain.app.routine import raw_addr
-        from pycontain.kernel.quiet_maps import QuietKey
-        port = listener.getsockname()[1]
-        probes.quiet_add(QuietKey(7, socket.AF_INET, socket.IPPROTO_TCP, port, raw_addr(socket.AF_INET, "127.0.0.1")))
+    routine = listener.getsockname()[1] if listener is not None and not args.no_quiet else None
+    probes, cg = agent_probes("progcost", routine)
     progs = {name.decode() if isinstance(name, bytes) else name: f.fd for name, f in probes.bpf.funcs.items()}
 
     def join() -> None:

@@ -229,6 +229,9 @@ def test_churned_sockets_do_not_evict_the_owner_of_a_live_one(net_agent, testhos
     cannot push a live socket's out (with the LRU alone it did: the record
     named pid 0; checked on the code before the change)."""
     net_agent.tables(flags=ConfigFlag.DETECT_STRATUM)
+    bare = testhost.tcp_listener(4443)
+    outside = net_agent.python(CHURN_THEN_MINE, testhost.peer_ip4, "4443", SUBSCRIBE.hex(), "10", inside=False)
+    assert outside.out == "ok" and bare.wait(contains=SUBSCRIBE)    # outside an agent the payload gets through
     l = testhost.tcp_listener(443)
     r = net_agent.python(CHURN_THEN_MINE, testhost.peer_ip4, "443", SUBSCRIBE.hex(), str(OWNER_TABLE + 4000))
     assert r.out == "ok", r.err

@@ -123,23 +123,30 @@ def agent_probes(name: str, routine_port: int | None, agent_id: int = 7):
     (probes, cgroup). routine_port: a loopback TCP port whose connects are
     entered as routine, as the controller does after the first record
     (bench_prog_cost.py, bench_connect_cpu.py)."""
-    import socket
-
-    from pycontain.app.routine import raw_addr
     from pycontain.core.kernel_rules import compile_policy
     from pycontain.core.policy import load_policy_text
     from pycontain.kernel.loader import Probes
-    from pycontain.kernel.quiet_maps import QuietKey
 
     probes = Probes(ringbuf_pages=256)
     probes.load()
     probes.set_tables(compile_policy(load_policy_text(BENCH_POLICY)))
     cg = AgentCgroup.create(name)
+    track_agent(probes, cg, agent_id, routine_port)
+    return probes, cg
+
+
+def track_agent(probes, cg, agent_id: int, routine_port: int | None) -> None:
+    """Track `cg` as agent `agent_id` (its cgroup programs attached) and enter
+    the routine port, if any, as the controller would."""
+    import socket
+
+    from pycontain.app.routine import raw_addr
+    from pycontain.kernel.quiet_maps import QuietKey
+
     probes.track_cgroup(cg.v2_path, agent_id)
     if routine_port is not None:
         probes.quiet_add(QuietKey(agent_id, socket.AF_INET, socket.IPPROTO_TCP, routine_port,
                                   raw_addr(socket.AF_INET, "127.0.0.1")))
-    return probes, cg
 
 
 def start_controller(audit_path: str):

@@ -13,14 +13,15 @@ both in their own processes, per connect + close (closed with a reset: no
 TIME_WAIT). CPU time leaves out stolen time and time spent waiting for a
 CPU; the kernel work of both ends (softirq included, wherever it is charged)
 is in the sum. The VM's speed still drifts (bare read 44-69 us per connect
-across rounds of one sitting), so the two configurations with everything
-loaded, the client untracked and the client in a tracked agent cgroup
-(bench.py's policy; the destination marked routine, as the controller does
-after its first record; the ring drained by this process, whose own CPU is
-not counted), run as two persistent processes in alternating batches, and
-their ratio is taken per round. Bare (nothing of pycontain loaded) is
-measured once per round just before the load: its ratio carries the drift
-between the two.
+across rounds of one sitting), so nothing is compared across a reload:
+every hook is loaded once (bench.py's policy; the destination marked
+routine, as the controller does after its first record; the ring drained by
+this process, whose own CPU is not counted) and two persistent clients, one
+untracked and one in the agent cgroup, run in alternating batches in each of
+two states per round, the order of the states alternating between rounds:
+pycontain's programs detached (tracepoints detached, the agent cgroup
+untracked: "bare" and "cgroup", the agent's cgroup with nothing attached)
+and attached ("untracked" and "agent"). Ratios are taken per round.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import LISTENER, agent_probes  # the same listener and policy as bench.py
+from bench import LISTENER, agent_probes, track_agent  # the same listener and policy as bench.py
 
 # connect + close, a batch of n per line read from stdin; print each batch's
 # own CPU in ns. Closed with a reset (SO_LINGER 0): a normal close leaves each
@@ -59,7 +60,11 @@ for line in sys.stdin:
     print(time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID) - t, flush=True)
 """
 
-CONFIGS = ("bare", "untracked", "agent")
+# with pycontain's programs detached: "bare" (the untracked client) and
+# "cgroup" (the agent client, in its cgroup with nothing attached); attached:
+# "untracked" and "agent"
+CONFIGS = ("bare", "cgroup", "untracked", "agent")
+AGENT_ID = 7
 
 
 def _runtime_ns(pid: int) -> int:
@@ -109,31 +114,49 @@ class Client:
         self.proc.wait()
 
 
-def _round(listener: Listener, n: int, pairs: int) -> dict[str, float]:
-    """CPU per connect: bare (one loop, nothing loaded), then with every hook
-    loaded the untracked client and the agent client in alternating batches
-    (pairs of n / pairs connects each, the first of each pair alternating),
-    so the VM's drift hits both alike."""
-    bare = Client(listener, None)
-    try:
-        got = {"bare": bare.batch(n) / n}
-    finally:
-        bare.close()
-    probes, cg = agent_probes("connectcpu", listener.port)
-    try:
-        clients = {"untracked": Client(listener, None), "agent": Client(listener, cg.procs_files())}
-        sums = {"untracked": 0.0, "agent": 0.0}
-        k = max(1, n // pairs)
-        for i in range(pairs):
-            for name in (("untracked", "agent") if i % 2 == 0 else ("agent", "untracked")):
-                sums[name] += clients[name].batch(k, probes)
-        for name, c in clients.items():
-            c.close()
-            got[name] = sums[name] / (k * pairs)
-    finally:
-        probes.untrack_cgroup(cg.v2_path)
-        cg.remove()
-        probes.close()
+class Toggle:
+    """pycontain's programs on and off without a reload: the tracepoints
+    detached and re-attached (bench_syscall_gate.Attachments), the agent
+    cgroup untracked (its programs detached) and tracked again."""
+
+    def __init__(self, probes, cg, port: int):
+        from bench_syscall_gate import Attachments
+        self.probes, self.cg, self.port = probes, cg, port
+        self.tps = Attachments(probes.bpf)
+
+    def set(self, on: bool) -> None:
+        self.tps.set(tps=on, gate=on)
+        if on:
+            track_agent(self.probes, self.cg, AGENT_ID, self.port)
+        else:
+            self.probes.untrack_cgroup(self.cg.v2_path)
+
+
+def _state(clients: dict[str, Client], names: tuple[str, str], n: int, pairs: int, probes) -> dict[str, float]:
+    """CPU per connect of the two clients (named `names`, in order) in alternating batches (pairs of
+    n / pairs connects each, the first of each pair alternating), so the
+    VM's drift hits both alike. A first short batch each is discarded: the
+    work a detach or attach leaves behind (RCU frees) is not counted."""
+    named = list(zip(names, clients.values(), strict=True))
+    for _, c in named:
+        c.batch(200, probes)
+    sums = dict.fromkeys(names, 0.0)
+    k = max(1, n // pairs)
+    for i in range(pairs):
+        for name, c in (named if i % 2 == 0 else reversed(named)):
+            sums[name] += c.batch(k, probes)
+    return {name: sums[name] / (k * pairs) for name in names}
+
+
+def _round(clients: dict[str, Client], toggle: Toggle, n: int, pairs: int, first_on: bool) -> dict[str, float]:
+    """One round: both clients with pycontain's programs detached (bare,
+    cgroup) and attached (untracked, agent), the state that goes first
+    alternating between rounds."""
+    got: dict[str, float] = {}
+    for on in (first_on, not first_on):
+        toggle.set(on)
+        names = ("untracked", "agent") if on else ("bare", "cgroup")
+        got.update(_state(clients, names, n, pairs, toggle.probes if on else None))
     return got
 
 
@@ -151,18 +174,27 @@ def main() -> int:
         raise SystemExit("error: run as root (loads BPF programs)")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     listener = Listener()
+    probes, cg = agent_probes("connectcpu", listener.port, AGENT_ID)
     rounds: list[dict[str, float]] = []
+    clients: dict[str, Client] = {}
     try:
+        clients = {"plain": Client(listener, None), "agent": Client(listener, cg.procs_files())}
+        toggle = Toggle(probes, cg, listener.port)
         for r in range(args.rounds):
-            got = _round(listener, args.n, args.pairs)
+            got = _round(clients, toggle, args.n, args.pairs, first_on=r % 2 == 1)
             rounds.append(got)
             print(f"round {r + 1}: " + ", ".join(f"{c} {got[c] / 1000:.2f} us" for c in CONFIGS), flush=True)
     finally:
+        for c in clients.values():
+            c.close()
+        probes.untrack_cgroup(cg.v2_path)
+        cg.remove()
+        probes.close()
         listener.close()
     print("CPU per connect (client + listener), per-round ratios, median (range):")
-    print(f"  agent vs untracked (interleaved batches): {_spread([g['agent'] / g['untracked'] for g in rounds])}")
-    print(f"  untracked vs bare (a load apart):          {_spread([g['untracked'] / g['bare'] for g in rounds])}")
-    print(f"  agent vs bare:                             {_spread([g['agent'] / g['bare'] for g in rounds])}")
+    for a, b in (("agent", "bare"), ("agent", "untracked"), ("untracked", "bare"), ("agent", "cgroup"),
+                 ("cgroup", "bare")):
+        print(f"  {a + ' vs ' + b + ':':22}{_spread([g[a] / g[b] for g in rounds])}")
     print(f"bare CPU per connect: {statistics.median(g['bare'] for g in rounds) / 1000:.2f} us (median)")
     return 0
 

@@ -133,10 +133,11 @@ class Toggle:
 
 
 def _state(clients: dict[str, Client], names: tuple[str, str], n: int, pairs: int, probes) -> dict[str, float]:
-    """CPU per connect of the two clients (named `names`, in order) in alternating batches (pairs of
-    n / pairs connects each, the first of each pair alternating), so the
-    VM's drift hits both alike. A first short batch each is discarded: the
-    work a detach or attach leaves behind (RCU frees) is not counted."""
+    """CPU per connect of the two clients (named `names`, in order) in
+    alternating batches (pairs of n / pairs connects each, the first of each
+    pair alternating), so the VM's drift hits both alike. A first short
+    batch each is discarded: the work a detach or attach leaves behind (RCU
+    frees) is not counted."""
     named = list(zip(names, clients.values(), strict=True))
     for _, c in named:
         c.batch(200, probes)
@@ -168,7 +169,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--n", type=int, default=10000, help="connects per configuration and round")
-    ap.add_argument("--pairs", type=int, default=10, help="alternating batches per loaded configuration")
+    ap.add_argument("--pairs", type=int, default=10, help="alternating batches per client and state")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("error: run as root (loads BPF programs)")

@@ -302,6 +302,14 @@ static __always_inline int pc_passive_reply(const struct pc_pkt *p)
  * port rules that applied when the flow was first judged keep applying. */
 #define PC_VERDICT_KEEP_SEGS 8   /* segments a TCP socket sends before storage is made for its verdict */
 
+/* What pycontain keeps on the packet's socket, or NULL (none, or skb->sk
+ * not a full socket: a request or timewait socket). */
+static __always_inline struct pc_sk_info *pc_info_of_skb(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+	return sk ? pc_sk_infos.sk_storage_get(sk, 0, 0) : 0;
+}
+
 /* 1 when c is an allowed judgement of this very destination made under
  * generation gen. */
 static __always_inline int pc_verdict_hit(const struct pc_sk_info *c, const struct pc_pkt *p, int via_lo, u64 gen)
@@ -313,7 +321,9 @@ static __always_inline int pc_verdict_hit(const struct pc_sk_info *c, const stru
 }
 
 /* Keep an allowed judgement (made under gen) on the packet's socket (c: its
- * storage if it has one). */
+ * storage if it has one). The generation is cleared first and written
+ * last: a reader on another CPU meets either a complete entry or a
+ * mismatch. */
 static __always_inline void pc_verdict_store(struct __sk_buff *skb, struct pc_sk_info *c, const struct pc_pkt *p,
 					     int via_lo, u64 gen)
 {
@@ -331,7 +341,12 @@ static __always_inline void pc_verdict_store(struct __sk_buff *skb, struct pc_sk
 		if (!c)
 			return;   /* not a full socket, or no memory: judged in full next time */
 	}
-	pc_info_keep(c, p->family, p->daddr, p->dport, via_lo, gen);
+	*(volatile u64 *)&c->gen = 0;
+	__builtin_memcpy(c->daddr, p->daddr, 16);
+	c->dport = p->dport;
+	c->family = p->family;
+	c->via_lo = (u8)via_lo;
+	*(volatile u64 *)&c->gen = gen;
 }
 
 /* The address verdict of one packet: 1 pass, 0 drop. */

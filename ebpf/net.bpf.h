@@ -82,28 +82,6 @@ struct pc_sk_info {
 };
 BPF_SK_STORAGE(pc_sk_infos, struct pc_sk_info);
 
-/* What pycontain keeps on the packet's socket, or NULL (none, or skb->sk
- * not a full socket: a request or timewait socket). */
-static __always_inline struct pc_sk_info *pc_info_of_skb(struct __sk_buff *skb)
-{
-	struct bpf_sock *sk = skb->sk;
-	return sk ? pc_sk_infos.sk_storage_get(sk, 0, 0) : 0;
-}
-
-/* Keep an allowed judgement of the destination (made under gen) on the
- * socket. The generation is cleared first and written last: a reader on
- * another CPU meets either a complete entry or a mismatch. */
-static __always_inline void pc_info_keep(struct pc_sk_info *c, u8 family, const u8 *daddr16, u16 dport,
-					 int via_lo, u64 gen)
-{
-	*(volatile u64 *)&c->gen = 0;
-	__builtin_memcpy(c->daddr, daddr16, 16);
-	c->dport = dport;
-	c->family = family;
-	c->via_lo = (u8)via_lo;
-	*(volatile u64 *)&c->gen = gen;
-}
-
 /* TCP connections an agent accepted (inbound.c records the SYN that reached
  * its listener): their replies go to the peer's port, an ephemeral one the
  * agent did not choose, so egress.c judges them by address only, never by

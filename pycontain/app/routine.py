@@ -120,10 +120,8 @@ class RoutineNet:
                 name = self.names.get(c.key.agent, "host")
                 self.count(name, c.total - before)
                 self.write(_summary(name, c.key, c.total - before, wall))
-            else:
-                self._known[c.key] = (c.total, grew_ns)
-                if now_boot - grew_ns > IDLE_S * 1e9:
-                    idle.append(c.key)
+            elif now_boot - grew_ns > IDLE_S * 1e9:
+                idle.append(c.key)
         if idle:
             self._drop(idle)
 

@@ -49,6 +49,21 @@ class Identity:
     home: str
 
 
+def identity_to_dict(i: Identity) -> dict:
+    """The identity in the daemon's start answer (app/agent_api.py)."""
+    return {"uid": i.uid, "gid": i.gid, "name": i.name, "home": i.home}
+
+
+def identity_from_dict(d: dict) -> Identity:
+    try:
+        uid, gid, name, home = int(d["uid"]), int(d["gid"]), str(d["name"]), str(d["home"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise EnvironmentProblem(f"the daemon's start answer has no usable identity ({e!r})") from None
+    if uid <= 0 or gid <= 0:
+        raise EnvironmentProblem(f"the daemon's start answer names uid {uid}, gid {gid}: not a dynamic user")
+    return Identity(uid, gid, (), name, home)
+
+
 def _uids_in_use() -> set[int]:
     """Real, effective, saved and fs uids of every running process."""
     used: set[int] = set()
@@ -94,30 +109,45 @@ class DynamicUser:
 
     @classmethod
     def allocate(cls, uid_range: tuple[int, int], run_dir: str = RUN_DIR) -> DynamicUser:
+        return cls.allocate_many(uid_range, 1, run_dir)[0]
+
+    @classmethod
+    def allocate_many(cls, uid_range: tuple[int, int], n: int, run_dir: str = RUN_DIR) -> list[DynamicUser]:
+        """n distinct uids under one lock and one scan of /proc (the node
+        daemon's pool, actuate/identity_pool.py, leases them ahead)."""
         leases = os.path.join(run_dir, "dynamic-users")
         os.makedirs(leases, mode=0o700, exist_ok=True)
         lock = os.open(os.path.join(run_dir, "dynamic-users.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        taken: list[tuple[int, str]] = []
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            uid = cls._pick(uid_range, leases)
-            lease = os.path.join(leases, str(uid))
-            with open(lease, "w", encoding="ascii") as fh:
-                fh.write(str(os.getpid()))
+            for uid in cls._pick(uid_range, leases, n):
+                lease = os.path.join(leases, str(uid))
+                with open(lease, "w", encoding="ascii") as fh:
+                    fh.write(str(os.getpid()))
+                taken.append((uid, lease))
         finally:
             os.close(lock)        # closing releases the flock
+        made: list[DynamicUser] = []
         try:
-            home = cls._make_home(uid, HOME_BASE)
+            for uid, lease in taken:
+                home = cls._make_home(uid, HOME_BASE)
+                made.append(cls(Identity(uid, uid, (), f"pycontain-{uid}", home), lease))
         except OSError as e:
-            os.unlink(lease)
+            for du in made:
+                du.release()
+            for _, lease in taken[len(made):]:
+                os.unlink(lease)
             raise EnvironmentProblem(f"cannot make the agent's private directory: {e}") from None
-        return cls(Identity(uid, uid, (), f"pycontain-{uid}", home), lease)
+        return made
 
     @staticmethod
-    def _pick(uid_range: tuple[int, int], leases: str) -> int:
+    def _pick(uid_range: tuple[int, int], leases: str, n: int = 1) -> list[int]:
         lo, hi = uid_range
         in_use = _uids_in_use()
         candidates = list(range(lo, hi + 1))
         random.shuffle(candidates)   # a uid just given back is the least likely to come again
+        picked: list[int] = []
         for uid in candidates:
             if uid in in_use or _named(uid):
                 continue
@@ -129,8 +159,11 @@ class DynamicUser:
                     continue
             except (OSError, ValueError):
                 pass
-            return uid
-        raise EnvironmentProblem(f"no free uid in the dynamic-user range {lo}-{hi}",
+            picked.append(uid)
+            if len(picked) == n:
+                return picked
+        raise EnvironmentProblem(f"no free uid in the dynamic-user range {lo}-{hi}" +
+                                 (f" for {n} agents" if n > 1 else ""),
                                  hint="widen privileges.dynamic_user_range, or name one with run --user")
 
     @staticmethod

@@ -1,7 +1,8 @@
 """Agents started through the node daemon (issue 14): `pycontain run` and
 pycontain.client ask the daemon over the state API; no per-agent compile.
 
-    POST /v1/start  {"name", "labels"} -> {"agent", "cgroup": AgentCgroup.to_dict(), "env"}
+    POST /v1/start  {"name", "labels"} -> {"agent", "cgroup": AgentCgroup.to_dict(), "env",
+                                           "privileges", "identity"}
     POST /v1/starts {"name", "labels": [labels, ...]} -> {"agents": [start answer, ...]}
     POST /v1/stop   {"name"}
 
@@ -10,11 +11,14 @@ episodes: pycontain.client.popen_many), all or none.
 
 The daemon creates the agent's cgroup, applies the node policy's budgets and
 GPU grant, tracks it with its one program set (kernel rules and hooks apply
-from the cgroup's first task on), and answers with the cgroup; the client
+from the cgroup's first task on), and answers with the cgroup, the node
+policy's `privileges:` and, unless the policy turns it off, a fresh uid of
+the agent's own (leased ahead: actuate/identity_pool.py); the client
 launches the agent into it (actuate/launch.py: the child joins the cgroup
-before it execs, with the same privilege handling as a standalone run) and
-says stop when the agent has exited; the daemon then kills what is left and
-removes the cgroup.
+before it execs, then takes that uid and drops privileges as the policy
+says, as a standalone run does) and says stop when the agent has exited;
+the daemon then kills what is left, removes the cgroup and gives the uid
+back.
 
 A client that dies mid-start leaves nothing behind: a started cgroup that no
 process has joined by its deadline is removed, and one whose processes have
@@ -32,8 +36,11 @@ import time
 from dataclasses import dataclass
 
 from ..actuate.cgroups import AgentCgroup, CreatePlan, detect_layout, make_home, remove_home
+from ..actuate.dynamic_user import DynamicUser, identity_to_dict
+from ..actuate.identity_pool import IdentityPool
 from ..core.errors import PycontainError, UsageError
 from ..core.labels import clean_labels
+from ..core.policy import Privileges, privileges_to_dict
 from .runner import check_name
 
 log = logging.getLogger("pycontain.daemon")
@@ -48,14 +55,17 @@ MAX_BATCH = 128             # agents one /v1/starts request may make
 class _Started:
     cgroup: AgentCgroup
     deadline: float | None      # None once a process was seen in the cgroup
+    user: DynamicUser | None = None   # its uid, given back once the cgroup is gone
 
 
 class AgentStarter:
     """The start/stop handlers; ``ctl`` is the daemon's Controller, ``lock``
     the lock its loop holds while it touches the controller."""
 
-    def __init__(self, ctl, lock, cgroup_parent: str | None = None, clock=time.monotonic):
+    def __init__(self, ctl, lock, cgroup_parent: str | None = None, clock=time.monotonic,
+                 identities: IdentityPool | None = None):
         self.ctl, self.lock, self.parent, self.clock = ctl, lock, cgroup_parent, clock
+        self.identities = identities or IdentityPool()
         self.started: dict[str, _Started] = {}
         self._names = threading.Lock()
         self._plan: CreatePlan | None = None     # where started agents go (prepare)
@@ -67,6 +77,8 @@ class AgentStarter:
         the cgroup programs there once (they filter by agent in the kernel, so
         a start adds map entries, not 13 links), and compute where each agent's
         dirs go. Returns why the programs stay per agent, or None."""
+        priv = self._privileges()
+        self.identities.start(priv.dynamic_user_range if priv.dynamic_user else None)
         layout = detect_layout()
         base = self.parent or layout.own_v2()
         try:
@@ -101,20 +113,7 @@ class AgentStarter:
         return f"{name}-{n}"[:32]
 
     def start(self, body: dict) -> dict:
-        name = str(body.get("name") or "agent")
-        check_name(name)
-        labels = clean_labels(body.get("labels"))
-        with self._names:
-            name = self._unique(name)
-            cg = self._create(name)      # mkdirs: outside the loop's lock
-            self.started[name] = _Started(cg, self.clock() + START_DEADLINE_S)
-        try:
-            with self.lock:
-                self.ctl.add_agent(name, cg, labels=labels)
-        except BaseException:
-            self._forget(name)
-            raise
-        return {"ok": True, "agent": name, "cgroup": cg.to_dict(), "env": self._gpu_env(name)}
+        return self._start(body.get("name"), [body.get("labels")])[0]
 
     def start_many(self, body: dict) -> dict:
         """One agent per entry of body["labels"], all or none (a failed start
@@ -123,15 +122,52 @@ class AgentStarter:
         if not isinstance(sets, list) or not 1 <= len(sets) <= MAX_BATCH:
             raise UsageError(f"/v1/starts makes 1 to {MAX_BATCH} agents: labels must be a list of that many "
                              "label sets, one per agent")
+        return {"ok": True, "agents": self._start(body.get("name"), sets)}
+
+    def _start(self, want: object, label_sets: list) -> list[dict]:
+        """One agent per label set, all or none; every input is checked
+        before anything is made."""
+        name = str(want or "agent")
+        check_name(name)
+        labels = [clean_labels(one) for one in label_sets]
+        priv = self._privileges()
+        users = self.identities.take(priv.dynamic_user_range, len(labels)) if priv.dynamic_user else []
         made: list[dict] = []
         try:
-            for labels in sets:
-                made.append(self.start({"name": body.get("name"), "labels": labels}))
+            for i, one in enumerate(labels):
+                made.append(self._start_one(name, one, priv, users[i] if users else None))
         except BaseException:
             for answer in made:
-                self._forget(answer["agent"])
+                self._forget(answer["agent"])          # gives its uid back
+            self.identities.give_back(users[len(made) + 1:])   # the failed one's went back with it
             raise
-        return {"ok": True, "agents": made}
+        return made
+
+    def _start_one(self, want: str, labels: dict, priv: Privileges, user: DynamicUser | None) -> dict:
+        with self._names:
+            name = self._unique(want)
+            try:
+                cg = self._create(name)      # mkdirs: outside the loop's lock
+            except BaseException:
+                self.identities.give_back([user] if user else [])
+                raise
+            self.started[name] = _Started(cg, self.clock() + START_DEADLINE_S, user)
+        try:
+            with self.lock:
+                self.ctl.add_agent(name, cg, labels=labels)
+        except BaseException:
+            self._forget(name)
+            raise
+        answer = {"ok": True, "agent": name, "cgroup": cg.to_dict(), "env": self._gpu_env(name),
+                  "privileges": privileges_to_dict(priv)}
+        if user is not None:
+            answer["identity"] = identity_to_dict(user.identity)
+        return answer
+
+    def _privileges(self) -> Privileges:
+        """The node policy's (reloads included): what the client takes from the agent."""
+        policy = getattr(self.ctl, "policy", None)
+        return policy.privileges if policy is not None else Privileges()
 
     def _gpu_env(self, name: str) -> dict[str, str]:
         """CUDA_VISIBLE_DEVICES matching the agent's GPU grant (device
@@ -160,6 +196,10 @@ class AgentStarter:
         with self.lock:
             if name in self.ctl.cgroups:
                 self.ctl.remove_agent(name)
+        if entry.user is not None:
+            # a process of the uid that outlived the removal keeps it from the
+            # next lease: allocation skips uids a running process holds
+            self.identities.give_back([entry.user])
 
     def sweep(self) -> list[str]:
         """Remove agents whose client is gone: never joined by the deadline,
@@ -181,6 +221,7 @@ class AgentStarter:
     def close(self) -> None:
         for name in list(self.started):
             self._forget(name)
+        self.identities.close()
         if self._plan is not None:
             remove_home(self._plan, self._home)   # empty now; busy (an agent left over): kept, still attached
 

@@ -3,8 +3,10 @@
 `pycontain run` (when a daemon answers) and pycontain.client use
 :class:`DaemonAgent`: ask the daemon to create and contain a cgroup
 (app/agent_api.py), launch the agent into it (actuate/launch.py: the child
-joins the cgroup before exec, privileges dropped as in a standalone run),
-then, when it has exited, tell the daemon to remove what is left.
+joins the cgroup before exec, then runs as the fresh uid the daemon leased
+for it, unless the caller names a user, with the node policy's
+`privileges:`, as in a standalone run), then, when it has exited, tell the
+daemon to remove what is left (and give the uid back).
 
 Fail closed: while the agent runs the client checks once a second that the
 daemon still answers; if it has been gone for DAEMON_GRACE_S (its programs
@@ -19,8 +21,10 @@ import subprocess
 import time
 
 from ..actuate.cgroups import AgentCgroup
+from ..actuate.dynamic_user import DynamicUser, Identity, dynamic_user, identity_from_dict
 from ..actuate.launch import launch
-from ..core.errors import EnvironmentProblem
+from ..core.errors import EnvironmentProblem, PolicyError
+from ..core.policy import Privileges, privileges_from_dict
 from ..observe.state_api import StateClient, daemon_answers
 
 DEFAULT_SOCKET = "/run/pycontain/pycontain.sock"
@@ -54,6 +58,9 @@ class DaemonAgent:
         self.cgroup: AgentCgroup | None = None
         self.proc: subprocess.Popen | None = None
         self.env: dict[str, str] = {}      # from the daemon: CUDA_VISIBLE_DEVICES of the GPU grant
+        self.privileges = Privileges()     # from the daemon: the node policy's; until then all taken
+        self.identity: Identity | None = None     # from the daemon: the agent's fresh uid
+        self._own_user: DynamicUser | None = None     # taken here when an older daemon sent none
         self._last_seen = time.monotonic()
 
     def start(self) -> AgentCgroup:
@@ -64,6 +71,11 @@ class DaemonAgent:
         self.name = str(out["agent"])
         self.cgroup = AgentCgroup.from_dict(out["cgroup"])
         self.env = {str(k): str(v) for k, v in (out.get("env") or {}).items()}
+        try:
+            self.privileges = privileges_from_dict(out.get("privileges"))
+        except PolicyError as e:
+            raise EnvironmentProblem(f"the daemon's start answer: {e}") from None
+        self.identity = identity_from_dict(out["identity"]) if out.get("identity") else None
         return self.cgroup
 
     def launch(self, argv: list[str], *, user: str | None = None, env: dict | None = None,
@@ -74,12 +86,22 @@ class DaemonAgent:
         if self.env:        # the daemon's values win: they match what the kernel lets the agent open
             env = {**(os.environ if env is None else env), **self.env}
         try:
-            self.proc = launch(argv, self.cgroup, user=user, env=env, cwd=cwd, **popen)
+            identity = None if user is not None else self._agent_identity()
+            self.proc = launch(argv, self.cgroup, user=user, env=env, cwd=cwd, privileges=self.privileges,
+                               identity=identity, **popen)
         except BaseException:
             if finish_on_error:
                 self.finish()
             raise
         return self.proc
+
+    def _agent_identity(self) -> Identity | None:
+        """The daemon's uid for the agent; one taken here if the policy wants
+        one and the daemon (an older one) sent none: never the caller's."""
+        if self.identity is None and self.privileges.dynamic_user:
+            self._own_user = self._own_user or dynamic_user(None, self.privileges)
+            return self._own_user.identity if self._own_user else None
+        return self.identity
 
     @classmethod
     def start_many(cls, path: str | None, labels: list[dict], *, name: str = "agent") -> list[DaemonAgent]:
@@ -114,6 +136,9 @@ class DaemonAgent:
             # the daemon is gone: nothing contains leftovers any more
             if self.cgroup is not None:
                 self.cgroup.kill()
+        if self._own_user is not None:
+            self._own_user.release()
+            self._own_user = None
 
     def supervise(self, proc: subprocess.Popen, on_gone=None) -> int:
         """Wait for proc; kill the agent if the daemon is gone. Returns its returncode."""

@@ -12,10 +12,8 @@ from __future__ import annotations
 import signal
 import sys
 
-from ..actuate.dynamic_user import DynamicUser, dynamic_user
 from ..core.errors import EnvironmentProblem, UsageError
 from ..core.labels import clean_labels
-from ..core.policy import Privileges
 from ..observe.report import Reporter
 from .agent_client import DaemonAgent, daemon_problem, relay_signals, socket_path
 
@@ -51,16 +49,12 @@ class DaemonRun:
         self.cmd, self.opts = cmd, opts
         self.agent = DaemonAgent(path, name=opts.name, labels=labels)
         self.reporter = Reporter(as_json=opts.as_json, verbose=opts.verbose)
-        self.dynamic: DynamicUser | None = None
 
     def run(self) -> int:
         old = relay_signals(lambda: self.agent.proc)
         try:
-            self.agent.start()
-            # the node policy's privileges are the daemon's; a standalone run's defaults apply here
-            self.dynamic = dynamic_user(self.opts.user, Privileges())
-            proc = self.agent.launch(self.cmd, user=self.opts.user,
-                                     identity=self.dynamic.identity if self.dynamic else None)
+            self.agent.start()      # the node policy's privileges and the agent's uid come with it
+            proc = self.agent.launch(self.cmd, user=self.opts.user)
             rc = self.agent.supervise(proc, on_gone=lambda: self.reporter.note(
                 "the pycontain daemon stopped answering: killing the agent (fail closed)"))
             code = 128 - rc if rc < 0 else rc
@@ -68,7 +62,5 @@ class DaemonRun:
             return code
         finally:
             self.agent.finish()
-            if self.dynamic is not None:
-                self.dynamic.release()
             for s, h in old.items():
                 signal.signal(s, h)

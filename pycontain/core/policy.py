@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import ipaddress
+import json
 import os
 import re
 import sys
@@ -773,8 +774,20 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
     out["sockets"] = {"deny_raw": p.sockets.deny_raw, "deny_packet": p.sockets.deny_packet}
     out["actions"] = {k: {"ladder": [a.value for a in s.ladder], "grace": s.grace_s} for k, s in p.actions.items()}
     out["escalation"] = {"grace": p.escalation_grace_s}
-    pv = p.privileges
-    out["privileges"] = {"no_new_privs": pv.no_new_privs, "drop_capabilities": pv.drop_capabilities,
-                         "seccomp": pv.seccomp, "dynamic_user": pv.dynamic_user,
-                         "dynamic_user_range": f"{pv.dynamic_user_range[0]}-{pv.dynamic_user_range[1]}"}
+    out["privileges"] = privileges_to_dict(p.privileges)
     return out
+
+
+def privileges_to_dict(pv: Privileges) -> dict[str, Any]:
+    """`privileges:` as YAML (policy show) and as the daemon's start answer."""
+    return {"no_new_privs": pv.no_new_privs, "drop_capabilities": pv.drop_capabilities,
+            "seccomp": pv.seccomp, "dynamic_user": pv.dynamic_user,
+            "dynamic_user_range": f"{pv.dynamic_user_range[0]}-{pv.dynamic_user_range[1]}"}
+
+
+def privileges_from_dict(data: Any, source: str = "<daemon answer>") -> Privileges:
+    """The inverse of privileges_to_dict, checked like the policy's own
+    section (JSON is YAML); None: the defaults, every measure taken."""
+    if data is None:
+        return Privileges()
+    return _privileges(compose(json.dumps(data), source))

@@ -8,6 +8,8 @@ import threading
 
 import pytest
 
+from pycontain.actuate.dynamic_user import Identity
+from pycontain.actuate.identity_pool import IdentityPool
 from pycontain.app import agent_api
 from pycontain.app.runner import RunOptions, own_probe_options
 from pycontain.core.errors import EnvironmentProblem, UsageError
@@ -36,8 +38,8 @@ class Cg:
 
 
 class Ctl:
-    def __init__(self):
-        self.cgroups, self.labels = {}, {}
+    def __init__(self, policy=None):
+        self.cgroups, self.labels, self.policy = {}, {}, policy
 
     def add_agent(self, name, cg, labels=None):
         self.cgroups[name], self.labels[name] = cg, labels
@@ -46,12 +48,36 @@ class Ctl:
         self.cgroups.pop(name)
 
 
+class User:
+    """A leased uid (actuate/dynamic_user.DynamicUser) that records its release."""
+
+    def __init__(self, uid, released):
+        self.identity = Identity(uid, uid, (), f"pycontain-{uid}", f"/run/pycontain-agents/{uid}")
+        self._released = released
+
+    def release(self):
+        self._released.append(self.identity.uid)
+
+
+class Leases:
+    """The pool's allocator: counts its calls, hands out uids 70000, 70001, ..."""
+
+    def __init__(self):
+        self.calls, self.released, self.next = [], [], 70000
+
+    def __call__(self, uid_range, n):
+        self.calls.append((uid_range, n))
+        self.next += n
+        return [User(uid, self.released) for uid in range(self.next - n, self.next)]
+
+
 @pytest.fixture
 def starter(monkeypatch):
     monkeypatch.setattr(agent_api, "AgentCgroup", Cg)
     t = [0.0]
-    s = agent_api.AgentStarter(Ctl(), threading.RLock(), clock=lambda: t[0])
-    s.t = t
+    leases = Leases()
+    s = agent_api.AgentStarter(Ctl(), threading.RLock(), clock=lambda: t[0], identities=IdentityPool(leases))
+    s.t, s.leases = t, leases
     return s
 
 
@@ -181,11 +207,23 @@ def test_start_many_makes_one_agent_per_label_set(starter):
     assert starter.ctl.labels == {"ep": {"episode": "1"}, "ep-2": {"episode": "2"}, "ep-3": {}}
 
 
-def test_start_many_is_all_or_none(starter):
-    with pytest.raises(UsageError):
+def test_start_many_is_all_or_none(starter, monkeypatch):
+    with pytest.raises(UsageError):                 # bad input: refused before anything is made
         starter.start_many({"name": "ep", "labels": [{"episode": 1}, {"Bad Name": 2}]})
-    assert not starter.ctl.cgroups and not starter.started
-    assert [c.removed for c in Cg.made[-1:]] == [True]      # the first one was made, then removed
+    assert not starter.ctl.cgroups and not starter.started and not starter.leases.calls
+    made = []
+
+    def create(name, parent=None, plan=None):
+        if len(made) == 2:
+            raise OSError(28, "No space left on device")
+        made.append(Cg(name))
+        return made[-1]
+    monkeypatch.setattr(Cg, "create", staticmethod(create))
+    with pytest.raises(OSError):
+        starter.start_many({"name": "ep", "labels": [{}, {}, {}, {}]})
+    assert not starter.ctl.cgroups and not starter.started and all(c.removed for c in made)
+    assert starter.leases.calls == [((61184, 65519), 4)]                 # one lease call for the batch
+    assert sorted(starter.leases.released) == [70000, 70001, 70002, 70003]   # each given back once
 
 
 @pytest.mark.parametrize("labels", [None, {}, [], [{}] * (agent_api.MAX_BATCH + 1), "ep"])
@@ -198,3 +236,66 @@ def test_start_many_refuses_what_is_not_a_list_of_label_sets(starter, labels):
 def test_popen_many_of_nothing_asks_no_daemon():
     from pycontain import client
     assert client.popen_many([], socket="/nonexistent/pc.sock") == []
+
+
+# ---- the node policy's privileges and the agent's own uid -------------------
+
+def test_start_answer_carries_node_privileges_and_a_uid_given_back_at_stop(starter):
+    from pycontain.core.policy import load_policy_text
+    starter.ctl.policy = load_policy_text("name: n\nprivileges: {seccomp: false, dynamic_user_range: 70000-70100}\n")
+    out = starter.start({"name": "x"})
+    assert out["privileges"]["seccomp"] is False and out["privileges"]["no_new_privs"] is True
+    assert out["identity"] == {"uid": 70000, "gid": 70000, "name": "pycontain-70000",
+                               "home": "/run/pycontain-agents/70000"}
+    assert starter.leases.calls == [((70000, 70100), 1)] and not starter.leases.released
+    starter.stop({"name": "x"})
+    assert starter.leases.released == [70000]
+    starter.ctl.policy = load_policy_text("name: n\nprivileges: {dynamic_user: false}\n")
+    out = starter.start({"name": "y"})
+    assert "identity" not in out and out["privileges"]["dynamic_user"] is False
+    starter.t[0] = 1e9
+    starter.sweep()                                # a client that died: its uid too goes back
+    assert starter.leases.released == [70000]
+
+
+def _client_with_answer(monkeypatch, answer):
+    from pycontain.app import agent_client
+    seen = {}
+    monkeypatch.setattr(agent_client, "launch", lambda argv, cg, **kw: seen.update(kw))
+    monkeypatch.setattr(agent_client.AgentCgroup, "from_dict", classmethod(lambda cls, d: d))
+    a = agent_client.DaemonAgent("/nonexistent.sock")
+    monkeypatch.setattr(a.client, "post", lambda path, body: answer)
+    return a, seen
+
+
+def test_client_launches_as_the_daemons_uid_with_its_privileges(starter, monkeypatch):
+    from pycontain.core.policy import load_policy_text
+    starter.ctl.policy = load_policy_text("name: n\nprivileges: {drop_capabilities: false}\n")
+    a, seen = _client_with_answer(monkeypatch, starter.start({"name": "x"}))
+    a.start()
+    a.launch(["true"])
+    assert seen["identity"].uid == 70000 and seen["user"] is None
+    assert seen["privileges"].drop_capabilities is False and seen["privileges"].seccomp is True
+    a.launch(["true"], user="nobody")              # a named user: the caller's choice
+    assert seen["identity"] is None and seen["user"] == "nobody"
+
+
+def test_client_never_runs_the_agent_as_itself_when_the_daemon_sent_no_uid(monkeypatch):
+    from pycontain.app import agent_client
+    mine = []
+    monkeypatch.setattr(agent_client, "dynamic_user", lambda user, priv: mine.append(User(71000, mine)) or mine[0])
+    a, seen = _client_with_answer(monkeypatch, {"agent": "x", "cgroup": {}})   # an older daemon's answer
+    a.start()
+    a.launch(["true"])
+    assert seen["identity"].uid == 71000 and seen["privileges"].seccomp is True   # all taken, own uid
+    a.finish()
+    assert mine[1:] == [71000]                         # given back when the agent is done
+
+
+@pytest.mark.parametrize("bad", [{"privileges": {"seccomp": "no"}}, {"privileges": {"x": 1}},
+                                 {"identity": {"uid": 0, "gid": 0, "name": "root", "home": "/root"}},
+                                 {"identity": {"uid": "a"}}])
+def test_client_refuses_a_start_answer_it_cannot_follow(monkeypatch, bad):
+    a, _ = _client_with_answer(monkeypatch, {"agent": "x", "cgroup": {}, **bad})
+    with pytest.raises(EnvironmentProblem):
+        a.start()

@@ -37,8 +37,11 @@ def test_pick_skips_uids_in_use_named_or_leased(tmp_path, monkeypatch):
     monkeypatch.setattr(du, "_named", lambda uid: uid == 70001)
     (tmp_path / "70002").write_text(str(os.getpid()))          # a live lease
     (tmp_path / "70003").write_text("999999999")               # a stale one: its pid is gone
-    picks = {du.DynamicUser._pick((70000, 70003), str(tmp_path)) for _ in range(20)}
+    picks = {uid for _ in range(20) for uid in du.DynamicUser._pick((70000, 70003), str(tmp_path))}
     assert picks == {70003}
+    with pytest.raises(EnvironmentProblem) as e:       # two wanted, one free: none taken
+        du.DynamicUser._pick((70000, 70003), str(tmp_path), 2)
+    assert "for 2 agents" in str(e.value)
 
 
 def test_pick_fails_closed_when_the_range_is_full(tmp_path, monkeypatch):

@@ -1,9 +1,11 @@
 """`pycontain run` through the node daemon (issue 14 part 1): no per-agent
 compile, same containment, exit status relayed, nothing left behind.
 
-The attack (a denied miner run by the agent) first works without pycontain,
-then fails when the agent is started through the daemon; checked from
-outside: the sentinel the miner would write is never written.
+The attacks (a denied miner run by the agent; an episode of a root rollout
+worker writing a root-owned file and killing a root process) first work
+without pycontain, then fail when the agent is started through the daemon;
+checked from outside: the sentinel the miner would write is never written,
+the file keeps its content, the process lives.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from pycontain.app.agent_client import DaemonAgent
+from tests.kernel.conftest import pin_root_for
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
 MINER = "sleep 0.2; echo ran > {sentinel}"
@@ -45,6 +50,22 @@ def node_daemon(privileged, tmp_path_factory):
     proc.terminate()
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, out
+
+
+@pytest.fixture
+def open_dir(privileged):
+    """A directory every uid may enter and write: an agent runs as a fresh
+    uid of its own, so what it runs and writes must be reachable by one
+    (pytest's tmp_path is root's alone, where a sentinel would never be
+    written whatever pycontain did)."""
+    d = tempfile.mkdtemp(prefix="pc-drun-", dir="/tmp")
+    os.chmod(d, 0o777)
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def dynamic_uid(uid: int) -> bool:
+    return 61184 <= uid <= 65519
 
 
 def run(sock, *args, **kw):
@@ -112,16 +133,19 @@ def test_client_killed_after_start_leaves_no_cgroup(node_daemon):
     assert wait_for(lambda: not os.path.exists(cg.v2_path), 10), "the daemon kept an empty orphan cgroup"
 
 
-def test_client_api_popen_and_contained_block(node_daemon, tmp_path):
+def test_client_api_popen_and_contained_block(node_daemon, open_dir):
     from pycontain import client
     sock, audit = node_daemon
     p = client.Popen(["sh", "-c", "grep ^0:: /proc/self/cgroup"], socket=str(sock), name="ep",
                      labels={"episode": 3}, stdout=subprocess.PIPE, text=True)
     out, _ = p.communicate(timeout=10)
     assert p.returncode == 0 and "pycontain-ep" in out
-    miner = tmp_path / "xmrig"
+    miner = open_dir / "xmrig"
     shutil.copy("/bin/sh", miner)
-    sentinel = tmp_path / "s"
+    sentinel = open_dir / "s"
+    bare = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(miner), "-c",
+                           MINER.format(sentinel=open_dir / "bare")])
+    assert bare.returncode == 0 and (open_dir / "bare").exists()   # an unprivileged miner writes it unguarded
     with client.contained(name="ep", labels={"episode": 4}, socket=str(sock)) as agent:
         bg = agent.Popen(["sleep", "30"])
         r = agent.run([str(miner), "-c", MINER.format(sentinel=sentinel)])
@@ -133,7 +157,7 @@ def test_client_api_popen_and_contained_block(node_daemon, tmp_path):
     assert {"episode": "3"} in labels and {"episode": "4"} in labels
 
 
-def test_popen_many_contains_each_episode_in_its_own_agent_all_or_none(node_daemon, tmp_path):
+def test_popen_many_contains_each_episode_in_its_own_agent_all_or_none(node_daemon, tmp_path, open_dir):
     """One request makes the agents; each process is contained from its first
     instruction (the miner is killed, its sentinel never written); a launch
     that fails ends the batch: nothing keeps running, no agent is left."""
@@ -141,12 +165,13 @@ def test_popen_many_contains_each_episode_in_its_own_agent_all_or_none(node_daem
     from pycontain.core.errors import CommandNotFound
     from pycontain.observe.state_api import StateClient
     sock, audit = node_daemon
-    miner = tmp_path / "xmrig"
+    miner = open_dir / "xmrig"
     shutil.copy("/bin/sh", miner)
-    bare = tmp_path / "bare"
-    subprocess.run([str(miner), "-c", MINER.format(sentinel=bare)], check=True)
+    bare = open_dir / "bare"
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(miner), "-c",
+                    MINER.format(sentinel=bare)], check=True)
     assert bare.exists()                             # the miner works without pycontain
-    sentinel = tmp_path / "s"
+    sentinel = open_dir / "s"
     ps = client.popen_many([["sh", "-c", "grep ^0:: /proc/self/cgroup"]] * 2
                            + [[str(miner), "-c", MINER.format(sentinel=sentinel)]],
                            socket=str(sock), name="batch", labels=[{"episode": i} for i in range(3)],
@@ -218,3 +243,82 @@ def test_a_failing_step_in_the_child_leaves_no_half_made_agent(node_daemon, tmp_
     assert made and not os.path.exists(made[0])         # the daemon removed the cgroup
     agents = StateClient(str(sock)).state()["agents"]
     assert not [a for a in agents if a["name"].startswith("halfmade")]
+
+
+VANDAL = "echo pwned > {victim}; kill -9 {pid}; id -u > {report}"
+
+
+def test_episodes_of_a_root_worker_run_as_fresh_uids_that_cannot_touch_the_node(node_daemon, open_dir):
+    """A rollout worker runs as root. Without pycontain its episode could
+    rewrite any root-owned file (cron, sshd keys, pycontain's own code) and
+    kill any root process (the daemon). Through the daemon each episode runs
+    as a uid of its own, given back when the episode is done."""
+    from pycontain import client
+    sock, _ = node_daemon
+    victim = open_dir / "victim"
+
+    def target():
+        victim.write_text("intact\n")
+        os.chmod(victim, 0o644)
+        return subprocess.Popen(["sleep", "60"])
+    bystander = target()
+    bare = subprocess.run(["sh", "-c", VANDAL.format(victim=victim, pid=bystander.pid, report=open_dir / "r")])
+    assert bare.returncode == 0 and victim.read_text() == "pwned\n"     # the attack works unguarded
+    assert bystander.wait(5) == -signal.SIGKILL
+
+    bystander = target()
+    try:
+        ps = client.popen_many([["sh", "-c", VANDAL.format(victim=victim, pid=bystander.pid,
+                                                           report=open_dir / f"r{i}")] for i in range(2)],
+                               socket=str(sock), name="vandal")
+        assert [p.wait(10) for p in ps] == [0, 0]           # the shell ran to its end
+        assert victim.read_text() == "intact\n" and bystander.poll() is None
+        uids = [int((open_dir / f"r{i}").read_text()) for i in range(2)]
+        assert all(dynamic_uid(u) for u in uids) and uids[0] != uids[1], uids
+        for uid in uids:                                     # each uid given back, its home removed
+            assert wait_for(lambda u=uid: not os.path.exists(f"/run/pycontain-agents/{u}") and
+                            not os.path.exists(f"/run/pycontain/dynamic-users/{u}"), 10), uid
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def _status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as fh:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+
+
+def test_the_node_policys_privileges_reach_agents_started_through_it(node_daemon, privileged, tmp_path):
+    """Read from outside, in /proc, while the agent runs: the default node
+    policy's agent has a seccomp filter, no_new_privs and a fresh uid; a node
+    policy that relaxes them gives an agent of the caller's uid without them."""
+    sock, _ = node_daemon
+    relaxed = tmp_path / "relaxed.yaml"
+    relaxed.write_text("extends: default\nname: relaxed\n"
+                       "privileges: {seccomp: false, no_new_privs: false, dynamic_user: false}\n")
+    sock2 = tmp_path / "relaxed.sock"
+    env = dict(os.environ, PYCONTAIN_BPFFS=pin_root_for("relaxed"))
+    d2 = subprocess.Popen(PYCONTAIN + ["daemon", "--allow-no-gpu", "--policy", str(relaxed), "--socket", str(sock2),
+                                       "--scan-interval", "0.3"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert wait_for(lambda: sock2.exists(), 60), "the second daemon never served its socket"
+        seen = {}
+        for name, path in (("default", sock), ("relaxed", sock2)):
+            p = subprocess.Popen(PYCONTAIN + ["run", "--daemon-only", "--daemon-socket", str(path), "--",
+                                              "sleep", "30"], stderr=subprocess.PIPE, text=True, cwd="/")
+            assert wait_for(lambda p=p: _children(p.pid, b"sleep\x0030"), timeout=30), "the agent never started"
+            seen[name] = _status(_children(p.pid, b"sleep\x0030")[0])
+            p.send_signal(signal.SIGTERM)
+            p.wait(10)
+        uid = int(seen["default"]["Uid"].split()[0])
+        assert dynamic_uid(uid) and seen["default"]["Seccomp"] == "2" and seen["default"]["NoNewPrivs"] == "1"
+        assert seen["relaxed"]["Uid"].split()[0] == "0"
+        assert seen["relaxed"]["Seccomp"] == "0" and seen["relaxed"]["NoNewPrivs"] == "0"
+        assert seen["relaxed"]["CapBnd"] == seen["default"]["CapBnd"] != _status(os.getpid())["CapBnd"]
+    finally:
+        d2.terminate()
+        out, _ = d2.communicate(timeout=20)
+        from pycontain.kernel.pins import release_all
+        release_all(env["PYCONTAIN_BPFFS"])
+    assert d2.returncode == 0, out

@@ -230,9 +230,10 @@ def main() -> int:
         print("bench_scale: run as root", file=sys.stderr)
         return 1
     tmp = tempfile.mkdtemp(prefix="pycontain-scale-")
+    os.chmod(tmp, 0o711)       # each agent runs as a fresh uid of its own: it must reach the fifo
     sock = os.path.join(tmp, "pc.sock")
     fifo = os.path.join(tmp, "go")
-    os.mkfifo(fifo)
+    os.mkfifo(fifo, 0o644)
     bare = [exec_rate() for _ in range(a.rounds)]
     # its own pin dir, released at the end: a daemon's pins outlive it by design
     env = dict(os.environ, PYCONTAIN_BPFFS=f"/sys/fs/bpf/pycontain-bench-{os.getpid()}")

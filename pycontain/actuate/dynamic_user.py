@@ -178,14 +178,21 @@ class DynamicUser:
 
     def release(self) -> None:
         """After every process of the agent is gone (its cgroup removed)."""
-        uid = self.identity.uid
-        shutil.rmtree(self.identity.home, ignore_errors=True)
+        DynamicUser.release_many([self])
+
+    @staticmethod
+    def release_many(users: list[DynamicUser]) -> None:
+        """release() of several, each scratch directory read once for all."""
+        for du in users:
+            shutil.rmtree(du.identity.home, ignore_errors=True)
+        uids = {du.identity.uid for du in users}
         for d in SCRATCH_DIRS:
-            remove_owned(d, uid)
-        try:
-            os.unlink(self._lease)
-        except FileNotFoundError:
-            pass
+            remove_owned(d, uids)
+        for du in users:
+            try:
+                os.unlink(du._lease)
+            except FileNotFoundError:
+                pass
 
 
 def dynamic_user(user: str | None, privileges: Privileges) -> DynamicUser | None:
@@ -196,9 +203,10 @@ def dynamic_user(user: str | None, privileges: Privileges) -> DynamicUser | None
     return DynamicUser.allocate(privileges.dynamic_user_range)
 
 
-def remove_owned(directory: str, uid: int) -> None:
-    """Remove the entries at the top of `directory` that `uid` owns (never
+def remove_owned(directory: str, uids: int | set[int]) -> None:
+    """Remove the entries at the top of `directory` that `uids` own (never
     following a link: a link is removed itself)."""
+    owners = {uids} if isinstance(uids, int) else uids
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -206,7 +214,7 @@ def remove_owned(directory: str, uid: int) -> None:
     for e in entries:
         try:
             st = e.stat(follow_symlinks=False)
-            if st.st_uid != uid:
+            if st.st_uid not in owners:
                 continue
             if e.is_dir(follow_symlinks=False):
                 shutil.rmtree(e.path, ignore_errors=True)

@@ -15,6 +15,8 @@ may be gone with it), the agent is killed. No BPF is loaded here.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -71,10 +73,7 @@ class DaemonAgent:
         self.name = str(out["agent"])
         self.cgroup = AgentCgroup.from_dict(out["cgroup"])
         self.env = {str(k): str(v) for k, v in (out.get("env") or {}).items()}
-        try:
-            self.privileges = privileges_from_dict(out.get("privileges"))
-        except PolicyError as e:
-            raise EnvironmentProblem(f"the daemon's start answer: {e}") from None
+        self.privileges = _privileges_of(json.dumps(out.get("privileges"), sort_keys=True))
         self.identity = identity_from_dict(out["identity"]) if out.get("identity") else None
         return self.cgroup
 
@@ -154,6 +153,16 @@ class DaemonAgent:
                     if on_gone:
                         on_gone()
                     self.kill()
+
+
+@functools.lru_cache(maxsize=8)
+def _privileges_of(answer: str) -> Privileges:
+    """The answer's `privileges`, parsed once per distinct text: every start
+    of a node carries the same, and 32 starts at once share the interpreter."""
+    try:
+        return privileges_from_dict(json.loads(answer))
+    except PolicyError as e:
+        raise EnvironmentProblem(f"the daemon's start answer: {e}") from None
 
 
 def relay_signals(get_proc) -> dict:

@@ -70,13 +70,17 @@ class Leases:
         self.next += n
         return [User(uid, self.released) for uid in range(self.next - n, self.next)]
 
+    def release_many(self, users):
+        for u in users:
+            u.release()
+
 
 @pytest.fixture
 def starter(monkeypatch):
     monkeypatch.setattr(agent_api, "AgentCgroup", Cg)
     t = [0.0]
     leases = Leases()
-    s = agent_api.AgentStarter(Ctl(), threading.RLock(), clock=lambda: t[0], identities=IdentityPool(leases))
+    s = agent_api.AgentStarter(Ctl(), threading.RLock(), clock=lambda: t[0], identities=IdentityPool(leases, leases.release_many))
     s.t, s.leases = t, leases
     return s
 

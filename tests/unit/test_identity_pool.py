@@ -1,10 +1,11 @@
 """The daemon's pool of leased uids (actuate/identity_pool.py), with a fake
-allocator: starts take leased uids without allocating, a short pool falls
-back to allocating in the request and grows, a changed range or a closing
-daemon gives every lease back, a full range does not spin."""
+allocator: starts take leased uids without allocating, starts that find it
+empty wait for one batch of its thread, a changed range or a closing daemon
+gives every lease back, a full range does not spin."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -27,15 +28,24 @@ class User:
 
 
 class Leases:
-    def __init__(self, fail=False):
-        self.calls, self.released, self.next, self.fail = [], [], 70000, fail
+    """allocate_many and release_many: records its calls (and their threads)."""
+
+    def __init__(self, fail=False, slow=0.0):
+        self.calls, self.threads, self.released, self.next = [], [], [], 70000
+        self.fail, self.slow = fail, slow
 
     def __call__(self, uid_range, n):
         self.calls.append((uid_range, n))
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.slow)
         if self.fail:
             raise EnvironmentProblem("no free uid in the dynamic-user range")
         self.next += n
         return [User(uid, self.released) for uid in range(self.next - n, self.next)]
+
+    def release_many(self, users):
+        for u in users:
+            u.release()
 
 
 def until(pred, timeout=5.0):
@@ -50,7 +60,7 @@ def until(pred, timeout=5.0):
 @pytest.fixture
 def pool():
     leases = Leases()
-    p = IdentityPool(leases, target=4, limit=8)
+    p = IdentityPool(leases, leases.release_many, target=4)
     p.leases = leases
     yield p
     p.close()
@@ -66,15 +76,9 @@ def test_starts_take_uids_leased_ahead_in_one_call(pool):
     assert pool.leases.calls == [(R, 4), (R, 3)]
 
 
-def test_a_short_pool_allocates_in_the_request_then_grows_to_the_burst(pool):
-    got = pool.take(R, 6)                     # not started: nothing leased ahead
+def test_a_pool_not_started_leases_in_the_request(pool):
+    got = pool.take(R, 6)
     assert len({u.identity.uid for u in got}) == 6 and pool.leases.calls == [(R, 6)]
-    assert pool.target == 6
-    pool.start(None)
-    assert until(lambda: pool.ready() == 6)
-    pool.take(R, 8)
-    pool.take(R, 8)
-    assert pool.target == 8                   # at most the limit
 
 
 def test_given_back_uids_are_released_off_the_request_path(pool):
@@ -99,10 +103,37 @@ def test_a_changed_range_and_close_give_every_lease_back(pool):
 def test_a_full_range_waits_instead_of_spinning(monkeypatch):
     monkeypatch.setattr(identity_pool, "RETRY_S", 0.3)
     leases = Leases(fail=True)
-    p = IdentityPool(leases, target=4)
+    p = IdentityPool(leases, leases.release_many, target=4)
     p.start(R)
     time.sleep(0.5)
     p.close()
     assert 1 <= len(leases.calls) <= 3
     with pytest.raises(EnvironmentProblem):
-        IdentityPool(leases).take(R, 1)       # the request itself fails: never a uid it cannot lease
+        IdentityPool(leases, leases.release_many).take(R, 1)   # the request fails: never a uid it cannot lease
+
+
+def test_starts_that_find_the_pool_empty_wait_for_one_batch_of_the_thread():
+    leases = Leases(slow=0.2)        # a /proc scan on a busy node: the waiters pile up behind it
+    p = IdentityPool(leases, leases.release_many, target=1)
+    p.start(R)
+    assert until(lambda: p.ready() == 1)
+    got: list = []
+    takers = [threading.Thread(target=lambda: got.extend(p.take(R, 1))) for _ in range(6)]
+    for t in takers:
+        t.start()
+    for t in takers:
+        t.join()
+    p.close()
+    assert len({u.identity.uid for u in got}) == 6
+    assert set(leases.threads) == {"pycontain-uids"}       # no start leased on its own
+    assert len(leases.calls) <= 4                          # in batches, not one scan per start
+
+
+def test_a_narrow_range_is_not_leased_ahead_beyond_a_quarter():
+    leases = Leases()
+    p = IdentityPool(leases, leases.release_many, target=32)
+    p.start((70000, 70019))
+    assert until(lambda: p.ready() == 5)
+    time.sleep(0.1)
+    p.close()
+    assert leases.calls == [((70000, 70019), 5)]

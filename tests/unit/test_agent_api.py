@@ -80,7 +80,8 @@ def starter(monkeypatch):
     monkeypatch.setattr(agent_api, "AgentCgroup", Cg)
     t = [0.0]
     leases = Leases()
-    s = agent_api.AgentStarter(Ctl(), threading.RLock(), clock=lambda: t[0], identities=IdentityPool(leases, leases.release_many))
+    s = agent_api.AgentStarter(Ctl(), threading.RLock(), clock=lambda: t[0],
+                               identities=IdentityPool(leases, leases.release_many))
     s.t, s.leases = t, leases
     return s
 

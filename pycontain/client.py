@@ -3,6 +3,10 @@
 Talks to the node daemon (`pycontain daemon`) over its state API; no BPF is
 loaded in the caller and nothing is compiled per agent. The caller must be
 allowed to use the socket (root) and to write the agent's cgroup.procs.
+Each agent runs as a fresh uid of its own, never as the caller (the node
+policy's privileges.dynamic_user; `user=` names one instead), under the
+node policy's other privileges: what it runs and reads must be readable by
+other users.
 
     from pycontain import client
 

@@ -116,7 +116,7 @@ class Actuator:
         except ProcessLookupError:
             return f"skipped: pid {d.pid} already exited"
         try:
-            if _exited(d.pid, self.proc_root):     # a zombie: a signal would "succeed" on nothing
+            if process_exited(d.pid, self.proc_root):     # a zombie: a signal would "succeed" on nothing
                 return f"skipped: pid {d.pid} already exited"
             # an escaped task is outside the cgroup by definition: the kernel's
             # identity of the task (ebpf/boundary.c) made it this agent's
@@ -179,7 +179,7 @@ def clock_tick_ns() -> int:
     return 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
-def _exited(pid: int, proc_root: str = "/proc") -> bool:
+def process_exited(pid: int, proc_root: str = "/proc") -> bool:
     """The process has exited (a zombie waiting for its parent, or gone)."""
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as fh:

@@ -23,7 +23,11 @@ back.
 A client that dies mid-start leaves nothing behind: a started cgroup that no
 process has joined by its deadline is removed, and one whose processes have
 all exited (the client died without saying stop) is removed at the next
-sweep. Both sweeps run in the daemon's loop (:meth:`AgentStarter.sweep`).
+sweep. An agent ends with the process that asked for it (SO_PEERCRED of the
+request, checked by pid and start time): a `pycontain run` killed by
+SIGKILL (Slurm after KillWait) or a rollout worker that crashed does not
+leave its agents running, outside the job's cgroup, on their GPUs. The
+sweeps run in the daemon's loop (:meth:`AgentStarter.sweep`).
 """
 
 from __future__ import annotations
@@ -33,14 +37,17 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..actuate.actuators import proc_start_ns, process_exited
 from ..actuate.cgroups import AgentCgroup, CreatePlan, detect_layout, make_home, remove_home
 from ..actuate.dynamic_user import DynamicUser, identity_to_dict
 from ..actuate.identity_pool import IdentityPool
 from ..core.errors import PycontainError, UsageError
 from ..core.labels import clean_labels
 from ..core.policy import Privileges, privileges_to_dict
+from ..observe.state_api import PEER_PID
 from .runner import check_name
 
 log = logging.getLogger("pycontain.daemon")
@@ -56,6 +63,7 @@ class _Started:
     cgroup: AgentCgroup
     deadline: float | None      # None once a process was seen in the cgroup
     user: DynamicUser | None = None   # its uid, given back once the cgroup is gone
+    owner: tuple[int, int] | None = None   # (pid, start ns) of the process that asked: the agent ends with it
 
 
 class AgentStarter:
@@ -63,8 +71,9 @@ class AgentStarter:
     the lock its loop holds while it touches the controller."""
 
     def __init__(self, ctl, lock, cgroup_parent: str | None = None, clock=time.monotonic,
-                 identities: IdentityPool | None = None):
+                 identities: IdentityPool | None = None, alive: Callable[[tuple[int, int]], bool] | None = None):
         self.ctl, self.lock, self.parent, self.clock = ctl, lock, cgroup_parent, clock
+        self.alive = alive or same_process_lives
         self.identities = identities or IdentityPool()
         self.started: dict[str, _Started] = {}
         self._names = threading.Lock()
@@ -113,7 +122,7 @@ class AgentStarter:
         return f"{name}-{n}"[:32]
 
     def start(self, body: dict) -> dict:
-        return self._start(body.get("name"), [body.get("labels")])[0]
+        return self._start(body.get("name"), [body.get("labels")], asker(body))[0]
 
     def start_many(self, body: dict) -> dict:
         """One agent per entry of body["labels"], all or none (a failed start
@@ -122,9 +131,9 @@ class AgentStarter:
         if not isinstance(sets, list) or not 1 <= len(sets) <= MAX_BATCH:
             raise UsageError(f"/v1/starts makes 1 to {MAX_BATCH} agents: labels must be a list of that many "
                              "label sets, one per agent")
-        return {"ok": True, "agents": self._start(body.get("name"), sets)}
+        return {"ok": True, "agents": self._start(body.get("name"), sets, asker(body))}
 
-    def _start(self, want: object, label_sets: list) -> list[dict]:
+    def _start(self, want: object, label_sets: list, owner: tuple[int, int] | None) -> list[dict]:
         """One agent per label set, all or none; every input is checked
         before anything is made."""
         name = str(want or "agent")
@@ -135,7 +144,7 @@ class AgentStarter:
         made: list[dict] = []
         try:
             for i, one in enumerate(labels):
-                made.append(self._start_one(name, one, priv, users[i] if users else None))
+                made.append(self._start_one(name, one, priv, users[i] if users else None, owner))
         except BaseException:
             for answer in made:
                 self._forget(answer["agent"])          # gives its uid back
@@ -143,7 +152,8 @@ class AgentStarter:
             raise
         return made
 
-    def _start_one(self, want: str, labels: dict, priv: Privileges, user: DynamicUser | None) -> dict:
+    def _start_one(self, want: str, labels: dict, priv: Privileges, user: DynamicUser | None,
+                   owner: tuple[int, int] | None) -> dict:
         with self._names:
             name = self._unique(want)
             try:
@@ -151,7 +161,7 @@ class AgentStarter:
             except BaseException:
                 self.identities.give_back([user] if user else [])
                 raise
-            self.started[name] = _Started(cg, self.clock() + START_DEADLINE_S, user)
+            self.started[name] = _Started(cg, self.clock() + START_DEADLINE_S, user, owner)
         try:
             with self.lock:
                 self.ctl.add_agent(name, cg, labels=labels)
@@ -203,9 +213,15 @@ class AgentStarter:
 
     def sweep(self) -> list[str]:
         """Remove agents whose client is gone: never joined by the deadline,
-        or joined and now empty. Returns their names."""
+        joined and now empty, or still running after the process that asked
+        for them exited (its leftovers are killed). Returns their names."""
         now, gone = self.clock(), []
         for name, entry in list(self.started.items()):
+            if entry.owner is not None and not self.alive(entry.owner):
+                log.warning("agent %s: the process that started it (pid %d) is gone: ending it",
+                            name, entry.owner[0])
+                gone.append(name)
+                continue
             try:
                 busy = bool(entry.cgroup.pids())
             except OSError:
@@ -224,6 +240,29 @@ class AgentStarter:
         self.identities.close()
         if self._plan is not None:
             remove_home(self._plan, self._home)   # empty now; busy (an agent left over): kept, still attached
+
+
+def asker(body: dict) -> tuple[int, int] | None:
+    """(pid, start ns) of the process that sent the request (the state API
+    server's SO_PEERCRED), or None: not visible in the daemon's pid
+    namespace, or gone already (then no process joins and the start
+    deadline removes the agent)."""
+    pid = body.get(PEER_PID)
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        return pid, proc_start_ns(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def same_process_lives(owner: tuple[int, int]) -> bool:
+    """The pid still names the process that asked (not a reused pid) and it has not exited."""
+    pid, start_ns = owner
+    try:
+        return not process_exited(pid) and proc_start_ns(pid) == start_ns
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def home_name(socket_path: str, default_socket: str) -> str:

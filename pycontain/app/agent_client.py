@@ -139,7 +139,7 @@ class DaemonAgent:
             self._own_user.release()
             self._own_user = None
 
-    def supervise(self, proc: subprocess.Popen, on_gone=None) -> int:
+    def supervise(self, proc: subprocess.Popen, on_gone=None, on_tick=None) -> int:
         """Wait for proc; kill the agent if the daemon is gone. Returns its returncode."""
         checked = time.monotonic()
         while True:
@@ -147,6 +147,8 @@ class DaemonAgent:
                 return proc.wait(timeout=0.2)
             except subprocess.TimeoutExpired:
                 pass
+            if on_tick:
+                on_tick()
             if time.monotonic() - checked >= 1.0:
                 checked = time.monotonic()
                 if not self.daemon_alive():
@@ -165,11 +167,13 @@ def _privileges_of(answer: str) -> Privileges:
         raise EnvironmentProblem(f"the daemon's start answer: {e}") from None
 
 
-def relay_signals(get_proc) -> dict:
+def relay_signals(get_proc, on_signal=None) -> dict:
     """Forward SIGINT/SIGTERM/SIGHUP to the agent's process group; returns the old handlers."""
     def forward(signum, _frame):
         proc = get_proc()
         if proc is not None and proc.poll() is None:
+            if on_signal:
+                on_signal(signum)
             try:
                 os.killpg(proc.pid, signum)
             except ProcessLookupError:

@@ -3,12 +3,15 @@
 No BPF is loaded and nothing is compiled: the daemon creates and contains the
 agent's cgroup with its one program set (app/agent_api.py); this process
 launches CMD into it, relays SIGINT/SIGTERM/SIGHUP to the agent's process
-group, kills the agent if the daemon goes away (fail closed), and exits with
-the agent's status.
+group and kills the whole agent after --stop-timeout (app/stopping.py), kills
+the agent if the daemon goes away (fail closed), and exits with the agent's
+status. If this process is killed outright, the daemon ends the agent
+(app/agent_api.py: agents end with the process that asked for them).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -16,6 +19,7 @@ from ..core.errors import EnvironmentProblem, UsageError
 from ..core.labels import clean_labels
 from ..observe.report import Reporter
 from .agent_client import DaemonAgent, daemon_problem, relay_signals, socket_path
+from .stopping import Stopping
 
 
 def parse_labels(items) -> dict[str, str]:
@@ -49,14 +53,24 @@ class DaemonRun:
         self.cmd, self.opts = cmd, opts
         self.agent = DaemonAgent(path, name=opts.name, labels=labels)
         self.reporter = Reporter(as_json=opts.as_json, verbose=opts.verbose)
+        self.stopping = Stopping(opts.stop_timeout, self.reporter.note, self._kill_all)
+
+    def _kill_all(self) -> None:
+        self.agent.kill()            # every process of its cgroup
+        if self.agent.proc is not None:
+            try:
+                os.killpg(self.agent.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def run(self) -> int:
-        old = relay_signals(lambda: self.agent.proc)
+        old = relay_signals(lambda: self.agent.proc, self.stopping.signalled)
         try:
             self.agent.start()      # the node policy's privileges and the agent's uid come with it
             proc = self.agent.launch(self.cmd, user=self.opts.user)
             rc = self.agent.supervise(proc, on_gone=lambda: self.reporter.note(
-                "the pycontain daemon stopped answering: killing the agent (fail closed)"))
+                "the pycontain daemon stopped answering: killing the agent (fail closed)"),
+                on_tick=self.stopping.check)
             code = 128 - rc if rc < 0 else rc
             self.reporter.finished(self.agent.name or self.opts.name, code)
             return code

@@ -26,6 +26,7 @@ from ..observe.report import Reporter, progress_printer
 from .edges import Edges
 from .run_options import RunOptions, exit_status
 from .session import Session
+from .stopping import Stopping
 
 
 class AgentRun:
@@ -42,8 +43,7 @@ class AgentRun:
         self.cg: AgentCgroup | None = None
         self.watchdog: Watchdog | None = None
         self.proc: subprocess.Popen | None = None
-        self._stop_deadline: float | None = None
-        self._stop_killed = False
+        self.stopping = Stopping(opts.stop_timeout, self.reporter.note, self._kill_all)
         self.dynamic: DynamicUser | None = None
 
     def run(self) -> int:
@@ -62,25 +62,17 @@ class AgentRun:
             self._teardown()
 
     def _on_signal(self, signum, _frame) -> None:
-        """Like `docker stop`: the signal goes to the agent (SIGHUP as
-        SIGTERM); if it has not exited after --stop-timeout, every process in
-        its cgroup is killed (_enforce_stop), traps or not."""
+        """Like `docker stop` (app/stopping.py): the signal goes to the agent
+        (SIGHUP as SIGTERM)."""
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            if self._stop_deadline is None:
-                self._stop_deadline = time.monotonic() + self.opts.stop_timeout
-                self.reporter.note(f"stopping the agent ({signal.Signals(signum).name}; killed after "
-                                   f"{self.opts.stop_timeout:g}s)")
+            self.stopping.signalled(signum)
             try:
                 os.killpg(proc.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
-    def _enforce_stop(self) -> None:
-        if self._stop_deadline is None or time.monotonic() < self._stop_deadline or self._stop_killed:
-            return
-        self._stop_killed = True
-        self.reporter.note(f"the agent did not stop within {self.opts.stop_timeout:g}s: killing it")
+    def _kill_all(self) -> None:
         if self.cg is not None:
             self.cg.kill()
         if self.proc is not None:
@@ -105,7 +97,7 @@ class AgentRun:
         checked = time.monotonic()
         while proc.poll() is None:
             self.session.step(100)
-            self._enforce_stop()
+            self.stopping.check()
             if time.monotonic() - checked >= 1.0:
                 checked = time.monotonic()
                 self._keep_watchdog()

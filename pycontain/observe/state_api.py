@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import socketserver
+import struct
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
@@ -74,6 +75,19 @@ class _Server(socketserver.UnixStreamServer):
             self.shutdown_request(request)
 
 
+PEER_PID = "_peer_pid"      # set in every POST body by the server: the asking process (0: not visible here)
+
+
+def peer_pid(conn: socket.socket) -> int:
+    """The pid of the process at the other end of a unix socket (SO_PEERCRED,
+    in this pid namespace; 0 when it is not visible in it)."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return 0
+    return struct.unpack("3i", creds)[0]
+
+
 def _make_handler(state: NodeState, handlers: dict[str, Callable]):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -110,6 +124,7 @@ def _make_handler(state: NodeState, handlers: dict[str, Callable]):
                     raise ValueError("body must be a JSON object")
             except ValueError as e:
                 return self._send(400, {"ok": False, "error": f"bad JSON: {e}"})
+            body[PEER_PID] = peer_pid(self.connection)     # the kernel's word; whatever the client put there goes
             m = _AGENT_ROUTE.match(self.path)
             try:
                 if m and m.group(2) in handlers:

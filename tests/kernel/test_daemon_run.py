@@ -322,3 +322,56 @@ def test_the_node_policys_privileges_reach_agents_started_through_it(node_daemon
         from pycontain.kernel.pins import release_all
         release_all(env["PYCONTAIN_BPFFS"])
     assert d2.returncode == 0, out
+
+
+TRAPPING = ("echo ready >> {log}; trap 'echo got-signal >> {log}' TERM INT; "
+            "( trap '' TERM INT; exec sleep {marker} ) & while :; do sleep 0.1; done")
+
+
+def _agent_running(marker: str) -> bool:
+    return subprocess.run(["pgrep", "-f", f"^sleep {marker}$"], capture_output=True).returncode == 0
+
+
+def _start_trapping(sock, open_dir: Path, marker: str, *extra: str) -> tuple[subprocess.Popen, Path]:
+    log = open_dir / f"agent-{marker}.log"
+    log.write_text("")
+    os.chmod(log, 0o666)
+    p = subprocess.Popen(PYCONTAIN + ["run", "--daemon-only", "--daemon-socket", str(sock), *extra, "--",
+                                      "bash", "-c", TRAPPING.format(log=log, marker=marker)],
+                         stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: "ready" in log.read_text() and _agent_running(marker), 30), "the agent never started"
+    return p, log
+
+
+def test_run_through_the_daemon_kills_a_trapping_agent_after_stop_timeout(node_daemon, open_dir):
+    """As standalone (test_run_stop.py): the signal reaches the agent, which
+    traps it; after --stop-timeout every process of its cgroup is killed."""
+    sock, _ = node_daemon
+    p, log = _start_trapping(sock, open_dir, "318", "--stop-timeout", "1")
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(30)
+    err = p.stderr.read()
+    assert "got-signal" in log.read_text(), "the agent never saw the forwarded SIGTERM"
+    assert rc == 128 + signal.SIGKILL and "did not stop within 1s" in err, err
+    assert not _agent_running("318"), "the agent's background child outlived the stop"
+
+
+def test_an_agent_ends_when_its_run_is_killed_outright(node_daemon, open_dir):
+    """Slurm sends SIGKILL after KillWait, to the job's processes only: the
+    agent, in the daemon's cgroup, would run on. Without the daemon tying it
+    to its run, it does (shown first with a plain process tree); with it,
+    the daemon ends the agent once the run is gone."""
+    bare = subprocess.Popen(["bash", "-c", "( trap '' TERM INT; exec sleep 319 ) & wait"])
+    try:
+        assert wait_for(lambda: _agent_running("319"), 10)
+        bare.kill()
+        bare.wait()
+        time.sleep(1.0)
+        assert _agent_running("319")                  # a killed parent leaves its child running
+    finally:
+        subprocess.run(["pkill", "-KILL", "-f", "^sleep 319$"])
+    sock, _ = node_daemon
+    p, _log = _start_trapping(sock, open_dir, "320")
+    p.kill()
+    p.wait()
+    assert wait_for(lambda: not _agent_running("320"), 10), "the agent outlived the run that started it"

@@ -4,10 +4,13 @@ behind by a client that never launched or died, --daemon-only / fallback."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import pytest
 
+from pycontain.actuate.actuators import proc_start_ns
 from pycontain.actuate.dynamic_user import Identity
 from pycontain.actuate.identity_pool import IdentityPool
 from pycontain.app import agent_api
@@ -304,3 +307,46 @@ def test_client_refuses_a_start_answer_it_cannot_follow(monkeypatch, bad):
     a, _ = _client_with_answer(monkeypatch, {"agent": "x", "cgroup": {}, **bad})
     with pytest.raises(EnvironmentProblem):
         a.start()
+
+
+# ---- an agent ends with the process that asked for it -------------------------
+
+def test_an_agent_ends_with_the_process_that_started_it(starter, monkeypatch):
+    me = os.getpid()
+    starter.alive = lambda owner: owner in live
+    live = {agent_api.asker({"_peer_pid": me})}
+    assert live == {(me, proc_start_ns(me))}
+    a = starter.start({"name": "a", "_peer_pid": me})
+    b = starter.start({"name": "b", "_peer_pid": 0})          # not visible in the daemon's pid namespace
+    for name in (a["agent"], b["agent"]):
+        starter.started[name].cgroup.procs = [4242]           # both running
+    assert starter.sweep() == []
+    live.clear()                                              # the asker exited (or its pid was reused)
+    cg = starter.started["a"].cgroup
+    assert starter.sweep() == ["a"] and cg.removed and "a" not in starter.ctl.cgroups
+    assert "b" in starter.started                             # no known asker: ends when its processes do
+
+
+def test_a_reused_pid_is_not_the_asker():
+    me = (os.getpid(), proc_start_ns(os.getpid()))
+    assert agent_api.same_process_lives(me)
+    assert not agent_api.same_process_lives((me[0], me[1] - 10**9))   # same pid, another start
+    assert agent_api.asker({"_peer_pid": 2**22 + 12345}) is None       # no such process
+    assert agent_api.asker({"_peer_pid": "1"}) is None
+
+
+def test_stopping_kills_once_after_the_timeout(monkeypatch):
+    from pycontain.app import stopping
+    t, notes, kills = [100.0], [], []
+    monkeypatch.setattr(stopping.time, "monotonic", lambda: t[0])
+    s = stopping.Stopping(2.0, notes.append, lambda: kills.append(t[0]))
+    s.check()
+    s.signalled(signal.SIGTERM)
+    t[0] = 101.0
+    s.signalled(signal.SIGINT)                   # a second signal does not restart the clock
+    s.check()
+    t[0] = 102.0
+    s.check()
+    s.check()
+    assert kills == [102.0] and notes[0] == "stopping the agent (SIGTERM; killed after 2s)"
+    assert notes[1] == "the agent did not stop within 2s: killing it"

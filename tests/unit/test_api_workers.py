@@ -94,3 +94,17 @@ def test_slow_handlers_and_idle_connections_do_not_block_the_api(tmp_path):
         for s in idle:
             s.close()
         srv.close()
+
+
+def test_the_server_names_the_asking_process_whatever_the_body_says(tmp_path):
+    import os
+    seen = []
+    path = str(tmp_path / "pc.sock")
+    srv = StateServer(NodeState(policy_name="p", mode="enforce"), path,
+                      {"start": lambda body: seen.append(body["_peer_pid"]) or {"ok": True}})
+    srv.start()
+    try:
+        StateClient(path, timeout=5).post("/v1/start", {"name": "ep", "_peer_pid": 1})
+    finally:
+        srv.close()
+    assert seen == [os.getpid()]          # SO_PEERCRED: a client cannot name another process

@@ -8,9 +8,12 @@ a running daemon (or `pycontain run --socket`) here. The socket lives in a
     POST /v1/agents/<name>/<verb>       verb in kill, freeze, thaw
     POST /v1/adopt    {"cgroup", "name"}
     POST /v1/release  {"name"}
-    POST /v1/start    {"name", "labels"} -> {"agent", "cgroup"}   (app/agent_api.py)
+    POST /v1/start    {"name", "labels"} -> {"agent", "cgroup", "privileges", "identity"}   (app/agent_api.py)
     POST /v1/starts   {"name", "labels": [...]} -> {"agents": [...]}
     POST /v1/stop     {"name"}
+
+Every POST body reaches its handler with `_peer_pid` set by the server: the
+asking process, from the socket (SO_PEERCRED), never from the client's JSON.
 """
 
 from __future__ import annotations

@@ -22,12 +22,14 @@ uid left at the top of the shared scratch directories (/tmp, /var/tmp,
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import grp
 import os
 import pwd
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..core.errors import EnvironmentProblem
@@ -47,6 +49,36 @@ class Identity:
     groups: tuple[int, ...]
     name: str
     home: str
+
+
+@contextlib.contextmanager
+def _leases_locked(run_dir: str) -> Iterator[None]:
+    """The node-wide lease lock (every run and daemon takes uids under it)."""
+    os.makedirs(os.path.join(run_dir, "dynamic-users"), mode=0o700, exist_ok=True)
+    lock = os.open(os.path.join(run_dir, "dynamic-users.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock)        # closing releases the flock
+
+
+def _holder(lease: str) -> int:
+    try:
+        with open(lease, encoding="ascii") as fh:
+            return int(fh.read().strip() or "0")
+    except (OSError, ValueError):
+        return 0
+
+
+def _leased(leases: str, home_base: str) -> list[DynamicUser]:
+    out = []
+    for name in os.listdir(leases):
+        if name.isdigit():
+            uid = int(name)
+            out.append(DynamicUser(Identity(uid, uid, (), f"pycontain-{uid}", os.path.join(home_base, name)),
+                                   os.path.join(leases, name)))
+    return out
 
 
 def identity_to_dict(i: Identity) -> dict:
@@ -92,6 +124,8 @@ def _named(uid: int) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,18 +150,13 @@ class DynamicUser:
         """n distinct uids under one lock and one scan of /proc (the node
         daemon's pool, actuate/identity_pool.py, leases them ahead)."""
         leases = os.path.join(run_dir, "dynamic-users")
-        os.makedirs(leases, mode=0o700, exist_ok=True)
-        lock = os.open(os.path.join(run_dir, "dynamic-users.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         taken: list[tuple[int, str]] = []
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _leases_locked(run_dir):
             for uid in cls._pick(uid_range, leases, n):
                 lease = os.path.join(leases, str(uid))
                 with open(lease, "w", encoding="ascii") as fh:
                     fh.write(str(os.getpid()))
                 taken.append((uid, lease))
-        finally:
-            os.close(lock)        # closing releases the flock
         made: list[DynamicUser] = []
         try:
             for uid, lease in taken:
@@ -142,6 +171,21 @@ class DynamicUser:
         return made
 
     @staticmethod
+    def collect_stale(run_dir: str = RUN_DIR, home_base: str = HOME_BASE) -> int:
+        """Give back the uids whose lease holder died without releasing them
+        (a daemon killed with its pool of 128, a run killed outright): home,
+        scratch leftovers, lease. Not a uid a running process still holds
+        (an agent a killed daemon started runs on under its pinned programs).
+        Returns how many."""
+        leases = os.path.join(run_dir, "dynamic-users")
+        with _leases_locked(run_dir):
+            in_use = _uids_in_use()
+            stale = [du for du in _leased(leases, home_base) if du.identity.uid not in in_use
+                     and not _pid_alive(_holder(du._lease))]
+            DynamicUser.release_many(stale)
+        return len(stale)
+
+    @staticmethod
     def _pick(uid_range: tuple[int, int], leases: str, n: int = 1) -> list[int]:
         lo, hi = uid_range
         in_use = _uids_in_use()
@@ -151,14 +195,8 @@ class DynamicUser:
         for uid in candidates:
             if uid in in_use or _named(uid):
                 continue
-            lease = os.path.join(leases, str(uid))
-            try:
-                with open(lease, encoding="ascii") as fh:
-                    holder = int(fh.read().strip() or "0")
-                if holder and _pid_alive(holder):
-                    continue
-            except (OSError, ValueError):
-                pass
+            if _pid_alive(_holder(os.path.join(leases, str(uid)))):
+                continue
             picked.append(uid)
             if len(picked) == n:
                 return picked

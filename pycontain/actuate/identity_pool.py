@@ -20,7 +20,9 @@ uids back in one pass over the scratch directories. The pool holds 128
 (one /v1/starts request's most; a quarter of a narrower range). A start
 that finds it empty waits for the thread, which leases for every such
 start in one scan, and takes its own uid only if the thread cannot serve it
-in WAIT_S; never does it run the agent as the caller.
+in WAIT_S; never does it run the agent as the caller. When it starts, the
+thread gives back the leases whose holder died without releasing them (a
+daemon killed with its 128), unless a running process still holds the uid.
 
 Hand-written: systemd's allocator lives in PID 1 and nss-systemd.
 """
@@ -31,7 +33,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from typing import Protocol
 
 from ..core.errors import PycontainError
 from .dynamic_user import DynamicUser
@@ -39,8 +41,14 @@ from .dynamic_user import DynamicUser
 log = logging.getLogger("pycontain.daemon")
 
 UidRange = tuple[int, int]
-Allocate = Callable[[UidRange, int], list[DynamicUser]]
-Release = Callable[[list[DynamicUser]], None]
+
+
+class LeaseStore(Protocol):
+    """Where uids are leased (DynamicUser's node-wide lease directory)."""
+
+    def allocate_many(self, uid_range: UidRange, n: int) -> list[DynamicUser]: ...
+    def release_many(self, users: list[DynamicUser]) -> None: ...
+    def collect_stale(self) -> int: ...
 
 TARGET = 128             # leased ahead: one /v1/starts request's most (homes are empty dirs in /run)
 RETRY_S = 5.0            # after a failed top-up (range full): try again this much later
@@ -52,9 +60,8 @@ WAIT_S = 2.0             # a start the pool cannot serve waits this long for the
 class IdentityPool:
     """take() hands out leased uids; give_back() returns them once their agent is gone."""
 
-    def __init__(self, allocate: Allocate = DynamicUser.allocate_many,
-                 release: Release = DynamicUser.release_many, target: int = TARGET):
-        self._allocate, self._release, self.target = allocate, release, target
+    def __init__(self, store: LeaseStore = DynamicUser, target: int = TARGET):
+        self._store, self.target = store, target
         self._cond = threading.Condition()
         self._ready: deque[DynamicUser] = deque()
         self._returned: list[DynamicUser] = []
@@ -87,7 +94,7 @@ class IdentityPool:
                 got += self._wait_for_batch(uid_range, n - len(got))
         if len(got) < n:
             try:
-                got += self._allocate(uid_range, n - len(got))
+                got += self._store.allocate_many(uid_range, n - len(got))
             except BaseException:
                 self.give_back(got)
                 raise
@@ -183,6 +190,7 @@ class IdentityPool:
     # ---- the top-up thread -----------------------------------------------------
 
     def _work(self) -> None:
+        self._collect_stale()
         while True:
             with self._cond:
                 self._cond.wait_for(self._has_work, timeout=RETRY_S)
@@ -202,7 +210,7 @@ class IdentityPool:
 
     def _top_up(self, uid_range: UidRange, want: int) -> None:
         try:
-            fresh = self._allocate(uid_range, want)
+            fresh = self._store.allocate_many(uid_range, want)
         except PycontainError as e:
             log.warning("leasing %d uids ahead: %s", want, e)
             with self._cond:
@@ -216,12 +224,22 @@ class IdentityPool:
             else:
                 self._returned.extend(fresh)
 
+    def _collect_stale(self) -> None:
+        """Once, at start: what daemons and runs killed outright left leased."""
+        try:
+            n = self._store.collect_stale()
+        except (OSError, PycontainError) as e:
+            log.warning("giving back stale uid leases: %s", e)
+            return
+        if n:
+            log.info("gave back %d uids whose lease holder had died", n)
+
     def _release_returned(self) -> None:
         with self._cond:
             back, self._returned = self._returned, []
         if not back:
             return
         try:
-            self._release(back)
+            self._store.release_many(back)
         except OSError as e:       # release ignores what is already gone
             log.warning("giving %d uids back: %s", len(back), e)

@@ -68,7 +68,7 @@ class Leases:
     def __init__(self):
         self.calls, self.released, self.next = [], [], 70000
 
-    def __call__(self, uid_range, n):
+    def allocate_many(self, uid_range, n):
         self.calls.append((uid_range, n))
         self.next += n
         return [User(uid, self.released) for uid in range(self.next - n, self.next)]
@@ -77,6 +77,10 @@ class Leases:
         for u in users:
             u.release()
 
+    def collect_stale(self):
+        self.collected = True
+        return 0
+
 
 @pytest.fixture
 def starter(monkeypatch):
@@ -84,7 +88,7 @@ def starter(monkeypatch):
     t = [0.0]
     leases = Leases()
     s = agent_api.AgentStarter(Ctl(), threading.RLock(), clock=lambda: t[0],
-                               identities=IdentityPool(leases, leases.release_many))
+                               identities=IdentityPool(leases))
     s.t, s.leases = t, leases
     return s
 

@@ -119,3 +119,16 @@ def test_doctor_says_whether_the_unix_hook_exists(tmp_path):
     assert check_unix_hook(str(new)).status == "ok"
     c = check_unix_hook(str(old))
     assert c.status == "warn" and "dynamic uid" in c.why
+
+
+def test_stale_leases_are_given_back_but_not_a_uid_still_running(tmp_path, monkeypatch):
+    run_dir, homes = tmp_path / "run", tmp_path / "homes"
+    (run_dir / "dynamic-users").mkdir(parents=True)
+    dead = 2**22 + 4321                                   # above pid_max: no such process
+    for uid, holder in ((70000, dead), (70001, os.getpid()), (70002, dead)):
+        (run_dir / "dynamic-users" / str(uid)).write_text(str(holder))
+        (homes / str(uid)).mkdir(parents=True)
+    monkeypatch.setattr(du, "_uids_in_use", lambda: {70002})     # an agent of a killed daemon runs on
+    assert du.DynamicUser.collect_stale(str(run_dir), str(homes)) == 1
+    assert sorted(p.name for p in (run_dir / "dynamic-users").iterdir()) == ["70001", "70002"]
+    assert sorted(p.name for p in homes.iterdir()) == ["70001", "70002"]

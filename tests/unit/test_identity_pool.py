@@ -34,7 +34,7 @@ class Leases:
         self.calls, self.threads, self.released, self.next = [], [], [], 70000
         self.fail, self.slow = fail, slow
 
-    def __call__(self, uid_range, n):
+    def allocate_many(self, uid_range, n):
         self.calls.append((uid_range, n))
         self.threads.append(threading.current_thread().name)
         time.sleep(self.slow)
@@ -46,6 +46,10 @@ class Leases:
     def release_many(self, users):
         for u in users:
             u.release()
+
+    def collect_stale(self):
+        self.collected = True
+        return 0
 
 
 def until(pred, timeout=5.0):
@@ -60,7 +64,7 @@ def until(pred, timeout=5.0):
 @pytest.fixture
 def pool():
     leases = Leases()
-    p = IdentityPool(leases, leases.release_many, target=4)
+    p = IdentityPool(leases, target=4)
     p.leases = leases
     yield p
     p.close()
@@ -103,18 +107,18 @@ def test_a_changed_range_and_close_give_every_lease_back(pool):
 def test_a_full_range_waits_instead_of_spinning(monkeypatch):
     monkeypatch.setattr(identity_pool, "RETRY_S", 0.3)
     leases = Leases(fail=True)
-    p = IdentityPool(leases, leases.release_many, target=4)
+    p = IdentityPool(leases, target=4)
     p.start(R)
     time.sleep(0.5)
     p.close()
     assert 1 <= len(leases.calls) <= 3
     with pytest.raises(EnvironmentProblem):
-        IdentityPool(leases, leases.release_many).take(R, 1)   # the request fails: never a uid it cannot lease
+        IdentityPool(leases).take(R, 1)   # the request fails: never a uid it cannot lease
 
 
 def test_starts_that_find_the_pool_empty_wait_for_one_batch_of_the_thread():
     leases = Leases(slow=0.2)        # a /proc scan on a busy node: the waiters pile up behind it
-    p = IdentityPool(leases, leases.release_many, target=1)
+    p = IdentityPool(leases, target=1)
     p.start(R)
     assert until(lambda: p.ready() == 1)
     got: list = []
@@ -131,7 +135,7 @@ def test_starts_that_find_the_pool_empty_wait_for_one_batch_of_the_thread():
 
 def test_a_narrow_range_is_not_leased_ahead_beyond_a_quarter():
     leases = Leases()
-    p = IdentityPool(leases, leases.release_many, target=32)
+    p = IdentityPool(leases, target=32)
     p.start((70000, 70019))
     assert until(lambda: p.ready() == 5)
     time.sleep(0.1)

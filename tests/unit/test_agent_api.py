@@ -11,12 +11,12 @@ import threading
 import pytest
 
 from pycontain.actuate.actuators import proc_start_ns
-from pycontain.actuate.dynamic_user import Identity
 from pycontain.actuate.identity_pool import IdentityPool
 from pycontain.app import agent_api
 from pycontain.app.runner import RunOptions, own_probe_options
 from pycontain.core.errors import EnvironmentProblem, UsageError
 from pycontain.core.labels import MAX_VALUE, clean_labels
+from tests.unit.lease_fakes import Leases, User
 
 
 class Cg:
@@ -49,37 +49,6 @@ class Ctl:
 
     def remove_agent(self, name):
         self.cgroups.pop(name)
-
-
-class User:
-    """A leased uid (actuate/dynamic_user.DynamicUser) that records its release."""
-
-    def __init__(self, uid, released):
-        self.identity = Identity(uid, uid, (), f"pycontain-{uid}", f"/run/pycontain-agents/{uid}")
-        self._released = released
-
-    def release(self):
-        self._released.append(self.identity.uid)
-
-
-class Leases:
-    """The pool's allocator: counts its calls, hands out uids 70000, 70001, ..."""
-
-    def __init__(self):
-        self.calls, self.released, self.next = [], [], 70000
-
-    def allocate_many(self, uid_range, n):
-        self.calls.append((uid_range, n))
-        self.next += n
-        return [User(uid, self.released) for uid in range(self.next - n, self.next)]
-
-    def release_many(self, users):
-        for u in users:
-            u.release()
-
-    def collect_stale(self):
-        self.collected = True
-        return 0
 
 
 @pytest.fixture

@@ -11,45 +11,11 @@ import time
 import pytest
 
 from pycontain.actuate import identity_pool
-from pycontain.actuate.dynamic_user import Identity
 from pycontain.actuate.identity_pool import IdentityPool
 from pycontain.core.errors import EnvironmentProblem
+from tests.unit.lease_fakes import Leases
 
 R = (70000, 79999)
-
-
-class User:
-    def __init__(self, uid, released):
-        self.identity = Identity(uid, uid, (), f"pycontain-{uid}", f"/h/{uid}")
-        self._released = released
-
-    def release(self):
-        self._released.append(self.identity.uid)
-
-
-class Leases:
-    """allocate_many and release_many: records its calls (and their threads)."""
-
-    def __init__(self, fail=False, slow=0.0):
-        self.calls, self.threads, self.released, self.next = [], [], [], 70000
-        self.fail, self.slow = fail, slow
-
-    def allocate_many(self, uid_range, n):
-        self.calls.append((uid_range, n))
-        self.threads.append(threading.current_thread().name)
-        time.sleep(self.slow)
-        if self.fail:
-            raise EnvironmentProblem("no free uid in the dynamic-user range")
-        self.next += n
-        return [User(uid, self.released) for uid in range(self.next - n, self.next)]
-
-    def release_many(self, users):
-        for u in users:
-            u.release()
-
-    def collect_stale(self):
-        self.collected = True
-        return 0
 
 
 def until(pred, timeout=5.0):

@@ -50,6 +50,7 @@ class LeaseStore(Protocol):
     def release_many(self, users: list[DynamicUser]) -> None: ...
     def collect_stale(self) -> int: ...
 
+
 TARGET = 128             # leased ahead: one /v1/starts request's most (homes are empty dirs in /run)
 RETRY_S = 5.0            # after a failed top-up (range full): try again this much later
 QUIET_S = 0.2            # lease work waits until starts and stops have paused this long...
@@ -86,7 +87,7 @@ class IdentityPool:
         batch, or (the thread failing or too slow) taken here."""
         with self._cond:
             self._retarget(uid_range)
-            if len(self._ready) >= self.target:
+            if len(self._ready) >= self._ahead():
                 self._cond.notify()       # later takes find the thread already waiting out the burst
             got = self._pop(n)
             self._last_activity = time.monotonic()
@@ -164,12 +165,16 @@ class IdentityPool:
             self._range, self._retry_at = uid_range, 0.0
             self._cond.notify_all()
 
+    def _ahead(self) -> int:
+        """How many to hold: a narrow range is not hoarded from standalone runs."""
+        if self._range is None:
+            return 0
+        return min(self.target, (self._range[1] - self._range[0] + 1) // 4)
+
     def _want(self) -> int:
         if self._range is None or time.monotonic() < self._retry_at:
             return 0
-        span = self._range[1] - self._range[0] + 1
-        ahead = min(self.target, span // 4)     # a narrow range is not hoarded from standalone runs
-        return ahead + self._waiting - len(self._ready)
+        return self._ahead() + self._waiting - len(self._ready)
 
     def _has_work(self) -> bool:
         return self._closing or bool(self._returned) or self._want() > 0

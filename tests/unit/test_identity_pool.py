@@ -105,5 +105,7 @@ def test_a_narrow_range_is_not_leased_ahead_beyond_a_quarter():
     p.start((70000, 70019))
     assert until(lambda: p.ready() == 5)
     time.sleep(0.1)
-    p.close()
     assert leases.calls == [((70000, 70019), 5)]
+    p.take((70000, 70019), 2)
+    assert until(lambda: p.ready() == 5, timeout=identity_pool.RETRY_S - 1)   # woken by the take
+    p.close()

@@ -76,8 +76,7 @@ def _leased(leases: str, home_base: str) -> list[DynamicUser]:
     for name in os.listdir(leases):
         if name.isdigit():
             uid = int(name)
-            out.append(DynamicUser(Identity(uid, uid, (), f"pycontain-{uid}", os.path.join(home_base, name)),
-                                   os.path.join(leases, name)))
+            out.append(DynamicUser.of(uid, os.path.join(leases, name), os.path.join(home_base, name)))
     return out
 
 
@@ -142,6 +141,11 @@ class DynamicUser:
         self.identity, self._lease = identity, lease
 
     @classmethod
+    def of(cls, uid: int, lease: str, home: str) -> DynamicUser:
+        """The lease of uid (its own group, no others) with its home."""
+        return cls(Identity(uid, uid, (), f"pycontain-{uid}", home), lease)
+
+    @classmethod
     def allocate(cls, uid_range: tuple[int, int], run_dir: str = RUN_DIR) -> DynamicUser:
         return cls.allocate_many(uid_range, 1, run_dir)[0]
 
@@ -160,8 +164,7 @@ class DynamicUser:
         made: list[DynamicUser] = []
         try:
             for uid, lease in taken:
-                home = cls._make_home(uid, HOME_BASE)
-                made.append(cls(Identity(uid, uid, (), f"pycontain-{uid}", home), lease))
+                made.append(cls.of(uid, lease, cls._make_home(uid, HOME_BASE)))
         except OSError as e:
             for du in made:
                 du.release()
@@ -241,10 +244,9 @@ def dynamic_user(user: str | None, privileges: Privileges) -> DynamicUser | None
     return DynamicUser.allocate(privileges.dynamic_user_range)
 
 
-def remove_owned(directory: str, uids: int | set[int]) -> None:
+def remove_owned(directory: str, uids: set[int]) -> None:
     """Remove the entries at the top of `directory` that `uids` own (never
     following a link: a link is removed itself)."""
-    owners = {uids} if isinstance(uids, int) else uids
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -252,7 +254,7 @@ def remove_owned(directory: str, uids: int | set[int]) -> None:
     for e in entries:
         try:
             st = e.stat(follow_symlinks=False)
-            if st.st_uid not in owners:
+            if st.st_uid not in uids:
                 continue
             if e.is_dir(follow_symlinks=False):
                 shutil.rmtree(e.path, ignore_errors=True)

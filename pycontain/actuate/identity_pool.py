@@ -198,11 +198,10 @@ class IdentityPool:
         self._collect_stale()
         while True:
             with self._cond:
-                self._cond.wait_for(self._has_work, timeout=RETRY_S)
+                if not self._cond.wait_for(self._has_work, timeout=RETRY_S):
+                    continue
                 if self._closing:
                     return
-                if not self._has_work():
-                    continue
                 defer = self._defer(time.monotonic())
                 if defer > 0:
                     self._cond.wait(defer)

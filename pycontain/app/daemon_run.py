@@ -11,7 +11,6 @@ status. If this process is killed outright, the daemon ends the agent
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
@@ -19,7 +18,7 @@ from ..core.errors import EnvironmentProblem, UsageError
 from ..core.labels import clean_labels
 from ..observe.report import Reporter
 from .agent_client import DaemonAgent, daemon_problem, relay_signals, socket_path
-from .stopping import Stopping
+from .stopping import Stopping, kill_whole_agent
 
 
 def parse_labels(items) -> dict[str, str]:
@@ -53,15 +52,8 @@ class DaemonRun:
         self.cmd, self.opts = cmd, opts
         self.agent = DaemonAgent(path, name=opts.name, labels=labels)
         self.reporter = Reporter(as_json=opts.as_json, verbose=opts.verbose)
-        self.stopping = Stopping(opts.stop_timeout, self.reporter.note, self._kill_all)
-
-    def _kill_all(self) -> None:
-        self.agent.kill()            # every process of its cgroup
-        if self.agent.proc is not None:
-            try:
-                os.killpg(self.agent.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.stopping = Stopping(opts.stop_timeout, self.reporter.note,
+                                 lambda: kill_whole_agent(self.agent.cgroup, self.agent.proc))
 
     def run(self) -> int:
         old = relay_signals(lambda: self.agent.proc, self.stopping.signalled)

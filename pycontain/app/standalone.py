@@ -26,7 +26,7 @@ from ..observe.report import Reporter, progress_printer
 from .edges import Edges
 from .run_options import RunOptions, exit_status
 from .session import Session
-from .stopping import Stopping
+from .stopping import Stopping, kill_whole_agent
 
 
 class AgentRun:
@@ -43,7 +43,8 @@ class AgentRun:
         self.cg: AgentCgroup | None = None
         self.watchdog: Watchdog | None = None
         self.proc: subprocess.Popen | None = None
-        self.stopping = Stopping(opts.stop_timeout, self.reporter.note, self._kill_all)
+        self.stopping = Stopping(opts.stop_timeout, self.reporter.note,
+                                 lambda: kill_whole_agent(self.cg, self.proc))
         self.dynamic: DynamicUser | None = None
 
     def run(self) -> int:
@@ -69,15 +70,6 @@ class AgentRun:
             self.stopping.signalled(signum)
             try:
                 os.killpg(proc.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    def _kill_all(self) -> None:
-        if self.cg is not None:
-            self.cg.kill()
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 

@@ -5,6 +5,7 @@ process of its cgroup, traps or not."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -29,3 +30,15 @@ class Stopping:
         self.killed = True
         self.note(f"the agent did not stop within {self.timeout:g}s: killing it")
         self.kill()
+
+
+def kill_whole_agent(cgroup, proc) -> None:
+    """Every process of the agent's cgroup (daemons that left the process
+    tree included), then the launched process group."""
+    if cgroup is not None:
+        cgroup.kill()
+    if proc is not None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -60,7 +60,7 @@ def test_remove_owned_takes_only_the_uids_entries(tmp_path):
     (tmp_path / "link").symlink_to("/etc/hostname")
     du.remove_owned(str(tmp_path), {me + 1, me + 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "link", "mine"]
-    du.remove_owned(str(tmp_path), me)
+    du.remove_owned(str(tmp_path), {me})
     assert list(tmp_path.iterdir()) == []
     assert os.path.exists("/etc/hostname")
 

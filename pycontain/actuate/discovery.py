@@ -86,7 +86,7 @@ def _cgroups_of_command(glob: str, cgroup2_root: str, proc_root: str) -> list[st
             exe = os.readlink(f"{proc_root}/{pid}/exe")
             if not fnmatch.fnmatchcase(os.path.basename(exe), glob):
                 continue
-            with open(f"{proc_root}/{pid}/cgroup") as fh:
+            with open(f"{proc_root}/{pid}/cgroup", encoding="utf-8", errors="surrogateescape") as fh:
                 for line in fh:
                     hid, _ctrls, path = line.rstrip("\n").split(":", 2)
                     if hid == "0":

@@ -17,7 +17,9 @@ from ..core.samples import GpuSample
 def _proc_cgroups(pid: int, proc_root: str) -> dict[str, str]:
     out: dict[str, str] = {}
     try:
-        with open(f"{proc_root}/{pid}/cgroup") as fh:
+        # a cgroup path is any bytes (a delegated agent names its own
+        # sub-cgroups): decoded as os.fsdecode would, never raising
+        with open(f"{proc_root}/{pid}/cgroup", encoding="utf-8", errors="surrogateescape") as fh:
             for line in fh:
                 hid, ctrls, path = line.rstrip("\n").split(":", 2)
                 if hid == "0":
@@ -57,7 +59,7 @@ def agent_of(pid: int, cgroups: dict, proc_root: str = "/proc", v2_mount: str | 
 
 def _exe(pid: int, proc_root: str) -> tuple[bytes, tuple[bytes, ...]]:
     try:
-        exe = os.readlink(f"{proc_root}/{pid}/exe").encode()
+        exe = os.readlink(os.fsencode(f"{proc_root}/{pid}/exe"))   # bytes: the agent names its files
     except OSError:
         exe = b""
     try:
@@ -89,7 +91,7 @@ def attribute(sample: GpuSample, cgroups: dict, lookup=None, proc_root: str = "/
             # the kernel's exec record may not have been processed yet (the
             # record is still the fork copy of the parent): the image running
             # now, from /proc, is what uses the GPU
-            if exe and os.path.realpath(filename.decode(errors="replace")) != exe.decode(errors="replace"):
+            if exe and os.path.realpath(filename) != exe:
                 filename, argv = exe, cmdline
         else:
             filename, argv = exe, cmdline

@@ -226,7 +226,7 @@ MPS_SERVER_COMM = "nvidia-cuda-mps"   # comm is cut to 15 bytes: nvidia-cuda-mps
 
 def _comm(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/comm") as fh:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fh:   # comm: any bytes
             return fh.read().strip()
     except OSError:
         return ""

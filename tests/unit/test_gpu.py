@@ -4,6 +4,7 @@ and the pure GPU rules."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from pycontain.core.errors import GpuUnavailable
 from pycontain.core.gpu_rules import AttributedGpuProcess, GpuRules, program_allowed
 from pycontain.core.samples import GpuProcessSample, GpuSample
 from pycontain.gpu.attribution import agent_of, attribute
+from pycontain.gpu.nvml import _comm as nvml_comm
 from pycontain.gpu.sampler import check_gpu_requirement
 from tests.fake_nvml.build import env_for
 
@@ -180,3 +182,34 @@ def test_rules_only_report_attributed_agents(rows):
     for t in range(3):
         out = r.evaluate(GpuSample(ts=t), procs, float(t))
         assert {b.agent for b in out} <= {a for a, *_ in rows}
+
+
+def test_an_agent_cannot_crash_attribution_with_bytes_that_are_not_utf8(tmp_path):
+    """Agent-chosen names (its program's path, its sub-cgroup, its comm) are
+    any bytes; reading them must not raise (the daemon's GPU step would end,
+    and with it every agent it started)."""
+    proc = tmp_path / "proc"
+    (proc / "7").mkdir(parents=True)
+    program = tmp_path / os.fsdecode(b"w\xff") / "python3"
+    program.parent.mkdir()
+    program.write_bytes(b"")
+    os.symlink(program, proc / "7" / "exe")
+    (proc / "7" / "cgroup").write_bytes(b"0::/agents/a1/\xfe\n")
+    (proc / "7" / "cmdline").write_bytes(b"python3\0-c\0\xff\0")
+    cgs = {"a1": SimpleNamespace(v2_path="/sys/fs/cgroup/agents/a1", v1_paths={})}
+    sample = GpuSample(ts=0, processes=(GpuProcessSample(7, 0, 5, 50.0),))
+    layout = SimpleNamespace(unified="/sys/fs/cgroup", v1={})
+    out = attribute(sample, cgs, proc_root=str(proc), layout=layout)
+    assert [(a.agent, a.filename, a.argv) for a in out] == [("a1", os.fsencode(program), (b"python3", b"-c", b"\xff"))]
+
+
+def test_a_gpu_process_named_with_bytes_that_are_not_utf8_is_read(tmp_path):
+    code = ("import ctypes, sys; ctypes.CDLL(None).prctl(15, b'\\xff\\xfemps', 0, 0, 0); "
+            "print(flush=True); sys.stdin.read()")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        p.stdout.readline()
+        assert nvml_comm(p.pid) == "\ufffd\ufffdmps"
+    finally:
+        p.kill()
+        p.wait()

@@ -136,13 +136,25 @@ static __always_inline int pc_net4(struct bpf_sock_addr *ctx, u8 type)
 			__builtin_memcpy(s16, &src, 4);
 		}
 	}
+	if (daddr == 0) {   /* judge where it goes, not what was passed */
+		u32 src;
+		__builtin_memcpy(&src, s16, 4);
+		daddr = pc_any4_target(sk, proto, src);
+		__builtin_memcpy(d16, &daddr, 4);
+	}
 	u16 flags = 0;
 	u32 rule = pc_net_judge_memo(cfg, PC_AF_INET, d16, proto, dport, 0, &flags);
 	if (!rule)   /* issue 12: past the scan limits no new destination */
 		rule = pc_scan_judge(cfg, agent, PC_AF_INET, d16, proto, dport, flags & PC_F_LOOPBACK);
 	if (!rule)   /* issue 10: loopback services the agent did not start */
-		rule = pc_local_rule4(ctx, cfg, agent, daddr, dport, proto);
+		rule = daddr ? pc_local_rule4(ctx, cfg, agent, daddr, dport, proto) : pc_local_unknown(cfg);
 	return pc_net_decide(ctx, cfg, agent, type, PC_AF_INET, proto, dport, sport, d16, s16, rule, flags);
+}
+
+/* A dual-stack socket bound to an IPv4-mapped address (or ::ffff:0.0.0.0). */
+static __always_inline int pc_sk_v4_mapped(struct bpf_sock *sk)
+{
+	return sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 && sk->src_ip6[2] == bpf_htonl(0x0000ffff);
 }
 
 static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
@@ -171,13 +183,26 @@ static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
 	struct bpf_sock *sk = ctx->sk;
 	if (sk)
 		sport = (u16)sk->src_port;
+	int mapped = w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff);
+	if (sk && type == PC_EV_CONNECT && w0 == 0 && w1 == 0 && w2 == 0 && w3 == 0 && pc_sk_v4_mapped(sk)) {
+		/* tcp_v6_connect / __ip6_datagram_connect: :: from a v4-mapped
+		 * source is ::ffff:127.0.0.1 (udpv6_sendmsg rewrites it before
+		 * the hook, so sendmsg4 sees that one) */
+		mapped = 1;
+		w2 = bpf_htonl(0x0000ffff);
+		w3 = bpf_htonl(0x7f000001);
+	}
+	if (mapped && w3 == 0)   /* ::ffff:0.0.0.0: tcp_v4_connect's 0.0.0.0 */
+		w3 = pc_any4_target(sk, proto, sk ? sk->src_ip4 : 0);
+	__builtin_memcpy(&k.addr[8], &w2, 4);
+	__builtin_memcpy(&k.addr[12], &w3, 4);
 	u16 flags = 0;
 	u32 rule = pc_net_judge_memo(cfg, PC_AF_INET6, k.addr, proto, dport, 0, &flags);
 	if (!rule)   /* issue 12: past the scan limits no new destination */
 		rule = pc_scan_judge(cfg, agent, PC_AF_INET6, k.addr, proto, dport, flags & PC_F_LOOPBACK);
 	if (!rule) {   /* issue 10: loopback services the agent did not start */
-		if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff))
-			rule = pc_local_rule4(ctx, cfg, agent, w3, dport, proto);
+		if (mapped)
+			rule = w3 ? pc_local_rule4(ctx, cfg, agent, w3, dport, proto) : pc_local_unknown(cfg);
 		else
 			rule = pc_local_rule6(ctx, cfg, agent, &k, dport, proto);
 	}

@@ -117,6 +117,34 @@ static __always_inline u32 pc_local_receiver(struct bpf_sock_addr *ctx, struct b
 	return owner == agent ? 0 : pc_local_rule_id();
 }
 
+/* Where a connect or send to 0.0.0.0 really goes, network order; 0 when the
+ * program cannot tell. Relies on: ip_route_output_key_hash_rcu sends a
+ * 0.0.0.0 destination to the flow's source address; with none, to the
+ * address of the output interface when one is given, else to 127.0.0.1.
+ * src: the socket's bound source (connect) or the send's (IP_PKTINFO
+ * ipi_spec_dst included: msg_src_ip4). The interface is seen only as
+ * SO_BINDTODEVICE (bound_dev_if); UDP also takes it from IP_UNICAST_IF and
+ * IP_PKTINFO's ifindex, which sock_addr programs do not get, so a UDP (or
+ * ping) destination 0.0.0.0 without a source is unknown. TCP connect
+ * ignores IP_UNICAST_IF (checked on 6.18, tests/kernel/test_local_services.py). */
+static __always_inline u32 pc_any4_target(struct bpf_sock *sk, u32 proto, u32 src)
+{
+	if (src)
+		return src;
+	if (proto != IPPROTO_TCP && proto != 262)
+		return 0;
+	if (sk && sk->bound_dev_if)
+		return 0;
+	return bpf_htonl(0x7f000001);
+}
+
+/* The local-services verdict for a destination pc_any4_target could not
+ * name: any node address may receive it, so it is refused (fail closed). */
+static __always_inline u32 pc_local_unknown(struct pc_config *cfg)
+{
+	return (cfg->flags & PC_CFG_LOCAL_GUARD) ? pc_local_rule_id() : 0;
+}
+
 /* Relies on: bpf_sk_lookup_tcp/udp (4.20+) search the socket tables of the
  * current network namespace as the receive path does (established first,
  * then listeners, wildcard binds included); cgroup_sock_addr programs may
@@ -126,9 +154,7 @@ static __always_inline u32 pc_local_rule4(struct bpf_sock_addr *ctx, struct pc_c
 {
 	if (!(cfg->flags & PC_CFG_LOCAL_GUARD))
 		return 0;
-	u8 first = (u8)(daddr & 0xff);
-	if (daddr == 0)
-		daddr = bpf_htonl(0x7f000001);   /* connect(0.0.0.0) goes to 127.0.0.1 */
+	u8 first = (u8)(daddr & 0xff);   /* 0.0.0.0: resolved by pc_any4_target first */
 	u8 a16[16] = {};
 	__builtin_memcpy(a16, &daddr, 4);
 	if (first != 127 && !pc_node_addr(PC_AF_INET, a16))

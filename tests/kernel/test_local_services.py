@@ -154,6 +154,69 @@ def test_the_nodes_own_addresses_are_local_too(privileged):
     assert svc.got == []                                            # checked from outside
 
 
+# Each spelling of "the node itself" through the any address; argv: MOVE:PORT...
+# and the interface of the node's own address.
+ANY_MOVES = ("import socket,struct,sys\n"
+             "dev=sys.argv[1]\n"
+             "for arg in sys.argv[2:]:\n"
+             " move,port=arg.split(':'); port=int(port)\n"
+             " try:\n"
+             "  if move=='tcp-src':\n"
+             "   s=socket.socket(); s.bind(('127.0.0.2',0)); s.connect(('0.0.0.0',port))\n"
+             "  elif move=='tcp-dev':\n"
+             "   s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_BINDTODEVICE,dev.encode())\n"
+             "   s.connect(('0.0.0.0',port))\n"
+             "  elif move=='tcp6-mapped':\n"
+             "   s=socket.socket(socket.AF_INET6); s.bind(('::ffff:127.0.0.1',0)); s.connect(('::',port))\n"
+             "  elif move=='udp-pktinfo':\n"
+             "   s=socket.socket(2,2); s.settimeout(2)\n"
+             "   src=struct.pack('I4s4s',0,socket.inet_aton('127.0.0.2'),bytes(4))\n"
+             "   s.sendmsg([b'hello'],[(0,8,src)],0,('0.0.0.0',port))\n"
+             "  else:\n"
+             "   s=socket.socket(2,2); s.settimeout(2)\n"
+             "   s.setsockopt(0,50,struct.pack('!I',socket.if_nametoindex(dev)))   # IP_UNICAST_IF\n"
+             "   s.connect(('0.0.0.0',port))\n"
+             "  if move!='udp-pktinfo': s.send(b'hello')\n"
+             "  print(move,'reached',s.recv(8))\n"
+             " except OSError as e: print(move,'refused',e.errno)\n")
+
+
+def _iface_of(addr: str) -> str:
+    out = subprocess.run(["ip", "-o", "addr", "show", "to", addr], capture_output=True, text=True, check=True)
+    return out.stdout.split()[1]
+
+
+def test_the_any_address_is_judged_where_it_lands(privileged):
+    """connect/send to 0.0.0.0 goes to the source address it was given (bind,
+    IP_PKTINFO), or to an interface's address (SO_BINDTODEVICE, and for UDP
+    IP_UNICAST_IF, which the hook cannot see); :: from an IPv4-mapped source
+    goes to 127.0.0.1. None of these reaches a node service under run."""
+    own = _own_addresses()
+    own4 = [a for a in own if ":" not in a]
+    assert own4, "the node has no IPv4 address"
+    dev = _iface_of(own4[0])
+    services = {"tcp-src": Listener(addr=("127.0.0.2", 0)),
+                "udp-pktinfo": Listener(addr=("127.0.0.2", 0), kind=socket.SOCK_DGRAM),
+                "tcp-dev": Listener(addr=(own4[0], 0)),
+                "udp-unicast-if": Listener(addr=(own4[0], 0), kind=socket.SOCK_DGRAM),
+                "tcp6-mapped": Listener(addr=("127.0.0.1", 0))}
+    moves = [dev, *(f"{m}:{svc.addr[1]}" for m, svc in services.items())]
+    try:
+        bare = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-c", ANY_MOVES,
+                               *moves], capture_output=True, text=True, timeout=60)
+        for m, svc in services.items():
+            assert f"{m} reached" in bare.stdout and svc.got == [b"hello"], (m, bare.stdout, bare.stderr)
+            svc.got.clear()
+        r = run(["--", PY, "-c", ANY_MOVES, *moves])
+        assert r.returncode == 0, r.stderr
+        for m, svc in services.items():
+            assert f"{m} refused 1" in r.stdout, (m, r.stdout, r.stderr)   # EPERM
+            assert svc.got == [], m                                       # checked from outside
+    finally:
+        for svc in services.values():
+            svc.close()
+
+
 def test_the_agents_own_loopback_server_stays_reachable(privileged):
     own = ("import socket,threading\n"
            "l=socket.socket(socket.AF_INET6); l.bind(('::',0)); l.listen(); p=l.getsockname()[1]\n"

@@ -541,7 +541,16 @@ class Controller:
     def _gpu_step(self, now: float) -> None:
         assert self.gpu is not None
         sampler, rules = self.gpu
-        self.dispatch(gpu_step(sampler, rules, self.engine, self.cgroups, now, on_use=self._on_gpu_use))
+        self.dispatch(gpu_step(sampler, rules, self.engine, self.cgroups, now, on_use=self._on_gpu_use,
+                               on_unattributed=self._on_gpu_unattributed))
+
+    def _on_gpu_unattributed(self, samples) -> None:
+        """Utilisation of pids that exited unseen: not an agent's as far as
+        anyone can tell, but counted, so a miner's short processes escaping
+        attribution shows on the metrics rather than nowhere."""
+        with self.state.lock:
+            self.state.gpu_unattributed += len(samples)
+        log.debug("GPU: %d reading(s) of exited pids no record names", len(samples))
 
     def _on_gpu_use(self, sample, attributed) -> None:
         for rec in self._gpu_use_log.new_records(sample, attributed, self.clock.wall()):

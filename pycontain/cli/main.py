@@ -144,6 +144,7 @@ def _gpu_rule_notes(p) -> None:
     """Rules the policy asks for that this node cannot run (stderr, exit 0)."""
     if getattr(p.gpu, "signature", None) is None:
         return
+    _signature_window_note(p.gpu)
     try:
         from ..gpu.devices import gpm_status
         st = gpm_status()
@@ -151,6 +152,15 @@ def _gpu_rule_notes(p) -> None:
         st = f"unavailable: {e}"
     if not st.startswith("ok"):
         click.echo(f"note: gpu.signature: {st}", err=True)
+
+
+def _signature_window_note(g) -> None:
+    """gpu.signature judges a share of readings and needs a few of them: a
+    window shorter than that never fires, which the policy's author should hear."""
+    from ..core.gpu_signature import MIN_READINGS
+    if g.signature.window_s < (MIN_READINGS - 1) * g.sample_interval_s:
+        click.echo(f"note: gpu.signature: window {g.signature.window_s:g}s holds fewer than {MIN_READINGS} "
+                   f"readings at gpu.sample_interval {g.sample_interval_s:g}s: the rule never fires", err=True)
 
 
 @policy.command("show")

@@ -196,7 +196,7 @@ class Engine:
     def _on_exit(self, ev: ExitEvent, agent: str, now: float) -> list[Decision]:
         h = ev.h
         if not h.flags & FLAG_THREAD:
-            self.processes.on_exit(h.pid, h.start_ns)
+            self.processes.on_exit(h.pid, h.start_ns, now)
         return []
 
     def _on_socket(self, ev: SocketEvent, agent: str, now: float) -> list[Decision]:

@@ -19,12 +19,15 @@ if TYPE_CHECKING:   # annotation only: policy imports this module
 @dataclass(frozen=True)
 class SignaturePolicy:
     """A miner's shape on a GPU, read from GPM: integer pipes busy, tensor
-    cores idle, for `window_s`."""
+    cores idle, in at least `match` of the readings over `window_s`."""
 
     int_min: float = 50.0              # percent of integer-pipe activity, at or above
     tensor_max: float = 5.0            # percent of tensor activity, at or below
     window_s: float = 60.0
     allowed_programs: tuple[str, ...] = ()   # legitimately integer-heavy programs
+    # share of the window's readings with that shape (0.5-1): a miner's short
+    # pause or a sprinkle of tensor work must not reset the window
+    match: float = 0.8
 
 
 def read_devices(n: Node) -> GpuSpec:
@@ -39,7 +42,7 @@ def read_devices(n: Node) -> GpuSpec:
 
 def read_signature(n: Node, globs: Callable[[Node], tuple[str, ...]]) -> SignaturePolicy:
     """`gpu.signature`: thresholds of the miner shape and its allow-list."""
-    s = n.mapping(("int_min", "tensor_max", "window", "allowed_programs"))
+    s = n.mapping(("int_min", "tensor_max", "window", "match", "allowed_programs"))
     kw: dict[str, Any] = {}
     if "int_min" in s:
         kw["int_min"] = float(s["int_min"].number(1, 100))
@@ -47,6 +50,9 @@ def read_signature(n: Node, globs: Callable[[Node], tuple[str, ...]]) -> Signatu
         kw["tensor_max"] = float(s["tensor_max"].number(0, 100))
     if "window" in s:
         kw["window_s"] = s["window"].duration()
+    if "match" in s:
+        # percent, like int_min; under half would flag GPUs mostly doing other work
+        kw["match"] = float(s["match"].number(50, 100)) / 100.0
     if "allowed_programs" in s:
         kw["allowed_programs"] = globs(s["allowed_programs"])
     return SignaturePolicy(**kw)
@@ -61,5 +67,5 @@ def gpu_extras_dict(g: GpuPolicy) -> dict[str, Any]:
     s: SignaturePolicy | None = getattr(g, "signature", None)
     if s is not None:
         out["signature"] = {"int_min": s.int_min, "tensor_max": s.tensor_max, "window": s.window_s,
-                            "allowed_programs": list(s.allowed_programs)}
+                            "match": s.match * 100.0, "allowed_programs": list(s.allowed_programs)}
     return out

@@ -141,7 +141,9 @@ class GpuRules:
                 per_dev: dict[int, float] = defaultdict(float)
                 for x in procs:
                     if x.sm_util is not None:
-                        per_dev[x.device] += x.sm_util
+                        # peaks of processes that followed each other within one
+                        # interval add up too: a device is never more than fully busy
+                        per_dev[x.device] = min(100.0, per_dev[x.device] + x.sm_util)
                 avg = self._window_avg(agent, now, max(per_dev.values()) if utils else None)
                 if avg is not None and avg >= p.sm_util_max:
                     out.append(Breach(agent, "gpu.sm_util", "gpu_util",

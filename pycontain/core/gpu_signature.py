@@ -3,10 +3,15 @@
 Hashing (SHA-256d, Ethash, KawPow...) keeps the integer pipes busy and never
 touches the tensor cores; training and inference are tensor- and
 floating-point-heavy. GPM (Hopper and later) reports both per GPU. A GPU
-whose integer activity stays at or above `int_min` while tensor activity
-stays at or below `tensor_max` for the whole `window` is running a miner's
-kind of work: each agent process on it whose program is not on
-`gpu.signature.allowed_programs` is a `gpu_signature` breach.
+on which at least `match` of the readings over `window` show integer
+activity at or above `int_min` and tensor activity at or below `tensor_max`
+is running a miner's kind of work: each agent process on it whose program is
+not on `gpu.signature.allowed_programs` is a `gpu_signature` breach.
+
+A share, not every reading: a miner that pauses for a second each minute, or
+runs a tiny matmul now and then, would otherwise reset the window forever.
+Training keeps its tensor cores busy most of the time, so it stays far from
+the share.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ if TYPE_CHECKING:   # annotations only: gpu_rules imports this module
 # (program filename, allowed globs) -> allowed: gpu_rules.program_allowed
 ProgramAllowed = Callable[[bytes, tuple[str, ...]], bool]
 
+# Fewer readings than this never flag: in a window of four, one reading is a
+# quarter of the evidence, and a share of it says little
+MIN_READINGS = 5
+
 
 class SignatureRule:
     def __init__(self, sig: SignaturePolicy, program_allowed: ProgramAllowed):
@@ -34,27 +43,39 @@ class SignatureRule:
         # device -> (ts, int %, tensor %)
         self._hist: dict[int, deque[tuple[float, float, float]]] = defaultdict(deque)
 
-    def _sustained(self, dev: int, now: float, reading: tuple[float, float] | None) -> bool:
+    def _share(self, dev: int, now: float, reading: tuple[float, float] | None) -> float | None:
+        """The share of the window's readings on `dev` with the miner's
+        shape; None while the history is too short to judge."""
         q = self._hist[dev]
         if reading is None:
             q.clear()                       # no GPM reading: no evidence, start over
-            return False
+            return None
         q.append((now, *reading))
         # keep the last reading at or before the window's start: with it the
         # history covers the whole window whatever the sampling interval
         while len(q) > 1 and q[1][0] <= now - self.sig.window_s:
             q.popleft()
-        if now - q[0][0] < self.sig.window_s * 0.9:
-            return False                    # not enough history for "sustained"
-        return all(i >= self.sig.int_min and t <= self.sig.tensor_max for _, i, t in q)
+        if now - q[0][0] < self.sig.window_s * 0.9 or len(q) < MIN_READINGS:
+            return None                     # not enough history for "sustained"
+        return self._matching(q) / len(q)
 
-    def evaluate(self, sample: GpuSample, attributed: Sequence[AttributedGpuProcess], now: float) -> list[Breach]:
-        hot: set[int] = set()
+    def _matching(self, q: deque[tuple[float, float, float]]) -> int:
+        """Readings with the miner's shape (integer busy, tensor idle)."""
+        return sum(1 for _, i, t in q if i >= self.sig.int_min and t <= self.sig.tensor_max)
+
+    def _hot(self, sample: GpuSample, now: float) -> dict[int, float]:
+        """device -> share of miner-shaped readings, for devices at or over `match`."""
+        hot: dict[int, float] = {}
         for d in sample.devices:
             reading = ((d.int_util, d.tensor_util)
                        if d.int_util is not None and d.tensor_util is not None else None)
-            if self._sustained(d.index, now, reading):
-                hot.add(d.index)
+            share = self._share(d.index, now, reading)
+            if share is not None and share >= self.sig.match:
+                hot[d.index] = share
+        return hot
+
+    def evaluate(self, sample: GpuSample, attributed: Sequence[AttributedGpuProcess], now: float) -> list[Breach]:
+        hot = self._hot(sample, now)
         out: list[Breach] = []
         for x in attributed:
             allowed = bool(self.sig.allowed_programs) and self.program_allowed(x.filename, self.sig.allowed_programs)
@@ -62,7 +83,8 @@ class SignatureRule:
                 dev = next(d for d in sample.devices if d.index == x.device)
                 out.append(Breach(x.agent, "gpu.signature", "gpu_signature",
                                   f"{safe_text(x.filename or b'?', 256)} (pid {x.pid}) on GPU {x.device}: integer "
-                                  f"pipes {dev.int_util:.0f}%, tensor {dev.tensor_util:.0f}% "
-                                  f"for {self.sig.window_s:g}s (a miner's signature)",
+                                  f"pipes {dev.int_util:.0f}%, tensor {dev.tensor_util:.0f}% now; "
+                                  f"{hot[x.device]:.0%} of the readings over {self.sig.window_s:g}s "
+                                  f"have a miner's signature",
                                   pid=x.pid, start_ns=x.start_ns, gpu=GpuDetail(device=x.device)))
         return out

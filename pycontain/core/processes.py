@@ -14,6 +14,10 @@ MAX_PROCESSES = 65536
 MAX_ANCESTORS = 8
 MAX_LINEAGE = 32          # (pid, start) keys kept per process: a violator's descendants are found by them
 SAME_START_NS = 10_000_000  # a fork record's timestamp vs the kernel's start time of that process
+# Exited processes kept for the GPU step (by count and by age): NVML reports a
+# process's utilisation after it exited, and /proc can no longer say whose it was
+MAX_EXITED = 4096
+EXITED_KEEP_S = 60.0
 
 
 @dataclass
@@ -68,6 +72,8 @@ class ProcessTable:
         # records made from a fork (keyed by the fork's timestamp, not yet by
         # the kernel's start time): the child's exec re-keys them
         self._provisional: set[tuple[int, int]] = set()
+        # pid -> (the `now` of its exit, its record), oldest first
+        self._exited: dict[int, tuple[float, ProcessInfo]] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -142,11 +148,30 @@ class ProcessTable:
         info.filename, info.argv, info.exec_ts_ns = filename, tuple(argv), ts_ns
         return info
 
-    def on_exit(self, pid: int, start_ns: int) -> None:
+    def on_exit(self, pid: int, start_ns: int, now: float = 0.0) -> None:
         key = self._live.get(pid)
         if key is not None and (not start_ns or key[1] == start_ns or key[0] == pid):
-            self._by_key.pop(key, None)
+            info = self._by_key.pop(key, None)
             del self._live[pid]
+            if info is not None:
+                self._keep_exited(info, now)
+
+    def _keep_exited(self, info: ProcessInfo, now: float) -> None:
+        self._exited.pop(info.pid, None)          # re-inserted last: the dict stays oldest first
+        self._exited[info.pid] = (now, info)
+        while self._exited:
+            t, _ = next(iter(self._exited.values()))
+            if len(self._exited) <= MAX_EXITED and t >= now - EXITED_KEEP_S:
+                break
+            del self._exited[next(iter(self._exited))]
+
+    def exited(self, pid: int, since: float) -> ProcessInfo | None:
+        """The record of the process with this pid that exited at or after
+        `since` (same clock as on_exit's `now`), if it is still kept. For
+        readings about the past (NVML's samples of a process that has gone):
+        who it belonged to is no longer in /proc."""
+        got = self._exited.get(pid)
+        return got[1] if got is not None and got[0] >= since else None
 
     def descendants(self, agent: str, root: tuple[int, int]) -> list[ProcessInfo]:
         """The known live processes of `agent` descending from `root` (pid,
@@ -166,6 +191,7 @@ class ProcessTable:
             roots = [(i.pid, i.start_ns) for i in new]
 
     def forget_agent(self, agent: str) -> None:
+        self._exited = {pid: e for pid, e in self._exited.items() if e[1].agent != agent}
         for key, info in list(self._by_key.items()):
             if info.agent == agent:
                 self._by_key.pop(key)

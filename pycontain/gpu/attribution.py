@@ -71,8 +71,13 @@ def _exe(pid: int, proc_root: str) -> tuple[bytes, tuple[bytes, ...]]:
 
 
 def attribute(sample: GpuSample, cgroups: dict, lookup=None, proc_root: str = "/proc",
-              layout=None) -> list[AttributedGpuProcess]:
-    """GPU processes of agents, with their exec record; others are dropped."""
+              layout=None, exited=None, unattributed: list | None = None) -> list[AttributedGpuProcess]:
+    """GPU processes of agents, with their exec record; others are dropped.
+
+    `exited(pid)`: the record of a process that exited lately (the engine's
+    ProcessTable.exited), for pids /proc no longer has. Such a pid that no
+    record names is appended to `unattributed` (it may have been an agent's:
+    the caller counts it rather than letting it vanish)."""
     if layout is None and cgroups:
         from ..actuate.cgroups import detect_layout
         layout = detect_layout(proc_root=proc_root) if proc_root == "/proc" else None
@@ -81,23 +86,45 @@ def attribute(sample: GpuSample, cgroups: dict, lookup=None, proc_root: str = "/
     out = []
     for p in sample.processes:
         agent = agent_of(p.pid, cgroups, proc_root, v2_mount, v1_mounts)
+        info = lookup(p.pid) if lookup else None
+        if agent is None and not os.path.exists(f"{proc_root}/{p.pid}"):
+            agent, info = _gone_agent(p.pid, cgroups, info, exited)
+            if agent is None:
+                if unattributed is not None:
+                    unattributed.append(p)
+                continue
         if agent is None:
             continue
-        info = lookup(p.pid) if lookup else None
-        exe, cmdline = _exe(p.pid, proc_root)
-        if info is not None:
-            filename, argv = info.filename, info.argv
-            start_ns, unapproved, exec_ts = info.start_ns, info.unapproved_connect_ns, info.exec_ts_ns
-            # the kernel's exec record may not have been processed yet (the
-            # record is still the fork copy of the parent): the image running
-            # now, from /proc, is what uses the GPU
-            if exe and os.path.realpath(filename) != exe:
-                filename, argv = exe, cmdline
-        else:
-            filename, argv = exe, cmdline
-            start_ns, unapproved, exec_ts = None, None, 0
-        out.append(AttributedGpuProcess(agent=agent, pid=p.pid, start_ns=start_ns, device=p.device,
-                                        used_memory_bytes=p.used_memory_bytes, sm_util=p.sm_util,
-                                        filename=filename, argv=argv, unapproved_connect_ns=unapproved,
-                                        exec_ts_ns=exec_ts))
+        out.append(_attributed(p, agent, info, proc_root))
     return out
+
+
+def _gone_agent(pid: int, cgroups: dict, info, exited) -> tuple[str | None, object]:
+    """(agent, record) of a pid /proc no longer has: from the engine's record
+    of it, live (its exit not yet read) or lately exited. The kernel named
+    its agent from its cgroup while it ran; an agent no longer contained
+    gets nothing."""
+    if info is None and exited is not None:
+        info = exited(pid)
+    if info is None or info.agent not in cgroups:
+        return None, None
+    return info.agent, info
+
+
+def _attributed(p, agent: str, info, proc_root: str) -> AttributedGpuProcess:
+    exe, cmdline = _exe(p.pid, proc_root)
+    if info is not None:
+        filename, argv = info.filename, info.argv
+        start_ns, unapproved, exec_ts = info.start_ns, info.unapproved_connect_ns, info.exec_ts_ns
+        # the kernel's exec record may not have been processed yet (the
+        # record is still the fork copy of the parent): the image running
+        # now, from /proc, is what uses the GPU
+        if exe and os.path.realpath(filename) != exe:
+            filename, argv = exe, cmdline
+    else:
+        filename, argv = exe, cmdline
+        start_ns, unapproved, exec_ts = None, None, 0
+    return AttributedGpuProcess(agent=agent, pid=p.pid, start_ns=start_ns, device=p.device,
+                                used_memory_bytes=p.used_memory_bytes, sm_util=p.sm_util,
+                                filename=filename, argv=argv, unapproved_connect_ns=unapproved,
+                                exec_ts_ns=exec_ts)

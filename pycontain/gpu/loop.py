@@ -9,19 +9,40 @@ from ..core.text import safe_text
 from .attribution import attribute
 
 
-def gpu_step(sampler, rules, engine, cgroups: dict, now: float, layout=None, on_use=None) -> list:
+def gpu_step(sampler, rules, engine, cgroups: dict, now: float, layout=None, on_use=None,
+             on_unattributed=None) -> list:
     """`on_use(sample, attributed)`: every agent GPU process of this sample
     (the controller records first sightings and publishes per-agent use).
-    Without rules (or engine) the step only samples and attributes."""
+    `on_unattributed(samples)`: GPU processes gone from /proc that no record
+    names (counted by the caller). Without rules (or engine) the step only
+    samples and attributes."""
     sample = sampler.sample(now)
-    lookup = getattr(getattr(engine, "processes", None), "lookup", None)
-    attributed = attribute(sample, cgroups, lookup=lookup, layout=layout)
+    table = getattr(engine, "processes", None)
+    lost: list = []
+    attributed = attribute(sample, cgroups, lookup=getattr(table, "lookup", None), layout=layout,
+                           exited=_exited_since(table, now, getattr(sampler, "interval_s", 1.0)), unattributed=lost)
+    if on_unattributed is not None and lost:
+        on_unattributed(lost)
     if on_use is not None:
         on_use(sample, attributed)
     if rules is None or engine is None:
         return []
     breaches = rules.evaluate(sample, attributed, now, getattr(engine, "unapproved_at", None))
     return engine.on_breaches(breaches, now) if breaches else []
+
+
+def _exited_since(table, now: float, interval_s: float):
+    """pid -> the record of a process that exited within the span NVML's
+    samples can cover: since the previous reading (one interval; two, for a
+    late step) plus a margin for the kernel's exit record. Older records
+    could name a process whose pid has been reused since."""
+    if table is None or not hasattr(table, "exited"):
+        return None
+    since = now - 2 * interval_s - EXIT_MARGIN_S
+    return lambda pid: table.exited(pid, since)
+
+
+EXIT_MARGIN_S = 2.0
 
 
 def use_by_agent(sample, attributed) -> dict[str, list[tuple[int, str, int, float | None]]]:
@@ -32,7 +53,8 @@ def use_by_agent(sample, attributed) -> dict[str, list[tuple[int, str, int, floa
         slot = per.setdefault(a.agent, {}).setdefault(a.device, [0, None])
         slot[0] += a.used_memory_bytes or 0
         if a.sm_util is not None:
-            slot[1] = (slot[1] or 0.0) + a.sm_util
+            # per-process peaks add up; a device is never more than fully busy
+            slot[1] = min(100.0, (slot[1] or 0.0) + a.sm_util)
     return {agent: [(d, uuids.get(d, ""), m, u) for d, (m, u) in sorted(devs.items())]
             for agent, devs in per.items()}
 

@@ -134,21 +134,32 @@ class Nvml:
         return mem_by_pid
 
     def processes(self, i: int) -> list[GpuProcessSample]:
-        h = self._handles[i]
+        """Every pid that held memory or had SM samples on GPU i since the
+        last reading. A pid with samples but no memory now has exited (or
+        freed its memory) in between: kept, with 0 bytes, so work split into
+        processes shorter than the interval still counts."""
         mem_by_pid = self.memory_by_pid(i)
-        util: dict[int, float] = {}
-        if i not in self.mig:
-            samples = self._call(pynvml.nvmlDeviceGetProcessUtilization, h, self._last_seen.get(i, 0), device=i)
-            for s in samples or []:
-                util[s.pid] = max(util.get(s.pid, 0.0), float(s.smUtil))
-                self._last_seen[i] = max(self._last_seen.get(i, 0), int(s.timeStamp))
+        util = None if i in self.mig else self._util_by_pid(i)
         out = []
         for pid, used in mem_by_pid.items():
             # MIG: per-process utilisation does not exist -> None (unavailable);
             # no sample since the last one -> 0 (idle), not unavailable
-            sm = None if i in self.mig else util.get(pid, 0.0)
+            sm = None if util is None else util.get(pid, 0.0)
             out.append(GpuProcessSample(pid=pid, device=i, used_memory_bytes=used, sm_util=sm))
+        for pid, sm in (util or {}).items():
+            if pid not in mem_by_pid:
+                out.append(GpuProcessSample(pid=pid, device=i, used_memory_bytes=0, sm_util=sm))
         return out
+
+    def _util_by_pid(self, i: int) -> dict[int, float]:
+        """Peak SM % per pid over the samples NVML took since the last call."""
+        util: dict[int, float] = {}
+        samples = self._call(pynvml.nvmlDeviceGetProcessUtilization, self._handles[i],
+                             self._last_seen.get(i, 0), device=i)
+        for s in samples or []:
+            util[s.pid] = max(util.get(s.pid, 0.0), float(s.smUtil))
+            self._last_seen[i] = max(self._last_seen.get(i, 0), int(s.timeStamp))
+        return util
 
     def _mps_clients(self, i: int, h, mem_by_pid: dict) -> None:
         """MPS clients reach the GPU through the MPS server: the compute list

@@ -68,6 +68,9 @@ class PycontainCollector:
         yield req
         yield GaugeMetricFamily("pycontain_gpu_available", "1 if NVML is usable",
                                 value=1.0 if s["gpu"]["available"] else 0.0)
+        yield CounterMetricFamily("pycontain_gpu_unattributed_processes",
+                                  "GPU process readings of pids gone from /proc that no process record names",
+                                  value=s["gpu"].get("unattributed", 0))
         yield GaugeMetricFamily("pycontain_config_last_reload_successful",
                                 "1 if the last policy load or reload succeeded (the policy in force is the newest)",
                                 value=1.0 if s["reload"]["ok"] else 0.0)

@@ -62,6 +62,9 @@ class NodeState:
     probes_needed: set[str] = field(default_factory=set)         # hooks the policy needs (core/hooks_needed.py)
     gpu_available: bool = False
     gpu_status: str = "unavailable"
+    # GPU processes gone from /proc that no process record names (gpu/loop.py):
+    # their utilisation may have been an agent's, and counts toward no budget
+    gpu_unattributed: int = 0
     reload_ok: bool = True                   # the last policy (re)load succeeded
     reload_success_ts: float = field(default_factory=time.time)   # when a policy was last loaded
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -80,7 +83,8 @@ class NodeState:
                 "reload": {"ok": self.reload_ok, "success_ts": self.reload_success_ts},
                 "probes": dict(self.probes),
                 "probes_needed": sorted(self.probes_needed),
-                "gpu": {"available": self.gpu_available, "status": self.gpu_status},
+                "gpu": {"available": self.gpu_available, "status": self.gpu_status,
+                        "unattributed": self.gpu_unattributed},
                 "agents": [
                     {
                         "name": a.name, "cgroup": a.cgroup, "agent_id": a.agent_id,

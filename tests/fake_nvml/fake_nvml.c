@@ -8,7 +8,7 @@
  *
  *   device <index> name=H100 uuid=GPU-0 mem_total=<bytes> mem_used=<bytes> util=<pct> power_mw=<mW> mig=0|1 gone=0|1
  *          minor=<N of /dev/nvidiaN, default index> gpm=0|1 int_util=<pct> tensor_util=<pct>
- *   process device=<index> comm=<comm>|pid=<pid> mem=<bytes> sm=<pct>|sm=cpu [graphics=1] [mps=1]
+ *   process device=<index> comm=<comm>|pid=<pid> mem=<bytes> sm=<pct>|sm=cpu [graphics=1] [mps=1] [exited=1]
  *   error <nvmlFunctionName> NOT_SUPPORTED|NO_PERMISSION|GPU_IS_LOST|UNKNOWN
  *
  * "comm=" processes are matched on every call by scanning /proc/<pid>/comm,
@@ -17,6 +17,8 @@
  * reading (a busy loop stands in for a kernel launcher; frozen = 0 %), which
  * lets the throttle benchmark measure the duty cycle's effect.
  * "mps=1": an MPS client, listed only by nvmlDeviceGetMPSComputeRunningProcesses.
+ * "exited=1": a process that used the GPU and exited before this reading:
+ * no longer in the running lists, its utilisation samples still returned.
  * "gpm=1": the device supports GPM; int_util / tensor_util are the
  * NVML_GPM_METRIC_INTEGER_UTIL / ANY_TENSOR_UTIL values it reports.
  */
@@ -54,7 +56,7 @@ typedef struct { unsigned int pid; unsigned long long timeStamp; unsigned int sm
 
 struct dev { int present; char name[96]; char uuid[96]; unsigned long long mem_total, mem_used; unsigned util, power_mw, mig, gone;
 	     unsigned minor, gpm; double int_util, tensor_util; };
-struct proc { unsigned device; unsigned pid; char comm[32]; unsigned long long mem; unsigned sm; int sm_cpu; int graphics; int mps; };
+struct proc { unsigned device; unsigned pid; char comm[32]; unsigned long long mem; unsigned sm; int sm_cpu; int graphics; int mps; int exited; };
 struct err { char fn[96]; nvmlReturn_t code; };
 
 static struct dev devs[MAX_DEV];
@@ -145,6 +147,7 @@ static void load(void)
 				else if (!strcmp(k, "sm")) p->sm = (unsigned)atoi(v);
 				else if (!strcmp(k, "graphics")) p->graphics = atoi(v);
 				else if (!strcmp(k, "mps")) p->mps = atoi(v);
+				else if (!strcmp(k, "exited")) p->exited = atoi(v);
 			}
 		} else if (!strcmp(tok, "error") && nerrs < MAX_ERR) {
 			char *fn = strtok_r(NULL, " \t\r\n", &save);
@@ -193,7 +196,8 @@ static int hits_for_kind(unsigned device, int graphics, int mps, struct hit *out
 	int n = 0;
 	for (int i = 0; i < nprocs && n < max; i++) {
 		struct proc *p = &procs[i];
-		if (p->device != device || (p->graphics != 0) != (graphics != 0) || (p->mps != 0) != (mps != 0))
+		if (p->device != device || (p->graphics != 0) != (graphics != 0) || (p->mps != 0) != (mps != 0)
+		    || p->exited)
 			continue;
 		if (p->pid) {
 			out[n].pid = p->pid;
@@ -418,6 +422,11 @@ nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h, nvmlProcessUtilizat
 	struct hit hs[MAX_PROC];
 	int n = hits_for(h->index, 0, hs, MAX_PROC);
 	n += hits_for(h->index, 1, hs + n, MAX_PROC - n);
+	for (int i = 0; i < nprocs && n < MAX_PROC; i++)     /* exited: samples only */
+		if (procs[i].exited && procs[i].device == h->index && procs[i].pid) {
+			hs[n].pid = procs[i].pid;
+			hs[n++].p = &procs[i];
+		}
 	if (n == 0) return NVML_ERROR_NOT_FOUND;       /* no samples since lastSeen */
 	if (!s || *count < (unsigned)n) { *count = (unsigned)n; return NVML_ERROR_INSUFFICIENT_SIZE; }
 	struct timespec ts;

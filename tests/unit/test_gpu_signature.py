@@ -40,7 +40,7 @@ def test_sustained_miner_shape_is_a_breach():
 def test_not_sustained_or_tensor_busy_or_allowed_is_no_breach():
     sig = SignaturePolicy(window_s=5, allowed_programs=("hashcat",))
     assert run(GpuRules(GpuPolicy(signature=sig)), [(90, 0)] * 3, [proc()]) == []          # too short
-    assert run(GpuRules(GpuPolicy(signature=sig)), [(90, 0)] * 3 + [(90, 40)] + [(90, 0)] * 3, [proc()]) == []
+    assert run(GpuRules(GpuPolicy(signature=sig)), [(90, 0), (90, 40)] * 4, [proc()]) == []   # tensor half the time
     assert run(GpuRules(GpuPolicy(signature=sig)), [(90, 0)] * 7, [proc(b"/usr/bin/hashcat")]) == []
     assert run(GpuRules(GpuPolicy(signature=sig)), [(None, None)] * 7, [proc()]) == []     # no GPM
 
@@ -51,6 +51,7 @@ def test_rule_off_by_default_and_policy_keys():
                          "actions:\n  gpu_signature: {ladder: [freeze, kill], grace: 5s}\n")
     assert p.gpu.signature == SignaturePolicy(60.0, 2.0, 120.0, ())
     assert p.action("gpu_signature").ladder[0].value == "freeze"
+    assert load_policy_text("name: x\ngpu:\n  signature: {match: 90}\n").gpu.signature.match == 0.9
 
 
 def test_gpm_through_the_fake_driver(tmp_path):
@@ -115,3 +116,51 @@ def test_a_window_only_a_few_samples_long_still_fires():
                               memory_total_bytes=1, power_watts=0, int_util=92.0, tensor_util=0.0)
         fired.append(bool(rule.evaluate(GpuSample(ts=now, devices=(dev,)), proc, now)))
     assert fired[:3] == [False, False, False] and fired[-1]
+
+
+# ---- the window is judged by the share of miner-shaped readings ----------------------
+# A miner steered by an RL agent pays a little hash rate to break "every reading
+# in the window": one pause, or one tensor burst, per window. The decisions the
+# engine takes under the built-in policy (60 s window, 1 s sampling) say whether
+# it got through.
+
+def _decisions(readings) -> list:
+    """Feed (int %, tensor %) readings, one per second, through the built-in
+    default policy's GPU rules and the engine: every decision taken."""
+    from pycontain.core.engine import Engine
+    from pycontain.core.policy import builtin_policy
+    pol = builtin_policy("default")
+    engine, rules = Engine(pol), GpuRules(pol.gpu)
+    out = []
+    for t, (i, tz) in enumerate(readings):
+        now = 1000.0 + t
+        out += engine.on_breaches(rules.evaluate(sample(now, i, tz), [proc()], now), now)
+    return [(d.rule, d.action.value, d.pid) for d in out]
+
+
+def test_a_miner_that_pauses_one_second_a_minute_is_still_killed():
+    readings = [(0, 0) if t % 60 == 0 else (90, 0) for t in range(150)]   # a pause opens every minute
+    assert ("gpu.signature", "kill", 7) in _decisions(readings)
+
+
+def test_a_miner_with_a_tiny_matmul_now_and_then_is_still_killed():
+    readings = [(90, 30) if t % 10 == 5 else (90, 0) for t in range(150)]   # a tensor burst every 10 s
+    assert ("gpu.signature", "kill", 7) in _decisions(readings)
+
+
+def test_training_with_idle_tensor_phases_is_left_alone():
+    """Training: tensor cores busy, but one reading in three looks like a
+    miner's (data loading, integer-heavy preprocessing on the GPU)."""
+    readings = [(70, 0) if t % 3 == 0 else (40, 60) for t in range(300)]
+    assert _decisions(readings) == []
+
+
+def test_a_window_of_few_readings_never_flags_and_policy_check_says_so(tmp_path):
+    """3 readings in a 2 s window: a share of so few means nothing."""
+    rules = GpuRules(GpuPolicy(signature=SignaturePolicy(window_s=2)))
+    assert run(rules, [(90, 0)] * 20, [proc()]) == []
+    pol = tmp_path / "p.yaml"
+    pol.write_text("name: x\ngpu:\n  signature: {window: 2s}\n")
+    r = subprocess.run([sys.executable, "-m", "pycontain.cli", "policy", "check", str(pol)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "window 2s holds fewer than 5 readings" in r.stderr, r.stderr

@@ -245,6 +245,7 @@ BPF_ARRAY(pc_addr_rule_ids, u32, PC_ADDR_RULES);         /* bit -> rule id */
 #define PC_NX_SSH 4            /* "network.ssh" */
 #define PC_NX_INBOUND 5        /* "network.inbound" (inbound.c) */
 #define PC_NX_STDIO 6          /* "exec.stdio_socket" (stdio.c) */
+#define PC_NX_FAMILY 7         /* "network.socket_family" (socket.c) */
 #define PC_NX_SLOTS 8
 BPF_ARRAY(pc_named_rules, u32, PC_NX_SLOTS);
 

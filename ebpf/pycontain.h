@@ -243,6 +243,7 @@ enum pc_config_flags {
 	PC_CFG_TRACE_ALL = 1 << 4,        /* emit exec/fork/exit for every process */
 	PC_CFG_BIRTH = 1 << 5,            /* mark new cgroups matching the birth automaton (issue 10) */
 	PC_CFG_LOCAL_GUARD = 1 << 6,      /* loopback and unix destinations: own, listed or resolver only (issue 10) */
+	PC_CFG_DENY_FAMILY = 1 << 7,      /* kill socket() of a family no hook judges (socket.c) */
 	/* issue 11: bits 8-10 */
 	PC_CFG_EXEC_HOLD_ALL = 1 << 8,    /* every agent exec waits for user space (allow-list, path globs) */
 	PC_CFG_EXEC_FILELESS_DENY = 1 << 9, /* kill fileless execs (exec.fileless: deny) */

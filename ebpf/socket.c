@@ -13,6 +13,11 @@
  *   BPF-LSM is available, the socket_create LSM hook is the stronger choice
  *   (it fails the call instead of killing); this kernel refuses LSM programs.
  *   io_uring's IORING_OP_SOCKET does not pass sys_enter_socket.
+ * - Families no hook judges (PC_CFG_DENY_FAMILY): everything but unix, inet,
+ *   inet6, netlink, packet and alg. AF_VSOCK reaches the hypervisor and
+ *   other VMs, AF_RDS and AF_TIPC carry data to other nodes from kernel
+ *   sockets, AF_MCTP reaches the BMC: none passes the cgroup sock_addr or
+ *   skb programs. Same tracepoint, same kill.
  */
 
 #include "net.bpf.h"
@@ -20,7 +25,19 @@
 #define PC_SOCK_RAW 3
 #define PC_SOCK_PACKET 10      /* obsolete AF_INET/SOCK_PACKET: the kernel makes it AF_PACKET */
 #define PC_SOCK_TYPE_MASK 0xf  /* type also carries SOCK_NONBLOCK / SOCK_CLOEXEC */
+#define PC_AF_UNIX 1
+#define PC_AF_NETLINK 16
 #define PC_AF_PACKET 17
+#define PC_AF_ALG 38
+
+/* Families whose traffic a program judges (unix: local.c; inet: connect.c,
+ * egress.c), that stay on the node (netlink, alg: the kernel's own), or that
+ * have a rule of their own (packet). */
+static __always_inline int pc_family_judged(u32 family)
+{
+	return family == PC_AF_INET || family == PC_AF_INET6 || family == PC_AF_UNIX ||
+	       family == PC_AF_NETLINK || family == PC_AF_ALG;
+}
 
 static __always_inline void pc_socket_emit(u32 agent, u8 verdict, u32 rule, u16 flags,
 					   u32 family, u32 type, u32 protocol)
@@ -71,7 +88,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 	u32 type = (u32)args->type;
 	int packet = family == PC_AF_PACKET ||
 		     (family == PC_AF_INET && (type & PC_SOCK_TYPE_MASK) == PC_SOCK_PACKET);
-	if (!packet)
+	if (!packet && pc_family_judged(family))
 		return 0;
 	struct pc_config *cfg = pc_cfg();
 	u32 agent = pc_agent_of_current(cfg);
@@ -80,8 +97,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_socket)
 	u8 verdict = PC_ALLOW;
 	u32 rule = 0;
 	u16 flags = 0;
-	if (cfg->flags & PC_CFG_DENY_PACKET) {
-		rule = pc_net_rule_slot(PC_NR_PACKET);
+	u32 deny = packet ? PC_CFG_DENY_PACKET : PC_CFG_DENY_FAMILY;
+	if (cfg->flags & deny) {
+		rule = packet ? pc_net_rule_slot(PC_NR_PACKET) : pc_named_rule(PC_NX_FAMILY);
 		verdict = pc_deny_verdict_kill(cfg, &flags);
 	}
 	pc_socket_emit(agent, verdict, rule, flags, family, type, (u32)args->protocol);

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, TypeAlias
@@ -65,6 +66,14 @@ _NetEntry: TypeAlias = tuple[int, NetRule, list[_Network]]
 # an event handler, as found in Engine._HANDLERS: it takes the event dataclass
 # it is registered for (the table pairs them), so the event argument is Any here
 _Handler: TypeAlias = Callable[["Engine", Any, str, float], list[Decision]]
+
+
+def family_name(family: int) -> str:
+    """AF_VSOCK for 40; the number where this Python does not know it."""
+    try:
+        return socket.AddressFamily(family).name
+    except ValueError:
+        return f"family {family}"
 
 
 class Engine:
@@ -202,7 +211,7 @@ class Engine:
     def _on_socket(self, ev: SocketEvent, agent: str, now: float) -> list[Decision]:
         if ev.h.verdict == Verdict.ALLOW:
             return []
-        what = f"socket(family {ev.family}, type {ev.sock_type})"
+        what = f"socket({family_name(ev.family)}, type {ev.sock_type})"
         return self._kernel_violation(ev, agent, now, "socket", f"{what} denied in the kernel", what)
 
     def _kernel_violation(self, ev: Event, agent: str, now: float, key: str, reason: str,

@@ -110,6 +110,7 @@ class ConfigFlag(enum.IntFlag):
     TRACE_ALL = 1 << 4
     BIRTH = 1 << 5          # issue 10: new cgroups matched against the birth automaton
     LOCAL_GUARD = 1 << 6    # issue 10: loopback / unix destinations limited to own, listed, resolvers
+    DENY_FAMILY = 1 << 7    # socket families no hook judges (vsock, rds, tipc...): killed at socket()
     EXEC_HOLD_ALL = 1 << 8      # issue 11: bits 8-10
     EXEC_FILELESS_DENY = 1 << 9
     EXEC_TRUSTED = 1 << 10

@@ -33,7 +33,7 @@ def hook_needed(policy: Policy | None, hook: str) -> bool:
     if hook.startswith(NETWORK_PREFIXES):
         return _network_rules(policy)
     if hook in SOCKET_HOOKS:
-        return policy.sockets.deny_raw or policy.sockets.deny_packet
+        return policy.sockets.deny_raw or policy.sockets.deny_packet or policy.sockets.deny_other_families
     if hook == "cgroup:cgroup_mkdir":
         return bool(policy.agents)
     return True

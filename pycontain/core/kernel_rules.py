@@ -229,6 +229,8 @@ def _config_flags(policy: Policy) -> ConfigFlag:
         flags |= ConfigFlag.DENY_RAW
     if policy.sockets.deny_packet:
         flags |= ConfigFlag.DENY_PACKET
+    if policy.sockets.deny_other_families:
+        flags |= ConfigFlag.DENY_FAMILY
     if "stratum" in policy.network.detect:
         flags |= ConfigFlag.DETECT_STRATUM
     return flags | _issue12_flags(policy)
@@ -368,7 +370,7 @@ def _compile_network(t: KernelTables, nw: NetworkPolicy, resolved: Mapping[str, 
 
 def _compile_issue12(t: KernelTables, nw: NetworkPolicy, resolved: Mapping[str, list[str]], rule: _RuleIds) -> None:
     """Rule names of the issue-12 verdicts, scan limits, SSH destinations."""
-    for name in ("network.scan", "network.ssh", "network.inbound", "exec.stdio_socket"):
+    for name in ("network.scan", "network.ssh", "network.inbound", "exec.stdio_socket", "network.socket_family"):
         rule(name)
     sc = nw.scan
     if sc.enabled:
@@ -431,6 +433,8 @@ def compile_report(policy: Policy, resolved: Mapping[str, list[str]] | None = No
         out.append("network.raw_socket: kernel (EPERM)")
     if policy.sockets.deny_packet:
         out.append("network.packet_socket: kernel (EPERM)")
+    if policy.sockets.deny_other_families:
+        out.append("network.socket_family: kernel (killed at socket())")
     if "stratum" in policy.network.detect:
         out.append("network.stratum: kernel (packet dropped) + the policy's stratum action")
     return out + selector_report(policy) + local_services_report(policy)

@@ -136,6 +136,10 @@ class NetworkPolicy:
 class SocketPolicy:
     deny_raw: bool = False
     deny_packet: bool = False
+    # every family but unix, inet, inet6, netlink, packet and alg: their
+    # traffic (vsock to the hypervisor, RDS, TIPC, MCTP...) passes no hook
+    # that judges a destination (ebpf/socket.c)
+    deny_other_families: bool = False
 
 
 @dataclass(frozen=True)
@@ -442,6 +446,7 @@ def _ssh(n: Node) -> tuple[NetRule, ...]:
 SOCKET_KEYS: KeyTable = {
     "deny_raw": ("deny_raw", Node.bool),
     "deny_packet": ("deny_packet", Node.bool),
+    "deny_other_families": ("deny_other_families", Node.bool),
 }
 
 
@@ -771,7 +776,8 @@ def policy_to_dict(p: Policy) -> dict[str, Any]:
                       "resolve_interval": p.network.resolve_interval_s}
     out["network"]["local_services"] = "any" if p.network.local_services == ("any",) \
         else list(p.network.local_services)
-    out["sockets"] = {"deny_raw": p.sockets.deny_raw, "deny_packet": p.sockets.deny_packet}
+    out["sockets"] = {"deny_raw": p.sockets.deny_raw, "deny_packet": p.sockets.deny_packet,
+                      "deny_other_families": p.sockets.deny_other_families}
     out["actions"] = {k: {"ladder": [a.value for a in s.ladder], "grace": s.grace_s} for k, s in p.actions.items()}
     out["escalation"] = {"grace": p.escalation_grace_s}
     out["privileges"] = privileges_to_dict(p.privileges)

@@ -75,6 +75,7 @@ C_CONSTANTS: dict[str, int] = {
     "PC_NX_SSH": NAMED_SLOTS.index("network.ssh"),
     "PC_NX_INBOUND": NAMED_SLOTS.index("network.inbound"),
     "PC_NX_STDIO": NAMED_SLOTS.index("exec.stdio_socket"),
+    "PC_NX_FAMILY": NAMED_SLOTS.index("network.socket_family"),
     "PC_NX_SLOTS": NAMED_SLOT_COUNT,
     "PC_ADDR_RULES": ADDR_RULES,
     "PC_EXEC_NAMES_MAX": capacity.EXEC_NAMES_MAX,   # map sizes: core/capacity.py (issue 13)

@@ -65,7 +65,8 @@ RESERVED_RULE_IDS: dict[str, int] = dict(RULE_SLOTS)
 
 # slot in pc_named_rules -> rule name (PC_NX_* of ebpf/net.bpf.h; kernel/abi.py compares them)
 NAMED_SLOTS: tuple[str, ...] = ("network.deny_internal", "network.deny_metadata", "network.source_route",
-                                 "network.scan", "network.ssh", "network.inbound", "exec.stdio_socket")
+                                 "network.scan", "network.ssh", "network.inbound", "exec.stdio_socket",
+                                 "network.socket_family")
 NAMED_SLOT_COUNT = 8
 
 PORTS = 65536

@@ -74,3 +74,17 @@ def test_bpf_fails_even_for_a_root_agent(privileged):
     assert bare.stdout.strip() in ("Invalid argument", "created"), bare
     r = run(["--user", "root", "--", PY, "-c", BPF])
     assert r.stdout.strip() == "Operation not permitted", r
+
+
+IO_URING = ("import ctypes,os\nlibc=ctypes.CDLL(None,use_errno=True)\np=ctypes.create_string_buffer(120)\n"
+            "fd=libc.syscall(425,4,p)\nprint('ring' if fd>=0 else os.strerror(ctypes.get_errno()))\n")
+
+
+def test_io_uring_is_refused(open_dir):
+    """io_uring requests (IORING_OP_SOCKET makes a vsock socket) pass no
+    system-call tracepoint, so the socket kills could not see them."""
+    bare = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", PY, "-c",
+                           IO_URING], capture_output=True, text=True, timeout=30)
+    assert bare.stdout.strip() == "ring", bare
+    r = run(["--", PY, "-c", IO_URING])
+    assert r.stdout.strip() == "Operation not permitted", r

@@ -108,3 +108,31 @@ def test_packet_and_raw_sockets_outside_the_agent_are_untouched(net_agent):
     assert r.out == "ok", r.err
     net_agent.drain(0.3)
     assert socket_events(net_agent, p.pid) == [] and socket_events(net_agent, r.pid) == []
+
+
+# prints "created FAMILY" for each socket() that returned to user code
+FAMILIES = r"""
+import socket, sys
+for fam, kind in [(socket.AF_NETLINK, socket.SOCK_RAW), (socket.AF_UNIX, socket.SOCK_STREAM),
+                  (socket.AF_VSOCK, socket.SOCK_STREAM)]:
+    socket.socket(fam, kind).close()
+    print("created", fam.name, flush=True)
+"""
+
+
+def test_a_family_no_hook_judges_is_killed_under_run(privileged):
+    """AF_VSOCK reaches the hypervisor (CID 2) past every inet hook: bare, an
+    unprivileged process makes one; under run (default policy) the process
+    dies at socket(), before user code has the descriptor. The families
+    pycontain judges still work."""
+    import subprocess
+    import sys
+    bare = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",
+                           FAMILIES], capture_output=True, text=True, timeout=30)
+    assert "created AF_VSOCK" in bare.stdout, (bare.stdout, bare.stderr)
+    r = subprocess.run([sys.executable, "-m", "pycontain.cli", "run", "--no-daemon", "--", "/usr/bin/python3", "-c",
+                        FAMILIES], capture_output=True, text=True, timeout=120, cwd="/tmp")
+    assert r.returncode == 128 + signal.SIGKILL, (r.returncode, r.stdout, r.stderr)
+    assert "created AF_NETLINK" in r.stdout and "created AF_UNIX" in r.stdout, r.stdout
+    assert "created AF_VSOCK" not in r.stdout
+    assert "network.socket_family" in r.stderr and "AF_VSOCK" in r.stderr, r.stderr

@@ -126,7 +126,7 @@ def test_unknown_key_suggests_the_closest():
     ("gpu:\n  sm_utl: {max: 50}\n", "gpu.sm_utl", "did you mean 'sm_util'?"),
     ("gpu:\n  sm_util: {max: 50, windw: 5s}\n", "gpu.sm_util.windw", "did you mean 'window'?"),
     ("gpu:\n  throttle: {zz: 1}\n", "gpu.throttle.zz", "known keys: duty_cycle, period"),
-    ("sockets:\n  zz: true\n", "sockets.zz", "known keys: deny_raw, deny_packet"),
+    ("sockets:\n  zz: true\n", "sockets.zz", "known keys: deny_raw, deny_packet, deny_other_families"),
     ("exec:\n  deny_program_args: [{program: ssh, argz: ['-R*']}]\n", "exec.deny_program_args[0].argz",
      "did you mean 'args'?"),
     ("network:\n  deny: [{cdir: 10.0.0.0/8}]\n", "network.deny[0].cdir", "did you mean 'cidr'?"),

@@ -18,9 +18,13 @@ only the direct child, never a daemon that double-forked out of the process
 tree; and an agent can reset it with prctl. The pipe's EOF has none of these
 holes and the cgroup (not the process tree) says what belongs to the agent.
 
+The node daemon keeps one for the agents it starts (app/agent_api.py), armed
+on their home cgroup: its death ends them all, as its clean stop does.
+
 Protocol on the pipe (one line each): ``add <json>`` (an AgentCgroup),
-``sync`` (the watchdog answers ``ok`` on its stdout once everything before
-it is in force), ``bye`` (disarm).
+``drop <cgroup2 path>`` (an agent already ended: forget it), ``sync`` (the
+watchdog answers ``ok`` on its stdout once everything before it is in
+force), ``bye`` (disarm).
 """
 
 from __future__ import annotations
@@ -75,6 +79,10 @@ class Watchdog:
         """Guard one more cgroup; returns once the watchdog has it."""
         self._send(f"add {json.dumps(cgroup.to_dict())}")
         self._sync()
+
+    def drop(self, cgroup: AgentCgroup) -> None:
+        """Forget a cgroup that is gone (a long-lived controller's list stays short)."""
+        self._send(f"drop {cgroup.v2_path}")
 
     def disarm(self) -> None:
         """Clean shutdown: the coming EOF must not kill anything."""
@@ -163,6 +171,8 @@ def serve(fd: int, mode: str) -> int:
                     cgroups.append(AgentCgroup.from_dict(json.loads(arg)))
                 except (OSError, ValueError, KeyError) as e:
                     _say(f"cannot guard {arg[:200]!r}: {e}")
+            elif cmd == "drop":
+                cgroups = [cg for cg in cgroups if cg.v2_path != arg]
             elif cmd == "sync":
                 try:
                     os.write(1, b"ok\n")

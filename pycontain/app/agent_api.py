@@ -28,6 +28,17 @@ request, checked by pid and start time): a `pycontain run` killed by
 SIGKILL (Slurm after KillWait) or a rollout worker that crashed does not
 leave its agents running, outside the job's cgroup, on their GPUs. The
 sweeps run in the daemon's loop (:meth:`AgentStarter.sweep`).
+
+Fail closed when the daemon dies: the agents it started are contained by
+what lives in its memory (their names, budgets, policy) and by programs the
+next daemon retires, so a daemon that dies however (SIGKILL, OOM kill,
+crash, systemd's SIGKILL after TimeoutStopSec) must not leave them running.
+A watchdog process (actuate/watchdog.py), armed on their home cgroup, kills
+them all when its pipe from the daemon closes; a new daemon ends whatever
+an earlier one of its home left (its watchdog died with it) before it
+takes over the pins (:meth:`AgentStarter.arm`). A clean stop ends them too
+(:meth:`AgentStarter.close`). Adopted agents are not started here: they keep
+their pinned kernel enforcement, as before.
 """
 
 from __future__ import annotations
@@ -41,10 +52,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..actuate.actuators import proc_start_ns, process_exited
-from ..actuate.cgroups import AgentCgroup, CreatePlan, detect_layout, make_home, remove_home
+from ..actuate.cgroups import AgentCgroup, CreatePlan, detect_layout, home_cgroup, make_home, remove_home
 from ..actuate.dynamic_user import DynamicUser, identity_to_dict
 from ..actuate.identity_pool import IdentityPool
-from ..core.errors import PycontainError, UsageError
+from ..actuate.watchdog import Watchdog
+from ..core.errors import EnvironmentProblem, PycontainError, UsageError
 from ..core.labels import clean_labels
 from ..core.policy import Privileges, privileges_to_dict
 from ..observe.state_api import PEER_PID
@@ -79,6 +91,9 @@ class AgentStarter:
         self._names = threading.Lock()
         self._plan: CreatePlan | None = None     # where started agents go (prepare)
         self._home = ""                           # the name of their home dirs
+        self._home_cg: AgentCgroup | None = None  # those dirs as one cgroup (arm)
+        self._start_watchdog: Callable[[list[AgentCgroup]], Watchdog] | None = None   # set by arm
+        self.guard: Watchdog | None = None        # kills the started agents if the daemon dies
 
     def prepare(self, probes, home: str) -> str | None:
         """Once, before serving: make the dir `home` (under the cgroup parent,
@@ -103,10 +118,54 @@ class AgentStarter:
             return f"cgroup programs attached per started agent, not once at {path} ({e})"
         return None
 
+    def arm(self, start_watchdog: Callable[[list[AgentCgroup]], Watchdog] = Watchdog.start) -> list[str]:
+        """Once, after prepare and before serving: end what an earlier daemon
+        of this home started and left running (it died hard, its watchdog
+        with it: nothing holds their identity or policy any more, and the
+        takeover retires the programs they are in), then start the watchdog
+        that ends this daemon's agents if it dies. Armed on the home, it
+        covers every agent from its mkdir on at no cost per start; without a
+        home each agent is added as it is made. Returns the dirs ended."""
+        self._home_cg = home_cgroup(self._plan, self._home) if self._plan is not None else None
+        ended: list[str] = []
+        if self._home_cg is not None:
+            try:
+                ended = self._home_cg.clear()
+            except (OSError, PycontainError) as e:
+                log.warning("could not end what an earlier daemon started under %s: %s", self._home_cg.v2_path, e)
+        self._start_watchdog = start_watchdog
+        try:
+            with self._names:
+                self._keep_guard()
+        except EnvironmentProblem as e:
+            log.warning("%s: agents are not started until a watchdog runs", e)
+        return ended
+
+    def _keep_guard(self) -> None:
+        """A live watchdog, or EnvironmentProblem: no agent is started
+        unguarded. Called with self._names held (adds read its answer)."""
+        if self._start_watchdog is None or (self.guard is not None and self.guard.alive()):
+            return
+        if self.guard is not None:
+            log.warning("the watchdog of the started agents died; starting a new one")
+            self.guard.close()
+            self.guard = None
+        targets = [self._home_cg] if self._home_cg else [e.cgroup for e in list(self.started.values())]
+        self.guard = self._start_watchdog(targets)
+
     def _create(self, name: str) -> AgentCgroup:
+        self._keep_guard()
         if self._plan is not None:
-            return AgentCgroup.create(name, plan=self._plan)
-        return AgentCgroup.create(name, parent=self.parent)
+            cg = AgentCgroup.create(name, plan=self._plan)
+        else:
+            cg = AgentCgroup.create(name, parent=self.parent)
+        if self.guard is not None and self._home_cg is None:
+            try:
+                self.guard.add(cg)            # before the answer: before its first process
+            except BaseException:
+                cg.remove()
+                raise
+        return cg
 
     def handlers(self) -> dict:
         return {"start": self.start, "starts": self.start_many, "stop": self.stop}
@@ -206,15 +265,31 @@ class AgentStarter:
         with self.lock:
             if name in self.ctl.cgroups:
                 self.ctl.remove_agent(name)
+        self._unguard(entry.cgroup)
         if entry.user is not None:
             # a process of the uid that outlived the removal keeps it from the
             # next lease: allocation skips uids a running process holds
             self.identities.give_back([entry.user])
 
+    def _unguard(self, cg: AgentCgroup) -> None:
+        guard = self.guard
+        if guard is None or self._home_cg is not None:
+            return
+        try:
+            guard.drop(cg)
+        except EnvironmentProblem:
+            pass                               # gone: _keep_guard starts one with what is left
+
     def sweep(self) -> list[str]:
         """Remove agents whose client is gone: never joined by the deadline,
         joined and now empty, or still running after the process that asked
-        for them exited (its leftovers are killed). Returns their names."""
+        for them exited (its leftovers are killed). Returns their names.
+        Also replaces a watchdog that died (fail closed needs a live one)."""
+        try:
+            with self._names:
+                self._keep_guard()
+        except EnvironmentProblem as e:
+            log.warning("%s", e)
         now, gone = self.clock(), []
         for name, entry in list(self.started.items()):
             if entry.owner is not None and not self.alive(entry.owner):
@@ -235,11 +310,34 @@ class AgentStarter:
         return gone
 
     def close(self) -> None:
+        """Clean stop: end every started agent at once. All are sent SIGKILL
+        first, then each is waited for and removed, so a stop with many
+        agents takes about the time of one (systemd's TimeoutStopSec is 20 s;
+        one by one each could take 5 s). The watchdog is disarmed only when
+        nothing is left: otherwise its EOF kills the rest."""
+        cgroups = [e.cgroup for e in self.started.values()]
+        for cg in cgroups:
+            try:
+                cg.send_kill()
+            except (OSError, PycontainError) as e:
+                log.warning("killing the agent in %s: %s", cg.v2_path, e)
         for name in list(self.started):
             self._forget(name)
         self.identities.close()
         if self._plan is not None:
             remove_home(self._plan, self._home)   # empty now; busy (an agent left over): kept, still attached
+        self._close_guard(cgroups)
+
+    def _close_guard(self, cgroups: list[AgentCgroup]) -> None:
+        guard, self.guard = self.guard, None
+        if guard is None:
+            return
+        try:
+            if not any(cg.pids() for cg in ([self._home_cg] if self._home_cg else cgroups)):
+                guard.disarm()
+        except (OSError, EnvironmentProblem):
+            pass                               # armed (or gone): its EOF kills what is left
+        guard.close()
 
 
 def asker(body: dict) -> tuple[int, int] | None:

@@ -8,9 +8,11 @@ for it, unless the caller names a user, with the node policy's
 `privileges:`, as in a standalone run), then, when it has exited, tell the
 daemon to remove what is left (and give the uid back).
 
-Fail closed: while the agent runs the client checks once a second that the
-daemon still answers; if it has been gone for DAEMON_GRACE_S (its programs
-may be gone with it), the agent is killed. No BPF is loaded here.
+Fail closed: the daemon's watchdog kills every agent it started when the
+daemon dies (app/agent_api.py); `pycontain run` (:meth:`DaemonAgent.supervise`)
+also checks once a second that the daemon still answers and kills its agent
+once it has been gone for DAEMON_GRACE_S. pycontain.client does not poll.
+No BPF is loaded here.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..actuate.dynamic_user import DynamicUser, Identity, dynamic_user, identity
 from ..actuate.launch import launch
 from ..core.errors import EnvironmentProblem, PolicyError
 from ..core.policy import Privileges, privileges_from_dict
-from ..observe.state_api import StateClient, daemon_answers
+from ..observe.state_api import ApiError, StateClient, daemon_answers
 
 DEFAULT_SOCKET = "/run/pycontain/pycontain.sock"
 DAEMON_GRACE_S = 3.0
@@ -131,8 +133,9 @@ class DaemonAgent:
         name, self.name = self.name, None
         try:
             self.client.post("/v1/stop", {"name": name})
-        except EnvironmentProblem:
-            # the daemon is gone: nothing contains leftovers any more
+        except (EnvironmentProblem, ApiError):
+            # the daemon is gone, or a new one does not know the agent (it
+            # ended an earlier daemon's): nothing contains leftovers any more
             if self.cgroup is not None:
                 self.cgroup.kill()
         if self._own_user is not None:

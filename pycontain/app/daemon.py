@@ -279,7 +279,7 @@ class Daemon:
             return 0
         finally:
             s.stop_serving()
-            self.starter.close()     # agents this daemon started lose containment with it: end them
+            self.starter.close()     # agents this daemon started lose containment with it: end them (at once)
             with self.lock:
                 # leave adopted agents running: they belong to someone else.
                 # Pinned, their kernel enforcement stays until a new daemon
@@ -290,9 +290,19 @@ class Daemon:
             s.close()
 
     def _prepare_starts(self) -> None:
+        """The started agents' home and their watchdog; before serving and
+        before the takeover retires an earlier generation's pins, so what
+        that daemon started and left running is ended, never left running
+        with no program of any generation containing it."""
         why = self.starter.prepare(self.ctl.probes, home_name(self.opts.socket_path, DaemonOptions.socket_path))
         if why:
             self.reporter.note(why)
+        ended = self.starter.arm()
+        if ended:
+            self.reporter.note(f"ended {len(ended)} agent(s) an earlier daemon started and left running "
+                               "(their policy died with it)")
+            self.audit.write({"ts": time.time(), "agent": "-", "kind": "leftover-agents-ended",
+                              "pid": None, "cgroups": ended})
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -35,9 +35,16 @@ class Cg:
 
     def remove(self):
         self.removed = True
+        Cg.events.append(("remove", self.name))
+
+    def send_kill(self):
+        Cg.events.append(("kill", self.name))
 
     def to_dict(self):
         return {"name": self.name}
+
+
+Cg.events = []
 
 
 class Ctl:
@@ -94,6 +101,69 @@ def test_agent_whose_client_died_is_removed_when_empty(starter):
     assert starter.sweep() == []                       # running: kept past the deadline
     cg.procs = []
     assert starter.sweep() == ["x"] and cg.removed
+
+
+class Watchdog:
+    """actuate/watchdog.py's Watchdog: what it was told, and whether it lives."""
+
+    started: list = []
+
+    def __init__(self, cgroups):
+        self.cgroups, self.dropped, self.live, self.armed, self.closed = list(cgroups), [], True, True, False
+        Watchdog.started.append(self)
+
+    def add(self, cg):
+        self.cgroups.append(cg)
+
+    def drop(self, cg):
+        self.dropped.append(cg)
+
+    def alive(self):
+        return self.live
+
+    def disarm(self):
+        self.armed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_clean_stop_kills_every_agent_before_waiting_for_any(starter):
+    """systemd gives a stop 20 s: one agent after another, each waited for
+    up to 5 s, did not fit; all are sent SIGKILL first."""
+    for _ in range(3):
+        starter.start({"name": "ep"})
+    Cg.events.clear()
+    starter.close()
+    assert [e[0] for e in Cg.events] == ["kill"] * 3 + ["remove"] * 3
+    assert not starter.started and not starter.ctl.cgroups
+
+
+def test_without_a_home_each_started_agent_is_guarded_and_a_dead_watchdog_replaced(starter):
+    Watchdog.started.clear()
+    assert starter.arm(Watchdog) == []             # no home: nothing of an earlier daemon to end
+    first = Watchdog.started[0]
+    starter.start({"name": "a"})
+    starter.start({"name": "b"})
+    a, b = starter.started["a"].cgroup, starter.started["b"].cgroup
+    assert first.cgroups == [a, b]                 # told before the answer: before the agent's first process
+    starter.stop({"name": "a"})
+    assert first.dropped == [a]
+    first.live = False                             # killed (an OOM kill): the next sweep starts a new one
+    starter.sweep()
+    assert len(Watchdog.started) == 2 and Watchdog.started[1].cgroups == [b] and first.closed
+    starter.close()                                # nothing left: disarmed, so its EOF kills nothing
+    assert not Watchdog.started[1].armed and Watchdog.started[1].closed and starter.guard is None
+
+
+def test_no_agent_is_started_without_a_watchdog(starter):
+    def cannot(cgroups):
+        raise EnvironmentProblem("the watchdog process did not start; refusing to run an agent unguarded")
+    Cg.made.clear()
+    starter.arm(cannot)                            # the daemon still serves (adopted agents) ...
+    with pytest.raises(EnvironmentProblem):
+        starter.start({"name": "x"})               # ... but starts none unguarded
+    assert not Cg.made and not starter.started and not starter.ctl.cgroups
 
 
 def test_bad_name_and_labels_refused(starter):

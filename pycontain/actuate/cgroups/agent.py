@@ -374,6 +374,22 @@ class AgentCgroup:
                 pass
             time.sleep(0.01)
 
+    def send_kill(self) -> None:
+        """SIGKILL the subtree without waiting for it to die: cgroup.kill
+        where the kernel has it (5.14), else each process listed now. A stop
+        that ends many agents sends this to all of them first and then waits
+        once (:meth:`remove` finds little or nothing left), not up to
+        `timeout` per agent."""
+        kill_file = self._v2_kill_file()
+        if kill_file:
+            fs.write(kill_file, "1")
+            return
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     # ---- reading ------------------------------------------------------------------------------
 
     def sample(self) -> CgroupSample:
@@ -458,6 +474,26 @@ class AgentCgroup:
         for d in [self.v2_path, *self._v1_dirs()]:
             fs.remove_tree(d, deadline)
 
+    def clear(self, timeout: float = 5.0) -> list[str]:
+        """Kill every process of the subtree and remove the cgroups below this
+        one, keeping this one (a daemon's home, :func:`make_home`). Returns
+        the cgroup2 dirs that were below it."""
+        below = _child_dirs(self.v2_path)
+        if self.pids():
+            self.kill(timeout)
+        deadline = time.monotonic() + timeout
+        for d in [self.v2_path, *self._v1_dirs()]:
+            for child in _child_dirs(d):
+                fs.remove_tree(child, deadline)
+        return below
+
+
+def _child_dirs(path: str) -> list[str]:
+    try:
+        return sorted(e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+
 
 def make_home(base: str, name: str, layout: CgroupLayout) -> str:
     """A cgroup2 dir `name` under `base` meant to hold only agent cgroups (the
@@ -505,6 +541,17 @@ def remove_home(plan: CreatePlan, name: str) -> None:
                 fs.remove_dir(d)
             except OSError:
                 pass
+
+
+def home_cgroup(plan: CreatePlan, name: str) -> AgentCgroup | None:
+    """The home dirs :func:`make_home` made, as one cgroup: a kill of it (or
+    the watchdog's) ends every agent below it at once, however many, and
+    covers an agent from its mkdir on. None when `plan` puts agents
+    elsewhere (the home could not be made)."""
+    if os.path.basename(plan.base) != name:
+        return None
+    v1 = {c: b for ctrls, b in plan.v1 if os.path.basename(b) == name for c in ctrls}
+    return AgentCgroup(name, plan.base, v1, kind=plan.layout.kind, owned=True, proc_root=plan.layout.proc_root)
 
 
 class _Unavailable(Exception):

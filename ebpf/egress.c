@@ -224,14 +224,68 @@ static __always_inline void pc_pkt_report(struct __sk_buff *skb, u32 agent, u64 
 	pc_submit(e, &e->h);
 }
 
+/* 1 when w's first n (1-8) bytes, in memory order, could begin an SSH
+ * identification string. */
+static __always_inline int pc_ssh_prefix(u64 w, u32 n)
+{
+	u64 v2, v1;
+	__builtin_memcpy(&v2, "SSH-2.0-", 8);
+	__builtin_memcpy(&v1, "SSH-1.99", 8);
+	u64 mask = ~0ULL >> ((64 - 8 * n) & 63);   /* little endian: the first n bytes */
+	return ((w ^ v2) & mask) == 0 || ((w ^ v1) & mask) == 0;
+}
+
+/* 1 when the segment carries the stream's first byte: it is the oldest
+ * unacknowledged one and no data has been acknowledged yet (bytes_acked
+ * counts the SYN on the connecting side). Relies on: bpf_tcp_sock (5.1+)
+ * reading tcp_sock's snd_una and bytes_acked, which tcp_snd_una_update
+ * advances together. */
+static __always_inline int pc_stream_start(struct __sk_buff *skb, const struct pc_pkt *p)
+{
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+	struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+	u32 seq;
+	if (!tp || bpf_skb_load_bytes(skb, (p->l4off + 4) & 0xffff, &seq, 4) != 0)
+		return 0;
+	return bpf_ntohl(seq) == tp->snd_una && tp->bytes_acked <= 1;
+}
+
 /* 1 when the segment's payload starts with an SSH identification string
- * and SSH sessions are judged (network.ssh). */
+ * and SSH sessions are judged (network.ssh). sshd reads the banner from the
+ * stream, so a relay may split it ("S", then "SH-2.0-..."): a segment of
+ * fewer than 9 bytes that begins the stream and could begin a banner counts
+ * as one. Dropped, it is sent again merged with what followed
+ * (tcp_retrans_try_collapse) and judged whole; nothing after it reaches
+ * sshd meanwhile. Only such segments pay for the socket lookup. */
 static __always_inline int pc_ssh_payload(struct __sk_buff *skb, struct pc_config *cfg, const struct pc_pkt *p)
 {
-	if (!(cfg->flags & PC_CFG_SSH) || skb->len < p->payoff + 9)
+	if (!(cfg->flags & PC_CFG_SSH) || skb->len <= p->payoff)
 		return 0;
 	u8 b[9];
-	return bpf_skb_load_bytes(skb, p->payoff & 0xffff, b, sizeof(b)) == 0 && pc_is_ssh_banner(b);
+	u32 n = skb->len - p->payoff;
+	if (n >= 9)
+		return bpf_skb_load_bytes(skb, p->payoff & 0xffff, b, sizeof(b)) == 0 && pc_is_ssh_banner(b);
+	/* the packet's last 8 bytes (headers before a short payload make 8):
+	 * a fixed-size load, where a variable one cost the verifier 2.5x */
+	u64 w;
+	if (bpf_skb_load_bytes(skb, (skb->len - 8) & 0xffff, &w, 8) != 0)
+		return 0;
+	w >>= (8 * (8 - n)) & 63;
+	return (u8)w == 'S' && pc_ssh_prefix(w, n) && pc_stream_start(skb, p);
+}
+
+/* 1 when the segment's payload may hold (the start of) an SSH banner: the
+ * kept verdict's fast path leaves those to pc_ssh_payload. */
+static __always_inline int pc_maybe_ssh(struct __sk_buff *skb, struct pc_config *cfg, const struct pc_pkt *p)
+{
+	u8 c = 0;
+	return (cfg->flags & PC_CFG_SSH) && skb->len > p->payoff &&
+	       bpf_skb_load_bytes(skb, p->payoff & 0xffff, &c, 1) == 0 && c == 'S';
 }
 
 /* Issue 12: scan detection on a new TCP flow (a SYN without ACK: connect
@@ -245,7 +299,9 @@ static __always_inline u32 pc_egress_detect(struct __sk_buff *skb, struct pc_con
 	if (pc_norm_proto(p->proto) != IPPROTO_TCP)
 		return 0;
 	int loop = (*flags & PC_F_LOOPBACK) != 0;
-	if ((p->tcp_flags & 0x12) == 0x02) {
+	/* a Fast Open SYN carries the stream's first bytes: judged as data (its
+	 * connect() passed the connect hook, which counted the destination) */
+	if ((p->tcp_flags & 0x12) == 0x02 && skb->len <= p->payoff) {
 		if (!(cfg->flags & PC_CFG_SCAN) || loop)
 			return 0;   /* what pc_scan_judge answers before it needs the agent */
 		*agent = pc_agent_of_skb(skb, cfg, cgid);
@@ -358,7 +414,7 @@ static __always_inline int pc_egress_policy(struct __sk_buff *skb, struct pc_con
 	u64 gen = pc_net_generation();
 	int tcp = !p->routed && pc_norm_proto(p->proto) == IPPROTO_TCP && gen;
 	struct pc_sk_info *kept = tcp && !(p->tcp_flags & 0x02) ? pc_info_of_skb(skb) : 0;
-	if (kept && pc_verdict_hit(kept, p, via_lo, gen) && !pc_ssh_payload(skb, cfg, p))
+	if (kept && pc_verdict_hit(kept, p, via_lo, gen) && !pc_maybe_ssh(skb, cfg, p))
 		return 1;
 	/* the agent is looked up only when a verdict or a count needs it: the
 	 * judgement is the same for every socket under the attached cgroup,

@@ -39,6 +39,45 @@ def test_ssh_banner_on_port_443_is_dropped(net_agent, testhost):
     assert ev[0].daddr == testhost.peer_ip4 and ev[0].dport == 443
 
 
+# a relay in front of an ssh client (ProxyCommand) writes the banner in
+# pieces: each send() its own segment (TCP_NODELAY), the first ones short
+SPLIT = r"""
+h, p = sys.argv[1], int(sys.argv[2])
+def f():
+    s = socket.create_connection((h, p), timeout=3)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for part in %r:
+        s.send(part)
+        time.sleep(0.3)
+    time.sleep(1.5)
+print(outcome(f))
+"""
+
+
+@pytest.mark.parametrize("parts", [(b"S", b"SH-2.0-x\r\n"), (b"SSH-2.0-", b"x\r\n"),
+                                   (b"SS", b"H-2", b".0-x\r\n")])
+def test_an_ssh_banner_split_over_segments_is_dropped(net_agent, testhost, parts):
+    _ssh_tables(net_agent)
+    bare = testhost.tcp_listener(443)
+    assert net_agent.python(SPLIT % (parts,), testhost.peer_ip4, "443", inside=False).out == "ok"
+    assert bare.wait(contains=b"SSH-2.0-x")                  # bare: sshd would read a whole banner
+    bare.close()
+    inside = testhost.tcp_listener(443)
+    net_agent.python(SPLIT % (parts,), testhost.peer_ip4, "443")
+    assert not inside.wait(contains=b"S", timeout=2.0)       # inside: not even its first byte arrives
+    ev = net_agent.wait_for(lambda e: isinstance(e, NetEvent) and e.h.rule_id == SSH_RULE)
+    assert ev and ev[0].h.verdict == Verdict.DENY and ev[0].h.flags & Flag.SSH
+
+
+def test_a_short_first_segment_of_another_protocol_passes(net_agent, testhost):
+    """SOCKS5 greets with 3 bytes and waits for the answer; Redis may send
+    PING alone: only what could begin an SSH banner is held back."""
+    _ssh_tables(net_agent)
+    lst = testhost.tcp_listener(1080)
+    net_agent.python(SPLIT % ((b"\x05\x01\x00", b"PING\r\n"),), testhost.peer_ip4, "1080")
+    assert lst.wait(contains=b"\x05\x01\x00PING")
+
+
 def test_ssh_to_an_allowed_destination_passes(net_agent, testhost):
     _ssh_tables(net_agent, allow4=[f"{testhost.peer_ip4}/32"])
     lst = testhost.tcp_listener(2222)

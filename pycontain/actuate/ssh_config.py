@@ -20,6 +20,18 @@ execs ssh). Unreadable /proc, a timeout, or an ssh that fails all return None
 and the caller denies: fail closed. So does a process in a mount namespace
 of its own user namespace (unshare -Urm): it can bind any file over the
 configuration paths that the query reads in the node's namespace.
+
+The query runs as the agent's uid outside its cgroup, so no process of that
+uid may take it over (open /proc/PID/mem, ptrace, process_vm_writev): it runs
+with effective and saved gid QUERY_GID, the agent's gid kept as real and
+supplementary group, so it reads the same files. The kernel then refuses
+the agent on two counts: __ptrace_may_access wants the caller's gid equal to
+the target's gid, egid and sgid, and an exec with egid != gid leaves the
+process non-dumpable. A -F file, ~/.ssh/config or /etc/ssh/ssh_config that
+is not a regular file (a FIFO would block ssh until the timeout, in the
+controller's ring callback) is refused before any query runs; /dev/null
+(`-F /dev/null`) is allowed. A FIFO reached through Include, or a file
+swapped for one after that check, still costs TIMEOUT_S (fail closed).
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import errno
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from typing import Any
 
@@ -35,12 +48,16 @@ from ..core.events import ExecEvent
 from ..core.policy_args import SSH_NAMES
 from ..core.ssh_forwarding import QUERY_MAX, argv_violation, config_query, config_violation
 from .held import own_mounts
-from .ssh_config_cache import AnswerCache, fingerprint
+from .ssh_config_cache import AnswerCache, Uncacheable, config_roots, fingerprint
 
 SYSTEM_SSH_PATH = "/usr/bin:/bin"
 ENV_KEEP = (b"HOME", b"USER", b"LOGNAME", b"PATH", b"SHELL", b"TERM", b"LANG", b"TZ", b"XDG_RUNTIME_DIR",
             b"SSH_AUTH_SOCK")
 TIMEOUT_S = 1.0        # below the controller's 2 s hold timeout; -G does not connect
+# effective and saved gid of the query: one no account, file or agent process has,
+# so no process of the agent's uid matches it (the kernel accepts any gid value)
+QUERY_GID = 0x7FFF_FFFD
+DEV_NULL = os.makedev(1, 3)
 ANSWERS = AnswerCache()
 
 
@@ -116,7 +133,7 @@ def effective_config(pid: int, query: list[str], proc_root: str = "/proc") -> st
     if pw is None:
         return ""
     ssh_path = shutil.which("ssh", path=SYSTEM_SSH_PATH)
-    if ssh_path is None:
+    if ssh_path is None or not _plain_roots(query, pw[1], cwd):
         return None
     key = fingerprint(query, ids, env, cwd, pw, ssh_path)
     out = ANSWERS.get(key)
@@ -127,13 +144,47 @@ def effective_config(pid: int, query: list[str], proc_root: str = "/proc") -> st
     return out
 
 
+def _plain_roots(query: list[str], pw_dir: str, cwd: str) -> bool:
+    """False when a file ssh opens first (-F, or ~/.ssh/config and the system
+    file) is there but is neither a regular file nor /dev/null: a FIFO would
+    hold ssh, and the controller's ring callback with it, until TIMEOUT_S; a
+    device could be read for ever. Stat only, it never blocks. Absent or
+    unreachable files are left to ssh, which reports them itself."""
+    try:
+        roots = config_roots(query, pw_dir, cwd)
+    except Uncacheable:         # `-F ~...`: ssh expands it, the query judges it
+        return True
+    for path, _ in roots:
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            continue
+        if not (stat.S_ISREG(st.st_mode) or (stat.S_ISCHR(st.st_mode) and st.st_rdev == DEV_NULL)):
+            return False
+    return True
+
+
+def _as_agent(uid: int, gid: int, no_fork: Any):
+    """The query child's last steps before exec (subprocess already set the
+    supplementary groups, the agent's gid among them): real gid the agent's,
+    effective and saved QUERY_GID, so no process of the agent's uid may trace
+    or write the query's memory; then the agent's uid and the no-fork filter."""
+    def become() -> None:
+        os.setresgid(gid, QUERY_GID, QUERY_GID)
+        os.setresuid(uid, uid, uid)
+        no_fork.load()
+    return become
+
+
 def _run_query(ssh_path: str, query: list[str], ids: tuple[int, int, list[int]], env: dict[bytes, bytes],
                cwd: str) -> str | None:
     uid, gid, groups = ids
+    if gid == QUERY_GID:
+        return None             # the barrier would not hold: fail closed
     try:
         no_fork = _no_fork_filter()
         r = subprocess.run([ssh_path, *query], env=env, cwd=cwd,
-                           user=uid, group=gid, extra_groups=groups, preexec_fn=no_fork.load,
+                           extra_groups=sorted({*groups, gid}), preexec_fn=_as_agent(uid, gid, no_fork),
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError, ValueError, ImportError, RuntimeError):
         return None

@@ -190,6 +190,7 @@ def check_guarantees() -> list[Check]:
                          "apt-get install python3-seccomp (run refuses to start without it unless "
                          "privileges.seccomp: false)", required=False))
     out.append(check_unix_hook())
+    out.append(check_ptrace_scope())
     out.append(Check("guarantee: full-root agents", "warn", "best effort without BPF-LSM",
                      "a root agent with CAP_SYS_ADMIN/CAP_BPF can detach BPF programs; see docs/threat-model.md",
                      required=False))
@@ -209,6 +210,24 @@ def check_unix_hook(btf: str = "/sys/kernel/btf/vmlinux") -> Check:
     return Check(what, "warn", "kernel has no cgroup unix connect hook (< 6.7)",
                  "fallback: only the agent's dynamic uid keeps it from other users' unix sockets; abstract "
                  "sockets stay reachable (docs/threat-model.md)", required=False)
+
+
+def check_ptrace_scope(path: str = "/proc/sys/kernel/yama/ptrace_scope") -> Check:
+    """Yama: without it (or at 0) a process may write the memory of any
+    same-uid, dumpable process through /proc/PID/mem (the agent's seccomp
+    filter stops ptrace and process_vm_*, not an open of that file)."""
+    what = "guarantee: named-user agents cannot write that user's other processes"
+    try:
+        with open(path, encoding="ascii") as fh:
+            scope = int(fh.read().strip() or "0")
+    except (OSError, ValueError):
+        scope = None
+    if scope:
+        return Check(what, "ok", f"kernel.yama.ptrace_scope = {scope}", "", required=False)
+    return Check(what, "warn", "Yama absent" if scope is None else "kernel.yama.ptrace_scope = 0",
+                 "an agent run as a named --user can write the memory of that uid's processes outside the "
+                 "agent (/proc/PID/mem) and run code uncontained; dynamic uids (the default) are unaffected; "
+                 "set kernel.yama.ptrace_scope=1 (docs/threat-model.md)", required=False)
 
 
 def run_checks() -> list[Check]:

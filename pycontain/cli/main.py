@@ -61,8 +61,30 @@ def cli(ctx: click.Context, verbose: int) -> None:
 def run(ctx, cmd, **opts):
     """Run CMD as a contained agent:  pycontain run [OPTIONS] -- CMD [ARG...]"""
     from ..app.runner import RunOptions, run_agent
+    if is_root_user(opts.get("user")):
+        from ..observe.report import Reporter
+        Reporter(as_json=opts.get("as_json", False)).record({"kind": "notice", "message": ROOT_USER_NOTE})
     code = run_agent(list(cmd), RunOptions(verbose=ctx.obj["verbose"], **opts))
     sys.exit(code)
+
+
+# uid 0 keeps owning the node's files and the daemon's process whatever capabilities
+# it loses: said, not refused (docs/threat-model.md)
+ROOT_USER_NOTE = ("warning: an agent run as root is no boundary for the node's files or the daemon: it can "
+                  "remove pycontain's BPF pins, kill the daemon and write root-owned files; leave out --user "
+                  "for a fresh dynamic uid (docs/threat-model.md)")
+
+
+def is_root_user(user: str | None) -> bool:
+    """Whether --user names uid 0 (by name or number); a name that does not
+    resolve is left to run's own check."""
+    import pwd
+    if not user:
+        return False
+    try:
+        return (int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid) == 0
+    except KeyError:
+        return False
 
 
 # ---- trace -------------------------------------------------------------------

@@ -12,6 +12,11 @@ spelling of the argv alone. Denied:
 * tunnel other than no: a tun/tap device over the session;
 * controlmaster other than no, or a controlpath: a master socket through which
   forwards can be added later (`ssh -O forward -R ...`), out of sight;
+* enableescapecommandline yes: on a pty the agent types `~C` then
+  `-R 2222:localhost:22` and ssh opens the forward mid-session, where no
+  argv or configuration check looks. OpenSSH >= 9.2 turns `~C` off by
+  default and prints the setting; older clients have it on and print nothing,
+  a limit documented in docs/network.md;
 * control commands (-O) and stdio forwarding (-W, also behind -J) in the argv.
 """
 
@@ -24,6 +29,8 @@ RULE = "network.ssh.forward"
 FORWARD_KEYS = ("remoteforward", "localforward", "dynamicforward")
 OFF = ("no", "false", "none")
 QUERY_MAX = 64 << 10          # bytes of `ssh -G` output read
+# why a setting is a forward although the session starts without one
+LATER = {"enableescapecommandline": ": `~C` on a pty opens forwards mid-session"}
 
 
 def config_query(args: list[str]) -> list[str] | None:
@@ -59,10 +66,10 @@ def config_violation(ssh_g_output: str) -> str | None:
     for key in FORWARD_KEYS:
         if key in settings:
             return f"ssh configuration sets {key} {safe_text(settings[key][0], 128)}"
-    for key in ("tunnel", "controlmaster"):
+    for key in ("tunnel", "controlmaster", "enableescapecommandline"):
         value = settings.get(key, ["no"])[0].lower()
         if value not in OFF:
-            return f"ssh configuration sets {key} {safe_text(value, 64)}"
+            return f"ssh configuration sets {key} {safe_text(value, 64)}{LATER.get(key, '')}"
     path = settings.get("controlpath", ["none"])[0]
     if path.lower() not in OFF:
         return f"ssh configuration sets controlpath {safe_text(path, 128)}: a master reachable for later forwards"

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +164,121 @@ def test_a_configuration_bound_over_in_an_own_mount_namespace_is_refused(privile
     r, inside = run(PYCONTAIN + [*AS_ROOT, "--name", "t-sshns", "--policy", str(policy), "--"])
     assert "bound=137" in r.stdout, r.stdout + r.stderr
     assert not inside.wait(contains=b"SSH-", timeout=1.0) and inside.accepted == 0
+
+
+
+
+def test_an_escape_command_line_is_killed_under_run(privileged, testhost, tmp_path):
+    """`ssh -tt -oEnableEscapeCommandline=yes host`: on the pty the agent
+    types `~C` then `-R 2222:localhost:22` and ssh opens a reverse forward
+    mid-session, which no argv or configuration rule sees. Bare, the session
+    reaches the host; under pycontain the ssh is killed before it sends a byte."""
+    host = testhost.peer_ip4
+    _, plain_cfg = _configs(tmp_path / "home", host)
+    os.chmod(tmp_path, 0o755)
+    script = tmp_path / "agent.sh"
+
+    def run(prefix: list[str]):
+        listener = testhost.tcp_listener(0)
+        ssh = _ssh(plain_cfg, host, listener.port)
+        script.write_text("#!/bin/sh\n" + " ".join([*ssh[:3], "-tt", "-oEnableEscapeCommandline=yes", *ssh[3:]])
+                          + " </dev/null\necho escape=$?\n")
+        script.chmod(0o755)
+        return subprocess.run([*prefix, str(script)], capture_output=True, text=True, timeout=90), listener
+
+    r, bare = run([])
+    assert bare.wait(contains=b"SSH-2.0-"), r.stdout + r.stderr
+    policy, audit = tmp_path / "policy.yaml", tmp_path / "audit.jsonl"
+    policy.write_text(f"extends: default\nname: t-ssh-esc\nnetwork:\n  ssh:\n    allow: [{{cidr: {host}/32}}]\n")
+    r, inside = run(PYCONTAIN + [*AS_ROOT, "--name", "t-sshesc", "--policy", str(policy), "--audit-log", str(audit),
+                                 "--"])
+    assert "escape=137" in r.stdout, r.stdout + r.stderr
+    assert not inside.wait(contains=b"SSH-", timeout=1.0) and inside.accepted == 0
+    reasons = [x.get("reason", "") for x in map(json.loads, audit.read_text().splitlines())
+               if x.get("rule") == "network.ssh.forward"]
+    assert any("enableescapecommandline yes" in x for x in reasons), reasons
+
+
+OPEN_MEM = ("import os, sys\ntry:\n    os.close(os.open(f'/proc/{sys.argv[1]}/mem', os.O_RDWR))\n    print('opened')\n"
+            "except OSError as e:\n    print('refused', e.errno)\n")
+
+
+def _query_pid(cfg: Path, deadline: float) -> int:
+    """The pid of the `ssh -G -F cfg` the controller started (it blocks on a FIFO)."""
+    while time.monotonic() < deadline:
+        for p in Path("/proc").iterdir():
+            try:
+                if p.name.isdigit() and f"-F{cfg}".encode() in (p / "cmdline").read_bytes().split(b"\0"):
+                    return int(p.name)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    raise AssertionError("no ssh -G query seen")
+
+
+def _release(fifo: Path) -> None:
+    """Feed the FIFO the query blocks on (non-blocking: no reader, no wait)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    os.write(fd, b"Host *\n  Port 2200\n")
+    os.close(fd)
+
+
+def _agent_opens_query_memory(cfg: Path, fifo: Path, start, uid: int, gid: int) -> tuple[str, str]:
+    """Start a query (start() returns its output when it ends), find it, try
+    to open its memory read-write as a process of the agent's uid; then feed
+    the FIFO so the query ends. What the open did, and the query's output."""
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(start()))
+    t.start()
+    try:
+        pid = _query_pid(cfg, time.monotonic() + 5)
+        r = subprocess.run([sys.executable, "-c", OPEN_MEM, str(pid)], user=uid, group=gid, extra_groups=[],
+                           capture_output=True, text=True, timeout=10)
+    finally:
+        _release(fifo)
+        t.join(15)
+    assert done and "port 2200" in (done[0] or ""), done     # the FIFO was read: the query saw the Include
+    return r.stdout.strip(), done[0]
+
+
+@pytest.fixture
+def open_dir():
+    """A directory the agent's uid can reach (tmp_path's parents are 0700)."""
+    d = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="pc-sshquery-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_config_query_cannot_be_taken_over_by_the_agents_uid(privileged, open_dir, monkeypatch):
+    """The query runs as the agent's uid outside its cgroup. A process of that
+    uid can open a plain same-uid ssh's /proc/PID/mem for writing (code
+    injection: an uncontained process); the controller's query it cannot.
+    A FIFO reached through Include keeps the query alive meanwhile; a
+    group-only-readable Include shows the agent's gid still reads files."""
+    from pycontain.actuate import ssh_config
+    nobody = pwd.getpwnam("nobody")
+    uid, gid = nobody.pw_uid, nobody.pw_gid
+    fifo, group_only, cfg = open_dir / "fifo", open_dir / "group.conf", open_dir / "cfg"
+    os.mkfifo(fifo, 0o644)
+    group_only.write_text("Host *\n  User gitgroup\n")
+    os.chown(group_only, 0, gid)
+    group_only.chmod(0o640)
+    cfg.write_text(f"Include {group_only}\nInclude {fifo}\n")
+    cfg.chmod(0o644)
+    query = ["-G", f"-F{cfg}", "--", "h"]
+    env = {b"HOME": nobody.pw_dir.encode(), b"PATH": b"/usr/bin:/bin"}
+
+    def bare():      # how the query ran before: uid and all gids the agent's
+        return subprocess.run([SSH, *query], user=uid, group=gid, extra_groups=[], env=env, cwd="/",
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10).stdout
+    assert _agent_opens_query_memory(cfg, fifo, bare, uid, gid)[0] == "opened"
+
+    monkeypatch.setattr(ssh_config, "TIMEOUT_S", 10.0)     # time to find it; production: 1 s
+    opened, out = _agent_opens_query_memory(
+        cfg, fifo, lambda: ssh_config._run_query(SSH, query, (uid, gid, []), env, "/"), uid, gid)
+    assert opened == "refused 13"                            # EACCES
+    assert "user gitgroup" in out and "hostname h" in out    # the same files read, the group-only one too

@@ -78,6 +78,13 @@ def test_doctor_reports_and_explains(privileged):
     assert names["exec enforcement"]["detail"] == "tracepoint+send_signal"   # LSM is not loadable on this host
     assert names["NVML"]["status"] == "warn"
     assert any(n.startswith("hook ") for n in names)
+    yama = names["guarantee: named-user agents cannot write that user's other processes"]
+    try:
+        scope = int(open("/proc/sys/kernel/yama/ptrace_scope").read())
+    except OSError:
+        scope = 0                                               # no Yama (this host)
+    assert yama["status"] == ("ok" if scope else "warn"), yama
+    assert scope or ("/proc/PID/mem" in yama["why"] and "dynamic uids" in yama["why"])
 
 
 def test_not_root_points_to_doctor(privileged, tmp_path):

@@ -34,6 +34,15 @@ def test_forwards_and_masters_are_violations(name, words):
     assert why is not None and words in why
 
 
+def test_escape_command_line_is_a_violation():
+    """`ssh -tt -oEnableEscapeCommandline=yes host` (recorded): the agent types
+    `~C -R 2222:localhost:22` on the pty and ssh opens the forward mid-session."""
+    why = config_violation(recorded("escape_commandline"))
+    assert why is not None and "enableescapecommandline yes" in why and "~C" in why
+    off = recorded("escape_commandline").replace("enableescapecommandline yes", "enableescapecommandline no")
+    assert config_violation(off) is None
+
+
 def test_failed_query_fails_closed():
     assert "unavailable" in (config_violation("") or "")
     assert "unavailable" in (config_violation("command-line line 0: Bad forwarding specification.\n") or "")

@@ -59,6 +59,7 @@ DENIED_SYSCALLS = (
     "io_uring_setup", "io_uring_enter", "io_uring_register",
 )
 ENOSYS_SYSCALLS = ("clone3",)
+CLONE_NEWUSER = 0x10000000
 
 
 def build_filter(settings: Privileges):
@@ -79,7 +80,20 @@ def build_filter(settings: Privileges):
         f.add_rule(seccomp.ERRNO(errno.EPERM), name)
     for name in ENOSYS_SYSCALLS:
         f.add_rule(seccomp.ERRNO(errno.ENOSYS), name)
+    if not settings.user_namespaces:
+        _refuse_user_namespaces(f, seccomp)
     return f
+
+
+def _refuse_user_namespaces(f, seccomp) -> None:
+    """unshare/clone with CLONE_NEWUSER and setns fail with EPERM. Without
+    a user namespace of its own the agent has no CAP_SYS_ADMIN anywhere, so
+    no mount or network namespace either (clone3 is ENOSYS above; x86-64
+    and arm64 pass clone's flags first)."""
+    newuser = seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER)
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "unshare", newuser)
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "clone", newuser)
+    f.add_rule(seccomp.ERRNO(errno.EPERM), "setns")
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)

@@ -158,6 +158,11 @@ class Privileges:
     seccomp: bool = True
     dynamic_user: bool = True               # a fresh uid per agent unless `run --user` names one
     dynamic_user_range: tuple[int, int] = DYNAMIC_USER_RANGE
+    # a user namespace hands the agent CAP_SYS_ADMIN over new mount and
+    # network namespaces: files bound over the node's paths, abstract unix
+    # names the host's sockets use; what the kernel judges by name stops
+    # meaning what it names (actuate/privileges.py)
+    user_namespaces: bool = False
 
 
 @dataclass(frozen=True)
@@ -541,6 +546,7 @@ PRIVILEGE_KEYS: KeyTable = {
     "seccomp": ("seccomp", Node.bool),
     "dynamic_user": ("dynamic_user", Node.bool),
     "dynamic_user_range": ("dynamic_user_range", _uid_range),
+    "user_namespaces": ("user_namespaces", Node.bool),
 }
 
 
@@ -788,7 +794,8 @@ def privileges_to_dict(pv: Privileges) -> dict[str, Any]:
     """`privileges:` as YAML (policy show) and as the daemon's start answer."""
     return {"no_new_privs": pv.no_new_privs, "drop_capabilities": pv.drop_capabilities,
             "seccomp": pv.seccomp, "dynamic_user": pv.dynamic_user,
-            "dynamic_user_range": f"{pv.dynamic_user_range[0]}-{pv.dynamic_user_range[1]}"}
+            "dynamic_user_range": f"{pv.dynamic_user_range[0]}-{pv.dynamic_user_range[1]}",
+            "user_namespaces": pv.user_namespaces}
 
 
 def privileges_from_dict(data: Any, source: str = "<daemon answer>") -> Privileges:

@@ -88,3 +88,19 @@ def test_io_uring_is_refused(open_dir):
     assert bare.stdout.strip() == "ring", bare
     r = run(["--", PY, "-c", IO_URING])
     assert r.stdout.strip() == "Operation not permitted", r
+
+
+def test_a_user_namespace_is_refused(open_dir):
+    """In a user namespace of its own the agent has CAP_SYS_ADMIN over new
+    mount and network namespaces: it binds a file over a node path, or a
+    host socket's abstract name, and what the kernel judges by name lies."""
+    bare = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                           "unshare", "-Urn", "id", "-u"], capture_output=True, text=True, timeout=30)
+    assert bare.stdout.strip() == "0", bare                 # root in a namespace of its own
+    r = run(["--", "unshare", "-Urn", "id", "-u"])
+    assert r.returncode != 0 and "Operation not permitted" in r.stderr, r
+    setns = ("import ctypes,os\nlibc=ctypes.CDLL(None,use_errno=True)\n"
+             "fd=os.open('/proc/self/ns/user',os.O_RDONLY)\n"
+             "print('joined' if libc.setns(fd,0)==0 else os.strerror(ctypes.get_errno()))\n")
+    r = run(["--", PY, "-c", setns])
+    assert r.stdout.strip() == "Operation not permitted", r

@@ -160,7 +160,10 @@ def test_a_configuration_bound_over_in_an_own_mount_namespace_is_refused(privile
     r, bare = run([])
     assert bare.wait(contains=b"SSH-2.0-"), r.stdout + r.stderr
     policy = tmp_path / "policy.yaml"
-    policy.write_text(f"extends: default\nname: t-ssh-ns\nnetwork:\n  ssh:\n    allow: [{{cidr: {host}/32}}]\n")
+    # user namespaces allowed: the query's own refusal is what is tested (by
+    # default the agent cannot make the namespace: test_privileges.py)
+    policy.write_text(f"extends: default\nname: t-ssh-ns\nnetwork:\n  ssh:\n    allow: [{{cidr: {host}/32}}]\n"
+                      "privileges:\n  user_namespaces: true\n")
     r, inside = run(PYCONTAIN + [*AS_ROOT, "--name", "t-sshns", "--policy", str(policy), "--"])
     assert "bound=137" in r.stdout, r.stdout + r.stderr
     assert not inside.wait(contains=b"SSH-", timeout=1.0) and inside.accepted == 0

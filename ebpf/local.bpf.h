@@ -40,6 +40,7 @@ struct pc_node_addr_key {      /* one of the node's own addresses (kernel/node_a
 struct pc_unix_key {           /* a unix socket address as connect() names it */
 	u32 len;                 /* abstract names: their length; paths: 0 */
 	char path[PC_UNIX_PATH_LEN];
+	u64 dir;                 /* a relative path: the caller's working directory (its dentry); else 0 */
 };
 
 BPF_HASH(pc_local_bound, struct pc_local_key, u32, 16384);      /* -> agent; full: its own server is refused */

@@ -128,6 +128,23 @@ int pc_local_release(struct bpf_sock *sk)
 #define PC_OFF_SAK_UADDRLEN 32
 #endif
 
+/* Which directory a relative path is resolved in: the current task's working
+ * directory, as its dentry's address (the kernel resolves a relative
+ * sun_path from there: unix_find_bsd). The same name bound in the agent's
+ * directory and connected from /run/dbus are then two keys. A bound socket
+ * pins its file's dentry and so its directory's. Without BTF offsets: ~0,
+ * which no bind records (relative names are then never the agent's own). */
+static __always_inline u64 pc_cwd_id(void)
+{
+#ifdef PC_HAVE_BTF_OFFSETS
+	const void *task = (const void *)bpf_get_current_task();
+	u64 dentry = pc_read_ptr((const void *)pc_read_ptr(task, PC_OFF_TASK_FS), PC_OFF_FS_PWD_DENTRY);
+	return dentry ? dentry : ~0ULL;
+#else
+	return ~0ULL;
+#endif
+}
+
 static __always_inline int pc_unix_read(struct pc_unix_key *k, const void *sun, u32 addrlen)
 {
 	__builtin_memset(k, 0, sizeof(*k));
@@ -154,6 +171,8 @@ static __always_inline int pc_unix_read(struct pc_unix_key *k, const void *sun, 
 			if (end)
 				k->path[i] = 0;
 		}
+		if (k->path[0] != '/')
+			k->dir = pc_cwd_id();
 	}
 	return 0;
 }
@@ -259,7 +278,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_bind)
 	u8 sun[2 + PC_UNIX_PATH_LEN] = {};
 	if (bpf_probe_read_user(sun, sizeof(sun), (const void *)(ptr & 0xffffffffffffULL)) < 0)
 		return 0;
-	if (pc_unix_read(k, sun, (u32)(ptr >> 48)) < 0)
+	if (pc_unix_read(k, sun, (u32)(ptr >> 48)) < 0 || k->dir == ~0ULL)
 		return 0;
 	pc_unix_bound.update(k, &agent);
 	return 0;

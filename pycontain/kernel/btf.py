@@ -195,6 +195,9 @@ NEEDED: dict[str, tuple[str, tuple[str, ...]]] = {
     "PC_OFF_CSS_PARENT": ("cgroup_subsys_state", ("parent",)),
     "PC_OFF_KN_ID": ("kernfs_node", ("id",)),
     "PC_OFF_KN_NAME": ("kernfs_node", ("name",)),
+    # a relative unix socket path names a file in the caller's working directory (ebpf/local.c)
+    "PC_OFF_TASK_FS": ("task_struct", ("fs",)),
+    "PC_OFF_FS_PWD_DENTRY": ("fs_struct", ("pwd.dentry",)),
 }
 
 

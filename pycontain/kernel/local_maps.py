@@ -53,5 +53,5 @@ def write_local_tables(bpf, tables: KernelTables) -> None:
 
 def _raw_path(k) -> bytes:
     """All 108 bytes of the key's path (ctypes would stop a char array at its first NUL)."""
-    off = type(k).path.offset
-    return ctypes.string_at(ctypes.addressof(k) + off, ctypes.sizeof(k) - off)
+    field = type(k).path
+    return ctypes.string_at(ctypes.addressof(k) + field.offset, field.size)

@@ -287,6 +287,31 @@ def test_unix_socket_outside_reachable_bare_refused_under_run(unix_service, tmp_
     assert unix_service.got == [b"hello"]
 
 
+# bind NAME in a directory of one's own, then connect to NAME from the
+# service's directory: the kernel resolves a relative path from the cwd
+RELATIVE = ("import os,socket,sys,tempfile\n"
+            "svc_dir,name=os.path.split(sys.argv[1])\n"
+            "own=tempfile.mkdtemp(); os.chdir(own)\n"
+            "l=socket.socket(socket.AF_UNIX); l.bind(name); l.listen()\n"
+            "c=socket.socket(socket.AF_UNIX); c.connect(name); print('own reached')\n"
+            "os.chdir(svc_dir)\n"
+            "s=socket.socket(socket.AF_UNIX)\n"
+            "try: s.connect(name); s.sendall(b'hello'); print('service reached', s.recv(8))\n"
+            "except OSError as e: print('service refused', e.errno)\n")
+
+
+def test_a_relative_name_the_agent_bound_does_not_open_a_service_of_that_name(unix_service):
+    path = unix_service.addr
+    bare = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PY, "-c", RELATIVE, path],
+                          capture_output=True, text=True, timeout=30, cwd="/tmp")
+    assert "service reached" in bare.stdout and unix_service.got == [b"hello"], (bare.stdout, bare.stderr)
+    unix_service.got.clear()
+    r = run(["--", PY, "-c", RELATIVE, path])
+    assert "own reached" in r.stdout, (r.stdout, r.stderr)            # its own socket, by a relative name
+    assert "service refused 1" in r.stdout, (r.stdout, r.stderr)
+    assert unix_service.got == []                                     # checked from outside
+
+
 def test_the_agents_own_unix_sockets_stay_reachable(privileged):
     own = ("import socket,threading,tempfile,os\n"
            "p=os.path.join(tempfile.mkdtemp(),'s')\n"

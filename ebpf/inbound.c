@@ -13,6 +13,8 @@
  * dropped by egress.c. Rule network.inbound; one PC_EV_PACKET record per
  * listener per second (daddr/dport: the agent's address and port,
  * saddr/sport: the remote peer). Monitor mode: passed, PC_WOULD_DENY.
+ * IPv6 extension headers before TCP are walked (six at most; a packet with
+ * more from outside the node is dropped: it may be a SYN).
  * Limit: UDP has no connection to tell a request from a reply; an agent's
  * UDP socket gets what its peers send (its sends are judged by egress).
  */
@@ -20,6 +22,8 @@
 #include "net.bpf.h"
 
 #define PC_IN_LOOPBACK_IFINDEX 1
+#define PC_IN_EXT_MAX 6          /* IPv6 extension headers walked before TCP */
+#define PC_IN_OPAQUE (-2)        /* extension headers past PC_IN_EXT_MAX: the transport is unknown */
 #define PC_IN_REPORT_NS 1000000000ULL
 
 BPF_TABLE("lru_hash", u64, u64, pc_inbound_seen, 4096);   /* socket cookie -> last report */
@@ -33,6 +37,32 @@ struct pc_in_pkt {
 	u8 loop;
 	u8 syn;        /* SYN without ACK */
 };
+
+/* 1 for the IPv6 extension headers a packet may carry before its transport
+ * header (hop-by-hop, routing, fragment, AH, destination options). */
+static __always_inline int pc_in_ext(u32 nh)
+{
+	return nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60;
+}
+
+/* The transport header's protocol past the extension headers, its offset
+ * in *off. Relies on: ingress runs after IPv6 reassembly and after the
+ * kernel skipped those headers itself (ip6_input: it delivers to TCP
+ * whatever options the sender put first; a remote host may add them). */
+static __always_inline int pc_in_ip6_transport(struct __sk_buff *skb, u32 nh, u32 *off)
+{
+#pragma unroll
+	for (int k = 0; k < PC_IN_EXT_MAX; k++) {
+		if (!pc_in_ext(nh))
+			return nh;
+		u8 ext[2];
+		if (PC_SKB_READ(skb, *off, ext, sizeof(ext)) < 0)
+			return PC_IN_OPAQUE;
+		*off += nh == 51 ? ((u32)ext[1] + 2) * 4 : (nh == 44 ? 8 : ((u32)ext[1] + 1) * 8);
+		nh = ext[0];
+	}
+	return pc_in_ext(nh) ? PC_IN_OPAQUE : (int)nh;
+}
 
 static __always_inline int pc_in_parse(struct __sk_buff *skb, struct pc_in_pkt *p)
 {
@@ -50,8 +80,14 @@ static __always_inline int pc_in_parse(struct __sk_buff *skb, struct pc_in_pkt *
 		l4off = (ip[0] & 0xf) * 4;
 	} else if (skb->protocol == bpf_htons(0x86DD)) {
 		u8 ip6[40];
-		if (PC_SKB_READ(skb, 0, ip6, sizeof(ip6)) < 0 || ip6[6] != IPPROTO_TCP)
-			return -1;   /* extension headers before TCP: not a plain SYN */
+		if (PC_SKB_READ(skb, 0, ip6, sizeof(ip6)) < 0)
+			return -1;
+		l4off = 40;
+		int nh = pc_in_ip6_transport(skb, ip6[6], &l4off);
+		if (nh == PC_IN_OPAQUE)
+			return PC_IN_OPAQUE;
+		if (nh != IPPROTO_TCP)
+			return -1;
 		p->family = PC_AF_INET6;
 		__builtin_memcpy(p->saddr, &ip6[8], 16);
 		__builtin_memcpy(p->daddr, &ip6[24], 16);
@@ -60,12 +96,11 @@ static __always_inline int pc_in_parse(struct __sk_buff *skb, struct pc_in_pkt *
 		int low = (w[0] | w[1]) == 0;
 		p->loop = (low && w[2] == 0 && w[3] == bpf_htonl(1)) ||
 			  (low && w[2] == bpf_htonl(0x0000ffff) && p->saddr[12] == 127);
-		l4off = 40;
 	} else {
 		return -1;
 	}
 	u8 tcp[14];
-	if (PC_SKB_READ(skb, l4off & 0xff, tcp, sizeof(tcp)) < 0)
+	if (PC_SKB_READ(skb, l4off & 0x3fff, tcp, sizeof(tcp)) < 0)
 		return -1;
 	p->sport = (u16)tcp[0] << 8 | tcp[1];
 	p->dport = (u16)tcp[2] << 8 | tcp[3];
@@ -106,6 +141,19 @@ static __always_inline void pc_note_passive(const struct pc_in_pkt *p)
 	pc_passive_port_add(p->dport);   /* before the reply: TCP answers this SYN after the hook */
 }
 
+/* A packet with more IPv6 extension headers than walked may be a SYN: an
+ * agent socket under a restricted inbound policy does not get it from
+ * outside the node (fail closed). */
+static __always_inline int pc_in_opaque(struct __sk_buff *skb, struct pc_config *cfg)
+{
+	if (skb->ifindex == PC_IN_LOOPBACK_IFINDEX || !(cfg->flags & (PC_CFG_INBOUND_DENY | PC_CFG_INBOUND_LOOPBACK)))
+		return 1;
+	u64 cgid = 0;
+	if (!pc_agent_of_skb(skb, cfg, &cgid))
+		return 1;
+	return pc_deny_verdict(cfg) != PC_DENY;
+}
+
 /* Relies on: cgroup_skb ingress programs run from sk_filter on the socket
  * that receives the packet (for a SYN: the listener), with skb->sk set to
  * it during the run, so bpf_skb_cgroup_id() names the listener's cgroup;
@@ -119,7 +167,10 @@ int pc_inbound(struct __sk_buff *skb)
 	/* the SYN test first: it reads the packet, the agent test a hash map,
 	 * and every other segment of a connection passes either way */
 	struct pc_in_pkt p = {};
-	if (pc_in_parse(skb, &p) < 0 || !p.syn)
+	int parsed = pc_in_parse(skb, &p);
+	if (parsed == PC_IN_OPAQUE)
+		return pc_in_opaque(skb, cfg);
+	if (parsed < 0 || !p.syn)
 		return 1;
 	u64 cgid = 0;
 	u32 agent = pc_agent_of_skb(skb, cfg, &cgid);

@@ -151,3 +151,44 @@ def test_agent_listener_is_not_reachable_from_outside(net_agent, testhost):
     agent.wait()
     ev = net_agent.wait_for(lambda e: isinstance(e, NetEvent) and e.h.rule_id == INBOUND_RULE)
     assert ev and ev[0].h.verdict == Verdict.DENY and ev[0].saddr == testhost.peer_ip4   # the remote peer
+
+
+LISTEN6 = LISTEN.replace('socket.socket()', 'socket.socket(socket.AF_INET6)').replace('"0.0.0.0"', '"::"')
+
+# the far host puts an extension header (destination options: PadN) before
+# TCP: ip6[6] is 60, not TCP; with many, more than the program walks
+FAR6 = r"""
+import socket, sys
+opts = bytes([0, 0, 1, 4, 0, 0, 0, 0])
+try:
+    s = socket.socket(socket.AF_INET6); s.settimeout(2)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, opts)
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print(s.recv(10).decode() or "closed")
+except OSError as e:
+    print(type(e).__name__)
+"""
+
+
+def test_a_syn_behind_an_ipv6_extension_header_is_refused_too(net_agent, testhost):
+    net_agent.tables(rules={INBOUND_RULE: "network.inbound"}, flags=ConfigFlag.INBOUND_LOOPBACK)
+
+    def far(port: int) -> str:
+        p = testhost.run(["python3", "-c", FAR6, testhost.host_ip6, str(port)], stdout=subprocess.PIPE, text=True)
+        return p.communicate(timeout=15)[0].strip()
+    bare = net_agent.popen([sys.executable, "-c", _client() + LISTEN6, "47311", "1"], inside=False)
+    assert bare.stdout.readline().strip() == "listening"
+    assert far(47311) == "HELLO"                               # bare: the test host connects
+    bare.wait(10)
+    agent = net_agent.popen([sys.executable, "-c", _client() + LISTEN6, "47312", "1"], inside=True)
+    assert agent.stdout.readline().strip() == "listening"
+    try:
+        assert far(47312) in ("TimeoutError", "timeout")     # inside: not even the handshake
+    finally:
+        agent.kill()
+
+
+def _client() -> str:
+    from conftest import CLIENT
+    return CLIENT
+

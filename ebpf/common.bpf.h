@@ -39,7 +39,10 @@ BPF_PERCPU_ARRAY(pc_wake, u32, 1);              /* records queued since the last
  * when a task enters an agent cgroup (boundary.c) or is forked by an agent
  * task (exec.c), removed when its process exits. A task that leaves its
  * agent's cgroup is still that agent's. Not LRU: an entry is never evicted. */
-BPF_HASH(pc_agent_tasks, u32, u32, 65536);
+#ifndef PC_AGENT_TASKS_MAX
+#define PC_AGENT_TASKS_MAX 65536   /* PYCONTAIN_AGENT_TASKS_MAX (kernel/loader.py) */
+#endif
+BPF_HASH(pc_agent_tasks, u32, u32, PC_AGENT_TASKS_MAX);
 BPF_PERCPU_ARRAY(pc_identity_lost, u64, 1);     /* identities pc_agent_tasks could not store */
 
 #ifndef PC_WAKE_EVERY
@@ -89,16 +92,20 @@ static __always_inline u32 pc_agent_of_current(struct pc_config *cfg)
 	return 0;
 }
 
-/* A child forked by an agent task is that agent's (issue 10). A full map
- * is counted as a lost record: the child is still found by its cgroup. */
-static __always_inline void pc_identity_fork(u32 agent, u32 child_tgid)
+/* A child forked by an agent task is that agent's (issue 10). -1 when the
+ * map is full (counted): the caller holds such a child at birth, since only
+ * its identity tells the boundary hook who moves a task out of the
+ * agent's cgroup (fail closed: it dies before its first instruction). */
+static __always_inline int pc_identity_fork(u32 agent, u32 child_tgid)
 {
 	if (agent && child_tgid && pc_agent_tasks.update(&child_tgid, &agent)) {
 		int zero = 0;
 		u64 *n = pc_identity_lost.lookup(&zero);
 		if (n)
 			__sync_fetch_and_add(n, 1);
+		return -1;
 	}
+	return 0;
 }
 
 /* The process of the current task exits: its identity goes with it. */

@@ -421,10 +421,10 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 	const void *parent = (const void *)ctx->args[0];
 	const void *child = (const void *)ctx->args[1];
 	u32 child_tgid = pc_read_u32(child, PC_OFF_TASK_TGID);
-	pc_identity_fork(agent, child_tgid);
+	int no_identity = pc_identity_fork(agent, child_tgid);
 	u32 parent_tgid = bpf_get_current_pid_tgid() >> 32;
-	if (agent && child_tgid != parent_tgid && pc_current_hold())
-		pc_hold_child(child_tgid);   /* forked by a held process continued early */
+	if (agent && child_tgid != parent_tgid && (no_identity || pc_current_hold()))
+		pc_hold_child(child_tgid);   /* no identity, or forked by a held process continued early */
 	if (agent)
 		pc_clone_boundary(cfg, agent, child, child_tgid);
 #ifdef PC_HAVE_MAP_RANGES
@@ -452,9 +452,9 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	u32 agent = pc_agent_of_current(cfg);
 	if (!pc_should_trace(cfg, agent))
 		return 0;
-	pc_identity_fork(agent, args->child_pid);   /* a thread's tid too: harmless */
-	if (agent && pc_current_hold())
-		pc_hold_child(args->child_pid);   /* forked by a held process continued early */
+	int no_identity = pc_identity_fork(agent, args->child_pid);   /* a thread's tid too: harmless */
+	if (agent && (no_identity || pc_current_hold()))
+		pc_hold_child(args->child_pid);   /* no identity, or forked by a held process continued early */
 	struct pc_fork *f = PC_RESERVE_FOR(struct pc_fork, agent, 0);
 	if (!f)
 		return 0;

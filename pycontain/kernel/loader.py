@@ -236,6 +236,9 @@ class Probes:
     def cflags(self) -> list[str]:
         flags = ["-D__BCC__", f"-DPC_RINGBUF_PAGES={self.ringbuf_pages}",
                  f"-DPC_VERDICT_PAGES={self.verdict_pages}"]
+        tasks = os.environ.get("PYCONTAIN_AGENT_TASKS_MAX", "")
+        if tasks.isdigit() and int(tasks) > 0:   # agent processes the node tracks (65536)
+            flags.append(f"-DPC_AGENT_TASKS_MAX={int(tasks)}")
         try:
             from .btf import kernel_offsets
             offs = kernel_offsets()

@@ -15,9 +15,11 @@ pycontain run that took it; a lease whose pid is gone is stale and taken
 back). The agent's home and, when the caller's cwd is closed to it, its
 working directory, is a private directory /run/pycontain-agents/<uid>
 (mode 0700, owned by the uid; outside /run/pycontain, which the daemon
-keeps root-only). At release the directory and whatever the
-uid left at the top of the shared scratch directories (/tmp, /var/tmp,
-/dev/shm) are removed, so the next agent given this uid inherits nothing.
+keeps root-only). At release the directory and whatever the uid left in
+the shared scratch directories (/tmp, /var/tmp, /dev/shm, /run/lock,
+/dev/mqueue: at their top and inside the world-writable sticky directories
+there, such as /tmp/.X11-unix) and in System V IPC (ipc_clean.py) are
+removed, so the next agent given this uid inherits nothing.
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ import os
 import pwd
 import random
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..core.errors import EnvironmentProblem
 from ..core.policy import Privileges
+from .ipc_clean import remove_ipc
 
 RUN_DIR = "/run/pycontain"
 HOME_BASE = "/run/pycontain-agents"     # 0711: each agent enters its own directory, lists none
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue")
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,7 @@ class DynamicUser:
         uids = {du.identity.uid for du in users}
         for d in SCRATCH_DIRS:
             remove_owned(d, uids)
+        remove_ipc(uids)
         for du in users:
             try:
                 os.unlink(du._lease)
@@ -244,9 +249,11 @@ def dynamic_user(user: str | None, privileges: Privileges) -> DynamicUser | None
     return DynamicUser.allocate(privileges.dynamic_user_range)
 
 
-def remove_owned(directory: str, uids: set[int]) -> None:
-    """Remove the entries at the top of `directory` that `uids` own (never
-    following a link: a link is removed itself)."""
+def remove_owned(directory: str, uids: set[int], depth: int = 1) -> None:
+    """Remove the entries of `directory` that `uids` own (never following a
+    link: a link is removed itself), and theirs inside the world-writable
+    sticky directories someone else owns there (/tmp/.X11-unix), `depth`
+    levels down."""
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -255,6 +262,8 @@ def remove_owned(directory: str, uids: set[int]) -> None:
         try:
             st = e.stat(follow_symlinks=False)
             if st.st_uid not in uids:
+                if depth > 0 and stat.S_ISDIR(st.st_mode) and st.st_mode & 0o1002 == 0o1002:
+                    remove_owned(e.path, uids, depth - 1)
                 continue
             if e.is_dir(follow_symlinks=False):
                 shutil.rmtree(e.path, ignore_errors=True)

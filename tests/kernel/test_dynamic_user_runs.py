@@ -69,3 +69,37 @@ def test_files_left_in_shared_scratch_are_removed(open_dir):
     uid = open(o).read().strip()
     assert not os.path.exists(f"/tmp/pc-dyn-leftover-{uid}")
     assert not os.path.exists(f"/dev/shm/pc-dyn-d-{uid}")
+
+
+# leaves state the next agent with this uid could read: a System V segment,
+# semaphore set and queue, a file in a shared sticky directory under /tmp
+# and one in /run/lock; prints its uid
+LEAVE = ("import ctypes,os,sys\nlibc=ctypes.CDLL(None,use_errno=True)\n"
+         "ids=[libc.shmget(0,4096,0o1600), libc.semget(0,1,0o1600), libc.msgget(0,0o1600)]\n"
+         "for p in sys.argv[1:]: open(p,'w').write('for the next episode')\n"
+         "print(os.getuid(), *ids)\n")
+
+
+def test_what_an_agent_leaves_in_shared_places_goes_with_its_uid(privileged):
+    from pycontain.actuate.ipc_clean import owned_ids, remove_ipc
+    shared = tempfile.mkdtemp(prefix=".pc-shared-", dir="/tmp")
+    os.chmod(shared, 0o1777)                     # as /tmp/.X11-unix: root's, world-writable, sticky
+    files = [os.path.join(shared, "note"), "/run/lock/pc-note"]
+    try:
+        bare = subprocess.run(["setpriv", "--reuid=61183", "--regid=61183", "--clear-groups", "/usr/bin/python3",
+                               "-c", LEAVE, *files], capture_output=True, text=True, check=True)
+        assert all(owned_ids(k, {61183}) for k in ("shm", "sem", "msg"))    # bare: it all outlives the process
+        assert all(os.path.exists(f) for f in files)
+        remove_ipc({61183})
+        for f in files:
+            os.unlink(f)
+        r = subprocess.run(PYCONTAIN + ["run", "--no-daemon", "--", "/usr/bin/python3", "-c", LEAVE, *files],
+                           capture_output=True, text=True, timeout=120, cwd="/tmp")
+        uid = int(r.stdout.split()[0])
+        assert LO <= uid <= HI, r.stdout
+        assert not any(owned_ids(k, {uid}) for k in ("shm", "sem", "msg"))
+        assert not any(os.path.exists(f) for f in files), bare.stdout
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+        if os.path.exists(files[1]):
+            os.unlink(files[1])

@@ -132,3 +132,4 @@ def test_stale_leases_are_given_back_but_not_a_uid_still_running(tmp_path, monke
     assert du.DynamicUser.collect_stale(str(run_dir), str(homes)) == 1
     assert sorted(p.name for p in (run_dir / "dynamic-users").iterdir()) == ["70001", "70002"]
     assert sorted(p.name for p in homes.iterdir()) == ["70001", "70002"]
+

@@ -88,8 +88,21 @@ def program_identity(path: str, argv: list[str]) -> tuple[str, list[str]]:
     return base, rest
 
 
+SOCAT_NAMES = ("socat",)
+SOCAT_QUOTING = str.maketrans("", "", "'\"\\")
+
+
+def socat_addresses(args: list[str]) -> list[str]:
+    """socat's arguments as written and with its quoting removed: socat
+    unquotes an address before it reads the keyword, so `EX'E'C:sh`,
+    `"EXEC":sh` and `EXE\\C:sh` all run sh, and a rule must see `EXEC:sh`."""
+    return list(args) + [a.translate(SOCAT_QUOTING) for a in args if a != a.translate(SOCAT_QUOTING)]
+
+
 def program_args(base: str, args: list[str]) -> list[str]:
     """The argv entries (after argv[0]) that program-scoped rules look at."""
     if base.lower() in SSH_NAMES:
         return ssh_option_tokens(args)
+    if base.lower() in SOCAT_NAMES:
+        return socat_addresses(args)
     return list(args)

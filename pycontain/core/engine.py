@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, TypeAlias
 
 from .decisions import BOUNDARY_RULE, Action, Breach, Decision, GpuDetail, GpuThrottle
-from .escalation import Escalator
+from .escalation import RESPAWN_KILLS, BreachKey, Escalator, Respawns
 from .events import (
     FLAG_FILELESS,
     FLAG_HELD,
@@ -82,6 +82,7 @@ class Engine:
         self.processes = ProcessTable()
         self.condemned = Condemned()      # issue 11: kill-process takes the descendants too
         self.escalator = Escalator()
+        self.respawns = Respawns()        # per-process GPU breaches, counted per agent
         self.names: dict[int, str] = {}
         self._cpu: dict[str, tuple[float, float]] = {}      # agent -> (now, cumulative seconds)
         self._cpu_hot: dict[str, int] = {}
@@ -146,6 +147,7 @@ class Engine:
             del self.names[k]
         self.processes.forget_agent(name)
         self.escalator.forget_agent(name)
+        self.respawns.forget_agent(name)
         self._cpu.pop(name, None)
         self._cpu_hot.pop(name, None)
         self.agent_since.pop(name, None)
@@ -176,10 +178,35 @@ class Engine:
             ladder = tuple(Action.KILL if a == Action.KILL_PROCESS else a for a in ladder)
         # a ladder that starts by killing one process is per process: (pid,
         # start time), so a reused pid never inherits another process's step
-        key = (agent, rule, pid, start_ns) if pid is not None and ladder[0] == Action.KILL_PROCESS else (agent, rule)
-        return self.escalator.breach(key, agent, rule, ladder, spec.grace_s, now, reason, pid=pid,
-                                     start_ns=start_ns, monitor=monitor or self.monitor, gpu=gpu,
-                                     sustained=sustained)
+        key: BreachKey = (agent, rule)
+        if pid is not None and ladder[0] == Action.KILL_PROCESS:
+            key = (agent, rule, pid, start_ns)
+        out = self.escalator.breach(key, agent, rule, ladder, spec.grace_s, now, reason, pid=pid,
+                                    start_ns=start_ns, monitor=monitor or self.monitor, gpu=gpu,
+                                    sustained=sustained)
+        if len(key) == 4 and pid is not None and sustained:     # a per-process ladder
+            out += self._respawned(agent, rule, pid, start_ns, now, reason, spec.grace_s, monitor, gpu)
+        return out
+
+    def _respawned(self, agent: str, rule: str, pid: int, start_ns: int | None, now: float, reason: str,
+                   grace_s: float, monitor: bool, gpu: GpuDetail | None) -> list[Decision]:
+        """A per-process ladder kills each process once: a supervisor that
+        restarts an unapproved GPU program under a new pid would be killed
+        once per sample for ever, the agent never. RESPAWN_KILLS distinct
+        processes with this breach within the window: the agent is killed,
+        through a ladder of its own. Each further new process is
+        killed with the agent again: one that appears after the agent's kill
+        came from a new run (a reused daemon cgroup) or a survivor."""
+        n, new = self.respawns.count(agent, rule, pid, start_ns, now)
+        if n < RESPAWN_KILLS:
+            return []
+        key = (agent, f"{rule}/respawn")        # its own key: never resets the rule's agent-wide ladder
+        if new:
+            self.escalator.clear(key)               # (KILL,) has nothing to undo: no decision
+        why = (f"{n} processes of the agent had this breach within {self.respawns.window_s:g}s (killing each "
+               f"one does not stop it); latest: {reason}")
+        return self.escalator.breach(key, agent, rule, (Action.KILL,), grace_s, now, why,
+                                     monitor=monitor or self.monitor, gpu=gpu, sustained=True)
 
     # ---- events ------------------------------------------------------------------
 

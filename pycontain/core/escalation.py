@@ -22,6 +22,10 @@ Each breach key (agent, rule[, pid]) climbs the rule's ladder, e.g.
 
 * Clearing resets the ladder; a THROTTLE or FREEZE taken on the way is
   undone with one THAW decision (the actuator lifts both, CPU and GPU duty cycle).
+* A ladder kept per process (one starting with ``kill-process``) answers
+  one process; :class:`Respawns` counts, per agent and rule, the processes
+  that breach it, so an agent whose supervisor restarts a killed program
+  under new pids is itself killed after a few (core.engine).
 * Nothing here acts: decisions come out, actuators carry them out.
 """
 
@@ -148,3 +152,34 @@ class Escalator:
         # keys start with the agent name: (agent, rule[, pid])
         for key in [k for k in self._s if k[0] == agent]:
             del self._s[key]
+
+
+# an agent that had this many processes breach one rule within the window
+# is killed as a whole: killing each new pid answers none of them
+RESPAWN_KILLS = 3
+RESPAWN_WINDOW_S = 60.0
+
+
+class Respawns:
+    """Distinct processes (pid, start) breaching a rule, per agent, over
+    the last ``window_s``: what per-process ladders cannot see."""
+
+    def __init__(self, window_s: float = RESPAWN_WINDOW_S):
+        self.window_s = window_s
+        # (agent, rule) -> (pid, start_ns) -> when last reported
+        self._seen: dict[tuple[str, str], dict[tuple[int, int | None], float]] = {}
+
+    def count(self, agent: str, rule: str, pid: int, start_ns: int | None, now: float) -> tuple[int, bool]:
+        """Record one report of the breach by this process: (how many
+        distinct processes reported it within the window, whether this one
+        is new to the count)."""
+        seen = self._seen.setdefault((agent, rule), {})
+        for proc in [p for p, t in seen.items() if now - t > self.window_s]:
+            del seen[proc]
+        new = (pid, start_ns) not in seen
+        seen[(pid, start_ns)] = now
+        return len(seen), new
+
+    def forget_agent(self, agent: str) -> None:
+        for key in [k for k in self._seen if k[0] == agent]:
+            del self._seen[key]

@@ -28,6 +28,10 @@ class SignaturePolicy:
     # share of the window's readings with that shape (0.5-1): a miner's short
     # pause or a sprinkle of tensor work must not reset the window
     match: float = 0.8
+    # a reading whose integer activity is at least this many times its
+    # tensor activity is miner-shaped too: a small decoy matmul in every
+    # reading (6 % tensor beside 90 % integer) must not buy a miner a pass
+    int_tensor_ratio: float = 4.0
 
 
 def read_devices(n: Node) -> GpuSpec:
@@ -42,7 +46,7 @@ def read_devices(n: Node) -> GpuSpec:
 
 def read_signature(n: Node, globs: Callable[[Node], tuple[str, ...]]) -> SignaturePolicy:
     """`gpu.signature`: thresholds of the miner shape and its allow-list."""
-    s = n.mapping(("int_min", "tensor_max", "window", "match", "allowed_programs"))
+    s = n.mapping(("int_min", "tensor_max", "window", "match", "int_tensor_ratio", "allowed_programs"))
     kw: dict[str, Any] = {}
     if "int_min" in s:
         kw["int_min"] = float(s["int_min"].number(1, 100))
@@ -53,6 +57,9 @@ def read_signature(n: Node, globs: Callable[[Node], tuple[str, ...]]) -> Signatu
     if "match" in s:
         # percent, like int_min; under half would flag GPUs mostly doing other work
         kw["match"] = float(s["match"].number(50, 100)) / 100.0
+    if "int_tensor_ratio" in s:
+        # under 2, tensor-heavy work with busy integer pipes (training) would match
+        kw["int_tensor_ratio"] = float(s["int_tensor_ratio"].number(2, 100))
     if "allowed_programs" in s:
         kw["allowed_programs"] = globs(s["allowed_programs"])
     return SignaturePolicy(**kw)
@@ -67,5 +74,6 @@ def gpu_extras_dict(g: GpuPolicy) -> dict[str, Any]:
     s: SignaturePolicy | None = getattr(g, "signature", None)
     if s is not None:
         out["signature"] = {"int_min": s.int_min, "tensor_max": s.tensor_max, "window": s.window_s,
-                            "match": s.match * 100.0, "allowed_programs": list(s.allowed_programs)}
+                            "match": s.match * 100.0, "int_tensor_ratio": s.int_tensor_ratio,
+                            "allowed_programs": list(s.allowed_programs)}
     return out

@@ -41,17 +41,33 @@ class AttributedGpuProcess:
     argv: tuple[bytes, ...] = ()
     unapproved_connect_ns: int | None = None
     exec_ts_ns: int = 0
+    # paths of symlinks an administrator owns (root, in a directory only root
+    # may write) through which the process was exec'd to `filename`, the
+    # resolved image: `python3` -> `python3.11` keeps its name, a link the
+    # agent made does not (gpu/attribution.py)
+    aliases: tuple[bytes, ...] = ()
 
 
-def program_allowed(filename: bytes, allowed: tuple[str, ...]) -> bool:
+def path_glob_match(path: str, pat: str) -> bool:
+    """fnmatch, component by component: `*`, `?` and `[...]` never match a
+    `/`, so `/usr/bin/*` names the files in /usr/bin, not every file below
+    it (nor `/usr/bin/x/../../../tmp/m`: judged paths are resolved anyway)."""
+    parts, pats = path.split("/"), pat.split("/")
+    return len(parts) == len(pats) and all(fnmatch.fnmatchcase(a, p) for a, p in zip(parts, pats, strict=True))
+
+
+def program_allowed(filename: bytes, allowed: tuple[str, ...], aliases: tuple[bytes, ...] = ()) -> bool:
+    """`filename`: the resolved image the kernel runs (never the spelling the
+    agent passed to execve: `..` and links of its own would choose the name
+    judged); `aliases`: admin-owned links that lead to it. A glob with `/`
+    matches a whole path, any other glob a basename."""
     if not allowed:
         return True
-    path = filename.decode(errors="replace")
-    base = os.path.basename(path)
+    paths = [p.decode(errors="replace") for p in (filename, *aliases) if p]
     for pat in allowed:
-        target = path if "/" in pat else base
-        if fnmatch.fnmatchcase(target, pat):
-            return True
+        for path in paths:
+            if path_glob_match(path, pat) if "/" in pat else fnmatch.fnmatchcase(os.path.basename(path), pat):
+                return True
     return False
 
 
@@ -153,7 +169,7 @@ class GpuRules:
                                                     sm_util=avg)))
             for x in procs:
                 prog = safe_text(x.filename or b"?", 256)
-                if not program_allowed(x.filename, p.allowed_programs):
+                if not program_allowed(x.filename, p.allowed_programs, x.aliases):
                     out.append(Breach(agent, "gpu.program", "gpu_program",
                                       f"{prog} (pid {x.pid}) uses GPU {x.device} but is not an allowed GPU program",
                                       pid=x.pid, start_ns=x.start_ns, gpu=GpuDetail(device=x.device)))

@@ -5,11 +5,14 @@ touches the tensor cores; training and inference are tensor- and
 floating-point-heavy. GPM (Hopper and later) reports both per GPU. A GPU
 on which at least `match` of the readings over `window` show integer
 activity at or above `int_min` and tensor activity at or below `tensor_max`
-is running a miner's kind of work: each agent process on it whose program is
-not on `gpu.signature.allowed_programs` is a `gpu_signature` breach.
+(or at most 1/`int_tensor_ratio` of the integer activity) is running a
+miner's kind of work: each agent process on it whose program is not on
+`gpu.signature.allowed_programs` is a `gpu_signature` breach.
 
 A share, not every reading: a miner that pauses for a second each minute, or
-runs a tiny matmul now and then, would otherwise reset the window forever.
+runs a tiny matmul now and then, would otherwise reset the window forever;
+and a matmul in every reading passes only when its tensor work reaches a
+quarter of the integer work (the default ratio): hash rate given up.
 Training keeps its tensor cores busy most of the time, so it stays far from
 the share.
 """
@@ -21,15 +24,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .decisions import Breach, GpuDetail
-from .samples import GpuSample
+from .samples import GpuDeviceSample, GpuSample
 from .text import safe_text
 
 if TYPE_CHECKING:   # annotations only: gpu_rules imports this module
     from .gpu_policy_extra import SignaturePolicy
     from .gpu_rules import AttributedGpuProcess
 
-# (program filename, allowed globs) -> allowed: gpu_rules.program_allowed
-ProgramAllowed = Callable[[bytes, tuple[str, ...]], bool]
+# (resolved program, allowed globs, admin-owned links to it) -> allowed: gpu_rules.program_allowed
+ProgramAllowed = Callable[[bytes, tuple[str, ...], tuple[bytes, ...]], bool]
 
 # Fewer readings than this never flag: in a window of four, one reading is a
 # quarter of the evidence, and a share of it says little
@@ -47,21 +50,27 @@ class SignatureRule:
         """The share of the window's readings on `dev` with the miner's
         shape; None while the history is too short to judge."""
         q = self._hist[dev]
-        if reading is None:
-            q.clear()                       # no GPM reading: no evidence, start over
-            return None
-        q.append((now, *reading))
+        if reading is not None:
+            q.append((now, *reading))
+        # a missing GPM reading is no evidence either way: skipped, not a
+        # reset (a miner that made one reading fail would start over)
         # keep the last reading at or before the window's start: with it the
         # history covers the whole window whatever the sampling interval
         while len(q) > 1 and q[1][0] <= now - self.sig.window_s:
             q.popleft()
-        if now - q[0][0] < self.sig.window_s * 0.9 or len(q) < MIN_READINGS:
+        if not q or now - q[0][0] < self.sig.window_s * 0.9 or len(q) < MIN_READINGS:
             return None                     # not enough history for "sustained"
         return self._matching(q) / len(q)
 
     def _matching(self, q: deque[tuple[float, float, float]]) -> int:
-        """Readings with the miner's shape (integer busy, tensor idle)."""
-        return sum(1 for _, i, t in q if i >= self.sig.int_min and t <= self.sig.tensor_max)
+        """Readings with the miner's shape: integer pipes busy, and tensor
+        cores idle or far less busy than the integer pipes. The ratio makes
+        a decoy matmul cost a real share of the hash rate (to pass, the
+        tensor work must reach 1/ratio of the integer work in over a fifth
+        of the readings); training is tensor-heavy, far from it."""
+        sig = self.sig
+        return sum(1 for _, i, t in q
+                   if i >= sig.int_min and (t <= sig.tensor_max or t * sig.int_tensor_ratio <= i))
 
     def _hot(self, sample: GpuSample, now: float) -> dict[int, float]:
         """device -> share of miner-shaped readings, for devices at or over `match`."""
@@ -78,13 +87,21 @@ class SignatureRule:
         hot = self._hot(sample, now)
         out: list[Breach] = []
         for x in attributed:
-            allowed = bool(self.sig.allowed_programs) and self.program_allowed(x.filename, self.sig.allowed_programs)
+            allowed = bool(self.sig.allowed_programs) and \
+                self.program_allowed(x.filename, self.sig.allowed_programs, x.aliases)
             if x.device in hot and not allowed:
                 dev = next(d for d in sample.devices if d.index == x.device)
                 out.append(Breach(x.agent, "gpu.signature", "gpu_signature",
-                                  f"{safe_text(x.filename or b'?', 256)} (pid {x.pid}) on GPU {x.device}: integer "
-                                  f"pipes {dev.int_util:.0f}%, tensor {dev.tensor_util:.0f}% now; "
-                                  f"{hot[x.device]:.0%} of the readings over {self.sig.window_s:g}s "
+                                  f"{safe_text(x.filename or b'?', 256)} (pid {x.pid}) on GPU {x.device}: "
+                                  f"{_now(dev)}; {hot[x.device]:.0%} of the readings over {self.sig.window_s:g}s "
                                   f"have a miner's signature",
                                   pid=x.pid, start_ns=x.start_ns, gpu=GpuDetail(device=x.device)))
         return out
+
+
+def _now(dev: GpuDeviceSample) -> str:
+    """The device's reading now, for the record; a missing one says so
+    (the history judged, this reading was skipped)."""
+    if dev.int_util is None or dev.tensor_util is None:
+        return "no GPM reading now"
+    return f"integer pipes {dev.int_util:.0f}%, tensor {dev.tensor_util:.0f}% now"

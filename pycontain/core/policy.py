@@ -199,6 +199,20 @@ def _glob(item: Node) -> str:
     return g
 
 
+def _program_globs(n: Node) -> tuple[str, ...]:
+    """gpu.allowed_programs / gpu.signature.allowed_programs: programs are
+    judged by the resolved file the kernel runs, in which no `.` or `..` is
+    left: a path glob with one would never match as written (and matched an
+    agent's `/usr/bin/../../tmp/m` before)."""
+    def one(item: Node) -> str:
+        g = _glob(item)
+        if "/" in g and any(part in (".", "..") for part in g.split("/")):
+            raise item.error(f"{g!r}: '.' or '..' in a program path (programs are judged by the resolved "
+                             "file the kernel runs: write that path)")
+        return g
+    return tuple(gather(n.seq(), one))
+
+
 def _rule_globs(n: Node) -> tuple[str, ...]:
     """exec.deny / deny_args: globs, each a string or ``{name: glob, id:,
     severity:, tags:}`` (the metadata is read by rule_ids.read_rule_meta)."""
@@ -354,12 +368,12 @@ GPU_KEYS: KeyTable = {
     "required": ("required", Node.bool),
     "memory": ("memory_bytes", Node.size),
     "sm_util": (None, _sm_util),
-    "allowed_programs": ("allowed_programs", _globs),
+    "allowed_programs": ("allowed_programs", _program_globs),
     "correlate_unapproved_connect": ("correlate_unapproved_connect", Node.bool),
     "throttle": (None, _gpu_throttle),
     "sample_interval": ("sample_interval_s", Node.duration),
     "devices": ("devices", read_devices),
-    "signature": ("signature", lambda n: read_signature(n, _globs)),
+    "signature": ("signature", lambda n: read_signature(n, _program_globs)),
     "correlation_window": ("correlation_window_s", Node.duration),   # issue 12
 }
 

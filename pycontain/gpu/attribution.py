@@ -9,6 +9,7 @@ hierarchy or, on hybrid hosts, in a v1 hierarchy.
 from __future__ import annotations
 
 import os
+import stat
 
 from ..core.gpu_rules import AttributedGpuProcess
 from ..core.samples import GpuSample
@@ -113,18 +114,69 @@ def _gone_agent(pid: int, cgroups: dict, info, exited) -> tuple[str | None, obje
 
 def _attributed(p, agent: str, info, proc_root: str) -> AttributedGpuProcess:
     exe, cmdline = _exe(p.pid, proc_root)
+    named, argv = exe, cmdline
+    start_ns, unapproved, exec_ts = None, None, 0
     if info is not None:
-        filename, argv = info.filename, info.argv
         start_ns, unapproved, exec_ts = info.start_ns, info.unapproved_connect_ns, info.exec_ts_ns
         # the kernel's exec record may not have been processed yet (the
-        # record is still the fork copy of the parent): the image running
-        # now, from /proc, is what uses the GPU
-        if exe and os.path.realpath(filename) != exe:
-            filename, argv = exe, cmdline
-    else:
-        filename, argv = exe, cmdline
-        start_ns, unapproved, exec_ts = None, None, 0
+        # record is still the fork copy of the parent): then the image
+        # running now, from /proc, is what uses the GPU
+        if not exe or _resolved(info.filename) == exe:
+            named, argv = info.filename, info.argv
+    # judged: the image the kernel runs, never the agent's spelling of it
+    # (`/usr/bin/../../tmp/m`, or a link of its own named like an allowed
+    # program); a process gone from /proc: its record's file, resolved now
+    image = exe or _resolved(named)
     return AttributedGpuProcess(agent=agent, pid=p.pid, start_ns=start_ns, device=p.device,
                                 used_memory_bytes=p.used_memory_bytes, sm_util=p.sm_util,
-                                filename=filename, argv=argv, unapproved_connect_ns=unapproved,
-                                exec_ts_ns=exec_ts)
+                                filename=image, argv=argv, unapproved_connect_ns=unapproved,
+                                exec_ts_ns=exec_ts, aliases=admin_links(named, image))
+
+
+def _resolved(filename: bytes) -> bytes:
+    """The file an absolute exec name leads to; b"" for a relative one (its
+    working directory is not known here: judged as no allowed program)."""
+    return os.path.realpath(filename) if filename.startswith(b"/") else b""
+
+
+# the kernel follows at most this many links in one lookup (MAXSYMLINKS)
+LINK_HOPS = 40
+
+
+def admin_links(named: bytes, image: bytes) -> tuple[bytes, ...]:
+    """The links on the way from `named` (what was exec'd) to `image` that
+    an administrator made: `/usr/bin/python3` -> `python3.11` keeps the name
+    a policy allows. A link the agent could have made (not root's, or in a
+    directory others may write) lends no name; an agent-made link to an
+    admin link (a venv's python3 -> /usr/bin/python3) still reaches it."""
+    if not image or not named.startswith(b"/"):
+        return ()
+    out: list[bytes] = []
+    path = _in_real_dir(named)
+    for _ in range(LINK_HOPS):
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode):
+                break
+            if _admin_owned(path, st):
+                out.append(path)
+            target = os.readlink(path)
+        except OSError:
+            return ()
+        path = _in_real_dir(os.path.join(os.path.dirname(path), target))
+    # only links that really lead to the running image name it
+    return tuple(out) if path == image else ()
+
+
+def _in_real_dir(path: bytes) -> bytes:
+    """`path` with its directory resolved as the kernel would, the last
+    component (perhaps a link) kept."""
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+
+
+def _admin_owned(path: bytes, st: os.stat_result) -> bool:
+    try:
+        d = os.stat(os.path.dirname(path))
+    except OSError:
+        return False
+    return st.st_uid == 0 and d.st_uid == 0 and not d.st_mode & (stat.S_IWGRP | stat.S_IWOTH)

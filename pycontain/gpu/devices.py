@@ -114,8 +114,12 @@ class GpuDevices:
         return self._from_orchestrator(cgroup)
 
     def _from_orchestrator(self, cgroup) -> GpuGrant:
-        """What the job's processes were told; nothing said: no GPU (fail closed)."""
-        for pid in cgroup.pids():
+        """What the job's processes were told; nothing said: no GPU (fail
+        closed). The environment is the job's word at adoption time, and the
+        agent can write its own (`exec env SLURM_STEP_GPUS=...`): the
+        oldest process, the one the orchestrator started, is asked first,
+        and "every GPU" is never taken from it."""
+        for pid in self._oldest_first(cgroup.pids()):
             try:
                 with open(f"{self.proc_root}/{pid}/environ", "rb") as fh:
                     spec = spec_from_environ(parse_environ(fh.read()))
@@ -123,6 +127,13 @@ class GpuDevices:
                 continue
             if spec is None:
                 continue
+            if spec.kind == ALL.kind:
+                # no orchestrator grants a job "all" of a shared node through
+                # these variables in a way pycontain can check: fail closed
+                log.warning("agent %s: %s=all in the job's environment (pid %d): refused, no GPU; "
+                            "name the GPUs (run --gpus, gpu.devices) to give every one",
+                            name_of(cgroup), spec.source, pid)
+                return GpuGrant((), f"orchestrator ({spec.source}=all refused)")
             try:
                 grant = check_spec(spec, self.gpus, self.nvml_status, self.allow_no_gpu)
             except (UsageError, GpuUnavailable) as e:
@@ -133,6 +144,18 @@ class GpuDevices:
                 continue
             return grant
         return GpuGrant((), "orchestrator (nothing allocated)")
+
+    def _oldest_first(self, pids) -> list[int]:
+        """pids by start time (/proc/PID/stat field 22), oldest first; one
+        whose start cannot be read comes last."""
+        def start(pid: int) -> tuple[int, int]:
+            try:
+                with open(f"{self.proc_root}/{pid}/stat", "rb") as fh:
+                    # after the last ')' (comm may hold any byte): field 3 on
+                    return int(fh.read().rsplit(b")", 1)[1].split()[19]), pid
+            except (OSError, IndexError, ValueError):
+                return 1 << 63, pid
+        return sorted(pids, key=start)
 
     def launch_env(self, name: str) -> dict | None:
         """The agent's environment with CUDA_VISIBLE_DEVICES matching its grant."""

@@ -137,6 +137,37 @@ def test_orchestrator_grant_from_the_jobs_environment(tmp_path, monkeypatch):
     assert d.grant_for("a", FakeCg(tmp_path, pids=[41])).allowed_minors() == frozenset()
 
 
+def _proc_entry(proc, pid: int, start: int, environ: bytes) -> None:
+    (proc / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "environ").write_bytes(environ)
+    # /proc/PID/stat: the start time is field 22 (comm may hold ') ')
+    fields = ["S"] + ["0"] * 18 + [str(start)] + ["0"] * 30
+    (proc / str(pid) / "stat").write_text(f"{pid} (a) b) " + " ".join(fields) + "\n")
+
+
+def test_orchestrator_never_takes_every_gpu_from_the_environment(tmp_path):
+    """`exec env NVIDIA_VISIBLE_DEVICES=all ...` (or SLURM_STEP_GPUS=all):
+    the agent writes its own environment; "all" gives no GPU (fail closed)."""
+    proc = tmp_path / "proc"
+    _proc_entry(proc, 42, 100, b"NVIDIA_VISIBLE_DEVICES=all\0")
+    _proc_entry(proc, 43, 200, b"SLURM_STEP_GPUS=all\0")
+    d = devices(parse_gpu_spec("orchestrator", "gpu.devices"), proc_root=str(proc))
+    for pids in ([42], [43]):
+        g = d.grant_for("a", FakeCg(tmp_path, pids=pids))
+        assert g.confines and g.allowed_minors() == frozenset(), g
+        assert "all refused" in g.source
+
+
+def test_orchestrator_asks_the_oldest_process_first(tmp_path):
+    """The job's first process got the orchestrator's grant (GPU 1); a
+    younger one the agent started with its own environment claims more."""
+    proc = tmp_path / "proc"
+    _proc_entry(proc, 41, 900, b"SLURM_STEP_GPUS=0,1,2\0")       # younger, listed first
+    _proc_entry(proc, 42, 100, b"SLURM_STEP_GPUS=1\0")
+    d = devices(parse_gpu_spec("orchestrator", "gpu.devices"), proc_root=str(proc))
+    assert d.grant_for("a", FakeCg(tmp_path, pids=[41, 42])).allowed_minors() == {0}   # GPU 1's minor
+
+
 def test_falls_back_to_v1_devices_when_the_program_cannot_load(tmp_path, monkeypatch):
     from pycontain.core.errors import EnvironmentProblem
     from pycontain.kernel import devices as kdev

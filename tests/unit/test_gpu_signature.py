@@ -164,3 +164,33 @@ def test_a_window_of_few_readings_never_flags_and_policy_check_says_so(tmp_path)
     r = subprocess.run([sys.executable, "-m", "pycontain.cli", "policy", "check", str(pol)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "window 2s holds fewer than 5 readings" in r.stderr, r.stderr
+
+
+def test_a_miner_with_a_small_matmul_in_every_reading_is_still_killed():
+    """A ~6 % tensor decoy beside 90 % integer work in every reading: over
+    `tensor_max`, but a miner's shape (integer work four times the tensor
+    work and more); to pass, the decoy must take a real share of the GPU."""
+    assert ("gpu.signature", "kill", 7) in _decisions([(90, 6)] * 150)
+    assert ("gpu.signature", "kill", 7) in _decisions([(90, 20)] * 150)
+
+
+def test_tensor_heavy_work_with_busy_integer_pipes_is_left_alone():
+    """Training with integer-heavy phases: its tensor work stays well above
+    a quarter of its integer work."""
+    assert _decisions([(80, 30)] * 150) == []
+    assert _decisions([(60, 40) if t % 2 else (50, 60) for t in range(150)]) == []
+
+
+def test_a_missing_gpm_reading_does_not_reset_the_window():
+    """Every other GPM reading unavailable: not evidence either way, and
+    not a fresh start for the miner."""
+    readings = [(None, None) if t % 2 else (90, 0) for t in range(150)]
+    assert ("gpu.signature", "kill", 7) in _decisions(readings)
+
+
+def test_the_ratio_is_a_policy_key():
+    p = load_policy_text("name: x\ngpu:\n  signature: {int_tensor_ratio: 10}\n")
+    assert p.gpu.signature.int_tensor_ratio == 10.0
+    rules = GpuRules(GpuPolicy(signature=p.gpu.signature))
+    assert rules.evaluate(sample(0.0, 90, 6), [proc()], 0.0) == []      # warming up
+    assert run(GpuRules(GpuPolicy(signature=p.gpu.signature)), [(90, 10)] * 70, [proc()]) == []   # 9x < 10x

@@ -72,8 +72,11 @@ class ProcessTable:
         # records made from a fork (keyed by the fork's timestamp, not yet by
         # the kernel's start time): the child's exec re-keys them
         self._provisional: set[tuple[int, int]] = set()
-        # pid -> (the `now` of its exit, its record), oldest first
+        # pid -> (the `now` of its exit, its record), oldest first; and the
+        # pids of each agent's, so forgetting an agent costs its own records
+        # only (an agent's stop must not scan 4096 others)
         self._exited: dict[int, tuple[float, ProcessInfo]] = {}
+        self._exited_of: dict[str, set[int]] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -157,13 +160,23 @@ class ProcessTable:
                 self._keep_exited(info, now)
 
     def _keep_exited(self, info: ProcessInfo, now: float) -> None:
-        self._exited.pop(info.pid, None)          # re-inserted last: the dict stays oldest first
+        self._drop_exited(info.pid)               # re-inserted last: the dict stays oldest first
         self._exited[info.pid] = (now, info)
+        self._exited_of.setdefault(info.agent, set()).add(info.pid)
         while self._exited:
-            t, _ = next(iter(self._exited.values()))
+            pid, (t, _) = next(iter(self._exited.items()))
             if len(self._exited) <= MAX_EXITED and t >= now - EXITED_KEEP_S:
                 break
-            del self._exited[next(iter(self._exited))]
+            self._drop_exited(pid)
+
+    def _drop_exited(self, pid: int) -> None:
+        got = self._exited.pop(pid, None)
+        if got is not None:
+            pids = self._exited_of.get(got[1].agent)
+            if pids is not None:
+                pids.discard(pid)
+                if not pids:
+                    del self._exited_of[got[1].agent]
 
     def exited(self, pid: int, since: float) -> ProcessInfo | None:
         """The record of the process with this pid that exited at or after
@@ -191,7 +204,8 @@ class ProcessTable:
             roots = [(i.pid, i.start_ns) for i in new]
 
     def forget_agent(self, agent: str) -> None:
-        self._exited = {pid: e for pid, e in self._exited.items() if e[1].agent != agent}
+        for pid in self._exited_of.pop(agent, set()):
+            self._exited.pop(pid, None)
         for key, info in list(self._by_key.items()):
             if info.agent == agent:
                 self._by_key.pop(key)

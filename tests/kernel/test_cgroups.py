@@ -12,6 +12,7 @@ import pytest
 
 from pycontain.actuate.cgroups import AgentCgroup, detect_layout
 from pycontain.actuate.launch import launch
+from tests.kernel.procs import alive as _alive
 
 PY = sys.executable
 
@@ -26,14 +27,6 @@ def cg(privileged, request):
 def _read(path):
     with open(path) as fh:
         return fh.read().strip()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _wait(cond, timeout=5.0, step=0.02):

@@ -22,30 +22,9 @@ import pytest
 from pycontain.kernel.pins import release_all
 from pycontain.observe.state_api import StateClient, daemon_answers
 from tests.kernel.conftest import pin_root_for
+from tests.kernel.procs import alive as _alive
+from tests.kernel.procs import children as _children
 from tests.kernel.test_daemon import PYCONTAIN, agent_dir, wait_for  # noqa: F401 (fixture)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _children(ppid: int, marker: bytes) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{d}/stat", "rb") as fh:
-                stat = fh.read()
-            with open(f"/proc/{d}/cmdline", "rb") as fh:
-                cmd = fh.read()
-        except OSError:
-            continue
-        if int(stat.rsplit(b")", 1)[1].split()[1]) == ppid and marker in cmd:
-            out.append(int(d))
-    return out
 
 
 class Node:

@@ -24,6 +24,7 @@ import pytest
 
 from pycontain.app.agent_client import DaemonAgent
 from tests.kernel.conftest import pin_root_for
+from tests.kernel.procs import children
 
 PYCONTAIN = [sys.executable, "-m", "pycontain.cli"]
 MINER = "sleep 0.2; echo ran > {sentinel}"
@@ -100,18 +101,7 @@ def test_run_through_daemon_contains_relays_status_and_cleans_up(node_daemon, tm
 
 def _children(ppid: int, cmdline: bytes) -> list[int]:
     """Live children of `ppid` whose command line starts with `cmdline`."""
-    out = []
-    for d in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{d}/stat", "rb") as fh:
-                stat = fh.read()
-            with open(f"/proc/{d}/cmdline", "rb") as fh:
-                cmd = fh.read()
-        except OSError:
-            continue
-        if int(stat.rsplit(b")", 1)[1].split()[1]) == ppid and cmd.startswith(cmdline):
-            out.append(int(d))
-    return out
+    return children(ppid, cmdline, prefix=True)
 
 
 def test_signal_relayed_to_agent(node_daemon):

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from pycontain.actuate.cgroups import AgentCgroup
+from tests.kernel.procs import alive as _alive
 
 CONTROLLER = r"""
 import json, os, sys, time
@@ -46,14 +47,6 @@ if clean:
     sys.exit(0)
 time.sleep(1000)
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _wait(cond, timeout):

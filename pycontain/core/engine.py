@@ -545,11 +545,14 @@ class Engine:
                                    f"memory {s.memory_bytes} bytes above memory_high {b.memory_high_bytes}"))
         if b.pids and s.pids >= PIDS_BREACH_RATIO * b.pids:
             breaches.append(Breach(agent, "budget.pids", "pids", f"{s.pids} processes, budget {b.pids}"))
-        # a budget this sample shows back under its limit has cleared now
+        # a budget back under its limit clears once it has stayed under for
+        # the breach's hold (Escalator.tick), not at the first sample under:
+        # 9 s over and 1 s under, again and again, reset the ladder each time
+        # and was never killed. A budget the policy no longer has clears now.
         out: list[Decision] = []
-        hit = {br.rule for br in breaches}
-        for rule in ("budget.cpu", "budget.memory", "budget.pids"):
-            if rule not in hit:
+        limits = {"budget.cpu": b.cpu, "budget.memory": b.memory_high_bytes, "budget.pids": b.pids}
+        for rule, limit in limits.items():
+            if not limit:
                 out += self.escalator.clear((agent, rule), monitor=self.monitor)
         return out + self.on_breaches(breaches, now)
 

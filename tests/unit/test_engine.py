@@ -246,10 +246,24 @@ def test_cleared_budget_thaws():
     ds = e.on_cgroup_sample("trainer", sample(mem=600 << 20), 0)
     assert [d.action for d in ds] == [Action.THROTTLE]
     assert e.on_cgroup_sample("trainer", sample(mem=600 << 20), 1) == []
-    ds = e.on_cgroup_sample("trainer", sample(mem=100 << 20), 2)
+    assert e.on_cgroup_sample("trainer", sample(mem=100 << 20), 2) == []    # one sample under is no cure
+    assert e.tick(3) == []
+    ds = e.on_cgroup_sample("trainer", sample(mem=100 << 20), 4) + e.tick(4)   # under for the hold (3 s)
     assert [(d.action, d.rule) for d in ds] == [(Action.THAW, "budget.memory")]
-    ds = e.on_cgroup_sample("trainer", sample(mem=600 << 20), 3)        # a new breach starts over
+    ds = e.on_cgroup_sample("trainer", sample(mem=600 << 20), 5)        # a new breach starts over
     assert [d.action for d in ds] == [Action.THROTTLE]
+
+
+def test_dipping_under_a_budget_now_and_then_does_not_reset_its_ladder():
+    """9 s over memory_high, 1 s under, again and again: before, each dip
+    cleared the breach, so the throttle was lifted and set 60 times in ten
+    minutes and the kill never came."""
+    e = engine(load_policy_text(BUDGETS))
+    actions = []
+    for t in range(600):
+        mem = (100 if t % 10 == 9 else 600) << 20
+        actions += [d.action for d in e.on_cgroup_sample("trainer", sample(mem=mem), t) + e.tick(t)]
+    assert actions[:2] == [Action.THROTTLE, Action.KILL], actions[:6]
 
 
 def test_pids_alert():

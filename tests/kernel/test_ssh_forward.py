@@ -34,9 +34,9 @@ def _configs(home, host: str):
     d.mkdir(parents=True)
     (d / "tunnel.conf").write_text(f"Match host {host}\n  RemoteForward 2222 localhost:22\n")
     (d / "config").write_text(f"Include {d}/tunnel.conf\nHost *\n  StrictHostKeyChecking no\n"
-                              f"  UserKnownHostsFile /dev/null\n  BatchMode yes\n  ConnectTimeout 3\n")
+                              f"  UserKnownHostsFile /dev/null\n  BatchMode yes\n  ConnectTimeout 1\n")
     (d / "plain").write_text("Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
-                             "  BatchMode yes\n  ConnectTimeout 3\n")
+                             "  BatchMode yes\n  ConnectTimeout 1\n")
     for f in d.iterdir():
         f.chmod(0o600)
     return d / "config", d / "plain"
@@ -108,7 +108,7 @@ def test_an_edited_included_file_is_judged_afresh(privileged, testhost):
         inc_match.write_text(f"Match host {decoy}\n  RemoteForward 2222 localhost:22\n")
         inc_add.write_text("Host *\n  BatchMode yes\n")
         cfg.write_text(f"Include {inc_match} {inc_add}\nHost *\n  StrictHostKeyChecking no\n"
-                       "  UserKnownHostsFile /dev/null\n  ConnectTimeout 3\n")
+                       "  UserKnownHostsFile /dev/null\n  ConnectTimeout 1\n")
         for f in (inc_match, inc_add, cfg):
             f.chmod(0o600)
         listener = testhost.tcp_listener(0)       # the same argv each time: one cache key but for the files

@@ -40,31 +40,42 @@ def test_ssh_banner_on_port_443_is_dropped(net_agent, testhost):
 
 
 # a relay in front of an ssh client (ProxyCommand) writes the banner in
-# pieces: each send() its own segment (TCP_NODELAY), the first ones short
+# pieces: each send() its own segment (TCP_NODELAY), the first ones short.
+# argv: host, then PORT=PARTS (parts as a Python literal), one connection
+# each, all at once
 SPLIT = r"""
-h, p = sys.argv[1], int(sys.argv[2])
-def f():
-    s = socket.create_connection((h, p), timeout=3)
+import ast, threading
+h = sys.argv[1]
+def send(port, parts):
+    s = socket.create_connection((h, port), timeout=3)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for part in %r:
+    for part in parts:
         s.send(part)
         time.sleep(0.3)
     time.sleep(1.5)
+def f():
+    ts = [threading.Thread(target=send, args=(int(a.split("=", 1)[0]), ast.literal_eval(a.split("=", 1)[1])))
+          for a in sys.argv[2:]]
+    for t in ts: t.start()
+    for t in ts: t.join()
 print(outcome(f))
 """
+SPLITS = [(b"S", b"SH-2.0-x\r\n"), (b"SSH-2.0-", b"x\r\n"), (b"SS", b"H-2", b".0-x\r\n")]
 
 
-@pytest.mark.parametrize("parts", [(b"S", b"SH-2.0-x\r\n"), (b"SSH-2.0-", b"x\r\n"),
-                                   (b"SS", b"H-2", b".0-x\r\n")])
-def test_an_ssh_banner_split_over_segments_is_dropped(net_agent, testhost, parts):
+def _split_run(net_agent, testhost, inside: bool) -> list:
+    listeners = [testhost.tcp_listener(0) for _ in SPLITS]
+    args = [f"{lst.port}={parts!r}" for lst, parts in zip(listeners, SPLITS, strict=True)]
+    net_agent.python(SPLIT, testhost.peer_ip4, *args, inside=inside)
+    return listeners
+
+
+def test_an_ssh_banner_split_over_segments_is_dropped(net_agent, testhost):
     _ssh_tables(net_agent)
-    bare = testhost.tcp_listener(443)
-    assert net_agent.python(SPLIT % (parts,), testhost.peer_ip4, "443", inside=False).out == "ok"
-    assert bare.wait(contains=b"SSH-2.0-x")                  # bare: sshd would read a whole banner
-    bare.close()
-    inside = testhost.tcp_listener(443)
-    net_agent.python(SPLIT % (parts,), testhost.peer_ip4, "443")
-    assert not inside.wait(contains=b"S", timeout=2.0)       # inside: not even its first byte arrives
+    for lst in _split_run(net_agent, testhost, inside=False):
+        assert lst.wait(contains=b"SSH-2.0-x")                # bare: sshd would read a whole banner
+    for lst, parts in zip(_split_run(net_agent, testhost, inside=True), SPLITS, strict=True):
+        assert not lst.wait(contains=b"S", timeout=0.5), parts    # inside: not even its first byte arrives
     ev = net_agent.wait_for(lambda e: isinstance(e, NetEvent) and e.h.rule_id == SSH_RULE)
     assert ev and ev[0].h.verdict == Verdict.DENY and ev[0].h.flags & Flag.SSH
 
@@ -73,8 +84,9 @@ def test_a_short_first_segment_of_another_protocol_passes(net_agent, testhost):
     """SOCKS5 greets with 3 bytes and waits for the answer; Redis may send
     PING alone: only what could begin an SSH banner is held back."""
     _ssh_tables(net_agent)
-    lst = testhost.tcp_listener(1080)
-    net_agent.python(SPLIT % ((b"\x05\x01\x00", b"PING\r\n"),), testhost.peer_ip4, "1080")
+    lst = testhost.tcp_listener(0)
+    greeting = (b"\x05\x01\x00", b"PING\r\n")
+    net_agent.python(SPLIT, testhost.peer_ip4, f"{lst.port}={greeting!r}")
     assert lst.wait(contains=b"\x05\x01\x00PING")
 
 

@@ -23,7 +23,7 @@ FORKER = ("import os,sys,time\n"
           "for i in range(int(sys.argv[2])):\n"
           " if os.fork()==0:\n"
           "  open(os.path.join(sys.argv[1],str(i)),'w').close(); time.sleep(20); os._exit(0)\n"
-          "time.sleep(3)\n")
+          "time.sleep(1.5)\n")
 
 
 def test_children_the_identity_map_cannot_hold_die_at_birth(privileged):

@@ -103,13 +103,13 @@ def test_renamed_ssh_client_is_seen(net_agent, testhost, tmp_path):
     prog = tmp_path / "not-a-shell"
     shutil.copy(shutil.which("ssh"), prog)
     os.chmod(prog, 0o755)
-    argv = [str(prog), "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "StrictHostKeyChecking=no",
+    argv = [str(prog), "-o", "BatchMode=yes", "-o", "ConnectTimeout=1", "-o", "StrictHostKeyChecking=no",
             "-p", "8443", f"x@{testhost.peer_ip4}", "true"]
 
     def run(inside: bool, port: int):
         lst = testhost.tcp_listener(port)
         argv[-3] = str(port)
-        p = net_agent.popen(["timeout", "4", *argv], inside=inside)
+        p = net_agent.popen(["timeout", "3", *argv], inside=inside)
         p.communicate(timeout=15)
         return lst
     assert run(False, 8443).wait(contains=b"SSH-2.0-")

@@ -117,10 +117,9 @@ def test_renamed_ssh_client_is_seen(net_agent, testhost, tmp_path):
 
 
 LISTEN = r"""
-port = int(sys.argv[1])
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", port)); s.listen(4); s.settimeout(5)
-print("listening", flush=True)
+s.bind(("0.0.0.0", 0)); s.listen(4); s.settimeout(5)
+print("listening", s.getsockname()[1], flush=True)
 for _ in range(int(sys.argv[2])):
     try:
         c, _ = s.accept(); c.sendall(b"HELLO"); c.close()
@@ -138,11 +137,14 @@ except OSError as e:
 """
 
 
-def _listen(net_agent, inside: bool, port: int, n: int):
+def _listen(net_agent, inside: bool, n: int, listen: str = LISTEN) -> tuple[subprocess.Popen, int]:
+    """A listener on a port the kernel picks (a fixed one may be some
+    client's ephemeral port at that moment), accepting n connections."""
     from conftest import CLIENT
-    p = net_agent.popen([sys.executable, "-c", CLIENT + LISTEN, str(port), str(n)], inside=inside)
-    assert p.stdout.readline().strip() == "listening"
-    return p
+    p = net_agent.popen([sys.executable, "-c", CLIENT + listen, "0", str(n)], inside=inside)
+    said = p.stdout.readline().split()
+    assert said[:1] == ["listening"], (said, p.stderr.read() if p.poll() is not None else "")
+    return p, int(said[1])
 
 
 def test_agent_listener_is_not_reachable_from_outside(net_agent, testhost):
@@ -151,12 +153,12 @@ def test_agent_listener_is_not_reachable_from_outside(net_agent, testhost):
     def far(port: int) -> str:
         p = testhost.run(["python3", "-c", FAR, testhost.host_ip4, str(port)], stdout=subprocess.PIPE, text=True)
         return p.communicate(timeout=15)[0].strip()
-    bare = _listen(net_agent, False, 47301, 1)
-    assert far(47301) == "HELLO"                               # bare: the test host connects
+    bare, port = _listen(net_agent, False, 1)
+    assert far(port) == "HELLO"                                # bare: the test host connects
     bare.wait(10)
-    agent = _listen(net_agent, True, 47302, 2)
-    assert far(47302) in ("TimeoutError", "timeout")         # inside: not even the handshake
-    local = subprocess.run([sys.executable, "-c", FAR, "127.0.0.1", "47302"], capture_output=True, text=True,
+    agent, port = _listen(net_agent, True, 2)
+    assert far(port) in ("TimeoutError", "timeout")          # inside: not even the handshake
+    local = subprocess.run([sys.executable, "-c", FAR, "127.0.0.1", str(port)], capture_output=True, text=True,
                            timeout=15)
     assert local.stdout.strip() == "HELLO"                     # loopback still can
     agent.kill()
@@ -188,19 +190,11 @@ def test_a_syn_behind_an_ipv6_extension_header_is_refused_too(net_agent, testhos
     def far(port: int) -> str:
         p = testhost.run(["python3", "-c", FAR6, testhost.host_ip6, str(port)], stdout=subprocess.PIPE, text=True)
         return p.communicate(timeout=15)[0].strip()
-    bare = net_agent.popen([sys.executable, "-c", _client() + LISTEN6, "47311", "1"], inside=False)
-    assert bare.stdout.readline().strip() == "listening"
-    assert far(47311) == "HELLO"                               # bare: the test host connects
+    bare, port = _listen(net_agent, False, 1, LISTEN6)
+    assert far(port) == "HELLO"                                # bare: the test host connects
     bare.wait(10)
-    agent = net_agent.popen([sys.executable, "-c", _client() + LISTEN6, "47312", "1"], inside=True)
-    assert agent.stdout.readline().strip() == "listening"
+    agent, port = _listen(net_agent, True, 1, LISTEN6)
     try:
-        assert far(47312) in ("TimeoutError", "timeout")     # inside: not even the handshake
+        assert far(port) in ("TimeoutError", "timeout")      # inside: not even the handshake
     finally:
         agent.kill()
-
-
-def _client() -> str:
-    from conftest import CLIENT
-    return CLIENT
-

@@ -183,26 +183,23 @@ static __always_inline int pc_net6(struct bpf_sock_addr *ctx, u8 type)
 	struct bpf_sock *sk = ctx->sk;
 	if (sk)
 		sport = (u16)sk->src_port;
-	int mapped = w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff);
-	if (sk && type == PC_EV_CONNECT && w0 == 0 && w1 == 0 && w2 == 0 && w3 == 0 && pc_sk_v4_mapped(sk)) {
-		/* tcp_v6_connect / __ip6_datagram_connect: :: from a v4-mapped
-		 * source is ::ffff:127.0.0.1 (udpv6_sendmsg rewrites it before
-		 * the hook, so sendmsg4 sees that one) */
-		mapped = 1;
-		w2 = bpf_htonl(0x0000ffff);
-		w3 = bpf_htonl(0x7f000001);
-	}
-	if (mapped && w3 == 0)   /* ::ffff:0.0.0.0: tcp_v4_connect's 0.0.0.0 */
-		w3 = pc_any4_target(sk, proto, sk ? sk->src_ip4 : 0);
-	__builtin_memcpy(&k.addr[8], &w2, 4);
-	__builtin_memcpy(&k.addr[12], &w3, 4);
 	u16 flags = 0;
 	u32 rule = pc_net_judge_memo(cfg, PC_AF_INET6, k.addr, proto, dport, 0, &flags);
 	if (!rule)   /* issue 12: past the scan limits no new destination */
 		rule = pc_scan_judge(cfg, agent, PC_AF_INET6, k.addr, proto, dport, flags & PC_F_LOOPBACK);
-	if (!rule) {   /* issue 10: loopback services the agent did not start */
-		if (mapped)
-			rule = w3 ? pc_local_rule4(ctx, cfg, agent, w3, dport, proto) : pc_local_unknown(cfg);
+	/* issue 10: loopback services the agent did not start. `::` and
+	 * ::ffff:0.0.0.0 are judged as loopback above (their aliases); here
+	 * the receiver is looked up where the kernel sends them. Decided after
+	 * the judgement, so its paths are verified once (before it, they took
+	 * this program's verification from 183 to 609 ms). */
+	if (!rule) {
+		if (w0 == 0 && w1 == 0 && w2 == bpf_htonl(0x0000ffff))
+			rule = pc_local_rule4_any(ctx, cfg, agent, sk, w3, dport, proto);
+		else if ((w0 | w1 | w2 | w3) == 0 && sk && type == PC_EV_CONNECT && pc_sk_v4_mapped(sk))
+			/* tcp_v6_connect / __ip6_datagram_connect: :: from a
+			 * v4-mapped source is 127.0.0.1 (udpv6_sendmsg rewrites it
+			 * before the hook, so sendmsg4 sees that one) */
+			rule = pc_local_rule4(ctx, cfg, agent, bpf_htonl(0x7f000001), dport, proto);
 		else
 			rule = pc_local_rule6(ctx, cfg, agent, &k, dport, proto);
 	}

@@ -168,6 +168,16 @@ static __always_inline u32 pc_local_rule4(struct bpf_sock_addr *ctx, struct pc_c
 	return pc_local_receiver(ctx, &t, sizeof(t.ipv4), proto, agent);
 }
 
+/* pc_local_rule4 for an IPv4(-mapped) destination that may be 0.0.0.0
+ * (a dual-stack socket's ::ffff:0.0.0.0: tcp_v4_connect's 0.0.0.0). */
+static __always_inline u32 pc_local_rule4_any(struct bpf_sock_addr *ctx, struct pc_config *cfg, u32 agent,
+					      struct bpf_sock *sk, u32 daddr, u16 dport, u32 proto)
+{
+	if (daddr == 0)
+		daddr = pc_any4_target(sk, proto, sk ? sk->src_ip4 : 0);
+	return daddr ? pc_local_rule4(ctx, cfg, agent, daddr, dport, proto) : pc_local_unknown(cfg);
+}
+
 /* Relies on: as pc_local_rule4. k->addr: the IPv6 destination (not mapped). */
 static __always_inline u32 pc_local_rule6(struct bpf_sock_addr *ctx, struct pc_config *cfg, u32 agent,
 					  struct pc_lpm6 *k, u16 dport, u32 proto)

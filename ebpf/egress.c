@@ -28,12 +28,6 @@
 #define PC_EG_ETH_P_IPV6 0x86DD
 #define PC_IPOPT_LSRR 0x83
 #define PC_IPOPT_SSRR 0x89
-#define PC_IPV6_HOPOPTS 0
-#define PC_IPV6_ROUTING 43
-#define PC_IPV6_FRAGMENT 44
-#define PC_IPV6_AH 51
-#define PC_IPV6_DSTOPTS 60
-#define PC_IPV6_EXT_MAX 6          /* extension headers walked before the transport header */
 #define PC_LOOPBACK_IFINDEX 1       /* lo is ifindex 1 in every network namespace */
 #define PC_PKT_REPORT_NS 1000000000ULL
 
@@ -133,20 +127,14 @@ static __always_inline int pc_pkt_ip6(struct __sk_buff *skb, struct pc_pkt *p)
 			p->routed = 1;
 			break;
 		}
-		if (nh != PC_IPV6_HOPOPTS && nh != PC_IPV6_DSTOPTS && nh != PC_IPV6_FRAGMENT && nh != PC_IPV6_AH)
+		if (!pc_ip6_ext(nh))
 			break;
 		u8 ext[4];
 		if (bpf_skb_load_bytes(skb, off & 0xffff, ext, sizeof(ext)) < 0)
 			return -1;
-		if (nh == PC_IPV6_FRAGMENT) {
-			if ((((u32)ext[2] << 8) | ext[3]) & 0xfff8)
-				p->later_frag = 1;
-			off += 8;
-		} else if (nh == PC_IPV6_AH) {
-			off += ((u32)ext[1] + 2) * 4;
-		} else {
-			off += ((u32)ext[1] + 1) * 8;
-		}
+		if (nh == PC_IPV6_FRAGMENT && ((((u32)ext[2] << 8) | ext[3]) & 0xfff8))
+			p->later_frag = 1;
+		off += pc_ip6_ext_len(nh, ext[1]);
 		nh = ext[0];
 	}
 	p->proto = nh;

@@ -22,8 +22,7 @@
 #include "net.bpf.h"
 
 #define PC_IN_LOOPBACK_IFINDEX 1
-#define PC_IN_EXT_MAX 6          /* IPv6 extension headers walked before TCP */
-#define PC_IN_OPAQUE (-2)        /* extension headers past PC_IN_EXT_MAX: the transport is unknown */
+#define PC_IN_OPAQUE (-2)        /* extension headers past PC_IPV6_EXT_MAX: the transport is unknown */
 #define PC_IN_REPORT_NS 1000000000ULL
 
 BPF_TABLE("lru_hash", u64, u64, pc_inbound_seen, 4096);   /* socket cookie -> last report */
@@ -38,13 +37,6 @@ struct pc_in_pkt {
 	u8 syn;        /* SYN without ACK */
 };
 
-/* 1 for the IPv6 extension headers a packet may carry before its transport
- * header (hop-by-hop, routing, fragment, AH, destination options). */
-static __always_inline int pc_in_ext(u32 nh)
-{
-	return nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60;
-}
-
 /* The transport header's protocol past the extension headers, its offset
  * in *off. Relies on: ingress runs after IPv6 reassembly and after the
  * kernel skipped those headers itself (ip6_input: it delivers to TCP
@@ -52,16 +44,16 @@ static __always_inline int pc_in_ext(u32 nh)
 static __always_inline int pc_in_ip6_transport(struct __sk_buff *skb, u32 nh, u32 *off)
 {
 #pragma unroll
-	for (int k = 0; k < PC_IN_EXT_MAX; k++) {
-		if (!pc_in_ext(nh))
+	for (int k = 0; k < PC_IPV6_EXT_MAX; k++) {
+		if (!pc_ip6_ext(nh))
 			return nh;
 		u8 ext[2];
 		if (PC_SKB_READ(skb, *off, ext, sizeof(ext)) < 0)
 			return PC_IN_OPAQUE;
-		*off += nh == 51 ? ((u32)ext[1] + 2) * 4 : (nh == 44 ? 8 : ((u32)ext[1] + 1) * 8);
+		*off += pc_ip6_ext_len(nh, ext[1]);
 		nh = ext[0];
 	}
-	return pc_in_ext(nh) ? PC_IN_OPAQUE : (int)nh;
+	return pc_ip6_ext(nh) ? PC_IN_OPAQUE : (int)nh;
 }
 
 static __always_inline int pc_in_parse(struct __sk_buff *skb, struct pc_in_pkt *p)

@@ -17,6 +17,29 @@
 #endif
 #define PC_AF_INET 2
 #define PC_AF_INET6 10
+/* IPv6 extension headers that may stand before the transport header
+ * (egress.c, inbound.c walk them) */
+#define PC_IPV6_HOPOPTS 0
+#define PC_IPV6_ROUTING 43
+#define PC_IPV6_FRAGMENT 44
+#define PC_IPV6_AH 51
+#define PC_IPV6_DSTOPTS 60
+#define PC_IPV6_EXT_MAX 6          /* extension headers walked before the transport header */
+
+static __always_inline int pc_ip6_ext(u32 nh)
+{
+	return nh == PC_IPV6_HOPOPTS || nh == PC_IPV6_ROUTING || nh == PC_IPV6_FRAGMENT || nh == PC_IPV6_AH ||
+	       nh == PC_IPV6_DSTOPTS;
+}
+
+/* Bytes of the extension header nh whose length byte is hdr_len (RFC 8200:
+ * 8-octet units past the first 8; AH, RFC 4302: 4-octet units past 8). */
+static __always_inline u32 pc_ip6_ext_len(u32 nh, u8 hdr_len)
+{
+	if (nh == PC_IPV6_FRAGMENT)
+		return 8;
+	return nh == PC_IPV6_AH ? ((u32)hdr_len + 2) * 4 : ((u32)hdr_len + 1) * 8;
+}
 
 /* Slots of pc_net_rules: rule ids for verdicts that no table entry names.
  * pycontain/kernel/net_maps.py fills them from KernelTables.rules by name. */

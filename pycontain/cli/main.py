@@ -78,12 +78,13 @@ ROOT_USER_NOTE = ("warning: an agent run as root is no boundary for the node's f
 def is_root_user(user: str | None) -> bool:
     """Whether --user names uid 0 (by name or number); a name that does not
     resolve is left to run's own check."""
-    import pwd
+    from ..actuate.launch import lookup_user
+    from ..core.errors import UsageError
     if not user:
         return False
     try:
-        return (int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid) == 0
-    except KeyError:
+        return lookup_user(user).pw_uid == 0
+    except UsageError:
         return False
 
 

@@ -178,14 +178,13 @@ class Engine:
             ladder = tuple(Action.KILL if a == Action.KILL_PROCESS else a for a in ladder)
         # a ladder that starts by killing one process is per process: (pid,
         # start time), so a reused pid never inherits another process's step
-        key: BreachKey = (agent, rule)
-        if pid is not None and ladder[0] == Action.KILL_PROCESS:
-            key = (agent, rule, pid, start_ns)
+        per_process = pid if ladder[0] == Action.KILL_PROCESS else None
+        key: BreachKey = (agent, rule) if per_process is None else (agent, rule, per_process, start_ns)
         out = self.escalator.breach(key, agent, rule, ladder, spec.grace_s, now, reason, pid=pid,
                                     start_ns=start_ns, monitor=monitor or self.monitor, gpu=gpu,
                                     sustained=sustained)
-        if len(key) == 4 and pid is not None and sustained:     # a per-process ladder
-            out += self._respawned(agent, rule, pid, start_ns, now, reason, spec.grace_s, monitor, gpu)
+        if per_process is not None and sustained:
+            out += self._respawned(agent, rule, per_process, start_ns, now, reason, spec.grace_s, monitor, gpu)
         return out
 
     def _respawned(self, agent: str, rule: str, pid: int, start_ns: int | None, now: float, reason: str,

@@ -48,6 +48,13 @@ class AttributedGpuProcess:
     aliases: tuple[bytes, ...] = ()
 
 
+def device_busy(total: float, sm_util: float) -> float:
+    """SM % of a device with one more process's peak added: peaks of
+    processes that followed each other within one interval add up too, and
+    a device is never more than fully busy."""
+    return min(100.0, total + sm_util)
+
+
 def path_glob_match(path: str, pat: str) -> bool:
     """fnmatch, component by component: `*`, `?` and `[...]` never match a
     `/`, so `/usr/bin/*` names the files in /usr/bin, not every file below
@@ -157,9 +164,7 @@ class GpuRules:
                 per_dev: dict[int, float] = defaultdict(float)
                 for x in procs:
                     if x.sm_util is not None:
-                        # peaks of processes that followed each other within one
-                        # interval add up too: a device is never more than fully busy
-                        per_dev[x.device] = min(100.0, per_dev[x.device] + x.sm_util)
+                        per_dev[x.device] = device_busy(per_dev[x.device], x.sm_util)
                 avg = self._window_avg(agent, now, max(per_dev.values()) if utils else None)
                 if avg is not None and avg >= p.sm_util_max:
                     out.append(Breach(agent, "gpu.sm_util", "gpu_util",

@@ -146,13 +146,13 @@ class GpuDevices:
         return GpuGrant((), "orchestrator (nothing allocated)")
 
     def _oldest_first(self, pids) -> list[int]:
-        """pids by start time (/proc/PID/stat field 22), oldest first; one
-        whose start cannot be read comes last."""
+        """pids by start time, oldest first; one whose start cannot be read
+        comes last."""
+        from ..actuate.actuators import proc_start_ns
+
         def start(pid: int) -> tuple[int, int]:
             try:
-                with open(f"{self.proc_root}/{pid}/stat", "rb") as fh:
-                    # after the last ')' (comm may hold any byte): field 3 on
-                    return int(fh.read().rsplit(b")", 1)[1].split()[19]), pid
+                return proc_start_ns(pid, self.proc_root), pid
             except (OSError, IndexError, ValueError):
                 return 1 << 63, pid
         return sorted(pids, key=start)

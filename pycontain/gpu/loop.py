@@ -5,6 +5,7 @@ Publishing per-agent GPU use into the live state is the caller's business
 
 from __future__ import annotations
 
+from ..core.gpu_rules import device_busy
 from ..core.text import safe_text
 from .attribution import attribute
 
@@ -53,8 +54,7 @@ def use_by_agent(sample, attributed) -> dict[str, list[tuple[int, str, int, floa
         slot = per.setdefault(a.agent, {}).setdefault(a.device, [0, None])
         slot[0] += a.used_memory_bytes or 0
         if a.sm_util is not None:
-            # per-process peaks add up; a device is never more than fully busy
-            slot[1] = min(100.0, (slot[1] or 0.0) + a.sm_util)
+            slot[1] = device_busy(slot[1] or 0.0, a.sm_util)
     return {agent: [(d, uuids.get(d, ""), m, u) for d, (m, u) in sorted(devs.items())]
             for agent, devs in per.items()}
 

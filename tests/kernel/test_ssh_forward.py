@@ -169,8 +169,6 @@ def test_a_configuration_bound_over_in_an_own_mount_namespace_is_refused(privile
     assert not inside.wait(contains=b"SSH-", timeout=1.0) and inside.accepted == 0
 
 
-
-
 def test_an_escape_command_line_is_killed_under_run(privileged, testhost, tmp_path):
     """`ssh -tt -oEnableEscapeCommandline=yes host`: on the pty the agent
     types `~C` then `-R 2222:localhost:22` and ssh opens a reverse forward

@@ -363,11 +363,7 @@ class AgentCgroup:
                 self.freeze(wait=True, timeout=0.2)
             except (TimeoutError, EnvironmentProblem, OSError):
                 pass
-            for pid in self.pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            self._sigkill_each()
             try:
                 self.thaw()
             except OSError:
@@ -384,6 +380,10 @@ class AgentCgroup:
         if kill_file:
             fs.write(kill_file, "1")
             return
+        self._sigkill_each()
+
+    def _sigkill_each(self) -> None:
+        """SIGKILL each process listed now (one already gone is no error)."""
         for pid in self.pids():
             try:
                 os.kill(pid, signal.SIGKILL)
